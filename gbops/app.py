@@ -1,0 +1,131 @@
+"""Assembles the one-process platform: database, registry, SIP service and HTTP portal in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from gbops.log import get_logger
+from gbops.settings import Settings
+from sip_server.gb.server import GbConfig
+
+log = get_logger("gbops.app")
+
+
+def gb_config(settings: Settings) -> GbConfig:
+    return GbConfig(
+        sip_id=settings.sip_id,
+        domain=settings.sip_domain,
+        realm=settings.realm,
+        default_password=settings.sip_password.get_secret_value() if settings.sip_password else None,
+        allow_unknown=settings.sip_allow_unknown,
+        keepalive_interval=settings.sip_keepalive_interval,
+        keepalive_misses=settings.sip_keepalive_misses,
+        min_expires=settings.sip_register_min_expires,
+        max_expires=settings.sip_register_max_expires,
+        lockout_failures=settings.sip_lockout_failures,
+        lockout_window=settings.sip_lockout_window,
+        lockout_duration=settings.sip_lockout_duration,
+        catalog_timeout=settings.sip_catalog_timeout,
+        query_timeout=settings.sip_query_timeout,
+        nonce_ttl=settings.sip_nonce_ttl,
+    )
+
+
+class Platform:
+    """``gbops run``: SIP + HTTP in one asyncio process with the embedded (or configured) database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: Any = None
+        self.registry: Any = None
+        self.writer: Any = None
+        self.sip: Any = None
+        self.http: Any = None
+        self._http_task: asyncio.Task | None = None
+        self._run_id: int | None = None
+        self.admin_password: str | None = None
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        import uvicorn
+
+        from device_registry.service import Registry, RegistryWriter
+        from gbops.db import make_engine, make_sessionmaker, migrate
+        from ops_portal.app import create_app
+        from ops_portal.users import ensure_admin
+        from sip_server.service import SipService
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(s.db_url)
+        await migrate(self.engine)
+        sessionmaker = make_sessionmaker(self.engine)
+        self.registry = Registry(sessionmaker)
+        self.writer = RegistryWriter(self.registry)
+        await self.writer.start()
+        self._run_id = await self.registry.start_platform_run(datetime.now(UTC))
+        self.admin_password = await ensure_admin(sessionmaker, s)
+        if self.admin_password:
+            path = s.data_dir / "initial-admin-password.txt"
+            print(
+                f"初始管理员账号 admin 的密码已生成（首次登录后须修改），并已保存到 {path}（权限 0600）：\n"
+                f"The initial password of user 'admin' was generated (change it at first login) "
+                f"and saved to {path} (mode 0600):\n\n    {self.admin_password}\n",
+                file=sys.stdout,
+                flush=True,
+            )
+
+        self.sip = SipService(gb_config(s), host=s.sip_host, port=s.sip_port, writer=self.writer)
+        self.sip.restore(await self.registry.snapshot())
+        await self.sip.start()
+
+        app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip)
+        config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_config=None, access_log=False,
+                                lifespan="on")
+        self.http = uvicorn.Server(config)
+        self.http.install_signal_handlers = lambda: None  # we handle signals ourselves
+        self._http_task = asyncio.create_task(self.http.serve())
+        while not self.http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the bind error
+            await asyncio.sleep(0.02)
+        log.info("http.listening", host=s.http_host, port=self.http_port)
+
+    @property
+    def http_port(self) -> int:
+        for server in getattr(self.http, "servers", []):
+            for sock in server.sockets:
+                return sock.getsockname()[1]
+        return self.settings.http_port
+
+    async def stop(self) -> None:
+        log.info("platform.stopping")
+        if self.http is not None:
+            self.http.should_exit = True
+            if self._http_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._http_task, 5)
+        if self.sip is not None:
+            await self.sip.close()
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.registry is not None and self._run_id is not None:
+            await self.registry.end_platform_run(self._run_id, datetime.now(UTC), True)
+        if self.engine is not None:
+            await self.engine.dispose()
+        log.info("platform.stopped")
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopped.set)
+        await self.start()
+        try:
+            await self.stopped.wait()
+        finally:
+            await self.stop()

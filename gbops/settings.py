@@ -1,0 +1,142 @@
+"""Platform settings: ``GBOPS_*`` environment variables, then ``gbops.toml``, then defaults.
+
+Secrets (SIP password, admin password, database URL with credentials) are ``SecretStr`` so that they
+never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gbops.passwords import weak_password_reason
+
+_GB_ID = re.compile(r"^\d{18,20}$")
+_DOMAIN = re.compile(r"^\d{8}$|^\d{10}$")
+
+
+class SettingsError(ValueError):
+    """A setting that prevents the platform from starting; the message says what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GBOPS_",
+        toml_file=os.environ.get("GBOPS_CONFIG", "gbops.toml"),
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./gbops-data")
+
+    # --- SIP / GB/T 28181 ---
+    sip_id: str = "34020000002000000001"
+    sip_domain: str = "3402000000"
+    sip_host: str = "0.0.0.0"
+    sip_port: int = 5060
+    sip_password: SecretStr | None = None
+    sip_allow_unknown: bool = True
+    sip_keepalive_interval: float = Field(60.0, gt=0, description="default keepalive interval (s)")
+    sip_keepalive_misses: int = Field(3, ge=1, description="missed keepalives before offline")
+    sip_register_min_expires: int = 60
+    sip_register_max_expires: int = 86400
+    sip_lockout_failures: int = 5
+    sip_lockout_window: float = 600.0
+    sip_lockout_duration: float = 600.0
+    sip_catalog_timeout: float = 30.0
+    sip_query_timeout: float = 10.0
+    sip_nonce_ttl: float = 300.0
+
+    # --- HTTP / portal ---
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    admin_password: SecretStr | None = None
+    token_ttl_hours: float = 12.0
+
+    # --- media ---
+    rtp_ports: str = "30000-30999"
+
+    # --- storage ---
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)
+
+    @field_validator("sip_id")
+    @classmethod
+    def _check_sip_id(cls, v: str) -> str:
+        if not _GB_ID.match(v):
+            raise ValueError("GBOPS_SIP_ID must be an 18- or 20-digit GB/T 28181 code")
+        return v
+
+    @field_validator("sip_domain")
+    @classmethod
+    def _check_domain(cls, v: str) -> str:
+        if not _DOMAIN.match(v):
+            raise ValueError("GBOPS_SIP_DOMAIN must be the 10-digit (or 8-digit) GB/T 28181 domain")
+        return v
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_ports(cls, v: str) -> str:
+        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", v)
+        if not m or not (1024 <= int(m[1]) < int(m[2]) <= 65535):
+            raise ValueError("GBOPS_RTP_PORTS must look like 30000-30999 (1024..65535, low < high)")
+        return v
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def rtp_port_range(self) -> tuple[int, int]:
+        low, high = (int(p) for p in self.rtp_ports.split("-"))
+        return low, high
+
+    @property
+    def realm(self) -> str:
+        return self.sip_domain
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'gbops.db').resolve()}"
+
+    def check_for_run(self) -> None:
+        """Refuse to start with settings that would leave the platform unsafe or broken."""
+        if self.sip_password is None:
+            raise SettingsError(
+                "GBOPS_SIP_PASSWORD 未设置：请设置设备默认 SIP 密码（至少 8 位，包含两类以上字符）。 / "
+                "GBOPS_SIP_PASSWORD is not set: set the default device SIP password "
+                "(8+ characters, 2+ character classes, not a common password)."
+            )
+        reason = weak_password_reason(self.sip_password.get_secret_value(), self.sip_id)
+        if reason:
+            raise SettingsError(f"GBOPS_SIP_PASSWORD 太弱 / is weak: {reason}")
+        if self.admin_password is not None:
+            reason = weak_password_reason(self.admin_password.get_secret_value(), "admin")
+            if reason:
+                raise SettingsError(f"GBOPS_ADMIN_PASSWORD 太弱 / is weak: {reason}")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

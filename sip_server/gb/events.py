@@ -1,0 +1,108 @@
+"""Events the GB/T 28181 core hands to its adapter (frozen dataclasses, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOnline:
+    device_id: str
+    remote_addr: tuple[str, int]
+    transport: str
+    contact: str | None
+    expires: int
+    user_agent: str | None
+    transition: bool  # False for a refresh of a live registration
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOffline:
+    device_id: str
+    reason: str  # unregistered | keepalive_timeout | registration_expired
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeepalive:
+    device_id: str
+    remote_addr: tuple[str, int]
+    faulty_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfoReceived:
+    device_id: str
+    info: Any  # manscdp.DeviceInfo
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveIntervalReported:
+    device_id: str
+    interval: float
+    misses: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogProgress:
+    device_id: str
+    progress: dict
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogFinished:
+    device_id: str
+    items: tuple  # manscdp.CatalogItem, ...
+    complete: bool
+    state: str
+    progress: dict
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogChanged:
+    """A catalog NOTIFY (subscription) update: items with an Event (ADD/DEL/UPDATE/ON/OFF...)."""
+
+    device_id: str
+    items: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswered:
+    device_id: str
+    cmd_type: str
+    sn: int
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class QueryFailed:
+    device_id: str
+    cmd_type: str
+    sn: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRejected:
+    device_id: str | None
+    remote_addr: tuple[str, int]
+    status: int
+    reason: str
+    locked_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected:
+    device_id: str | None
+    remote_addr: tuple[str, int]
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyReceived:
+    """An Alarm / MobilePosition / other notification parsed but not yet acted on by later issues."""
+
+    device_id: str
+    cmd_type: str
+    message: Any

@@ -1,0 +1,501 @@
+"""The GB/T 28181 device-management core: registrar, keepalive, queries, catalog sync (sans-IO).
+
+It drives a :class:`sip_server.sip.SipEndpoint` (also sans-IO) and turns SIP traffic from devices into
+:mod:`sip_server.gb.events`. Nothing here touches sockets, asyncio or the clock: the adapter in
+``sip_server/service.py`` passes ``now`` (monotonic seconds) and moves bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sip_server.gb import events as ev
+from sip_server.gb import manscdp
+from sip_server.gb.catalog import CatalogAssembler
+from sip_server.gb.lockout import LockoutTracker
+from sip_server.gb.presence import PresenceTracker
+from sip_server.sip import (
+    DigestAuthenticator,
+    Headers,
+    MessageDropped,
+    RequestReceived,
+    ResponseReceived,
+    SipEndpoint,
+    SipParseError,
+    SipRequest,
+    TransactionTimeout,
+    make_response,
+    parse_name_addr,
+    parse_uri,
+)
+
+MANSCDP_TYPE = "Application/MANSCDP+xml"
+
+
+@dataclass(frozen=True)
+class GbConfig:
+    sip_id: str = "34020000002000000001"
+    domain: str = "3402000000"
+    realm: str = "3402000000"
+    default_password: str | None = None
+    allow_unknown: bool = True
+    keepalive_interval: float = 60.0
+    keepalive_misses: int = 3
+    min_expires: int = 60
+    max_expires: int = 86400
+    lockout_failures: int = 5
+    lockout_window: float = 600.0
+    lockout_duration: float = 600.0
+    catalog_timeout: float = 30.0
+    query_timeout: float = 10.0
+    nonce_ttl: float = 300.0
+    user_agent: str = "gbops/0.1"
+    query_charset: str = "GB2312"
+
+
+@dataclass(slots=True)
+class DeviceCredentials:
+    """A device's own SIP password as digest HA1 values (the plain password is never stored)."""
+
+    ha1: dict[str, str] = field(default_factory=dict)  # algorithm -> hex HA1 for the realm
+
+
+@dataclass(slots=True)
+class Route:
+    addr: tuple[str, int]
+    transport: str
+    contact: str | None
+
+
+@dataclass(slots=True)
+class PendingQuery:
+    device_id: str
+    cmd_type: str
+    sn: int
+    deadline: float
+
+
+@dataclass
+class Metrics:
+    registers: int = 0
+    registrations_ok: int = 0
+    challenges: int = 0
+    auth_failures: int = 0
+    lockouts: int = 0
+    locked_refusals: int = 0
+    keepalives: int = 0
+    messages: int = 0
+    bad_messages: int = 0
+    queries_sent: int = 0
+    query_failures: int = 0
+
+
+def gb_time(epoch: float | None = None) -> str:
+    """GB/T 28181 ``Date:`` header value (local time, milliseconds): ``2026-11-21T13:50:00.123``."""
+    t = time.time() if epoch is None else epoch
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
+def _valid_id(s: str | None) -> bool:
+    return bool(s) and len(s) <= 32 and s.isascii() and s.isalnum()
+
+
+class GbServer:
+    def __init__(
+        self,
+        config: GbConfig,
+        endpoint: SipEndpoint | None = None,
+        *,
+        secret: bytes | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.endpoint = endpoint or SipEndpoint()
+        self.auth = DigestAuthenticator(config.realm, secret or secrets.token_bytes(32), nonce_ttl=config.nonce_ttl)
+        self.presence = PresenceTracker(config.keepalive_interval, config.keepalive_misses)
+        self.lockout = LockoutTracker(config.lockout_failures, config.lockout_window, config.lockout_duration)
+        self.catalog = CatalogAssembler(config.catalog_timeout)
+        self.credentials: dict[str, DeviceCredentials] = {}
+        self.known: set[str] = set()
+        self.routes: dict[str, Route] = {}
+        self.charsets: dict[str, str] = {}
+        self.metrics = Metrics()
+        self._events: deque[Any] = deque()
+        self._pending: dict[tuple[str, int], PendingQuery] = {}  # (cmd_type, sn) -> query
+        self._txn_query: dict[Any, tuple[str, int, str]] = {}  # txn key -> (cmd_type, sn, device_id)
+        self._sn = itertools.count(int(time.time()) % 100000 + 1)
+        self._tag = secrets.token_hex(4)
+        self._wall = wall_clock
+        self._local_uri = f"sip:{config.sip_id}@{config.domain}"
+
+    # ================================================================== configuration
+    def set_device_credentials(self, device_id: str, ha1: dict[str, str] | None) -> None:
+        self.known.add(device_id)
+        if ha1:
+            self.credentials[device_id] = DeviceCredentials(dict(ha1))
+        else:
+            self.credentials.pop(device_id, None)
+
+    # ================================================================== event queue
+    def next_event(self) -> Any | None:
+        return self._events.popleft() if self._events else None
+
+    def _emit(self, event: Any) -> None:
+        self._events.append(event)
+
+    # ================================================================== inputs
+    def handle_sip_event(self, event: Any, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_request(event, now)
+        elif isinstance(event, ResponseReceived):
+            self._on_response(event, now)
+        elif isinstance(event, TransactionTimeout):
+            self._on_timeout(event, now)
+        elif isinstance(event, MessageDropped):
+            self.metrics.bad_messages += 1
+
+    def handle_sip_events(self, now: float) -> None:
+        """Drain the endpoint's events and act on each (when no transport adapter does it)."""
+        endpoint = self.endpoint
+        while (event := endpoint.next_event()) is not None:
+            self.handle_sip_event(event, now)
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float, transport: str = "udp") -> None:
+        self.endpoint.receive_datagram(data, addr, now, transport)
+        self.handle_sip_events(now)
+
+    def get_timer(self) -> float | None:
+        timers = [
+            t
+            for t in (
+                self.endpoint.get_timer(),
+                self.presence.get_timer(),
+                self.catalog.get_timer(),
+                min((q.deadline for q in self._pending.values()), default=None),
+            )
+            if t is not None
+        ]
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        self.endpoint.handle_timer(now)
+        self.handle_sip_events(now)
+        for device_id, reason in self.presence.handle_timer(now):
+            self._emit(ev.DeviceOffline(device_id, reason))
+        for sync in self.catalog.handle_timer(now):
+            self._emit(ev.CatalogFinished(sync.device_id, tuple(sync.items.values()), False, sync.state(),
+                                          sync.progress()))
+        expired = [k for k, q in self._pending.items() if q.deadline <= now]
+        for key in expired:
+            q = self._pending.pop(key)
+            self.metrics.query_failures += 1
+            self._emit(ev.QueryFailed(q.device_id, q.cmd_type, q.sn, "timeout"))
+
+    # ================================================================== requests from devices
+    def _on_request(self, event: RequestReceived, now: float) -> None:
+        req = event.request
+        method = req.method
+        if method == "REGISTER":
+            self._on_register(event, now)
+        elif method in ("MESSAGE", "NOTIFY"):
+            self._on_message(event, now)
+        elif method == "ACK":
+            return
+        elif method == "OPTIONS":
+            self._reply(event, 200, now, headers=[("Allow", "REGISTER, MESSAGE, NOTIFY, INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, SUBSCRIBE")])
+        elif method == "BYE":
+            self._reply(event, 481, now)
+        else:
+            self._reply(event, 405, now, headers=[("Allow", "REGISTER, MESSAGE, NOTIFY, ACK, BYE, OPTIONS")])
+
+    def _reply(self, event: RequestReceived, status: int, now: float, *, reason: str | None = None,
+               headers=(), body: bytes = b"", content_type: str | None = None) -> None:
+        resp = make_response(event.request, status, reason, to_tag=self._tag, headers=list(headers), body=body,
+                             content_type=content_type)
+        resp.headers.add("User-Agent", self.config.user_agent)
+        self.endpoint.send_response(event.key, resp, now)
+
+    @staticmethod
+    def _from_user(req: SipRequest) -> str | None:
+        try:
+            return parse_name_addr(req.headers.get("From") or "").uri.user
+        except SipParseError:
+            return None
+
+    def _register_expires(self, req: SipRequest) -> int | None:
+        value = req.headers.get("Expires")
+        if value is None:
+            contact = req.headers.get("Contact")
+            if contact and contact.strip() != "*":
+                try:
+                    value = parse_name_addr(contact).params.get("expires")
+                except SipParseError:
+                    value = None
+        if value is None:
+            return 3600
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+
+    def _on_register(self, event: RequestReceived, now: float) -> None:
+        req, addr = event.request, event.addr
+        m = self.metrics
+        m.registers += 1
+        device_id = self._from_user(req)
+        if not _valid_id(device_id):
+            self._reply(event, 400, now, reason="Bad From (no device id)")
+            self._emit(ev.RegisterRejected(device_id, addr, 400, "bad device id"))
+            return
+        assert device_id is not None
+        host_key = "addr:" + addr[0]
+        id_key = "dev:" + device_id
+        if self.lockout.is_locked(id_key, host_key, now=now):
+            m.locked_refusals += 1
+            self._reply(event, 403, now, reason="Forbidden (locked out)")
+            self._emit(ev.RegisterRejected(device_id, addr, 403, "locked out", locked_out=True))
+            return
+        if not self.config.allow_unknown and device_id not in self.known:
+            self._reply(event, 403, now, reason="Forbidden (unknown device)")
+            self._emit(ev.RegisterRejected(device_id, addr, 403, "unknown device"))
+            return
+        expires = self._register_expires(req)
+        if expires is None or expires < 0:
+            self._reply(event, 400, now, reason="Bad Expires")
+            return
+        authz = req.headers.get("Authorization")
+        if not authz:
+            m.challenges += 1
+            self._reply(event, 401, now, headers=[("WWW-Authenticate", self.auth.challenge(now, device_id))])
+            return
+        creds = self.credentials.get(device_id)
+        result = self.auth.verify(
+            authz,
+            method="REGISTER",
+            bind=device_id,
+            password=None if creds else self.config.default_password,
+            ha1=creds.ha1 if creds else None,
+            now=now,
+        )
+        if not result.ok:
+            if result.stale:
+                m.challenges += 1
+                self._reply(event, 401, now,
+                            headers=[("WWW-Authenticate", self.auth.challenge(now, device_id, stale=True))])
+                return
+            m.auth_failures += 1
+            locked = self.lockout.record_failure(id_key, now)
+            locked = self.lockout.record_failure(host_key, now) or locked
+            if locked:
+                m.lockouts += 1
+            self._reply(event, 403, now, reason="Forbidden")
+            self._emit(ev.RegisterRejected(device_id, addr, 403, result.reason, locked_out=locked))
+            return
+        self.lockout.record_success(id_key)
+        if expires == 0:
+            self._reply(event, 200, now, headers=[("Date", gb_time(self._wall())), ("Expires", "0")])
+            if self.presence.unregister(device_id):
+                self._emit(ev.DeviceOffline(device_id, "unregistered"))
+            return
+        if expires < self.config.min_expires:
+            self._reply(event, 423, now, headers=[("Min-Expires", str(self.config.min_expires))])
+            return
+        expires = min(expires, self.config.max_expires)
+        contact = req.headers.get("Contact")
+        headers = [("Date", gb_time(self._wall())), ("Expires", str(expires))]
+        if contact:
+            headers.insert(0, ("Contact", contact))
+        self._reply(event, 200, now, headers=headers)
+        m.registrations_ok += 1
+        transition = self.presence.register(device_id, now, expires)
+        self.routes[device_id] = Route(addr, event.transport, contact)
+        self._emit(ev.DeviceOnline(device_id, addr, event.transport, contact, expires,
+                                   req.headers.get("User-Agent"), transition))
+        if transition:
+            self.query(device_id, "DeviceInfo", now)
+            self.query(device_id, "ConfigDownload", now, extra={"ConfigType": "BasicParam"})
+            self.sync_catalog(device_id, now)
+
+    def _on_message(self, event: RequestReceived, now: float) -> None:
+        req, addr = event.request, event.addr
+        self.metrics.messages += 1
+        device_id = self._from_user(req)
+        try:
+            msg = manscdp.parse(req.body)
+        except manscdp.ManscdpError as exc:
+            self.metrics.bad_messages += 1
+            self._reply(event, 400, now, reason="Bad MANSCDP body")
+            self._emit(ev.MessageRejected(device_id, addr, 400, f"bad MANSCDP: {exc}"))
+            return
+        if not _valid_id(device_id):
+            device_id = msg.device_id
+        assert device_id is not None
+        cmd = msg.cmd_type
+        if msg.root == "Notify" and cmd == "Keepalive":
+            if not self.presence.keepalive(device_id, now):
+                # No live registration here: refusing makes the device register again.
+                self._reply(event, 403, now, reason="Forbidden (not registered)")
+                self._emit(ev.MessageRejected(device_id, addr, 403, "keepalive from unregistered device"))
+                return
+            self._reply(event, 200, now)
+            self.metrics.keepalives += 1
+            route = self.routes.get(device_id)
+            if route is None or route.addr != addr:
+                self.routes[device_id] = Route(addr, event.transport, route.contact if route else None)
+            self.charsets[device_id] = msg.charset
+            faulty: tuple[str, ...] = ()
+            try:
+                faulty = tuple(manscdp.as_keepalive(msg).faulty_device_ids)
+            except manscdp.ManscdpError:
+                pass
+            self._emit(ev.DeviceKeepalive(device_id, addr, faulty))
+            return
+        if not self.presence.is_online(device_id):
+            self._reply(event, 403, now, reason="Forbidden (not registered)")
+            self._emit(ev.MessageRejected(device_id, addr, 403, f"{msg.root}/{cmd} from unregistered device"))
+            return
+        self._reply(event, 200, now)
+        self.charsets[device_id] = msg.charset
+        try:
+            self._dispatch(device_id, msg, now)
+        except manscdp.ManscdpError as exc:
+            self.metrics.bad_messages += 1
+            self._emit(ev.MessageRejected(device_id, addr, 200, f"unusable {msg.root}/{cmd}: {exc}"))
+
+    def _dispatch(self, device_id: str, msg: manscdp.ManscdpMessage, now: float) -> None:
+        cmd, root = msg.cmd_type, msg.root
+        if cmd == "Catalog":
+            page = manscdp.as_catalog(msg)
+            if root == "Notify":
+                self._emit(ev.CatalogChanged(device_id, tuple(page.items)))
+                return
+            self._pending.pop(("Catalog", msg.sn), None)
+            sync = self.catalog.add_page(device_id, msg.sn, page.sum_num, page.items, now)
+            if sync is not None:
+                self._emit(ev.CatalogFinished(device_id, tuple(sync.items.values()), True, sync.state(),
+                                              sync.progress()))
+            else:
+                current = self.catalog.get(device_id)
+                if current is not None:
+                    self._emit(ev.CatalogProgress(device_id, current.progress()))
+            return
+        if root != "Response":
+            if cmd in ("Alarm", "MobilePosition"):
+                viewer = manscdp.as_alarm if cmd == "Alarm" else manscdp.as_mobile_position
+                self._emit(ev.NotifyReceived(device_id, cmd, viewer(msg)))
+            else:
+                self._emit(ev.NotifyReceived(device_id, cmd, msg))
+            return
+        pending = self._pending.pop((cmd, msg.sn), None)
+        if cmd == "DeviceInfo":
+            result: Any = manscdp.as_device_info(msg)
+            self._emit(ev.DeviceInfoReceived(device_id, result))
+        elif cmd == "DeviceStatus":
+            result = manscdp.as_device_status(msg)
+        elif cmd == "RecordInfo":
+            result = manscdp.as_record_info(msg)
+        elif cmd == "ConfigDownload":
+            result = msg
+            interval, misses = _heartbeat_config(msg)
+            if interval:
+                self.presence.set_interval(device_id, interval, now)
+                self._emit(ev.KeepaliveIntervalReported(device_id, interval, misses))
+        else:
+            result = msg
+        if pending is not None:
+            self._emit(ev.QueryAnswered(device_id, cmd, msg.sn, result))
+
+    # ================================================================== requests to devices
+    def next_sn(self) -> int:
+        return next(self._sn)
+
+    def query(self, device_id: str, cmd_type: str, now: float, *, extra: dict[str, str] | None = None,
+              target_id: str | None = None, timeout: float | None = None) -> int | None:
+        """Send a MANSCDP Query; returns its SN, or None when the device has no route."""
+        route = self.routes.get(device_id)
+        if route is None or not self.presence.is_online(device_id):
+            return None
+        sn = self.next_sn()
+        charset = self.charsets.get(device_id, self.config.query_charset)
+        if charset.upper() not in ("UTF-8", "GB2312", "GBK", "GB18030"):
+            charset = self.config.query_charset
+        body = manscdp.build_query(cmd_type, sn, target_id or device_id, charset=charset, extra=extra)
+        key = self._send_message(device_id, route, body, now)
+        self._pending[(cmd_type, sn)] = PendingQuery(device_id, cmd_type, sn,
+                                                     now + (timeout or self.config.query_timeout))
+        self._txn_query[key] = (cmd_type, sn, device_id)
+        self.metrics.queries_sent += 1
+        return sn
+
+    def sync_catalog(self, device_id: str, now: float) -> int | None:
+        sn = self.query(device_id, "Catalog", now, timeout=self.config.catalog_timeout)
+        if sn is not None:
+            self._pending.pop(("Catalog", sn), None)  # the assembler owns the catalog timeout
+            self.catalog.start(device_id, sn, now)
+        return sn
+
+    def _send_message(self, device_id: str, route: Route, body: bytes, now: float) -> Any:
+        host, port = route.addr
+        headers = Headers()
+        headers.add("Via", f"SIP/2.0/{route.transport.upper()} 0.0.0.0:0;rport")
+        headers.add("From", f"<{self._local_uri}>;tag={secrets.token_hex(5)}")
+        headers.add("To", f"<sip:{device_id}@{self.config.domain}>")
+        headers.add("Call-ID", f"{secrets.token_hex(10)}@{self.config.domain}")
+        headers.add("CSeq", "1 MESSAGE")
+        headers.add("Max-Forwards", "70")
+        headers.add("User-Agent", self.config.user_agent)
+        headers.add("Content-Type", MANSCDP_TYPE)
+        req = SipRequest("MESSAGE", f"sip:{device_id}@{host}:{port}", headers, body)
+        return self.endpoint.send_request(req, route.addr, now, route.transport)
+
+    # ================================================================== responses to our requests
+    def _on_response(self, event: ResponseReceived, now: float) -> None:
+        status = event.response.status
+        if status < 200:
+            return
+        ref = self._txn_query.pop(event.key, None)
+        if ref is None or status < 300:
+            return
+        self._fail(ref, f"{status} {event.response.reason}", now)
+
+    def _on_timeout(self, event: TransactionTimeout, now: float) -> None:
+        ref = self._txn_query.pop(event.key, None)
+        if ref is not None:
+            self._fail(ref, "no response (transaction timeout)", now)
+
+    def _fail(self, ref: tuple[str, int, str], reason: str, now: float) -> None:
+        cmd_type, sn, device_id = ref
+        if cmd_type == "Catalog":
+            sync = self.catalog.fail(device_id, sn)
+            if sync is not None:
+                self._emit(ev.CatalogFinished(device_id, tuple(sync.items.values()), False,
+                                              f"failed: {reason}", sync.progress()))
+            self.metrics.query_failures += 1
+            self._emit(ev.QueryFailed(device_id, cmd_type, sn, reason))
+            return
+        if self._pending.pop((cmd_type, sn), None) is None:
+            return
+        self.metrics.query_failures += 1
+        self._emit(ev.QueryFailed(device_id, cmd_type, sn, reason))
+
+
+def _heartbeat_config(msg: manscdp.ManscdpMessage) -> tuple[float | None, int | None]:
+    """HeartBeatInterval / HeartBeatCount from a ConfigDownload BasicParam response, if present."""
+    interval = count = None
+    for el in msg.element.iter():
+        tag = el.tag.lower() if isinstance(el.tag, str) else ""
+        text = (el.text or "").strip()
+        if tag == "heartbeatinterval" and text.isdigit() and int(text) > 0:
+            interval = float(text)
+        elif tag == "heartbeatcount" and text.isdigit() and int(text) > 0:
+            count = int(text)
+    return interval, count
+
+
+__all__ = ["GbServer", "GbConfig", "DeviceCredentials", "Route", "gb_time", "parse_uri"]

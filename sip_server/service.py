@@ -1,0 +1,291 @@
+"""The asyncio adapter around the GB/T 28181 core: sockets, timers, and the registry writes.
+
+Everything with a clock or a socket lives here; :class:`sip_server.gb.server.GbServer` stays sans-IO.
+The core's events become device-registry events, which a :class:`RegistryWriter` writes in batches,
+so thousands of registrations and keepalives a second never wait for the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from device_registry import events as reg
+from gbops.log import get_logger
+from sip_server.gb import events as ev
+from sip_server.gb.server import GbConfig, GbServer
+from sip_server.sip import SipEndpoint
+from sip_server.transport import SipTransport
+
+log = get_logger("gbops.sip")
+
+_TRANSIENT_STATUS = {"ON": "ON", "OFF": "OFF", "VLOST": "OFF", "DEFECT": "OFF", "DEL": "DEL"}
+
+
+class DeviceNotReachable(Exception):
+    """The device is not online here, so it cannot be asked anything."""
+
+
+class QueryError(Exception):
+    """A query to a device failed (refused, timed out); the message says how."""
+
+
+def _addr(addr: tuple[str, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def channel_info(item: Any) -> reg.ChannelInfo:
+    """manscdp.CatalogItem -> registry ChannelInfo (the registry does not import the SIP packages)."""
+    return reg.ChannelInfo(
+        channel_id=item.device_id,
+        name=item.name,
+        manufacturer=item.manufacturer,
+        model=item.model,
+        owner=item.owner,
+        civil_code=item.civil_code,
+        block=item.block,
+        address=item.address,
+        parental=item.parental,
+        parent_id=item.parent_id,
+        business_group_id=item.business_group_id,
+        safety_way=item.safety_way,
+        register_way=item.register_way,
+        secrecy=item.secrecy,
+        ip_address=item.ip_address,
+        port=item.port,
+        status=item.status,
+        ptz_type=item.ptz_type,
+        longitude=item.longitude,
+        latitude=item.latitude,
+    )
+
+
+class SipService:
+    def __init__(
+        self,
+        config: GbConfig,
+        *,
+        host: str,
+        port: int,
+        writer: Any | None = None,
+        secret: bytes | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.writer = writer
+        self.endpoint = SipEndpoint()
+        self.gb = GbServer(config, self.endpoint, secret=secret, wall_clock=wall_clock)
+        self.transport: SipTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._waiters: dict[tuple[str, int], asyncio.Future] = {}
+        self._catalog_waiters: dict[str, list[asyncio.Future]] = {}
+        self._listeners: list[Callable[[Any], None]] = []
+        self._wall = wall_clock
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.transport = SipTransport(self.endpoint, self.host, self.port, on_event=self._on_sip_event)
+        await self.transport.start()
+        log.info("sip.listening", addresses=" ".join(_addr(a) for a in self.transport.local_addresses),
+                 sip_id=self.config.sip_id, domain=self.config.domain)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            await self.transport.close()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.cancel()
+
+    @property
+    def bound_port(self) -> int:
+        assert self.transport is not None
+        return self.transport.local_addresses[0][1]
+
+    def add_listener(self, fn: Callable[[Any], None]) -> None:
+        """Observe the core's events (tests, metrics, later issues)."""
+        self._listeners.append(fn)
+
+    def restore(self, snapshots: list[Any]) -> None:
+        """Load devices from the registry at start: credentials and who is online until when."""
+        now_mono, now_wall = self._now(), self._wall()
+        for snap in snapshots:
+            ha1 = {}
+            if snap.password_ha1_md5 and snap.password_realm == self.config.realm:
+                ha1["MD5"] = snap.password_ha1_md5
+                if snap.password_ha1_sha256:
+                    ha1["SHA-256"] = snap.password_ha1_sha256
+            self.gb.set_device_credentials(snap.device_id, ha1 or None)
+            if snap.online and snap.register_expires_at and snap.last_seen:
+                self.gb.presence.restore(
+                    snap.device_id,
+                    online=True,
+                    expires_at=now_mono + (snap.register_expires_at.timestamp() - now_wall),
+                    last_seen=now_mono + (snap.last_seen.timestamp() - now_wall),
+                    interval=snap.keepalive_interval,
+                )
+                if snap.remote_addr:
+                    host, _, port = snap.remote_addr.rpartition(":")
+                    if port.isdigit():
+                        from sip_server.gb.server import Route
+
+                        self.gb.routes[snap.device_id] = Route((host.strip("[]"), int(port)),
+                                                               snap.transport or "udp", None)
+        self._process()
+
+    # ------------------------------------------------------------------ core plumbing
+    def _now(self) -> float:
+        return (self._loop or asyncio.get_running_loop()).time()
+
+    def _on_sip_event(self, event: Any) -> None:
+        self.gb.handle_sip_event(event, self._now())
+        self._process()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.gb.handle_timer(self._now())
+        self._process()
+
+    def _process(self) -> None:
+        gb = self.gb
+        while (event := gb.next_event()) is not None:
+            try:
+                self._handle(event)
+            except Exception:  # one bad event must not stop the SIP service
+                log.exception("sip.event_failed", event=type(event).__name__)
+            for fn in self._listeners:
+                fn(event)
+        if self.transport is not None:
+            self.transport.flush()
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.gb.get_timer()
+        if when is None or self._loop is None:
+            return
+        if self._timer is not None:
+            if self._timer_at is not None and self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _submit(self, event: Any) -> None:
+        if self.writer is not None:
+            self.writer.submit(event)
+
+    def _handle(self, event: Any) -> None:
+        at = datetime.fromtimestamp(self._wall(), UTC)
+        if isinstance(event, ev.DeviceKeepalive):
+            self._submit(reg.DeviceSeen(event.device_id, at, _addr(event.remote_addr)))
+        elif isinstance(event, ev.DeviceOnline):
+            self._submit(reg.DeviceRegistered(event.device_id, at, _addr(event.remote_addr), event.transport,
+                                              event.contact, event.expires, event.user_agent))
+            if event.transition:
+                log.info("device.online", device_id=event.device_id, addr=_addr(event.remote_addr),
+                         transport=event.transport, expires=event.expires)
+        elif isinstance(event, ev.DeviceOffline):
+            if event.reason == "unregistered":
+                self._submit(reg.DeviceUnregistered(event.device_id, at))
+            else:
+                self._submit(reg.DeviceWentOffline(event.device_id, at, event.reason))
+            log.info("device.offline", device_id=event.device_id, reason=event.reason)
+        elif isinstance(event, ev.DeviceInfoReceived):
+            i = event.info
+            self._submit(reg.DeviceInfoReported(event.device_id, at, i.device_name, i.manufacturer, i.model,
+                                                i.firmware, i.device_type, i.channel))
+        elif isinstance(event, ev.KeepaliveIntervalReported):
+            self._submit(reg.KeepaliveIntervalSet(event.device_id, int(event.interval)))
+        elif isinstance(event, ev.CatalogFinished):
+            self._submit(reg.CatalogReported(event.device_id, at, tuple(channel_info(i) for i in event.items),
+                                             event.complete, event.state))
+            log.info("catalog.finished", device_id=event.device_id, state=event.state)
+            for fut in self._catalog_waiters.pop(event.device_id, []):
+                if not fut.done():
+                    fut.set_result(event.progress)
+        elif isinstance(event, ev.CatalogChanged):
+            changed = []
+            for item in event.items:
+                kind = (item.event or "").upper()
+                if kind in _TRANSIENT_STATUS:
+                    self._submit(reg.ChannelStatusChanged(event.device_id, item.device_id, at,
+                                                          _TRANSIENT_STATUS[kind]))
+                else:
+                    changed.append(channel_info(item))
+            if changed:
+                self._submit(reg.CatalogReported(event.device_id, at, tuple(changed), False, "notify"))
+        elif isinstance(event, ev.QueryAnswered):
+            fut = self._waiters.pop((event.cmd_type, event.sn), None)
+            if fut is not None and not fut.done():
+                fut.set_result(event.result)
+        elif isinstance(event, ev.QueryFailed):
+            fut = self._waiters.pop((event.cmd_type, event.sn), None)
+            if fut is not None and not fut.done():
+                fut.set_exception(QueryError(f"{event.cmd_type} query to {event.device_id} failed: {event.reason}"))
+            elif event.cmd_type != "ConfigDownload":  # many devices never answer BasicParam
+                log.warning("query.failed", device_id=event.device_id, cmd=event.cmd_type, reason=event.reason)
+        elif isinstance(event, ev.RegisterRejected):
+            log.warning("register.rejected", device_id=event.device_id, addr=_addr(event.remote_addr),
+                        status=event.status, reason=event.reason, locked_out=event.locked_out)
+        elif isinstance(event, ev.MessageRejected):
+            log.warning("message.rejected", device_id=event.device_id, addr=_addr(event.remote_addr),
+                        status=event.status, reason=event.reason)
+
+    # ------------------------------------------------------------------ public API (portal, tests)
+    def is_online(self, device_id: str) -> bool:
+        return self.gb.presence.is_online(device_id)
+
+    def set_device_password_ha1(self, device_id: str, ha1: dict[str, str] | None) -> None:
+        self.gb.set_device_credentials(device_id, ha1)
+
+    def catalog_progress(self, device_id: str) -> dict | None:
+        sync = self.gb.catalog.get(device_id)
+        return sync.progress() if sync is not None else None
+
+    def start_catalog_sync(self, device_id: str) -> dict:
+        """Ask the device for its catalog now; returns the initial progress."""
+        if self.gb.sync_catalog(device_id, self._now()) is None:
+            raise DeviceNotReachable(device_id)
+        self._process()
+        progress = self.catalog_progress(device_id)
+        assert progress is not None
+        return progress
+
+    async def catalog_sync(self, device_id: str, timeout: float | None = None) -> dict:
+        """Run a catalog sync and wait for it to finish (complete or partial)."""
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self._catalog_waiters.setdefault(device_id, []).append(fut)
+        self.start_catalog_sync(device_id)
+        return await asyncio.wait_for(fut, timeout or self.config.catalog_timeout + 5)
+
+    async def query(self, device_id: str, cmd_type: str, *, extra: dict[str, str] | None = None,
+                    target_id: str | None = None, timeout: float | None = None) -> Any:
+        assert self._loop is not None
+        sn = self.gb.query(device_id, cmd_type, self._now(), extra=extra, target_id=target_id, timeout=timeout)
+        if sn is None:
+            raise DeviceNotReachable(device_id)
+        fut = self._loop.create_future()
+        self._waiters[(cmd_type, sn)] = fut
+        self._process()
+        return await fut
+
+    async def device_status(self, device_id: str, channel_id: str | None = None) -> Any:
+        return await self.query(device_id, "DeviceStatus", target_id=channel_id)
+
+    def metrics(self) -> dict[str, int]:
+        m = dict(vars(self.gb.metrics))
+        m["devices_online"] = self.gb.presence.online_count()
+        m["lockout_entries"] = len(self.gb.lockout)
+        return m
