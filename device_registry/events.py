@@ -76,22 +76,28 @@ def _clean_text(value: Any) -> str | None:
 
 def _to_int(value: Any) -> int | None:
     """An integer field of a catalog item; junk becomes None (devices send all sorts)."""
-    if value is None or isinstance(value, bool):
-        return None if value is None else int(value)
-    if isinstance(value, int):
-        return value if -(2**31) <= value < 2**31 else None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
+    number: int | None
+    if value is None:
         return None
-    return number if -(2**31) <= number < 2**31 else None
+    if isinstance(value, int):  # bool included
+        number = int(value)
+    elif isinstance(value, float):
+        number = int(value) if value.is_integer() else None
+    else:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            return None
+    if number is None or not -(2**31) <= number < 2**31:
+        return None
+    return number
 
 
 def _to_float(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     try:
-        number = float(str(value).strip()) if not isinstance(value, int | float) else float(value)
+        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
     except ValueError:
         return None
     return number if math.isfinite(number) else None
@@ -164,7 +170,9 @@ class DeviceRegistered:
             raise ValueError(f"transport must be 'udp' or 'tcp', got {self.transport!r}")
         _set(self, "transport", transport)
         if isinstance(self.expires, bool) or not isinstance(self.expires, int) or self.expires <= 0:
-            raise ValueError(f"expires must be a positive int (use DeviceUnregistered for 0), got {self.expires!r}")
+            raise ValueError(
+                f"expires must be a positive int (use DeviceUnregistered for 0), got {self.expires!r}"
+            )
         _set(self, "remote_addr", _clean_text(self.remote_addr))
         _set(self, "contact", _clean_text(self.contact))
         _set(self, "user_agent", _clean_text(self.user_agent))
@@ -294,7 +302,11 @@ class KeepaliveIntervalSet:
 
     def __post_init__(self) -> None:
         _set(self, "device_id", _check_id(self.device_id, "device_id"))
-        if isinstance(self.interval, bool) or not isinstance(self.interval, int) or not 1 <= self.interval <= 86_400:
+        if (
+            isinstance(self.interval, bool)
+            or not isinstance(self.interval, int)
+            or not 1 <= self.interval <= 86_400
+        ):
             raise ValueError(f"interval must be an int between 1 and 86400, got {self.interval!r}")
 
 

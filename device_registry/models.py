@@ -45,9 +45,7 @@ class OrgNode(Base):
     code: Mapped[str | None] = mapped_column(String(ID_LENGTH), unique=True)
     name: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(16))
-    parent_id: Mapped[int | None] = mapped_column(
-        ForeignKey("org_nodes.id", ondelete="SET NULL"), index=True
-    )
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("org_nodes.id", ondelete="SET NULL"), index=True)
     source_device_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)

@@ -230,4 +230,3 @@ async def migrate(engine_or_url: AsyncEngine | str, revision: str = "head") -> N
     finally:
         if owned:
             await engine.dispose()
-

@@ -227,7 +227,7 @@ def decode_body(body: bytes) -> tuple[str, str]:
 
 _XML_DECL_RE = re.compile(r"\s*<\?xml(?:\s[^>]*)?\?>", re.IGNORECASE)
 _MARKUP_DECL_RE = re.compile(r"<!\s*(?:DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
-_SN_RE = re.compile(r"\d{1,20}")
+_SN_RE = re.compile(r"\d{1,20}", re.ASCII)
 _ROOTS_BY_LOWER = {r.lower(): r for r in ROOTS}
 
 # Known CmdType values, so vendors' case variants ("KeepAlive") compare equal.
@@ -340,6 +340,8 @@ class ManscdpMessage:
 
 
 def _parse_xml(text: str) -> ET.Element:
+    if text[:1] == "\ufeff":  # a BOM that survived decoding (e.g. GB18030-encoded)
+        text = text[1:]
     m = _XML_DECL_RE.match(text)
     if m:
         text = text[m.end() :]
@@ -403,9 +405,11 @@ def parse(body: bytes) -> ManscdpMessage:
 # Tolerant scalar conversions
 # ---------------------------------------------------------------------------------------------
 
-_INT_RE = re.compile(r"[+-]?\d{1,18}")
-_FLOAT_RE = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,3})?")
-_TIME_RE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[T ](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6})\d*)?")
+_INT_RE = re.compile(r"[+-]?\d{1,18}", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,3})?", re.ASCII)
+_TIME_RE = re.compile(
+    r"(\d{4})-(\d{1,2})-(\d{1,2})[T ](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6})\d*)?", re.ASCII
+)
 
 
 def _to_int(value: str | None) -> int | None:

@@ -171,10 +171,10 @@ class GbServer:
         self.handle_sip_events(now)
 
     def get_timer(self) -> float | None:
+        """The core's own timers; the endpoint's are driven by whoever drives the endpoint."""
         timers = [
             t
             for t in (
-                self.endpoint.get_timer(),
                 self.presence.get_timer(),
                 self.catalog.get_timer(),
                 min((q.deadline for q in self._pending.values()), default=None),
@@ -184,8 +184,6 @@ class GbServer:
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
-        self.endpoint.handle_timer(now)
-        self.handle_sip_events(now)
         for device_id, reason in self.presence.handle_timer(now):
             self._emit(ev.DeviceOffline(device_id, reason))
         for sync in self.catalog.handle_timer(now):

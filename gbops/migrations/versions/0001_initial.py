@@ -41,7 +41,10 @@ def upgrade() -> None:
             "kind IN ('business_group', 'virtual_org', 'civil', 'manual')", name=op.f("ck_org_nodes_kind")
         ),
         sa.ForeignKeyConstraint(
-            ["parent_id"], ["org_nodes.id"], name=op.f("fk_org_nodes_parent_id_org_nodes"), ondelete="SET NULL"
+            ["parent_id"],
+            ["org_nodes.id"],
+            name=op.f("fk_org_nodes_parent_id_org_nodes"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_org_nodes")),
         sa.UniqueConstraint("code", name=op.f("uq_org_nodes_code")),
@@ -72,6 +75,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_presence_events")),
     )
     op.create_index("ix_presence_events_device_id_at", "presence_events", ["device_id", "at"])
+    _make_presence_append_only()
 
     op.create_table(
         "users",
@@ -137,7 +141,10 @@ def upgrade() -> None:
         sa.Column("updated_at", UTC_TS, nullable=False),
         sa.CheckConstraint("transport IN ('udp', 'tcp')", name=op.f("ck_devices_transport")),
         sa.ForeignKeyConstraint(
-            ["org_node_id"], ["org_nodes.id"], name=op.f("fk_devices_org_node_id_org_nodes"), ondelete="SET NULL"
+            ["org_node_id"],
+            ["org_nodes.id"],
+            name=op.f("fk_devices_org_node_id_org_nodes"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("device_id", name=op.f("pk_devices")),
     )
@@ -174,10 +181,16 @@ def upgrade() -> None:
         sa.Column("updated_at", UTC_TS, nullable=False),
         sa.Column("org_node_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["device_id"], ["devices.device_id"], name=op.f("fk_channels_device_id_devices"), ondelete="CASCADE"
+            ["device_id"],
+            ["devices.device_id"],
+            name=op.f("fk_channels_device_id_devices"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["org_node_id"], ["org_nodes.id"], name=op.f("fk_channels_org_node_id_org_nodes"), ondelete="SET NULL"
+            ["org_node_id"],
+            ["org_nodes.id"],
+            name=op.f("fk_channels_org_node_id_org_nodes"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_channels")),
         sa.UniqueConstraint("device_id", "channel_id", name=op.f("uq_channels_device_id_channel_id")),
@@ -186,11 +199,32 @@ def upgrade() -> None:
     op.create_index(op.f("ix_channels_org_node_id"), "channels", ["org_node_id"])
 
 
+def _make_presence_append_only() -> None:
+    """presence_events is SLA evidence: refuse UPDATE and DELETE in the database itself."""
+    if op.get_context().dialect.name == "postgresql":
+        op.execute(
+            "CREATE FUNCTION presence_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION 'presence_events is append-only'; END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER presence_events_append_only BEFORE UPDATE OR DELETE ON presence_events "
+            "FOR EACH ROW EXECUTE FUNCTION presence_events_append_only()"
+        )
+    elif op.get_context().dialect.name == "sqlite":
+        for action in ("UPDATE", "DELETE"):
+            op.execute(
+                f"CREATE TRIGGER presence_events_no_{action.lower()} BEFORE {action} ON presence_events "
+                "BEGIN SELECT RAISE(ABORT, 'presence_events is append-only'); END"
+            )
+
+
 def downgrade() -> None:
     op.drop_table("channels")
     op.drop_table("devices")
     op.drop_table("auth_tokens")
     op.drop_table("users")
-    op.drop_table("presence_events")
+    op.drop_table("presence_events")  # its triggers go with it
+    if op.get_context().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS presence_events_append_only()")
     op.drop_table("platform_runs")
     op.drop_table("org_nodes")

@@ -1,0 +1,136 @@
+"""FastAPI dependencies of the portal, as ``Annotated`` aliases.
+
+* :data:`SessionDep` - one database session per request (shared by every dependency of it).
+* :data:`AnyAuth` - the caller's token and user, **including** a user who still has to change
+  their password.  Only the password-change and logout routes use it.
+* :data:`Auth` / :data:`CurrentUser` - an authenticated user who is allowed to use the portal:
+  a user with ``must_change_password`` gets 403 ``password_change_required`` here.
+* :func:`require_permission` - the seam for roles and grants (see its docstring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gbops.settings import Settings
+from ops_portal.auth import AuthContext, UnknownUserThrottle, not_authenticated, resolve_token
+from ops_portal.models import User
+from ops_portal.schemas import ApiError
+
+__all__ = [
+    "PERMISSIONS",
+    "AnyAuth",
+    "Auth",
+    "CurrentUser",
+    "RegistryDep",
+    "SessionDep",
+    "SettingsDep",
+    "SipDep",
+    "ThrottleDep",
+    "client_ip",
+    "require_permission",
+]
+
+
+# ------------------------------------------------------------------------------------------ plumbing
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        yield session
+
+
+def _registry(request: Request) -> Any:
+    return request.app.state.registry
+
+
+def _sip(request: Request) -> Any | None:
+    return request.app.state.sip
+
+
+def _throttle(request: Request) -> UnknownUserThrottle:
+    return request.app.state.login_throttle
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+RegistryDep = Annotated[Any, Depends(_registry)]
+SipDep = Annotated[Any | None, Depends(_sip)]
+ThrottleDep = Annotated[UnknownUserThrottle, Depends(_throttle)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
+# ------------------------------------------------------------------------------------------ auth
+_bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="opaque",
+    description="POST /api/auth/login 返回的令牌 / the token returned by POST /api/auth/login",
+)
+
+
+async def _authenticate(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AuthContext:
+    if credentials is None or not credentials.credentials:
+        raise not_authenticated()
+    return await resolve_token(session, credentials.credentials)
+
+
+AnyAuth = Annotated[AuthContext, Depends(_authenticate)]
+
+
+async def _require_active(ctx: AnyAuth) -> AuthContext:
+    if ctx.user.must_change_password:
+        raise ApiError(
+            403,
+            "password_change_required",
+            "请先修改密码（POST /api/auth/password）后再使用平台 / "
+            "change your password first (POST /api/auth/password)",
+        )
+    return ctx
+
+
+Auth = Annotated[AuthContext, Depends(_require_active)]
+
+
+async def _current_user(ctx: Auth) -> User:
+    return ctx.user
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+# ------------------------------------------------------------------------------------------ permissions
+#: Permission names that routes may ask for.  A typo in a route is caught at import time.
+PERMISSIONS = frozenset({"device.read", "device.catalog_sync"})
+
+
+def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, User]]:
+    """A dependency that lets the call through only if the user holds ``permission``.
+
+    **Currently every logged-in user (who does not have to change their password) holds every
+    permission**: roles and grants are not implemented yet.  Routes already declare what they need,
+    so that granting becomes a change of this one function, not of every route.
+    """
+    if permission not in PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}")
+
+    async def _check(user: CurrentUser) -> User:
+        # Roles/grants seam: look up the user's grants for ``permission`` here and raise
+        # ApiError(403, "forbidden", "无权执行此操作 / permission denied") when missing.
+        return user
+
+    _check.__name__ = f"require_{permission.replace('.', '_')}"
+    return _check

@@ -1,0 +1,194 @@
+"""``/api/devices``: the device registry, read-only, and on-demand catalog sync."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from gbops.log import get_logger
+from ops_portal.deps import RegistryDep, SipDep, require_permission
+from ops_portal.models import User
+from ops_portal.schemas import (
+    ApiError,
+    CatalogProgressOut,
+    ChannelList,
+    ChannelOut,
+    DeviceList,
+    DeviceOut,
+    PresenceList,
+    PresenceOut,
+    error_responses,
+)
+
+log = get_logger("gbops.portal.devices")
+
+router = APIRouter(
+    prefix="/api/devices",
+    tags=["devices"],
+    responses=error_responses(401, 403, 422),
+)
+
+DeviceReader = Annotated[User, Depends(require_permission("device.read"))]
+CatalogSyncer = Annotated[User, Depends(require_permission("device.catalog_sync"))]
+DeviceIdPath = Annotated[str, Path(min_length=1, max_length=32, description="GB/T 28181 设备编码 / device id")]
+
+_NOT_FOUND = error_responses(404)
+
+
+def _device_not_found(device_id: str) -> ApiError:
+    return ApiError(404, "device_not_found", f"设备不存在 / device not found: {device_id}")
+
+
+def _sip_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "sip_unavailable",
+        "SIP 服务未运行，无法与设备通信 / the SIP service is not running: devices cannot be reached",
+    )
+
+
+async def _require_device(registry: Any, device_id: str) -> Any:
+    device = await registry.get_device(device_id)
+    if device is None:
+        raise _device_not_found(device_id)
+    return device
+
+
+@router.get("", operation_id="devices_list", summary="设备列表 / list devices", response_model=DeviceList)
+async def list_devices(
+    user: DeviceReader,
+    registry: RegistryDep,
+    online: Annotated[bool | None, Query(description="只看在线 (true) 或离线 (false) / filter by presence")] = None,
+    q: Annotated[
+        str | None, Query(max_length=100, description="按编码或名称搜索 / search device id or name")
+    ] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DeviceList:
+    total, devices = await registry.list_devices(online=online, q=q or None, offset=offset, limit=limit)
+    return DeviceList(
+        total=total,
+        offset=offset,
+        limit=limit,
+        items=[DeviceOut.model_validate(d) for d in devices],
+    )
+
+
+@router.get(
+    "/{device_id}",
+    operation_id="devices_get",
+    summary="设备详情 / one device",
+    response_model=DeviceOut,
+    responses=_NOT_FOUND,
+)
+async def get_device(user: DeviceReader, registry: RegistryDep, device_id: DeviceIdPath) -> DeviceOut:
+    return DeviceOut.model_validate(await _require_device(registry, device_id))
+
+
+@router.get(
+    "/{device_id}/channels",
+    operation_id="devices_channels",
+    summary="设备通道 / channels of a device",
+    response_model=ChannelList,
+    responses=_NOT_FOUND,
+)
+async def list_channels(
+    user: DeviceReader,
+    registry: RegistryDep,
+    device_id: DeviceIdPath,
+    include_removed: Annotated[bool, Query(description="包括已删除的通道 / include removed channels")] = False,
+) -> ChannelList:
+    await _require_device(registry, device_id)
+    channels = await registry.list_channels(device_id, include_removed=include_removed)
+    return ChannelList(items=[ChannelOut.model_validate(c) for c in channels])
+
+
+@router.get(
+    "/{device_id}/presence",
+    operation_id="devices_presence",
+    summary="上下线记录 / online-offline history",
+    response_model=PresenceList,
+    responses=_NOT_FOUND,
+)
+async def list_presence(
+    user: DeviceReader,
+    registry: RegistryDep,
+    device_id: DeviceIdPath,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    before: Annotated[
+        datetime | None,
+        Query(description="只返回此时刻之前的记录 (RFC 3339) / only events before this time"),
+    ] = None,
+) -> PresenceList:
+    await _require_device(registry, device_id)
+    if before is not None and (before.tzinfo is None or before.utcoffset() is None):
+        before = before.replace(tzinfo=UTC)
+    events = await registry.list_presence(device_id, limit=limit, before=before)
+    return PresenceList(items=[PresenceOut.model_validate(e) for e in events])
+
+
+def _is_not_reachable(exc: BaseException) -> bool:
+    # sip_server.service.DeviceNotReachable, matched by name so that the portal does not import
+    # the SIP stack (and a test double can raise its own class of that name).
+    return any(cls.__name__ == "DeviceNotReachable" for cls in type(exc).__mro__)
+
+
+def _device_offline(device_id: str) -> ApiError:
+    return ApiError(
+        409,
+        "device_offline",
+        f"设备不在线，无法同步目录 / the device is offline, its catalog cannot be synced: {device_id}",
+    )
+
+
+@router.post(
+    "/{device_id}/catalog-sync",
+    operation_id="devices_catalog_sync_start",
+    summary="立即同步设备目录 / sync the device catalog now",
+    status_code=202,
+    response_model=CatalogProgressOut,
+    responses=error_responses(404, 409, 503),
+)
+async def start_catalog_sync(
+    user: CatalogSyncer, registry: RegistryDep, sip: SipDep, device_id: DeviceIdPath
+) -> CatalogProgressOut:
+    """Ask the device for its catalog; answers at once (202) with the progress of the sync.
+    Poll ``GET`` on the same path for the outcome."""
+    await _require_device(registry, device_id)
+    if sip is None:
+        raise _sip_unavailable()
+    if not sip.is_online(device_id):
+        raise _device_offline(device_id)
+    try:
+        progress = sip.start_catalog_sync(device_id)
+    except Exception as exc:
+        if _is_not_reachable(exc):
+            raise _device_offline(device_id) from None
+        raise
+    log.info("catalog_sync.requested", device_id=device_id, username=user.username)
+    return CatalogProgressOut.model_validate(progress)
+
+
+@router.get(
+    "/{device_id}/catalog-sync",
+    operation_id="devices_catalog_sync_status",
+    summary="目录同步进度 / progress of the last catalog sync",
+    response_model=CatalogProgressOut,
+    responses=error_responses(404, 503),
+)
+async def catalog_sync_status(
+    user: DeviceReader, registry: RegistryDep, sip: SipDep, device_id: DeviceIdPath
+) -> CatalogProgressOut:
+    await _require_device(registry, device_id)
+    if sip is None:
+        raise _sip_unavailable()
+    progress = sip.catalog_progress(device_id)
+    if progress is None:
+        raise ApiError(
+            404,
+            "catalog_sync_not_found",
+            "此设备自平台启动以来没有目录同步记录 / no catalog sync of this device since the platform started",
+        )
+    return CatalogProgressOut.model_validate(progress)

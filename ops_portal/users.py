@@ -1,0 +1,154 @@
+"""Portal user accounts: creating users and the first administrator.
+
+There is no default password anywhere.  At the first start :func:`ensure_admin` creates the
+``admin`` account with either the operator's ``GBOPS_ADMIN_PASSWORD`` (refused when weak) or a
+random password that is written, readable by the owner only, to
+``<data_dir>/initial-admin-password.txt`` and returned so that the caller can print it once.
+Either way the admin must change the password at the first login; the file is deleted then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gbops.log import get_logger
+from gbops.passwords import weak_password_reason
+from gbops.settings import Settings, SettingsError
+from ops_portal.auth import generate_password, hash_password
+from ops_portal.models import User
+
+__all__ = [
+    "ADMIN_USERNAME",
+    "INITIAL_PASSWORD_FILE",
+    "WeakPasswordError",
+    "create_user",
+    "ensure_admin",
+    "forget_initial_admin_password",
+    "initial_password_path",
+]
+
+log = get_logger("gbops.portal.users")
+
+ADMIN_USERNAME = "admin"
+INITIAL_PASSWORD_FILE = "initial-admin-password.txt"
+
+
+class WeakPasswordError(SettingsError):
+    """A password given in the configuration is weak; the message says why (Chinese / English)."""
+
+
+def initial_password_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / INITIAL_PASSWORD_FILE
+
+
+async def create_user(
+    session: AsyncSession,
+    username: str,
+    password: str,
+    *,
+    display_name: str = "",
+    must_change_password: bool = False,
+    check_strength: bool = True,
+) -> User:
+    """Add a user (not committed).  Weak passwords raise :class:`WeakPasswordError`."""
+    if check_strength:
+        reason = weak_password_reason(password, username)
+        if reason:
+            raise WeakPasswordError(reason)
+    user = User(
+        username=username,
+        display_name=display_name,
+        password_hash=await hash_password(password),
+        must_change_password=must_change_password,
+    )
+    session.add(user)
+    return user
+
+
+def _write_secret_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600, never following a symlink planted there."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the file may have existed with wider permissions
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> str | None:
+    """Create the ``admin`` user when it does not exist yet.
+
+    Returns the generated password (for the caller to print once) when one was generated; ``None``
+    when the admin already existed or was created with ``settings.admin_password``.
+    Raises :class:`WeakPasswordError` (a :class:`~gbops.settings.SettingsError`) when the configured
+    admin password is weak.  The password is never logged.
+    """
+    async with sessionmaker() as session:
+        exists = (
+            await session.execute(select(User.id).where(User.username == ADMIN_USERNAME))
+        ).scalar_one_or_none()
+    if exists is not None:
+        return None
+
+    configured = settings.admin_password.get_secret_value() if settings.admin_password else None
+    if configured is not None:
+        reason = weak_password_reason(configured, ADMIN_USERNAME)
+        if reason:
+            raise WeakPasswordError(f"GBOPS_ADMIN_PASSWORD 太弱 / is weak: {reason}")
+        password = configured
+    else:
+        password = generate_password()
+
+    final = initial_password_path(settings)
+    tmp = final.with_name(final.name + ".tmp")
+    if configured is None:
+        # Written before the account exists, so that a crash cannot leave an admin whose password
+        # nobody knows; it becomes the real file only once the account is committed.
+        _write_secret_file(tmp, password + "\n")
+    try:
+        async with sessionmaker() as session:
+            await create_user(
+                session,
+                ADMIN_USERNAME,
+                password,
+                display_name="管理员",
+                must_change_password=True,
+                check_strength=False,
+            )
+            await session.commit()
+    except IntegrityError:
+        # Another process created it at the same moment: theirs wins.
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        log.info("admin.exists", username=ADMIN_USERNAME)
+        return None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+    if configured is not None:
+        log.info("admin.created", username=ADMIN_USERNAME, source="configured")
+        return None
+    os.replace(tmp, final)
+    log.info("admin.created", username=ADMIN_USERNAME, source="generated", file=str(final))
+    return password
+
+
+def forget_initial_admin_password(settings: Settings) -> bool:
+    """Delete the initial-password file (once the admin has chosen a password).  True if deleted."""
+    try:
+        initial_password_path(settings).unlink()
+    except FileNotFoundError:
+        return False
+    log.info("admin.initial_password_file_deleted", file=str(initial_password_path(settings)))
+    return True

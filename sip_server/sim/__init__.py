@@ -1,0 +1,11 @@
+"""GB/T 28181 device simulator: many simulated IPCs/NVRs in one process (``gbops sim``).
+
+:class:`SimConfig` says what to simulate, :class:`Simulator` runs it on asyncio, :func:`run_simulator`
+is the command-line loop (progress lines, SIGINT/SIGTERM, clean unregister).  The device behaviour itself
+is sans-IO, in :mod:`sip_server.sim.device` (:class:`SimDevice`, :class:`Fleet`).
+"""
+
+from sip_server.sim.device import Fleet, SimConfig, SimDevice
+from sip_server.sim.runner import Simulator, run_simulator
+
+__all__ = ["Fleet", "SimConfig", "SimDevice", "Simulator", "run_simulator"]

@@ -1,0 +1,1074 @@
+"""Simulated GB/T 28181 devices (IPCs and NVRs), sans-IO.
+
+Nothing here touches sockets, asyncio or the clock: every entry point takes ``now`` (monotonic seconds),
+and bytes go in and out through :class:`Fleet`.  The asyncio adapter is :mod:`sip_server.sim.runner`.
+
+:class:`SimDevice`
+    One device's behaviour: REGISTER with digest authentication, refresh at ``expires * 0.8``,
+    keepalives, back-off after failures, answers to MANSCDP queries, unregister on stop.  It never
+    talks to the SIP endpoint itself: it appends ``(purpose, SipRequest)`` to :attr:`SimDevice.out` and
+    is told about the outcome through :meth:`SimDevice.on_response` / :meth:`SimDevice.on_timeout`.
+
+:class:`Fleet`
+    All devices of one simulator process, grouped on *links* (one UDP socket for up to
+    ``devices_per_socket`` devices, or one TCP connection per device).  Each link has its own
+    :class:`~sip_server.sip.SipEndpoint` for transactions and retransmissions.  One heap holds the
+    timers of every device and every endpoint, so thousands of devices cost no task or timer each.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from gbops.log import get_logger
+from sip_server.gb import manscdp
+from sip_server.sip.digest import build_authorization
+from sip_server.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, TransactionTimeout
+from sip_server.sip.message import (
+    Headers,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    StreamFramer,
+    header_param,
+    make_response,
+    parse_name_addr,
+    parse_uri,
+)
+
+log = get_logger("gbops.sim")
+
+MANSCDP_TYPE = "Application/MANSCDP+xml"
+ALLOW = "REGISTER, MESSAGE, ACK, BYE, CANCEL, OPTIONS"
+MANUFACTURER = "gbops-sim"
+FIRMWARE = "V5.7.3 build 240815"
+
+# GB/T 28181 type codes (digits 11-13 of a 20-digit id).
+TYPE_NVR = "118"
+TYPE_IPC = "132"
+TYPE_CHANNEL = "131"
+
+# Device states.
+IDLE = "idle"  # no link (TCP not connected yet / lost)
+WAITING = "waiting"  # a REGISTER is scheduled (start-up jitter or back-off)
+REGISTERING = "registering"  # a REGISTER transaction is in flight
+REGISTERED = "registered"
+UNREGISTERING = "unregistering"
+STOPPED = "stopped"
+
+_REGISTER_PURPOSES = ("register", "refresh", "unregister")
+
+_PLACES = (
+    "东门入口", "西门出口", "南门岗亭", "北区停车场", "一号楼大厅", "二号楼电梯厅", "周界围墙",
+    "仓库通道", "收银台", "地下车库", "食堂", "消防通道",
+)
+
+
+# ================================================================================================ config
+@dataclass
+class SimConfig:
+    """What to simulate.  The first twelve fields are what ``gbops sim`` passes; the rest have defaults."""
+
+    server: tuple[str, int]
+    devices: int = 1
+    channels: int = 4
+    password: str = ""
+    transport: str = "udp"  # "udp" | "tcp"
+    charset: str = "gb2312"  # "gb2312" | "utf-8" (MANSCDP bodies and their XML declaration)
+    keepalive: float = 60.0  # keepalive interval, seconds
+    expires: int = 3600  # requested registration expiry, seconds
+    server_id: str = "34020000002000000001"
+    domain: str = "3402000000"
+    first_id: str = "34020000001180000001"
+    local_host: str = "127.0.0.1"
+    # ---- additions (defaults keep the CLI contract)
+    devices_per_socket: int = 250  # UDP: devices sharing one local socket
+    keepalive_failures: int = 3  # keepalives failed in a row before registering again
+    retry_min: float = 5.0  # first back-off after a failure, seconds (doubles up to retry_max)
+    retry_max: float = 120.0
+    register_rate: float = 100.0  # first REGISTERs spread at about this many devices per second
+    start_spread: float | None = None  # or: spread them over exactly this many seconds
+    refresh_ratio: float = 0.8  # re-register at expires * refresh_ratio
+    first_keepalive_max: float = 2.0  # first keepalive within [0, min(keepalive, this)] after registering
+    device_type: str | None = None  # type code for device ids; None: 118 (NVR) if channels != 1 else 132 (IPC)
+    user_agent: str = "gbops-sim/0.1"
+    seed: int | None = None  # deterministic Call-IDs/tags/jitter when set
+    progress_interval: float = 5.0  # run_simulator: seconds between progress lines
+    message_window: int = 1  # MANSCDP responses in flight per device (NVRs wait for each 200, like real ones)
+
+    def __post_init__(self) -> None:
+        host, port = self.server
+        if not host or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"server must be (host, port), got {self.server!r}")
+        self.server = (str(host), int(port))
+        if self.devices < 1:
+            raise ValueError("devices must be >= 1")
+        if self.channels < 0:
+            raise ValueError("channels must be >= 0")
+        self.transport = self.transport.lower()
+        if self.transport not in ("udp", "tcp"):
+            raise ValueError(f"transport must be 'udp' or 'tcp', got {self.transport!r}")
+        if manscdp.canonical_charset(self.charset) is None:
+            raise ValueError(f"unsupported charset {self.charset!r}")
+        if not self.keepalive > 0 or self.expires <= 0:
+            raise ValueError("keepalive and expires must be > 0")
+        if len(self.first_id) != 20 or not self.first_id.isdigit():
+            raise ValueError(f"first_id must be 20 digits, got {self.first_id!r}")
+        if self.device_type is not None and (len(self.device_type) != 3 or not self.device_type.isdigit()):
+            raise ValueError("device_type must be a 3-digit type code")
+        first = int(self.first_id[13:])
+        if first + self.devices - 1 > 9_999_999:
+            raise ValueError("too many devices for first_id (the last 7 digits would overflow)")
+        if (first + self.devices - 1) * max(self.channels, 1) > 9_999_999:
+            raise ValueError("too many channels: channel ids would overflow 7 digits")
+        if self.devices_per_socket < 1 or self.keepalive_failures < 1 or self.message_window < 1:
+            raise ValueError("devices_per_socket, keepalive_failures and message_window must be >= 1")
+        if not self.register_rate > 0:
+            raise ValueError("register_rate must be > 0")
+        if not 0 < self.refresh_ratio < 1:
+            raise ValueError("refresh_ratio must be between 0 and 1")
+
+    # ---- identities
+    @property
+    def type_code(self) -> str:
+        if self.device_type is not None:
+            return self.device_type
+        return TYPE_IPC if self.channels == 1 else TYPE_NVR
+
+    @property
+    def spread(self) -> float:
+        """Seconds over which the first REGISTERs are spread."""
+        return self.start_spread if self.start_spread is not None else self.devices / self.register_rate
+
+    @property
+    def stop_spread(self) -> float:
+        """Seconds over which the unregistering REGISTERs of a clean stop are spread (4x the start rate)."""
+        return self.spread / 4
+
+    @property
+    def manscdp_charset(self) -> str:
+        canon = manscdp.canonical_charset(self.charset)
+        assert canon is not None
+        return canon
+
+    def device_id(self, index: int) -> str:
+        """The id of device *index*: ``first_id`` with the type code set and the last 7 digits + index."""
+        base = self.first_id
+        return f"{base[:10]}{self.type_code}{int(base[13:]) + index:07d}"
+
+    def device_ids(self) -> list[str]:
+        return [self.device_id(i) for i in range(self.devices)]
+
+    def channel_ids(self, index: int) -> list[str]:
+        """Channel ids of device *index*: type code 131 and a running number unique in the fleet."""
+        base = self.first_id
+        per = max(self.channels, 1)
+        first = (int(base[13:]) + index - 1) * per + 1
+        return [f"{base[:10]}{TYPE_CHANNEL}{first + k:07d}" for k in range(self.channels)]
+
+
+def channel_name(index: int, k: int, channels: int) -> str:
+    """A plausible Chinese channel name, e.g. ``东门入口 1号`` or ``大华1.107 通道3``."""
+    place = _PLACES[(index + k) % len(_PLACES)]
+    if channels > 1 and k % 3 == 2:
+        return f"大华1.{100 + (index + k) % 150} 通道{k + 1}"
+    return f"{place} {k + 1}号"
+
+
+# ================================================================================================ stats
+@dataclass
+class DeviceStats:
+    registers_sent: int = 0
+    challenges: int = 0
+    registrations: int = 0
+    register_failures: int = 0
+    keepalives_sent: int = 0
+    keepalives_ok: int = 0
+    keepalives_failed: int = 0
+    registrations_lost: int = 0
+    queries_received: int = 0
+    queries_answered: int = 0
+    messages_sent: int = 0
+
+
+def _parse_server_date(value: str) -> float | None:
+    """Epoch seconds from a ``Date:`` header: GB/T 28181 ``2026-11-21T13:50:00.123`` (local time) or
+    RFC 1123."""
+    dt = manscdp.parse_gb_time(value)
+    if dt is not None:
+        try:
+            return dt.timestamp()
+        except (OverflowError, OSError, ValueError):
+            return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+# ================================================================================================ device
+class SimDevice:
+    """One simulated device (sans-IO).  Driven by :class:`Fleet`; usable alone in tests.
+
+    Inputs: :meth:`attach` / :meth:`detach` (link up/down), :meth:`handle_timer`, :meth:`on_response`,
+    :meth:`on_timeout`, :meth:`on_request`, :meth:`stop`.  Outputs: requests appended to :attr:`out`
+    as ``(purpose, SipRequest)`` with purpose one of ``register``, ``refresh``, ``unregister``,
+    ``keepalive``, ``message``; the next time it wants :meth:`handle_timer` is :attr:`wakeup`.
+    """
+
+    def __init__(
+        self,
+        cfg: SimConfig,
+        index: int,
+        *,
+        rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.device_id = cfg.device_id(index)
+        self.channel_ids = cfg.channel_ids(index)
+        self.rng = rng or random.Random()
+        self.wall = wall
+        self.charset = cfg.manscdp_charset
+        self.link = 0  # index of the Fleet link carrying this device
+        self.local_addr: tuple[str, int] | None = None
+        self.state = IDLE
+        self.registered = False
+        self.ka_ok = False  # last keepalive answered 2xx
+        self.failed = False  # last registration attempt failed (cleared by a successful one)
+        self.last_error: str | None = None
+        self.fail_count = 0  # consecutive failures (drives the back-off)
+        self.ka_failures = 0  # consecutive keepalive failures
+        self.call_id = f"{self._hex(16)}@{cfg.local_host}"
+        self.from_tag = ""
+        self.cseq = 0  # REGISTER CSeq (one Call-ID for the device's life, as RFC 3261 10.2 asks)
+        self.reg_purpose = "register"
+        self.auth_tries = 0
+        self.req_expires = cfg.expires
+        self.granted_expires: int | None = None
+        self.registered_at: float | None = None
+        self.server_date: str | None = None
+        self.clock_offset = 0.0  # server Date minus our wall clock
+        self.retry_at: float | None = None
+        self.refresh_at: float | None = None
+        self.keepalive_at: float | None = None
+        self.stop_after = False  # unregister once the registration in flight completes
+        self.stop_at: float | None = None  # a paced clean stop: unregister at this time
+        self.stats = DeviceStats()
+        self.out: list[tuple[str, SipRequest]] = []
+        self.msg_queue: deque[bytes] = deque()
+        self.msg_inflight = 0
+        self._sn = self.rng.randrange(1, 100_000)
+        self._msg_cseq = 0
+        self._items: list[manscdp.CatalogItem] | None = None
+        self._sched: float | None = None  # Fleet bookkeeping: the wake-up time pushed on its heap
+
+    # ------------------------------------------------------------------ small helpers
+    def _hex(self, n: int) -> str:
+        return f"{self.rng.getrandbits(n * 4):0{n}x}"
+
+    def _next_sn(self) -> int:
+        self._sn += 1
+        return self._sn
+
+    @property
+    def is_nvr(self) -> bool:
+        return self.cfg.channels != 1
+
+    @property
+    def online(self) -> bool:
+        return self.registered and self.ka_ok
+
+    @property
+    def done(self) -> bool:
+        return self.state == STOPPED
+
+    @property
+    def wakeup(self) -> float | None:
+        times = [t for t in (self.retry_at, self.refresh_at, self.keepalive_at, self.stop_at) if t is not None]
+        return min(times) if times else None
+
+    @property
+    def register_uri(self) -> str:
+        return f"sip:{self.cfg.server_id}@{self.cfg.domain}"
+
+    @property
+    def device_uri(self) -> str:
+        return f"sip:{self.device_id}@{self.cfg.domain}"
+
+    def _base_headers(self, cseq: int, method: str, *, to_uri: str, from_tag: str, call_id: str) -> Headers:
+        assert self.local_addr is not None
+        host, port = self.local_addr
+        h = Headers()
+        h.add("Via", f"SIP/2.0/{self.cfg.transport.upper()} {host}:{port};rport;branch=z9hG4bK{self._hex(16)}")
+        h.add("From", f"<{self.device_uri}>;tag={from_tag}")
+        h.add("To", f"<{to_uri}>")
+        h.add("Call-ID", call_id)
+        h.add("CSeq", f"{cseq} {method}")
+        h.add("Max-Forwards", "70")
+        h.add("User-Agent", self.cfg.user_agent)
+        return h
+
+    def _backoff(self) -> float:
+        base = min(self.cfg.retry_max, self.cfg.retry_min * 2 ** max(self.fail_count - 1, 0))
+        return base * self.rng.uniform(0.75, 1.25)
+
+    # ------------------------------------------------------------------ link
+    def attach(self, local_addr: tuple[str, int], now: float, delay: float = 0.0) -> None:
+        """The link is up (bound UDP socket / connected TCP): register after *delay*."""
+        self.local_addr = (local_addr[0], local_addr[1])
+        if self.state in (STOPPED, UNREGISTERING) or self.stop_after:
+            return
+        self.state = WAITING
+        self.retry_at = now + max(delay, 0.0)
+
+    def detach(self, now: float) -> None:
+        """The link is gone (TCP connection lost): everything in flight is lost with it."""
+        self.local_addr = None
+        if self.registered:
+            self.stats.registrations_lost += 1
+        self._clear_registration()
+        self.msg_queue.clear()
+        self.msg_inflight = 0
+        if self.state == UNREGISTERING or self.stop_after:
+            self._set_stopped()
+        elif self.state != STOPPED:
+            self.state = IDLE
+
+    def link_failed(self, reason: str) -> None:
+        """The link could not be brought up (TCP connect refused)."""
+        self.failed = True
+        self.fail_count += 1
+        self.stats.register_failures += 1
+        if reason != self.last_error:
+            log.warning("sim.connect_failed", device_id=self.device_id, reason=reason)
+        self.last_error = reason
+
+    def _clear_registration(self) -> None:
+        self.registered = False
+        self.ka_ok = False
+        self.ka_failures = 0
+        self.retry_at = self.refresh_at = self.keepalive_at = None
+
+    def _set_stopped(self) -> None:
+        self._clear_registration()
+        self.msg_queue.clear()
+        self.stop_after = False
+        self.stop_at = None
+        self.state = STOPPED
+
+    # ------------------------------------------------------------------ timers
+    def handle_timer(self, now: float) -> None:
+        if self.stop_at is not None and (self.stop_at <= now or self.state in (IDLE, WAITING)):
+            self.stop(now, unregister=True)
+            return
+        if self.retry_at is not None and self.retry_at <= now:
+            self.retry_at = None
+            if self.state == WAITING:
+                self._begin_register(now, refresh=False)
+        if self.refresh_at is not None and self.refresh_at <= now:
+            self.refresh_at = None
+            if self.registered and self.state == REGISTERED:
+                self._begin_register(now, refresh=True)
+        if self.keepalive_at is not None and self.keepalive_at <= now:
+            if self.registered:
+                self._send_keepalive()
+                nxt = self.keepalive_at + self.cfg.keepalive
+                self.keepalive_at = nxt if nxt > now else now + self.cfg.keepalive
+            else:
+                self.keepalive_at = None
+
+    # ------------------------------------------------------------------ registration
+    def _begin_register(self, now: float, *, refresh: bool) -> None:
+        if self.local_addr is None:
+            self.state = IDLE
+            return
+        self.reg_purpose = "refresh" if refresh else "register"
+        self.state = REGISTERING
+        self.from_tag = self._hex(10)
+        self.auth_tries = 0
+        self.req_expires = max(self.req_expires, self.cfg.expires)
+        self._send_register(self.req_expires)
+
+    def _send_register(self, expires: int, authorization: tuple[str, str] | None = None) -> None:
+        assert self.local_addr is not None
+        host, port = self.local_addr
+        self.cseq += 1
+        h = self._base_headers(self.cseq, "REGISTER", to_uri=self.device_uri, from_tag=self.from_tag,
+                               call_id=self.call_id)
+        h.add("Contact", f"<sip:{self.device_id}@{host}:{port}>")
+        h.add("Expires", str(expires))
+        if authorization is not None:
+            h.add(*authorization)
+        self.out.append((self.reg_purpose, SipRequest("REGISTER", self.register_uri, h, b"")))
+        self.stats.registers_sent += 1
+
+    def _send_unregister(self) -> None:
+        self.stop_after = False
+        self.registered = False
+        self.ka_ok = False
+        self.retry_at = self.refresh_at = self.keepalive_at = None
+        self.reg_purpose = "unregister"
+        self.state = UNREGISTERING
+        self.from_tag = self._hex(10)
+        self.auth_tries = 0
+        self._send_register(0)
+
+    def _authorization(self, resp: SipResponse) -> tuple[str, str] | None:
+        name = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+        challenge = resp.headers.get(name)
+        if not challenge:
+            return None
+        value = build_authorization(
+            challenge,
+            method="REGISTER",
+            uri=self.register_uri,
+            username=self.device_id,
+            password=self.cfg.password,
+            cnonce=self._hex(16),
+            nc=1,
+        )
+        return ("Authorization" if resp.status == 401 else "Proxy-Authorization", value)
+
+    def _on_register_response(self, purpose: str, resp: SipResponse, now: float) -> None:
+        try:
+            cseq = resp.cseq[0]
+        except SipParseError:
+            return
+        if cseq != self.cseq or purpose != self.reg_purpose or self.state not in (REGISTERING, UNREGISTERING):
+            return  # an answer to an attempt we have given up on
+        status = resp.status
+        if status in (401, 407):
+            self.stats.challenges += 1
+            name = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+            stale = (header_param(resp.headers.get(name) or "", "stale") or "").lower() == "true"
+            self.auth_tries += 1
+            if self.auth_tries > 1 and not stale or self.auth_tries > 4:
+                self._register_failed(now, f"{status} {resp.reason} (credentials refused)")
+                return
+            try:
+                authz = self._authorization(resp)
+            except (ValueError, KeyError) as exc:
+                self._register_failed(now, f"unusable challenge: {exc}")
+                return
+            if authz is None:
+                self._register_failed(now, f"{status} without a challenge")
+                return
+            self._send_register(0 if purpose == "unregister" else self.req_expires, authz)
+            return
+        if 200 <= status < 300:
+            if purpose == "unregister":
+                self._set_stopped()
+                return
+            self._registered(resp, now)
+            return
+        if status == 423 and purpose != "unregister":
+            try:
+                minimum = int((resp.headers.get("Min-Expires") or "").strip())
+            except ValueError:
+                minimum = 0
+            if minimum > self.req_expires and self.auth_tries < 4:
+                self.req_expires = minimum
+                self.auth_tries += 1
+                self._send_register(self.req_expires)
+                return
+        if purpose == "unregister":
+            self._set_stopped()
+            return
+        self._register_failed(now, f"{status} {resp.reason}")
+
+    def _registered(self, resp: SipResponse, now: float) -> None:
+        expires = self._granted_expires(resp)
+        refresh = self.reg_purpose == "refresh"
+        self.registered = True
+        self.state = REGISTERED
+        self.failed = False
+        self.fail_count = 0
+        self.last_error = None
+        self.granted_expires = expires
+        self.registered_at = now
+        self.stats.registrations += 1
+        date = resp.headers.get("Date")
+        if date:
+            self.server_date = date.strip()
+            at = _parse_server_date(self.server_date)
+            if at is not None:
+                self.clock_offset = at - self.wall()
+        self.refresh_at = now + max(1.0, expires * self.cfg.refresh_ratio)
+        if not refresh or self.keepalive_at is None:
+            self.ka_failures = 0
+            self.keepalive_at = now + self.rng.uniform(0.0, min(self.cfg.keepalive, self.cfg.first_keepalive_max))
+        if self.stop_after:
+            self._send_unregister()
+
+    def _granted_expires(self, resp: SipResponse) -> int:
+        value = resp.headers.get("Expires")
+        if value is None:
+            contact = resp.headers.get("Contact")
+            if contact:
+                try:
+                    value = parse_name_addr(contact).params.get("expires")
+                except SipParseError:
+                    value = None
+        try:
+            granted = int((value or "").strip())
+        except ValueError:
+            granted = self.req_expires
+        return granted if granted > 0 else self.req_expires
+
+    def _register_failed(self, now: float, reason: str) -> None:
+        if self.registered:
+            self.stats.registrations_lost += 1
+        self._clear_registration()
+        self.failed = True
+        self.fail_count += 1
+        self.stats.register_failures += 1
+        if self.stop_after:
+            self._set_stopped()
+            return
+        self.state = WAITING
+        delay = self._backoff()
+        self.retry_at = now + delay
+        if reason != self.last_error:
+            log.warning("sim.register_failed", device_id=self.device_id, reason=reason,
+                        retry_in=round(delay, 1))
+        else:
+            log.debug("sim.register_failed", device_id=self.device_id, reason=reason, retry_in=round(delay, 1))
+        self.last_error = reason
+
+    def _lose_registration(self, now: float, reason: str) -> None:
+        """Keepalives keep failing: assume the platform forgot us and register again after a back-off."""
+        self.stats.registrations_lost += 1
+        self._clear_registration()
+        self.fail_count += 1
+        self.state = WAITING
+        delay = self._backoff()
+        self.retry_at = now + delay
+        self.last_error = reason
+        log.warning("sim.registration_lost", device_id=self.device_id, reason=reason, retry_in=round(delay, 1))
+
+    # ------------------------------------------------------------------ keepalive and MESSAGEs
+    def _message(self, body: bytes) -> SipRequest:
+        self._msg_cseq += 1
+        h = self._base_headers(self._msg_cseq, "MESSAGE", to_uri=self.register_uri, from_tag=self._hex(10),
+                               call_id=f"{self._hex(16)}@{self.cfg.local_host}")
+        h.add("Content-Type", MANSCDP_TYPE)
+        return SipRequest("MESSAGE", self.register_uri, h, body)
+
+    def _send_keepalive(self) -> None:
+        body = manscdp.build_keepalive(self._next_sn(), self.device_id, charset=self.charset, status="OK")
+        self.out.append(("keepalive", self._message(body)))
+        self.stats.keepalives_sent += 1
+
+    def _keepalive_failed(self, now: float, reason: str) -> None:
+        self.stats.keepalives_failed += 1
+        if not self.registered or self.state != REGISTERED:
+            return
+        self.ka_ok = False
+        self.ka_failures += 1
+        if self.ka_failures >= self.cfg.keepalive_failures:
+            self._lose_registration(now, f"{self.ka_failures} keepalives failed, last: {reason}")
+
+    def queue_message(self, body: bytes) -> None:
+        """Send a MANSCDP body as a MESSAGE, at most ``message_window`` in flight."""
+        if self.local_addr is None or self.state == STOPPED:
+            return
+        self.msg_queue.append(body)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.msg_inflight < self.cfg.message_window and self.msg_queue and self.local_addr is not None:
+            self.msg_inflight += 1
+            self.out.append(("message", self._message(self.msg_queue.popleft())))
+            self.stats.messages_sent += 1
+
+    # ------------------------------------------------------------------ transaction outcomes
+    def on_response(self, purpose: str, resp: SipResponse, now: float) -> None:
+        """A final response to one of our requests."""
+        if resp.status < 200:
+            return
+        if purpose in _REGISTER_PURPOSES:
+            self._on_register_response(purpose, resp, now)
+        elif purpose == "keepalive":
+            if 200 <= resp.status < 300:
+                self.stats.keepalives_ok += 1
+                if self.registered:
+                    self.ka_ok = True
+                    self.ka_failures = 0
+            else:
+                self._keepalive_failed(now, f"{resp.status} {resp.reason}")
+        elif purpose == "message":
+            self.msg_inflight = max(0, self.msg_inflight - 1)
+            self._pump()
+
+    def on_timeout(self, purpose: str, now: float, request: SipRequest | None = None) -> None:
+        """No final response came (transaction timeout)."""
+        if purpose in _REGISTER_PURPOSES:
+            if request is not None:
+                try:
+                    if request.cseq[0] != self.cseq:
+                        return
+                except SipParseError:
+                    return
+            if purpose != self.reg_purpose or self.state not in (REGISTERING, UNREGISTERING):
+                return
+            if purpose == "unregister":
+                self._set_stopped()
+            else:
+                self._register_failed(now, "no response (timeout)")
+        elif purpose == "keepalive":
+            self._keepalive_failed(now, "timeout")
+        elif purpose == "message":
+            self.msg_inflight = max(0, self.msg_inflight - 1)
+            self._pump()
+
+    # ------------------------------------------------------------------ requests from the platform
+    def on_request(self, req: SipRequest, now: float) -> SipResponse | None:
+        """Answer a request from the platform; MANSCDP answers are queued as MESSAGEs in :attr:`out`."""
+        method = req.method
+        if method == "ACK":
+            return None
+        if method == "MESSAGE":
+            try:
+                msg = manscdp.parse(req.body)
+            except manscdp.ManscdpError:
+                return self._reply(req, 400, "Bad MANSCDP body")
+            if msg.root == "Query":
+                self.stats.queries_received += 1
+                bodies = self._answer_query(msg, now)
+                resp = self._reply(req, 200)
+                if bodies:
+                    self.stats.queries_answered += 1
+                    for body in bodies:
+                        self.queue_message(body)
+                return resp
+            return self._reply(req, 200)
+        if method == "OPTIONS":
+            return self._reply(req, 200, headers=[("Allow", ALLOW)])
+        if method in ("BYE", "CANCEL"):
+            return self._reply(req, 481)
+        if method == "INVITE":
+            return self._reply(req, 488, "Not Acceptable Here (simulator has no media)")
+        return self._reply(req, 405, headers=[("Allow", ALLOW)])
+
+    def _reply(self, req: SipRequest, status: int, reason: str | None = None, *, headers=()) -> SipResponse:
+        resp = make_response(req, status, reason, to_tag=self._hex(10), headers=list(headers))
+        resp.headers.add("User-Agent", self.cfg.user_agent)
+        return resp
+
+    def _answer_query(self, msg: manscdp.ManscdpMessage, now: float) -> list[bytes]:
+        cmd, sn = msg.cmd_type, msg.sn
+        if cmd == "Catalog":
+            return self.catalog_bodies(sn)
+        if cmd == "DeviceInfo":
+            return [self.device_info_body(sn)]
+        if cmd == "DeviceStatus":
+            target = msg.device_id if msg.device_id in self.channel_ids else self.device_id
+            return [self.device_status_body(sn, target)]
+        if cmd == "ConfigDownload":
+            types = (msg.get("ConfigType") or "").replace(",", "/").split("/")
+            if "BasicParam" in (t.strip() for t in types):
+                return [self.basic_param_body(sn)]
+        return []
+
+    # ------------------------------------------------------------------ MANSCDP content
+    @property
+    def catalog_items(self) -> list[manscdp.CatalogItem]:
+        if self._items is None:
+            self._items = [self._catalog_item(k, ch) for k, ch in enumerate(self.channel_ids)]
+        return self._items
+
+    def _catalog_item(self, k: int, channel_id: str) -> manscdp.CatalogItem:
+        i, n = self.index, self.cfg.channels
+        return manscdp.CatalogItem(
+            device_id=channel_id,
+            name=channel_name(i, k, n),
+            manufacturer=MANUFACTURER,
+            model="SIM-IPC-2T" if k % 4 else "SIM-PTZ-4X",
+            owner="Owner",
+            civil_code=self.device_id[:6],
+            address=f"模拟园区{i % 50 + 1}号楼",
+            parental=0,
+            parent_id=self.device_id,
+            safety_way=0,
+            register_way=1,
+            secrecy=0,
+            ip_address=self.cfg.local_host,
+            port=5060,
+            status="ON",
+            longitude=round(116.3 + (i % 100) * 0.001 + k * 0.0001, 6),
+            latitude=round(39.9 + (i // 100) * 0.001 + k * 0.0001, 6),
+            ptz_type=1 if k % 4 == 0 else 3,
+        )
+
+    def catalog_bodies(self, sn: int) -> list[bytes]:
+        """Response/Catalog bodies: one item per MESSAGE (SumNum = channels), as real NVRs send them."""
+        items = self.catalog_items
+        total = len(items)
+        if total == 0:
+            return [manscdp.build_catalog_response(sn, self.device_id, 0, [], charset=self.charset)]
+        return [manscdp.build_catalog_response(sn, self.device_id, total, [item], charset=self.charset)
+                for item in items]
+
+    def device_info_body(self, sn: int) -> bytes:
+        serial = self.device_id[-7:]
+        return manscdp.build_device_info_response(
+            sn,
+            self.device_id,
+            device_name=f"模拟{'NVR' if self.is_nvr else 'IPC'}-{serial}",
+            manufacturer=MANUFACTURER,
+            model=f"SIM-NVR-{self.cfg.channels}" if self.is_nvr else "SIM-IPC-2T",
+            firmware=FIRMWARE,
+            channel=self.cfg.channels,
+            device_type="NVR" if self.is_nvr else "IPC",
+            max_camera=self.cfg.channels,
+            max_alarm=0,
+            charset=self.charset,
+        )
+
+    def device_time(self) -> datetime:
+        return datetime.fromtimestamp(self.wall() + self.clock_offset)
+
+    def device_status_body(self, sn: int, target: str | None = None) -> bytes:
+        return manscdp.build_device_status_response(
+            sn, target or self.device_id, online=True, status="OK", record="OFF",
+            device_time=self.device_time(), charset=self.charset,
+        )
+
+    def basic_param_body(self, sn: int) -> bytes:
+        return manscdp.build_message(
+            "Response", "ConfigDownload", sn, self.device_id, charset=self.charset,
+            extra=[
+                ("Result", "OK"),
+                ("BasicParam", [
+                    ("Name", f"模拟设备-{self.device_id[-7:]}"),
+                    ("DeviceID", self.device_id),
+                    ("SIPServerID", self.cfg.server_id),
+                    ("SIPServerIP", self.cfg.server[0]),
+                    ("SIPServerPort", self.cfg.server[1]),
+                    ("DomainName", self.cfg.domain),
+                    ("Expiration", self.granted_expires or self.cfg.expires),
+                    ("HeartBeatInterval", max(1, math.ceil(self.cfg.keepalive))),
+                    ("HeartBeatCount", 3),
+                    ("PositionCapability", 0),
+                ]),
+            ],
+        )
+
+    # ------------------------------------------------------------------ shutdown
+    def schedule_stop(self, now: float, at: float) -> None:
+        """A clean stop at time *at* (so a whole fleet does not unregister in one burst); a device that
+        is not registered (or registering) stops at once."""
+        if self.state in (REGISTERED, REGISTERING) and self.local_addr is not None and at > now:
+            self.stop_at = at
+        else:
+            self.stop(now, unregister=True)
+
+    def stop(self, now: float, unregister: bool = True) -> None:
+        """Stop; with *unregister*, send ``REGISTER Expires: 0`` first (or right after the registration
+        in flight completes)."""
+        self.stop_at = None
+        self.retry_at = self.refresh_at = self.keepalive_at = None
+        self.msg_queue.clear()
+        if self.state in (STOPPED, UNREGISTERING):
+            return
+        if unregister and self.local_addr is not None:
+            if self.state == REGISTERED:
+                self._send_unregister()
+                return
+            if self.state == REGISTERING:
+                self.stop_after = True
+                self.registered = False
+                self.ka_ok = False
+                return
+        self._set_stopped()
+
+
+# ================================================================================================ fleet
+@dataclass
+class Link:
+    """One local socket (UDP, shared by many devices) or one TCP connection (one device)."""
+
+    index: int
+    transport: str
+    devices: list[SimDevice]
+    endpoint: Any
+    by_id: dict[str, SimDevice] = field(default_factory=dict)
+    local_addr: tuple[str, int] | None = None
+    up: bool = False
+    pending: dict[Any, tuple[SimDevice, str]] = field(default_factory=dict)
+    framer: StreamFramer | None = None
+    _sched: float | None = None
+
+
+@dataclass
+class FleetCounters:
+    dropped: int = 0  # malformed / unroutable messages
+    unknown_target: int = 0  # requests for a device id not on that link
+
+
+class Fleet:
+    """All simulated devices of one process (sans-IO).
+
+    The adapter binds sockets / connects, then calls :meth:`link_up`; feeds received bytes to
+    :meth:`receive`; calls :meth:`handle_timer` at :meth:`get_timer`; and writes what
+    :meth:`outgoing` returns.
+    """
+
+    def __init__(
+        self,
+        cfg: SimConfig,
+        *,
+        rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
+        endpoint_factory: Callable[[], Any] = SipEndpoint,
+    ) -> None:
+        self.cfg = cfg
+        self.rng = rng or random.Random(cfg.seed)
+        self.wall = wall
+        self._endpoint_factory = endpoint_factory
+        self.devices = [SimDevice(cfg, i, rng=self.rng, wall=wall) for i in range(cfg.devices)]
+        self.by_id = {d.device_id: d for d in self.devices}
+        per = cfg.devices_per_socket if cfg.transport == "udp" else 1
+        self.links: list[Link] = []
+        for start in range(0, len(self.devices), per):
+            group = self.devices[start:start + per]
+            link = Link(len(self.links), cfg.transport, group, endpoint_factory(),
+                        by_id={d.device_id: d for d in group})
+            if cfg.transport == "tcp":
+                link.framer = StreamFramer()
+            for d in group:
+                d.link = link.index
+            self.links.append(link)
+        self.counters = FleetCounters()
+        self._heap: list[tuple[float, int, Any]] = []
+        self._seq = itertools.count()
+        self._dirty: set[int] = set()
+        self.stopping = False
+
+    # ------------------------------------------------------------------ counters
+    @property
+    def registered(self) -> int:
+        return sum(1 for d in self.devices if d.registered)
+
+    @property
+    def online(self) -> int:
+        return sum(1 for d in self.devices if d.registered and d.ka_ok)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for d in self.devices if d.failed and not d.registered)
+
+    @property
+    def queries_answered(self) -> int:
+        return sum(d.stats.queries_answered for d in self.devices)
+
+    @property
+    def all_stopped(self) -> bool:
+        return all(d.state == STOPPED for d in self.devices)
+
+    def stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for d in self.devices:
+            for k, v in vars(d.stats).items():
+                total[k] = total.get(k, 0) + v
+        total.update(vars(self.counters))
+        total.update(devices=len(self.devices), registered=self.registered, online=self.online,
+                     failed=self.failed)
+        return total
+
+    # ------------------------------------------------------------------ scheduling
+    def _schedule(self, obj: SimDevice | Link, when: float | None) -> None:
+        if when is None:
+            obj._sched = None
+            return
+        if obj._sched == when:
+            return
+        obj._sched = when  # any older heap entry for obj is now stale and skipped when popped
+        heapq.heappush(self._heap, (when, next(self._seq), obj))
+
+    def _after_device(self, device: SimDevice, now: float) -> None:
+        if device.out:
+            out, device.out = device.out, []
+            link = self.links[device.link]
+            for purpose, req in out:
+                if not link.up:
+                    continue
+                key = link.endpoint.send_request(req, self.cfg.server, now, link.transport)
+                link.pending[key] = (device, purpose)
+            self._touched(link)
+        self._schedule(device, device.wakeup)
+
+    def _touched(self, link: Link) -> None:
+        self._dirty.add(link.index)
+        self._schedule(link, link.endpoint.get_timer())
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            when, _, obj = heap[0]
+            if obj._sched == when:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        heap = self._heap
+        due: list[Any] = []
+        while heap and heap[0][0] <= now:
+            when, _, obj = heapq.heappop(heap)
+            if obj._sched == when:
+                obj._sched = None
+                due.append(obj)
+        for obj in due:
+            try:
+                if isinstance(obj, SimDevice):
+                    obj.handle_timer(now)
+                    self._after_device(obj, now)
+                else:
+                    obj.endpoint.handle_timer(now)
+                    self._drain(obj, now)
+            except Exception:  # one broken device must not stall the others
+                log.exception("sim.timer_failed", device_id=getattr(obj, "device_id", None),
+                              link=getattr(obj, "index", None))
+                if isinstance(obj, SimDevice):
+                    obj.out.clear()
+                    self._schedule(obj, obj.wakeup)
+                else:
+                    self._touched(obj)
+
+    # ------------------------------------------------------------------ links
+    def link_up(self, index: int, local_addr: tuple[str, int], now: float, spread: float = 0.0) -> None:
+        """Link *index* is ready (socket bound / connection made); its devices register within *spread*."""
+        link = self.links[index]
+        link.up = True
+        link.local_addr = (local_addr[0], local_addr[1])
+        if link.framer is not None:
+            link.framer = StreamFramer()
+        if self.stopping:
+            return
+        for d in link.devices:
+            d.attach(link.local_addr, now, self.rng.uniform(0.0, spread) if spread > 0 else 0.0)
+            self._after_device(d, now)
+
+    def link_down(self, index: int, now: float) -> None:
+        """Link *index* is gone (TCP connection closed); its transactions are dropped."""
+        link = self.links[index]
+        link.up = False
+        link.pending.clear()
+        link.endpoint = self._endpoint_factory()
+        link._sched = None
+        for d in link.devices:
+            d.detach(now)
+            self._after_device(d, now)
+
+    def link_failed(self, index: int, reason: str) -> None:
+        """Link *index* could not be brought up (TCP connect failed)."""
+        for d in self.links[index].devices:
+            d.link_failed(reason)
+
+    def link_backoff(self, index: int) -> float:
+        """How long to wait before trying link *index* again."""
+        devices = self.links[index].devices
+        return devices[0]._backoff() if devices else self.cfg.retry_min
+
+    # ------------------------------------------------------------------ input
+    def receive(self, index: int, data: bytes, addr: tuple[str, int], now: float) -> bool:
+        """Bytes received on link *index*; False when a TCP stream is unusable (drop the connection)."""
+        link = self.links[index]
+        if not link.up:
+            return True
+        if link.framer is None:
+            link.endpoint.receive_datagram(data, addr, now, link.transport)
+        else:
+            try:
+                messages = link.framer.feed(data)
+            except SipParseError:
+                self.counters.dropped += 1
+                return False
+            for msg in messages:
+                link.endpoint.receive_message(msg, addr, now, link.transport)
+        self._drain(link, now)
+        return True
+
+    def _target(self, link: Link, req: SipRequest) -> SimDevice | None:
+        for value in (req.uri, req.headers.get("To")):
+            if not value:
+                continue
+            try:
+                uri = parse_uri(value) if value is req.uri else parse_name_addr(value).uri
+            except SipParseError:
+                continue
+            if uri.user and uri.user in link.by_id:
+                return link.by_id[uri.user]
+        if len(link.devices) == 1:
+            return link.devices[0]
+        return None
+
+    def _drain(self, link: Link, now: float) -> None:
+        endpoint = link.endpoint
+        while (event := endpoint.next_event()) is not None:
+            if isinstance(event, RequestReceived):
+                req = event.request
+                device = self._target(link, req)
+                if device is None:
+                    self.counters.unknown_target += 1
+                    if req.method != "ACK":
+                        endpoint.send_response(event.key, make_response(req, 404), now)
+                    continue
+                resp = device.on_request(req, now)
+                if resp is not None:
+                    endpoint.send_response(event.key, resp, now)
+                self._after_device(device, now)
+            elif isinstance(event, ResponseReceived):
+                if event.response.status < 200:
+                    continue
+                entry = link.pending.pop(event.key, None)
+                if entry is not None:
+                    device, purpose = entry
+                    device.on_response(purpose, event.response, now)
+                    self._after_device(device, now)
+            elif isinstance(event, TransactionTimeout):
+                entry = link.pending.pop(event.key, None)
+                if entry is not None:
+                    device, purpose = entry
+                    device.on_timeout(purpose, now, event.request)
+                    self._after_device(device, now)
+            else:
+                self.counters.dropped += 1
+        if link.endpoint is endpoint:
+            self._touched(link)
+
+    # ------------------------------------------------------------------ output
+    def outgoing(self) -> list[tuple[int, bytes, tuple[str, int]]]:
+        """``(link index, bytes, destination)`` for everything the endpoints want sent now."""
+        dirty, self._dirty = self._dirty, set()
+        result = []
+        for index in sorted(dirty):
+            link = self.links[index]
+            for out in link.endpoint.messages_to_send():
+                if link.up:
+                    result.append((index, out.data, out.addr))
+        return result
+
+    # ------------------------------------------------------------------ shutdown
+    def stop(self, now: float, unregister: bool = True, spread: float = 0.0) -> None:
+        """Stop every device; a clean stop (*unregister*) is spread over *spread* seconds."""
+        self.stopping = True
+        for d in self.devices:
+            if unregister and spread > 0:
+                d.schedule_stop(now, now + self.rng.uniform(0.0, spread))
+            else:
+                d.stop(now, unregister)
+            self._after_device(d, now)

@@ -1,0 +1,408 @@
+"""asyncio adapter for the device simulator: sockets, one timer, progress lines, signals.
+
+All behaviour is in :mod:`sip_server.sim.device` (sans-IO).  Here:
+
+* UDP: one socket per ``devices_per_socket`` devices (the platform routes by device id, the source
+  ports still differ between groups).  TCP: one connection per device, as real devices do; connections
+  are opened a few at a time and re-opened after a back-off when they close.
+* One ``loop.call_at`` handle for the whole fleet (its heap holds every device's and endpoint's timer),
+  so 2,000 devices cost no task and no timer handle each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import resource
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gbops.log import get_logger
+from sip_server.sim.device import Fleet, SimConfig, SimDevice
+
+log = get_logger("gbops.sim")
+
+_SOCKET_BUFFER = 4 << 20
+_CONNECT_CONCURRENCY = 64
+_TICK = 0.005  # timer granularity (s): one loop callback serves every timer due within a tick
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, sim: Simulator, index: int) -> None:
+        self.sim = sim
+        self.index = index
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self.sim._on_data(self.index, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the transactions time out on their own.
+        pass
+
+
+class _TcpProtocol(asyncio.Protocol):
+    def __init__(self, sim: Simulator, index: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = sim.cfg.server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (peer[0], peer[1])
+
+    def data_received(self, data: bytes) -> None:
+        if not self.sim._on_data(self.index, data, self.peer) and self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sim._on_tcp_lost(self.index, self)
+
+
+class Simulator:
+    """Many simulated GB/T 28181 devices in one process.
+
+    ``await start()`` binds/connects and starts registering; ``await stop(unregister=True)`` unregisters
+    (``REGISTER Expires: 0``) and closes; ``stop(unregister=False)`` just goes silent, so the platform has
+    to notice by missed keepalives.  Counters: :attr:`registered`, :attr:`online`, :attr:`failed`,
+    :attr:`queries_answered`; :meth:`stats` has more.
+    """
+
+    def __init__(self, cfg: SimConfig, *, wall: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.fleet = Fleet(cfg, wall=wall)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._udp: dict[int, asyncio.DatagramTransport] = {}
+        self._tcp: dict[int, _TcpProtocol] = {}
+        self._connecting: set[asyncio.Task] = set()
+        self._reconnects: dict[int, asyncio.TimerHandle] = {}
+        self._connect_sem: asyncio.Semaphore | None = None
+        self._changed: asyncio.Event | None = None
+        self._started = False
+        self._stopping = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ counters
+    @property
+    def devices(self) -> list[SimDevice]:
+        return self.fleet.devices
+
+    @property
+    def device_ids(self) -> list[str]:
+        return [d.device_id for d in self.fleet.devices]
+
+    @property
+    def registered(self) -> int:
+        return self.fleet.registered
+
+    @property
+    def online(self) -> int:
+        return self.fleet.online
+
+    @property
+    def failed(self) -> int:
+        return self.fleet.failed
+
+    @property
+    def queries_answered(self) -> int:
+        return self.fleet.queries_answered
+
+    def stats(self) -> dict[str, int]:
+        return self.fleet.stats()
+
+    def progress_line(self) -> str:
+        return (f"sim: {self.registered}/{self.cfg.devices} registered, {self.online} online, "
+                f"{self.failed} failed, {self.queries_answered} queries answered")
+
+    @property
+    def local_addresses(self) -> list[tuple[str, int]]:
+        return [link.local_addr for link in self.fleet.links if link.up and link.local_addr is not None]
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("simulator already started")
+        self._started = True
+        loop = self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        now = loop.time()
+        if self.cfg.transport == "udp":
+            try:
+                for link in self.fleet.links:
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda index=link.index: _UdpProtocol(self, index),
+                        local_addr=(self.cfg.local_host, 0),
+                    )
+                    sock = transport.get_extra_info("socket")
+                    if sock is not None:
+                        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                            with contextlib.suppress(OSError):
+                                sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
+                    self._udp[link.index] = transport  # type: ignore[assignment]
+            except OSError:
+                await self._close_sockets()
+                raise
+            now = loop.time()
+            for index, transport in self._udp.items():
+                host, port = transport.get_extra_info("sockname")[:2]
+                self.fleet.link_up(index, (host, port), now, self.cfg.spread)
+        else:
+            self._connect_sem = asyncio.Semaphore(_CONNECT_CONCURRENCY)
+            spread = self.cfg.spread
+            for link in self.fleet.links:
+                delay = self.fleet.rng.uniform(0.0, spread) if spread > 0 else 0.0
+                self._schedule_connect(link.index, delay)
+        self._process()
+
+    async def stop(self, unregister: bool = True, grace: float | None = None) -> None:
+        """Stop every device.  With *unregister*, the ``Expires: 0`` REGISTERs are spread over
+        ``cfg.stop_spread`` seconds and waited for (at most that plus *grace*, default 10 s).  Without,
+        the devices simply fall silent."""
+        if not self._started or self._closed:
+            return
+        assert self._loop is not None and self._changed is not None
+        self._stopping = True
+        for handle in self._reconnects.values():
+            handle.cancel()
+        self._reconnects.clear()
+        for task in list(self._connecting):
+            task.cancel()
+        if self._connecting:
+            await asyncio.gather(*self._connecting, return_exceptions=True)
+        spread = self.cfg.stop_spread
+        self.fleet.stop(self._loop.time(), unregister, spread)
+        self._process()
+        if unregister:
+            deadline = self._loop.time() + spread + (10.0 if grace is None else grace)
+            while not self.fleet.all_stopped:
+                left = deadline - self._loop.time()
+                if left <= 0:
+                    log.warning("sim.unregister_timeout",
+                                pending=sum(1 for d in self.fleet.devices if not d.done))
+                    break
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self._close_sockets()
+
+    async def _close_sockets(self) -> None:
+        for transport in self._udp.values():
+            transport.close()
+        for proto in self._tcp.values():
+            if proto.transport is not None:
+                proto.transport.close()
+        self._udp.clear()
+        self._tcp.clear()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop(unregister=True)
+
+    async def wait_until(self, predicate: Callable[[Simulator], bool], limit: float) -> bool:
+        """Wait until *predicate(self)* holds (checked after every input), at most *limit* seconds;
+        False when it did not."""
+        assert self._loop is not None and self._changed is not None
+        deadline = self._loop.time() + limit
+        while not predicate(self):
+            left = deadline - self._loop.time()
+            if left <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+        return True
+
+    # ------------------------------------------------------------------ TCP connections
+    def _schedule_connect(self, index: int, delay: float) -> None:
+        assert self._loop is not None
+        if self._stopping:
+            return
+        if delay <= 0:
+            self._start_connect(index)
+        else:
+            self._reconnects[index] = self._loop.call_later(delay, self._start_connect, index)
+
+    def _start_connect(self, index: int) -> None:
+        self._reconnects.pop(index, None)
+        if self._stopping:
+            return
+        task = asyncio.get_running_loop().create_task(self._connect(index))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, index: int) -> None:
+        assert self._loop is not None and self._connect_sem is not None
+        host, port = self.cfg.server
+        async with self._connect_sem:
+            if self._stopping:
+                return
+            try:
+                transport, proto = await asyncio.wait_for(
+                    self._loop.create_connection(lambda: _TcpProtocol(self, index), host, port,
+                                                 local_addr=(self.cfg.local_host, 0)),
+                    timeout=10.0,
+                )
+            except (OSError, TimeoutError) as exc:
+                self.fleet.link_failed(index, f"connect {host}:{port}: {exc or type(exc).__name__}")
+                self._schedule_connect(index, self.fleet.link_backoff(index))
+                return
+        if self._stopping:
+            transport.close()
+            return
+        with contextlib.suppress(OSError):
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._tcp[index] = proto
+        local = transport.get_extra_info("sockname")
+        self.fleet.link_up(index, (local[0], local[1]), self._loop.time())
+        self._process()
+
+    def _on_tcp_lost(self, index: int, proto: _TcpProtocol) -> None:
+        if self._tcp.get(index) is not proto:
+            return
+        del self._tcp[index]
+        if self._closed or self._loop is None:
+            return
+        self.fleet.link_down(index, self._loop.time())
+        self._process()
+        if not self._stopping:
+            self._schedule_connect(index, self.fleet.link_backoff(index))
+
+    # ------------------------------------------------------------------ plumbing
+    def _on_data(self, index: int, data: bytes, addr: tuple[str, int]) -> bool:
+        if self._closed or self._loop is None:
+            return True
+        try:
+            ok = self.fleet.receive(index, data, addr, self._loop.time())
+        except Exception:
+            log.exception("sim.input_failed", link=index, peer=f"{addr[0]}:{addr[1]}")
+            ok = True
+        self._process()
+        return ok
+
+    def _on_timer(self) -> None:
+        due = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        if self._closed or self._loop is None:
+            return
+        # The loop may call back a hair early: the tick it was armed for counts as reached.
+        now = self._loop.time()
+        try:
+            self.fleet.handle_timer(now if due is None else max(now, due))
+        except Exception:  # a bug in one device must not stop the other 1,999
+            log.exception("sim.timer_failed")
+        self._process()
+
+    def _process(self) -> None:
+        for index, data, addr in self.fleet.outgoing():
+            if self.cfg.transport == "udp":
+                transport = self._udp.get(index)
+                if transport is not None:
+                    transport.sendto(data, addr)
+            else:
+                proto = self._tcp.get(index)
+                if proto is not None and proto.transport is not None and not proto.transport.is_closing():
+                    proto.transport.write(data)
+        self._arm()
+        if self._changed is not None:
+            self._changed.set()
+
+    def _arm(self) -> None:
+        if self._loop is None or self._closed:
+            return
+        when = self.fleet.get_timer()
+        if when is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._timer_at = None
+            return
+        # Round up to a tick: everything due within one tick is handled by one callback.
+        when = math.ceil(when / _TICK) * _TICK
+        if self._timer is not None:
+            if self._timer_at == when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """TCP needs one descriptor per device: raise the soft limit towards the hard one."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ValueError, OSError):
+        pass
+
+
+async def run_simulator(cfg: SimConfig, duration: float | None = None, *,
+                        out: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Run the simulator until SIGINT/SIGTERM or *duration* seconds, printing a progress line every
+    ``cfg.progress_interval`` seconds; then unregister every device and return the final stats."""
+    write = out or (lambda line: print(line, flush=True))
+    if cfg.transport == "tcp":
+        _raise_fd_limit(cfg.devices + 256)
+    loop = asyncio.get_running_loop()
+    stop_event = asyncio.Event()
+    installed: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop_event.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    sim = Simulator(cfg)
+    cpu0, t0 = time.process_time(), loop.time()
+    try:
+        await sim.start()
+        transport = cfg.transport.upper()
+        write(f"sim: {cfg.devices} devices ({cfg.channels} channels each) over {transport} -> "
+              f"{cfg.server[0]}:{cfg.server[1]}, keepalive {cfg.keepalive:g}s, expires {cfg.expires}s")
+        deadline = None if duration is None else t0 + duration
+        last_cpu, last_t = time.process_time(), loop.time()
+        while not stop_event.is_set():
+            wait = cfg.progress_interval
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), wait)
+            cpu_now, t_now = time.process_time(), loop.time()
+            share = 100 * (cpu_now - last_cpu) / max(t_now - last_t, 1e-9)
+            last_cpu, last_t = cpu_now, t_now
+            write(f"{sim.progress_line()} (cpu {share:.1f}%)")
+        write("sim: stopping, unregistering devices ...")
+        await sim.stop(unregister=True)
+    finally:
+        if not sim._closed:
+            await sim.stop(unregister=False)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    elapsed = max(loop.time() - t0, 1e-9)
+    cpu = time.process_time() - cpu0
+    stats = sim.stats()
+    write(f"{sim.progress_line()}; {stats['keepalives_sent']} keepalives sent; "
+          f"cpu {cpu:.1f}s over {elapsed:.0f}s ({100 * cpu / elapsed:.1f}%)")
+    sys.stdout.flush()
+    return stats

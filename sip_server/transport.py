@@ -1,0 +1,372 @@
+"""asyncio adapters for the sans-IO :class:`sip_server.sip.SipEndpoint`: UDP and TCP.
+
+This is the only module of the SIP stack that touches sockets or the event loop. It feeds received
+bytes into the endpoint, hands the endpoint's events to a callback, sends what the endpoint wants sent
+(after every input and every timer), and runs the endpoint's timer with ``loop.call_at``. The endpoint's
+clock is ``loop.time()``.
+
+TCP: each connection has its own :class:`StreamFramer`; connections are remembered by remote address,
+so requests and responses to that address go out on the same connection (devices behind NAT need
+that). Sending to an address with no connection opens one (:meth:`SipTransport.connect_tcp`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from sip_server.sip import (
+    MessageDropped,
+    Outgoing,
+    SipEndpoint,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    StreamFramer,
+)
+
+__all__ = ["SipTransport"]
+
+log = logging.getLogger("gbops.sip.transport")
+
+Addr = tuple[str, int]
+
+
+def _kv(**fields: Any) -> dict[str, Any]:
+    return {"kv": fields}
+
+
+def _norm(addr: Any) -> Addr:
+    return (addr[0], int(addr[1]))
+
+
+def _guess_local_ip(family: int) -> str:
+    """The address the host would use for outbound traffic (no packet is sent)."""
+    probe = ("192.0.2.1", 9) if family == socket.AF_INET else ("2001:db8::1", 9)
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(probe)
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1" if family == socket.AF_INET else "::1"
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.owner._on_datagram(data, _norm(addr))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("sip.udp_error", extra=_kv(error=str(exc)))
+
+
+class _TcpProtocol(asyncio.Protocol):
+    def __init__(self, owner: SipTransport, target: Addr | None = None) -> None:
+        self.owner = owner
+        self.target = target
+        self.framer = StreamFramer()
+        self.transport: Any = None
+        self.peer: Addr | None = None
+        self.closed = False
+
+    def connection_made(self, transport: Any) -> None:
+        # not isinstance-checked: uvloop's transports do not subclass asyncio.Transport
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = _norm(peer) if peer else self.target
+        self.owner._conn_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
+        try:
+            messages = self.framer.feed(data)
+        except SipParseError as exc:
+            self.owner._emit(MessageDropped(self.peer, "tcp", f"stream framing: {exc}", bytes(data[:4096])))
+            log.info("sip.tcp_framing_error", extra=_kv(peer=self.peer, error=str(exc)))
+            if self.transport is not None:
+                self.transport.close()
+            self.owner._after_input()
+            return
+        for msg in messages:
+            self.owner._on_stream_message(msg, self.peer)
+        self.owner._after_input()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.owner._conn_lost(self)
+
+    def write(self, data: bytes) -> bool:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(data)
+        return True
+
+
+class SipTransport:
+    """Bind UDP and TCP on ``(host, port)`` and drive ``endpoint`` from the event loop.
+
+    ``on_event(event)`` is called for each endpoint event; it may return a coroutine, which is run as a
+    task (what it sends is flushed when it finishes). With ``on_event=None`` events stay in the endpoint
+    for the caller to drain; call :meth:`flush` afterwards. ``advertise`` is the (host, port) put in Via
+    headers when the bind address is a wildcard.
+    """
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        host: str = "0.0.0.0",
+        port: int = 5060,
+        *,
+        on_event: Callable[[Any], Any] | None = None,
+        udp: bool = True,
+        tcp: bool = True,
+        advertise: Addr | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.host = host
+        self.port = port
+        self.on_event = on_event
+        self.use_udp = udp
+        self.use_tcp = tcp
+        self.advertise = advertise
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._udp_addr: Addr | None = None
+        self._tcp_addr: Addr | None = None
+        self._conns: dict[Addr, _TcpProtocol] = {}
+        self._pending: dict[Addr, list[bytes]] = {}
+        self._connecting: dict[Addr, asyncio.Task] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def local_addresses(self) -> list[Addr]:
+        """The bound (host, port) pairs: UDP first, then TCP."""
+        return [a for a in (self._udp_addr, self._tcp_addr) if a is not None]
+
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        attempts = 10 if self.port == 0 and self.use_udp and self.use_tcp else 1
+        for attempt in range(attempts):
+            port = self.port
+            if self.use_udp:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpProtocol(self), local_addr=(self.host, port)
+                )
+                self._udp = transport  # type: ignore[assignment]
+                self._udp_addr = _norm(transport.get_extra_info("sockname"))
+                port = self._udp_addr[1]
+            if self.use_tcp:
+                try:
+                    self._server = await loop.create_server(
+                        lambda: _TcpProtocol(self), self.host, port, reuse_address=True
+                    )
+                except OSError:
+                    if self._udp is not None:
+                        self._udp.close()
+                        self._udp = None
+                        self._udp_addr = None
+                    if attempt + 1 < attempts:
+                        continue
+                    raise
+                sock = self._server.sockets[0]
+                self._tcp_addr = _norm(sock.getsockname())
+            break
+        self._set_local_addresses()
+        log.debug("sip.transport_started", extra=_kv(addresses=self.local_addresses))
+
+    def _set_local_addresses(self) -> None:
+        for name, bound in (("udp", self._udp_addr), ("tcp", self._tcp_addr)):
+            if bound is None:
+                continue
+            if self.advertise is not None:
+                self.endpoint.local_addresses[name] = self.advertise
+                continue
+            host = bound[0]
+            if host in ("0.0.0.0", "::", ""):
+                host = _guess_local_ip(socket.AF_INET6 if host == "::" else socket.AF_INET)
+            self.endpoint.local_addresses[name] = (host, bound[1])
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._connecting.values()) + list(self._tasks):
+            task.cancel()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        for conn in list(self._conns.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        self._conns.clear()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+        await asyncio.sleep(0)
+
+    # ------------------------------------------------------------------ TU helpers
+    def now(self) -> float:
+        return (self._loop or asyncio.get_running_loop()).time()
+
+    def send_request(self, request: SipRequest, addr: Addr, transport: str = "udp") -> Any:
+        key = self.endpoint.send_request(request, addr, self.now(), transport)
+        self.flush()
+        return key
+
+    def send_response(self, key: Any, response: SipResponse) -> bool:
+        ok = self.endpoint.send_response(key, response, self.now())
+        self.flush()
+        return ok
+
+    def send_stateless(self, msg: SipRequest | SipResponse, addr: Addr, transport: str = "udp") -> None:
+        self.endpoint.send_stateless(msg, addr, transport)
+        self.flush()
+
+    async def connect_tcp(self, addr: Addr) -> None:
+        """Open (or reuse) a TCP connection to ``addr``; later sends to ``addr`` use it."""
+        addr = _norm(addr)
+        conn = self._conns.get(addr)
+        if conn is not None and not conn.closed:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        await loop.create_connection(lambda: _TcpProtocol(self, addr), addr[0], addr[1])
+
+    # ------------------------------------------------------------------ input paths
+    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+        self.endpoint.receive_datagram(data, addr, self.now(), "udp")
+        self._after_input()
+
+    def _on_stream_message(self, msg: SipRequest | SipResponse, peer: Addr) -> None:
+        self.endpoint.receive_message(msg, peer, self.now(), "tcp")
+
+    def _after_input(self) -> None:
+        self._dispatch()
+        self.flush()
+
+    def _emit(self, event: Any) -> None:
+        if self.on_event is None:
+            return
+        try:
+            result = self.on_event(event)
+        except Exception:  # a bad handler must not take the transport down
+            log.exception("sip.on_event_failed", extra=_kv(event=type(event).__name__))
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sip.on_event_failed", exc_info=task.exception(), extra=_kv())
+        if not self._closed:
+            self.flush()
+
+    def _dispatch(self) -> None:
+        if self.on_event is None:
+            return
+        endpoint = self.endpoint
+        while (event := endpoint.next_event()) is not None:
+            self._emit(event)
+
+    # ------------------------------------------------------------------ output
+    def flush(self) -> None:
+        """Send everything the endpoint has queued and re-arm its timer."""
+        for out in self.endpoint.messages_to_send():
+            self._send(out)
+        self._arm_timer()
+
+    def _send(self, out: Outgoing) -> None:
+        transport = out.transport.lower()
+        addr = _norm(out.addr)
+        if transport == "udp":
+            if self._udp is None:
+                log.warning("sip.udp_send_failed", extra=_kv(addr=addr, error="UDP not open"))
+                return
+            try:
+                self._udp.sendto(out.data, addr)
+            except (OSError, ValueError, RuntimeError) as exc:
+                log.warning("sip.udp_send_failed", extra=_kv(addr=addr, error=str(exc)))
+        elif transport == "tcp":
+            conn = self._conns.get(addr)
+            if conn is not None and conn.write(out.data):
+                return
+            self._pending.setdefault(addr, []).append(out.data)
+            if addr not in self._connecting and not self._closed:
+                task = asyncio.ensure_future(self._connect_and_flush(addr))
+                self._connecting[addr] = task
+        else:
+            log.warning("sip.unsupported_transport", extra=_kv(transport=out.transport, addr=addr))
+
+    async def _connect_and_flush(self, addr: Addr) -> None:
+        try:
+            await self.connect_tcp(addr)
+        except OSError as exc:  # TimeoutError included
+            dropped = self._pending.pop(addr, [])
+            log.warning("sip.tcp_connect_failed", extra=_kv(addr=addr, error=str(exc), dropped=len(dropped)))
+        finally:
+            self._connecting.pop(addr, None)
+        self._write_pending(addr)
+
+    def _write_pending(self, addr: Addr) -> None:
+        conn = self._conns.get(addr)
+        if conn is None:
+            return
+        for data in self._pending.pop(addr, []):
+            conn.write(data)
+
+    def _conn_made(self, conn: _TcpProtocol) -> None:
+        for addr in {conn.peer, conn.target}:
+            if addr is not None:
+                self._conns[addr] = conn
+                self._write_pending(addr)
+
+    def _conn_lost(self, conn: _TcpProtocol) -> None:
+        for addr in {conn.peer, conn.target}:
+            if addr is not None and self._conns.get(addr) is conn:
+                del self._conns[addr]
+
+    # ------------------------------------------------------------------ timer
+    def _arm_timer(self) -> None:
+        if self._closed or self._loop is None:
+            return
+        when = self.endpoint.get_timer()
+        if when is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+                self._timer_at = None
+            return
+        if self._timer is not None:
+            if self._timer_at == when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        at = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        now = self.now()
+        if at is not None and now < at:
+            now = at  # call_at may run a hair early (clock resolution)
+        self.endpoint.handle_timer(now)
+        self._dispatch()
+        self.flush()

@@ -1,0 +1,128 @@
+"""Fixtures of the portal tests: an app on a fresh database (SQLite and PostgreSQL, through the
+shared ``registry`` fixture), a fake SIP service, users and tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gbops.settings import Settings
+from ops_portal import auth
+from ops_portal.app import create_app
+from ops_portal.models import User
+from ops_portal.users import create_user
+
+GOOD_PASSWORD = "Correct-Horse-42"
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 with minimal cost: the tests check behaviour, not hash strength."""
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    monkeypatch.setattr(auth, "_dummy_hash", None)
+
+
+class DeviceNotReachable(Exception):
+    """Same name as sip_server.service.DeviceNotReachable: the portal matches it by name."""
+
+
+@dataclass
+class FakeSip:
+    online: set[str] = field(default_factory=set)
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Devices that look online but vanish when asked (the race between is_online and the query).
+    vanishing: set[str] = field(default_factory=set)
+    started: list[str] = field(default_factory=list)
+
+    def is_online(self, device_id: str) -> bool:
+        return device_id in self.online or device_id in self.vanishing
+
+    def start_catalog_sync(self, device_id: str) -> dict[str, Any]:
+        if device_id not in self.online:
+            raise DeviceNotReachable(device_id)
+        self.started.append(device_id)
+        progress = {
+            "device_id": device_id,
+            "sn": 17,
+            "state": "running",
+            "received": 0,
+            "expected": None,
+            "pages": 0,
+            "summary": "running 0/?",
+        }
+        self.progress[device_id] = progress
+        return progress
+
+    def catalog_progress(self, device_id: str) -> dict[str, Any] | None:
+        return self.progress.get(device_id)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def fake_sip() -> FakeSip:
+    return FakeSip()
+
+
+@dataclass
+class Portal:
+    app: FastAPI
+    client: httpx.AsyncClient
+    sessionmaker: async_sessionmaker[AsyncSession]
+    registry: Any
+    settings: Settings
+    sip: FakeSip | None
+
+    async def add_user(
+        self, username: str, password: str = GOOD_PASSWORD, *, must_change_password: bool = False
+    ) -> User:
+        async with self.sessionmaker() as session:
+            user = await create_user(
+                session, username, password, must_change_password=must_change_password
+            )
+            await session.commit()
+            return user
+
+    async def login(self, username: str, password: str = GOOD_PASSWORD) -> str:
+        r = await self.client.post("/api/auth/login", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        return r.json()["access_token"]
+
+    async def user_token(self, username: str = "alice") -> dict[str, str]:
+        """Create an ordinary user and return the Authorization header of a fresh token."""
+        await self.add_user(username)
+        return bearer(await self.login(username))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def make_portal(registry: Any, settings: Settings, sip: FakeSip | None) -> AsyncIterator[Portal]:
+    app = create_app(settings=settings, sessionmaker=registry.sessionmaker, registry=registry, sip=sip)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client:
+        yield Portal(app, client, registry.sessionmaker, registry, settings, sip)
+
+
+@pytest.fixture
+async def portal(registry: Any, settings: Settings, fake_sip: FakeSip) -> AsyncIterator[Portal]:
+    async for p in make_portal(registry, settings, fake_sip):
+        yield p
+
+
+@pytest.fixture
+async def portal_no_sip(registry: Any, settings: Settings) -> AsyncIterator[Portal]:
+    async for p in make_portal(registry, settings, None):
+        yield p

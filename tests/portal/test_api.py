@@ -1,0 +1,98 @@
+"""API-wide guarantees: authentication everywhere, one error shape, stable operation ids."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from .conftest import Portal, bearer
+
+PUBLIC = {("post", "/api/auth/login"), ("get", "/api/health")}
+EXPECTED_OPERATIONS = {
+    "health", "auth_login", "auth_logout", "auth_password_change", "auth_me", "devices_list", "devices_get",
+    "devices_channels", "devices_presence", "devices_catalog_sync_start", "devices_catalog_sync_status",
+}  # fmt: skip
+
+
+def operations(portal: Portal) -> list[tuple[str, str, dict]]:
+    return [(m, p, op) for p, ops in portal.app.openapi()["paths"].items() for m, op in ops.items()]
+
+
+def concrete(path: str) -> str:
+    return path.replace("{device_id}", "34020000001320000001")
+
+
+async def test_health(portal: Portal) -> None:
+    r = await portal.client.get("/api/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_operation_ids(portal: Portal) -> None:
+    ids = [op.get("operationId") for _, _, op in operations(portal)]
+    assert None not in ids
+    assert len(ids) == len(set(ids))
+    assert set(ids) == EXPECTED_OPERATIONS
+
+
+@pytest.mark.parametrize("token", [None, "garbage-token"])
+async def test_no_route_answers_without_a_valid_token(portal: Portal, token: str | None) -> None:
+    await portal.add_user("alice")  # a real user exists: still nothing without a token
+    headers = bearer(token) if token else {}
+    checked = 0
+    for method, path, op in operations(portal):
+        if (method, path) in PUBLIC:
+            assert not op.get("security")
+            continue
+        assert op.get("security"), (method, path)  # documented as protected
+        r = await portal.client.request(method.upper(), concrete(path), headers=headers)
+        assert r.status_code == 401, (method, path, r.status_code, r.text)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert set(r.json()) == {"error", "message"}
+        assert r.json()["error"] == ("invalid_token" if token else "not_authenticated")
+        checked += 1
+    assert checked == len(EXPECTED_OPERATIONS) - len(PUBLIC)
+
+
+async def test_unknown_route_and_method(portal: Portal) -> None:
+    r = await portal.client.get("/api/no-such-thing")
+    assert r.status_code == 404
+    assert r.json() == {"error": "not_found", "message": "请求的资源不存在 / the requested resource does not exist"}
+    r = await portal.client.delete("/api/health")
+    assert r.status_code == 405
+    assert r.json()["error"] == "method_not_allowed"
+    assert "GET" in r.headers.get("allow", "")
+
+
+async def test_validation_errors_do_not_echo_input(portal: Portal) -> None:
+    secret = "My-Secret-Value-42"
+    r = await portal.client.post("/api/auth/login", json={"username": "alice", "password": secret, "x": secret})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "validation_error"
+    assert body["message"].startswith("请求参数无效")
+    assert body["details"] and body["details"][0]["loc"] == ["body", "x"]
+    assert secret not in r.text
+
+    r = await portal.client.post("/api/auth/login", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"] == "validation_error"
+    r = await portal.client.post("/api/auth/login", json={"username": "alice"})
+    assert r.status_code == 422 and r.json()["details"][0]["loc"] == ["body", "password"]
+
+
+async def test_openapi_is_served(portal: Portal) -> None:
+    r = await portal.client.get("/api/openapi.json")
+    assert r.status_code == 200
+    assert r.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+async def test_unexpected_error_is_json_and_says_nothing_inside(portal: Portal) -> None:
+    @portal.app.get("/api/test-boom", include_in_schema=False)
+    async def boom() -> None:
+        raise RuntimeError("internal detail: /etc/secret")
+
+    transport = httpx.ASGITransport(app=portal.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client:
+        r = await client.get("/api/test-boom")
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal_error", "message": "服务器内部错误 / internal server error"}
+    assert "/etc/secret" not in r.text
