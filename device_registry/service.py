@@ -557,10 +557,13 @@ class _Batch:
     async def _update_changed(
         self, table: Any, key: str, rows: list[tuple[Any, dict[str, Any], dict[str, Any]]], columns: list[str]
     ) -> None:
-        """UPDATE the columns that changed, one executemany per set of changed columns.
+        """UPDATE the columns that changed.
 
-        ``updated_at`` moves when something other than volatile transport state changed."""
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        Rows getting identical new values (typically the channels of a device that goes
+        offline) share one ``UPDATE ... WHERE key IN (...)``; the others are written with one
+        executemany per set of changed columns.  ``updated_at`` moves when something other
+        than volatile transport state changed."""
+        same_values: dict[tuple[tuple[str, Any], ...], list[Any]] = {}
         for key_value, row, loaded in rows:
             changed = [name for name in columns if row[name] != loaded[name]]
             if not changed:
@@ -569,14 +572,24 @@ class _Batch:
                 row["updated_at"] = self.now
                 if "updated_at" not in changed:
                     changed.append("updated_at")
-            params = {name: row[name] for name in changed}
-            params["b_key"] = key_value
-            groups.setdefault(tuple(changed), []).append(params)
-        for names, params in groups.items():
+            same_values.setdefault(tuple((name, row[name]) for name in changed), []).append(key_value)
+
+        per_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for values, keys in same_values.items():
+            if len(keys) == 1:
+                params = dict(values)
+                params["b_key"] = keys[0]
+                per_columns.setdefault(tuple(name for name, _ in values), []).append(params)
+                continue
+            assignments = dict(values)
+            assignments.setdefault("updated_at", table.c.updated_at)  # keep the onupdate default away
+            for chunk in _chunks(sorted(keys)):
+                await self.conn.execute(update(table).where(table.c[key].in_(chunk)).values(assignments))
+        for names, params_list in per_columns.items():
             stmt = update(table).where(table.c[key] == bindparam("b_key"))
             if "updated_at" not in names:
-                stmt = stmt.values(updated_at=table.c.updated_at)  # keep the onupdate default away
-            await self.conn.execute(stmt, params)
+                stmt = stmt.values(updated_at=table.c.updated_at)
+            await self.conn.execute(stmt, params_list)
 
     async def _write(self, light: dict[str, DeviceSeen]) -> None:
         conn = self.conn

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 
 import typer
 from pydantic import ValidationError
@@ -47,12 +47,12 @@ def run() -> None:
         raise typer.Exit(1) from None
 
 
-class Transport(str, Enum):
+class Transport(StrEnum):
     udp = "udp"
     tcp = "tcp"
 
 
-class Charset(str, Enum):
+class Charset(StrEnum):
     gb2312 = "gb2312"
     utf8 = "utf-8"
 

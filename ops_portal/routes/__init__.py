@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ops_portal.routes import auth, devices
+from ops_portal.routes import auth, devices, sip
 from ops_portal.schemas import HealthOut
 
 __all__ = ["api_router"]
@@ -22,3 +22,4 @@ api_router = APIRouter()
 api_router.include_router(health_router)
 api_router.include_router(auth.router)
 api_router.include_router(devices.router)
+api_router.include_router(sip.router)

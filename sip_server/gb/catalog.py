@@ -9,6 +9,7 @@ channels not reported are NOT marked removed, since their absence proves nothing
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +55,14 @@ class CatalogAssembler:
         self.timeout = timeout
         self._active: dict[str, CatalogSync] = {}
         self.last: dict[str, CatalogSync] = {}
+        # (deadline, device_id, sn); stale entries are skipped when they come due, and a sync whose
+        # deadline moved on is pushed back, so pages never touch the heap.
+        self._heap: list[tuple[float, str, int]] = []
 
     def start(self, device_id: str, sn: int, now: float) -> CatalogSync:
         sync = CatalogSync(device_id, sn, now, now + self.timeout)
         self._active[device_id] = sync
+        heapq.heappush(self._heap, (sync.deadline, device_id, sn))
         return sync
 
     def get(self, device_id: str) -> CatalogSync | None:
@@ -95,10 +100,25 @@ class CatalogAssembler:
         return sync
 
     def get_timer(self) -> float | None:
-        if not self._active:
-            return None
-        return min(s.deadline for s in self._active.values())
+        heap = self._heap
+        while heap:
+            _, device_id, sn = heap[0]
+            sync = self._active.get(device_id)
+            if sync is not None and sync.sn == sn:
+                return heap[0][0]
+            heapq.heappop(heap)  # finished or superseded
+        return None
 
     def handle_timer(self, now: float) -> list[CatalogSync]:
-        due = [s for s in self._active.values() if s.deadline <= now]
-        return [self._finish(s, complete=False) for s in due]
+        out: list[CatalogSync] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, device_id, sn = heapq.heappop(heap)
+            sync = self._active.get(device_id)
+            if sync is None or sync.sn != sn:
+                continue
+            if sync.deadline > now:  # pages kept arriving: wait for the extended deadline
+                heapq.heappush(heap, (sync.deadline, device_id, sn))
+                continue
+            out.append(self._finish(sync, complete=False))
+        return out

@@ -7,6 +7,7 @@ It drives a :class:`sip_server.sip.SipEndpoint` (also sans-IO) and turns SIP tra
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import secrets
 import time
@@ -34,6 +35,7 @@ from sip_server.sip import (
     parse_name_addr,
     parse_uri,
 )
+from sip_server.sip.message import random_hex
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
 
@@ -128,6 +130,7 @@ class GbServer:
         self.metrics = Metrics()
         self._events: deque[Any] = deque()
         self._pending: dict[tuple[str, int], PendingQuery] = {}  # (cmd_type, sn) -> query
+        self._pending_heap: list[tuple[float, str, int]] = []  # (deadline, cmd_type, sn), lazily pruned
         self._txn_query: dict[Any, tuple[str, int, str]] = {}  # txn key -> (cmd_type, sn, device_id)
         self._sn = itertools.count(int(time.time()) % 100000 + 1)
         self._tag = secrets.token_hex(4)
@@ -172,15 +175,11 @@ class GbServer:
 
     def get_timer(self) -> float | None:
         """The core's own timers; the endpoint's are driven by whoever drives the endpoint."""
-        timers = [
-            t
-            for t in (
-                self.presence.get_timer(),
-                self.catalog.get_timer(),
-                min((q.deadline for q in self._pending.values()), default=None),
-            )
-            if t is not None
-        ]
+        heap = self._pending_heap
+        while heap and (heap[0][1], heap[0][2]) not in self._pending:
+            heapq.heappop(heap)  # answered or failed already
+        timers = [t for t in (self.presence.get_timer(), self.catalog.get_timer(),
+                              heap[0][0] if heap else None) if t is not None]
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
@@ -189,9 +188,12 @@ class GbServer:
         for sync in self.catalog.handle_timer(now):
             self._emit(ev.CatalogFinished(sync.device_id, tuple(sync.items.values()), False, sync.state(),
                                           sync.progress()))
-        expired = [k for k, q in self._pending.items() if q.deadline <= now]
-        for key in expired:
-            q = self._pending.pop(key)
+        heap = self._pending_heap
+        while heap and heap[0][0] <= now:
+            _, cmd_type, sn = heapq.heappop(heap)
+            q = self._pending.pop((cmd_type, sn), None)
+            if q is None:
+                continue
             self.metrics.query_failures += 1
             self._emit(ev.QueryFailed(q.device_id, q.cmd_type, q.sn, "timeout"))
 
@@ -254,7 +256,11 @@ class GbServer:
         assert device_id is not None
         host_key = "addr:" + addr[0]
         id_key = "dev:" + device_id
-        if self.lockout.is_locked(id_key, host_key, now=now):
+        # An address lockout does not cut off devices that hold a live registration from behind the same
+        # NAT address: only the device id's own lockout refuses a refresh.
+        if self.lockout.is_locked(id_key, now=now) or (
+            self.lockout.is_locked(host_key, now=now) and not self.presence.is_online(device_id)
+        ):
             m.locked_refusals += 1
             self._reply(event, 403, now, reason="Forbidden (locked out)")
             self._emit(ev.RegisterRejected(device_id, addr, 403, "locked out", locked_out=True))
@@ -425,8 +431,9 @@ class GbServer:
             charset = self.config.query_charset
         body = manscdp.build_query(cmd_type, sn, target_id or device_id, charset=charset, extra=extra)
         key = self._send_message(device_id, route, body, now)
-        self._pending[(cmd_type, sn)] = PendingQuery(device_id, cmd_type, sn,
-                                                     now + (timeout or self.config.query_timeout))
+        deadline = now + (timeout or self.config.query_timeout)
+        self._pending[(cmd_type, sn)] = PendingQuery(device_id, cmd_type, sn, deadline)
+        heapq.heappush(self._pending_heap, (deadline, cmd_type, sn))
         self._txn_query[key] = (cmd_type, sn, device_id)
         self.metrics.queries_sent += 1
         return sn
@@ -442,9 +449,9 @@ class GbServer:
         host, port = route.addr
         headers = Headers()
         headers.add("Via", f"SIP/2.0/{route.transport.upper()} 0.0.0.0:0;rport")
-        headers.add("From", f"<{self._local_uri}>;tag={secrets.token_hex(5)}")
+        headers.add("From", f"<{self._local_uri}>;tag={random_hex(5)}")
         headers.add("To", f"<sip:{device_id}@{self.config.domain}>")
-        headers.add("Call-ID", f"{secrets.token_hex(10)}@{self.config.domain}")
+        headers.add("Call-ID", f"{random_hex(10)}@{self.config.domain}")
         headers.add("CSeq", "1 MESSAGE")
         headers.add("Max-Forwards", "70")
         headers.add("User-Agent", self.config.user_agent)

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+from .message import random_hex
 
 __all__ = [
     "TimerSpec",
@@ -64,7 +65,7 @@ NON_INVITE_SERVER = "non_invite_server"
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch: the magic cookie plus 64 random bits."""
-    return MAGIC_COOKIE + secrets.token_hex(8)
+    return MAGIC_COOKIE + random_hex(8)
 
 
 # --------------------------------------------------------------------------- timers

@@ -88,6 +88,5 @@ def test_wrong_password_is_refused_then_locked_out(platform, shared_dir, tmp_pat
     assert "locked out" in platform.log()
     r = platform.get(f"/api/devices/{device_id}")
     assert r.status_code == 404 or r.json()["online"] is False
-    metrics = platform.get("/api/sip/metrics")
-    if metrics.status_code == 200:
-        assert metrics.json()["lockouts"] >= 1
+    metrics = platform.get("/api/sip/metrics").json()
+    assert metrics["lockouts"] >= 1 and metrics["locked_refusals"] >= 1 and metrics["auth_failures"] >= 6
