@@ -113,7 +113,7 @@ class Platform:
         if self.sip is not None:
             await self.sip.close()
         if self.writer is not None:
-            await self.writer.stop()
+            await self.writer.stop(grace=30)
         if self.registry is not None and self._run_id is not None:
             await self.registry.end_platform_run(self._run_id, datetime.now(UTC), True)
         if self.engine is not None:
