@@ -192,3 +192,40 @@ async def catalog_sync_status(
             "此设备自平台启动以来没有目录同步记录 / no catalog sync of this device since the platform started",
         )
     return CatalogProgressOut.model_validate(progress)
+
+
+@router.get(
+    "/{device_id}/status",
+    operation_id="devices_status_query",
+    summary="实时查询设备状态 / ask the device for its status now (DeviceStatus)",
+    responses=error_responses(404, 409, 503, 504),
+)
+async def query_device_status(
+    user: DeviceReader, registry: RegistryDep, sip: SipDep, device_id: DeviceIdPath
+) -> dict[str, Any]:
+    """Sends a MANSCDP DeviceStatus query and waits for the device's answer (up to the query timeout).
+    `online`/`status` are what the device says about itself; `record` its recording state; `alarms` its
+    alarm inputs as `[device_id, duty_status]`."""
+    await _require_device(registry, device_id)
+    if sip is None:
+        raise _sip_unavailable()
+    if not sip.is_online(device_id):
+        raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {device_id}")
+    try:
+        st = await sip.device_status(device_id)
+    except Exception as exc:
+        if _is_not_reachable(exc):
+            raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {device_id}") from None
+        log.warning("device_status.failed", device_id=device_id, error=str(exc))
+        raise ApiError(504, "device_no_answer",
+                       f"设备未应答状态查询 / the device did not answer the status query: {exc}") from None
+    return {
+        "device_id": device_id,
+        "result": st.result,
+        "online": st.online,
+        "status": st.status,
+        "encode": st.encode,
+        "record": st.record,
+        "device_time": st.device_time,
+        "alarms": [list(a) for a in st.alarms],
+    }

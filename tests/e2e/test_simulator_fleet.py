@@ -6,6 +6,7 @@ must notice every device offline within the keepalive window (3 missed keepalive
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -34,8 +35,6 @@ def online_total(platform: PlatformProcess) -> int:
 
 
 async def wait_async(predicate, timeout: float, what: str, platform: PlatformProcess):
-    import asyncio
-
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -69,6 +68,8 @@ async def test_600_simulated_devices_online_then_offline_within_keepalive_window
         ipc = tcp.device_ids[0]
         dev = platform.get(f"/api/devices/{ipc}").json()
         assert dev["transport"] == "tcp" and dev["online"]
+        status = await asyncio.to_thread(platform.get, f"/api/devices/{ipc}/status")
+        assert status.status_code == 200 and status.json()["online"] is True, status.text
         await wait_async(lambda: len(platform.get(f"/api/devices/{ipc}/channels").json()["items"]) == 1, 30,
                          "the TCP IPC's channel", platform)
     finally:

@@ -59,6 +59,9 @@ def test_sipp_camera_registers_reports_its_channel_and_unregisters(platform, sha
             lambda: (d := platform.get(f"/api/devices/{device_id}").json())["manufacturer"] and d, 10,
             "DeviceInfo applied")
         assert info["manufacturer"] == "SIPp" and info["model"] == "sipp-ipc"
+        status = platform.get(f"/api/devices/{device_id}/status")
+        assert status.status_code == 200, status.text
+        assert status.json()["result"] == "OK" and status.json()["online"] is True
     finally:
         out = proc.communicate(timeout=40)[0].decode("utf-8", "replace")
     assert proc.returncode == 0, out + platform.log()[-3000:]
