@@ -92,5 +92,6 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiosqlite", "asyncio", "uvicorn.access", "sqlalchemy.engine"):
+    for noisy in ("aiosqlite", "asyncio", "uvicorn.access", "sqlalchemy.engine", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(level.upper())  # "Running upgrade ..." lines

@@ -95,7 +95,9 @@ class SipService:
         self._loop = asyncio.get_running_loop()
         self.transport = SipTransport(self.endpoint, self.host, self.port, on_event=self._on_sip_event)
         await self.transport.start()
-        log.info("sip.listening", addresses=" ".join(_addr(a) for a in self.transport.local_addresses),
+        kinds = ("udp", "tcp")
+        log.info("sip.listening", addresses=" ".join(f"{k}/{_addr(a)}" for k, a in
+                                                     zip(kinds, self.transport.local_addresses, strict=False)),
                  sip_id=self.config.sip_id, domain=self.config.domain)
 
     async def close(self) -> None:
@@ -119,6 +121,8 @@ class SipService:
     def restore(self, snapshots: list[Any]) -> None:
         """Load devices from the registry at start: credentials and who is online until when."""
         now_mono, now_wall = self._now(), self._wall()
+        at = datetime.fromtimestamp(now_wall, UTC)
+        misses = self.config.keepalive_misses
         for snap in snapshots:
             ha1 = {}
             if snap.password_ha1_md5 and snap.password_realm == self.config.realm:
@@ -127,6 +131,13 @@ class SipService:
                     ha1["SHA-256"] = snap.password_ha1_sha256
             self.gb.set_device_credentials(snap.device_id, ha1 or None)
             if snap.online and snap.register_expires_at and snap.last_seen:
+                interval = snap.keepalive_interval or self.config.keepalive_interval
+                deadline = min(snap.register_expires_at.timestamp(), snap.last_seen.timestamp() + misses * interval)
+                if deadline <= now_wall:
+                    # Its registration or keepalive window ran out while the platform was down: we cannot
+                    # know when it really went away, so say so rather than blame the device.
+                    self._submit(reg.DeviceWentOffline(snap.device_id, at, "platform_restart"))
+                    continue
                 self.gb.presence.restore(
                     snap.device_id,
                     online=True,
@@ -204,7 +215,8 @@ class SipService:
         elif isinstance(event, ev.DeviceInfoReceived):
             i = event.info
             self._submit(reg.DeviceInfoReported(event.device_id, at, i.device_name, i.manufacturer, i.model,
-                                                i.firmware, i.device_type, i.channel))
+                                                i.firmware, i.device_type, i.channel,
+                                                charset=self.gb.charsets.get(event.device_id)))
         elif isinstance(event, ev.KeepaliveIntervalReported):
             self._submit(reg.KeepaliveIntervalSet(event.device_id, int(event.interval)))
         elif isinstance(event, ev.CatalogFinished):

@@ -1,0 +1,78 @@
+"""SipService + registry across a platform restart (in process, real sockets, SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from device_registry.service import Registry, RegistryWriter
+from gbops.db import make_sessionmaker
+from sip_server.gb.server import GbConfig
+from sip_server.service import SipService
+from sip_server.sim import SimConfig, Simulator
+
+PASSWORD = "Gate-7-camera#pw"
+
+
+async def start_service(db_engine, port: int = 0) -> tuple[SipService, RegistryWriter, Registry]:
+    registry = Registry(make_sessionmaker(db_engine))
+    writer = RegistryWriter(registry)
+    await writer.start()
+    svc = SipService(GbConfig(default_password=PASSWORD, keepalive_interval=1.0, keepalive_misses=3),
+                     host="127.0.0.1", port=port, writer=writer)
+    svc.restore(await registry.snapshot())
+    await svc.start()
+    return svc, writer, registry
+
+
+async def stop_service(svc: SipService, writer: RegistryWriter) -> None:
+    await svc.close()
+    await writer.stop(grace=10)
+
+
+async def wait(pred, limit: float) -> bool:
+    for _ in range(int(limit * 20)):
+        if pred():
+            return True
+        await asyncio.sleep(0.05)
+    return pred()
+
+
+async def test_quick_restart_keeps_devices_online_and_long_outage_is_not_blamed_on_devices(db_engine):
+    svc, writer, registry = await start_service(db_engine)
+    port = svc.bound_port
+    sim = Simulator(SimConfig(server=("127.0.0.1", port), devices=3, channels=1, password=PASSWORD,
+                              keepalive=1.0, register_rate=100))
+    await sim.start()
+    try:
+        assert await sim.wait_until(lambda s: s.online == 3, 15), sim.progress_line()
+        ids = sim.device_ids
+        assert await wait(lambda: all(svc.is_online(d) for d in ids), 5)
+
+        # 1. restart within the keepalive window: restored as online, keepalives accepted, no re-register
+        await stop_service(svc, writer)
+        svc, writer, registry = await start_service(db_engine, port)
+        assert all(svc.is_online(d) for d in ids)
+        keepalives_before = svc.metrics()["keepalives"]
+        await asyncio.sleep(2.5)
+        assert svc.metrics()["keepalives"] > keepalives_before
+        assert svc.metrics()["registrations_ok"] == 0 and svc.metrics()["locked_refusals"] == 0
+        await writer.flush()
+        rows = await registry.list_presence(ids[0])
+        assert [(r.online, r.reason) for r in rows if r.subject == "device"] == [(True, "registered")]
+    finally:
+        await sim.stop(unregister=False)
+
+    # 2. the platform is down longer than the keepalive window: at start the devices are marked offline
+    #    with reason platform_restart, not keepalive_timeout (we cannot know when they really went away)
+    await stop_service(svc, writer)
+    await asyncio.sleep(3.5)
+    svc, writer, registry = await start_service(db_engine, port)
+    try:
+        assert not any(svc.is_online(d) for d in ids)
+        await writer.flush()
+        rows = await registry.list_presence(ids[0])
+        assert [(r.online, r.reason) for r in rows if r.subject == "device"][0] == (False, "platform_restart")
+        device = await registry.get_device(ids[0])
+        assert device.online is False
+    finally:
+        await stop_service(svc, writer)
