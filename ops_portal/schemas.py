@@ -224,3 +224,12 @@ class CatalogProgressOut(BaseModel):
     expected: int | None = None
     pages: int = 0
     summary: str | None = None
+
+
+class DevicePasswordRequest(BaseModel):
+    """A device's own SIP password (overrides GBOPS_SIP_PASSWORD for this device); null clears it."""
+
+    password: str | None = Field(default=None, max_length=128)
+
+    def __repr__(self) -> str:  # never echo the password
+        return "DevicePasswordRequest(password=***)"

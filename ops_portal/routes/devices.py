@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 
 from gbops.log import get_logger
-from ops_portal.deps import RegistryDep, SipDep, require_permission
+from ops_portal.deps import RegistryDep, SettingsDep, SipDep, require_permission
 from ops_portal.models import User
 from ops_portal.schemas import (
     ApiError,
@@ -17,6 +17,7 @@ from ops_portal.schemas import (
     ChannelOut,
     DeviceList,
     DeviceOut,
+    DevicePasswordRequest,
     PresenceList,
     PresenceOut,
     error_responses,
@@ -229,3 +230,38 @@ async def query_device_status(
         "device_time": st.device_time,
         "alarms": [list(a) for a in st.alarms],
     }
+
+
+@router.put(
+    "/{device_id}/password",
+    operation_id="devices_password_set",
+    summary="设置设备 SIP 密码 / set the device's own SIP password",
+    status_code=204,
+    responses=error_responses(422),
+)
+async def set_device_password(
+    user: Annotated[User, Depends(require_permission("device.write"))],
+    registry: RegistryDep,
+    sip: SipDep,
+    settings: SettingsDep,
+    device_id: DeviceIdPath,
+    body: DevicePasswordRequest,
+) -> None:
+    """Stores the password only as digest HA1 values (MD5 and SHA-256) for the platform's realm, with the
+    device id as digest user name; the device must use it from its next registration. A weak password
+    is refused (422) with the reason. `null` clears it: the device falls back to GBOPS_SIP_PASSWORD.
+    The device need not exist yet (it may be added before it first registers)."""
+    from gbops.passwords import weak_password_reason
+    from sip_server.sip import compute_ha1
+
+    if body.password is not None:
+        reason = weak_password_reason(body.password, device_id)
+        if reason:
+            raise ApiError(422, "weak_password", f"设备密码太弱 / the device password is weak: {reason}")
+    await registry.set_device_password(device_id, settings.realm, body.password)
+    if sip is not None:
+        ha1 = None
+        if body.password is not None:
+            ha1 = {alg: compute_ha1(device_id, settings.realm, body.password, alg) for alg in ("MD5", "SHA-256")}
+        sip.set_device_password_ha1(device_id, ha1)
+    log.info("device.password_set", device_id=device_id, username=user.username, cleared=body.password is None)

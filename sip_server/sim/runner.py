@@ -53,8 +53,7 @@ class _TcpProtocol(asyncio.Protocol):
         self.peer: tuple[str, int] = sim.cfg.server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])

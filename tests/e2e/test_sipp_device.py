@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import httpx
 import pytest
 
 from tests.conftest import need_tool
@@ -93,3 +94,19 @@ def test_wrong_password_is_refused_then_locked_out(platform, shared_dir, tmp_pat
     assert r.status_code == 404 or r.json()["online"] is False
     metrics = platform.get("/api/sip/metrics").json()
     assert metrics["lockouts"] >= 1 and metrics["locked_refusals"] >= 1 and metrics["auth_failures"] >= 6
+
+
+def test_per_device_password_overrides_the_default(platform, shared_dir, tmp_path):
+    device_id = "34020000001320000066"
+    own = "Own-camera-pw#66"
+    r = httpx.put(platform.base + f"/api/devices/{device_id}/password", json={"password": own},
+                  headers={"Authorization": f"Bearer {platform.login()}"})
+    assert r.status_code == 204, r.text
+    proc = run_sipp_device(shared_dir, platform, device_id, STRONG_SIP_PASSWORD, tmp_path, seconds=3,
+                           keepalives=1, wait=True)
+    assert proc.returncode != 0, "the platform default password still worked for a device with its own"
+    proc = run_sipp_device(shared_dir, platform, device_id, own, tmp_path, seconds=4, keepalives=1, wait=True)
+    assert proc.returncode == 0, proc.stdout.read().decode("utf-8", "replace")
+    platform.wait_for(lambda: [(e["online"], e["reason"]) for e in reversed(
+        platform.get(f"/api/devices/{device_id}/presence").json()["items"]) if e["subject"] == "device"] == [
+        (True, "registered"), (False, "unregistered")], 5, "registered then unregistered")

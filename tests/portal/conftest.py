@@ -64,6 +64,12 @@ class FakeSip:
     def catalog_progress(self, device_id: str) -> dict[str, Any] | None:
         return self.progress.get(device_id)
 
+    #: device_id -> HA1 values handed to the SIP service (None: cleared)
+    passwords: dict[str, Any] = field(default_factory=dict)
+
+    def set_device_password_ha1(self, device_id: str, ha1: dict[str, str] | None) -> None:
+        self.passwords[device_id] = ha1
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

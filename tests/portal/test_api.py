@@ -11,6 +11,7 @@ PUBLIC = {("post", "/api/auth/login"), ("get", "/api/health")}
 EXPECTED_OPERATIONS = {
     "health", "auth_login", "auth_logout", "auth_password_change", "auth_me", "devices_list", "devices_get",
     "devices_channels", "devices_presence", "devices_catalog_sync_start", "devices_catalog_sync_status",
+    "devices_status_query", "devices_password_set", "sip_metrics",
 }  # fmt: skip
 
 

@@ -263,3 +263,29 @@ async def test_catalog_sync_without_sip(portal_no_sip: Portal, devices: None) ->
         assert "SIP" in r.json()["message"] and "not running" in r.json()["message"]
     # Everything else works without it.
     assert (await portal.client.get(f"/api/devices/{NVR}", headers=headers)).status_code == 200
+
+
+async def test_set_device_password(portal: Portal, devices: None, caplog) -> None:
+    from sip_server.sip import compute_ha1
+
+    headers = await portal.user_token()
+    url = f"/api/devices/{IPC}/password"
+    for weak in ("12345678", "abcdefgh", f"x{IPC}y", "admin123"):
+        r = await portal.client.put(url, json={"password": weak}, headers=headers)
+        assert r.status_code == 422 and r.json()["error"] == "weak_password", (weak, r.text)
+    assert IPC not in portal.sip.passwords
+    secret = "Own-camera-pw#77"
+    r = await portal.client.put(url, json={"password": secret}, headers=headers)
+    assert r.status_code == 204, r.text
+    realm = portal.settings.realm
+    assert portal.sip.passwords[IPC] == {"MD5": compute_ha1(IPC, realm, secret, "MD5"),
+                                         "SHA-256": compute_ha1(IPC, realm, secret, "SHA-256")}
+    snap = {s.device_id: s for s in await portal.registry.snapshot()}[IPC]
+    assert snap.password_ha1_md5 == portal.sip.passwords[IPC]["MD5"] and snap.password_realm == realm
+    assert secret not in caplog.text
+    dev = (await portal.client.get(f"/api/devices/{IPC}", headers=headers)).text
+    assert secret not in dev and snap.password_ha1_md5 not in dev
+    r = await portal.client.put(url, json={"password": None}, headers=headers)
+    assert r.status_code == 204 and portal.sip.passwords[IPC] is None
+    snap = {s.device_id: s for s in await portal.registry.snapshot()}[IPC]
+    assert snap.password_ha1_md5 is None
