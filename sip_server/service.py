@@ -22,7 +22,9 @@ from sip_server.transport import SipTransport
 
 log = get_logger("gbops.sip")
 
-_TRANSIENT_STATUS = {"ON": "ON", "OFF": "OFF", "VLOST": "OFF", "DEFECT": "OFF", "DEL": "DEL"}
+# Catalog NOTIFY events that only change a channel's state (VLOST: video lost, DEFECT: fault, DEL: removed);
+# the registry keeps the event itself as the status, so reports can tell a lost video from a switched-off one.
+_STATE_EVENTS = frozenset({"ON", "OFF", "VLOST", "DEFECT", "DEL"})
 
 
 class DeviceNotReachable(Exception):
@@ -230,9 +232,8 @@ class SipService:
             changed = []
             for item in event.items:
                 kind = (item.event or "").upper()
-                if kind in _TRANSIENT_STATUS:
-                    self._submit(reg.ChannelStatusChanged(event.device_id, item.device_id, at,
-                                                          _TRANSIENT_STATUS[kind]))
+                if kind in _STATE_EVENTS:
+                    self._submit(reg.ChannelStatusChanged(event.device_id, item.device_id, at, kind))
                 else:
                     changed.append(channel_info(item))
             if changed:

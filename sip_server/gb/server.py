@@ -59,6 +59,8 @@ class GbConfig:
     nonce_ttl: float = 300.0
     user_agent: str = "gbops/0.1"
     query_charset: str = "GB2312"
+    catalog_subscribe_expires: int = 3600  # 0: do not subscribe to catalog changes
+    contact_host: str | None = None  # host:port put in our Contact (SUBSCRIBE); None: the SIP domain
 
 
 @dataclass(slots=True)
@@ -81,6 +83,18 @@ class PendingQuery:
     cmd_type: str
     sn: int
     deadline: float
+
+
+@dataclass(slots=True)
+class Subscription:
+    """A catalog subscription (GB/T 28181 9.11): the device NOTIFYs channel changes until it expires."""
+
+    device_id: str
+    sn: int
+    generation: int
+    state: str = "pending"  # pending | active | refused
+    expires_at: float = 0.0
+    reason: str | None = None
 
 
 @dataclass
@@ -132,6 +146,9 @@ class GbServer:
         self._pending: dict[tuple[str, int], PendingQuery] = {}  # (cmd_type, sn) -> query
         self._pending_heap: list[tuple[float, str, int]] = []  # (deadline, cmd_type, sn), lazily pruned
         self._txn_query: dict[Any, tuple[str, int, str]] = {}  # txn key -> (cmd_type, sn, device_id)
+        self._subs: dict[str, Subscription] = {}  # device_id -> catalog subscription
+        self._sub_txn: dict[Any, str] = {}  # SUBSCRIBE client transaction -> device_id
+        self._sub_heap: list[tuple[float, str, int]] = []  # (refresh at, device_id, generation)
         self._sn = itertools.count(int(time.time()) % 100000 + 1)
         self._tag = secrets.token_hex(4)
         self._wall = wall_clock
@@ -178,16 +195,25 @@ class GbServer:
         heap = self._pending_heap
         while heap and (heap[0][1], heap[0][2]) not in self._pending:
             heapq.heappop(heap)  # answered or failed already
+        subs = self._sub_heap
+        while subs and not self._sub_live(subs[0]):
+            heapq.heappop(subs)
         timers = [t for t in (self.presence.get_timer(), self.catalog.get_timer(),
-                              heap[0][0] if heap else None) if t is not None]
+                              heap[0][0] if heap else None, subs[0][0] if subs else None) if t is not None]
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
         for device_id, reason in self.presence.handle_timer(now):
+            self._subs.pop(device_id, None)
             self._emit(ev.DeviceOffline(device_id, reason))
         for sync in self.catalog.handle_timer(now):
             self._emit(ev.CatalogFinished(sync.device_id, tuple(sync.items.values()), False, sync.state(),
                                           sync.progress()))
+        subs = self._sub_heap
+        while subs and subs[0][0] <= now:
+            entry = heapq.heappop(subs)
+            if self._sub_live(entry):
+                self.subscribe_catalog(entry[1], now)  # refresh before it lapses
         heap = self._pending_heap
         while heap and heap[0][0] <= now:
             _, cmd_type, sn = heapq.heappop(heap)
@@ -305,6 +331,7 @@ class GbServer:
         if expires == 0:
             self._reply(event, 200, now, headers=[("Date", gb_time(self._wall())), ("Expires", "0")])
             if self.presence.unregister(device_id):
+                self._subs.pop(device_id, None)
                 self._emit(ev.DeviceOffline(device_id, "unregistered"))
             return
         if expires < self.config.min_expires:
@@ -325,6 +352,7 @@ class GbServer:
             self.query(device_id, "DeviceInfo", now)
             self.query(device_id, "ConfigDownload", now, extra={"ConfigType": "BasicParam"})
             self.sync_catalog(device_id, now)
+            self.subscribe_catalog(device_id, now)
 
     def _on_message(self, event: RequestReceived, now: float) -> None:
         req, addr = event.request, event.addr
@@ -445,18 +473,70 @@ class GbServer:
             self.catalog.start(device_id, sn, now)
         return sn
 
-    def _send_message(self, device_id: str, route: Route, body: bytes, now: float) -> Any:
+    def subscription(self, device_id: str) -> Subscription | None:
+        return self._subs.get(device_id)
+
+    def _sub_live(self, entry: tuple[float, str, int]) -> bool:
+        sub = self._subs.get(entry[1])
+        return sub is not None and sub.generation == entry[2] and sub.state == "active"
+
+    def subscribe_catalog(self, device_id: str, now: float) -> int | None:
+        """SUBSCRIBE to the device's catalog changes (Event: Catalog); it NOTIFYs ADD/DEL/ON/OFF/... items."""
+        expires = self.config.catalog_subscribe_expires
+        route = self.routes.get(device_id)
+        if expires <= 0 or route is None or not self.presence.is_online(device_id):
+            return None
+        sn = self.next_sn()
+        old = self._subs.get(device_id)
+        generation = old.generation + 1 if old else 1
+        self._subs[device_id] = Subscription(device_id, sn, generation)
+        charset = self.charsets.get(device_id, self.config.query_charset)
+        if charset.upper() not in ("UTF-8", "GB2312", "GBK", "GB18030"):
+            charset = self.config.query_charset
+        body = manscdp.build_query("Catalog", sn, device_id, charset=charset)
+        contact_host = self.config.contact_host or self.config.domain
+        key = self._send_message(device_id, route, body, now, method="SUBSCRIBE", extra=[
+            ("Event", f"Catalog;id={sn}"),
+            ("Expires", str(expires)),
+            ("Contact", f"<sip:{self.config.sip_id}@{contact_host}>"),
+        ])
+        self._sub_txn[key] = device_id
+        return sn
+
+    def _on_subscribe_answer(self, device_id: str, response: Any, now: float) -> None:
+        sub = self._subs.get(device_id)
+        if sub is None:
+            return
+        if 200 <= response.status < 300:
+            try:
+                granted = int((response.headers.get("Expires") or "").strip())
+            except ValueError:
+                granted = self.config.catalog_subscribe_expires
+            if granted <= 0:
+                sub.state, sub.reason = "refused", "device granted Expires: 0"
+                return
+            sub.state, sub.expires_at, sub.reason = "active", now + granted, None
+            heapq.heappush(self._sub_heap, (now + max(granted * 0.8, granted - 60), device_id, sub.generation))
+        else:
+            # Many devices do not support catalog subscription; the catalog query on each registration and
+            # the manual sync still keep the channels right.
+            sub.state, sub.reason = "refused", f"{response.status} {response.reason}"
+
+    def _send_message(self, device_id: str, route: Route, body: bytes, now: float, *, method: str = "MESSAGE",
+                      extra: list[tuple[str, str]] | None = None) -> Any:
         host, port = route.addr
         headers = Headers()
         headers.add("Via", f"SIP/2.0/{route.transport.upper()} 0.0.0.0:0;rport")
         headers.add("From", f"<{self._local_uri}>;tag={random_hex(5)}")
         headers.add("To", f"<sip:{device_id}@{self.config.domain}>")
         headers.add("Call-ID", f"{random_hex(10)}@{self.config.domain}")
-        headers.add("CSeq", "1 MESSAGE")
+        headers.add("CSeq", f"1 {method}")
         headers.add("Max-Forwards", "70")
         headers.add("User-Agent", self.config.user_agent)
+        for name, value in extra or ():
+            headers.add(name, value)
         headers.add("Content-Type", MANSCDP_TYPE)
-        req = SipRequest("MESSAGE", f"sip:{device_id}@{host}:{port}", headers, body)
+        req = SipRequest(method, f"sip:{device_id}@{host}:{port}", headers, body)
         return self.endpoint.send_request(req, route.addr, now, route.transport)
 
     # ================================================================== responses to our requests
@@ -464,12 +544,22 @@ class GbServer:
         status = event.response.status
         if status < 200:
             return
+        sub_device = self._sub_txn.pop(event.key, None)
+        if sub_device is not None:
+            self._on_subscribe_answer(sub_device, event.response, now)
+            return
         ref = self._txn_query.pop(event.key, None)
         if ref is None or status < 300:
             return
         self._fail(ref, f"{status} {event.response.reason}", now)
 
     def _on_timeout(self, event: TransactionTimeout, now: float) -> None:
+        sub_device = self._sub_txn.pop(event.key, None)
+        if sub_device is not None:
+            sub = self._subs.get(sub_device)
+            if sub is not None:
+                sub.state, sub.reason = "refused", "no answer to SUBSCRIBE"
+            return
         ref = self._txn_query.pop(event.key, None)
         if ref is not None:
             self._fail(ref, "no response (transaction timeout)", now)

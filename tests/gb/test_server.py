@@ -114,10 +114,11 @@ def test_register_with_digest_goes_online_with_gb_date_and_queries():
     assert ok.headers.get("Expires") == "3600"
     [online] = events
     assert isinstance(online, ev.DeviceOnline) and online.transition and online.remote_addr == ADDR
-    cmds = [manscdp.parse(q.body).cmd_type for q in queries]
-    assert cmds == ["DeviceInfo", "ConfigDownload", "Catalog"]
+    cmds = [(q.method, manscdp.parse(q.body).cmd_type) for q in queries]
+    assert cmds == [("MESSAGE", "DeviceInfo"), ("MESSAGE", "ConfigDownload"), ("MESSAGE", "Catalog"),
+                    ("SUBSCRIBE", "Catalog")]
     for q in queries:
-        assert q.method == "MESSAGE" and q.uri == f"sip:{DEV}@{ADDR[0]}:{ADDR[1]}"
+        assert q.uri == f"sip:{DEV}@{ADDR[0]}:{ADDR[1]}"
         assert q.headers.get("Content-Type") == "Application/MANSCDP+xml"
 
 
@@ -309,3 +310,58 @@ def test_heartbeat_interval_from_config_download_sets_the_timeout():
     assert not any(isinstance(e, ev.DeviceOffline) for e in iter(server.next_event, None))
     server.handle_timer(31.0)
     assert ev.DeviceOffline(DEV, "keepalive_timeout") in list(iter(server.next_event, None))
+
+
+# ------------------------------------------------------------------------------------------ subscription
+def answer(server: GbServer, request, status: int, now: float, **headers) -> None:
+    from sip_server.sip import make_response
+
+    resp = make_response(request, status, to_tag="dev1")
+    for k, v in headers.items():
+        resp.headers.add(k.replace("_", "-"), v)
+    server.receive_datagram(resp.to_bytes(), ADDR, now)
+
+
+def test_catalog_subscription_is_made_refreshed_and_notifies_apply():
+    server = make_server(keepalive_interval=1000)
+    out, _ = register(server)
+    [sub] = [q for q in out if getattr(q, "method", None) == "SUBSCRIBE"]
+    assert sub.headers.get("Event").startswith("Catalog;id=") and sub.headers.get("Expires") == "3600"
+    assert manscdp.parse(sub.body).cmd_type == "Catalog"
+    answer(server, sub, 200, 1.0, Expires="600")
+    assert server.subscription(DEV).state == "active"
+    server.endpoint.messages_to_send()
+    list(iter(server.next_event, None))
+    server.handle_timer(1.0 + 539)
+    assert not [m for m in server.endpoint.messages_to_send() if getattr(parse_message(m.data), "method", None) == "SUBSCRIBE"]
+    # the refresh goes out 60 s before the granted time runs out (and not before 80 % of it)
+    server.handle_timer(1.0 + 541)
+    refresh = [parse_message(m.data) for m in server.endpoint.messages_to_send()]
+    assert [m.method for m in refresh if getattr(m, "method", None) == "SUBSCRIBE"] == ["SUBSCRIBE"]
+
+    items = [manscdp.CatalogItem(device_id="34020000001310000009", name="新增 通道", status="ON", event="ADD"),
+             manscdp.CatalogItem(device_id="34020000001310000001", name="东门", status="OFF", event="OFF")]
+    body = manscdp.build_catalog_notify(99, DEV, 2, items)
+    notify = message_bytes(DEV, body, cseq=60).replace(b"MESSAGE sip:", b"NOTIFY sip:", 1).replace(
+        b"CSeq: 60 MESSAGE", b"CSeq: 60 NOTIFY")
+    out, events = feed(server, notify, now=545.0)
+    assert out[0].status == 200
+    [changed] = [e for e in events if isinstance(e, ev.CatalogChanged)]
+    assert [(i.device_id, i.event) for i in changed.items] == [("34020000001310000009", "ADD"),
+                                                               ("34020000001310000001", "OFF")]
+
+
+def test_devices_that_refuse_subscription_are_left_alone():
+    server = make_server()
+    out, _ = register(server)
+    [sub] = [q for q in out if getattr(q, "method", None) == "SUBSCRIBE"]
+    answer(server, sub, 489, 1.0)
+    assert server.subscription(DEV).state == "refused" and "489" in server.subscription(DEV).reason
+    server.handle_timer(3000.0)
+    assert not [m for m in server.endpoint.messages_to_send() if getattr(parse_message(m.data), "method", None) == "SUBSCRIBE"]
+
+
+def test_subscription_can_be_switched_off():
+    server = make_server(catalog_subscribe_expires=0)
+    out, _ = register(server)
+    assert [q.method for q in out[1:]] == ["MESSAGE"] * 3

@@ -76,3 +76,29 @@ async def test_quick_restart_keeps_devices_online_and_long_outage_is_not_blamed_
         assert device.online is False
     finally:
         await stop_service(svc, writer)
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def submit(self, event) -> None:
+        self.events.append(event)
+
+
+def test_catalog_notify_events_become_registry_events():
+    from device_registry import events as reg
+    from sip_server.gb import events as ev
+    from sip_server.gb.manscdp import CatalogItem
+
+    writer = _Capture()
+    svc = SipService(GbConfig(default_password=PASSWORD), host="127.0.0.1", port=0, writer=writer)
+    dev = "34020000001180000001"
+    items = (CatalogItem(device_id="34020000001310000001", event="VLOST"),
+             CatalogItem(device_id="34020000001310000002", event="DEL"),
+             CatalogItem(device_id="34020000001310000003", name="新增 通道", status="ON", event="ADD"))
+    svc._handle(ev.CatalogChanged(dev, items))
+    states = [(e.channel_id, e.status) for e in writer.events if isinstance(e, reg.ChannelStatusChanged)]
+    assert states == [("34020000001310000001", "VLOST"), ("34020000001310000002", "DEL")]
+    [added] = [e for e in writer.events if isinstance(e, reg.CatalogReported)]
+    assert not added.complete and [c.name for c in added.channels] == ["新增 通道"]
