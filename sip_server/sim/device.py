@@ -1003,15 +1003,19 @@ class Fleet:
         return True
 
     def _target(self, link: Link, req: SipRequest) -> SimDevice | None:
-        for value in (req.uri, req.headers.get("To")):
-            if not value:
-                continue
-            try:
-                uri = parse_uri(value) if value is req.uri else parse_name_addr(value).uri
-            except SipParseError:
-                continue
-            if uri.user and uri.user in link.by_id:
-                return link.by_id[uri.user]
+        """The device a request is for: Request-URI user, else To user (the platform routes by id)."""
+        users = []
+        try:
+            users.append(parse_uri(req.uri).user)
+        except SipParseError:
+            pass
+        try:
+            users.append(parse_name_addr(req.headers.get("To") or "").uri.user)
+        except SipParseError:
+            pass
+        for user in users:
+            if user and user in link.by_id:
+                return link.by_id[user]
         if len(link.devices) == 1:
             return link.devices[0]
         return None

@@ -492,3 +492,21 @@ def test_stop_while_waiting_is_immediate() -> None:
     dev.attach(LOCAL, 0.0, delay=10.0)
     dev.stop(1.0, unregister=True)
     assert dev.done and take(dev) == []
+
+
+def test_paced_stop_unregisters_at_its_time() -> None:
+    platform = StubPlatform()
+    dev = device(keepalive=1000.0)
+    register(dev, platform)
+    take(dev)
+    dev.schedule_stop(1.0, 4.0)
+    assert dev.registered and dev.stop_at == 4.0
+    dev.handle_timer(3.9)
+    assert [p for p, _ in take(dev) if p != "keepalive"] == []
+    dev.handle_timer(4.0)
+    assert take_one(dev, "unregister").headers.get("Expires") == "0"
+
+    waiting = device()
+    waiting.attach(LOCAL, 0.0, delay=10.0)
+    waiting.schedule_stop(1.0, 4.0)
+    assert waiting.done and take(waiting) == []

@@ -203,3 +203,15 @@ def test_stop_unregisters_everyone(transport: str) -> None:
     assert h.fleet.all_stopped
     assert h.platform.unregistered == set(h.fleet.by_id) and not h.platform.registered
     assert h.fleet.get_timer() is None or all(d.state == STOPPED for d in h.fleet.devices)
+
+
+def test_clean_stop_is_spread_over_time() -> None:
+    h = Harness(make_fleet(devices=6, devices_per_socket=6, keepalive=100.0))
+    h.up()
+    h.run_until(2.0)
+    assert h.fleet.registered == 6
+    h.fleet.stop(h.now, unregister=True, spread=4.0)
+    h.run_until(2.01)
+    assert len(h.platform.unregistered) < 6
+    h.run_until(6.5)
+    assert h.fleet.all_stopped and h.platform.unregistered == set(h.fleet.by_id)

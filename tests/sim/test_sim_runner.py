@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 
 import pytest
 
@@ -151,3 +152,43 @@ async def test_run_simulator_stops_on_sigterm(stub: AsyncStub) -> None:
     loop.call_later(0.8, os.kill, os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(run_simulator(cfg, duration=None, out=lines.append), 10)
     assert stub.platform.unregistered == set(cfg.device_ids())
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_under_uvloop(transport: str) -> None:
+    """``gbops sim`` runs on uvloop, whose transports differ from asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        stub = AsyncStub()
+        await stub.start()
+        try:
+            sim = Simulator(sim_cfg(stub, devices=6, transport=transport, devices_per_socket=4))
+            await sim.start()
+            try:
+                assert await sim.wait_until(lambda s: s.online == 6, 10), sim.progress_line()
+                target = sim.device_ids[0]
+                stub.send_to_device(target, stub.platform.query(target, "DeviceInfo", transport=transport.upper()))
+                assert await sim.wait_until(lambda s: s.queries_answered == 1, 5)
+            finally:
+                await sim.stop()
+            assert stub.platform.unregistered == set(sim.device_ids)
+        finally:
+            await stub.close()
+
+    uvloop.run(scenario())
+
+
+async def test_gbops_sim_command(stub: AsyncStub) -> None:
+    """The ``gbops sim`` contract: the CLI builds a SimConfig and runs run_simulator on uvloop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gbops.cli", "sim", "--server", f"127.0.0.1:{stub.port}", "--devices", "3",
+        "--channels", "2", "--keepalive", "0.5", "--duration", "2.5", "--transport", "tcp",
+        env={**os.environ, "GBOPS_SIM_PASSWORD": PASSWORD},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "3/3 registered" in text, text
+    assert len(stub.platform.unregistered) == 3
