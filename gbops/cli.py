@@ -72,6 +72,7 @@ def sim(
     first_id: str = typer.Option("34020000001180000001", help="first device id (NVR-like when >1 channel)"),
     local_host: str = typer.Option("127.0.0.1", help="local address to bind"),
     duration: float = typer.Option(0.0, help="stop after this many seconds (0: until Ctrl-C)"),
+    rate: float = typer.Option(100.0, help="first registrations per second (spreads a large fleet's start)"),
 ) -> None:
     """设备模拟器 / Simulate GB/T 28181 cameras and NVRs."""
     import uvloop
@@ -84,11 +85,15 @@ def sim(
     if not host or not port.isdigit():
         typer.echo("--server 须为 HOST:PORT / --server must be HOST:PORT", err=True)
         raise typer.Exit(2)
-    cfg = SimConfig(
-        server=(host, int(port)), devices=devices, channels=channels, password=password,
-        transport=transport.value, charset=charset.value, keepalive=keepalive, expires=expires,
-        server_id=server_id, domain=domain, first_id=first_id, local_host=local_host,
-    )
+    try:
+        cfg = SimConfig(
+            server=(host, int(port)), devices=devices, channels=channels, password=password,
+            transport=transport.value, charset=charset.value, keepalive=keepalive, expires=expires,
+            server_id=server_id, domain=domain, first_id=first_id, local_host=local_host, register_rate=rate,
+        )
+    except ValueError as exc:
+        typer.echo(f"参数错误 / bad option: {exc}", err=True)
+        raise typer.Exit(2) from None
     uvloop.run(run_simulator(cfg, duration=duration or None))
 
 

@@ -109,6 +109,27 @@ class _TcpProtocol(asyncio.Protocol):
         return True
 
 
+def _grow_receive_buffer(sock: Any, size: int) -> None:
+    """A bigger UDP receive buffer, so bursts (thousands of cameras re-registering after a power cut) queue
+    in the kernel instead of being dropped. SO_RCVBUF is capped by net.core.rmem_max; as root
+    SO_RCVBUFFORCE may go past it. The effective size is logged."""
+    if sock is None or size <= 0:
+        return
+    for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if opt is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+            break
+        except OSError:
+            continue
+    try:
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    except OSError:
+        return
+    log.info("sip.udp_receive_buffer", extra=_kv(requested=size, effective=got))
+
+
 class SipTransport:
     """Bind UDP and TCP on ``(host, port)`` and drive ``endpoint`` from the event loop.
 
@@ -128,6 +149,7 @@ class SipTransport:
         udp: bool = True,
         tcp: bool = True,
         advertise: Addr | None = None,
+        udp_receive_buffer: int = 8 << 20,
     ) -> None:
         self.endpoint = endpoint
         self.host = host
@@ -136,6 +158,7 @@ class SipTransport:
         self.use_udp = udp
         self.use_tcp = tcp
         self.advertise = advertise
+        self.udp_receive_buffer = udp_receive_buffer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -165,6 +188,7 @@ class SipTransport:
                     lambda: _UdpProtocol(self), local_addr=(self.host, port)
                 )
                 self._udp = transport  # type: ignore[assignment]
+                _grow_receive_buffer(transport.get_extra_info("socket"), self.udp_receive_buffer)
                 self._udp_addr = _norm(transport.get_extra_info("sockname"))
                 port = self._udp_addr[1]
             if self.use_tcp:
