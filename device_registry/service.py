@@ -786,6 +786,17 @@ class Registry:
         async with self._sessionmaker() as session:
             return list(await session.scalars(stmt.order_by(Channel.channel_id)))
 
+    async def find_channel(self, channel_id: str) -> list[Channel]:
+        """The (not removed) channels with this id, online ones first. A channel id is unique only within
+        its device, so more than one may come back (rare: the same camera behind two NVRs)."""
+        stmt = (
+            select(Channel)
+            .where(Channel.channel_id == channel_id, Channel.removed.is_(False))
+            .order_by(Channel.online.desc(), Channel.device_id)
+        )
+        async with self._sessionmaker() as session:
+            return list(await session.scalars(stmt))
+
     async def list_presence(
         self, device_id: str, *, limit: int = 200, before: datetime | None = None
     ) -> list[PresenceEvent]:

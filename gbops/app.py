@@ -45,6 +45,7 @@ class Platform:
         self.registry: Any = None
         self.writer: Any = None
         self.sip: Any = None
+        self.media: Any = None
         self.http: Any = None
         self._http_task: asyncio.Task | None = None
         self._run_id: int | None = None
@@ -84,7 +85,19 @@ class Platform:
         self.sip.restore(await self.registry.snapshot())
         await self.sip.start()
 
+        from media_relay.service import MediaService
+        from ops_portal.routes.live import outputs_router
+        from ops_portal.routes.live import router as live_router
+
+        self.media = MediaService(self.sip, rtp_ports=s.rtp_port_range, domain=s.sip_domain,
+                                  media_host=s.media_host, media_ip=s.media_ip,
+                                  idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout)
+        await self.media.start()
+
         app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip)
+        app.state.media = self.media
+        app.include_router(live_router)
+        app.include_router(outputs_router)
         config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_config=None, access_log=False,
                                 lifespan="on")
         self.http = uvicorn.Server(config)
@@ -110,6 +123,8 @@ class Platform:
             if self._http_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._http_task, 5)
+        if self.media is not None:
+            await self.media.close()
         if self.sip is not None:
             await self.sip.close()
         if self.writer is not None:

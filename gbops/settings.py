@@ -64,6 +64,10 @@ class Settings(BaseSettings):
 
     # --- media ---
     rtp_ports: str = "30000-30999"
+    media_host: str = "0.0.0.0"  # where RTP is received
+    media_ip: str | None = None  # the address put in SDP offers; None: the one that reaches each device
+    live_idle_timeout: float = Field(15.0, ge=0, description="BYE this long after the last viewer left (s)")
+    live_media_timeout: float = Field(5.0, gt=0, description="no media this long after the answer: give up")
 
     # --- storage ---
     database_url: SecretStr | None = None

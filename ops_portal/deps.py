@@ -114,7 +114,7 @@ CurrentUser = Annotated[User, Depends(_current_user)]
 
 # ------------------------------------------------------------------------------------------ permissions
 #: Permission names that routes may ask for.  A typo in a route is caught at import time.
-PERMISSIONS = frozenset({"device.read", "device.write", "device.catalog_sync", "system.metrics"})
+PERMISSIONS = frozenset({"device.read", "device.write", "device.catalog_sync", "system.metrics", "live.view"})
 
 
 def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, User]]:

@@ -16,6 +16,7 @@ from typing import Any
 from device_registry import events as reg
 from gbops.log import get_logger
 from sip_server.gb import events as ev
+from sip_server.gb.invite import InviteAnswered, InviteFailed, SessionEnded
 from sip_server.gb.server import GbConfig, GbServer
 from sip_server.sip import SipEndpoint
 from sip_server.transport import SipTransport
@@ -33,6 +34,14 @@ class DeviceNotReachable(Exception):
 
 class QueryError(Exception):
     """A query to a device failed (refused, timed out); the message says how."""
+
+
+class InviteRefused(Exception):
+    """The device refused or failed the INVITE; ``status`` is its SIP status when it gave one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _addr(addr: tuple[str, int]) -> str:
@@ -89,6 +98,7 @@ class SipService:
         self._timer_at: float | None = None
         self._waiters: dict[tuple[str, int], asyncio.Future] = {}
         self._catalog_waiters: dict[str, list[asyncio.Future]] = {}
+        self._invite_waiters: dict[str, asyncio.Future] = {}
         self._listeners: list[Callable[[Any], None]] = []
         self._wall = wall_clock
 
@@ -248,6 +258,23 @@ class SipService:
                 fut.set_exception(QueryError(f"{event.cmd_type} query to {event.device_id} failed: {event.reason}"))
             elif event.cmd_type != "ConfigDownload":  # many devices never answer BasicParam
                 log.warning("query.failed", device_id=event.device_id, cmd=event.cmd_type, reason=event.reason)
+        elif isinstance(event, InviteAnswered):
+            fut = self._invite_waiters.pop(event.call_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(event)
+            else:  # nobody waits any more (the viewer gave up): end it
+                self.gb.invites.end(event.call_id, self._now(), "no one waiting")
+            log.info("invite.answered", device_id=event.device_id, channel_id=event.channel_id,
+                     ssrc=event.ssrc, transport=event.transport, media=event.remote_media)
+        elif isinstance(event, InviteFailed):
+            fut = self._invite_waiters.pop(event.call_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(InviteRefused(event.reason, event.status))
+            log.warning("invite.failed", device_id=event.device_id, channel_id=event.channel_id,
+                        status=event.status, reason=event.reason)
+        elif isinstance(event, SessionEnded):
+            log.info("session.ended", device_id=event.device_id, channel_id=event.channel_id, by=event.by,
+                     reason=event.reason)
         elif isinstance(event, ev.RegisterRejected):
             log.warning("register.rejected", device_id=event.device_id, addr=_addr(event.remote_addr),
                         status=event.status, reason=event.reason, locked_out=event.locked_out)
@@ -296,6 +323,38 @@ class SipService:
 
     async def device_status(self, device_id: str, channel_id: str | None = None) -> Any:
         return await self.query(device_id, "DeviceStatus", target_id=channel_id)
+
+    async def invite(self, device_id: str, channel_id: str, *, media_ip: str, media_port: int, ssrc: str,
+                     transport: str, timeout: float = 10.0) -> InviteAnswered:
+        """INVITE the device to send ``channel_id`` to ``media_ip:media_port``; returns the answer.
+
+        Raises :class:`DeviceNotReachable` or :class:`InviteRefused` (refusal, no answer, bad answer)."""
+        assert self._loop is not None
+        call_id = self.gb.invites.invite(device_id, channel_id, media_ip=media_ip, media_port=media_port,
+                                         ssrc=ssrc, transport=transport, now=self._now())
+        if call_id is None:
+            raise DeviceNotReachable(device_id)
+        fut = self._loop.create_future()
+        self._invite_waiters[call_id] = fut
+        self._process()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            self._invite_waiters.pop(call_id, None)
+            self.gb.invites.end(call_id, self._now(), "no answer in time")
+            self._process()
+            raise InviteRefused(f"设备 {timeout:.0f} 秒内未应答 INVITE / the device did not answer the INVITE "
+                                f"within {timeout:.0f} s") from None
+        except asyncio.CancelledError:
+            self._invite_waiters.pop(call_id, None)
+            self.gb.invites.end(call_id, self._now(), "viewer gave up")
+            self._process()
+            raise
+
+    def end_session(self, call_id: str, reason: str = "viewer left") -> None:
+        """BYE (or CANCEL) a media session."""
+        self.gb.invites.end(call_id, self._now(), reason)
+        self._process()
 
     def metrics(self) -> dict[str, int]:
         m = dict(vars(self.gb.metrics))

@@ -150,6 +150,9 @@ class GbServer:
         self._sub_txn: dict[Any, str] = {}  # SUBSCRIBE client transaction -> device_id
         self._sub_heap: list[tuple[float, str, int]] = []  # (refresh at, device_id, generation)
         self._sn = itertools.count(int(time.time()) % 100000 + 1)
+        from sip_server.gb.invite import InviteSessions
+
+        self.invites = InviteSessions(self)
         self._tag = secrets.token_hex(4)
         self._wall = wall_clock
         self._local_uri = f"sip:{config.sip_id}@{config.domain}"
@@ -231,6 +234,8 @@ class GbServer:
             self._on_register(event, now)
         elif method in ("MESSAGE", "NOTIFY"):
             self._on_message(event, now)
+        elif method in ("ACK", "BYE", "INFO") and self.invites.on_request(event, now):
+            return
         elif method == "ACK":
             return
         elif method == "OPTIONS":
@@ -541,6 +546,8 @@ class GbServer:
 
     # ================================================================== responses to our requests
     def _on_response(self, event: ResponseReceived, now: float) -> None:
+        if self.invites.on_response(event, now):
+            return
         status = event.response.status
         if status < 200:
             return
@@ -554,6 +561,8 @@ class GbServer:
         self._fail(ref, f"{status} {event.response.reason}", now)
 
     def _on_timeout(self, event: TransactionTimeout, now: float) -> None:
+        if self.invites.on_timeout(event, now):
+            return
         sub_device = self._sub_txn.pop(event.key, None)
         if sub_device is not None:
             sub = self._subs.get(sub_device)

@@ -1,0 +1,526 @@
+"""One upstream Stream per channel, fanned out to many readers; the manager that starts and ends them.
+
+Data path (all on the event loop, no copies beyond the demuxer's): RTP datagrams or RFC 4571 frames ->
+:class:`media_relay.rtp.RtpPacket` -> reorder window -> :class:`media_relay.ps.PsDemuxer` -> access units
+-> every reader's queue. The Stream keeps the access units since the latest keyframe, so a new reader
+starts with a picture at once instead of waiting for the next GOP. A reader that falls behind (queue full)
+skips to the next keyframe instead of growing memory or slowing the others.
+
+The manager owns the lifecycle (MediaMTX-style on-demand source): the first viewer INVITEs the device,
+the last one leaving starts an idle timer, and when it runs out the Stream sends BYE and frees its port
+and SSRC. Media that never comes (5 s) and devices that refuse become errors the viewer can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from gbops.log import get_logger
+from media_relay.ports import NoPortsLeft, PortPool, SsrcAllocator
+from media_relay.types import AccessUnit, VideoParams
+
+log = get_logger("gbops.media")
+
+TRANSPORTS = ("udp", "tcp-passive", "tcp-active")
+
+
+class MediaError(Exception):
+    """A live request that cannot be served; ``code`` is stable, the message is for people."""
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class StreamReader:
+    """What an output (FLV, WHEP, a transcoder) reads: ``await get()`` access units, starting at a keyframe."""
+
+    def __init__(self, stream: Stream, maxsize: int = 300) -> None:
+        self.stream = stream
+        self.maxsize = maxsize
+        self._queue: deque[AccessUnit | None] = deque()
+        self._waiter: asyncio.Future | None = None
+        self.need_keyframe = True
+        self.dropped = 0
+        self.delivered = 0
+        self.closed = False
+
+    @property
+    def codec(self) -> str | None:
+        return self.stream.codec
+
+    @property
+    def params(self) -> VideoParams | None:
+        return self.stream.params
+
+    def _push(self, au: AccessUnit | None) -> None:
+        if self.closed:
+            return
+        if au is not None:
+            if self.need_keyframe and not au.keyframe:
+                self.dropped += 1
+                return
+            if len(self._queue) >= self.maxsize:
+                # too slow: drop what is queued and resume at the next keyframe
+                self.dropped += len(self._queue)
+                self._queue.clear()
+                self.need_keyframe = True
+                if not au.keyframe:
+                    return
+            self.need_keyframe = False
+        self._queue.append(au)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def get(self) -> AccessUnit:
+        while not self._queue:
+            if self.closed:
+                raise EOFError("stream closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        au = self._queue.popleft()
+        if au is None:
+            self.closed = True
+            raise EOFError("stream ended")
+        self.delivered += 1
+        return au
+
+    def resync(self) -> None:
+        """Drop what is queued and start again at the Stream's latest keyframe (an output attaching late
+        must not begin with seconds of backlog: that would be latency forever)."""
+        self._queue.clear()
+        self.need_keyframe = True
+        for au in self.stream.gop:
+            self._push(au)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> AccessUnit:
+        try:
+            return await self.get()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.stream.remove_reader(self)
+            w = self._waiter
+            if w is not None and not w.done():
+                w.set_result(None)
+
+
+class Stream:
+    """The upstream of one channel: receives RTP, demuxes PS, fans access units out."""
+
+    def __init__(self, channel_id: str, device_id: str, transport: str, *, port: int, ssrc: str,
+                 gop_limit: int = 600) -> None:
+        from media_relay.ps import PsDemuxer
+        from media_relay.rtp import ReorderBuffer, RtpStats
+
+        self.channel_id = channel_id
+        self.device_id = device_id
+        self.transport = transport
+        self.port = port
+        self.ssrc = ssrc
+        self.call_id: str | None = None
+        self.since = time.time()
+        self.readers: set[StreamReader] = set()
+        self.demuxer = PsDemuxer()
+        self.reorder = ReorderBuffer()
+        self.stats = RtpStats()
+        self.gop: list[AccessUnit] = []
+        self.gop_limit = gop_limit
+        self.first_packet = asyncio.get_running_loop().create_future()
+        self.first_keyframe = asyncio.get_running_loop().create_future()
+        self.closed = False
+        self.close_reason: str | None = None
+        self.foreign_ssrc_packets = 0
+        self._ssrc_int = int(ssrc) if ssrc.isdigit() else None
+        self._pts_seen: deque[int] = deque(maxlen=50)
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.ingest: Any = None  # the socket adapter, closed with the stream
+
+    # ------------------------------------------------------------------ properties shown in /api/streams
+    @property
+    def codec(self) -> str | None:
+        return self.demuxer.video_codec
+
+    @property
+    def params(self) -> VideoParams | None:
+        return self.demuxer.video_params
+
+    def fps(self) -> float | None:
+        p = self._pts_seen
+        if len(p) < 5:
+            return None
+        span = (p[-1] - p[0]) & ((1 << 33) - 1)
+        return round((len(p) - 1) * 90000 / span, 2) if span else None
+
+    def describe(self, now: float) -> dict[str, Any]:
+        params = self.params
+        st = self.stats.snapshot(now)
+        return {
+            "channel_id": self.channel_id,
+            "device_id": self.device_id,
+            "transport": self.transport,
+            "ssrc": self.ssrc,
+            "port": self.port,
+            "codec": self.codec,
+            "width": params.width if params else None,
+            "height": params.height if params else None,
+            "fps": self.fps(),
+            "bitrate": st.get("bitrate"),
+            "packets": st.get("packets"),
+            "lost": st.get("lost"),
+            "loss_fraction": st.get("loss_fraction"),
+            "jitter_ms": round(st["jitter"] * 1000, 2) if st.get("jitter") is not None else None,
+            "viewers": len(self.readers),
+            "video_frames": self.video_frames,
+            "since": self.since,
+        }
+
+    # ------------------------------------------------------------------ input (from the ingest adapters)
+    def on_rtp(self, data: bytes, now: float) -> None:
+        from media_relay.rtp import RtpError, RtpPacket
+
+        if self.closed:
+            return
+        try:
+            pkt = RtpPacket.parse(data)
+        except RtpError:
+            return
+        if self._ssrc_int is not None and pkt.ssrc != self._ssrc_int:
+            self.foreign_ssrc_packets += 1
+            if self.foreign_ssrc_packets == 50 and self.stats.snapshot(now).get("packets", 0) == 0:
+                # the port is ours alone: a device that sends another SSRC than it answered is adopted,
+                # with a warning (seen with some NVR firmwares)
+                log.warning("media.ssrc_adopted", channel_id=self.channel_id, answered=self.ssrc,
+                            received=pkt.ssrc)
+                self._ssrc_int = pkt.ssrc
+            else:
+                return
+        self.stats.update(pkt, now)
+        if not self.first_packet.done():
+            self.first_packet.set_result(now)
+        for p in self.reorder.push(pkt, now):
+            self._on_packet(p)
+
+    def _on_packet(self, pkt: Any) -> None:
+        aus = self.demuxer.feed(pkt.payload)
+        if pkt.marker:
+            aus.extend(self.demuxer.flush())
+        for au in aus:
+            self._on_au(au)
+
+    def _on_au(self, au: AccessUnit) -> None:
+        if au.kind != "video":
+            self.audio_frames += 1
+            return
+        self.video_frames += 1
+        if au.pts is not None:
+            self._pts_seen.append(au.pts)
+        if au.keyframe:
+            self.gop = [au]
+            if not self.first_keyframe.done():
+                self.first_keyframe.set_result(time.monotonic())
+        elif self.gop:
+            if len(self.gop) < self.gop_limit:
+                self.gop.append(au)
+            else:
+                self.gop = []  # a GOP this long is broken; wait for the next keyframe
+        for r in tuple(self.readers):
+            r._push(au)
+
+    # ------------------------------------------------------------------ readers
+    def add_reader(self, maxsize: int = 300) -> StreamReader:
+        r = StreamReader(self, maxsize)
+        for au in self.gop:
+            r._push(au)
+        self.readers.add(r)
+        return r
+
+    def remove_reader(self, reader: StreamReader) -> None:
+        self.readers.discard(reader)
+        if self.on_idle is not None and not self.readers:
+            self.on_idle(self)
+
+    on_idle: Any = None
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        for r in tuple(self.readers):
+            r._push(None)
+        self.readers.clear()
+        if self.ingest is not None:
+            self.ingest.close()
+        for fut in (self.first_packet, self.first_keyframe):
+            if not fut.done():
+                fut.set_exception(MediaError("stream_closed", reason))
+                fut.exception()  # retrieved: no "never retrieved" warning
+
+
+# ====================================================================== ingest adapters (asyncio)
+class _UdpIngest(asyncio.DatagramProtocol):
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.stream.on_rtp(data, time.monotonic())
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _TcpIngest(asyncio.Protocol):
+    """RFC 4571 framed RTP over one TCP connection (either direction)."""
+
+    def __init__(self, stream: Stream, on_lost=None) -> None:
+        from media_relay.rtp import Rfc4571Framer
+
+        self.stream = stream
+        self.framer = Rfc4571Framer()
+        self.transport: asyncio.Transport | None = None
+        self.on_lost = on_lost
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        try:
+            frames = self.framer.feed(data)
+        except ValueError:
+            self.transport.close()
+            return
+        for frame in frames:
+            self.stream.on_rtp(frame, now)
+
+    def connection_lost(self, exc) -> None:
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _TcpServerIngest:
+    """tcp-passive: we listen on the port we offered; the device connects (one connection is used)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.server: asyncio.AbstractServer | None = None
+        self.conns: list[_TcpIngest] = []
+
+    async def start(self, host: str, port: int) -> None:
+        def factory():
+            proto = _TcpIngest(self.stream, on_lost=self._lost)
+            self.conns.append(proto)
+            return proto
+
+        self.server = await asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True)
+
+    def _lost(self, proto: _TcpIngest) -> None:
+        if proto in self.conns:
+            self.conns.remove(proto)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for c in list(self.conns):
+            c.close()
+
+
+# ====================================================================== manager
+@dataclass
+class _Pending:
+    stream: Stream
+    ready: asyncio.Future
+
+
+class StreamManager:
+    """Finds or starts the channel's Stream; INVITE on the first viewer, BYE after the idle delay."""
+
+    def __init__(self, sip: Any, *, ports: PortPool, ssrcs: SsrcAllocator, media_host: str = "0.0.0.0",
+                 media_ip: str | None = None, idle_timeout: float = 15.0, media_timeout: float = 5.0,
+                 keyframe_timeout: float = 10.0) -> None:
+        self.sip = sip
+        self.ports = ports
+        self.ssrcs = ssrcs
+        self.media_host = media_host
+        self.media_ip = media_ip
+        self.idle_timeout = idle_timeout
+        self.media_timeout = media_timeout
+        self.keyframe_timeout = keyframe_timeout
+        self.streams: dict[str, Stream] = {}
+        self._starting: dict[str, asyncio.Task] = {}
+        self._idle: dict[str, asyncio.TimerHandle] = {}
+        self.invites_sent = 0
+        sip.add_listener(self._on_sip_event)
+
+    # ------------------------------------------------------------------ public
+    async def open_reader(self, channel_id: str, device_id: str, transport: str = "udp") -> StreamReader:
+        """A reader on the channel's Stream, starting the Stream when it is the first viewer.
+
+        Raises :class:`MediaError` (device offline, refused, no media, no ports left)."""
+        if transport not in TRANSPORTS:
+            raise MediaError("bad_transport", f"传输方式无效 / unknown transport {transport!r}")
+        stream = self.streams.get(channel_id)
+        if stream is None or stream.closed:
+            task = self._starting.get(channel_id)
+            if task is None:
+                task = asyncio.ensure_future(self._start(channel_id, device_id, transport))
+                self._starting[channel_id] = task
+                task.add_done_callback(lambda _t, c=channel_id: self._starting.pop(c, None))
+            stream = await asyncio.shield(task)
+        idle = self._idle.pop(channel_id, None)
+        if idle is not None:
+            idle.cancel()
+        return stream.add_reader()
+
+    def close_all(self, reason: str = "platform stopping") -> None:
+        for stream in list(self.streams.values()):
+            self._teardown(stream, reason)
+
+    def describe(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [s.describe(now) for s in self.streams.values() if not s.closed]
+
+    # ------------------------------------------------------------------ lifecycle
+    def _media_ip_for(self, device_addr: tuple[str, int]) -> str:
+        if self.media_ip:
+            return self.media_ip
+        if self.media_host not in ("0.0.0.0", "::", ""):
+            return self.media_host
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no packet is sent
+            try:
+                s.connect(device_addr)
+                return s.getsockname()[0]
+            except OSError:
+                return "127.0.0.1"
+
+    async def _start(self, channel_id: str, device_id: str, transport: str) -> Stream:
+        route = self.sip.gb.routes.get(device_id)
+        if route is None or not self.sip.is_online(device_id):
+            raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}")
+        try:
+            port = self.ports.allocate()
+        except NoPortsLeft as exc:
+            raise MediaError("no_ports", str(exc)) from None
+        try:
+            ssrc = self.ssrcs.allocate()
+        except NoPortsLeft as exc:
+            self.ports.release(port)
+            raise MediaError("no_ports", str(exc)) from None
+        loop = asyncio.get_running_loop()
+        stream = Stream(channel_id, device_id, transport, port=port, ssrc=ssrc)
+        stream.on_idle = self._on_idle
+        try:
+            if transport == "udp":
+                _, proto = await loop.create_datagram_endpoint(lambda: _UdpIngest(stream),
+                                                              local_addr=(self.media_host, port))
+                stream.ingest = proto
+            elif transport == "tcp-passive":
+                ingest = _TcpServerIngest(stream)
+                await ingest.start(self.media_host, port)
+                stream.ingest = ingest
+            answered = await self.sip.invite(device_id, channel_id, media_ip=self._media_ip_for(route.addr),
+                                             media_port=port, ssrc=ssrc, transport=transport)
+            self.invites_sent += 1
+            stream.call_id = answered.call_id
+            if answered.ssrc != ssrc:
+                log.info("media.ssrc_changed", channel_id=channel_id, offered=ssrc, answered=answered.ssrc)
+                self.ssrcs.adopt(answered.ssrc)
+                stream.extra_ssrc = answered.ssrc
+                stream.ssrc = answered.ssrc
+                stream._ssrc_int = int(answered.ssrc)
+            if transport == "tcp-active":
+                if answered.remote_media is None:
+                    raise MediaError("bad_answer", "设备应答中没有媒体地址 / the answer has no media address")
+                _, proto = await asyncio.wait_for(loop.create_connection(lambda: _TcpIngest(stream),
+                                                                         *answered.remote_media), 5)
+                stream.ingest = proto
+            self.streams[channel_id] = stream
+            try:
+                await asyncio.wait_for(asyncio.shield(stream.first_packet), self.media_timeout)
+            except TimeoutError:
+                raise MediaError("no_media", f"{self.media_timeout:.0f} 秒内未收到设备的媒体流 / no media from "
+                                 f"the device within {self.media_timeout:.0f} s") from None
+            try:
+                await asyncio.wait_for(asyncio.shield(stream.first_keyframe), self.keyframe_timeout)
+            except TimeoutError:
+                raise MediaError("no_keyframe", "收到媒体但无法解析出关键帧 / media arrives but no decodable "
+                                 f"keyframe within {self.keyframe_timeout:.0f} s") from None
+            log.info("stream.started", channel_id=channel_id, device_id=device_id, transport=transport,
+                     ssrc=stream.ssrc, port=port, codec=stream.codec)
+            return stream
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, MediaError) else f"start failed: {exc!r}"
+            self._teardown(stream, reason)
+            if isinstance(exc, MediaError | asyncio.CancelledError):
+                raise
+            if type(exc).__name__ == "InviteRefused":
+                raise MediaError("device_refused", str(exc), getattr(exc, "status", None)) from None
+            if type(exc).__name__ == "DeviceNotReachable":
+                raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}") from None
+            raise MediaError("start_failed", f"无法开始直播 / cannot start the live stream: {exc}") from None
+
+    def _on_idle(self, stream: Stream) -> None:
+        if stream.closed or stream.readers:
+            return
+        old = self._idle.pop(stream.channel_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle[stream.channel_id] = loop.call_later(self.idle_timeout, self._idle_expired, stream)
+
+    def _idle_expired(self, stream: Stream) -> None:
+        self._idle.pop(stream.channel_id, None)
+        if not stream.readers:
+            self._teardown(stream, "idle: no viewer left")
+
+    def _teardown(self, stream: Stream, reason: str) -> None:
+        if self.streams.get(stream.channel_id) is stream:
+            del self.streams[stream.channel_id]
+        was_open = not stream.closed
+        stream.close(reason)
+        if stream.call_id is not None:
+            self.sip.end_session(stream.call_id, reason)
+            stream.call_id = None
+        if was_open:
+            self.ports.release(stream.port)
+            self.ssrcs.release(stream.ssrc)
+            log.info("stream.closed", channel_id=stream.channel_id, reason=reason)
+
+    def _on_sip_event(self, event: Any) -> None:
+        name = type(event).__name__
+        if name == "SessionEnded" and event.by == "device":
+            stream = self.streams.get(event.channel_id)
+            if stream is not None and stream.call_id == event.call_id:
+                stream.call_id = None
+                self._teardown(stream, event.reason)
+        elif name == "DeviceOffline":
+            for stream in [s for s in self.streams.values() if s.device_id == event.device_id]:
+                self._teardown(stream, f"device offline: {event.reason}")

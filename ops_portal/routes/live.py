@@ -1,0 +1,208 @@
+"""Live view: ``POST /api/channels/{id}/live`` -> a viewer session; its outputs (HTTP-FLV, WHEP); streams.
+
+Every request for a channel checks the user's permission for it (``live.view``; per-channel grants come
+with the roles issue) and says in words why it cannot be served: device offline, device refused (with its
+SIP status), no media arrived, no ports left.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from gbops.log import get_logger
+from ops_portal.deps import RegistryDep, SipDep, client_ip, require_permission
+from ops_portal.models import User
+from ops_portal.schemas import ApiError, error_responses
+
+log = get_logger("gbops.portal.live")
+
+router = APIRouter(tags=["live"], responses=error_responses(401, 403, 422))
+outputs_router = APIRouter(tags=["live"])  # capability URLs: the session id is the credential
+
+LiveViewer = Annotated[User, Depends(require_permission("live.view"))]
+StreamReaderUser = Annotated[User, Depends(require_permission("device.read"))]
+ChannelIdPath = Annotated[str, Path(min_length=1, max_length=32, description="通道编码 / channel id")]
+
+_MEDIA_ERRORS = {
+    "device_offline": 409,
+    "device_refused": 502,
+    "no_media": 504,
+    "no_keyframe": 504,
+    "no_ports": 503,
+    "bad_transport": 422,
+    "bad_answer": 502,
+    "stream_closed": 502,
+    "start_failed": 502,
+}
+
+
+class LiveRequest(BaseModel):
+    transport: Literal["udp", "tcp-passive", "tcp-active"] | None = Field(
+        default=None, description="媒体传输方式 / media transport (default udp)")
+
+
+class LiveOut(BaseModel):
+    session_id: str
+    whep_url: str
+    flv_url: str
+    expires_at: str = Field(description="a player must attach before this time (RFC 3339 UTC)")
+    channel_id: str
+    device_id: str
+    codec: str | None
+    width: int | None
+    height: int | None
+
+
+def _media(request: Request) -> Any:
+    media = getattr(request.app.state, "media", None)
+    if media is None:
+        raise ApiError(503, "media_unavailable", "媒体服务未运行 / the media service is not running")
+    return media
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@router.post("/api/channels/{channel_id}/live", operation_id="live_start", status_code=201,
+             summary="开始实时观看 / start watching a channel live", response_model=LiveOut,
+             responses=error_responses(404, 409, 502, 503, 504))
+async def start_live(user: LiveViewer, registry: RegistryDep, sip: SipDep, request: Request,
+                     channel_id: ChannelIdPath, body: LiveRequest | None = None) -> LiveOut:
+    """Starts (or joins) the channel's upstream stream and returns a viewer session. Open `whep_url`
+    (WHEP, `POST` an SDP offer) or `flv_url` (HTTP-FLV) within `expires_at`. Ten viewers of one channel
+    cost the camera one stream."""
+    media = _media(request)
+    channels = await registry.find_channel(channel_id)
+    if not channels:
+        raise ApiError(404, "channel_not_found", f"通道不存在 / channel not found: {channel_id}")
+    channel = channels[0]
+    if sip is None or not sip.is_online(channel.device_id):
+        raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {channel.device_id}")
+    transport = (body.transport if body else None) or "udp"
+    from media_relay.stream import MediaError
+
+    try:
+        session = await media.open_session(user_id=user.id, username=user.username, channel_id=channel_id,
+                                           device_id=channel.device_id, transport=transport,
+                                           client_ip=client_ip(request))
+    except MediaError as exc:
+        status = _MEDIA_ERRORS.get(exc.code, 502)
+        message = str(exc)
+        if exc.code == "device_refused":
+            message = f"设备拒绝 / the device refused: {exc}"
+        log.warning("live.failed", channel_id=channel_id, user=user.username, code=exc.code, reason=str(exc))
+        raise ApiError(status, exc.code, message) from None
+    stream = session.reader.stream
+    params = stream.params
+    return LiveOut(session_id=session.session_id, whep_url=f"/whep/{session.session_id}",
+                   flv_url=f"/flv/{session.session_id}.flv", expires_at=_iso(session.attach_deadline),
+                   channel_id=channel_id, device_id=channel.device_id, codec=stream.codec,
+                   width=params.width if params else None, height=params.height if params else None)
+
+
+@router.delete("/api/sessions/{session_id}", operation_id="live_session_delete", status_code=204,
+               summary="结束观看会话 / end a viewer session", responses=error_responses(404))
+async def delete_session(user: LiveViewer, request: Request, session_id: str) -> Response:
+    media = _media(request)
+    s = media.sessions.get(session_id)
+    if s is None or (s.user_id != user.id and user.username != "admin"):
+        raise ApiError(404, "session_not_found", "会话不存在 / no such session")
+    if s.output == "whep" and media.whep is not None:
+        await media.whep.close(session_id)
+    media.close_session(session_id, "deleted by the viewer")
+    return Response(status_code=204)
+
+
+@router.get("/api/streams", operation_id="streams_list", summary="上行流列表 / upstream streams")
+async def list_streams(user: StreamReaderUser, request: Request) -> dict[str, Any]:
+    """One item per upstream stream (one per channel, however many viewers): `bitrate` in bit/s over the
+    last ~2 s, `loss_fraction` of expected RTP packets, `jitter_ms` per RFC 3550, `since` as RFC 3339."""
+    media = _media(request)
+    items = media.manager.describe()
+    for item in items:
+        item["since"] = _iso(item["since"])
+    return {"items": items}
+
+
+# ---------------------------------------------------------------------------- outputs
+@outputs_router.get("/flv/{session_id}.flv", operation_id="live_flv", summary="HTTP-FLV 输出 / HTTP-FLV",
+                    include_in_schema=True)
+async def flv_output(request: Request, session_id: str) -> StreamingResponse:
+    from media_relay.outputs.flv import flv_stream
+
+    media = _media(request)
+    session = media.attach(session_id, "flv")
+    if session is None:
+        raise ApiError(404, "session_not_found", "会话不存在或已被使用 / no such session, or already in use")
+    source = await _viewer_source(session)
+
+    async def body():
+        try:
+            async for chunk in flv_stream(source):
+                yield chunk
+        finally:
+            if hasattr(source, "close") and source is not session.reader:
+                await _maybe_await(source.close())
+            media.close_session(session_id, "player disconnected")
+
+    return StreamingResponse(body(), media_type="video/x-flv",
+                             headers={"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"})
+
+
+@outputs_router.post("/whep/{session_id}", operation_id="live_whep_offer", status_code=201,
+                     summary="WHEP: 提交 SDP offer / WHEP offer")
+async def whep_offer(request: Request, session_id: str) -> Response:
+    media = _media(request)
+    if "application/sdp" not in request.headers.get("content-type", ""):
+        raise ApiError(415, "unsupported_media_type", "需要 application/sdp / expected application/sdp")
+    offer = (await request.body()).decode("utf-8", "replace")
+    session = media.attach(session_id, "whep")
+    if session is None:
+        raise ApiError(404, "session_not_found", "会话不存在或已被使用 / no such session, or already in use")
+    from media_relay.outputs.whep import WhepRegistry, WhepSession
+
+    if media.whep is None:
+        media.whep = WhepRegistry()
+    source = await _viewer_source(session, h264_only=True)
+    whep = WhepSession(source)
+    try:
+        answer = await whep.answer(offer)
+    except Exception as exc:
+        await whep.close()
+        media.close_session(session_id, "WHEP negotiation failed")
+        raise ApiError(400, "bad_offer", f"无法协商 WebRTC / cannot negotiate WebRTC: {exc}") from None
+    media.whep.add(session_id, whep)
+    whep.on_closed = lambda: media.close_session(session_id, "WebRTC peer closed")
+    return Response(answer, status_code=201, media_type="application/sdp",
+                    headers={"Location": f"/whep/{session_id}"})
+
+
+@outputs_router.delete("/whep/{session_id}", operation_id="live_whep_delete", summary="WHEP: 结束 / end")
+async def whep_delete(request: Request, session_id: str) -> Response:
+    media = _media(request)
+    if media.whep is None or not await media.whep.close(session_id):
+        raise ApiError(404, "session_not_found", "会话不存在 / no such session")
+    media.close_session(session_id, "WHEP DELETE")
+    return Response(status_code=200)
+
+
+async def _viewer_source(session: Any, h264_only: bool = False) -> Any:
+    """What an output reads: the reader itself (passthrough), or an H.264 transcoder for H.265 sources on
+    WebRTC. The watermark issue puts the per-viewer overlay here, on every path."""
+    reader = session.reader
+    if h264_only and reader.codec == "h265":
+        from media_relay.outputs.transcode import Transcoder
+
+        return Transcoder(reader)
+    return reader
+
+
+async def _maybe_await(value: Any) -> None:
+    if hasattr(value, "__await__"):
+        await value
