@@ -1,0 +1,742 @@
+"""HTTP-FLV output: access units -> an FLV byte stream that flv.js / mpegts.js play in a browser.
+
+Layout of the stream (Adobe FLV spec v10.1, annex E):
+
+* the 9-byte FLV header and PreviousTagSize0,
+* an ``onMetaData`` script tag (AMF0: width, height, framerate, videocodecid),
+* the video sequence header: an AVCDecoderConfigurationRecord (H.264, CodecID 7) or an
+  HEVCDecoderConfigurationRecord (H.265, CodecID 12: the non-Adobe convention of the Chinese CDNs and
+  of the flv.js / mpegts.js forks; ISO/IEC 14496-15 for both records),
+* one video tag per access unit: NAL units with 4-byte length prefixes, the keyframe flag and the
+  composition time (pts - dts) in ms; tag timestamps are the dts in ms relative to the first access unit,
+  32 bits spread over the 24-bit field and the extended byte.
+
+The module is pure Python (no PyAV), so the HTTP layer may import it cheaply.  It also carries the small
+bitstream helpers the outputs share (Annex B splitting, SPS parsing, a 33-bit timestamp unwrapper) and
+:func:`iter_tags`, a reader used by the tests and handy for debugging captured streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import struct
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
+
+from media_relay.types import AccessUnit, VideoParams
+
+FLV_CONTENT_TYPE = "video/x-flv"
+
+TAG_AUDIO = 8
+TAG_VIDEO = 9
+TAG_SCRIPT = 18
+
+CODEC_ID_AVC = 7
+CODEC_ID_HEVC = 12  # not in Adobe's spec; the de-facto value used by Chinese CDNs and flv.js forks
+
+FRAME_KEY = 1
+FRAME_INTER = 2
+
+PKT_SEQUENCE_HEADER = 0
+PKT_NALU = 1
+PKT_END_OF_SEQUENCE = 2
+
+SOUND_FORMAT = {"aac": 10, "g711a": 7, "g711u": 8}
+
+PTS_WRAP = 1 << 33
+CLOCK = 90_000
+
+
+# ----------------------------------------------------------------------------------- source protocol
+@runtime_checkable
+class AccessUnitSource(Protocol):
+    """What the outputs read: a Stream reader, or a :class:`~media_relay.outputs.transcode.Transcoder`.
+
+    ``get()`` raises :class:`EOFError` (or :class:`asyncio.CancelledError`) when the stream ends; the
+    first access unit is a keyframe with its parameter sets in front.
+    """
+
+    @property
+    def codec(self) -> str | None: ...
+
+    @property
+    def params(self) -> VideoParams | None: ...
+
+    async def get(self) -> AccessUnit: ...
+
+    def close(self) -> None: ...
+
+
+async def next_au(source: AccessUnitSource) -> AccessUnit | None:
+    """``await source.get()``, or None when the source has ended.
+
+    A :class:`asyncio.CancelledError` counts as "ended" only when it comes from the source; when the task
+    running this is itself being cancelled (client went away) it propagates.
+    """
+    try:
+        return await source.get()
+    except EOFError:
+        return None
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return None
+
+
+async def close_source(source: object) -> None:
+    """Call ``source.close()`` (sync or async), ignoring errors: used on tear-down paths."""
+    close = getattr(source, "close", None)
+    if close is None:
+        return
+    try:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:  # noqa: BLE001 - tear-down must not mask the original outcome
+        pass
+
+
+# ----------------------------------------------------------------------------------- Annex B / NAL helpers
+def iter_nal_units(data: bytes) -> Iterator[bytes]:
+    """The NAL units of an Annex B byte stream (3- or 4-byte start codes), without start codes.
+
+    Trailing zero bytes (trailing_zero_8bits / the leading zero of a 4-byte start code) are stripped.
+    Data before the first start code is ignored.
+    """
+    n = len(data)
+    i = data.find(b"\x00\x00\x01")
+    while i != -1:
+        start = i + 3
+        nxt = data.find(b"\x00\x00\x01", start)
+        end = n if nxt == -1 else nxt
+        while end > start and data[end - 1] == 0:
+            end -= 1
+        if end > start:
+            yield data[start:end]
+        i = nxt
+
+
+def nal_type(codec: str, nal: bytes) -> int:
+    return (nal[0] >> 1) & 0x3F if codec == "h265" else nal[0] & 0x1F
+
+
+# H.264: 7 SPS, 8 PPS, 9 AUD, 12 filler; H.265: 32 VPS, 33 SPS, 34 PPS, 35 AUD, 38 filler
+_PARAM_TYPES = {"h264": {"sps": 7, "pps": 8}, "h265": {"vps": 32, "sps": 33, "pps": 34}}
+_DROP_TYPES = {"h264": {9, 12}, "h265": {35, 38}}
+
+
+def remove_emulation_prevention(nal: bytes) -> bytes:
+    """NAL payload -> RBSP (drops the 0x03 of every 00 00 03 sequence)."""
+    if b"\x00\x00\x03" not in nal:
+        return nal
+    out = bytearray()
+    zeros = 0
+    for b in nal:
+        if zeros >= 2 and b == 3:
+            zeros = 0
+            continue
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return bytes(out)
+
+
+class BitReader:
+    """MSB-first bit reader with Exp-Golomb codes, over an RBSP."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            byte = self.pos >> 3
+            if byte >= len(self.data):
+                raise ValueError("read past the end of the RBSP")
+            v = (v << 1) | ((self.data[byte] >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return v
+
+    def skip(self, n: int) -> None:
+        self.pos += n
+        if self.pos > len(self.data) * 8:
+            raise ValueError("read past the end of the RBSP")
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("Exp-Golomb code too long")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class SpsInfo:
+    width: int
+    height: int
+    profile_idc: int
+    level_idc: int
+    chroma_format_idc: int = 1
+    bit_depth_luma: int = 8
+    bit_depth_chroma: int = 8
+    constraint_flags: int = 0  # H.264: the byte after profile_idc
+    # H.265 only
+    profile_tier_level: bytes = b""  # the 12 bytes of general_profile_tier_level
+    max_sub_layers: int = 1
+    temporal_id_nesting: bool = False
+
+
+_H264_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
+
+
+def parse_h264_sps(nal: bytes) -> SpsInfo:
+    """Picture size, profile, level, chroma format and bit depth of an H.264 SPS NAL unit (with header)."""
+    r = BitReader(remove_emulation_prevention(nal[1:]))
+    profile_idc = r.u(8)
+    constraint = r.u(8)
+    level_idc = r.u(8)
+    r.ue()  # seq_parameter_set_id
+    chroma_format_idc, depth_l, depth_c, separate_planes = 1, 8, 8, 0
+    if profile_idc in _H264_HIGH_PROFILES:
+        chroma_format_idc = r.ue()
+        if chroma_format_idc == 3:
+            separate_planes = r.u(1)
+        depth_l = r.ue() + 8
+        depth_c = r.ue() + 8
+        r.u(1)  # qpprime_y_zero_transform_bypass_flag
+        if r.u(1):  # seq_scaling_matrix_present_flag
+            for i in range(8 if chroma_format_idc != 3 else 12):
+                if r.u(1):
+                    size = 16 if i < 6 else 64
+                    last = nxt = 8
+                    for _ in range(size):
+                        if nxt:
+                            nxt = (last + r.se() + 256) % 256
+                        last = nxt or last
+    r.ue()  # log2_max_frame_num_minus4
+    poc_type = r.ue()
+    if poc_type == 0:
+        r.ue()
+    elif poc_type == 1:
+        r.u(1)
+        r.se()
+        r.se()
+        for _ in range(r.ue()):
+            r.se()
+    r.ue()  # max_num_ref_frames
+    r.u(1)  # gaps_in_frame_num_value_allowed_flag
+    width_mbs = r.ue() + 1
+    height_map_units = r.ue() + 1
+    frame_mbs_only = r.u(1)
+    if not frame_mbs_only:
+        r.u(1)
+    r.u(1)  # direct_8x8_inference_flag
+    crop = (0, 0, 0, 0)
+    if r.u(1):
+        crop = (r.ue(), r.ue(), r.ue(), r.ue())
+    chroma_array_type = 0 if separate_planes else chroma_format_idc
+    if chroma_array_type == 0:
+        unit_x, unit_y = 1, 2 - frame_mbs_only
+    else:
+        sub_w = 1 if chroma_format_idc == 3 else 2
+        sub_h = 2 if chroma_format_idc == 1 else 1
+        unit_x, unit_y = sub_w, sub_h * (2 - frame_mbs_only)
+    width = width_mbs * 16 - unit_x * (crop[0] + crop[1])
+    height = (2 - frame_mbs_only) * height_map_units * 16 - unit_y * (crop[2] + crop[3])
+    return SpsInfo(width, height, profile_idc, level_idc, chroma_format_idc, depth_l, depth_c, constraint)
+
+
+def parse_h265_sps(nal: bytes) -> SpsInfo:
+    """Picture size, profile_tier_level, chroma format and bit depth of an H.265 SPS NAL unit."""
+    rbsp = remove_emulation_prevention(nal[2:])
+    r = BitReader(rbsp)
+    r.u(4)  # sps_video_parameter_set_id
+    max_sub_layers_minus1 = r.u(3)
+    nesting = r.u(1)
+    ptl_start = r.pos // 8  # byte aligned here (after 8 bits)
+    ptl = rbsp[ptl_start : ptl_start + 12]
+    if len(ptl) != 12:
+        raise ValueError("SPS too short")
+    profile_idc = ptl[0] & 0x1F
+    level_idc = ptl[11]
+    r.skip(96)
+    sub_profile, sub_level = [], []
+    for _ in range(max_sub_layers_minus1):
+        sub_profile.append(r.u(1))
+        sub_level.append(r.u(1))
+    if max_sub_layers_minus1 > 0:
+        r.skip(2 * (8 - max_sub_layers_minus1))
+    for i in range(max_sub_layers_minus1):
+        if sub_profile[i]:
+            r.skip(88)
+        if sub_level[i]:
+            r.skip(8)
+    r.ue()  # sps_seq_parameter_set_id
+    chroma_format_idc = r.ue()
+    separate_planes = r.u(1) if chroma_format_idc == 3 else 0
+    width = r.ue()
+    height = r.ue()
+    if r.u(1):  # conformance_window_flag
+        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+        chroma_array_type = 0 if separate_planes else chroma_format_idc
+        sub_w = 2 if chroma_array_type in (1, 2) else 1
+        sub_h = 2 if chroma_array_type == 1 else 1
+        width -= sub_w * (left + right)
+        height -= sub_h * (top + bottom)
+    depth_l = r.ue() + 8
+    depth_c = r.ue() + 8
+    return SpsInfo(width, height, profile_idc, level_idc, chroma_format_idc, depth_l, depth_c, 0,
+                   ptl, max_sub_layers_minus1 + 1, bool(nesting))
+
+
+def parse_sps(codec: str, nal: bytes) -> SpsInfo:
+    return parse_h265_sps(nal) if codec == "h265" else parse_h264_sps(nal)
+
+
+def params_from_annexb(codec: str, data: bytes, base: VideoParams | None = None) -> VideoParams | None:
+    """Parameter sets found in-band in ``data`` (Annex B), completed from ``base``; None if incomplete.
+
+    Width and height come from the SPS (what the decoder will actually produce).
+    """
+    found: dict[str, bytes] = {}
+    types = _PARAM_TYPES[codec]
+    for nal in iter_nal_units(data):
+        t = nal_type(codec, nal)
+        for name, value in types.items():
+            if t == value and name not in found:
+                found[name] = nal
+    merged = {
+        name: found.get(name) or (getattr(base, name) if base is not None and base.codec == codec else None)
+        for name in types
+    }
+    if any(v is None for v in merged.values()):
+        return None
+    try:
+        info = parse_sps(codec, merged["sps"])  # type: ignore[arg-type]
+        width, height = info.width, info.height
+    except (ValueError, IndexError):
+        width = base.width if base is not None else None
+        height = base.height if base is not None else None
+    extra = dict(base.extra) if base is not None else {}
+    return VideoParams(codec=codec, width=width, height=height, extra=extra, **merged)
+
+
+def complete_params(codec: str, params: VideoParams | None) -> VideoParams | None:
+    """``params`` if it has every parameter set of ``codec`` (width/height filled from the SPS), else None."""
+    if params is None or params.codec != codec:
+        return None
+    if params.sps is None or params.pps is None or (codec == "h265" and params.vps is None):
+        return None
+    if params.width and params.height:
+        return params
+    try:
+        info = parse_sps(codec, params.sps)
+    except (ValueError, IndexError):
+        return params
+    return replace(params, width=info.width, height=info.height)
+
+
+# ----------------------------------------------------------------------------------- decoder config records
+def avc_decoder_configuration_record(sps: bytes, pps: bytes | list[bytes]) -> bytes:
+    """AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1) with 4-byte NAL lengths."""
+    pps_list = [pps] if isinstance(pps, bytes) else list(pps)
+    out = bytearray([1, sps[1], sps[2], sps[3], 0xFC | 3, 0xE0 | 1])
+    out += struct.pack(">H", len(sps)) + sps
+    out.append(len(pps_list))
+    for p in pps_list:
+        out += struct.pack(">H", len(p)) + p
+    if sps[1] in (100, 110, 122, 144):
+        try:
+            info = parse_h264_sps(sps)
+        except (ValueError, IndexError):
+            info = SpsInfo(0, 0, sps[1], sps[3])
+        out += bytes([0xFC | info.chroma_format_idc, 0xF8 | (info.bit_depth_luma - 8),
+                      0xF8 | (info.bit_depth_chroma - 8), 0])
+    return bytes(out)
+
+
+def hevc_decoder_configuration_record(vps: bytes, sps: bytes, pps: bytes | list[bytes]) -> bytes:
+    """HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1) with 4-byte NAL lengths."""
+    info = parse_h265_sps(sps)
+    pps_list = [pps] if isinstance(pps, bytes) else list(pps)
+    out = bytearray([1])
+    out += info.profile_tier_level  # profile space/tier/idc, 32 compat flags, 48 constraint flags, level
+    out += struct.pack(">H", 0xF000)  # reserved '1111' + min_spatial_segmentation_idc 0
+    out.append(0xFC)  # reserved '111111' + parallelismType 0 (unknown)
+    out.append(0xFC | info.chroma_format_idc)
+    out.append(0xF8 | (info.bit_depth_luma - 8))
+    out.append(0xF8 | (info.bit_depth_chroma - 8))
+    out += struct.pack(">H", 0)  # avgFrameRate unspecified
+    out.append((info.max_sub_layers & 7) << 3 | int(info.temporal_id_nesting) << 2 | 3)
+    arrays = [(32, [vps]), (33, [sps]), (34, pps_list)]
+    out.append(len(arrays))
+    for nal_unit_type, nals in arrays:
+        out.append(0x80 | nal_unit_type)  # array_completeness 1
+        out += struct.pack(">H", len(nals))
+        for nal in nals:
+            out += struct.pack(">H", len(nal)) + nal
+    return bytes(out)
+
+
+# ----------------------------------------------------------------------------------- timestamps
+class TimestampUnwrapper:
+    """33-bit 90 kHz timestamps -> a monotonic-ish unbounded counter.
+
+    The first value maps to itself.  Wrap-arounds are followed; a jump of more than ``max_forward``
+    or ``max_backward`` ticks is taken as a discontinuity (camera restart, new session) and smoothed
+    over: the counter continues ``step`` ticks after the last value instead of jumping.
+    """
+
+    def __init__(self, *, max_forward: int = 10 * CLOCK, max_backward: int = 2 * CLOCK,
+                 step: int = CLOCK // 25) -> None:
+        self.max_forward = max_forward
+        self.max_backward = max_backward
+        self.step = step
+        self.last_raw: int | None = None
+        self.last: int = 0
+        self.discontinuities = 0
+
+    def unwrap(self, raw: int) -> int:
+        raw %= PTS_WRAP
+        if self.last_raw is None:
+            self.last_raw = raw
+            self.last = raw
+            return raw
+        delta = (raw - self.last_raw) % PTS_WRAP
+        if delta >= PTS_WRAP // 2:
+            delta -= PTS_WRAP
+        if delta > self.max_forward or delta < -self.max_backward:
+            self.discontinuities += 1
+            delta = self.step
+        self.last_raw = raw
+        self.last += delta
+        return self.last
+
+
+def _signed_33(delta: int) -> int:
+    delta %= PTS_WRAP
+    return delta - PTS_WRAP if delta >= PTS_WRAP // 2 else delta
+
+
+# ----------------------------------------------------------------------------------- AMF0
+def _amf_string(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+def amf0_value(v: object) -> bytes:
+    if isinstance(v, bool):
+        return b"\x01" + (b"\x01" if v else b"\x00")
+    if isinstance(v, int | float):
+        return b"\x00" + struct.pack(">d", float(v))
+    if isinstance(v, str):
+        return b"\x02" + _amf_string(v)
+    if isinstance(v, dict):
+        body = b"".join(_amf_string(str(k)) + amf0_value(val) for k, val in v.items())
+        return b"\x08" + struct.pack(">I", len(v)) + body + b"\x00\x00\x09"
+    raise TypeError(f"no AMF0 encoding for {type(v).__name__}")
+
+
+# ----------------------------------------------------------------------------------- ADTS
+def _split_adts(data: bytes) -> list[tuple[bytes, bytes]]:
+    """ADTS frames -> [(AudioSpecificConfig, raw AAC frame)]; data without a sync word -> []."""
+    out = []
+    i = 0
+    while i + 7 <= len(data):
+        if data[i] != 0xFF or (data[i + 1] & 0xF6) != 0xF0:
+            break
+        protection_absent = data[i + 1] & 1
+        profile = data[i + 2] >> 6
+        sfi = (data[i + 2] >> 2) & 0x0F
+        channels = ((data[i + 2] & 1) << 2) | (data[i + 3] >> 6)
+        length = ((data[i + 3] & 3) << 11) | (data[i + 4] << 3) | (data[i + 5] >> 5)
+        header = 7 if protection_absent else 9
+        if length < header or i + length > len(data):
+            break
+        asc = struct.pack(">H", ((profile + 1) << 11) | (sfi << 7) | (channels << 3))
+        out.append((asc, data[i + header : i + length]))
+        i += length
+    return out
+
+
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+# ----------------------------------------------------------------------------------- the muxer
+def _tag(tag_type: int, ts_ms: int, body: bytes) -> bytes:
+    ts = ts_ms & 0xFFFFFFFF
+    size = len(body)
+    header = bytes([tag_type]) + size.to_bytes(3, "big")
+    header += (ts & 0xFFFFFF).to_bytes(3, "big") + bytes([ts >> 24]) + b"\x00\x00\x00"
+    return header + body + struct.pack(">I", 11 + size)
+
+
+class FlvMuxer:
+    """Builds FLV bytes; holds the timestamp state of one output stream.
+
+    ``video_codec`` is 'h264' or 'h265'.  With ``audio=True`` the header announces audio and
+    :meth:`audio_tag` muxes AAC (ADTS in, raw + AudioSpecificConfig out) and G.711 A-law / mu-law.
+    """
+
+    def __init__(self, video_codec: str, *, audio: bool = False) -> None:
+        if video_codec not in _PARAM_TYPES:
+            raise ValueError(f"FLV cannot carry video codec {video_codec!r}")
+        self.video_codec = video_codec
+        self.codec_id = CODEC_ID_HEVC if video_codec == "h265" else CODEC_ID_AVC
+        self.audio = audio
+        self.clock = TimestampUnwrapper()
+        self.last_video_ms = 0
+        self.last_audio_ms = 0
+        self._aac_config: bytes | None = None
+        self.video_tags = 0
+        self.audio_tags = 0
+
+    # -- framing
+    def header(self) -> bytes:
+        flags = 0x01 | (0x04 if self.audio else 0)
+        return b"FLV\x01" + bytes([flags]) + struct.pack(">I", 9) + struct.pack(">I", 0)
+
+    def metadata(self, params: VideoParams | None, framerate: float | None = None, **extra: object) -> bytes:
+        """The ``onMetaData`` script tag."""
+        meta: dict[str, object] = {"duration": 0.0}
+        if params is not None and params.width and params.height:
+            meta["width"] = float(params.width)
+            meta["height"] = float(params.height)
+        if framerate:
+            meta["framerate"] = float(framerate)
+        meta["videocodecid"] = float(self.codec_id)
+        meta["hasVideo"] = True
+        meta["hasAudio"] = self.audio
+        meta.update(extra)
+        body = amf0_value("onMetaData") + amf0_value(meta)
+        return _tag(TAG_SCRIPT, 0, body)
+
+    def _video_body(self, frame_type: int, packet_type: int, cts_ms: int, payload: bytes) -> bytes:
+        return (bytes([(frame_type << 4) | self.codec_id, packet_type])
+                + (cts_ms & 0xFFFFFF).to_bytes(3, "big") + payload)
+
+    def sequence_header(self, params: VideoParams) -> bytes:
+        """AVC/HEVC decoder configuration record tag (timestamp of the last video tag, 0 at the start)."""
+        if params.sps is None or params.pps is None:
+            raise ValueError("SPS and PPS are needed for the sequence header")
+        if self.video_codec == "h265":
+            if params.vps is None:
+                raise ValueError("VPS is needed for the H.265 sequence header")
+            record = hevc_decoder_configuration_record(params.vps, params.sps, params.pps)
+        else:
+            record = avc_decoder_configuration_record(params.sps, params.pps)
+        body = self._video_body(FRAME_KEY, PKT_SEQUENCE_HEADER, 0, record)
+        return _tag(TAG_VIDEO, self.last_video_ms, body)
+
+    def video_tag(self, au: AccessUnit, base_pts: int) -> bytes:
+        """One video tag for ``au``; ``base_pts`` (90 kHz) is the timestamp that maps to 0 ms.
+
+        ``base_pts`` is normally the dts (or pts) of the first access unit.  Parameter sets stay
+        in-band; access unit delimiters and filler data are dropped.
+        """
+        ts_raw = au.dts if au.dts is not None else au.pts
+        if ts_raw is None:
+            ms = self.last_video_ms
+        else:
+            ms = max(0, (self.clock.unwrap(ts_raw) - base_pts) // 90)
+        ms = max(ms, self.last_video_ms)  # FLV players want non-decreasing video timestamps
+        cts = 0
+        if au.pts is not None and au.dts is not None:
+            cts = max(-(1 << 23), min((1 << 23) - 1, round(_signed_33(au.pts - au.dts) / 90)))
+        drop = _DROP_TYPES[self.video_codec]
+        payload = bytearray()
+        for nal in iter_nal_units(au.data):
+            if nal_type(self.video_codec, nal) in drop:
+                continue
+            payload += struct.pack(">I", len(nal)) + nal
+        self.last_video_ms = ms
+        self.video_tags += 1
+        body = self._video_body(FRAME_KEY if au.keyframe else FRAME_INTER, PKT_NALU, cts, bytes(payload))
+        return _tag(TAG_VIDEO, ms, body)
+
+    def end_of_sequence(self) -> bytes:
+        body = self._video_body(FRAME_KEY, PKT_END_OF_SEQUENCE, 0, b"")
+        return _tag(TAG_VIDEO, self.last_video_ms, body)
+
+    def audio_tag(self, au: AccessUnit, base_pts: int) -> bytes:
+        """Audio tag(s) for ``au``: AAC from ADTS (the AudioSpecificConfig tag is sent first and
+        whenever it changes) or G.711.  Unknown codecs give b''."""
+        if au.pts is None:
+            ms = self.last_audio_ms
+        else:
+            ms = max(0, (self.clock.unwrap(au.pts) - base_pts) // 90)
+        ms = max(ms, self.last_audio_ms)
+        out = bytearray()
+        if au.codec == "aac":
+            for asc, raw in _split_adts(au.data):
+                if asc != self._aac_config:
+                    self._aac_config = asc
+                    out += _tag(TAG_AUDIO, ms, bytes([0xAF, 0]) + asc)
+                out += _tag(TAG_AUDIO, ms, bytes([0xAF, 1]) + raw)
+                self.audio_tags += 1
+                sfi = (asc[0] & 7) << 1 | asc[1] >> 7
+                if sfi < len(_AAC_RATES):
+                    ms += 1024 * 1000 // _AAC_RATES[sfi]
+        elif au.codec in ("g711a", "g711u"):
+            # SoundFormat 7/8, rate field 0 (8 kHz is implied), 16-bit decoded, mono
+            flags = (SOUND_FORMAT[au.codec] << 4) | 0x02
+            out += _tag(TAG_AUDIO, ms, bytes([flags]) + au.data)
+            self.audio_tags += 1
+        self.last_audio_ms = ms
+        return bytes(out)
+
+
+# ----------------------------------------------------------------------------------- the HTTP body
+async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate: float | None = None,
+                     close: bool = True) -> AsyncIterator[bytes]:
+    """The body of an HTTP-FLV response (``video/x-flv``) for ``source``.
+
+    Waits for the first keyframe whose parameter sets are known (from ``source.params`` or in-band),
+    then yields the header, ``onMetaData``, the sequence header and the first tag in one chunk, and a
+    chunk per access unit after that.  A new sequence header is sent when the in-band parameter sets of
+    a keyframe change.  When the source ends, an end-of-sequence tag closes the stream.  With
+    ``close`` (default) the source is closed when the generator finishes or is closed.
+
+    ``framerate`` for the metadata defaults to ``source.params.extra['framerate']``, else it is
+    measured from the first two access units.
+    """
+    try:
+        # --- wait for a keyframe we can describe
+        first: AccessUnit | None = None
+        params: VideoParams | None = None
+        while True:
+            au = await next_au(source)
+            if au is None:
+                return
+            if au.kind != "video" or not au.keyframe:
+                continue
+            params = params_from_annexb(au.codec, au.data, getattr(source, "params", None))
+            if params is None:
+                params = complete_params(au.codec, getattr(source, "params", None))
+            if params is not None:
+                first = au
+                break
+        codec = first.codec
+        mux = FlvMuxer(codec, audio=audio)
+        pending: list[AccessUnit] = [first]
+        fps = framerate or params.extra.get("framerate")
+        ended = False
+        if not fps:
+            # peek at the next video access unit to measure the frame interval
+            while True:
+                nxt = await next_au(source)
+                if nxt is None:
+                    ended = True
+                    break
+                pending.append(nxt)
+                if nxt.kind == "video":
+                    a = first.dts if first.dts is not None else first.pts
+                    b = nxt.dts if nxt.dts is not None else nxt.pts
+                    if a is not None and b is not None:
+                        d = _signed_33(b - a)
+                        if 0 < d <= CLOCK:
+                            fps = round(CLOCK / d, 3)
+                    break
+        base = first.dts if first.dts is not None else first.pts
+        base = mux.clock.unwrap(base) if base is not None else 0
+        chunk = mux.header() + mux.metadata(params, fps) + mux.sequence_header(params)
+        sent_params = (params.vps, params.sps, params.pps)
+        while True:
+            for au in pending:
+                if au.kind == "video":
+                    if au.codec != codec:
+                        return  # the source changed codec: the client has to reconnect
+                    if au.keyframe:
+                        inband = params_from_annexb(codec, au.data, params)
+                        if inband is not None and (inband.vps, inband.sps, inband.pps) != sent_params:
+                            params = inband
+                            sent_params = (params.vps, params.sps, params.pps)
+                            chunk += mux.sequence_header(params)
+                    chunk += mux.video_tag(au, base)
+                elif audio and au.kind == "audio":
+                    chunk += mux.audio_tag(au, base)
+            pending = []
+            if chunk:
+                yield chunk
+                chunk = b""
+            if ended:
+                break
+            au = await next_au(source)
+            if au is None:
+                break
+            pending.append(au)
+        yield mux.end_of_sequence()
+    finally:
+        if close:
+            await close_source(source)
+
+
+# ----------------------------------------------------------------------------------- reading FLV back
+@dataclass(frozen=True, slots=True)
+class FlvTag:
+    type: int
+    timestamp: int  # ms, 32-bit
+    body: bytes
+
+    @property
+    def is_video(self) -> bool:
+        return self.type == TAG_VIDEO
+
+    @property
+    def codec_id(self) -> int:
+        return self.body[0] & 0x0F
+
+    @property
+    def keyframe(self) -> bool:
+        return self.body[0] >> 4 == FRAME_KEY
+
+    @property
+    def packet_type(self) -> int:
+        return self.body[1]
+
+    @property
+    def composition_time(self) -> int:
+        v = int.from_bytes(self.body[2:5], "big")
+        return v - (1 << 24) if v & 0x800000 else v
+
+    @property
+    def payload(self) -> bytes:
+        return self.body[5:]
+
+    def nal_units(self) -> list[bytes]:
+        """The NAL units of a NALU video tag (4-byte lengths)."""
+        out, data, i = [], self.payload, 0
+        while i + 4 <= len(data):
+            n = struct.unpack_from(">I", data, i)[0]
+            out.append(data[i + 4 : i + 4 + n])
+            i += 4 + n
+        return out
+
+
+def iter_tags(data: bytes) -> Iterator[FlvTag]:
+    """Parse an FLV file/stream (header, then tags); checks the PreviousTagSize fields."""
+    if data[:3] != b"FLV":
+        raise ValueError("not an FLV stream")
+    offset = struct.unpack_from(">I", data, 5)[0]
+    if struct.unpack_from(">I", data, offset)[0] != 0:
+        raise ValueError("PreviousTagSize0 is not 0")
+    i = offset + 4
+    while i + 11 <= len(data):
+        tag_type = data[i] & 0x1F
+        size = int.from_bytes(data[i + 1 : i + 4], "big")
+        ts = int.from_bytes(data[i + 4 : i + 7], "big") | (data[i + 7] << 24)
+        end = i + 11 + size
+        if end + 4 > len(data):
+            raise ValueError("truncated tag")
+        if struct.unpack_from(">I", data, end)[0] != 11 + size:
+            raise ValueError("PreviousTagSize mismatch")
+        yield FlvTag(tag_type, ts, data[i + 11 : end])
+        i = end + 4
