@@ -8,7 +8,7 @@ from media_relay.ports import NoPortsLeft, PortPool, SsrcAllocator
 def test_ssrc_format_live_and_history():
     a = SsrcAllocator("3402000000")
     live, hist = a.allocate(), a.allocate(history=True)
-    assert live == "0020000001" and hist == "1020000001"  # 0|1 + domain[3:8] + 4-digit sequence
+    assert live == "0200000001" and hist == "1200000001"  # 0|1 + domain[3:8] + 4-digit sequence
     assert len(live) == 10 and live.isdigit()
 
 
@@ -18,8 +18,8 @@ def test_ssrc_never_collides_while_alive_and_is_released():
     assert len(got) == 9999
     with pytest.raises(NoPortsLeft):
         a.allocate()
-    a.release("0020000042")
-    assert a.allocate() == "0020000042"
+    a.release("0200000042")
+    assert a.allocate() == "0200000042"
 
 
 def test_ssrc_space_is_fresh_after_a_restart():
