@@ -20,7 +20,16 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed
+# The HTTP-FLV player of the live page (mpegts.js, from the npm registry; optional: WHEP needs nothing).
+WEBSTATIC := ops_portal/web/static
+$(WEBSTATIC)/mpegts.js:
+	@mkdir -p $(WEBSTATIC) build/web
+	@if command -v npm >/dev/null 2>&1; then \
+	  (cd build/web && npm pack --silent mpegts.js@1.8.0 >/dev/null && tar xzf mpegts.js-1.8.0.tgz) && \
+	  cp build/web/package/dist/mpegts.js $@; \
+	else echo "npm not found: the live page will offer WebRTC only (apt-get install npm for HTTP-FLV)"; fi
+
+run: $(VENV)/.installed $(WEBSTATIC)/mpegts.js
 	$(BIN)/gbops run
 
 test: $(VENV)/.installed-dev

@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from gbops.log import get_logger
@@ -98,6 +99,11 @@ class Platform:
         app.state.media = self.media
         app.include_router(live_router)
         app.include_router(outputs_router)
+        static = Path(__file__).resolve().parents[1] / "ops_portal" / "web" / "static"
+        if static.is_dir():
+            from fastapi.staticfiles import StaticFiles
+
+            app.mount("/static", StaticFiles(directory=static), name="static")
         config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_config=None, access_log=False,
                                 lifespan="on")
         self.http = uvicorn.Server(config)

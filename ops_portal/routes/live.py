@@ -206,3 +206,14 @@ async def _viewer_source(session: Any, h264_only: bool = False) -> Any:
 async def _maybe_await(value: Any) -> None:
     if hasattr(value, "__await__"):
         await value
+
+
+@outputs_router.get("/live/{channel_id}", operation_id="live_page", include_in_schema=False)
+async def live_page(channel_id: ChannelIdPath) -> Response:
+    """The minimal player page: logs in (token kept in sessionStorage), asks for a session, plays it."""
+    from importlib import resources
+
+    html = resources.files("ops_portal").joinpath("web/live.html").read_text("utf-8")
+    return Response(html, media_type="text/html; charset=utf-8",
+                    headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self'; "
+                             "script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' blob:"})
