@@ -57,6 +57,11 @@ class Charset(StrEnum):
     utf8 = "utf-8"
 
 
+class Codec(StrEnum):
+    h264 = "h264"
+    h265 = "h265"
+
+
 @app.command()
 def sim(
     server: str = typer.Option(..., help="platform SIP address HOST:PORT"),
@@ -73,6 +78,8 @@ def sim(
     local_host: str = typer.Option("127.0.0.1", help="local address to bind"),
     duration: float = typer.Option(0.0, help="stop after this many seconds (0: until Ctrl-C)"),
     rate: float = typer.Option(100.0, help="first registrations per second (spreads a large fleet's start)"),
+    codec: Codec = typer.Option(Codec.h264, help="video codec of the streams INVITEd channels send"),
+    size: str = typer.Option("640x360", help="picture size WIDTHxHEIGHT of those streams"),
 ) -> None:
     """设备模拟器 / Simulate GB/T 28181 cameras and NVRs."""
     import uvloop
@@ -90,6 +97,7 @@ def sim(
             server=(host, int(port)), devices=devices, channels=channels, password=password,
             transport=transport.value, charset=charset.value, keepalive=keepalive, expires=expires,
             server_id=server_id, domain=domain, first_id=first_id, local_host=local_host, register_rate=rate,
+            codec=codec.value, size=size,
         )
     except ValueError as exc:
         typer.echo(f"参数错误 / bad option: {exc}", err=True)

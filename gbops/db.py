@@ -189,6 +189,7 @@ def load_models() -> None:
     """Import every module that defines tables, so that ``Base.metadata`` is complete."""
     importlib.import_module("device_registry.models")
     importlib.import_module("ops_portal.models")
+    importlib.import_module("audit_log.store")
 
 
 def alembic_config(url: str | None = None) -> Config:

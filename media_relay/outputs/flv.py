@@ -22,7 +22,7 @@ import asyncio
 import inspect
 import struct
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from media_relay.types import AccessUnit, VideoParams
@@ -87,8 +87,9 @@ async def next_au(source: AccessUnitSource) -> AccessUnit | None:
 
 
 async def close_source(source: object) -> None:
-    """Call ``source.close()`` (sync or async), ignoring errors: used on tear-down paths."""
-    close = getattr(source, "close", None)
+    """``await source.aclose()`` if it has one, else ``source.close()`` (sync or async), ignoring
+    errors: used on tear-down paths."""
+    close = getattr(source, "aclose", None) or getattr(source, "close", None)
     if close is None:
         return
     try:
@@ -327,21 +328,6 @@ def params_from_annexb(codec: str, data: bytes, base: VideoParams | None = None)
         height = base.height if base is not None else None
     extra = dict(base.extra) if base is not None else {}
     return VideoParams(codec=codec, width=width, height=height, extra=extra, **merged)
-
-
-def complete_params(codec: str, params: VideoParams | None) -> VideoParams | None:
-    """``params`` if it has every parameter set of ``codec`` (width/height filled from the SPS), else None."""
-    if params is None or params.codec != codec:
-        return None
-    if params.sps is None or params.pps is None or (codec == "h265" and params.vps is None):
-        return None
-    if params.width and params.height:
-        return params
-    try:
-        info = parse_sps(codec, params.sps)
-    except (ValueError, IndexError):
-        return params
-    return replace(params, width=info.width, height=info.height)
 
 
 # ----------------------------------------------------------------------------------- decoder config records
@@ -610,22 +596,23 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate
     """
     try:
         # --- wait for a keyframe we can describe
-        first: AccessUnit | None = None
-        params: VideoParams | None = None
         while True:
             au = await next_au(source)
             if au is None:
                 return
-            if au.kind != "video" or not au.keyframe:
+            if au.kind != "video" or not au.keyframe or au.codec not in _PARAM_TYPES:
                 continue
             params = params_from_annexb(au.codec, au.data, getattr(source, "params", None))
             if params is None:
-                params = complete_params(au.codec, getattr(source, "params", None))
-            if params is not None:
-                first = au
-                break
+                continue
+            mux = FlvMuxer(au.codec, audio=audio)
+            try:
+                sequence_header = mux.sequence_header(params)
+            except (ValueError, IndexError):  # an SPS we cannot parse: try the next keyframe
+                continue
+            first = au
+            break
         codec = first.codec
-        mux = FlvMuxer(codec, audio=audio)
         pending: list[AccessUnit] = [first]
         fps = framerate or params.extra.get("framerate")
         ended = False
@@ -647,7 +634,7 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate
                     break
         base = first.dts if first.dts is not None else first.pts
         base = mux.clock.unwrap(base) if base is not None else 0
-        chunk = mux.header() + mux.metadata(params, fps) + mux.sequence_header(params)
+        chunk = mux.header() + mux.metadata(params, fps) + sequence_header
         sent_params = (params.vps, params.sps, params.pps)
         while True:
             for au in pending:
@@ -657,9 +644,13 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate
                     if au.keyframe:
                         inband = params_from_annexb(codec, au.data, params)
                         if inband is not None and (inband.vps, inband.sps, inband.pps) != sent_params:
-                            params = inband
-                            sent_params = (params.vps, params.sps, params.pps)
-                            chunk += mux.sequence_header(params)
+                            try:
+                                chunk += mux.sequence_header(inband)
+                            except (ValueError, IndexError):
+                                pass  # keep the previous header; the parameter sets are in-band anyway
+                            else:
+                                params = inband
+                                sent_params = (params.vps, params.sps, params.pps)
                     chunk += mux.video_tag(au, base)
                 elif audio and au.kind == "audio":
                     chunk += mux.audio_tag(au, base)

@@ -31,9 +31,16 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from gbops.log import get_logger
+from media_relay.types import VIDEO_CODECS
 from sip_server.gb import manscdp
 from sip_server.sip.digest import build_authorization
-from sip_server.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, TransactionTimeout
+from sip_server.sip.endpoint import (
+    AckTimeout,
+    RequestReceived,
+    ResponseReceived,
+    SipEndpoint,
+    TransactionTimeout,
+)
 from sip_server.sip.message import (
     Headers,
     SipParseError,
@@ -49,7 +56,7 @@ from sip_server.sip.message import (
 log = get_logger("gbops.sim")
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
-ALLOW = "REGISTER, MESSAGE, ACK, BYE, CANCEL, OPTIONS"
+ALLOW = "REGISTER, MESSAGE, ACK, BYE, CANCEL, OPTIONS, INVITE, INFO"
 MANUFACTURER = "gbops-sim"
 FIRMWARE = "V5.7.3 build 240815"
 
@@ -105,6 +112,12 @@ class SimConfig:
     seed: int | None = None  # deterministic Call-IDs/tags/jitter when set
     progress_interval: float = 5.0  # run_simulator: seconds between progress lines
     message_window: int = 1  # MANSCDP responses in flight per device (NVRs wait for each 200, like real ones)
+    # ---- media: what an INVITEd channel streams (one shared encoder per process, see sim/media.py)
+    codec: str = "h264"  # "h264" | "h265"
+    size: str = "640x360"  # WIDTHxHEIGHT, both even
+    fps: int = 25
+    bitrate: int = 1_000_000  # bits per second
+    media: bool = True  # answer INVITE and stream; False: refuse INVITE with 488 (no media at all)
 
     def __post_init__(self) -> None:
         host, port = self.server
@@ -137,6 +150,18 @@ class SimConfig:
             raise ValueError("register_rate must be > 0")
         if not 0 < self.refresh_ratio < 1:
             raise ValueError("refresh_ratio must be between 0 and 1")
+        self.codec = self.codec.lower()
+        if self.codec not in VIDEO_CODECS:
+            raise ValueError(f"codec must be 'h264' or 'h265', got {self.codec!r}")
+        parse_size(self.size)
+        if not isinstance(self.fps, int) or not 1 <= self.fps <= 60:
+            raise ValueError("fps must be an integer 1..60")
+        if not isinstance(self.bitrate, int) or not 10_000 <= self.bitrate <= 100_000_000:
+            raise ValueError("bitrate must be 10000..100000000 bits/s")
+
+    @property
+    def video_size(self) -> tuple[int, int]:
+        return parse_size(self.size)
 
     # ---- identities
     @property
@@ -177,12 +202,217 @@ class SimConfig:
         return [f"{base[:10]}{TYPE_CHANNEL}{first + k:07d}" for k in range(self.channels)]
 
 
+def parse_size(size: str) -> tuple[int, int]:
+    """``"640x360"`` -> ``(640, 360)``: both even, 64..4096 x 64..2304."""
+    w, sep, h = str(size).lower().partition("x")
+    if not sep or not w.strip().isdigit() or not h.strip().isdigit():
+        raise ValueError(f"size must be WIDTHxHEIGHT, got {size!r}")
+    width, height = int(w), int(h)
+    if not (64 <= width <= 4096 and 64 <= height <= 2304) or width % 2 or height % 2:
+        raise ValueError(f"size must be even numbers within 64..4096 x 64..2304, got {size!r}")
+    return width, height
+
+
 def channel_name(index: int, k: int, channels: int) -> str:
     """A plausible Chinese channel name, e.g. ``东门入口 1号`` or ``大华1.107 通道3``."""
     place = _PLACES[(index + k) % len(_PLACES)]
     if channels > 1 and k % 3 == 2:
         return f"大华1.{100 + (index + k) % 150} 通道{k + 1}"
     return f"{place} {k + 1}号"
+
+
+# ================================================================================================ SDP
+# Media modes of a call (what the device does): send RTP over UDP, connect over TCP (the offer said
+# a=setup:passive), or listen over TCP for the platform to connect (the offer said a=setup:active).
+MEDIA_UDP = "udp"
+MEDIA_TCP_CONNECT = "tcp-connect"
+MEDIA_TCP_LISTEN = "tcp-listen"
+
+# GB/T 28181 f= codes: video codec (2 H.264, 5 H.265) and resolution (by picture height).
+_F_CODEC = {"h264": 2, "h265": 5}
+_F_RESOLUTION = ((144, 1), (288, 2), (576, 4), (720, 5))
+
+
+class SdpError(ValueError):
+    """An SDP offer the simulator cannot answer."""
+
+
+@dataclass
+class SdpOffer:
+    """The parts of a GB/T 28181 INVITE offer the simulator uses (the first ``m=video``)."""
+
+    session: str = "Play"  # s=: Play | Playback | Download | Talk
+    origin: str = ""  # o= user (the platform id)
+    host: str = ""  # c= (media level over session level)
+    port: int = 0
+    proto: str = "RTP/AVP"
+    formats: list[str] = field(default_factory=list)
+    rtpmap: dict[str, str] = field(default_factory=dict)
+    setup: str | None = None  # a=setup:
+    direction: str | None = None  # recvonly / sendrecv / ...
+    ssrc: str | None = None  # y=
+    timing: str = "0 0"  # t=
+
+    @property
+    def tcp(self) -> bool:
+        return "TCP" in self.proto.upper()
+
+    @property
+    def mode(self) -> str:
+        if not self.tcp:
+            return MEDIA_UDP
+        return MEDIA_TCP_LISTEN if (self.setup or "").lower() == "active" else MEDIA_TCP_CONNECT
+
+    def ps_payload(self) -> int | None:
+        """The payload type offered for MPEG-PS (``PS/90000``; a bare 96 without rtpmap counts)."""
+        for fmt in self.formats:
+            if self.rtpmap.get(fmt, "").upper().startswith("PS/"):
+                return int(fmt)
+        if "96" in self.formats and "96" not in self.rtpmap:
+            return 96
+        return None
+
+
+def parse_sdp_offer(body: bytes) -> SdpOffer:
+    """The first video section of an SDP offer; :class:`SdpError` when there is none usable."""
+    text = body.decode("utf-8", "replace")
+    offer = SdpOffer()
+    session_host = ""
+    media_host = ""
+    section = "session"  # "session" | "video" | "other"
+    seen_video = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if len(line) < 2 or line[1] != "=":
+            continue
+        kind, value = line[0], line[2:].strip()
+        if kind == "m":
+            if seen_video:
+                section = "other"
+                continue
+            parts = value.split()
+            if parts and parts[0].lower() == "video" and len(parts) >= 3:
+                seen_video = True
+                section = "video"
+                try:
+                    offer.port = int(parts[1].split("/")[0])
+                except ValueError as exc:
+                    raise SdpError(f"bad m= port {parts[1]!r}") from exc
+                offer.proto = parts[2]
+                offer.formats = parts[3:]
+            else:
+                section = "other"
+            continue
+        if section == "other":
+            continue
+        if kind == "s" and section == "session":
+            offer.session = value or "Play"
+        elif kind == "o" and section == "session":
+            offer.origin = value.split()[0] if value.split() else ""
+        elif kind == "t" and section == "session":
+            offer.timing = value or "0 0"
+        elif kind == "c":
+            parts = value.split()
+            host = parts[2].split("/")[0] if len(parts) >= 3 else ""
+            if section == "video":
+                media_host = host
+            else:
+                session_host = host
+        elif kind == "y":
+            offer.ssrc = value
+        elif kind == "a":
+            name, _, arg = value.partition(":")
+            name = name.strip().lower()
+            if name == "rtpmap":
+                fmt, _, enc = arg.strip().partition(" ")
+                offer.rtpmap[fmt.strip()] = enc.strip()
+            elif name == "setup":
+                offer.setup = arg.strip().lower()
+            elif name in ("recvonly", "sendonly", "sendrecv", "inactive"):
+                offer.direction = name
+    if not seen_video:
+        raise SdpError("no m=video in the offer")
+    offer.host = media_host or session_host
+    if not offer.host:
+        raise SdpError("no c= address in the offer")
+    if not 0 < offer.port < 65536:
+        raise SdpError(f"unusable media port {offer.port}")
+    return offer
+
+
+def build_sdp_answer(*, channel_id: str, host: str, port: int, offer: SdpOffer, payload: int, ssrc: str,
+                     codec: str, size: tuple[int, int], fps: int, bitrate: int) -> bytes:
+    """The device's 200 OK SDP, shaped like those of real IPCs (see tests/vectors)."""
+    ip = "IP6" if ":" in host else "IP4"
+    proto = "TCP/RTP/AVP" if offer.tcp else "RTP/AVP"
+    lines = [
+        "v=0",
+        f"o={channel_id} 0 0 IN {ip} {host}",
+        f"s={offer.session}",
+        f"c=IN {ip} {host}",
+        f"t={offer.timing}",
+        f"m=video {port} {proto} {payload}",
+        "a=sendonly",
+        f"a=rtpmap:{payload} PS/90000",
+    ]
+    if offer.tcp:
+        lines.append(f"a=setup:{'passive' if offer.mode == MEDIA_TCP_LISTEN else 'active'}")
+        lines.append("a=connection:new")
+    lines.append(f"y={ssrc}")
+    res = next((code for limit, code in _F_RESOLUTION if size[1] <= limit), 6)
+    lines.append(f"f=v/{_F_CODEC.get(codec, 2)}/{res}/{fps}/1/{max(1, bitrate // 1000)}a///")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+# Call states.
+CALL_OFFERED = "offered"  # INVITE in, waiting for the media side to bind (Fleet.media_ready)
+CALL_ANSWERED = "answered"  # 200 OK sent, waiting for ACK
+CALL_CONFIRMED = "confirmed"  # ACK in: streaming
+CALL_ENDED = "ended"
+
+
+@dataclass(eq=False)
+class Call:
+    """One INVITE dialog of a simulated device (the device is the UAS)."""
+
+    device_id: str
+    channel_id: str
+    call_id: str
+    key: Any  # the INVITE server transaction of the link's SipEndpoint
+    invite: SipRequest
+    offer: SdpOffer
+    ssrc: str  # 10 decimal digits, as in y=
+    payload: int
+    local_tag: str
+    remote_target: str  # where an in-dialog request goes (the INVITE's Contact)
+    route: list[str]
+    started: float
+    state: str = CALL_OFFERED
+    local_addr: tuple[str, int] | None = None  # the media socket (in the SDP answer)
+    answer: SipResponse | None = None
+    local_cseq: int = 0
+    end_reason: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.offer.mode
+
+    @property
+    def ssrc_int(self) -> int:
+        return int(self.ssrc) & 0xFFFFFFFF
+
+    @property
+    def remote_media(self) -> tuple[str, int]:
+        return (self.offer.host, self.offer.port)
+
+
+@dataclass(frozen=True)
+class MediaEvent:
+    """What the adapter must do for a call's media: ``prepare`` (bind a socket, then call
+    :meth:`Fleet.media_ready` or :meth:`Fleet.media_failed`), ``start`` (the ACK came: send) or ``stop``."""
+
+    kind: str
+    call: Call
 
 
 # ================================================================================================ stats
@@ -199,6 +429,13 @@ class DeviceStats:
     queries_received: int = 0
     queries_answered: int = 0
     messages_sent: int = 0
+    invites_received: int = 0
+    calls_answered: int = 0
+    calls_refused: int = 0
+    calls_failed: int = 0  # ended by the media side (TCP refused/closed, no ACK)
+    byes_received: int = 0
+    byes_sent: int = 0
+    cancels_received: int = 0
 
 
 def _parse_server_date(value: str) -> float | None:
@@ -214,6 +451,13 @@ def _parse_server_date(value: str) -> float | None:
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def _call_id(req: SipRequest) -> str:
+    try:
+        return req.call_id
+    except SipParseError:
+        return ""
 
 
 # ================================================================================================ device
@@ -273,6 +517,9 @@ class SimDevice:
         self._msg_cseq = 0
         self._items: list[manscdp.CatalogItem] | None = None
         self._sched: float | None = None  # Fleet bookkeeping: the wake-up time pushed on its heap
+        self.calls: dict[str, Call] = {}  # by Call-ID: INVITE dialogs not ended
+        self.media_out: list[MediaEvent] = []  # for the adapter (through Fleet.media_events)
+        self.answers: list[tuple[Any, SipResponse, str | None]] = []  # (server txn key, response, Call-ID)
 
     # ------------------------------------------------------------------ small helpers
     def _hex(self, n: int) -> str:
@@ -335,6 +582,7 @@ class SimDevice:
 
     def detach(self, now: float) -> None:
         """The link is gone (TCP connection lost): everything in flight is lost with it."""
+        self.hangup_all(now, bye=False, reason="SIP link lost")
         self.local_addr = None
         if self.registered:
             self.stats.registrations_lost += 1
@@ -634,10 +882,14 @@ class SimDevice:
             self._pump()
 
     # ------------------------------------------------------------------ requests from the platform
-    def on_request(self, req: SipRequest, now: float) -> SipResponse | None:
-        """Answer a request from the platform; MANSCDP answers are queued as MESSAGEs in :attr:`out`."""
+    def on_request(self, req: SipRequest, now: float, key: Any = None) -> SipResponse | None:
+        """Answer a request from the platform; MANSCDP answers are queued as MESSAGEs in :attr:`out`.
+
+        *key* is the request's server transaction (an INVITE is answered later through :attr:`answers`
+        with it, once the media side has a socket)."""
         method = req.method
         if method == "ACK":
+            self._on_ack(req, now)
             return None
         if method == "MESSAGE":
             try:
@@ -656,11 +908,227 @@ class SimDevice:
             return self._reply(req, 200)
         if method == "OPTIONS":
             return self._reply(req, 200, headers=[("Allow", ALLOW)])
-        if method in ("BYE", "CANCEL"):
-            return self._reply(req, 481)
         if method == "INVITE":
-            return self._reply(req, 488, "Not Acceptable Here (simulator has no media)")
+            return self._on_invite(req, now, key)
+        if method == "BYE":
+            return self._on_bye(req, now)
+        if method == "CANCEL":
+            return self._on_cancel(req, now)
+        if method == "INFO":  # MANSRTSP playback control: nothing to control in a live test pattern
+            call = self.calls.get(_call_id(req))
+            return self._reply(req, 200 if call is not None else 481)
         return self._reply(req, 405, headers=[("Allow", ALLOW)])
+
+    # ------------------------------------------------------------------ INVITE dialogs (media)
+    @property
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+    @property
+    def streaming_calls(self) -> int:
+        return sum(1 for c in self.calls.values() if c.state == CALL_CONFIRMED)
+
+    def _requested_channel(self, req: SipRequest) -> str | None:
+        users = []
+        try:
+            users.append(parse_uri(req.uri).user)
+        except SipParseError:
+            pass
+        try:
+            users.append(parse_name_addr(req.headers.get("To") or "").uri.user)
+        except SipParseError:
+            pass
+        for user in users:
+            if user and (user in self.channel_ids or user == self.device_id):
+                return user
+        return None
+
+    def _call_ssrc(self, req: SipRequest, offer: SdpOffer) -> str:
+        """The y= of the offer, else the SSRC of the Subject header, else one of our own making."""
+        candidates = [offer.ssrc or ""]
+        subject = req.headers.get("Subject") or ""
+        first = subject.split(",")[0]
+        if ":" in first:
+            candidates.append(first.rsplit(":", 1)[1])
+        for value in candidates:
+            value = value.strip()
+            if value.isdigit() and len(value) <= 10:
+                return value.zfill(10)
+        history = offer.session.lower() in ("playback", "download")
+        return f"{1 if history else 0}{self.cfg.domain[3:8]}{self.rng.randrange(1, 10000):04d}"
+
+    def _on_invite(self, req: SipRequest, now: float, key: Any) -> SipResponse | None:
+        self.stats.invites_received += 1
+        call_id = _call_id(req)
+        if req.to_tag is not None:  # a re-INVITE: our only session stays as it is
+            call = self.calls.get(call_id)
+            if call is None or call.answer is None:
+                return self._refuse(req, 481)
+            return make_response(req, 200, headers=[
+                ("Contact", call.answer.headers.get("Contact") or ""), ("User-Agent", self.cfg.user_agent),
+                ("Content-Type", "application/sdp")], body=call.answer.body)
+        if not self.cfg.media:
+            return self._refuse(req, 488, "Not Acceptable Here (simulator media is off)")
+        if self.state in (STOPPED, UNREGISTERING) or self.stop_after or self.stop_at is not None:
+            return self._refuse(req, 480)
+        channel = self._requested_channel(req)
+        if channel is None:
+            return self._refuse(req, 404)
+        if call_id in self.calls:
+            return self._refuse(req, 482, "Loop Detected (Call-ID in use)")
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/sdp" or not req.body:
+            return self._refuse(req, 488, "Not Acceptable Here (SDP offer required)")
+        try:
+            offer = parse_sdp_offer(req.body)
+        except SdpError as exc:
+            return self._refuse(req, 488, f"Not Acceptable Here ({exc})")
+        if offer.session.lower() == "talk":
+            return self._refuse(req, 488, "Not Acceptable Here (no audio broadcast)")
+        payload = offer.ps_payload()
+        if payload is None:
+            return self._refuse(req, 488, "Not Acceptable Here (only PS/90000 is sent)")
+        contact = req.headers.get("Contact") or req.headers.get("From") or ""
+        try:
+            target = str(parse_name_addr(contact).uri)
+        except SipParseError:
+            return self._refuse(req, 400, "Bad Contact")
+        call = Call(
+            device_id=self.device_id, channel_id=channel, call_id=call_id, key=key, invite=req, offer=offer,
+            ssrc=self._call_ssrc(req, offer), payload=payload, local_tag=self._hex(10),
+            remote_target=target, route=req.headers.get_all("Record-Route"), started=now,
+        )
+        self.calls[call_id] = call
+        self.media_out.append(MediaEvent("prepare", call))
+        log.info("sim.invite", device_id=self.device_id, channel_id=channel, call_id=call_id, ssrc=call.ssrc,
+                 mode=call.mode, media=f"{offer.host}:{offer.port}")
+        return None  # answered by media_ready / media_failed
+
+    def _refuse(self, req: SipRequest, status: int, reason: str | None = None) -> SipResponse:
+        self.stats.calls_refused += 1
+        return self._reply(req, status, reason)
+
+    def media_ready(self, call_id: str, local_addr: tuple[str, int], now: float) -> None:
+        """The media socket of an offered call is bound at *local_addr*: answer 200 OK with SDP."""
+        call = self.calls.get(call_id)
+        if call is None or call.state != CALL_OFFERED:
+            return
+        call.local_addr = (local_addr[0], local_addr[1])
+        width, height = self.cfg.video_size
+        body = build_sdp_answer(
+            channel_id=call.channel_id, host=local_addr[0], port=local_addr[1], offer=call.offer,
+            payload=call.payload, ssrc=call.ssrc, codec=self.cfg.codec, size=(width, height),
+            fps=self.cfg.fps, bitrate=self.cfg.bitrate,
+        )
+        host, port = self.local_addr or (self.cfg.local_host, 5060)
+        resp = make_response(call.invite, 200, to_tag=call.local_tag, headers=[
+            ("Contact", f"<sip:{call.channel_id}@{host}:{port}>"),
+            ("User-Agent", self.cfg.user_agent),
+            ("Content-Type", "application/sdp"),
+        ], body=body)
+        call.answer = resp
+        call.state = CALL_ANSWERED
+        self.stats.calls_answered += 1
+        self.answers.append((call.key, resp, call.call_id))
+
+    def media_failed(self, call_id: str, reason: str, now: float) -> None:
+        """The media side cannot serve the call: refuse it (before the 200) or hang up (after)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        self.stats.calls_failed += 1
+        if call.state == CALL_OFFERED:
+            self.stats.calls_refused += 1
+            self.answers.append((call.key, self._reply(call.invite, 500, "Server Internal Error (media)"),
+                                 None))
+            self._end_call(call, reason)
+        else:
+            self.hangup(call_id, now, reason=reason)
+
+    def answer_lost(self, call_id: str, now: float) -> None:
+        """The 200 could not be sent (the INVITE transaction is gone): forget the call."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            self._end_call(call, "INVITE transaction gone")
+
+    def ack_timeout(self, call_id: str, now: float) -> None:
+        """No ACK came for our 200 (RFC 3261 13.3.1.4): end the dialog with BYE."""
+        call = self.calls.get(call_id)
+        if call is not None and call.state == CALL_ANSWERED:
+            self.stats.calls_failed += 1
+            self.hangup(call_id, now, reason="no ACK")
+
+    def _on_ack(self, req: SipRequest, now: float) -> None:
+        call = self.calls.get(_call_id(req))
+        if call is None or call.state != CALL_ANSWERED:
+            return
+        call.state = CALL_CONFIRMED
+        self.media_out.append(MediaEvent("start", call))
+
+    def _on_bye(self, req: SipRequest, now: float) -> SipResponse:
+        call = self.calls.get(_call_id(req))
+        if call is None:
+            return self._reply(req, 481)
+        self.stats.byes_received += 1
+        self._end_call(call, "BYE from the platform")
+        return self._reply(req, 200)
+
+    def _on_cancel(self, req: SipRequest, now: float) -> SipResponse:
+        call = self.calls.get(_call_id(req))
+        try:
+            same = call is not None and call.invite.cseq[0] == req.cseq[0]
+        except SipParseError:
+            same = False
+        if call is None or not same:
+            return self._reply(req, 481)
+        self.stats.cancels_received += 1
+        if call.state == CALL_OFFERED:  # not answered yet: the INVITE gets 487
+            self.answers.append((call.key, make_response(call.invite, 487, to_tag=call.local_tag), None))
+            self._end_call(call, "CANCEL")
+        return self._reply(req, 200)  # too late (answered) is fine too: the platform sends BYE
+
+    def hangup(self, call_id: str, now: float, *, reason: str = "hangup", bye: bool = True) -> None:
+        """End a call from our side: BYE when it was answered (and *bye*), 487 when it was not."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        if call.state == CALL_OFFERED:
+            if bye:
+                self.answers.append((call.key, make_response(call.invite, 487, to_tag=call.local_tag), None))
+        elif bye and self.local_addr is not None:
+            self._send_bye(call)
+        self._end_call(call, reason)
+
+    def hangup_all(self, now: float, *, bye: bool = True, reason: str = "device stopping") -> None:
+        for call_id in list(self.calls):
+            self.hangup(call_id, now, reason=reason, bye=bye)
+
+    def _end_call(self, call: Call, reason: str) -> None:
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        call.state = CALL_ENDED
+        call.end_reason = reason
+        self.media_out.append(MediaEvent("stop", call))
+        log.info("sim.call_ended", device_id=self.device_id, channel_id=call.channel_id, call_id=call.call_id,
+                 reason=reason)
+
+    def _send_bye(self, call: Call) -> None:
+        assert self.local_addr is not None
+        host, port = self.local_addr
+        inv = call.invite.headers
+        call.local_cseq += 1
+        h = Headers()
+        h.add("Via", f"SIP/2.0/{self.cfg.transport.upper()} {host}:{port};rport;branch=z9hG4bK{self._hex(16)}")
+        h.add("From", f"{inv.get('To')};tag={call.local_tag}")
+        h.add("To", inv.get("From") or "")
+        h.add("Call-ID", call.call_id)
+        h.add("CSeq", f"{call.local_cseq} BYE")
+        for route in call.route:
+            h.add("Route", route)
+        h.add("Max-Forwards", "70")
+        h.add("User-Agent", self.cfg.user_agent)
+        self.out.append(("bye", SipRequest("BYE", call.remote_target, h, b"")))
+        self.stats.byes_sent += 1
 
     def _reply(self, req: SipRequest, status: int, reason: str | None = None, *, headers=()) -> SipResponse:
         resp = make_response(req, status, reason, to_tag=self._hex(10), headers=list(headers))
@@ -781,6 +1249,7 @@ class SimDevice:
         self.stop_at = None
         self.retry_at = self.refresh_at = self.keepalive_at = None
         self.msg_queue.clear()
+        self.hangup_all(now, bye=unregister)
         if self.state in (STOPPED, UNREGISTERING):
             return
         if unregister and self.local_addr is not None:
@@ -805,6 +1274,7 @@ class Link:
     devices: list[SimDevice]
     endpoint: Any
     by_id: dict[str, SimDevice] = field(default_factory=dict)
+    by_channel: dict[str, SimDevice] = field(default_factory=dict)
     local_addr: tuple[str, int] | None = None
     up: bool = False
     pending: dict[Any, tuple[SimDevice, str]] = field(default_factory=dict)
@@ -845,7 +1315,8 @@ class Fleet:
         for start in range(0, len(self.devices), per):
             group = self.devices[start:start + per]
             link = Link(len(self.links), cfg.transport, group, endpoint_factory(),
-                        by_id={d.device_id: d for d in group})
+                        by_id={d.device_id: d for d in group},
+                        by_channel={ch: d for d in group for ch in d.channel_ids})
             if cfg.transport == "tcp":
                 link.framer = StreamFramer()
             for d in group:
@@ -856,6 +1327,7 @@ class Fleet:
         self._seq = itertools.count()
         self._dirty: set[int] = set()
         self.stopping = False
+        self.media_events: list[MediaEvent] = []  # for the adapter: see take_media_events
 
     # ------------------------------------------------------------------ counters
     @property
@@ -875,6 +1347,15 @@ class Fleet:
         return sum(d.stats.queries_answered for d in self.devices)
 
     @property
+    def calls(self) -> int:
+        """INVITE dialogs not ended (offered, answered or streaming)."""
+        return sum(len(d.calls) for d in self.devices)
+
+    @property
+    def streaming(self) -> int:
+        return sum(d.streaming_calls for d in self.devices)
+
+    @property
     def all_stopped(self) -> bool:
         return all(d.state == STOPPED for d in self.devices)
 
@@ -885,7 +1366,7 @@ class Fleet:
                 total[k] = total.get(k, 0) + v
         total.update(vars(self.counters))
         total.update(devices=len(self.devices), registered=self.registered, online=self.online,
-                     failed=self.failed)
+                     failed=self.failed, calls=self.calls)
         return total
 
     # ------------------------------------------------------------------ scheduling
@@ -899,6 +1380,14 @@ class Fleet:
         heapq.heappush(self._heap, (when, next(self._seq), obj))
 
     def _after_device(self, device: SimDevice, now: float) -> None:
+        while device.answers:
+            answers, device.answers = device.answers, []
+            link = self.links[device.link]
+            for key, resp, call_id in answers:
+                sent = link.up and key is not None and link.endpoint.send_response(key, resp, now)
+                if not sent and call_id is not None:
+                    device.answer_lost(call_id, now)
+            self._touched(link)
         if device.out:
             out, device.out = device.out, []
             link = self.links[device.link]
@@ -908,6 +1397,9 @@ class Fleet:
                 key = link.endpoint.send_request(req, self.cfg.server, now, link.transport)
                 link.pending[key] = (device, purpose)
             self._touched(link)
+        if device.media_out:
+            self.media_events.extend(device.media_out)
+            device.media_out = []
         self._schedule(device, device.wakeup)
 
     def _touched(self, link: Link) -> None:
@@ -1016,8 +1508,15 @@ class Fleet:
         for user in users:
             if user and user in link.by_id:
                 return link.by_id[user]
+            if user and user in link.by_channel:
+                return link.by_channel[user]
         if len(link.devices) == 1:
             return link.devices[0]
+        if req.method in ("ACK", "BYE", "CANCEL", "INFO"):  # in-dialog: find the dialog
+            call_id = _call_id(req)
+            for d in link.devices:
+                if call_id in d.calls:
+                    return d
         return None
 
     def _drain(self, link: Link, now: float) -> None:
@@ -1031,10 +1530,15 @@ class Fleet:
                     if req.method != "ACK":
                         endpoint.send_response(event.key, make_response(req, 404), now)
                     continue
-                resp = device.on_request(req, now)
+                resp = device.on_request(req, now, key=event.key)
                 if resp is not None:
                     endpoint.send_response(event.key, resp, now)
                 self._after_device(device, now)
+            elif isinstance(event, AckTimeout):
+                device = self._target(link, event.request)
+                if device is not None:
+                    device.ack_timeout(_call_id(event.request), now)
+                    self._after_device(device, now)
             elif isinstance(event, ResponseReceived):
                 if event.response.status < 200:
                     continue
@@ -1054,6 +1558,27 @@ class Fleet:
         if link.endpoint is endpoint:
             self._touched(link)
 
+    # ------------------------------------------------------------------ media
+    def take_media_events(self) -> list[MediaEvent]:
+        """What the adapter must do for calls' media since the last call (see :class:`MediaEvent`)."""
+        events, self.media_events = self.media_events, []
+        return events
+
+    def media_ready(self, call: Call, local_addr: tuple[str, int], now: float) -> None:
+        """The adapter bound the media socket of *call* (a ``prepare`` event): answer 200 OK."""
+        device = self.by_id.get(call.device_id)
+        if device is not None:
+            device.media_ready(call.call_id, local_addr, now)
+            self._after_device(device, now)
+
+    def media_failed(self, call: Call, reason: str, now: float) -> None:
+        """The media of *call* failed (no socket, TCP refused or closed): refuse the INVITE or send BYE."""
+        device = self.by_id.get(call.device_id)
+        if device is not None:
+            log.warning("sim.media_failed", device_id=device.device_id, call_id=call.call_id, reason=reason)
+            device.media_failed(call.call_id, reason, now)
+            self._after_device(device, now)
+
     # ------------------------------------------------------------------ output
     def outgoing(self) -> list[tuple[int, bytes, tuple[str, int]]]:
         """``(link index, bytes, destination)`` for everything the endpoints want sent now."""
@@ -1071,6 +1596,7 @@ class Fleet:
         """Stop every device; a clean stop (*unregister*) is spread over *spread* seconds."""
         self.stopping = True
         for d in self.devices:
+            d.hangup_all(now, bye=unregister)  # BYE at once, even when the unregistering is paced
             if unregister and spread > 0:
                 d.schedule_stop(now, now + self.rng.uniform(0.0, spread))
             else:

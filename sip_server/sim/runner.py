@@ -7,6 +7,9 @@ All behaviour is in :mod:`sip_server.sim.device` (sans-IO).  Here:
   are opened a few at a time and re-opened after a back-off when they close.
 * One ``loop.call_at`` handle for the whole fleet (its heap holds every device's and endpoint's timer),
   so 2,000 devices cost no task and no timer handle each.
+* Media: an INVITE makes the fleet ask for a media socket (``prepare``); a
+  :class:`~sip_server.sim.media.CallMedia` binds it and the device answers 200 OK with its port; the ACK
+  starts RTP/PS from the process-wide shared encoder, BYE (or the simulator stopping) ends it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gbops.log import get_logger
-from sip_server.sim.device import Fleet, SimConfig, SimDevice
+from sip_server.sim.device import Call, Fleet, MediaEvent, SimConfig, SimDevice
 
 log = get_logger("gbops.sim")
 
@@ -90,6 +93,10 @@ class Simulator:
         self._started = False
         self._stopping = False
         self._closed = False
+        self._media: dict[tuple[str, str], Any] = {}  # (device id, Call-ID) -> media.CallMedia
+        self._encoder: Any = None  # media.ClockEncoder, on the first INVITE
+        self._in_process = False
+        self._again = False
 
     # ------------------------------------------------------------------ counters
     @property
@@ -116,12 +123,34 @@ class Simulator:
     def queries_answered(self) -> int:
         return self.fleet.queries_answered
 
+    @property
+    def calls(self) -> int:
+        """INVITE dialogs not ended."""
+        return self.fleet.calls
+
+    @property
+    def streaming(self) -> int:
+        """Calls confirmed by ACK (their RTP flows once the media connection is up)."""
+        return self.fleet.streaming
+
+    @property
+    def encoder(self) -> Any:
+        """The shared :class:`~sip_server.sim.media.ClockEncoder` (None before the first INVITE)."""
+        return self._encoder
+
+    def media_for(self, device_id: str, call_id: str) -> Any:
+        """The :class:`~sip_server.sim.media.CallMedia` of a call, or None."""
+        return self._media.get((device_id, call_id))
+
     def stats(self) -> dict[str, int]:
         return self.fleet.stats()
 
     def progress_line(self) -> str:
-        return (f"sim: {self.registered}/{self.cfg.devices} registered, {self.online} online, "
+        line = (f"sim: {self.registered}/{self.cfg.devices} registered, {self.online} online, "
                 f"{self.failed} failed, {self.queries_answered} queries answered")
+        if self._media:
+            line += f", {len(self._media)} streams"
+        return line
 
     @property
     def local_addresses(self) -> list[tuple[str, int]]:
@@ -199,6 +228,9 @@ class Simulator:
         await self._close_sockets()
 
     async def _close_sockets(self) -> None:
+        for media in list(self._media.values()):
+            media.close()
+        self._media.clear()
         for transport in self._udp.values():
             transport.close()
         for proto in self._tcp.values():
@@ -311,18 +343,80 @@ class Simulator:
         self._process()
 
     def _process(self) -> None:
-        for index, data, addr in self.fleet.outgoing():
-            if self.cfg.transport == "udp":
-                transport = self._udp.get(index)
-                if transport is not None:
-                    transport.sendto(data, addr)
-            else:
-                proto = self._tcp.get(index)
-                if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-                    proto.transport.write(data)
+        if self._in_process:  # called back from a media event handler: the running pass goes round again
+            self._again = True
+            return
+        self._in_process = True
+        try:
+            for _ in range(100):
+                self._again = False
+                for event in self.fleet.take_media_events():
+                    self._media_event(event)
+                for index, data, addr in self.fleet.outgoing():
+                    if self.cfg.transport == "udp":
+                        transport = self._udp.get(index)
+                        if transport is not None:
+                            transport.sendto(data, addr)
+                    else:
+                        proto = self._tcp.get(index)
+                        if (proto is not None and proto.transport is not None
+                                and not proto.transport.is_closing()):
+                            proto.transport.write(data)
+                if not self._again and not self.fleet.media_events:
+                    break
+        finally:
+            self._in_process = False
         self._arm()
         if self._changed is not None:
             self._changed.set()
+
+    # ------------------------------------------------------------------ media
+    def _shared_encoder(self) -> Any:
+        if self._encoder is None:
+            from sip_server.sim import media
+
+            width, height = self.cfg.video_size
+            self._encoder = media.shared_encoder(self.cfg.codec, width, height, self.cfg.fps, self.cfg.bitrate)
+        return self._encoder
+
+    def _media_event(self, event: MediaEvent) -> None:
+        assert self._loop is not None
+        call = event.call
+        key = (call.device_id, call.call_id)
+        if event.kind == "prepare":
+            if self._closed or self._stopping:
+                self.fleet.media_failed(call, "simulator stopping", self._loop.time())
+                return
+            try:
+                from sip_server.sim import media
+
+                cm = media.CallMedia(
+                    self._shared_encoder(), mode=call.mode, remote=call.remote_media, ssrc=call.ssrc_int,
+                    local_host=self.cfg.local_host, payload_type=call.payload,
+                    on_end=lambda reason, call=call: self._media_ended(call, reason),
+                )
+                port = cm.bind()
+            except (ImportError, OSError, ValueError) as exc:
+                self.fleet.media_failed(call, f"no media socket: {exc}", self._loop.time())
+                return
+            self._media[key] = cm
+            self.fleet.media_ready(call, (self.cfg.local_host, port), self._loop.time())
+        elif event.kind == "start":
+            cm = self._media.get(key)
+            if cm is not None:
+                cm.start()
+        elif event.kind == "stop":
+            cm = self._media.pop(key, None)
+            if cm is not None:
+                cm.close()
+
+    def _media_ended(self, call: Call, reason: str) -> None:
+        """The media of a call ended by itself (TCP refused/closed, no connection): the device hangs up."""
+        if self._closed or self._loop is None:
+            return
+        self._media.pop((call.device_id, call.call_id), None)
+        self.fleet.media_failed(call, reason, self._loop.time())
+        self._process()
 
     def _arm(self) -> None:
         if self._loop is None or self._closed:
@@ -376,7 +470,8 @@ async def run_simulator(cfg: SimConfig, duration: float | None = None, *,
         await sim.start()
         transport = cfg.transport.upper()
         write(f"sim: {cfg.devices} devices ({cfg.channels} channels each) over {transport} -> "
-              f"{cfg.server[0]}:{cfg.server[1]}, keepalive {cfg.keepalive:g}s, expires {cfg.expires}s")
+              f"{cfg.server[0]}:{cfg.server[1]}, keepalive {cfg.keepalive:g}s, expires {cfg.expires}s"
+              + (f", video {cfg.codec} {cfg.size}@{cfg.fps}" if cfg.media else ", no media"))
         deadline = None if duration is None else t0 + duration
         last_cpu, last_t = time.process_time(), loop.time()
         while not stop_event.is_set():

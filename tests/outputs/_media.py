@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
+import io
+import json
+import subprocess
 from collections.abc import Iterable
+from pathlib import Path
 
 import av
 import numpy as np
 
 from media_relay.types import AccessUnit, VideoParams
+from tests.conftest import need_tool
 
 ENCODERS = {"h264": "libx264", "h265": "libx265"}
 
@@ -27,6 +33,7 @@ def pattern_frame(i: int, width: int, height: int) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(img, format="rgb24")
 
 
+@functools.lru_cache(maxsize=32)
 def encode_access_units(codec: str, *, frames: int = 30, width: int = 320, height: int = 240,
                         fps: int = 25, gop: int = 12, bframes: int = 0,
                         pts_offset: int = 0) -> list[AccessUnit]:
@@ -63,6 +70,34 @@ def encode_access_units(codec: str, *, frames: int = 30, width: int = 320, heigh
         frame.time_base = ctx.time_base
         collect(ctx.encode(frame))
     collect(ctx.encode(None))
+    return out
+
+
+def encode_adts(seconds: float = 1.0, rate: int = 44100) -> bytes:
+    """A 440 Hz tone as AAC-LC in ADTS frames (PyAV's native aac encoder)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=rate, layout="mono")
+        n = int(seconds * rate)
+        t = np.arange(n) / rate
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+        for i in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(samples[:, i : i + 1024].copy(), format="fltp", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def split_adts(data: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i + 7 <= len(data):
+        length = ((data[i + 3] & 3) << 11) | (data[i + 4] << 3) | (data[i + 5] >> 5)
+        out.append(data[i : i + length])
+        i += length
     return out
 
 
@@ -116,3 +151,12 @@ class FakeReader:
 
     def close(self) -> None:
         self.closed = True
+
+
+def ffprobe(path: Path, *entries: str, count_frames: bool = True) -> dict:
+    exe = need_tool("ffprobe")
+    r = subprocess.run([exe, "-v", "error", *(["-count_frames"] if count_frames else []),
+                        "-show_entries", ":".join(entries), "-of", "json", str(path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)

@@ -25,6 +25,9 @@ from gbops.db import (
 
 EXPECTED_TABLES = {
     "alembic_version",
+    "audit_checkpoints",
+    "audit_entries",
+    "audit_tree_nodes",
     "auth_tokens",
     "channels",
     "devices",

@@ -1,0 +1,79 @@
+"""Audit action names: what each entry's ``action`` may be.
+
+Names are dotted and lower-case (``<area>.<what>``).  :data:`WIRED_ACTIONS` are recorded today;
+:data:`PENDING_ACTIONS` belong to features that do not exist yet (live video, playback, download,
+PTZ, tickets, reports, user administration): they are accepted by :meth:`AuditLog.append` now so
+that those features only have to call it.  Detail fields each feature should record are listed in
+the descriptions; ``GET /api/audit/downloads`` reads the ``download.*`` fields below.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ACTIONS", "ACTION_RE", "PENDING_ACTIONS", "WIRED_ACTIONS", "check_action"]
+
+ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+WIRED_ACTIONS: dict[str, str] = {
+    "auth.login": "登录成功 / logged in (detail: token_id)",
+    "auth.login_failed": "登录失败 / failed login (detail: reason = bad_credentials | unknown_user | locked | disabled)",
+    "auth.lockout": "登录失败次数过多，账户锁定 / account locked after too many failures (detail: locked_until)",
+    "auth.logout": "注销 / logged out (detail: token_id)",
+    "user.password_change": "修改密码 / password changed (detail: revoked_tokens)",
+    "user.password_change_failed": "修改密码失败（原密码错误）/ password change refused: wrong old password",
+    "device.password_set": "设置或清除设备 SIP 密码 / device SIP password set or cleared (detail: cleared)",
+    "device.catalog_sync": "请求同步设备目录 / catalog sync requested (detail: sn)",
+    "audit.export": "导出审计日志 / audit log exported (detail: from, to, tree_size, sha256)",
+}
+
+PENDING_ACTIONS: dict[str, str] = {
+    # live video (detail: channel_id, session_id, watermark_id, stream)
+    "live.start": "开始实时预览 / live view started",
+    "live.stop": "结束实时预览 / live view stopped (detail: session_id, duration_s)",
+    # playback (detail: channel_id, start, end, session_id, watermark_id)
+    "playback.start": "开始录像回放 / playback started",
+    "playback.stop": "结束录像回放 / playback stopped",
+    "playback.control": "回放控制 / playback control (detail: command = pause | resume | seek | speed, value)",
+    # download (detail: device_id, channel_id, start, end, session_id, watermark_id; complete adds sha256, bytes)
+    "download.request": "请求录像下载 / recording download requested",
+    "download.complete": "录像下载完成 / recording download completed (detail: sha256, bytes)",
+    "download.failed": "录像下载失败 / recording download failed (detail: reason)",
+    # PTZ (detail: channel_id, command, speed, preset)
+    "ptz.command": "云台控制 / PTZ command",
+    # watermark
+    "watermark.policy_change": "水印策略变更 / watermark policy changed (detail: before, after)",
+    # users, roles, grants, organisation
+    "user.create": "创建用户 / user created",
+    "user.update": "修改用户 / user changed (detail: fields)",
+    "user.delete": "删除用户 / user deleted",
+    "user.disable": "停用用户 / user disabled",
+    "user.enable": "启用用户 / user enabled",
+    "user.password_reset": "管理员重置密码 / password reset by an administrator",
+    "role.create": "创建角色 / role created",
+    "role.update": "修改角色 / role changed",
+    "role.delete": "删除角色 / role deleted",
+    "grant.add": "授权 / permission granted",
+    "grant.remove": "取消授权 / permission revoked",
+    "org.create": "创建组织节点 / organisation node created",
+    "org.update": "修改组织节点 / organisation node changed",
+    "org.delete": "删除组织节点 / organisation node deleted",
+    # devices
+    "device.add": "添加设备 / device added",
+    "device.edit": "修改设备 / device changed (detail: fields)",
+    "device.delete": "删除设备 / device deleted",
+    # settings, tickets, reports
+    "setting.change": "修改系统设置 / setting changed (detail: name, before, after; never secrets)",
+    "ticket.transition": "工单状态变更 / ticket state changed (detail: from, to)",
+    "report.export": "导出报表 / report exported (detail: report, range, sha256)",
+}
+
+ACTIONS: dict[str, str] = {**WIRED_ACTIONS, **PENDING_ACTIONS}
+
+
+def check_action(action: str) -> str:
+    if action not in ACTIONS:
+        if not ACTION_RE.match(action):
+            raise ValueError(f"audit action {action!r} is not a dotted lower-case name")
+        raise ValueError(f"unknown audit action {action!r}: add it to audit_log.actions")
+    return action
