@@ -19,6 +19,7 @@ is wrong.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from .log import AuditLog
 from .merkle import CompactRange, leaf_hash
-from .note import NoteError, open_note, parse_checkpoint
+from .note import NoteError, format_checkpoint, open_note, parse_checkpoint
 from .store import ZERO_HASH, AuditIntegrityError
 
 __all__ = ["ExportError", "ExportResult", "export_bundle"]
@@ -102,6 +103,44 @@ By hand (no gbops code needed):
 """
 
 
+class _Files:
+    """The blocking file work of an export (run in a worker thread)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        parent = out.parent if out.parent.exists() else None
+        self.tmp = Path(tempfile.mkdtemp(prefix=".audit-export-", dir=parent))
+        self._entries = open(self.tmp / "entries.jsonl", "wb")
+
+    def write_entries(self, lines: list[bytes]) -> None:
+        self._entries.write(b"".join(lines))
+
+    def close_entries(self) -> None:
+        self._entries.flush()
+        self._entries.close()
+
+    def write(self, name: str, text: str) -> None:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, "utf-8")
+
+    def finish(self) -> str | None:
+        (self.tmp / "checkpoints").mkdir(exist_ok=True)
+        shutil.copyfile(Path(__file__).with_name("verify.py"), self.tmp / "verify.py")
+        if self.out.exists():
+            raise ExportError(f"{self.out} 已存在 / already exists")
+        if self.out.suffix.lower() == ".zip":
+            return _write_zip(self.tmp, self.out)
+        self.tmp.rename(self.out)
+        return None
+
+    def discard(self) -> None:
+        if not self._entries.closed:
+            self._entries.close()
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end: int | None = None) -> ExportResult:
     """Write the bundle of entries ``start..end`` (inclusive; default: to the newest) to ``out``
     (a directory, or a .zip file when the name ends in .zip).  Raises :class:`ExportError` for an
@@ -116,6 +155,8 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
         raise ExportError(
             f"导出范围无效 / bad range: seq {start}..{last}; the log holds seq 0..{head_size - 1}"
         )
+    if await asyncio.to_thread(out.exists):
+        raise ExportError(f"{out} 已存在 / already exists")
     size = last + 1
     problems: list[str] = []
 
@@ -126,9 +167,7 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
         pinned_file = audit.read_checkpoint_file()
     except AuditIntegrityError as exc:
         problems.append(str(exc))
-    known: dict[int, bytes] = {}
-    for cp in stored:
-        known[cp.tree_size] = cp.root_hash
+    known: dict[int, bytes] = {cp.tree_size: cp.root_hash for cp in stored}
     if pinned_file is not None:
         _, pcp = pinned_file
         if pcp.size in known and known[pcp.size] != pcp.root:
@@ -141,55 +180,56 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
             f"{head_size} entries but a checkpoint of {newest_signed} entries was signed: entries were deleted"
         )
 
-    tmpdir = Path(tempfile.mkdtemp(prefix=".audit-export-", dir=out.parent if out.parent.exists() else None))
+    files = await asyncio.to_thread(_Files, out)
     try:
-        entries_path = tmpdir / "entries.jsonl"
         digest = hashlib.sha256()
         cr = CompactRange()
         prefix_hashes: list[bytes] = []
         prev_inclusion: list[bytes] = []
         prev_leaf = ZERO_HASH
+        first_prev_leaf = ZERO_HASH
         expected = 0
         rewritten = False
-        with open(entries_path, "wb") as f:
-            async for entry in store.iter_entries(0, size):
-                if entry.seq != expected and not problems:
-                    problems.append(f"audit entry seq={expected} is missing from the database")
-                leaf = leaf_hash(entry.data)
-                if not problems:
-                    try:
-                        prev = json.loads(entry.data).get("prev")
-                    except ValueError:
-                        prev = None
-                    if prev != prev_leaf.hex():
-                        problems.append(f"audit entry seq={entry.seq} does not chain to the entry before it")
-                if entry.seq == start - 1:
-                    prev_inclusion = list(reversed(cr.hashes))  # PATH of the last leaf of a tree
-                if entry.seq == start:
-                    prefix_hashes = cr.hashes
-                if entry.seq >= start:
-                    line = entry.data + b"\n"
-                    f.write(line)
-                    digest.update(line)
-                cr.append(leaf)
-                prev_leaf = leaf
-                expected = entry.seq + 1
-                if not rewritten and cr.size in known and known[cr.size] != cr.root():
-                    rewritten = True
-                    problems.append(
-                        f"审计日志前 {cr.size} 条与已签名的检查点不符：已被改写 / the first {cr.size} entries do not "
-                        f"match the checkpoint signed for them: the log was rewritten"
-                    )
+        pending: list[bytes] = []
+        async for entry in store.iter_entries(0, size):
+            if entry.seq != expected and not problems:
+                problems.append(f"audit entry seq={expected} is missing from the database")
+            leaf = leaf_hash(entry.data)
+            if not problems:
+                try:
+                    prev = json.loads(entry.data).get("prev")
+                except ValueError:
+                    prev = None
+                if prev != prev_leaf.hex():
+                    problems.append(f"audit entry seq={entry.seq} does not chain to the entry before it")
+            if entry.seq == start - 1:
+                prev_inclusion = list(reversed(cr.hashes))  # PATH of the last leaf of a tree
+                first_prev_leaf = leaf
+            if entry.seq == start:
+                prefix_hashes = cr.hashes
+            if entry.seq >= start:
+                line = entry.data + b"\n"
+                pending.append(line)
+                digest.update(line)
+                if len(pending) >= 5000:
+                    await asyncio.to_thread(files.write_entries, pending)
+                    pending = []
+            cr.append(leaf)
+            prev_leaf = leaf
+            expected = entry.seq + 1
+            if not rewritten and cr.size in known and known[cr.size] != cr.root():
+                rewritten = True
+                problems.append(
+                    f"审计日志前 {cr.size} 条与已签名的检查点不符：已被改写 / the first {cr.size} entries do not "
+                    f"match the checkpoint signed for them: the log was rewritten"
+                )
+        await asyncio.to_thread(files.write_entries, pending)
+        await asyncio.to_thread(files.close_entries)
         if expected != size and not problems:
             problems.append(f"audit entry seq={expected} is missing from the database")
         root = cr.root()
-        old_root = CompactRange(start, prefix_hashes).root() if start else None
-        first_prev_leaf = None
-        if start:
-            async for entry in store.iter_entries(start - 1, start):
-                first_prev_leaf = leaf_hash(entry.data)
 
-        note: str
+        note = ""
         if not problems:
             try:
                 cp = await audit.checkpoint(size=size)
@@ -207,15 +247,15 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
             elif latest is not None:
                 note = latest.note
             else:
-                note = audit.signer.sign(f"{audit.origin}\n0\n{_b64(hashlib.sha256(b'').digest())}\n")
-        (tmpdir / "checkpoint").write_text(note, "utf-8")
+                note = audit.signer.sign(format_checkpoint(audit.origin, 0, hashlib.sha256(b"").digest()))
+        await asyncio.to_thread(files.write, "checkpoint", note)
 
         if start:
-            doc = {
+            doc: dict[str, object] = {
                 "old_size": start,
-                "old_root": _b64(old_root or b""),
+                "old_root": _b64(CompactRange(start, prefix_hashes).root()),
                 "prefix": [_b64(h) for h in prefix_hashes],
-                "prev_leaf": _b64(first_prev_leaf or b""),
+                "prev_leaf": _b64(first_prev_leaf),
                 "prev_inclusion": [_b64(h) for h in prev_inclusion],
                 "tree_size": size,
                 "consistency": [],
@@ -224,46 +264,32 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
                 doc["consistency"] = [_b64(h) for h in await store.consistency_proof(start, size)]
             except (ValueError, AuditIntegrityError) as exc:
                 problems.append(f"no consistency proof: {exc}")
-            (tmpdir / "consistency.json").write_text(json.dumps(doc, indent=1) + "\n", "utf-8")
+            await asyncio.to_thread(files.write, "consistency.json", json.dumps(doc, indent=1) + "\n")
 
         # Earlier signed checkpoints inside the range (and beyond it when exporting to the head).
         witnesses = [c for c in stored if start < c.tree_size <= size or (size == head_size and c.tree_size > size)]
         if len(witnesses) > MAX_WITNESSES:
             step = len(witnesses) / MAX_WITNESSES
             witnesses = [witnesses[int(i * step)] for i in range(MAX_WITNESSES)] + [witnesses[-1]]
-        folder = tmpdir / "checkpoints"
-        folder.mkdir()
+        written = {c.tree_size: c.note for c in witnesses}
         for c in witnesses:
-            (folder / str(c.tree_size)).write_text(c.note, "utf-8")
+            await asyncio.to_thread(files.write, f"checkpoints/{c.tree_size}", c.note)
         if pinned_file is not None:
             pnote, pcp = pinned_file
-            if start < pcp.size and (pcp.size <= size or size == head_size):
-                existing = folder / str(pcp.size)
-                if not existing.exists() or existing.read_text("utf-8") != pnote:
-                    (folder / f"{pcp.size}.pinned").write_text(pnote, "utf-8")
+            if start < pcp.size and (pcp.size <= size or size == head_size) and written.get(pcp.size) != pnote:
+                await asyncio.to_thread(files.write, f"checkpoints/{pcp.size}.pinned", pnote)
 
-        (tmpdir / "verifier.key").write_text(audit.verifier_key + "\n", "utf-8")
-        shutil.copyfile(Path(__file__).with_name("verify.py"), tmpdir / "verify.py")
-        body = _checkpoint_body(note, audit)
-        (tmpdir / "README.txt").write_text(
-            README.format(
-                origin=audit.origin, first=start, last=last, count=last - start + 1, size=body[0],
-                root=body[1], first_minus_1=start - 1,
-            ),
-            "utf-8",
+        await asyncio.to_thread(files.write, "verifier.key", audit.verifier_key + "\n")
+        shown_size, shown_root = _checkpoint_body(note, audit)
+        readme = README.format(
+            origin=audit.origin, first=start, last=last, count=last - start + 1, size=shown_size,
+            root=shown_root, first_minus_1=start - 1,
         )
-
-        result = ExportResult(out, start, last, size, note, digest.hexdigest(), problems=problems)
-        if out.suffix.lower() == ".zip":
-            result.bundle_sha256 = _write_zip(tmpdir, out)
-        else:
-            if out.exists():
-                raise ExportError(f"{out} 已存在 / already exists")
-            tmpdir.rename(out)
-        return result
+        await asyncio.to_thread(files.write, "README.txt", readme)
+        bundle_sha256 = await asyncio.to_thread(files.finish)
+        return ExportResult(out, start, last, size, note, digest.hexdigest(), bundle_sha256, problems)
     finally:
-        if tmpdir.exists():
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        await asyncio.to_thread(files.discard)
 
 
 def _checkpoint_body(note: str, audit: AuditLog) -> tuple[int, str]:
@@ -275,8 +301,6 @@ def _checkpoint_body(note: str, audit: AuditLog) -> tuple[int, str]:
 
 
 def _write_zip(folder: Path, out: Path) -> str:
-    if out.exists():
-        raise ExportError(f"{out} 已存在 / already exists")
     buf = out.with_name(out.name + ".tmp")
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.rglob("*")):
@@ -288,4 +312,3 @@ def _write_zip(folder: Path, out: Path) -> str:
             digest.update(chunk)
     buf.rename(out)
     return digest.hexdigest()
-

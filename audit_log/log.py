@@ -202,10 +202,12 @@ class AuditLog:
         self._file_lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any, sessionmaker: async_sessionmaker[AsyncSession]) -> AuditLog:
+    def from_settings(
+        cls, settings: Any, sessionmaker: async_sessionmaker[AsyncSession], *, create_key: bool = True
+    ) -> AuditLog:
         """The platform's log: key from (or generated into) ``settings.audit_signing_key_path``."""
         origin = settings.audit_log_origin
-        signer = load_or_create_signer(settings.audit_signing_key_path, origin)
+        signer = load_or_create_signer(settings.audit_signing_key_path, origin, create=create_key)
         return cls(
             sessionmaker,
             signer,

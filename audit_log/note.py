@@ -259,12 +259,18 @@ def parse_checkpoint(text: str) -> Checkpoint:
 
 
 # --------------------------------------------------------------------------------------- key file
-def load_or_create_signer(path: Path, name: str) -> NoteSigner:
-    """The signing key in ``path``; generated (mode 0600, directory 0700) when the file does not exist.
+def load_or_create_signer(path: Path, name: str, *, create: bool = True) -> NoteSigner:
+    """The signing key in ``path``; generated (mode 0600, directory 0700) when the file does not exist
+    and ``create`` is true.
 
     Refuses a key file that others may read, and a key whose name is not ``name`` (the log's
     origin changed: the old key must be retired on purpose, not silently)."""
     path = Path(path)
+    if not path.exists() and not create:
+        raise NoteError(
+            f"审计签名密钥不存在：{path}（平台首次启动时生成）/ the audit signing key {path} does not exist "
+            "(the platform creates it at its first start)"
+        )
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         signer = NoteSigner.generate(name)

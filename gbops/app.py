@@ -17,6 +17,12 @@ from sip_server.gb.server import GbConfig
 log = get_logger("gbops.app")
 
 
+def _static_dir() -> Path | None:
+    """ops_portal/web/static (the FLV player fetched by `make run`), when it exists."""
+    path = Path(__file__).resolve().parents[1] / "ops_portal" / "web" / "static"
+    return path if path.is_dir() else None
+
+
 def gb_config(settings: Settings) -> GbConfig:
     return GbConfig(
         sip_id=settings.sip_id,
@@ -94,13 +100,17 @@ class Platform:
                                   media_host=s.media_host, media_ip=s.media_ip,
                                   idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout)
         await self.media.start()
+        if s.webrtc_loopback:
+            from media_relay.outputs.whep import enable_loopback_candidates
+
+            enable_loopback_candidates()
 
         app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip)
         app.state.media = self.media
         app.include_router(live_router)
         app.include_router(outputs_router)
-        static = Path(__file__).resolve().parents[1] / "ops_portal" / "web" / "static"
-        if static.is_dir():
+        static = _static_dir()
+        if static is not None:
             from fastapi.staticfiles import StaticFiles
 
             app.mount("/static", StaticFiles(directory=static), name="static")

@@ -68,10 +68,19 @@ class Settings(BaseSettings):
     media_ip: str | None = None  # the address put in SDP offers; None: the one that reaches each device
     live_idle_timeout: float = Field(15.0, ge=0, description="BYE this long after the last viewer left (s)")
     live_media_timeout: float = Field(5.0, gt=0, description="no media this long after the answer: give up")
+    webrtc_loopback: bool = False  # also offer 127.0.0.1 ICE candidates (browser on the same machine)
 
     # --- storage ---
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
+
+    # --- audit log ---
+    audit_origin: str | None = Field(
+        None, description="checkpoint origin and signing key name (default: gbops/<sip_id>/audit)"
+    )
+    audit_key_path: Path | None = Field(None, description="Ed25519 signing key (default: <data_dir>/audit/signing.key)")
+    audit_checkpoint_interval: float = Field(10.0, gt=0, le=10.0, description="seconds between checkpoints")
+    audit_checkpoint_url: str | None = Field(None, description="POST every new checkpoint here (optional)")
 
     log_level: str = "INFO"
     log_json: bool = False
@@ -101,6 +110,20 @@ class Settings(BaseSettings):
             raise ValueError("GBOPS_SIP_DOMAIN must be the 10-digit (or 8-digit) GB/T 28181 domain")
         return v
 
+    @field_validator("audit_origin")
+    @classmethod
+    def _check_audit_origin(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "+" in v or any(c.isspace() for c in v) or not v.isprintable()):
+            raise ValueError("GBOPS_AUDIT_ORIGIN must be one word without spaces or '+', e.g. gbops.example.com/audit")
+        return v
+
+    @field_validator("audit_checkpoint_url")
+    @classmethod
+    def _check_audit_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://", v):
+            raise ValueError("GBOPS_AUDIT_CHECKPOINT_URL must be an http:// or https:// URL")
+        return v
+
     @field_validator("rtp_ports")
     @classmethod
     def _check_ports(cls, v: str) -> str:
@@ -118,6 +141,14 @@ class Settings(BaseSettings):
     @property
     def realm(self) -> str:
         return self.sip_domain
+
+    @property
+    def audit_log_origin(self) -> str:
+        return self.audit_origin or f"gbops/{self.sip_id}/audit"
+
+    @property
+    def audit_signing_key_path(self) -> Path:
+        return self.audit_key_path or self.data_dir / "audit" / "signing.key"
 
     @property
     def db_url(self) -> str:

@@ -424,3 +424,22 @@ class WhepRegistry:
         sessions = list(self._sessions.values())
         self._sessions.clear()
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+def enable_loopback_candidates() -> None:
+    """Offer 127.0.0.1 as an ICE host candidate too (aioice leaves loopback out).
+
+    For a browser on the same machine as the platform (a demo laptop, the browser tests): the browser
+    must also allow loopback (Chromium: ``--allow-loopback-in-peer-connection``)."""
+    import aioice.ice
+
+    original = aioice.ice.get_host_addresses
+    if getattr(original, "_gbops_loopback", False):
+        return
+
+    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = list(original(use_ipv4, use_ipv6))
+        return ["127.0.0.1", *[a for a in addresses if a != "127.0.0.1"]] if use_ipv4 else addresses
+
+    with_loopback._gbops_loopback = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = with_loopback

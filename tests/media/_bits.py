@@ -83,8 +83,12 @@ class H264Sps:
                 for i in range(8 if self.chroma_format_idc != 3 else 12):
                     deltas = self.scaling_lists.get(i)
                     w.flag(deltas is not None)
-                    for d in deltas or ():
+                    last = 8
+                    for d in deltas or ():  # the decoder stops reading once nextScale is 0
                         w.se(d)
+                        last = (last + d + 256) % 256
+                        if last == 0:
+                            break
         w.ue(self.log2_max_frame_num - 4).ue(self.poc_type)
         if self.poc_type == 0:
             w.ue(2)

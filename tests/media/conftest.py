@@ -66,8 +66,9 @@ def ffprobe_packets(path: Path, selector: str) -> list[dict]:
 _TRACE_LINE = re.compile(r"\]\s+\d+\s+(\w+)(?:\[[^\]]*\])*\s+[01]+\s+=\s+(-?\d+)\s*$")
 
 
-def ffmpeg_trace_headers(path: Path, fmt: str) -> dict[str, int]:
-    """First value of each syntax element ffmpeg's trace_headers bitstream filter prints."""
+def ffmpeg_trace_headers(path: Path, fmt: str, section: str = "Sequence Parameter Set") -> dict[str, int]:
+    """First value of each syntax element of the first ``section`` that ffmpeg's trace_headers
+    bitstream filter prints (an independent parser to check ours against)."""
     exe = need_tool("ffmpeg")
     proc = subprocess.run(
         [exe, "-hide_banner", "-f", fmt, "-i", str(path), "-c", "copy", "-bsf:v", "trace_headers",
@@ -75,9 +76,16 @@ def ffmpeg_trace_headers(path: Path, fmt: str) -> dict[str, int]:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     out: dict[str, int] = {}
+    inside = False
     for line in proc.stderr.splitlines():
         m = _TRACE_LINE.search(line)
-        if m and m.group(1) not in out:
+        if m is None:
+            if "trace_headers" in line:
+                if inside and out:
+                    break
+                inside = line.rstrip().endswith("] " + section)
+            continue
+        if inside and m.group(1) not in out:
             out[m.group(1)] = int(m.group(2))
     return out
 
