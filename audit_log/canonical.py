@@ -5,8 +5,8 @@
   \\f \\r`` by name, the others as ``\\u00xx`` with lower-case hex); everything else is written as
   UTF-8.  Lone surrogates are refused.
 * Numbers: as ECMAScript ``Number.prototype.toString`` writes the IEEE 754 double (shortest
-  round-trip digits).  Integers must be exactly representable as a double (``|n| <= 2**53``);
-  NaN and the infinities are refused.
+  round-trip digits).  Integers must be exactly representable as a double (beyond ``2**53`` they
+  are written as that double); NaN and the infinities are refused.
 * ``true``, ``false``, ``null``; arrays in order.
 
 :func:`canonical_json` serialises Python values; :func:`loads_canonical` parses bytes and insists
@@ -94,9 +94,16 @@ def _value(value: Any, out: list[str]) -> None:
     elif isinstance(value, str):
         _string(value, out)
     elif isinstance(value, int):
-        if abs(value) > MAX_SAFE_INTEGER:
-            raise CanonicalJSONError(f"integer {value} is not exactly representable in JSON (|n| > 2**53)")
-        out.append(str(int(value)))
+        if abs(value) <= MAX_SAFE_INTEGER:
+            out.append(str(int(value)))
+        else:  # a JSON number is a double: only integers that are exactly one have a form
+            try:
+                as_float = float(value)
+            except OverflowError:
+                as_float = math.inf
+            if not math.isfinite(as_float) or int(as_float) != value:
+                raise CanonicalJSONError(f"integer {value} is not exactly representable as an IEEE 754 double")
+            out.append(_number(as_float))
     elif isinstance(value, float):
         out.append(_number(value))
     elif isinstance(value, dict):
@@ -150,11 +157,19 @@ def _no_constant(name: str) -> Any:
     raise CanonicalJSONError(f"{name} is not JSON")
 
 
+def _parse_int(text: str) -> int | float:
+    value = int(text)
+    return value if abs(value) <= MAX_SAFE_INTEGER else float(text)  # a JSON number is a double
+
+
 def loads_canonical(data: bytes) -> Any:
-    """Parse ``data`` and check that it is exactly the canonical form of what it encodes."""
+    """Parse ``data`` and check that it is exactly the canonical form of what it encodes
+    (numbers are IEEE 754 doubles, as RFC 8785 reads them)."""
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_int=_parse_int
+        )
     except CanonicalJSONError:
         raise
     except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError

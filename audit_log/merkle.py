@@ -242,26 +242,18 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
 def verify_consistency(old: int, new: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes) -> None:
     """RFC 9162 2.1.4.2: raise :class:`ProofError` unless ``proof`` shows that the tree of ``old``
     leaves with ``old_root`` is a prefix of the tree of ``new`` leaves with ``new_root``."""
-    if not 0 <= old <= new:
-        raise ProofError(f"old size {old} must be between 0 and new size {new}")
-    _check_hash("old root", old_root)
-    _check_hash("new root", new_root)
-    for p in proof:
-        _check_hash("proof hash", p)
+    if not 0 < old <= new:
+        raise ProofError(f"old size {old} must be between 1 and new size {new} (nothing is proved about an empty tree)")
     if old == new:
         if proof:
             raise ProofError("sizes are equal: the proof must be empty")
         if old_root != new_root:
             raise ProofError("sizes are equal but the roots differ")
-        if old == 0 and old_root != EMPTY_ROOT:
-            raise ProofError("the root of the empty tree is SHA-256 of nothing")
         return
-    if old == 0:
-        if proof:
-            raise ProofError("a tree is consistent with the empty tree: the proof must be empty")
-        if old_root != EMPTY_ROOT:
-            raise ProofError("the root of the empty tree is SHA-256 of nothing")
-        return
+    _check_hash("old root", old_root)
+    _check_hash("new root", new_root)
+    for p in proof:
+        _check_hash("proof hash", p)
     if not proof:
         raise ProofError("empty consistency proof")
     path = list(proof)

@@ -83,7 +83,7 @@ class NoteVerifier:
 
     @classmethod
     def from_vkey(cls, vkey: str) -> NoteVerifier:
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise NoteError("a verifier key is <name>+<hex key id>+<base64 key>")
         name, hex_id, b64 = parts
@@ -125,7 +125,7 @@ class NoteSigner:
 
     @classmethod
     def from_skey(cls, text: str) -> NoteSigner:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise NoteError("a signing key is PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
         name, hex_id, b64 = parts[2:]

@@ -71,6 +71,7 @@ ZERO_HASH = bytes(32)
 PG_APPEND_LOCK = 0x67626175646974
 PG_CHECKPOINT_LOCK = 0x6762636B7074
 _HOLD_KEY = "audit_log.hold"
+_LISTENING_KEY = "audit_log.listening"
 _RETRIES = 3
 
 
@@ -169,6 +170,14 @@ def _prev_of(data: bytes) -> str | None:
     return value.get("prev") if isinstance(value, dict) else None
 
 
+def _release_hold(session: Any, transaction: Any) -> None:
+    """Session event: the transaction that appended has ended (committed, rolled back or closed)."""
+    if transaction.parent is None:
+        store = session.info.pop(_HOLD_KEY, None)
+        if store is not None:
+            store._lock.release()
+
+
 class AuditStore:
     """Database access of one audit log (see the module docstring)."""
 
@@ -183,19 +192,12 @@ class AuditStore:
         if session.info.get(_HOLD_KEY) is self:
             return
         await self._lock.acquire()
-        sync_session = session.sync_session
-
-        def release(_session: Any, transaction: Any) -> None:
-            if transaction.parent is None and sync_session.info.get(_HOLD_KEY) is self:
-                del sync_session.info[_HOLD_KEY]
-                event.remove(sync_session, "after_transaction_end", release)
-                self._lock.release()
-
         try:
+            if not session.info.get(_LISTENING_KEY):
+                event.listen(session.sync_session, "after_transaction_end", _release_hold)
+                session.info[_LISTENING_KEY] = True
             session.info[_HOLD_KEY] = self
-            event.listen(sync_session, "after_transaction_end", release)
         except BaseException:
-            session.info.pop(_HOLD_KEY, None)
             self._lock.release()
             raise
 
@@ -204,7 +206,7 @@ class AuditStore:
             conn = await session.connection(execution_options={SQLITE_BEGIN_IMMEDIATE: True})
         else:
             conn = await session.connection()
-        if conn.dialect.name == "sqlite" and not conn.get_execution_options().get(SQLITE_BEGIN_IMMEDIATE):
+        if conn.dialect.name == "sqlite" and not conn.sync_connection.get_execution_options().get(SQLITE_BEGIN_IMMEDIATE):
             raise RuntimeError(
                 "audit append on SQLite needs a transaction started with BEGIN IMMEDIATE "
                 "(gbops.db.SQLITE_BEGIN_IMMEDIATE, ops_portal.auth.begin_write)"

@@ -121,9 +121,11 @@ def jcs(value: Any) -> str:
     if isinstance(value, str):
         return _jcs_string(value)
     if isinstance(value, int):
-        if abs(value) > 2**53:
-            raise ValueError("integer beyond 2**53")
-        return str(value)
+        if abs(value) <= 2**53:
+            return str(value)
+        if abs(value) >= 2**1024 or int(float(value)) != value:
+            raise ValueError("integer not exactly representable as a double")
+        return _jcs_number(float(value))
     if isinstance(value, float):
         return _jcs_number(value)
     if isinstance(value, list):
@@ -154,10 +156,12 @@ class _Numbers:
         self.odd = True
         return float(text)
 
-    def int(self, text: str) -> int:
-        if len(text) > 15:
-            self.odd = True
-        return int(text)
+    def int(self, text: str) -> int | float:
+        value = int(text)
+        if abs(value) <= 2**53:
+            return value
+        self.odd = True
+        return float(text)  # a JSON number is a double
 
 
 _numbers = _Numbers()
@@ -256,14 +260,12 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], roo
 
 
 def verify_consistency(m: int, n: int, proof: list[bytes], root1: bytes, root2: bytes) -> bool:
-    """RFC 9162 2.1.4.2 (equal sizes: empty proof and equal roots; size 0: empty proof)."""
-    if not 0 <= m <= n or any(len(h) != 32 for h in (root1, root2, *proof)):
+    """RFC 9162 2.1.4.2 (0 < m; equal sizes: an empty proof and equal roots)."""
+    if not 0 < m <= n:
         return False
     if m == n:
-        return not proof and root1 == root2 and (m > 0 or root1 == EMPTY_ROOT)
-    if m == 0:
-        return not proof and root1 == EMPTY_ROOT
-    if not proof:
+        return not proof and root1 == root2
+    if not proof or any(len(h) != 32 for h in (root1, root2, *proof)):
         return False
     path = ([root1] if m & (m - 1) == 0 else []) + list(proof)
     fn, sn = m - 1, n - 1
@@ -304,7 +306,7 @@ def parse_vkeys(text: str) -> list[Key]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split("+")
+        parts = line.split("+", 2)
         if len(parts) != 3:
             raise BundleError(f"verifier key {line[:40]!r}: expected <name>+<hex id>+<base64 key>")
         name, hex_id, b64 = parts

@@ -663,11 +663,15 @@ class Registry:
             await _Batch(conn, events).run()
             await session.commit()
 
-    async def set_device_password(self, device_id: str, realm: str, password: str | None) -> None:
+    async def set_device_password(
+        self, device_id: str, realm: str, password: str | None, *, session: AsyncSession | None = None
+    ) -> None:
         """Store the device's SIP digest password as HA1 values for ``realm`` (None clears it).
 
         The username of a GB/T 28181 device is its device id.  The device row is created if
-        it does not exist yet."""
+        it does not exist yet.  With ``session`` the write joins that session's transaction (which
+        the caller commits, e.g. together with its audit entry; on SQLite the caller starts it with
+        BEGIN IMMEDIATE); otherwise it commits on its own."""
         if password is None:
             values: dict[str, Any] = {
                 "password_ha1_md5": None,
@@ -681,8 +685,8 @@ class Registry:
                 "password_realm": realm,
             }
         now = utcnow()
-        async with self._sessionmaker() as session:
-            conn = await self._write_connection(session)
+
+        async def upsert(conn: AsyncConnection) -> None:
             dialect = conn.dialect.name
             ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(DEVICES)
             stmt = ins.values(device_id=device_id, created_at=now, updated_at=now, **values)
@@ -690,7 +694,13 @@ class Registry:
                 index_elements=["device_id"], set_={**values, "updated_at": now}
             )
             await conn.execute(stmt)
-            await session.commit()
+
+        if session is not None:
+            await upsert(await session.connection())
+            return
+        async with self._sessionmaker() as own:
+            await upsert(await self._write_connection(own))
+            await own.commit()
 
     async def start_platform_run(self, at: datetime) -> int:
         """Record that the platform started at ``at``; returns the run id.

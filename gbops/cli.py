@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -103,6 +104,155 @@ def sim(
         typer.echo(f"参数错误 / bad option: {exc}", err=True)
         raise typer.Exit(2) from None
     uvloop.run(run_simulator(cfg, duration=duration or None))
+
+
+audit_app = typer.Typer(help="审计日志：导出与校验 / tamper-evident audit log: export and verify",
+                        no_args_is_help=True, add_completion=False)
+app.add_typer(audit_app, name="audit")
+
+
+class _CannotOpen(Exception):
+    pass
+
+
+async def _open_audit(settings):
+    """Engine and AuditLog of an existing installation (nothing is created)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from audit_log.log import AuditLog
+    from audit_log.note import NoteError
+    from gbops.db import make_engine, make_sessionmaker, migrate
+
+    if settings.database_url is None and not (settings.data_dir / "gbops.db").exists():
+        raise _CannotOpen(f"数据库不存在 / no database at {settings.data_dir / 'gbops.db'} (GBOPS_DATA_DIR?)")
+    try:
+        engine = make_engine(settings.db_url)
+        try:
+            await migrate(engine)
+            return engine, AuditLog.from_settings(settings, make_sessionmaker(engine), create_key=False)
+        except BaseException:
+            await engine.dispose()
+            raise
+    except NoteError as exc:
+        raise _CannotOpen(str(exc)) from None
+    except (DBAPIError, OSError) as exc:
+        raise _CannotOpen(f"无法打开数据库 / cannot open the database: {exc}") from None
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+async def _audit_export(settings, out: Path, start: int, end: int | None) -> int:
+    from audit_log.export import ExportError, export_bundle
+    from audit_log.log import Actor, Target
+
+    try:
+        engine, audit = await _open_audit(settings)
+    except _CannotOpen as exc:
+        typer.echo(f"无法导出 / cannot export: {exc}", err=True)
+        return 2
+    try:
+        try:
+            result = await export_bundle(audit, out, start=start, end=end)
+        except ExportError as exc:
+            typer.echo(f"无法导出 / cannot export: {exc}", err=True)
+            return 2
+        detail = {"from": result.first_seq, "to": result.last_seq, "tree_size": result.tree_size,
+                  "entries_sha256": result.entries_sha256, "path": str(out),
+                  "problems": len(result.problems)}
+        if result.bundle_sha256:
+            detail["sha256"] = result.bundle_sha256
+        async with audit.sessionmaker() as session:
+            await audit.append(session, actor=Actor("system", _os_user(), "gbops audit export"),
+                               action="audit.export", target=Target("audit_log", audit.origin), detail=detail)
+            await session.commit()
+        typer.echo(f"已导出 / exported: {out} (seq {result.first_seq}..{result.last_seq}, "
+                   f"tree size {result.tree_size}, entries.jsonl sha256 {result.entries_sha256})")
+        typer.echo(result.checkpoint, nl=False)
+        if result.problems:
+            for problem in result.problems:
+                typer.echo(f"审计日志被篡改 / AUDIT LOG TAMPERED: {problem}", err=True)
+            typer.echo("未签署新的检查点；导出包中是此前签署的最新检查点 / no new checkpoint was signed: "
+                       "the bundle carries the newest checkpoint signed before", err=True)
+            return 1
+        return 0
+    finally:
+        await engine.dispose()
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Path = typer.Option(..., "--out", help="目标目录或 .zip / a new directory, or a .zip file"),
+    start: int = typer.Option(0, "--from", min=0, help="first seq (default 0)"),
+    end: int | None = typer.Option(None, "--to", min=0, help="last seq (default: the newest entry)"),
+) -> None:
+    """导出审计日志供离线校验 / Export the audit log for offline verification."""
+    import asyncio
+
+    from gbops.log import setup_logging
+
+    settings = _settings()
+    setup_logging("WARNING")
+    raise typer.Exit(asyncio.run(_audit_export(settings, out.resolve(), start, end)))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    path: Path = typer.Argument(..., help="导出目录或 .zip / the exported directory or .zip"),
+    key: Path | None = typer.Option(None, "--key", help="事先保存的 verifier.key / your pinned verifier key"),
+    pin: list[Path] = typer.Option([], "--pin", help="此前保存的检查点 / a checkpoint saved earlier (repeatable)"),
+) -> None:
+    """离线校验导出包 / Check an exported bundle (exit 0 valid, 1 invalid, 2 cannot check)."""
+    from audit_log.verify import main as verify_main
+
+    argv = [str(path)]
+    if key is not None:
+        argv += ["--key", str(key)]
+    for p in pin:
+        argv += ["--pin", str(p)]
+    raise typer.Exit(verify_main(argv))
+
+
+async def _audit_show(settings, what: str) -> int:
+    try:
+        engine, audit = await _open_audit(settings)
+    except _CannotOpen as exc:
+        typer.echo(f"{exc}", err=True)
+        return 2
+    try:
+        if what == "key":
+            typer.echo(audit.verifier_key)
+            return 0
+        cp = await audit.latest_checkpoint()
+        if cp is None:
+            typer.echo("尚无检查点 / no checkpoint yet", err=True)
+            return 1
+        typer.echo(cp.note, nl=False)
+        return 0
+    finally:
+        await engine.dispose()
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """打印最新的已签名检查点（供审计方保存）/ Print the newest signed checkpoint, for auditors to pin."""
+    import asyncio
+
+    raise typer.Exit(asyncio.run(_audit_show(_settings(), "checkpoint")))
+
+
+@audit_app.command("verifier-key")
+def audit_verifier_key() -> None:
+    """打印验证公钥 / Print the log's verifier key (vkey) for auditors to pin."""
+    import asyncio
+
+    raise typer.Exit(asyncio.run(_audit_show(_settings(), "key")))
 
 
 def main() -> None:

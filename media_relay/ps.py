@@ -89,22 +89,18 @@ def crc32_mpeg2(data: bytes | bytearray | memoryview, crc: int = 0xFFFFFFFF) -> 
 
 def _read_ts(b: bytes | bytearray, i: int) -> int:
     """A 33-bit PTS/DTS/MPEG-1 SCR coded as 4 bits prefix, 3+15+15 bits with marker bits."""
-    return (
-        ((b[i] >> 1) & 0x07) << 30
-        | b[i + 1] << 22
-        | (b[i + 2] >> 1) << 15
-        | b[i + 3] << 7
-        | b[i + 4] >> 1
-    )
+    return ((b[i] >> 1) & 0x07) << 30 | b[i + 1] << 22 | (b[i + 2] >> 1) << 15 | b[i + 3] << 7 | b[i + 4] >> 1
 
 
 def _find_sync(buf: bytes | bytearray, start: int, end: int | None = None) -> int:
-    """Offset of the next pack / system / PSM / PES start code (stream id 0xB9..0xEF), or -1."""
-    if end is None:
-        end = len(buf)
+    """Offset ``j`` in [start, end) of the next pack / system / PSM / PES start code (stream id
+    0xB9..0xEF, which may lie past ``end``), or -1."""
+    n = len(buf)
+    if end is None or end > n:
+        end = n
     while True:
-        j = buf.find(_SC, start, end)
-        if j < 0 or j + 3 >= end:
+        j = buf.find(_SC, start, min(n, end + 3))
+        if j < 0 or j >= end or j + 3 >= n:
             return -1
         if 0xB9 <= buf[j + 3] <= 0xEF:
             return j
@@ -129,6 +125,7 @@ class PsDemuxer:
         self._skip_left = 0  # bytes of a skipped packet still to discard
         self._cont_sid: int | None = None  # video PES of unknown length being read to the next start code
         self._garbage = False
+        self._eof = False
         # program
         self.stream_types: dict[int, int] = {}
         self.video_codec: str | None = None
@@ -183,9 +180,17 @@ class PsDemuxer:
         out, self._out = self._out, []
         return out
 
-    def flush(self) -> list[AccessUnit]:
-        """End of a frame / of input: parse what is complete and emit the pending access unit."""
-        self._guarded(True)
+    def flush(self, *, eof: bool = False) -> list[AccessUnit]:
+        """End of a frame (RTP marker): parse what is complete and emit the pending access unit.
+
+        A PES packet still incomplete is kept for the next ``feed``, unless ``eof`` (end of input):
+        then what there is of it is used.
+        """
+        self._eof = eof
+        try:
+            self._guarded(True)
+        finally:
+            self._eof = False
         out, self._out = self._out, []
         return out
 
@@ -256,14 +261,14 @@ class PsDemuxer:
                 if self._cont_sid is not None:
                     break
             if n - pos < 4:
-                if final and n > pos and buf[pos:n].strip(b"\x00"):
+                if final and self._eof and n > pos and buf[pos:n].strip(b"\x00"):
                     self._note_garbage(n - pos)
                     pos = n
                 break
             if buf[pos] or buf[pos + 1] or buf[pos + 2] != 1 or buf[pos + 3] < END_CODE:
                 j = _find_sync(buf, pos + 1)
                 if j < 0:
-                    keep = n if final else max(pos, n - 3)
+                    keep = n if final and self._eof else max(pos, n - 3)
                     self._note_garbage(keep - pos)
                     pos = keep
                     break
@@ -333,9 +338,12 @@ class PsDemuxer:
                         pos += 4
                         continue
                     if end > n:
-                        self._need = end
-                        break
-                    pos = self._pes(pos, end, n, sid)
+                        if not (final and self._eof):
+                            self._need = end
+                            break
+                        self.errors += 1  # cut short by the end of input
+                        end = n
+                    pos = self._pes(pos, end, n, sid, final)
                     continue
                 self.skipped_pes += 1
             elif sid == PSM_ID:
@@ -432,7 +440,7 @@ class PsDemuxer:
             return -1, None, None
         return k, pts, dts
 
-    def _pes(self, pos: int, end: int, n: int, sid: int) -> int:
+    def _pes(self, pos: int, end: int, n: int, sid: int, final: bool) -> int:
         """A complete PES packet [pos, end): dispatch it; returns the position to go on from."""
         buf = self._buf
         pstart, pts, dts = self._pes_header(pos, end)
@@ -443,7 +451,8 @@ class PsDemuxer:
         cont = False
         # The declared length is checked against what follows: the next packet or pack must start
         # right there. Devices exist that get PES_packet_length wrong in both directions.
-        if n - end >= 3 and buf[end : end + 3] != _SC:
+        look = buf[end : end + 3]
+        if look and (look != _SC[: len(look)] or (final and len(look) < 3 and any(look))):
             q = _find_sync(buf, pstart, end)
             if q >= 0:  # too long: cut at the start code inside it
                 self.errors += 1
@@ -537,6 +546,7 @@ class PsDemuxer:
             if codec in _VIDEO and codec != self.video_codec:
                 if self.video_codec is not None:  # the device switched codecs
                     self._es_process(True)
+                    self._reset_es()
                     self._params = {}
                     self.video_params = None
                     self.sps_info = None
@@ -633,8 +643,10 @@ class PsDemuxer:
         if final:
             if self._nal_start is not None:
                 self._nal_close(n)
-            self._emit_au()
-            self._reset_es(keep_au=True)
+            if self._au_vcl:
+                self._emit_au()
+            # else: parameter sets / SEI without a picture yet: they join the next picture
+            self._reset_es(keep_au=not self._eof)
             return
         # Drop what is no longer needed: everything before the current NAL unit.
         cut = self._nal_start if self._nal_start is not None else max(0, min(pos, n - 2))
@@ -694,6 +706,13 @@ class PsDemuxer:
                 for k in [k for k in self._pes_ts if k < serial]:
                     del self._pes_ts[k]
         if cls == AU_FIRST_SLICE or cls == AU_SLICE:
+            if not self._au_vcl and self._au_pts is None and i - seg_off <= 1:
+                # The access unit began without a timestamp (an SEI sent after the previous
+                # picture in its PES, or parameter sets in a PES of their own) and its picture
+                # starts a PES that has one: that timestamp is the picture's.
+                ts = self._pes_ts.pop(serial, None)
+                if ts is not None:
+                    self._au_pts, self._au_dts = ts
             self._au_vcl = True
         self._nal_start = h
 
@@ -837,7 +856,9 @@ class PsMuxer:
             streams.append((self.audio_stream_id, 0, 32))  # 32 x 128 bytes
         body = bytearray()
         rate_bound = self.mux_rate
-        body += bytes((0x80 | (rate_bound >> 15) & 0x7F, (rate_bound >> 7) & 0xFF, ((rate_bound << 1) & 0xFE) | 1))
+        body += bytes(
+            (0x80 | (rate_bound >> 15) & 0x7F, (rate_bound >> 7) & 0xFF, ((rate_bound << 1) & 0xFE) | 1)
+        )
         audio_bound = 1 if self.audio_codec else 0
         body += bytes(((audio_bound << 2) | 0x00, 0xE0 | 1, 0x7F))  # locks set, marker, video_bound 1
         for sid, scale, size in streams:

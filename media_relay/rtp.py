@@ -205,7 +205,8 @@ class Rfc4571Framer:
 class ReorderBuffer:
     """Puts RTP packets of one SSRC back in sequence order (16-bit wrap handled).
 
-    ``push(pkt, now)`` returns the packets that are now in order. A gap is waited for at most
+    ``push(pkt, now)`` returns the packets that are now in order; the first packet pushed is handed
+    out at once and defines the start of the sequence. A gap is waited for at most
     ``max_delay`` seconds (measured from the arrival of the first packet after it) and at most
     ``window`` packets; then the missing packets are counted in ``lost`` and skipped. ``poll(now)``
     applies the time limit without a new packet (call it from a timer; ``deadline()`` says when).

@@ -118,11 +118,13 @@ def create_app(
     sessionmaker: async_sessionmaker[AsyncSession],
     registry: Any,
     sip: Any | None = None,
+    audit: Any | None = None,
 ) -> FastAPI:
     """The portal app.
 
     ``registry`` is a :class:`device_registry.service.Registry`; ``sip`` the running SIP service
-    (``None`` when there is none: catalog sync then answers 503).
+    (``None`` when there is none: catalog sync then answers 503); ``audit`` the platform's
+    :class:`audit_log.log.AuditLog` (``None``: actions are not audited and ``/api/audit`` answers 503).
     """
     app = FastAPI(
         title="gbops",
@@ -136,6 +138,7 @@ def create_app(
     app.state.sessionmaker = sessionmaker
     app.state.registry = registry
     app.state.sip = sip
+    app.state.audit = audit
     app.state.login_throttle = UnknownUserThrottle()
 
     app.add_exception_handler(ApiError, _on_api_error)

@@ -19,9 +19,10 @@ import hashlib
 import secrets
 import string
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -33,6 +34,9 @@ from gbops.log import get_logger
 from gbops.passwords import weak_password_reason
 from ops_portal.models import AuthToken, User
 from ops_portal.schemas import ApiError
+
+if TYPE_CHECKING:
+    from audit_log.log import AuditLog
 
 __all__ = [
     "LOCKOUT",
@@ -235,11 +239,18 @@ async def begin_write(session: AsyncSession) -> None:
 
 
 async def _record_failure(
-    session: AsyncSession, user: User, now: datetime, *, restart: bool = False
+    session: AsyncSession,
+    user: User,
+    now: datetime,
+    *,
+    restart: bool = False,
+    on_recorded: Callable[[int, datetime | None], Awaitable[None]] | None = None,
 ) -> datetime | None:
     """Count a wrong password (atomically); lock the account at the limit.  Commits.
 
     ``restart``: the previous lock ran out, so this failure is the first of a new series.
+    ``on_recorded(count, locked_until)`` runs in the same transaction, before the commit (the audit
+    entry of the failure).
     """
     values: dict[str, Any] = {"failed_logins": User.failed_logins + 1, "updated_at": now}
     if restart:
@@ -253,8 +264,51 @@ async def _record_failure(
     if count >= MAX_FAILED_LOGINS:
         until = now + LOCKOUT
         await session.execute(update(User).where(User.id == user.id).values(locked_until=until))
+    if on_recorded is not None:
+        await on_recorded(count, until)
     await session.commit()
     return until
+
+
+# ------------------------------------------------------------------------------------------ audit
+async def _audit(
+    audit: AuditLog | None,
+    session: AsyncSession,
+    action: str,
+    *,
+    actor: Any,
+    target_user: User | None,
+    client_ip: str | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append an audit entry in ``session``'s (write) transaction, when the portal has a log."""
+    if audit is None:
+        return
+    from audit_log.log import Target
+
+    target = Target("user", str(target_user.id) if target_user is not None else None)
+    await audit.append(session, actor=actor, action=action, target=target, client_ip=client_ip, detail=detail)
+
+
+async def _audit_alone(audit: AuditLog | None, session: AsyncSession, action: str, **kw: Any) -> None:
+    """An audit entry for an outcome that writes nothing else (a refused login): its own transaction."""
+    if audit is None:
+        return
+    await begin_write(session)
+    await _audit(audit, session, action, **kw)
+    await session.commit()
+
+
+def _anonymous() -> Any:
+    from audit_log.log import Actor
+
+    return Actor.anonymous()
+
+
+def _as_actor(user: User) -> Any:
+    from audit_log.log import Actor
+
+    return Actor.user(user)
 
 
 async def login(
@@ -265,8 +319,14 @@ async def login(
     ttl: timedelta,
     client_ip: str | None,
     throttle: UnknownUserThrottle,
+    audit: AuditLog | None = None,
 ) -> LoginResult:
-    """Check the credentials and issue a token, or raise :class:`ApiError` (401/403/423)."""
+    """Check the credentials and issue a token, or raise :class:`ApiError` (401/403/423).
+
+    With ``audit``, every outcome is on the audit log, in the same transaction as its effect:
+    ``auth.login``, ``auth.login_failed`` (reason ``unknown_user``, ``bad_credentials``, ``locked``,
+    ``disabled``) or ``auth.lockout`` (the failure that locks the account).  A user name that does not
+    exist is not recorded (it may be a password typed into the wrong field)."""
     now = utcnow()
     user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
     await session.commit()  # no snapshot held while argon2 runs
@@ -274,23 +334,41 @@ async def login(
     if user is None:
         until = throttle.locked_until(username, now)
         if until is not None:
+            await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=None,
+                               client_ip=client_ip, detail={"reason": "locked", "locked_until": until})
             raise _locked(until)
         await _burn_verify(password)
         until = throttle.failed(username, now)
         # The name is not logged: a user who typed their password into the name field.
         log.info("login.failed", client_ip=client_ip, reason="unknown_user")
         if until is not None:
+            await _audit_alone(audit, session, "auth.lockout", actor=_anonymous(), target_user=None,
+                               client_ip=client_ip, detail={"reason": "unknown_user", "locked_until": until})
             raise _locked(until)
+        await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=None,
+                           client_ip=client_ip, detail={"reason": "unknown_user"})
         raise _bad_credentials()
 
     if user.locked_until is not None and user.locked_until > now:
         log.info("login.refused", username=username, client_ip=client_ip, reason="locked")
+        await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=user,
+                           client_ip=client_ip, detail={"reason": "locked", "locked_until": user.locked_until})
         raise _locked(user.locked_until)
     lock_ran_out = user.locked_until is not None
 
     ok, needs_rehash = await asyncio.to_thread(_verify_sync, user.password_hash, password)
     if not ok:
-        until = await _record_failure(session, user, utcnow(), restart=lock_ran_out)
+
+        async def audit_failure(count: int, until: datetime | None) -> None:
+            if until is not None:
+                await _audit(audit, session, "auth.lockout", actor=_anonymous(), target_user=user,
+                             client_ip=client_ip,
+                             detail={"reason": "bad_credentials", "failed_logins": count, "locked_until": until})
+            else:
+                await _audit(audit, session, "auth.login_failed", actor=_anonymous(), target_user=user,
+                             client_ip=client_ip, detail={"reason": "bad_credentials", "failed_logins": count})
+
+        until = await _record_failure(session, user, utcnow(), restart=lock_ran_out, on_recorded=audit_failure)
         log.info("login.failed", username=username, client_ip=client_ip, reason="bad_credentials",
                  locked=until is not None)
         if until is not None:
@@ -299,6 +377,8 @@ async def login(
 
     if user.disabled:
         log.info("login.refused", username=username, client_ip=client_ip, reason="disabled")
+        await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=user,
+                           client_ip=client_ip, detail={"reason": "disabled"})
         raise ApiError(403, "account_disabled", "账户已停用，请联系管理员 / the account is disabled")
 
     new_hash = await hash_password(password) if needs_rehash else None
@@ -310,15 +390,18 @@ async def login(
     user.locked_until = None
     token = new_token()
     expires_at = now + ttl
-    session.add(
-        AuthToken(
-            token_hash=hash_token(token),
-            user_id=user.id,
-            created_at=now,
-            expires_at=expires_at,
-            client_ip=client_ip,
-        )
+    token_row = AuthToken(
+        token_hash=hash_token(token),
+        user_id=user.id,
+        created_at=now,
+        expires_at=expires_at,
+        client_ip=client_ip,
     )
+    session.add(token_row)
+    if audit is not None:
+        await session.flush()  # the token row's id, for the audit entry
+        await _audit(audit, session, "auth.login", actor=_as_actor(user), target_user=user, client_ip=client_ip,
+                     detail={"token_id": token_row.id, "expires_at": expires_at})
     # Housekeeping: this user's tokens that stopped working a while ago.
     await session.execute(
         delete(AuthToken).where(
@@ -350,13 +433,24 @@ async def resolve_token(session: AsyncSession, token: str) -> AuthContext:
     return AuthContext(user=user, token=tok)
 
 
-async def revoke_token(session: AsyncSession, token: AuthToken) -> None:
+async def revoke_token(
+    session: AsyncSession,
+    token: AuthToken,
+    *,
+    audit: AuditLog | None = None,
+    user: User | None = None,
+    client_ip: str | None = None,
+) -> None:
+    """Revoke ``token`` (log out); with ``audit``, ``auth.logout`` of ``user`` is recorded with it."""
     await begin_write(session)
     await session.execute(
         update(AuthToken)
         .where(AuthToken.id == token.id, AuthToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+    if audit is not None and user is not None:
+        await _audit(audit, session, "auth.logout", actor=_as_actor(user), target_user=user, client_ip=client_ip,
+                     detail={"token_id": token.id})
     await session.commit()
 
 
@@ -365,11 +459,16 @@ async def change_password(
     ctx: AuthContext,
     old_password: str,
     new_password: str,
+    *,
+    audit: AuditLog | None = None,
+    client_ip: str | None = None,
 ) -> User:
     """Change the caller's password; revokes every other token of the user.
 
     A wrong old password counts as a failed login (so a stolen token cannot be used to guess the
-    password) and answers 403; a weak or unchanged new password answers 422.
+    password) and answers 403; a weak or unchanged new password answers 422.  With ``audit``:
+    ``user.password_change``, or ``user.password_change_failed`` / ``auth.lockout`` for a wrong old
+    password, in the same transaction.
     """
     now = utcnow()
     user = ctx.user
@@ -380,7 +479,18 @@ async def change_password(
         await session.commit()  # no snapshot held while argon2 runs
     ok, _ = await asyncio.to_thread(_verify_sync, user.password_hash, old_password)
     if not ok:
-        until = await _record_failure(session, user, now, restart=user.locked_until is not None)
+
+        async def audit_failure(count: int, until: datetime | None) -> None:
+            action = "auth.lockout" if until is not None else "user.password_change_failed"
+            detail: dict[str, Any] = {"reason": "wrong_old_password", "failed_logins": count}
+            if until is not None:
+                detail["locked_until"] = until
+            await _audit(audit, session, action, actor=_as_actor(user), target_user=user, client_ip=client_ip,
+                         detail=detail)
+
+        until = await _record_failure(
+            session, user, now, restart=user.locked_until is not None, on_recorded=audit_failure
+        )
         log.info("password.change_failed", username=user.username, reason="wrong_old_password")
         if until is not None:
             raise _locked(until)
@@ -402,7 +512,7 @@ async def change_password(
     user.failed_logins = 0
     user.locked_until = None
     user.updated_at = now
-    await session.execute(
+    revoked = await session.execute(
         update(AuthToken)
         .where(
             AuthToken.user_id == user.id,
@@ -411,6 +521,8 @@ async def change_password(
         )
         .values(revoked_at=now)
     )
+    await _audit(audit, session, "user.password_change", actor=_as_actor(user), target_user=user,
+                 client_ip=client_ip, detail={"revoked_tokens": revoked.rowcount})
     await session.commit()
     log.info("password.changed", username=user.username, user_id=user.id)
     return user

@@ -25,6 +25,7 @@ from ops_portal.schemas import ApiError
 __all__ = [
     "PERMISSIONS",
     "AnyAuth",
+    "AuditDep",
     "Auth",
     "CurrentUser",
     "RegistryDep",
@@ -60,11 +61,17 @@ def _throttle(request: Request) -> UnknownUserThrottle:
     return request.app.state.login_throttle
 
 
+def _audit(request: Request) -> Any | None:
+    return getattr(request.app.state, "audit", None)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 RegistryDep = Annotated[Any, Depends(_registry)]
 SipDep = Annotated[Any | None, Depends(_sip)]
 ThrottleDep = Annotated[UnknownUserThrottle, Depends(_throttle)]
+#: The platform's :class:`audit_log.log.AuditLog`, or None when the portal runs without one.
+AuditDep = Annotated[Any | None, Depends(_audit)]
 
 
 def client_ip(request: Request) -> str | None:
@@ -114,7 +121,9 @@ CurrentUser = Annotated[User, Depends(_current_user)]
 
 # ------------------------------------------------------------------------------------------ permissions
 #: Permission names that routes may ask for.  A typo in a route is caught at import time.
-PERMISSIONS = frozenset({"device.read", "device.write", "device.catalog_sync", "system.metrics", "live.view"})
+PERMISSIONS = frozenset(
+    {"device.read", "device.write", "device.catalog_sync", "system.metrics", "live.view", "audit.read", "audit.export"}
+)
 
 
 def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, User]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ops_portal.routes import auth, devices, sip
+from ops_portal.routes import audit, auth, devices, sip
 from ops_portal.schemas import HealthOut
 
 __all__ = ["api_router"]
@@ -23,3 +23,4 @@ api_router.include_router(health_router)
 api_router.include_router(auth.router)
 api_router.include_router(devices.router)
 api_router.include_router(sip.router)
+api_router.include_router(audit.router)

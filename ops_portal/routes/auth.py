@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 
 from ops_portal import auth
-from ops_portal.deps import AnyAuth, CurrentUser, SessionDep, SettingsDep, ThrottleDep, client_ip
+from ops_portal.deps import AnyAuth, AuditDep, CurrentUser, SessionDep, SettingsDep, ThrottleDep, client_ip
 from ops_portal.schemas import LoginRequest, PasswordChangeRequest, TokenOut, UserOut, error_responses
 from ops_portal.users import ADMIN_USERNAME, forget_initial_admin_password
 
@@ -29,6 +29,7 @@ async def login(
     session: SessionDep,
     settings: SettingsDep,
     throttle: ThrottleDep,
+    audit: AuditDep,
 ) -> TokenOut:
     """Exchange a user name and password for a bearer token.
 
@@ -42,6 +43,7 @@ async def login(
         ttl=timedelta(hours=settings.token_ttl_hours),
         client_ip=client_ip(request),
         throttle=throttle,
+        audit=audit,
     )
     response.headers["Cache-Control"] = "no-store"
     return TokenOut(
@@ -58,8 +60,8 @@ async def login(
     status_code=204,
     responses=error_responses(401, 403),
 )
-async def logout(ctx: AnyAuth, session: SessionDep) -> Response:
-    await auth.revoke_token(session, ctx.token)
+async def logout(ctx: AnyAuth, session: SessionDep, audit: AuditDep, request: Request) -> Response:
+    await auth.revoke_token(session, ctx.token, audit=audit, user=ctx.user, client_ip=client_ip(request))
     auth.log.info("logout", username=ctx.user.username, user_id=ctx.user.id)
     return Response(status_code=204)
 
@@ -72,11 +74,18 @@ async def logout(ctx: AnyAuth, session: SessionDep) -> Response:
     responses=error_responses(401, 403, 422, 423),
 )
 async def change_password(
-    body: PasswordChangeRequest, ctx: AnyAuth, session: SessionDep, settings: SettingsDep
+    body: PasswordChangeRequest,
+    ctx: AnyAuth,
+    session: SessionDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+    request: Request,
 ) -> UserOut:
     """Change the caller's password.  Every other token of the user is revoked; the token used
     for this call stays valid."""
-    user = await auth.change_password(session, ctx, body.old_password, body.new_password)
+    user = await auth.change_password(
+        session, ctx, body.old_password, body.new_password, audit=audit, client_ip=client_ip(request)
+    )
     if user.username == ADMIN_USERNAME:
         forget_initial_admin_password(settings)
     return UserOut.model_validate(user)

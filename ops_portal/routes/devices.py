@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from gbops.log import get_logger
-from ops_portal.deps import RegistryDep, SettingsDep, SipDep, require_permission
+from ops_portal.auth import begin_write
+from ops_portal.deps import (
+    AuditDep,
+    RegistryDep,
+    SessionDep,
+    SettingsDep,
+    SipDep,
+    client_ip,
+    require_permission,
+)
 from ops_portal.models import User
 from ops_portal.schemas import (
     ApiError,
@@ -153,10 +162,16 @@ def _device_offline(device_id: str) -> ApiError:
     responses=error_responses(404, 409, 503),
 )
 async def start_catalog_sync(
-    user: CatalogSyncer, registry: RegistryDep, sip: SipDep, device_id: DeviceIdPath
+    user: CatalogSyncer,
+    registry: RegistryDep,
+    sip: SipDep,
+    device_id: DeviceIdPath,
+    audit: AuditDep,
+    request: Request,
 ) -> CatalogProgressOut:
     """Ask the device for its catalog; answers at once (202) with the progress of the sync.
-    Poll ``GET`` on the same path for the outcome."""
+    Poll ``GET`` on the same path for the outcome.  The request is on the audit log
+    (``device.catalog_sync``) before the answer."""
     await _require_device(registry, device_id)
     if sip is None:
         raise _sip_unavailable()
@@ -169,7 +184,13 @@ async def start_catalog_sync(
             raise _device_offline(device_id) from None
         raise
     log.info("catalog_sync.requested", device_id=device_id, username=user.username)
-    return CatalogProgressOut.model_validate(progress)
+    out = CatalogProgressOut.model_validate(progress)
+    if audit is not None:
+        from audit_log.log import Actor, Target
+
+        await audit.record(actor=Actor.user(user), action="device.catalog_sync", target=Target("device", device_id),
+                           client_ip=client_ip(request), detail={"sn": out.sn})
+    return out
 
 
 @router.get(
@@ -246,11 +267,15 @@ async def set_device_password(
     settings: SettingsDep,
     device_id: DeviceIdPath,
     body: DevicePasswordRequest,
+    session: SessionDep,
+    audit: AuditDep,
+    request: Request,
 ) -> None:
     """Stores the password only as digest HA1 values (MD5 and SHA-256) for the platform's realm, with the
     device id as digest user name; the device must use it from its next registration. A weak password
     is refused (422) with the reason. `null` clears it: the device falls back to GBOPS_SIP_PASSWORD.
-    The device need not exist yet (it may be added before it first registers)."""
+    The device need not exist yet (it may be added before it first registers). The change and its audit
+    entry (``device.password_set``) commit together."""
     from gbops.passwords import weak_password_reason
     from sip_server.sip import compute_ha1
 
@@ -258,7 +283,15 @@ async def set_device_password(
         reason = weak_password_reason(body.password, device_id)
         if reason:
             raise ApiError(422, "weak_password", f"设备密码太弱 / the device password is weak: {reason}")
-    await registry.set_device_password(device_id, settings.realm, body.password)
+    await begin_write(session)
+    await registry.set_device_password(device_id, settings.realm, body.password, session=session)
+    if audit is not None:
+        from audit_log.log import Actor, Target
+
+        await audit.append(session, actor=Actor.user(user), action="device.password_set",
+                           target=Target("device", device_id), client_ip=client_ip(request),
+                           detail={"cleared": body.password is None})
+    await session.commit()
     if sip is not None:
         ha1 = None
         if body.password is not None:

@@ -315,7 +315,9 @@ class ClockEncoder:
     :meth:`subscribe` a callback (called on *loop* through ``call_soon_threadsafe``, one wake-up per loop
     and frame however many subscribers it has; with no loop, in the encoder thread); keep the returned
     :class:`Subscription` and :meth:`unsubscribe` it when done.  Counters: :attr:`frames`,
-    :attr:`keyframes`, :attr:`bytes_out`, :attr:`cpu_seconds` (the encoder thread's CPU time).
+    :attr:`keyframes`, :attr:`bytes_out`, :attr:`cpu_seconds` (CPU time of the encoding thread itself;
+    libx265 also works in a pool of its own threads, not counted there), :attr:`error` (why the thread
+    died, if it did).
     """
 
     created = 0  # instances made in this process (tests assert the sharing with it)
@@ -363,7 +365,7 @@ class ClockEncoder:
         with self._lock:
             self._subs = [*self._subs, sub]
             self._want_idr = True
-            if self._stop is None or self._stop.is_set():
+            if self._stop is None or self._stop.is_set() or not self.running:  # (a failed thread too)
                 self._start_thread()
         return sub
 
@@ -424,6 +426,7 @@ class ClockEncoder:
     def _encode_loop(self, stop: threading.Event) -> None:
         from av import VideoFrame
         from av.video.frame import PictureType
+
         from media_relay.ps import PsMuxer
 
         ctx = self._open()
@@ -475,8 +478,11 @@ class ClockEncoder:
             else:
                 by_loop.setdefault(sub.loop, []).append(sub.callback)
         for loop, callbacks in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed
+            try:
                 loop.call_soon_threadsafe(_fan_out, callbacks, frame)
+            except RuntimeError:  # that loop is closed: its subscribers are gone for good
+                for sub in [s for s in subs if s.loop is loop]:
+                    self.unsubscribe(sub)
 
 
 def _call(callback: Callable[[EncodedFrame], None], frame: EncodedFrame) -> None:
@@ -548,7 +554,6 @@ class RtpStream:
     def resync(self) -> None:
         """Send nothing until the next keyframe (after frames had to be dropped)."""
         self._synced = False
-        self.encoder._want_idr = True
 
     def on_frame(self, frame: EncodedFrame) -> None:
         if self._sub is None:
@@ -579,8 +584,8 @@ TCP_CONNECT = "tcp-connect"  # offer a=setup:passive: the platform listens, the 
 TCP_LISTEN = "tcp-listen"  # offer a=setup:active: the device listens, the platform connects
 
 _TCP_BUFFER_LIMIT = 4 << 20  # drop frames (then resync at a keyframe) past this much unsent data
-_CONNECT_TIMEOUT = 5.0
-_ACCEPT_TIMEOUT = 20.0
+CONNECT_TIMEOUT = 5.0  # TCP where the device connects: give up (and BYE) after this long
+ACCEPT_TIMEOUT = 20.0  # TCP where the platform connects: BYE when it has not within this long
 
 
 class _TcpMediaProtocol(asyncio.Protocol):
@@ -610,13 +615,16 @@ class CallMedia:
 
     def __init__(self, encoder: ClockEncoder, *, mode: str, remote: tuple[str, int], ssrc: int,
                  local_host: str, on_end: Callable[[str], None], payload_type: int = 96,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, connect_timeout: float | None = None,
+                 accept_timeout: float | None = None) -> None:
         if mode not in (UDP, TCP_CONNECT, TCP_LISTEN):
             raise ValueError(f"unknown media mode {mode!r}")
         self.mode = mode
         self.remote = remote
         self.local_host = local_host
         self.on_end = on_end
+        self.connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
+        self.accept_timeout = ACCEPT_TIMEOUT if accept_timeout is None else accept_timeout
         self.stream = RtpStream(encoder, ssrc, self._send, payload_type=payload_type, rng=rng)
         self.sock: socket.socket | None = None  # UDP sender / TCP socket not yet handed over
         self.local_port: int | None = None
@@ -628,6 +636,7 @@ class CallMedia:
         self.dropped_frames = 0
         self._proto: _TcpMediaProtocol | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._serving: asyncio.Task | None = None
         self._accept_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         from media_relay.rtp import Rfc4571Framer
@@ -655,9 +664,9 @@ class CallMedia:
         self.sock = sock
         self.local_port = sock.getsockname()[1]
         if self.mode == TCP_LISTEN:
-            self.sock = None  # the server owns it
-            self._spawn(self._serve(sock))
-            self._accept_timer = loop.call_later(_ACCEPT_TIMEOUT, self._accept_timeout)
+            self.sock = None  # the _serve task owns it (never cancelled: it always closes or hands it on)
+            self._serving = loop.create_task(self._serve(sock))
+            self._accept_timer = loop.call_later(self.accept_timeout, self._accept_timeout)
         return self.local_port
 
     def start(self) -> None:
@@ -687,7 +696,7 @@ class CallMedia:
             self._end(f"cannot listen for media: {exc}")
             return
         if self.closed or self.transport is not None:
-            server.close()
+            server.close()  # closed meanwhile, or the platform connected already
         else:
             self.server = server
 
@@ -695,7 +704,7 @@ class CallMedia:
         assert self._loop is not None and self.sock is not None
         sock, self.sock = self.sock, None  # this task owns it until a transport does
         try:
-            await asyncio.wait_for(self._loop.sock_connect(sock, self.remote), _CONNECT_TIMEOUT)
+            await asyncio.wait_for(self._loop.sock_connect(sock, self.remote), self.connect_timeout)
             await self._loop.create_connection(lambda: _TcpMediaProtocol(self), sock=sock)
         except asyncio.CancelledError:
             sock.close()
@@ -708,7 +717,7 @@ class CallMedia:
     def _accept_timeout(self) -> None:
         self._accept_timer = None
         if self.transport is None:
-            self._end(f"no media connection from the platform within {_ACCEPT_TIMEOUT:g} s")
+            self._end(f"no media connection from the platform within {self.accept_timeout:g} s")
 
     def _tcp_made(self, proto: _TcpMediaProtocol, transport: asyncio.BaseTransport) -> None:
         if self.closed or self.transport is not None:

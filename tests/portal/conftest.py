@@ -89,6 +89,7 @@ class Portal:
     registry: Any
     settings: Settings
     sip: FakeSip | None
+    audit: Any = None
 
     async def add_user(
         self, username: str, password: str = GOOD_PASSWORD, *, must_change_password: bool = False
@@ -115,17 +116,30 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def make_portal(registry: Any, settings: Settings, sip: FakeSip | None) -> AsyncIterator[Portal]:
-    app = create_app(settings=settings, sessionmaker=registry.sessionmaker, registry=registry, sip=sip)
+async def make_portal(
+    registry: Any, settings: Settings, sip: FakeSip | None, audit: Any = None
+) -> AsyncIterator[Portal]:
+    app = create_app(settings=settings, sessionmaker=registry.sessionmaker, registry=registry, sip=sip, audit=audit)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client:
-        yield Portal(app, client, registry.sessionmaker, registry, settings, sip)
+        yield Portal(app, client, registry.sessionmaker, registry, settings, sip, audit)
 
 
 @pytest.fixture
 async def portal(registry: Any, settings: Settings, fake_sip: FakeSip) -> AsyncIterator[Portal]:
     async for p in make_portal(registry, settings, fake_sip):
         yield p
+
+
+@pytest.fixture
+async def audited(registry: Any, settings: Settings, fake_sip: FakeSip) -> AsyncIterator[Portal]:
+    """The portal with the platform's audit log (key generated in the data directory)."""
+    from audit_log.log import AuditLog
+
+    audit = AuditLog.from_settings(settings, registry.sessionmaker)
+    async for p in make_portal(registry, settings, fake_sip, audit):
+        yield p
+    await audit.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ PUBLIC = {("post", "/api/auth/login"), ("get", "/api/health")}
 EXPECTED_OPERATIONS = {
     "health", "auth_login", "auth_logout", "auth_password_change", "auth_me", "devices_list", "devices_get",
     "devices_channels", "devices_presence", "devices_catalog_sync_start", "devices_catalog_sync_status",
-    "devices_status_query", "devices_password_set", "sip_metrics",
+    "devices_status_query", "devices_password_set", "sip_metrics", "audit_entries", "audit_downloads",
+    "audit_checkpoint", "audit_verifier_key", "audit_proof_inclusion", "audit_proof_consistency", "audit_export",
 }  # fmt: skip
 
 

@@ -226,10 +226,13 @@ class GbPlatform:
 
     # ------------------------------------------------------------------ calls
     async def invite(self, device_id: str, channel_id: str, mode: str, *, ssrc: str | None = None,
-                     session: str = "Play") -> PlatformCall:
-        """INVITE *channel_id* (on *device_id*), ACK the 200 and, for TCP active, connect to the device."""
+                     session: str = "Play", refuse_media: bool = False) -> PlatformCall:
+        """INVITE *channel_id* (on *device_id*), ACK the 200 and, for TCP active, connect to the device.
+        *refuse_media*: offer a port nobody listens on (TCP passive) / do not connect (TCP active)."""
         media = MediaReceiver(mode)
         port = await media.open()
+        if refuse_media:
+            media.close()
         ssrc = ssrc or f"0{REALM[3:8]}{secrets.randbelow(9999) + 1:04d}"
         dev_host, dev_port = self.device_addr(device_id)
         cseq = next(self._cseq)
@@ -245,7 +248,7 @@ class GbPlatform:
         call.remote_target = str(parse_name_addr(resp.headers.get("Contact") or "").uri)
         call.to_header = resp.headers.get("To") or ""
         self._send_ack(call)
-        if mode == "tcp-active":
+        if mode == "tcp-active" and not refuse_media:
             host, port = answer_media(call.answer_sdp)
             await media.connect(host, port)
         return call

@@ -89,6 +89,7 @@ async def test_invite_streams_ps_over_udp_tcp_passive_tcp_active(platform: GbPla
         statuses = await asyncio.gather(*(platform.bye(c) for c in calls))
         assert statuses == [200, 200, 200]
         assert sim.calls == 0
+        await asyncio.sleep(0.15)  # what was on the wire before the 200 to BYE has arrived now
         stopped = [c.media.sink.count for c in calls]
         await asyncio.sleep(0.4)
         # (3) BYE stops the stream: nothing more arrives.
@@ -181,5 +182,26 @@ async def test_media_connection_closed_by_the_platform_ends_the_call_with_bye(pl
         assert await sim.wait_until(lambda s: s.calls == 0, 3)
         assert await until(lambda: platform.byes_from_devices)
         assert [b.call_id for b in platform.byes_from_devices] == [call.invite.call_id]
+    finally:
+        await sim.stop(unregister=True)
+
+
+@pytest.mark.parametrize("mode", ["tcp-passive", "tcp-active"])
+async def test_no_media_connection_ends_the_call_with_bye(platform: GbPlatform, mode: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from sip_server.sim import media
+
+    monkeypatch.setattr(media, "ACCEPT_TIMEOUT", 0.5)  # tcp-active: the platform never connects
+    sim = Simulator(sim_cfg(platform, devices=1, size="320x180"))
+    await sim.start()
+    try:
+        assert await sim.wait_until(lambda s: s.registered == 1, 10)
+        d = sim.devices[0]
+        # tcp-passive: the offered port has nobody listening, the device's connect is refused
+        call = await platform.invite(d.device_id, d.channel_ids[0], mode, refuse_media=True)
+        assert call.response is not None and call.response.status == 200
+        assert await until(lambda: platform.byes_from_devices, 3)
+        assert [b.call_id for b in platform.byes_from_devices] == [call.invite.call_id]
+        assert sim.calls == 0 and sim.stats()["calls_failed"] == 1
     finally:
         await sim.stop(unregister=True)
