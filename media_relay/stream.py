@@ -214,7 +214,11 @@ class Stream:
         self.stats.update(pkt, now)
         if not self.first_packet.done():
             self.first_packet.set_result(now)
-        for p in self.reorder.push(pkt, now):
+        lost_before = self.reorder.lost
+        released = self.reorder.push(pkt, now)
+        if self.reorder.lost != lost_before:
+            self.demuxer.discontinuity()  # a frame with a hole would decode as garbage: drop it
+        for p in released:
             self._on_packet(p)
 
     def _on_packet(self, pkt: Any) -> None:
