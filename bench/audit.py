@@ -1,0 +1,162 @@
+"""Benchmark: audit log appends per second (SQLite, PostgreSQL) and offline verification speed.
+
+* ``batched``: ``--producers`` concurrent tasks call ``AuditLog.record`` (each awaits its own entry's
+  commit); the log groups what is queued into one transaction per batch.
+* ``per-action``: ``--producers`` concurrent tasks each run their own transaction per entry, the way
+  a portal route appends (BEGIN IMMEDIATE on SQLite, entry, COMMIT).
+* ``checkpoint``: signing a checkpoint over everything appended (node table built from scratch).
+* ``verify``: ``verify.py``'s check of an export of the whole log (entries per second).
+
+Each rate is also given as a ratio to raw ``hashlib.sha256`` over the same bytes (the one hash per
+entry that no implementation can skip), measured in the same run.
+
+    python bench/audit.py [--entries 20000] [--producers 32] [--backends sqlite,postgresql]
+                          [--pg-url postgresql+asyncpg://postgres@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from audit_log.export import export_bundle  # noqa: E402
+from audit_log.log import Actor, AuditLog, Target  # noqa: E402
+from audit_log.note import NoteSigner  # noqa: E402
+from audit_log.verify import verify_bundle  # noqa: E402
+from gbops.db import make_engine, make_sessionmaker, migrate  # noqa: E402
+
+
+def sha256_rate(blobs: list[bytes], repeats: int = 3) -> float:
+    """Raw SHA-256 of 0x00 || entry, per second (best of ``repeats``)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for b in blobs:
+            hashlib.sha256(b"\x00" + b).digest()
+        best = min(best, time.perf_counter() - t)
+    return len(blobs) / best
+
+
+def detail(i: int) -> dict:
+    return {"channel_id": f"340200000013200{i % 100000:05d}", "session_id": secrets.token_hex(8), "n": i}
+
+
+async def batched(audit: AuditLog, n: int, producers: int) -> float:
+    per = n // producers
+
+    async def producer(k: int) -> None:
+        for i in range(per):
+            await audit.record(actor=Actor("user", "7", "operator"), action="live.start",
+                               target=Target("channel", f"ch{k}"), client_ip="192.0.2.10", detail=detail(i))
+
+    t = time.perf_counter()
+    await asyncio.gather(*(producer(k) for k in range(producers)))
+    return per * producers / (time.perf_counter() - t)
+
+
+async def per_action(audit: AuditLog, n: int, producers: int) -> float:
+    from ops_portal.auth import begin_write
+
+    per = n // producers
+
+    async def producer(k: int) -> None:
+        for i in range(per):
+            async with audit.sessionmaker() as session:
+                await begin_write(session)
+                await audit.append(session, actor=Actor("user", "7", "operator"), action="ptz.command",
+                                   target=Target("channel", f"ch{k}"), client_ip="192.0.2.10", detail=detail(i))
+                await session.commit()
+
+    t = time.perf_counter()
+    await asyncio.gather(*(producer(k) for k in range(producers)))
+    return per * producers / (time.perf_counter() - t)
+
+
+async def pg_database(base_url: str) -> tuple[str, object]:
+    from sqlalchemy import make_url, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    base = make_url(base_url)
+    name = f"gbops_bench_{os.getpid()}"
+    admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    async def drop() -> None:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
+
+
+async def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    drop = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{work / 'bench.db'}"
+    else:
+        url, drop = await pg_database(args.pg_url)
+    engine = make_engine(url)
+    try:
+        await migrate(engine)
+        audit = AuditLog(make_sessionmaker(engine), NoteSigner.generate("bench.example/audit"))
+        out: dict[str, float] = {}
+        out["batched"] = await batched(audit, args.entries, args.producers)
+        out["per-action"] = await per_action(audit, args.per_action_entries, args.producers)
+        t = time.perf_counter()
+        cp = await audit.checkpoint()
+        assert cp is not None
+        out["checkpoint"] = cp.tree_size / (time.perf_counter() - t)
+        blobs = [e.data async for e in audit.store.iter_entries(0, cp.tree_size)]
+        out["sha256"] = sha256_rate(blobs)
+        bundle = work / f"bundle-{backend}"
+        await export_bundle(audit, bundle)
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            report = verify_bundle(bundle, key_text=audit.verifier_key)
+            best = min(best, time.perf_counter() - t)
+        out["verify"] = report.entries / best
+        out["entries"] = cp.tree_size
+        out["bytes/entry"] = sum(map(len, blobs)) / len(blobs)
+        await audit.stop()
+        return out
+    finally:
+        await engine.dispose()
+        if drop is not None:
+            await drop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=20000, help="entries for the batched run")
+    parser.add_argument("--per-action-entries", type=int, default=3000)
+    parser.add_argument("--producers", type=int, default=32)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--pg-url", default=os.environ.get("GBOPS_BENCH_PG_URL",
+                                                           "postgresql+asyncpg://postgres@127.0.0.1/postgres"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            r = await run_backend(backend, args, Path(tmp))
+            sha = r["sha256"]
+            print(f"{backend}: {int(r['entries'])} entries of {r['bytes/entry']:.0f} bytes; "
+                  f"raw SHA-256 {sha:,.0f}/s")
+            for key in ("batched", "per-action", "checkpoint", "verify"):
+                unit = "appends/s" if key in ("batched", "per-action") else "entries/s"
+                print(f"  {key:<11} {r[key]:>10,.0f} {unit:<10} = 1/{sha / r[key]:,.0f} of raw SHA-256")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
