@@ -40,6 +40,8 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sip_register.py
+	$(BIN)/python bench/relay.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

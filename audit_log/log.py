@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gbops.log import get_logger
@@ -282,11 +283,10 @@ class AuditLog:
                     if not self._queue:
                         return  # idle: the next record() starts a new task
                 continue
+            await asyncio.sleep(0)  # let the callers whose entries were just committed queue their next
             batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
             try:
-                async with self.sessionmaker() as session:
-                    entries = await self.store.append(session, [rec for rec, _ in batch])
-                    await session.commit()
+                entries = await self._write_batch([rec for rec, _ in batch])
             except Exception as exc:
                 log.exception("audit.append_failed", entries=len(batch), error=type(exc).__name__)
                 for _, fut in batch:
@@ -296,6 +296,18 @@ class AuditLog:
             for (_, fut), entry in zip(batch, entries, strict=True):
                 if not fut.done():
                     fut.set_result(entry)
+
+    async def _write_batch(self, records: list[dict[str, Any]]) -> list[StoredEntry]:
+        for attempt in range(3):
+            try:
+                async with self.sessionmaker() as session:
+                    entries = await self.store.append(session, records, savepoint=False)
+                    await session.commit()
+                    return entries
+            except IntegrityError:  # another writer took the seq: the whole transaction again
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _sign(self, size: int, root: bytes) -> str:

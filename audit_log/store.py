@@ -224,9 +224,14 @@ class AuditStore:
             return _Head(0, ZERO_HASH, None)
         return _Head(row.seq + 1, row.leaf_hash, row.time)
 
-    async def append(self, session: AsyncSession, records: Sequence[dict[str, Any]]) -> list[StoredEntry]:
+    async def append(
+        self, session: AsyncSession, records: Sequence[dict[str, Any]], *, savepoint: bool = True
+    ) -> list[StoredEntry]:
         """Append ``records`` (entry fields without ``seq``, ``time`` and ``prev``) in ``session``'s
-        transaction.  The entries exist once the caller commits, and are gone if it rolls back."""
+        transaction.  The entries exist once the caller commits, and are gone if it rolls back.
+
+        The INSERT runs in a savepoint, retried on a conflict; ``savepoint=False`` (a transaction
+        of the log's own, which the caller retries as a whole) saves the two round trips."""
         if not records:
             return []
         conn = await self._write_connection(session)
@@ -266,9 +271,12 @@ class AuditStore:
                 )
                 out.append(StoredEntry(head.size + i, leaf, data))
                 prev = leaf
+            if not savepoint:
+                await conn.execute(insert(ENTRIES), rows)
+                return out
             try:
                 async with session.begin_nested():
-                    await session.execute(insert(ENTRIES), rows)
+                    await conn.execute(insert(ENTRIES), rows)
             except IntegrityError:
                 if attempt == _RETRIES - 1:
                     raise
