@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     media_ip: str | None = None  # the address put in SDP offers; None: the one that reaches each device
     live_idle_timeout: float = Field(15.0, ge=0, description="BYE this long after the last viewer left (s)")
     live_media_timeout: float = Field(5.0, gt=0, description="no media this long after the answer: give up")
+    live_transport: str = Field("udp", pattern="^(udp|tcp-passive|tcp-active)$",
+                                description="media transport when a live request names none")
     webrtc_loopback: bool = False  # also offer 127.0.0.1 ICE candidates (browser on the same machine)
 
     # --- storage ---

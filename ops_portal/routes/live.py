@@ -84,7 +84,8 @@ async def start_live(user: LiveViewer, registry: RegistryDep, sip: SipDep, reque
     channel = channels[0]
     if sip is None or not sip.is_online(channel.device_id):
         raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {channel.device_id}")
-    transport = (body.transport if body else None) or "udp"
+    settings = request.app.state.settings
+    transport = (body.transport if body else None) or getattr(settings, "live_transport", "udp")
     from media_relay.stream import MediaError
 
     try:
