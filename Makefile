@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sip_register.py
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

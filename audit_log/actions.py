@@ -73,7 +73,7 @@ ACTIONS: dict[str, str] = {**WIRED_ACTIONS, **PENDING_ACTIONS}
 
 def check_action(action: str) -> str:
     if action not in ACTIONS:
-        if not ACTION_RE.match(action):
+        if not ACTION_RE.fullmatch(action):
             raise ValueError(f"audit action {action!r} is not a dotted lower-case name")
         raise ValueError(f"unknown audit action {action!r}: add it to audit_log.actions")
     return action

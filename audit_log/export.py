@@ -10,8 +10,9 @@ Bundle layout (a directory, or the same inside a .zip)::
     verify.py          the checker (standard library + cryptography)
     README.txt         how to check the bundle, with and without verify.py
 
-The export re-hashes every entry from seq 0 and compares the tree with every checkpoint signed
-before (in the database and the pinned file in the data directory).  When they disagree the log
+The export re-hashes every entry from seq 0 and compares the tree with the checkpoints signed before
+(up to :data:`MAX_WITNESSES` of them, evenly spread, always the newest; and the checkpoint pinned in
+the data directory).  When they disagree the log
 was tampered with: the export then signs nothing new - the bundle carries the newest checkpoint
 signed before, so that ``verify.py`` fails on it too - and :class:`ExportResult.problems` says what
 is wrong.
@@ -161,7 +162,7 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
     problems: list[str] = []
 
     # Every checkpoint signed before, and the one pinned in the data directory.
-    stored = await store.checkpoints()
+    stored = await store.sample_checkpoints(MAX_WITNESSES)
     pinned_file = None
     try:
         pinned_file = audit.read_checkpoint_file()
@@ -171,7 +172,8 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
     if pinned_file is not None:
         _, pcp = pinned_file
         if pcp.size in known and known[pcp.size] != pcp.root:
-            problems.append(f"the checkpoint file and the database disagree about the root of {pcp.size} entries")
+            problems.append(f"检查点文件与数据库中前 {pcp.size} 条的根哈希不一致 / the checkpoint file and the database disagree about "
+                f"the root of {pcp.size} entries")
         known.setdefault(pcp.size, pcp.root)
     newest_signed = max(known, default=0)
     if newest_signed > head_size:
@@ -193,7 +195,7 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
         pending: list[bytes] = []
         async for entry in store.iter_entries(0, size):
             if entry.seq != expected and not problems:
-                problems.append(f"audit entry seq={expected} is missing from the database")
+                problems.append(f"审计条目 seq={expected} 缺失 / audit entry seq={expected} is missing from the database")
             leaf = leaf_hash(entry.data)
             if not problems:
                 try:
@@ -201,7 +203,8 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
                 except ValueError:
                     prev = None
                 if prev != prev_leaf.hex():
-                    problems.append(f"audit entry seq={entry.seq} does not chain to the entry before it")
+                    problems.append(f"审计条目 seq={entry.seq} 与前一条不衔接 / audit entry seq={entry.seq} does not chain to the "
+                        "entry before it")
             if entry.seq == start - 1:
                 prev_inclusion = list(reversed(cr.hashes))  # PATH of the last leaf of a tree
                 first_prev_leaf = leaf
@@ -226,7 +229,7 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
         await asyncio.to_thread(files.write_entries, pending)
         await asyncio.to_thread(files.close_entries)
         if expected != size and not problems:
-            problems.append(f"audit entry seq={expected} is missing from the database")
+            problems.append(f"审计条目 seq={expected} 缺失 / audit entry seq={expected} is missing from the database")
         root = cr.root()
 
         note = ""
@@ -235,7 +238,8 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
                 cp = await audit.checkpoint(size=size)
                 assert cp is not None
                 if cp.root_hash != root:
-                    problems.append("the stored Merkle tree does not match the entries: the log was rewritten")
+                    problems.append("存储的默克尔树与条目不符：日志被改写 / the stored Merkle tree does not match the entries: "
+                                    "the log was rewritten")
                 note = cp.note
             except AuditIntegrityError as exc:
                 problems.append(str(exc))
@@ -263,14 +267,11 @@ async def export_bundle(audit: AuditLog, out: Path | str, *, start: int = 0, end
             try:
                 doc["consistency"] = [_b64(h) for h in await store.consistency_proof(start, size)]
             except (ValueError, AuditIntegrityError) as exc:
-                problems.append(f"no consistency proof: {exc}")
+                problems.append(f"无法生成一致性证明 / no consistency proof: {exc}")
             await asyncio.to_thread(files.write, "consistency.json", json.dumps(doc, indent=1) + "\n")
 
         # Earlier signed checkpoints inside the range (and beyond it when exporting to the head).
         witnesses = [c for c in stored if start < c.tree_size <= size or (size == head_size and c.tree_size > size)]
-        if len(witnesses) > MAX_WITNESSES:
-            step = len(witnesses) / MAX_WITNESSES
-            witnesses = [witnesses[int(i * step)] for i in range(MAX_WITNESSES)] + [witnesses[-1]]
         written = {c.tree_size: c.note for c in witnesses}
         for c in witnesses:
             await asyncio.to_thread(files.write, f"checkpoints/{c.tree_size}", c.note)

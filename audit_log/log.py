@@ -9,8 +9,9 @@ Recording an action::
                            target=Target("device", device_id), client_ip=ip, detail={...})
         await session.commit()                # the action and its entry commit together
 
-:meth:`AuditLog.append` holds the log's writer lock until that transaction ends, so keep the
-transaction short after appending.  An action that has no transaction of its own (a SIP command, a
+:meth:`AuditLog.append` holds the log's writer lock until that transaction ends: append as the
+action's last write, then commit (a write after the append could wait for a row lock held by a
+transaction that waits for the writer lock).  An action that has no transaction of its own (a SIP command, a
 media session) uses :meth:`AuditLog.record`, which batches concurrent callers into one transaction
 and returns once the entry is committed.
 
@@ -336,7 +337,7 @@ class AuditLog:
             text, _ = _split_note(note)
             cp = parse_checkpoint(text)
         except NoteError as exc:
-            raise AuditIntegrityError(f"the checkpoint file {self.checkpoint_file} is damaged: {exc}") from None
+            raise AuditIntegrityError(f"检查点文件已损坏 / the checkpoint file {self.checkpoint_file} is damaged: {exc}") from None
         if cp.origin != self.origin:
             log.warning("audit.checkpoint_file_other_origin", origin=cp.origin, path=str(self.checkpoint_file))
             return None
@@ -405,7 +406,7 @@ class AuditLog:
             self._last_alarm = str(exc)
         if self._checkpointer is None:
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="audit-checkpoints")
-        log.info("audit.started", origin=self.origin, key_id=self.signer.key_id.hex())
+        log.info("audit.started", origin=self.origin, verifier_key=self.verifier_key)
 
     async def stop(self) -> None:
         """Write what is queued, sign a last checkpoint, stop the tasks."""

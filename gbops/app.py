@@ -53,6 +53,7 @@ class Platform:
         self.writer: Any = None
         self.sip: Any = None
         self.media: Any = None
+        self.audit: Any = None
         self.http: Any = None
         self._http_task: asyncio.Task | None = None
         self._run_id: int | None = None
@@ -73,6 +74,10 @@ class Platform:
         self.engine = make_engine(s.db_url)
         await migrate(self.engine)
         sessionmaker = make_sessionmaker(self.engine)
+        from audit_log.log import AuditLog
+
+        self.audit = AuditLog.from_settings(s, sessionmaker)
+        await self.audit.start()
         self.registry = Registry(sessionmaker)
         self.writer = RegistryWriter(self.registry)
         await self.writer.start()
@@ -105,7 +110,8 @@ class Platform:
 
             enable_loopback_candidates()
 
-        app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip)
+        app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
+                         audit=self.audit)
         app.state.media = self.media
         app.include_router(live_router)
         app.include_router(outputs_router)
@@ -145,6 +151,8 @@ class Platform:
             await self.sip.close()
         if self.writer is not None:
             await self.writer.stop(grace=30)
+        if self.audit is not None:
+            await self.audit.stop()
         if self.registry is not None and self._run_id is not None:
             await self.registry.end_platform_run(self._run_id, datetime.now(UTC), True)
         if self.engine is not None:

@@ -255,6 +255,19 @@ def audit_verifier_key() -> None:
     raise typer.Exit(asyncio.run(_audit_show(_settings(), "key")))
 
 
+@audit_app.command("grants")
+def audit_grants(role: str = typer.Argument(..., help="the PostgreSQL role the platform connects as")) -> None:
+    """打印 SQL：应用角色只能读取和追加审计表 / Print the SQL that lets the platform's PostgreSQL role only
+    read and append the audit tables (run it as the tables' owner)."""
+    from audit_log.store import restricted_role_sql
+
+    try:
+        typer.echo(restricted_role_sql(role), nl=False)
+    except ValueError as exc:
+        typer.echo(f"参数错误 / bad role: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     try:
         app()

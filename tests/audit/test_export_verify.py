@@ -277,3 +277,37 @@ def test_verify_imports_nothing_from_the_platform() -> None:
         for alias in node.names
     }
     assert modules - set(sys.stdlib_module_names) == {"cryptography"}
+
+
+def synthetic_bundle(path: Path, n: int, signer: NoteSigner) -> None:
+    from audit_log.merkle import CompactRange
+    from audit_log.note import format_checkpoint
+
+    path.mkdir()
+    prev = bytes(32)
+    cr = CompactRange()
+    with open(path / "entries.jsonl", "wb") as f:
+        for i in range(n):
+            data = canon({"action": "live.start", "actor": {"id": "1", "name": "观察员", "type": "user"},
+                          "client_ip": None, "detail": {"i": i}, "prev": prev.hex(), "seq": i,
+                          "target": {"id": f"ch{i % 7}", "type": "channel"}, "time": "2024-05-01T08:30:00.000Z"})
+            f.write(data + b"\n")
+            prev = bytes.fromhex(leaf(data))
+            cr.append(prev)
+    (path / "checkpoint").write_text(signer.sign(format_checkpoint(signer.name, n, cr.root())))
+
+
+@pytest.mark.slow
+def test_big_bundle_in_several_processes(tmp_path: Path, signer: NoteSigner) -> None:
+    n = 3 * verify_module.CHUNK + 123
+    synthetic_bundle(tmp_path / "big", n, signer)
+    for jobs in (1, 2):
+        report = verify_bundle(tmp_path / "big", key_text=signer.vkey, jobs=jobs)
+        assert report.entries == n
+    rows = lines(tmp_path / "big")
+    edit_entry(rows, 2 * verify_module.CHUNK + 5, client_ip="203.0.113.1")  # in the third chunk
+    write_lines(tmp_path / "big", rows)
+    for jobs in (1, 2):
+        with pytest.raises(Invalid, match="altered") as info:
+            verify_bundle(tmp_path / "big", key_text=signer.vkey, jobs=jobs)
+        assert info.value.seq == 2 * verify_module.CHUNK + 5

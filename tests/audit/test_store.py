@@ -260,3 +260,120 @@ async def test_download_history_query(audit: AuditLog) -> None:
                       "end": "2024-05-01T09:00:00.000Z", "sha256": "ab" * 32, "bytes": 1234}
     assert (await audit.store.query(action_prefix="download%"))[0] == 0  # LIKE wildcards are escaped
     assert (await audit.store.query(actor="alice", target_id="ch1"))[0] == 2
+
+
+async def test_conflict_is_retried_after_reading_the_head_again(audit: AuditLog,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that ignored the locks took the seq this append read as free: the database refuses
+    the INSERT (unique seq / chain trigger), the savepoint is rolled back, the head read again."""
+    await fill(audit, 3)
+    real_head = audit.store._head
+    calls = 0
+
+    async def head_once_stale(conn):
+        nonlocal calls
+        calls += 1
+        h = await real_head(conn)
+        if calls == 1:
+            return type(h)(h.size - 1, h.leaf_hash, h.time)  # as if entry 2 were not there yet
+        return h
+
+    monkeypatch.setattr(audit.store, "_head", head_once_stale)
+    async with audit.sessionmaker() as session:
+        await begin_write(session)
+        entry = await audit.append(session, actor=ALICE, action="auth.logout", target=Target("user", "1"))
+        await session.commit()
+    assert calls == 2 and entry.seq == 3
+    rows = await entries(audit)
+    check_chain(rows, [e.data async for e in audit.store.iter_entries(0, 10**9)])
+
+
+@pytest.fixture
+async def pg_url(request: pytest.FixtureRequest) -> str:
+    from tests.conftest import _reset_pg_schema, need
+
+    holder = request.getfixturevalue("_pg_test_database")
+    try:
+        url = await holder.ensure()
+        await _reset_pg_schema(url)
+    except Exception as exc:
+        need(False, f"PostgreSQL not usable: {exc}")
+    return url
+
+
+async def test_postgresql_role_that_can_only_read_and_append(pg_url: str, signer) -> None:
+    """``gbops audit grants ROLE``: with the triggers gone, the role still cannot change history."""
+    import secrets
+
+    from sqlalchemy import make_url
+
+    from audit_log.store import restricted_role_sql
+    from gbops.db import make_engine, make_sessionmaker, migrate
+
+    role = f"gbops_app_{secrets.token_hex(3)}"
+    owner = make_engine(pg_url)
+    await migrate(owner)
+    async with owner.begin() as conn:
+        await conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        await conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
+        for statement in restricted_role_sql(role).strip().split("\n"):
+            await conn.execute(text(statement))
+        await conn.execute(text("DROP TRIGGER audit_entries_append_only ON audit_entries"))
+    app = make_engine(make_url(pg_url).set(username=role).render_as_string(hide_password=False))
+    try:
+        log = AuditLog(make_sessionmaker(app), signer)
+        await log.record(actor=ALICE, action="auth.login", target=Target("user", "1"))
+        assert (await log.checkpoint()).tree_size == 1
+        for sql in ("UPDATE audit_entries SET action = 'x'", "DELETE FROM audit_entries", "TRUNCATE audit_entries"):
+            async with log.sessionmaker() as session:
+                with pytest.raises(Exception, match="permission denied"):
+                    await session.execute(text(sql))
+    finally:
+        await app.dispose()
+        async with owner.begin() as conn:
+            await conn.execute(text(f"DROP OWNED BY {role}"))
+            await conn.execute(text(f"DROP ROLE {role}"))
+        await owner.dispose()
+
+
+async def test_sampled_checkpoints(audit: AuditLog) -> None:
+    for _ in range(25):
+        await fill(audit, 1, prefix=f"x{await audit.store.size()}-")
+        await audit.checkpoint()
+    sample = [c.tree_size for c in await audit.store.sample_checkpoints(limit=6)]
+    assert sample[0] == 1 and sample[-1] == 25 and len(sample) <= 8 and sample == sorted(sample)
+    assert [c.tree_size for c in await audit.store.sample_checkpoints(limit=100)] == list(range(1, 26))
+
+
+async def test_checkpoints_are_pushed_to_the_configured_url(db_engine, signer, data_dir: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from gbops.db import make_sessionmaker
+
+    received: list[tuple[str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["Content-Type"], body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        log = AuditLog(make_sessionmaker(db_engine), signer, data_dir=data_dir,
+                       push_url=f"http://127.0.0.1:{server.server_port}/witness")
+        await log.record(actor=ALICE, action="auth.login", target=Target("user", "1"))
+        cp = await log.checkpoint()
+        assert received == [("text/plain; charset=utf-8", cp.note.encode())]
+        log.push_url = "http://127.0.0.1:9/unreachable"  # a failed push is logged, not fatal
+        await log.record(actor=ALICE, action="auth.logout", target=Target("user", "1"))
+        assert (await log.checkpoint()).tree_size == 2
+    finally:
+        server.shutdown()
