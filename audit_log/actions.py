@@ -25,12 +25,12 @@ WIRED_ACTIONS: dict[str, str] = {
     "device.password_set": "设置或清除设备 SIP 密码 / device SIP password set or cleared (detail: cleared)",
     "device.catalog_sync": "请求同步设备目录 / catalog sync requested (detail: sn)",
     "audit.export": "导出审计日志 / audit log exported (detail: from, to, tree_size, sha256)",
+    # live video (detail: device_id, transport, codec; stop adds reason, duration_s)
+    "live.start": "开始实时预览 / live view started",
+    "live.stop": "结束实时预览 / live view stopped (detail: reason, duration_s)",
 }
 
 PENDING_ACTIONS: dict[str, str] = {
-    # live video (detail: channel_id, session_id, watermark_id, stream)
-    "live.start": "开始实时预览 / live view started",
-    "live.stop": "结束实时预览 / live view stopped (detail: session_id, duration_s)",
     # playback (detail: channel_id, start, end, session_id, watermark_id)
     "playback.start": "开始录像回放 / playback started",
     "playback.stop": "结束录像回放 / playback stopped",

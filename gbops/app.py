@@ -54,6 +54,7 @@ class Platform:
         self.sip: Any = None
         self.media: Any = None
         self.audit: Any = None
+        self._audit_tasks: set[asyncio.Task] = set()
         self.http: Any = None
         self._http_task: asyncio.Task | None = None
         self._run_id: int | None = None
@@ -113,6 +114,7 @@ class Platform:
         app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
                          audit=self.audit)
         app.state.media = self.media
+        self.media.on_session_closed = self._record_live_stop
         app.include_router(live_router)
         app.include_router(outputs_router)
         static = _static_dir()
@@ -130,6 +132,28 @@ class Platform:
                 self._http_task.result()  # raises the bind error
             await asyncio.sleep(0.02)
         log.info("http.listening", host=s.http_host, port=self.http_port)
+
+    def _record_live_stop(self, session: Any, reason: str) -> None:
+        """``live.stop`` on the audit log for every viewer session that ends, whatever ended it."""
+        if self.audit is None:
+            return
+        import time
+
+        from audit_log.log import Actor, Target
+
+        async def record() -> None:
+            try:
+                await self.audit.record(
+                    actor=Actor("user", str(session.user_id), session.username), action="live.stop",
+                    target=Target("channel", session.channel_id), client_ip=session.client_ip,
+                    session_id=session.session_id,
+                    detail={"reason": reason, "duration_s": round(time.time() - session.created, 3)})
+            except Exception:
+                log.exception("live.audit_stop_failed", channel_id=session.channel_id)
+
+        task = asyncio.ensure_future(record())
+        self._audit_tasks.add(task)
+        task.add_done_callback(self._audit_tasks.discard)
 
     @property
     def http_port(self) -> int:
@@ -151,6 +175,8 @@ class Platform:
             await self.sip.close()
         if self.writer is not None:
             await self.writer.stop(grace=30)
+        if self._audit_tasks:
+            await asyncio.gather(*self._audit_tasks, return_exceptions=True)
         if self.audit is not None:
             await self.audit.stop()
         if self.registry is not None and self._run_id is not None:

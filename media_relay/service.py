@@ -48,6 +48,7 @@ class MediaService:
         self.sessions: dict[str, ViewerSession] = {}
         self._sweeper: asyncio.Task | None = None
         self.whep: Any = None  # media_relay.outputs.whep.WhepRegistry, created lazily
+        self.on_session_closed: Any = None  # callback(session, reason): the audit log's live.stop
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep())
@@ -87,6 +88,8 @@ class MediaService:
             return False
         s.closed = True
         s.reader.close()
+        if self.on_session_closed is not None:
+            self.on_session_closed(s, reason)
         log.info("live.session_closed", session=session_id[:8], channel_id=s.channel_id, reason=reason)
         return True
 

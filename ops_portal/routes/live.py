@@ -100,6 +100,21 @@ async def start_live(user: LiveViewer, registry: RegistryDep, sip: SipDep, reque
         log.warning("live.failed", channel_id=channel_id, user=user.username, code=exc.code, reason=str(exc))
         raise ApiError(status, exc.code, message) from None
     stream = session.reader.stream
+    audit = getattr(request.app.state, "audit", None)
+    if audit is not None:
+        from audit_log.log import Actor, Target
+
+        try:
+            await audit.record(actor=Actor.user(user), action="live.start", target=Target("channel", channel_id),
+                               client_ip=client_ip(request), session_id=session.session_id,
+                               detail={"device_id": channel.device_id, "transport": transport,
+                                       "codec": stream.codec})
+        except Exception:
+            # no evidence, no video: a viewing that cannot be recorded is not handed out
+            media.close_session(session.session_id, "audit log unavailable")
+            log.exception("live.audit_failed", channel_id=channel_id, user=user.username)
+            raise ApiError(503, "audit_unavailable", "审计日志不可用，无法开始观看 / the audit log is "
+                           "unavailable, the live view cannot start") from None
     params = stream.params
     return LiveOut(session_id=session.session_id, whep_url=f"/whep/{session.session_id}",
                    flv_url=f"/flv/{session.session_id}.flv", expires_at=_iso(session.attach_deadline),
