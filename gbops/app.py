@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,6 @@ class Platform:
         """``live.stop`` on the audit log for every viewer session that ends, whatever ended it."""
         if self.audit is None:
             return
-        import time
-
         from audit_log.log import Actor, Target
 
         async def record() -> None:

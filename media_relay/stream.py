@@ -457,7 +457,7 @@ class StreamManager:
             if answered.ssrc != ssrc:
                 log.info("media.ssrc_changed", channel_id=channel_id, offered=ssrc, answered=answered.ssrc)
                 self.ssrcs.adopt(answered.ssrc)
-                stream.extra_ssrc = answered.ssrc
+                self.ssrcs.release(ssrc)
                 stream.ssrc = answered.ssrc
                 stream._ssrc_int = int(answered.ssrc)
             if transport == "tcp-active":

@@ -17,7 +17,7 @@ from device_registry import events as reg
 from gbops.log import get_logger
 from sip_server.gb import events as ev
 from sip_server.gb.invite import InviteAnswered, InviteFailed, SessionEnded
-from sip_server.gb.server import GbConfig, GbServer
+from sip_server.gb.server import GbConfig, GbServer, Route
 from sip_server.sip import SipEndpoint
 from sip_server.transport import SipTransport
 
@@ -160,8 +160,6 @@ class SipService:
                 if snap.remote_addr:
                     host, _, port = snap.remote_addr.rpartition(":")
                     if port.isdigit():
-                        from sip_server.gb.server import Route
-
                         self.gb.routes[snap.device_id] = Route((host.strip("[]"), int(port)),
                                                                snap.transport or "udp", None)
         self._process()

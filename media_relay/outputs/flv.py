@@ -11,9 +11,10 @@ Layout of the stream (Adobe FLV spec v10.1, annex E):
   composition time (pts - dts) in ms; tag timestamps are the dts in ms relative to the first access unit,
   32 bits spread over the 24-bit field and the extended byte.
 
-The module is pure Python (no PyAV), so the HTTP layer may import it cheaply.  It also carries the small
-bitstream helpers the outputs share (Annex B splitting, SPS parsing, a 33-bit timestamp unwrapper) and
-:func:`iter_tags`, a reader used by the tests and handy for debugging captured streams.
+The module is pure Python (no PyAV), so the HTTP layer may import it cheaply.  NAL unit work (Annex B
+splitting, SPS parsing) is :mod:`media_relay.nal`'s; this module adds what the outputs share on top
+(:func:`params_from_annexb`, a 33-bit timestamp unwrapper) and :func:`iter_tags`, a reader used by the
+tests and handy for debugging captured streams.
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from media_relay.nal import (
+    H264_AUD,
+    H264_FILLER,
+    H265_AUD,
+    H265_FD,
+    nal_type,
+    param_sets,
+    parse_h264_sps,
+    parse_h265_sps,
+    parse_sps,
+    split_annexb,
+    unescape_rbsp,
+)
 from media_relay.types import AccessUnit, VideoParams
 
 FLV_CONTENT_TYPE = "video/x-flv"
@@ -100,206 +114,9 @@ async def close_source(source: object) -> None:
         pass
 
 
-# ----------------------------------------------------------------------------------- Annex B / NAL helpers
-def iter_nal_units(data: bytes) -> Iterator[bytes]:
-    """The NAL units of an Annex B byte stream (3- or 4-byte start codes), without start codes.
-
-    Trailing zero bytes (trailing_zero_8bits / the leading zero of a 4-byte start code) are stripped.
-    Data before the first start code is ignored.
-    """
-    n = len(data)
-    i = data.find(b"\x00\x00\x01")
-    while i != -1:
-        start = i + 3
-        nxt = data.find(b"\x00\x00\x01", start)
-        end = n if nxt == -1 else nxt
-        while end > start and data[end - 1] == 0:
-            end -= 1
-        if end > start:
-            yield data[start:end]
-        i = nxt
-
-
-def nal_type(codec: str, nal: bytes) -> int:
-    return (nal[0] >> 1) & 0x3F if codec == "h265" else nal[0] & 0x1F
-
-
-# H.264: 7 SPS, 8 PPS, 9 AUD, 12 filler; H.265: 32 VPS, 33 SPS, 34 PPS, 35 AUD, 38 filler
-_PARAM_TYPES = {"h264": {"sps": 7, "pps": 8}, "h265": {"vps": 32, "sps": 33, "pps": 34}}
-_DROP_TYPES = {"h264": {9, 12}, "h265": {35, 38}}
-
-
-def remove_emulation_prevention(nal: bytes) -> bytes:
-    """NAL payload -> RBSP (drops the 0x03 of every 00 00 03 sequence)."""
-    if b"\x00\x00\x03" not in nal:
-        return nal
-    out = bytearray()
-    zeros = 0
-    for b in nal:
-        if zeros >= 2 and b == 3:
-            zeros = 0
-            continue
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
-
-
-class BitReader:
-    """MSB-first bit reader with Exp-Golomb codes, over an RBSP."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def u(self, n: int) -> int:
-        v = 0
-        for _ in range(n):
-            byte = self.pos >> 3
-            if byte >= len(self.data):
-                raise ValueError("read past the end of the RBSP")
-            v = (v << 1) | ((self.data[byte] >> (7 - (self.pos & 7))) & 1)
-            self.pos += 1
-        return v
-
-    def skip(self, n: int) -> None:
-        self.pos += n
-        if self.pos > len(self.data) * 8:
-            raise ValueError("read past the end of the RBSP")
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise ValueError("Exp-Golomb code too long")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
-
-
-@dataclass(frozen=True, slots=True)
-class SpsInfo:
-    width: int
-    height: int
-    profile_idc: int
-    level_idc: int
-    chroma_format_idc: int = 1
-    bit_depth_luma: int = 8
-    bit_depth_chroma: int = 8
-    constraint_flags: int = 0  # H.264: the byte after profile_idc
-    # H.265 only
-    profile_tier_level: bytes = b""  # the 12 bytes of general_profile_tier_level
-    max_sub_layers: int = 1
-    temporal_id_nesting: bool = False
-
-
-_H264_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
-
-
-def parse_h264_sps(nal: bytes) -> SpsInfo:
-    """Picture size, profile, level, chroma format and bit depth of an H.264 SPS NAL unit (with header)."""
-    r = BitReader(remove_emulation_prevention(nal[1:]))
-    profile_idc = r.u(8)
-    constraint = r.u(8)
-    level_idc = r.u(8)
-    r.ue()  # seq_parameter_set_id
-    chroma_format_idc, depth_l, depth_c, separate_planes = 1, 8, 8, 0
-    if profile_idc in _H264_HIGH_PROFILES:
-        chroma_format_idc = r.ue()
-        if chroma_format_idc == 3:
-            separate_planes = r.u(1)
-        depth_l = r.ue() + 8
-        depth_c = r.ue() + 8
-        r.u(1)  # qpprime_y_zero_transform_bypass_flag
-        if r.u(1):  # seq_scaling_matrix_present_flag
-            for i in range(8 if chroma_format_idc != 3 else 12):
-                if r.u(1):
-                    size = 16 if i < 6 else 64
-                    last = nxt = 8
-                    for _ in range(size):
-                        if nxt:
-                            nxt = (last + r.se() + 256) % 256
-                        last = nxt or last
-    r.ue()  # log2_max_frame_num_minus4
-    poc_type = r.ue()
-    if poc_type == 0:
-        r.ue()
-    elif poc_type == 1:
-        r.u(1)
-        r.se()
-        r.se()
-        for _ in range(r.ue()):
-            r.se()
-    r.ue()  # max_num_ref_frames
-    r.u(1)  # gaps_in_frame_num_value_allowed_flag
-    width_mbs = r.ue() + 1
-    height_map_units = r.ue() + 1
-    frame_mbs_only = r.u(1)
-    if not frame_mbs_only:
-        r.u(1)
-    r.u(1)  # direct_8x8_inference_flag
-    crop = (0, 0, 0, 0)
-    if r.u(1):
-        crop = (r.ue(), r.ue(), r.ue(), r.ue())
-    chroma_array_type = 0 if separate_planes else chroma_format_idc
-    if chroma_array_type == 0:
-        unit_x, unit_y = 1, 2 - frame_mbs_only
-    else:
-        sub_w = 1 if chroma_format_idc == 3 else 2
-        sub_h = 2 if chroma_format_idc == 1 else 1
-        unit_x, unit_y = sub_w, sub_h * (2 - frame_mbs_only)
-    width = width_mbs * 16 - unit_x * (crop[0] + crop[1])
-    height = (2 - frame_mbs_only) * height_map_units * 16 - unit_y * (crop[2] + crop[3])
-    return SpsInfo(width, height, profile_idc, level_idc, chroma_format_idc, depth_l, depth_c, constraint)
-
-
-def parse_h265_sps(nal: bytes) -> SpsInfo:
-    """Picture size, profile_tier_level, chroma format and bit depth of an H.265 SPS NAL unit."""
-    rbsp = remove_emulation_prevention(nal[2:])
-    r = BitReader(rbsp)
-    r.u(4)  # sps_video_parameter_set_id
-    max_sub_layers_minus1 = r.u(3)
-    nesting = r.u(1)
-    ptl_start = r.pos // 8  # byte aligned here (after 8 bits)
-    ptl = rbsp[ptl_start : ptl_start + 12]
-    if len(ptl) != 12:
-        raise ValueError("SPS too short")
-    profile_idc = ptl[0] & 0x1F
-    level_idc = ptl[11]
-    r.skip(96)
-    sub_profile, sub_level = [], []
-    for _ in range(max_sub_layers_minus1):
-        sub_profile.append(r.u(1))
-        sub_level.append(r.u(1))
-    if max_sub_layers_minus1 > 0:
-        r.skip(2 * (8 - max_sub_layers_minus1))
-    for i in range(max_sub_layers_minus1):
-        if sub_profile[i]:
-            r.skip(88)
-        if sub_level[i]:
-            r.skip(8)
-    r.ue()  # sps_seq_parameter_set_id
-    chroma_format_idc = r.ue()
-    separate_planes = r.u(1) if chroma_format_idc == 3 else 0
-    width = r.ue()
-    height = r.ue()
-    if r.u(1):  # conformance_window_flag
-        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
-        chroma_array_type = 0 if separate_planes else chroma_format_idc
-        sub_w = 2 if chroma_array_type in (1, 2) else 1
-        sub_h = 2 if chroma_array_type == 1 else 1
-        width -= sub_w * (left + right)
-        height -= sub_h * (top + bottom)
-    depth_l = r.ue() + 8
-    depth_c = r.ue() + 8
-    return SpsInfo(width, height, profile_idc, level_idc, chroma_format_idc, depth_l, depth_c, 0,
-                   ptl, max_sub_layers_minus1 + 1, bool(nesting))
-
-
-def parse_sps(codec: str, nal: bytes) -> SpsInfo:
-    return parse_h265_sps(nal) if codec == "h265" else parse_h264_sps(nal)
+# ----------------------------------------------------------------------------------- in-band parameter sets
+_PARAM_NAMES = {"h264": ("sps", "pps"), "h265": ("vps", "sps", "pps")}
+_DROP_TYPES = {"h264": {H264_AUD, H264_FILLER}, "h265": {H265_AUD, H265_FD}}  # AUD, filler data
 
 
 def params_from_annexb(codec: str, data: bytes, base: VideoParams | None = None) -> VideoParams | None:
@@ -307,23 +124,17 @@ def params_from_annexb(codec: str, data: bytes, base: VideoParams | None = None)
 
     Width and height come from the SPS (what the decoder will actually produce).
     """
-    found: dict[str, bytes] = {}
-    types = _PARAM_TYPES[codec]
-    for nal in iter_nal_units(data):
-        t = nal_type(codec, nal)
-        for name, value in types.items():
-            if t == value and name not in found:
-                found[name] = nal
+    found = param_sets(codec, split_annexb(data))
     merged = {
         name: found.get(name) or (getattr(base, name) if base is not None and base.codec == codec else None)
-        for name in types
+        for name in _PARAM_NAMES[codec]
     }
     if any(v is None for v in merged.values()):
         return None
-    try:
-        info = parse_sps(codec, merged["sps"])  # type: ignore[arg-type]
+    info = parse_sps(codec, merged["sps"])  # type: ignore[arg-type]
+    if info is not None:
         width, height = info.width, info.height
-    except (ValueError, IndexError):
+    else:
         width = base.width if base is not None else None
         height = base.height if base is not None else None
     extra = dict(base.extra) if base is not None else {}
@@ -340,28 +151,32 @@ def avc_decoder_configuration_record(sps: bytes, pps: bytes | list[bytes]) -> by
     for p in pps_list:
         out += struct.pack(">H", len(p)) + p
     if sps[1] in (100, 110, 122, 144):
-        try:
-            info = parse_h264_sps(sps)
-        except (ValueError, IndexError):
-            info = SpsInfo(0, 0, sps[1], sps[3])
-        out += bytes([0xFC | info.chroma_format_idc, 0xF8 | (info.bit_depth_luma - 8),
-                      0xF8 | (info.bit_depth_chroma - 8), 0])
+        info = parse_h264_sps(sps)
+        chroma, depth_l, depth_c = (1, 8, 8) if info is None else (
+            info.chroma_format_idc, info.bit_depth_luma, info.bit_depth_chroma)
+        out += bytes([0xFC | chroma, 0xF8 | (depth_l - 8), 0xF8 | (depth_c - 8), 0])
     return bytes(out)
 
 
 def hevc_decoder_configuration_record(vps: bytes, sps: bytes, pps: bytes | list[bytes]) -> bytes:
     """HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1) with 4-byte NAL lengths."""
     info = parse_h265_sps(sps)
+    if info is None:
+        raise ValueError("invalid H.265 SPS")
+    # The SPS RBSP starts with sps_video_parameter_set_id u(4), sps_max_sub_layers_minus1 u(3) and
+    # sps_temporal_id_nesting_flag u(1), then the 12 bytes of the general profile_tier_level.
+    rbsp = unescape_rbsp(sps[2:])
+    max_sub_layers, nesting = ((rbsp[0] >> 1) & 7) + 1, rbsp[0] & 1
     pps_list = [pps] if isinstance(pps, bytes) else list(pps)
     out = bytearray([1])
-    out += info.profile_tier_level  # profile space/tier/idc, 32 compat flags, 48 constraint flags, level
+    out += rbsp[1:13]  # profile space/tier/idc, 32 compat flags, 48 constraint flags, level
     out += struct.pack(">H", 0xF000)  # reserved '1111' + min_spatial_segmentation_idc 0
     out.append(0xFC)  # reserved '111111' + parallelismType 0 (unknown)
     out.append(0xFC | info.chroma_format_idc)
     out.append(0xF8 | (info.bit_depth_luma - 8))
     out.append(0xF8 | (info.bit_depth_chroma - 8))
     out += struct.pack(">H", 0)  # avgFrameRate unspecified
-    out.append((info.max_sub_layers & 7) << 3 | int(info.temporal_id_nesting) << 2 | 3)
+    out.append(max_sub_layers << 3 | nesting << 2 | 3)  # numTemporalLayers, temporalIdNested, 4-byte lengths
     arrays = [(32, [vps]), (33, [sps]), (34, pps_list)]
     out.append(len(arrays))
     for nal_unit_type, nals in arrays:
@@ -473,7 +288,7 @@ class FlvMuxer:
     """
 
     def __init__(self, video_codec: str, *, audio: bool = False) -> None:
-        if video_codec not in _PARAM_TYPES:
+        if video_codec not in _PARAM_NAMES:
             raise ValueError(f"FLV cannot carry video codec {video_codec!r}")
         self.video_codec = video_codec
         self.codec_id = CODEC_ID_HEVC if video_codec == "h265" else CODEC_ID_AVC
@@ -539,7 +354,7 @@ class FlvMuxer:
             cts = max(-(1 << 23), min((1 << 23) - 1, round(_signed_33(au.pts - au.dts) / 90)))
         drop = _DROP_TYPES[self.video_codec]
         payload = bytearray()
-        for nal in iter_nal_units(au.data):
+        for nal in split_annexb(au.data):
             if nal_type(self.video_codec, nal) in drop:
                 continue
             payload += struct.pack(">I", len(nal)) + nal
@@ -600,7 +415,7 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate
             au = await next_au(source)
             if au is None:
                 return
-            if au.kind != "video" or not au.keyframe or au.codec not in _PARAM_TYPES:
+            if au.kind != "video" or not au.keyframe or au.codec not in _PARAM_NAMES:
                 continue
             params = params_from_annexb(au.codec, au.data, getattr(source, "params", None))
             if params is None:

@@ -44,6 +44,15 @@ from typing import Any
 import numpy as np
 
 from gbops.log import get_logger
+from media_relay.nal import (
+    H264_SEI,
+    H265_SEI_PREFIX,
+    H265_SEI_SUFFIX,
+    is_vcl,
+    nal_type,
+    split_annexb,
+    unescape_rbsp,
+)
 from media_relay.types import AccessUnit
 
 log = get_logger("gbops.sim.media")
@@ -193,23 +202,6 @@ class TestPattern:
 
 
 # ================================================================================================ SEI
-def _nal_units(data: bytes) -> list[tuple[int, int, int]]:
-    """``(start code offset, NAL offset, end)`` of every NAL unit of an Annex B byte stream."""
-    out: list[tuple[int, int, int]] = []
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        sc = i - 1 if i > 0 and data[i - 1] == 0 else i
-        nal = i + 3
-        j = data.find(b"\x00\x00\x01", nal)
-        end = len(data) if j < 0 else (j - 1 if data[j - 1] == 0 else j)
-        if out:
-            prev_sc, prev_nal, _ = out[-1]
-            out[-1] = (prev_sc, prev_nal, sc)
-        out.append((sc, nal, end))
-        i = j
-    return out
-
-
 def _escape(rbsp: bytes) -> bytes:
     """Insert emulation prevention bytes (00 00 0x -> 00 00 03 0x for x <= 3)."""
     out = bytearray()
@@ -221,10 +213,6 @@ def _escape(rbsp: bytes) -> bytes:
         out.append(byte)
         zeros = zeros + 1 if byte == 0 else 0
     return bytes(out)
-
-
-def _unescape(ebsp: bytes) -> bytes:
-    return ebsp.replace(b"\x00\x00\x03", b"\x00\x00") if b"\x00\x00\x03" in ebsp else ebsp
 
 
 def _sei_size(n: int) -> bytes:
@@ -239,33 +227,24 @@ def build_latency_sei(codec: str, epoch_ms: int) -> bytes:
     return b"\x00\x00\x00\x01" + header + _escape(message + b"\x80")
 
 
-def _is_vcl(codec: str, first_byte: int) -> bool:
-    if codec == "h264":
-        return 1 <= first_byte & 0x1F <= 5
-    return (first_byte >> 1) & 0x3F < 32
-
-
 def insert_sei(data: bytes, sei: bytes, codec: str) -> bytes:
     """*data* (one access unit, Annex B) with the SEI NAL *sei* placed right before its first slice."""
-    for sc, nal, _end in _nal_units(data):
-        if nal < len(data) and _is_vcl(codec, data[nal]):
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        if i + 3 < len(data) and is_vcl(codec, data[i + 3:i + 4]):
+            sc = i - 1 if i > 0 and data[i - 1] == 0 else i  # the leading zero of a 4-byte start code
             return data[:sc] + sei + data[sc:]
+        i = data.find(b"\x00\x00\x01", i + 3)
     return data + sei
 
 
 def read_latency_sei(data: bytes, codec: str) -> int | None:
     """The capture time (epoch ms) carried by an access unit from :class:`ClockEncoder`, or None."""
-    for _sc, nal, end in _nal_units(data):
-        if nal >= end:
+    sei_types = (H264_SEI,) if codec == "h264" else (H265_SEI_PREFIX, H265_SEI_SUFFIX)
+    for nal in split_annexb(data):
+        if nal_type(codec, nal) not in sei_types:
             continue
-        if codec == "h264":
-            if data[nal] & 0x1F != 6:
-                continue
-            body = _unescape(data[nal + 1:end])
-        else:
-            if (data[nal] >> 1) & 0x3F not in (39, 40):
-                continue
-            body = _unescape(data[nal + 2:end])
+        body = unescape_rbsp(nal[1 if codec == "h264" else 2:])
         pos = 0
         while pos < len(body) and body[pos] != 0x80:
             ptype = psize = 0

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from media_relay.nal import parse_sps, split_annexb
 from media_relay.outputs.flv import (
     CODEC_ID_AVC,
     CODEC_ID_HEVC,
@@ -22,10 +23,9 @@ from media_relay.outputs.flv import (
     FlvMuxer,
     TimestampUnwrapper,
     flv_stream,
-    iter_nal_units,
+    hevc_decoder_configuration_record,
     iter_tags,
     params_from_annexb,
-    parse_sps,
 )
 from media_relay.types import AccessUnit, VideoParams
 from tests.outputs._media import FakeReader, encode_access_units, encode_adts, ffprobe, split_adts
@@ -110,7 +110,7 @@ async def test_h264_tags_layout():
     seq, *frames, eos = tags[1:]
     assert (seq.codec_id, seq.packet_type, seq.keyframe) == (CODEC_ID_AVC, PKT_SEQUENCE_HEADER, True)
     record = seq.payload
-    sps = next(n for n in iter_nal_units(aus[0].data) if n[0] & 0x1F == 7)
+    sps = next(n for n in split_annexb(aus[0].data) if n[0] & 0x1F == 7)
     assert record[0] == 1 and record[1:4] == sps[1:4] and record[4] == 0xFF  # 4-byte NAL lengths
     assert record[6:8] == struct.pack(">H", len(sps)) and record[8 : 8 + len(sps)] == sps
     assert len(frames) == FRAMES
@@ -119,7 +119,7 @@ async def test_h264_tags_layout():
         assert tag.keyframe == au.keyframe
         assert tag.composition_time == ((au.pts - au.dts) % (1 << 33)) // 90
         # the NAL units are the access unit's, length-prefixed (none of them is an AUD here)
-        assert tag.nal_units() == list(iter_nal_units(au.data))
+        assert tag.nal_units() == list(split_annexb(au.data))
     assert eos.packet_type == PKT_END_OF_SEQUENCE and eos.timestamp == frames[-1].timestamp
 
 
@@ -168,6 +168,23 @@ async def test_h265_flv_codec_id_12_decodes(tmp_path):
         assert (stream_info["width"], stream_info["height"]) == (320, 240)
     else:  # Debian's ffmpeg 5.1: "none ([12][0][0][0])"
         assert "nb_read_frames" not in stream_info or stream_info["nb_read_frames"] in ("0", "N/A")
+
+
+def test_hvcc_fields_match_the_sps():
+    """The hvcC profile_tier_level bytes come unescaped from the SPS (x265's carry an emulation
+    prevention byte there): rebuilt into an RFC 6381 string they match what the SPS parser reads."""
+    (au,) = encode_access_units("h265", frames=1)
+    params = params_from_annexb("h265", au.data)
+    assert b"\x00\x00\x03" in params.sps[2:16]
+    info = parse_sps("h265", params.sps)
+    hvcc = hevc_decoder_configuration_record(params.vps, params.sps, params.pps)
+    compat = int(f"{int.from_bytes(hvcc[2:6], 'big'):032b}"[::-1], 2)
+    codec_string = (f"hvc1.{('', 'A', 'B', 'C')[hvcc[1] >> 6]}{hvcc[1] & 0x1F}.{compat:X}."
+                    f"{'H' if hvcc[1] & 0x20 else 'L'}{hvcc[12]}"
+                    + "".join(f".{b:X}" for b in hvcc[6:12].rstrip(b"\x00")))
+    assert codec_string == info.codec_string
+    assert (hvcc[16] & 3, hvcc[17] & 7, hvcc[18] & 7) == (info.chroma_format_idc, 0, 0)
+    assert (hvcc[21] >> 3 & 7, hvcc[21] >> 2 & 1) == (1, 1)  # one temporal layer, temporal_id_nesting
 
 
 def _hvcc_array_offsets(hvcc: bytes) -> list[int]:
@@ -258,7 +275,7 @@ async def test_params_from_source_when_not_in_band():
     aus = encode_access_units("h264", frames=10)
     params = params_from_annexb("h264", aus[0].data)
     stripped = [AccessUnit(a.kind, a.codec,
-                           b"".join(b"\x00\x00\x00\x01" + n for n in iter_nal_units(a.data)
+                           b"".join(b"\x00\x00\x00\x01" + n for n in split_annexb(a.data)
                                     if n[0] & 0x1F not in (7, 8)), a.pts, a.dts, a.keyframe) for a in aus]
     source_params = VideoParams("h264", sps=params.sps, pps=params.pps, extra={"framerate": 12.5})
     data = await collect(flv_stream(FakeReader(stripped, source_params)))
@@ -345,9 +362,9 @@ _nal = st.binary(min_size=1, max_size=40).map(lambda b: bytes(x or 1 for x in b)
 
 
 @given(st.lists(st.tuples(_nal, st.booleans()), min_size=1, max_size=8))
-def test_iter_nal_units_round_trip(nals):
+def test_split_annexb_round_trip(nals):
     stream = b"".join((b"\x00\x00\x00\x01" if four else b"\x00\x00\x01") + nal for nal, four in nals)
-    assert list(iter_nal_units(stream)) == [nal for nal, _ in nals]
+    assert list(split_annexb(stream)) == [nal for nal, _ in nals]
 
 
 @given(st.integers(0, (1 << 33) - 1), st.lists(st.integers(0, 10 * 90_000), max_size=50))

@@ -8,7 +8,8 @@ import threading
 import av
 import numpy as np
 
-from media_relay.outputs.flv import flv_stream, iter_nal_units
+from media_relay.nal import split_annexb
+from media_relay.outputs.flv import flv_stream
 from media_relay.outputs.transcode import Transcoder
 from media_relay.types import AccessUnit
 from tests.outputs._media import FakeReader, encode_access_units, ffprobe
@@ -42,7 +43,7 @@ async def test_h265_to_h264():
     assert all(au.codec == "h264" and au.kind == "video" for au in out)
     # keyframes where the source had them (GOP 12), the first one carrying SPS/PPS in-band
     assert [i for i, au in enumerate(out) if au.keyframe] == [0, 12, 24, 36, 48]
-    assert {n[0] & 0x1F for n in iter_nal_units(out[0].data)} >= {7, 8, 5}
+    assert {n[0] & 0x1F for n in split_annexb(out[0].data)} >= {7, 8, 5}
     # timestamps: the source's presentation times, in order, no B-frames
     assert [au.pts for au in out] == sorted(au.pts % (1 << 33) for au in src)
     assert all(au.pts == au.dts for au in out)
