@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sip_server.gb import manscdp as m
 from sip_server.gb.manscdp import ManscdpError
+from tests.conftest import need
 
 _VECTOR_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "sip"
 
@@ -91,8 +91,7 @@ def exercise(body: bytes) -> None:
 
 
 def test_vector_bodies_found() -> None:
-    if not _VECTOR_DIR.is_dir():
-        pytest.skip("shared vectors not present")
+    need(_VECTOR_DIR.is_dir(), "shared vectors not present")
     assert len(BODIES) >= 23 + 3
 
 

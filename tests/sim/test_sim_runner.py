@@ -157,7 +157,7 @@ async def test_run_simulator_stops_on_sigterm(stub: AsyncStub) -> None:
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_under_uvloop(transport: str) -> None:
     """``gbops sim`` runs on uvloop, whose transports differ from asyncio's."""
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop
 
     async def scenario() -> None:
         stub = AsyncStub()
