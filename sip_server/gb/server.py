@@ -459,10 +459,8 @@ class GbServer:
         if route is None or not self.presence.is_online(device_id):
             return None
         sn = self.next_sn()
-        charset = self.charsets.get(device_id, self.config.query_charset)
-        if charset.upper() not in ("UTF-8", "GB2312", "GBK", "GB18030"):
-            charset = self.config.query_charset
-        body = manscdp.build_query(cmd_type, sn, target_id or device_id, charset=charset, extra=extra)
+        body = manscdp.build_query(cmd_type, sn, target_id or device_id, charset=self._charset(device_id),
+                                   extra=extra)
         key = self._send_message(device_id, route, body, now)
         deadline = now + (timeout or self.config.query_timeout)
         self._pending[(cmd_type, sn)] = PendingQuery(device_id, cmd_type, sn, deadline)
@@ -470,6 +468,13 @@ class GbServer:
         self._txn_query[key] = (cmd_type, sn, device_id)
         self.metrics.queries_sent += 1
         return sn
+
+    def _charset(self, device_id: str) -> str:
+        """Ask in the charset the device speaks (seen in its last message), else the platform default."""
+        charset = self.charsets.get(device_id, self.config.query_charset)
+        if charset.upper() not in ("UTF-8", "GB2312", "GBK", "GB18030"):
+            charset = self.config.query_charset
+        return charset
 
     def sync_catalog(self, device_id: str, now: float) -> int | None:
         sn = self.query(device_id, "Catalog", now, timeout=self.config.catalog_timeout)
@@ -495,10 +500,7 @@ class GbServer:
         old = self._subs.get(device_id)
         generation = old.generation + 1 if old else 1
         self._subs[device_id] = Subscription(device_id, sn, generation)
-        charset = self.charsets.get(device_id, self.config.query_charset)
-        if charset.upper() not in ("UTF-8", "GB2312", "GBK", "GB18030"):
-            charset = self.config.query_charset
-        body = manscdp.build_query("Catalog", sn, device_id, charset=charset)
+        body = manscdp.build_query("Catalog", sn, device_id, charset=self._charset(device_id))
         contact_host = self.config.contact_host or self.config.domain
         key = self._send_message(device_id, route, body, now, method="SUBSCRIBE", extra=[
             ("Event", f"Catalog;id={sn}"),

@@ -125,3 +125,18 @@ class PlatformProcess:
                 return last
             time.sleep(interval)
         raise AssertionError(f"timed out waiting for {what}; last={last!r}\n--- platform log ---\n{self.log()[-4000:]}")
+
+
+def read_flv(platform: PlatformProcess, url: str, seconds: float, out) -> int:
+    """Read an HTTP-FLV response as a player does for ``seconds``, writing it to ``out``; returns bytes."""
+    n = 0
+    deadline = time.monotonic() + seconds
+    with httpx.stream("GET", platform.base + url, timeout=10) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"] == "video/x-flv"
+        for chunk in r.iter_bytes():
+            out.write(chunk)
+            n += len(chunk)
+            if time.monotonic() > deadline:
+                break
+    return n

@@ -6,11 +6,10 @@ import asyncio
 import time
 
 import av
-import httpx
 import pytest
 
 from sip_server.sim import SimConfig, Simulator
-from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port
+from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port, read_flv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,17 +25,9 @@ async def platform(tmp_path):
     p.stop()
 
 
-def read_flv(platform: PlatformProcess, url: str, seconds: float, path) -> int:
-    n = 0
-    deadline = time.monotonic() + seconds
-    with httpx.stream("GET", platform.base + url, timeout=10) as r, open(path, "wb") as f:
-        assert r.status_code == 200
-        for chunk in r.iter_bytes():
-            f.write(chunk)
-            n += len(chunk)
-            if time.monotonic() > deadline:
-                break
-    return n
+def read_flv_file(platform: PlatformProcess, url: str, seconds: float, path) -> int:
+    with open(path, "wb") as f:
+        return read_flv(platform, url, seconds, f)
 
 
 def decode(path) -> tuple[str, int, int, int]:
@@ -69,7 +60,7 @@ async def test_simulated_cameras_live_on_every_transport(platform, tmp_path, cod
             live = r.json()
             assert live["codec"] == codec and (live["width"], live["height"]) == (640, 360)
             path = tmp_path / f"{codec}-{transport}.flv"
-            assert await asyncio.to_thread(read_flv, platform, live["flv_url"], 3, path) > 10_000
+            assert await asyncio.to_thread(read_flv_file, platform, live["flv_url"], 3, path) > 10_000
             name, w, h, frames = await asyncio.to_thread(decode, path)
             assert name == ("h264" if codec == "h264" else "hevc") and (w, h) == (640, 360)
             assert frames >= 50, (transport, frames)

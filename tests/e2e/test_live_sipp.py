@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import need_tool
-from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port
+from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port, read_flv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -50,20 +50,6 @@ def sipp_camera(live_platform, shared_dir, tmp_path):
 
 def sipp_messages(run_dir) -> str:
     return "".join(p.read_text("latin-1") for p in run_dir.glob("*_messages.log"))
-
-
-def read_flv(platform: PlatformProcess, url: str, seconds: float, out) -> int:
-    n = 0
-    deadline = time.monotonic() + seconds
-    with httpx.stream("GET", platform.base + url, timeout=10) as r:
-        assert r.status_code == 200, r.read()
-        assert r.headers["content-type"] == "video/x-flv"
-        for chunk in r.iter_bytes():
-            out.write(chunk)
-            n += len(chunk)
-            if time.monotonic() > deadline:
-                break
-    return n
 
 
 def ffprobe_frames(path) -> dict:
