@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,8 @@ def test_live_page_plays_in_chromium(tmp_path, shared_dir):
             t2 = page.evaluate("document.getElementById('video').currentTime")
             size = page.evaluate("[document.getElementById('video').videoWidth, "
                                  "document.getElementById('video').videoHeight]")
-            page.screenshot(path=str(tmp_path / "live.png"))
+            shots = os.environ.get("GBOPS_TEST_ARTIFACTS")  # keep the picture for a person to look at
+            page.screenshot(path=str((Path(shots) if shots else tmp_path) / "live.png"))
             browser.close()
         assert t2 > t1 + 0.5, (t1, t2)
         assert size == [640, 360]
