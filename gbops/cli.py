@@ -268,6 +268,30 @@ def audit_grants(role: str = typer.Argument(..., help="the PostgreSQL role the p
         raise typer.Exit(2) from None
 
 
+watermark_app = typer.Typer(help="水印与会话标签 / viewer watermarks and forensic session tags",
+                            no_args_is_help=True, add_completion=False)
+app.add_typer(watermark_app, name="watermark")
+
+
+@watermark_app.command("inspect")
+def watermark_inspect(
+    file: Path = typer.Argument(..., help="MP4、FLV 或 H.264/H.265 裸流文件 / an MP4, FLV or raw H.264/H.265 file"),
+    key: Path | None = typer.Option(None, "--key", help="标签公钥文件 / the tag public key (PEM) to verify with"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="平台数据目录 / the platform data dir "
+                                         "(key and database; default: GBOPS_DATA_DIR)"),
+) -> None:
+    """查找并校验会话标签 / Find and verify the session tags in a file (exit 0 valid, 1 invalid, 2 none)."""
+    from gbops.settings import Settings
+    from watermark.inspect import run_inspect
+
+    try:
+        settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    except Exception:  # the database lookup is optional: inspect without it
+        settings = None
+    where = data_dir if data_dir is not None else settings.data_dir if settings is not None else None
+    raise typer.Exit(run_inspect(file, key_path=key, data_dir=where, settings=settings, echo=typer.echo))
+
+
 def main() -> None:
     try:
         app()

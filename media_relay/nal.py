@@ -175,6 +175,42 @@ def unescape_rbsp(data: bytes | bytearray | memoryview) -> bytes:
     return data.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
+def escape_rbsp(rbsp: bytes) -> bytes:
+    """Insert emulation prevention bytes (``00 00 0x`` -> ``00 00 03 0x`` for x <= 3): the inverse of
+    :func:`unescape_rbsp`."""
+    out = bytearray()
+    zeros = 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def user_data_sei(codec: str, payload: bytes) -> bytes:
+    """An SEI NAL unit (header included, no start code) holding one ``user_data_unregistered`` message
+    (payload type 5): ``payload`` must start with its 16-byte UUID. H.265 uses a prefix SEI, tid 1."""
+    _check_codec(codec)
+    n = len(payload)
+    message = b"\x05" + b"\xff" * (n // 255) + bytes([n % 255]) + payload
+    header = b"\x06" if codec == "h264" else b"\x4e\x01"
+    return header + escape_rbsp(message + b"\x80")  # rbsp_trailing_bits
+
+
+def insert_before_first_slice(data: bytes, nal_with_start_code: bytes, codec: str) -> bytes:
+    """``data`` (one access unit, Annex B) with ``nal_with_start_code`` placed right before its first
+    slice (where SEI belongs), or appended when there is no slice."""
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        if i + 3 < len(data) and is_vcl(codec, data[i + 3:i + 4]):
+            sc = i - 1 if i > 0 and data[i - 1] == 0 else i  # the leading zero of a 4-byte start code
+            return data[:sc] + nal_with_start_code + data[sc:]
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return data + nal_with_start_code
+
+
 # --- NAL unit types -----------------------------------------------------------------------------
 
 

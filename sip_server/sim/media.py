@@ -48,10 +48,11 @@ from media_relay.nal import (
     H264_SEI,
     H265_SEI_PREFIX,
     H265_SEI_SUFFIX,
-    is_vcl,
+    insert_before_first_slice,
     nal_type,
     split_annexb,
     unescape_rbsp,
+    user_data_sei,
 )
 from media_relay.types import AccessUnit
 
@@ -202,40 +203,12 @@ class TestPattern:
 
 
 # ================================================================================================ SEI
-def _escape(rbsp: bytes) -> bytes:
-    """Insert emulation prevention bytes (00 00 0x -> 00 00 03 0x for x <= 3)."""
-    out = bytearray()
-    zeros = 0
-    for byte in rbsp:
-        if zeros >= 2 and byte <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
-
-
-def _sei_size(n: int) -> bytes:
-    return b"\xff" * (n // 255) + bytes([n % 255])
-
-
 def build_latency_sei(codec: str, epoch_ms: int) -> bytes:
     """An SEI NAL unit (with a 4-byte start code) carrying *epoch_ms* as ``user_data_unregistered``."""
-    payload = LATENCY_SEI_UUID + str(int(epoch_ms)).encode("ascii")
-    message = b"\x05" + _sei_size(len(payload)) + payload  # payloadType 5 = user_data_unregistered
-    header = b"\x06" if codec == "h264" else b"\x4e\x01"  # H.264 type 6; H.265 prefix SEI (39), tid 1
-    return b"\x00\x00\x00\x01" + header + _escape(message + b"\x80")
+    return b"\x00\x00\x00\x01" + user_data_sei(codec, LATENCY_SEI_UUID + str(int(epoch_ms)).encode("ascii"))
 
 
-def insert_sei(data: bytes, sei: bytes, codec: str) -> bytes:
-    """*data* (one access unit, Annex B) with the SEI NAL *sei* placed right before its first slice."""
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        if i + 3 < len(data) and is_vcl(codec, data[i + 3:i + 4]):
-            sc = i - 1 if i > 0 and data[i - 1] == 0 else i  # the leading zero of a 4-byte start code
-            return data[:sc] + sei + data[sc:]
-        i = data.find(b"\x00\x00\x01", i + 3)
-    return data + sei
+insert_sei = insert_before_first_slice  # the name the simulator's tests use
 
 
 def read_latency_sei(data: bytes, codec: str) -> int | None:
