@@ -151,6 +151,7 @@ class Stream:
         self.video_frames = 0
         self.audio_frames = 0
         self.ingest: Any = None  # the socket adapter, closed with the stream
+        self.on_idle: Any = None  # callback(stream) when its last reader leaves (the manager's idle timer)
 
     # ------------------------------------------------------------------ properties shown in /api/streams
     @property
@@ -259,8 +260,6 @@ class Stream:
         self.readers.discard(reader)
         if self.on_idle is not None and not self.readers:
             self.on_idle(self)
-
-    on_idle: Any = None
 
     def close(self, reason: str) -> None:
         if self.closed:

@@ -81,6 +81,20 @@ _PLACES = (
 )
 
 
+def _addressed_users(req: SipRequest) -> list[str | None]:
+    """The user parts a request is addressed to: Request-URI first, then To (unparseable ones skipped)."""
+    users: list[str | None] = []
+    try:
+        users.append(parse_uri(req.uri).user)
+    except SipParseError:
+        pass
+    try:
+        users.append(parse_name_addr(req.headers.get("To") or "").uri.user)
+    except SipParseError:
+        pass
+    return users
+
+
 # ================================================================================================ config
 @dataclass
 class SimConfig:
@@ -929,15 +943,7 @@ class SimDevice:
         return sum(1 for c in self.calls.values() if c.state == CALL_CONFIRMED)
 
     def _requested_channel(self, req: SipRequest) -> str | None:
-        users = []
-        try:
-            users.append(parse_uri(req.uri).user)
-        except SipParseError:
-            pass
-        try:
-            users.append(parse_name_addr(req.headers.get("To") or "").uri.user)
-        except SipParseError:
-            pass
+        users = _addressed_users(req)
         for user in users:
             if user and (user in self.channel_ids or user == self.device_id):
                 return user
@@ -1496,15 +1502,7 @@ class Fleet:
 
     def _target(self, link: Link, req: SipRequest) -> SimDevice | None:
         """The device a request is for: Request-URI user, else To user (the platform routes by id)."""
-        users = []
-        try:
-            users.append(parse_uri(req.uri).user)
-        except SipParseError:
-            pass
-        try:
-            users.append(parse_name_addr(req.headers.get("To") or "").uri.user)
-        except SipParseError:
-            pass
+        users = _addressed_users(req)
         for user in users:
             if user and user in link.by_id:
                 return link.by_id[user]
