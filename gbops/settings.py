@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     audit_checkpoint_interval: float = Field(10.0, gt=0, le=10.0, description="seconds between checkpoints")
     audit_checkpoint_url: str | None = Field(None, description="POST every new checkpoint here (optional)")
 
+    # --- watermark and downloads (issue 4) ---
+
+    # --- access control and console (issue 6) ---
+
+    # --- availability and reports (issue 7) ---
+
+    # --- tickets, contracts and quality detection (issue 7) ---
+
     log_level: str = "INFO"
     log_json: bool = False
 

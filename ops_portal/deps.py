@@ -24,6 +24,7 @@ from ops_portal.schemas import ApiError
 
 __all__ = [
     "PERMISSIONS",
+    "PERMISSION_CATALOGUE",
     "AnyAuth",
     "AuditDep",
     "Auth",
@@ -120,10 +121,32 @@ CurrentUser = Annotated[User, Depends(_current_user)]
 
 
 # ------------------------------------------------------------------------------------------ permissions
-#: Permission names that routes may ask for.  A typo in a route is caught at import time.
-PERMISSIONS = frozenset(
-    {"device.read", "device.write", "device.catalog_sync", "system.metrics", "live.view", "audit.read", "audit.export"}
-)
+#: Permission names that routes may ask for, by level (system administration / system function), with
+#: their Chinese and English labels.  Data access (the third level) is a role's scope: organisation
+#: nodes and channels, not a permission name.  A typo in a route is caught at import time.
+PERMISSION_CATALOGUE: dict[str, tuple[str, str, str]] = {
+    # system administration
+    "user.manage": ("admin", "用户管理", "manage users"),
+    "role.manage": ("admin", "角色管理", "manage roles and grants"),
+    "org.manage": ("admin", "组织管理", "manage the organisation tree"),
+    "device.write": ("admin", "设备管理", "manage devices"),
+    "settings.manage": ("admin", "系统设置", "system settings"),
+    "contract.manage": ("admin", "合同管理", "manage service contracts"),
+    "system.metrics": ("admin", "运行指标", "service metrics"),
+    # system functions
+    "device.read": ("function", "设备查看", "view devices"),
+    "device.catalog_sync": ("function", "目录同步", "catalog sync"),
+    "live.view": ("function", "实时视频", "live video"),
+    "playback.view": ("function", "录像回放", "playback"),
+    "download.create": ("function", "录像下载", "download video"),
+    "ptz.control": ("function", "云台控制", "PTZ control"),
+    "ticket.read": ("function", "工单查看", "view tickets"),
+    "ticket.write": ("function", "工单处理", "report and handle tickets"),
+    "report.read": ("function", "统计报表", "online rate and reports"),
+    "audit.read": ("function", "审计查看", "view the audit log"),
+    "audit.export": ("function", "审计导出", "export the audit log"),
+}
+PERMISSIONS = frozenset(PERMISSION_CATALOGUE)
 
 
 def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, User]]:
