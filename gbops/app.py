@@ -100,8 +100,6 @@ class Platform:
         await self.sip.start()
 
         from media_relay.service import MediaService
-        from ops_portal.routes.live import outputs_router
-        from ops_portal.routes.live import router as live_router
 
         self.media = MediaService(self.sip, rtp_ports=s.rtp_port_range, domain=s.sip_domain,
                                   media_host=s.media_host, media_ip=s.media_ip,
@@ -113,11 +111,8 @@ class Platform:
             enable_loopback_candidates()
 
         app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
-                         audit=self.audit)
-        app.state.media = self.media
+                         audit=self.audit, media=self.media)
         self.media.on_session_closed = self._record_live_stop
-        app.include_router(live_router)
-        app.include_router(outputs_router)
         static = _static_dir()
         if static is not None:
             from fastapi.staticfiles import StaticFiles

@@ -119,12 +119,14 @@ def create_app(
     registry: Any,
     sip: Any | None = None,
     audit: Any | None = None,
+    media: Any | None = None,
 ) -> FastAPI:
     """The portal app.
 
     ``registry`` is a :class:`device_registry.service.Registry`; ``sip`` the running SIP service
     (``None`` when there is none: catalog sync then answers 503); ``audit`` the platform's
-    :class:`audit_log.log.AuditLog` (``None``: actions are not audited and ``/api/audit`` answers 503).
+    :class:`audit_log.log.AuditLog` (``None``: actions are not audited and ``/api/audit`` answers 503);
+    ``media`` the :class:`media_relay.service.MediaService` (``None``: live requests answer 503).
     """
     app = FastAPI(
         title="gbops",
@@ -139,6 +141,7 @@ def create_app(
     app.state.registry = registry
     app.state.sip = sip
     app.state.audit = audit
+    app.state.media = media
     app.state.login_throttle = UnknownUserThrottle()
 
     app.add_exception_handler(ApiError, _on_api_error)
@@ -148,4 +151,7 @@ def create_app(
     app.add_middleware(_NoStoreHeaders)
 
     app.include_router(api_router)
+    from ops_portal.routes.live import outputs_router
+
+    app.include_router(outputs_router)  # capability URLs (the session id is the credential), no token
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ops_portal.routes import audit, auth, devices, sip
+from ops_portal.routes import audit, auth, devices, live, sip
 from ops_portal.schemas import HealthOut
 
 __all__ = ["api_router"]
@@ -24,3 +24,4 @@ api_router.include_router(auth.router)
 api_router.include_router(devices.router)
 api_router.include_router(sip.router)
 api_router.include_router(audit.router)
+api_router.include_router(live.router)

@@ -7,7 +7,9 @@ import pytest
 
 from .conftest import Portal, bearer
 
-PUBLIC = {("post", "/api/auth/login"), ("get", "/api/health")}
+PUBLIC = {("post", "/api/auth/login"), ("get", "/api/health"),
+          # capability URLs of a viewer session: the unguessable session id is the credential
+          ("get", "/flv/{session_id}.flv"), ("post", "/whep/{session_id}"), ("delete", "/whep/{session_id}")}
 CORE_OPERATIONS = {
     "health", "auth_login", "auth_logout", "auth_password_change", "auth_me", "devices_list", "devices_get",
     "devices_channels", "devices_presence", "devices_catalog_sync_start", "devices_catalog_sync_status",
@@ -15,7 +17,8 @@ CORE_OPERATIONS = {
     "audit_checkpoint", "audit_verifier_key", "audit_proof_inclusion", "audit_proof_consistency", "audit_export",
 }  # fmt: skip
 # One set per area, so that each area's routes are listed where its owner keeps them.
-LIVE_OPERATIONS: set[str] = set()       # issue 3/4: live view, streams, watermark capacity
+LIVE_OPERATIONS = {"live_start", "live_session_delete", "streams_list", "live_flv", "live_whep_offer",
+                   "live_whep_delete"}  # issue 3/4: live view, streams, watermark capacity
 DOWNLOAD_OPERATIONS: set[str] = set()   # issue 4: watermarked downloads
 ACCESS_OPERATIONS: set[str] = set()     # issue 6: users, roles, org tree, dashboard, map
 AVAILABILITY_OPERATIONS: set[str] = set()  # issue 7: online rate, reports
