@@ -29,10 +29,20 @@ $(WEBSTATIC)/mpegts.js:
 	  cp build/web/package/dist/mpegts.js $@; \
 	else echo "npm not found: the live page will offer WebRTC only (apt-get install npm for HTTP-FLV)"; fi
 
-run: $(VENV)/.installed $(WEBSTATIC)/mpegts.js
+# The console's map (Leaflet, from the npm registry; served by the platform, nothing fetched at run time).
+$(WEBSTATIC)/leaflet/leaflet.js:
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p $(WEBSTATIC)/leaflet/images build/web/leaflet && \
+	  (cd build/web && npm pack --silent leaflet@1.9.4 >/dev/null && tar xzf leaflet-1.9.4.tgz -C leaflet) && \
+	  cp build/web/leaflet/package/dist/leaflet.css $(WEBSTATIC)/leaflet/ && \
+	  cp build/web/leaflet/package/dist/images/*.png $(WEBSTATIC)/leaflet/images/ && \
+	  cp build/web/leaflet/package/dist/leaflet.js $@; \
+	else echo "npm not found: the console map will be unavailable (apt-get install npm)"; fi
+
+run: $(VENV)/.installed $(WEBSTATIC)/mpegts.js $(WEBSTATIC)/leaflet/leaflet.js
 	$(BIN)/gbops run
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(WEBSTATIC)/mpegts.js $(WEBSTATIC)/leaflet/leaflet.js
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev

@@ -17,7 +17,7 @@ ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 WIRED_ACTIONS: dict[str, str] = {
     "auth.login": "登录成功 / logged in (detail: token_id)",
-    "auth.login_failed": "登录失败 / failed login (detail: reason = bad_credentials | unknown_user | locked | disabled)",
+    "auth.login_failed": "登录失败 / failed login (detail: reason = bad_credentials | unknown_user | locked | disabled | account_expired | account_not_yet_valid)",
     "auth.lockout": "登录失败次数过多，账户锁定 / account locked after too many failures (detail: locked_until)",
     "auth.logout": "注销 / logged out (detail: token_id)",
     "user.password_change": "修改密码 / password changed (detail: revoked_tokens)",
@@ -28,6 +28,42 @@ WIRED_ACTIONS: dict[str, str] = {
     # live video (detail: device_id, transport, codec; stop adds reason, duration_s)
     "live.start": "开始实时预览 / live view started",
     "live.stop": "结束实时预览 / live view stopped (detail: reason, duration_s)",
+    # reports (issue 7)
+    "report.export": "导出报表 / report exported (detail: report, kind, label, start, end, format, file, sha256, "
+                     "bytes, source_sha256, checkpoint_size, checkpoint_root, rate, threshold, breach, scope)",
+    # watermark (recorded at platform start when the effective policy differs from the last entry)
+    "watermark.policy_change": "水印策略变更 / watermark policy changed (detail: before, after)",
+    # download (detail: job_id, device_id, channel_id, start, end, session_id, watermark_id;
+    # complete adds sha256, bytes, frames; failed adds reason)
+    "download.request": "请求视频下载 / video download requested",
+    "download.complete": "视频下载文件已生成 / download file made (detail: sha256, bytes)",
+    "download.failed": "视频下载失败 / video download failed (detail: reason)",
+    # tickets and contracts (issue 7); automatic tickets are recorded with a system actor
+    "ticket.create": "报修（人工或自动生成工单） / ticket reported (detail: kind, source, channel_id, device_id, "
+                     "anomaly, contract_id, deadline)",
+    "ticket.transition": "工单状态变更 / ticket state changed (detail: from, to, action; feedback adds repair_seconds)",
+    "ticket.snapshot": "上传工单现场图片 / ticket snapshot attached (detail: bytes, type)",
+    "contract.create": "新建合同 / contract created (detail: its terms)",
+    "contract.update": "修改合同 / contract changed (detail: before, after)",
+    "contract.delete": "删除合同 / contract deleted (detail: its terms)",
+    # users, roles, grants, organisation (issue 6; target user:<id>, role:<id>, org_node:<id>)
+    "user.create": "创建用户 / user created (detail: username, role_ids, ptz_level, valid_from, valid_until)",
+    "user.update": "修改用户 / user changed (detail: fields, changes)",
+    "user.delete": "删除用户 / user deleted (detail: username, roles)",
+    "user.disable": "停用用户 / user disabled",
+    "user.enable": "启用用户 / user enabled",
+    "user.password_reset": "管理员重置密码 / password reset by an administrator (detail: revoked_tokens)",
+    "user.sessions_revoke": "管理员注销用户全部会话 / every session of a user ended (detail: revoked_tokens)",
+    "role.create": "创建角色 / role created (detail: name, permissions, full_scope, org_node_ids, channel_ids)",
+    "role.update": "修改角色 / role changed (detail: fields, changes)",
+    "role.delete": "删除角色 / role deleted (detail: name, users)",
+    "grant.add": "授予用户角色 / role given to a user (detail: role_id, role)",
+    "grant.remove": "收回用户角色 / role taken from a user (detail: role_id, role)",
+    "org.create": "创建组织节点 / organisation node created (detail: name, parent_id)",
+    "org.update": "修改组织节点（重命名、移动）/ organisation node renamed or moved (detail: fields, changes)",
+    "org.delete": "删除组织节点 / organisation node deleted (detail: children, devices, channels, moved_to, force)",
+    "org.assign": "分配设备/通道到组织节点 / devices and channels assigned to a node (detail: device_ids, "
+                  "channel_ids)",
 }
 
 PENDING_ACTIONS: dict[str, str] = {
@@ -35,37 +71,14 @@ PENDING_ACTIONS: dict[str, str] = {
     "playback.start": "开始录像回放 / playback started",
     "playback.stop": "结束录像回放 / playback stopped",
     "playback.control": "回放控制 / playback control (detail: command = pause | resume | seek | speed, value)",
-    # download (detail: device_id, channel_id, start, end, session_id, watermark_id; complete adds sha256, bytes)
-    "download.request": "请求录像下载 / recording download requested",
-    "download.complete": "录像下载完成 / recording download completed (detail: sha256, bytes)",
-    "download.failed": "录像下载失败 / recording download failed (detail: reason)",
     # PTZ (detail: channel_id, command, speed, preset)
     "ptz.command": "云台控制 / PTZ command",
-    # watermark
-    "watermark.policy_change": "水印策略变更 / watermark policy changed (detail: before, after)",
-    # users, roles, grants, organisation
-    "user.create": "创建用户 / user created",
-    "user.update": "修改用户 / user changed (detail: fields)",
-    "user.delete": "删除用户 / user deleted",
-    "user.disable": "停用用户 / user disabled",
-    "user.enable": "启用用户 / user enabled",
-    "user.password_reset": "管理员重置密码 / password reset by an administrator",
-    "role.create": "创建角色 / role created",
-    "role.update": "修改角色 / role changed",
-    "role.delete": "删除角色 / role deleted",
-    "grant.add": "授权 / permission granted",
-    "grant.remove": "取消授权 / permission revoked",
-    "org.create": "创建组织节点 / organisation node created",
-    "org.update": "修改组织节点 / organisation node changed",
-    "org.delete": "删除组织节点 / organisation node deleted",
     # devices
     "device.add": "添加设备 / device added",
     "device.edit": "修改设备 / device changed (detail: fields)",
     "device.delete": "删除设备 / device deleted",
     # settings, tickets, reports
     "setting.change": "修改系统设置 / setting changed (detail: name, before, after; never secrets)",
-    "ticket.transition": "工单状态变更 / ticket state changed (detail: from, to)",
-    "report.export": "导出报表 / report exported (detail: report, range, sha256)",
 }
 
 ACTIONS: dict[str, str] = {**WIRED_ACTIONS, **PENDING_ACTIONS}

@@ -33,9 +33,9 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Text, bindparam, func, insert, or_, select, update
+from sqlalchemy import Text, and_, bindparam, case, delete, false, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -57,7 +57,16 @@ from .events import (
 )
 from .models import Channel, Device, OrgNode, PlatformRun, PresenceEvent
 
-__all__ = ["DeviceSnapshot", "Registry", "RegistryWriter", "org_kind_of"]
+__all__ = [
+    "DeviceSnapshot",
+    "OrgError",
+    "OrgTree",
+    "Registry",
+    "RegistryWriter",
+    "channel_scope_clause",
+    "device_scope_clause",
+    "org_kind_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -751,11 +760,23 @@ class Registry:
             return [DeviceSnapshot(**row) for row in result.mappings()]
 
     async def list_devices(
-        self, *, online: bool | None = None, q: str | None = None, offset: int = 0, limit: int = 50
+        self,
+        *,
+        online: bool | None = None,
+        q: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        scope: Any = None,
+        org_node_id: int | None = None,
     ) -> tuple[int, list[Device]]:
         """Devices ordered by id, filtered by online state and by a search text (matched in
-        id, name, manufacturer, model, address).  Returns (total matching, page)."""
+        id, name, manufacturer, model, address), by ``scope`` (None: everything) and by the org node
+        they are assigned to.  Returns (total matching, page)."""
         conditions = []
+        if scope is not None and not scope.all:
+            conditions.append(device_scope_clause(scope))
+        if org_node_id is not None:
+            conditions.append(Device.org_node_id == org_node_id)
         if online is not None:
             conditions.append(Device.online.is_(online))
         if q is not None and q.strip():
@@ -789,10 +810,14 @@ class Registry:
         async with self._sessionmaker() as session:
             return await session.get(Device, device_id)
 
-    async def list_channels(self, device_id: str, *, include_removed: bool = False) -> list[Channel]:
+    async def list_channels(
+        self, device_id: str, *, include_removed: bool = False, scope: Any = None
+    ) -> list[Channel]:
         stmt = select(Channel).where(Channel.device_id == device_id)
         if not include_removed:
             stmt = stmt.where(Channel.removed.is_(False))
+        if scope is not None and not scope.all:
+            stmt = stmt.join(Device, Device.device_id == Channel.device_id).where(channel_scope_clause(scope))
         async with self._sessionmaker() as session:
             return list(await session.scalars(stmt.order_by(Channel.channel_id)))
 
@@ -808,15 +833,453 @@ class Registry:
             return list(await session.scalars(stmt))
 
     async def list_presence(
-        self, device_id: str, *, limit: int = 200, before: datetime | None = None
+        self, device_id: str, *, limit: int = 200, before: datetime | None = None, scope: Any = None
     ) -> list[PresenceEvent]:
-        """Presence rows of the device and of its channels, newest first."""
+        """Presence rows of the device and of its channels (those in ``scope`` only), newest first."""
         stmt = select(PresenceEvent).where(PresenceEvent.device_id == device_id)
+        if scope is not None and not scope.all:
+            allowed = [c.channel_id for c in await self.list_channels(device_id, include_removed=True, scope=scope)]
+            stmt = stmt.where(or_(PresenceEvent.channel_id.is_(None), PresenceEvent.channel_id.in_(allowed)))
         if before is not None:
             stmt = stmt.where(PresenceEvent.at < before)
         stmt = stmt.order_by(PresenceEvent.at.desc(), PresenceEvent.id.desc()).limit(max(limit, 0))
         async with self._sessionmaker() as session:
             return list(await session.scalars(stmt))
+
+    # -- scope -----------------------------------------------------------------------------
+
+    async def scoped_channels(self, scope: Any) -> list[Channel] | None:
+        """The (not removed) channels in ``scope``, ordered by device and id; None when ``scope.all``."""
+        if scope.all:
+            return None
+        stmt = (
+            select(Channel)
+            .join(Device, Device.device_id == Channel.device_id)
+            .where(Channel.removed.is_(False), channel_scope_clause(scope))
+            .order_by(Channel.device_id, Channel.channel_id)
+        )
+        async with self._sessionmaker() as session:
+            return list(await session.scalars(stmt))
+
+    async def channel_access(self, channel_id: str, scope: Any) -> Literal["ok", "missing", "denied"]:
+        """Whether a channel id names a (not removed) channel, and whether one of them is in ``scope``."""
+        stmt = (
+            select(Channel.org_node_id, Device.org_node_id)
+            .join(Device, Device.device_id == Channel.device_id)
+            .where(Channel.channel_id == channel_id, Channel.removed.is_(False))
+        )
+        async with self._sessionmaker() as session:
+            rows = (await session.execute(stmt)).all()
+        if not rows:
+            return "missing"
+        if any(scope.allows(channel_id, ch_node, dev_node) for ch_node, dev_node in rows):
+            return "ok"
+        return "denied"
+
+    async def device_access(self, device_id: str, scope: Any) -> Literal["ok", "missing", "denied"]:
+        """Whether a device exists, and whether it is visible in ``scope``."""
+        async with self._sessionmaker() as session:
+            dev_node = (
+                await session.execute(select(Device.org_node_id).where(Device.device_id == device_id))
+            ).one_or_none()
+            if dev_node is None:
+                return "missing"
+            if scope.all or (dev_node[0] is not None and dev_node[0] in scope.org_node_ids):
+                return "ok"
+            rows = (
+                await session.execute(
+                    select(Channel.channel_id, Channel.org_node_id).where(
+                        Channel.device_id == device_id, Channel.removed.is_(False)
+                    )
+                )
+            ).all()
+        if any(scope.allows(ch_id, ch_node, dev_node[0]) for ch_id, ch_node in rows):
+            return "ok"
+        return "denied"
+
+    async def search_channels(
+        self,
+        *,
+        scope: Any = None,
+        org_node_ids: Iterable[int] | None = None,
+        online: bool | None = None,
+        q: str | None = None,
+        has_location: bool | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[int, list[tuple[Channel, int | None]]]:
+        """(Not removed) channels across devices: in ``scope``, whose node (own, or device's) is one of
+        ``org_node_ids``, by online state, search text (id, name, address), with or without a location.
+        Returns (total matching, page of (channel, effective node id)) ordered by device and channel id."""
+        node = func.coalesce(Channel.org_node_id, Device.org_node_id)
+        conds: list[Any] = [Channel.removed.is_(False)]
+        if scope is not None and not scope.all:
+            conds.append(channel_scope_clause(scope))
+        if org_node_ids is not None:
+            ids = set(org_node_ids)
+            conds.append(or_(_in(Channel.org_node_id, ids),
+                             and_(Channel.org_node_id.is_(None), _in(Device.org_node_id, ids))) if ids else false())
+        if online is not None:
+            conds.append(Channel.online.is_(online))
+        if has_location is not None:
+            located = and_(Channel.longitude.is_not(None), Channel.latitude.is_not(None))
+            conds.append(located if has_location else ~located)
+        if q is not None and q.strip():
+            needle = q.strip()
+            conds.append(or_(*(c.icontains(needle, autoescape=True)
+                               for c in (Channel.channel_id, Channel.name, Channel.address))))
+        base = select(Channel, node.label("node")).join(Device, Device.device_id == Channel.device_id).where(*conds)
+        async with self._sessionmaker() as session:
+            total = await session.scalar(
+                select(func.count()).select_from(Channel).join(Device, Device.device_id == Channel.device_id)
+                .where(*conds)
+            )
+            rows = (
+                await session.execute(
+                    base.order_by(Channel.device_id, Channel.channel_id).offset(max(offset, 0)).limit(max(limit, 0))
+                )
+            ).all()
+        return int(total or 0), [(ch, n) for ch, n in rows]
+
+    async def counts(self, scope: Any = None) -> dict[str, int]:
+        """Devices and channels, total and online, within ``scope``."""
+        dev_conds = [] if scope is None or scope.all else [device_scope_clause(scope)]
+        ch_conds: list[Any] = [Channel.removed.is_(False)]
+        if scope is not None and not scope.all:
+            ch_conds.append(channel_scope_clause(scope))
+        online_int = case((Device.online.is_(True), 1), else_=0)
+        ch_online_int = case((Channel.online.is_(True), 1), else_=0)
+        async with self._sessionmaker() as session:
+            d_total, d_online = (
+                await session.execute(select(func.count(), func.coalesce(func.sum(online_int), 0)).where(*dev_conds))
+            ).one()
+            c_total, c_online = (
+                await session.execute(
+                    select(func.count(), func.coalesce(func.sum(ch_online_int), 0))
+                    .select_from(Channel)
+                    .join(Device, Device.device_id == Channel.device_id)
+                    .where(*ch_conds)
+                )
+            ).one()
+        return {"devices_total": int(d_total), "devices_online": int(d_online),
+                "channels_total": int(c_total), "channels_online": int(c_online)}
+
+    # -- organisation tree -----------------------------------------------------------------
+
+    async def get_org_node(self, node_id: int) -> OrgNode | None:
+        async with self._sessionmaker() as session:
+            return await session.get(OrgNode, node_id)
+
+    async def org_tree(self, scope: Any = None, *, members: bool = False, node_id: int | None = None) -> OrgTree:
+        """The organisation tree as ``scope`` sees it, in a fixed number of queries.
+
+        Nodes are visible when granted (with their descendants), or when they (or a node below them)
+        hold a channel in scope: ancestors of such nodes appear with ``in_scope`` false, so that the
+        path can be shown.  Counts only count what is in scope: ``devices`` / ``channels`` /
+        ``channels_online`` directly on the node, ``total_*`` for its whole subtree.  With
+        ``members``, the devices and channels themselves (of the subtree of ``node_id`` when given).
+        """
+        limited = scope is not None and not scope.all
+        ch_node = func.coalesce(Channel.org_node_id, Device.org_node_id)
+        ch_conds: list[Any] = [Channel.removed.is_(False)]
+        dev_conds: list[Any] = []
+        if limited:
+            ch_conds.append(channel_scope_clause(scope))
+            dev_conds.append(device_scope_clause(scope))
+        online_int = case((Channel.online.is_(True), 1), else_=0)
+        async with self._sessionmaker() as session:
+            node_rows = (
+                await session.execute(
+                    select(OrgNode.id, OrgNode.parent_id, OrgNode.name, OrgNode.kind, OrgNode.code).order_by(OrgNode.id)
+                )
+            ).all()
+            ch_counts = (
+                await session.execute(
+                    select(ch_node, func.count(), func.coalesce(func.sum(online_int), 0))
+                    .select_from(Channel)
+                    .join(Device, Device.device_id == Channel.device_id)
+                    .where(*ch_conds)
+                    .group_by(ch_node)
+                )
+            ).all()
+            dev_counts = (
+                await session.execute(
+                    select(Device.org_node_id, func.count()).where(*dev_conds).group_by(Device.org_node_id)
+                )
+            ).all()
+            dev_rows: list[Any] = []
+            ch_rows: list[Any] = []
+            if members:
+                dev_rows = list(
+                    (
+                        await session.execute(
+                            select(Device.device_id, Device.name, Device.online, Device.org_node_id,
+                                   Device.channel_count)
+                            .where(*dev_conds).order_by(Device.device_id)
+                        )
+                    ).all()
+                )
+                ch_rows = list(
+                    (
+                        await session.execute(
+                            select(Channel.channel_id, Channel.device_id, Channel.name, Channel.online,
+                                   ch_node.label("node"), Channel.longitude, Channel.latitude)
+                            .select_from(Channel)
+                            .join(Device, Device.device_id == Channel.device_id)
+                            .where(*ch_conds)
+                            .order_by(Channel.device_id, Channel.channel_id)
+                        )
+                    ).all()
+                )
+
+        nodes = {
+            nid: {"id": nid, "parent_id": parent, "name": name, "kind": kind, "code": code, "children": [],
+                  "in_scope": (not limited) or nid in scope.org_node_ids, "devices": 0, "channels": 0,
+                  "channels_online": 0, "total_devices": 0, "total_channels": 0, "total_channels_online": 0}
+            for nid, parent, name, kind, code in node_rows
+        }
+        unassigned = {"devices": 0, "channels": 0, "channels_online": 0}
+        for nid, count, online in ch_counts:
+            target = nodes.get(nid) if nid is not None else None
+            if target is None:
+                unassigned["channels"] += int(count)
+                unassigned["channels_online"] += int(online)
+            else:
+                target["channels"] += int(count)
+                target["channels_online"] += int(online)
+        for nid, count in dev_counts:
+            target = nodes.get(nid) if nid is not None else None
+            if target is None:
+                unassigned["devices"] += int(count)
+            else:
+                target["devices"] += int(count)
+
+        visible = set(nodes) if not limited else {n for n in nodes if nodes[n]["in_scope"]}
+        if limited:
+            holding = [n for n in nodes if nodes[n]["channels"] or nodes[n]["devices"]]
+            for n in holding:
+                seen: set[int] = set()
+                cur: int | None = n
+                while cur is not None and cur in nodes and cur not in seen:
+                    seen.add(cur)
+                    visible.add(cur)
+                    cur = nodes[cur]["parent_id"]
+        # Subtree totals (iterative post-order; a cycle in stored data cannot loop).
+        children: dict[int | None, list[int]] = {}
+        for n in sorted(visible):
+            parent = nodes[n]["parent_id"]
+            children.setdefault(parent if parent in visible else None, []).append(n)
+        for parent, kids in children.items():
+            if parent is not None:
+                nodes[parent]["children"] = kids
+        order: list[int] = []
+        stack = list(children.get(None, []))
+        done: set[int] = set()
+        while stack:
+            n = stack.pop()
+            if n in done:
+                continue
+            done.add(n)
+            order.append(n)
+            stack.extend(children.get(n, []))
+        for n in reversed(order):
+            node = nodes[n]
+            node["total_devices"] += node["devices"]
+            node["total_channels"] += node["channels"]
+            node["total_channels_online"] += node["channels_online"]
+            parent = node["parent_id"]
+            if parent in visible and parent in done:
+                nodes[parent]["total_devices"] += node["total_devices"]
+                nodes[parent]["total_channels"] += node["total_channels"]
+                nodes[parent]["total_channels_online"] += node["total_channels_online"]
+
+        shown = order
+        if node_id is not None:
+            sub: list[int] = []
+            stack = [node_id] if node_id in done else []
+            while stack:
+                n = stack.pop()
+                sub.append(n)
+                stack.extend(children.get(n, []))
+            shown = sub
+        shown_set = set(shown)
+        out_nodes = [nodes[n] for n in sorted(shown_set)]
+        devices = channels = None
+        if members:
+            def wanted(nid: int | None) -> bool:
+                return nid in shown_set if node_id is not None else (nid in visible or nid is None or nid not in nodes)
+
+            devices = [
+                {"device_id": d, "name": name, "online": bool(on), "org_node_id": nid, "channel_count": cc}
+                for d, name, on, nid, cc in dev_rows if wanted(nid)
+            ]
+            channels = [
+                {"channel_id": c, "device_id": d, "name": name, "online": bool(on), "org_node_id": nid,
+                 "longitude": lon, "latitude": lat}
+                for c, d, name, on, nid, lon, lat in ch_rows if wanted(nid)
+            ]
+        return OrgTree(nodes=out_nodes, unassigned=unassigned, devices=devices, channels=channels)
+
+    async def _org_node_locked(self, session: AsyncSession, node_id: int) -> OrgNode:
+        node = await session.get(OrgNode, node_id)
+        if node is None:
+            raise OrgError("not_found", f"organisation node {node_id} not found", node_id=node_id)
+        return node
+
+    async def _would_cycle(self, session: AsyncSession, node_id: int, parent_id: int) -> bool:
+        seen: set[int] = set()
+        current: int | None = parent_id
+        while current is not None and current not in seen:
+            if current == node_id:
+                return True
+            seen.add(current)
+            current = await session.scalar(select(OrgNode.parent_id).where(OrgNode.id == current))
+        return current is not None
+
+    async def create_org_node(self, session: AsyncSession, name: str, parent_id: int | None) -> OrgNode:
+        """A ``manual`` node (in ``session``'s write transaction, which the caller commits)."""
+        if parent_id is not None:
+            await self._org_node_locked(session, parent_id)
+        node = OrgNode(name=name, kind="manual", parent_id=parent_id)
+        session.add(node)
+        await session.flush()
+        return node
+
+    async def update_org_node(
+        self, session: AsyncSession, node_id: int, *, name: str | None = None, parent_id: int | None = None,
+        move: bool = False,
+    ) -> tuple[OrgNode, dict[str, Any]]:
+        """Rename and/or move (``move``: set the parent to ``parent_id``, None = a root).  A move under the
+        node itself or one of its descendants raises :class:`OrgError` ``cycle``.  Returns the node and
+        the changes as ``{field: [before, after]}``."""
+        node = await self._org_node_locked(session, node_id)
+        changes: dict[str, Any] = {}
+        if name is not None and name != node.name:
+            changes["name"] = [node.name, name]
+            node.name = name
+        if move and parent_id != node.parent_id:
+            if parent_id is not None:
+                await self._org_node_locked(session, parent_id)
+                if await self._would_cycle(session, node_id, parent_id):
+                    raise OrgError("cycle", f"moving node {node_id} under {parent_id} would make a cycle",
+                                   node_id=node_id, parent_id=parent_id)
+            changes["parent_id"] = [node.parent_id, parent_id]
+            node.parent_id = parent_id
+        if changes:
+            node.updated_at = utcnow()
+            await session.flush()
+        return node, changes
+
+    async def org_node_contents(self, session: AsyncSession, node_id: int) -> dict[str, int]:
+        children = await session.scalar(select(func.count()).where(OrgNode.parent_id == node_id))
+        devices = await session.scalar(select(func.count()).where(Device.org_node_id == node_id))
+        channels = await session.scalar(select(func.count()).where(Channel.org_node_id == node_id))
+        return {"children": int(children or 0), "devices": int(devices or 0), "channels": int(channels or 0)}
+
+    async def delete_org_node(self, session: AsyncSession, node_id: int, *, force: bool = False) -> dict[str, Any]:
+        """Delete a node.  A node with children, devices or channels raises :class:`OrgError`
+        ``not_empty`` unless ``force``: then its children, devices and channels move to its parent
+        (they become roots / unassigned when the node was a root).  Returns what moved where."""
+        node = await self._org_node_locked(session, node_id)
+        contents = await self.org_node_contents(session, node_id)
+        if any(contents.values()) and not force:
+            raise OrgError("not_empty", f"organisation node {node_id} is not empty", **contents)
+        parent = node.parent_id
+        await session.execute(update(ORG_NODES).where(ORG_NODES.c.parent_id == node_id).values(parent_id=parent))
+        await session.execute(
+            update(DEVICES).where(DEVICES.c.org_node_id == node_id).values(org_node_id=parent)
+        )
+        await session.execute(
+            update(CHANNELS).where(CHANNELS.c.org_node_id == node_id).values(org_node_id=parent)
+        )
+        await session.execute(delete(ORG_NODES).where(ORG_NODES.c.id == node_id))
+        return {**contents, "moved_to": parent, "name": node.name}
+
+    async def assign_to_org_node(
+        self, session: AsyncSession, node_id: int | None, *, device_ids: Sequence[str] = (),
+        channel_ids: Sequence[str] = (),
+    ) -> dict[str, int]:
+        """Assign devices and channels (every channel with that id) to a node (None: unassign).
+        Returns how many rows changed.  A later catalog whose ParentID / BusinessGroupID resolves to
+        a node overrides a channel's assignment."""
+        if node_id is not None:
+            await self._org_node_locked(session, node_id)
+        devices = channels = 0
+        for chunk in _chunks(sorted(set(device_ids))):
+            devices += (
+                await session.execute(
+                    update(DEVICES).where(DEVICES.c.device_id.in_(chunk)).values(org_node_id=node_id)
+                )
+            ).rowcount or 0
+        for chunk in _chunks(sorted(set(channel_ids))):
+            channels += (
+                await session.execute(
+                    update(CHANNELS).where(CHANNELS.c.channel_id.in_(chunk)).values(org_node_id=node_id)
+                )
+            ).rowcount or 0
+        return {"devices": devices, "channels": channels}
+
+
+# ------------------------------------------------------------------------------------------ scope
+# A scope is any object with ``all: bool``, ``org_node_ids`` (descendants included) and ``channel_ids``
+# (see ops_portal.access.Scope); the registry only turns it into SQL.  A channel's node is its own
+# ``org_node_id``, or its device's when it has none.
+
+_LITERAL_IN_ABOVE = 2000  # larger IN lists are rendered inline (ints / digit ids): no bind-parameter limit
+
+
+def _in(column: Any, values: Iterable[Any]) -> Any:
+    items = sorted(values)
+    if len(items) > _LITERAL_IN_ABOVE:
+        return column.in_(bindparam(f"in_{column.key}", items, expanding=True, literal_execute=True, unique=True))
+    return column.in_(items)
+
+
+def channel_scope_clause(scope: Any) -> Any:
+    """SQL condition: the channel (joined with its device) is in ``scope`` (not for ``scope.all``)."""
+    conds = []
+    if scope.channel_ids:
+        conds.append(_in(Channel.channel_id, scope.channel_ids))
+    if scope.org_node_ids:
+        conds.append(_in(Channel.org_node_id, scope.org_node_ids))
+        conds.append(and_(Channel.org_node_id.is_(None), _in(Device.org_node_id, scope.org_node_ids)))
+    return or_(*conds) if conds else false()
+
+
+def device_scope_clause(scope: Any) -> Any:
+    """SQL condition: the device is visible in ``scope`` (own node granted, or a channel in scope)."""
+    conds = []
+    if scope.org_node_ids:
+        conds.append(_in(Device.org_node_id, scope.org_node_ids))
+    chan = []
+    if scope.channel_ids:
+        chan.append(_in(Channel.channel_id, scope.channel_ids))
+    if scope.org_node_ids:
+        chan.append(_in(Channel.org_node_id, scope.org_node_ids))
+    if chan:
+        conds.append(
+            Device.device_id.in_(select(Channel.device_id).where(Channel.removed.is_(False), or_(*chan)))
+        )
+    return or_(*conds) if conds else false()
+
+
+class OrgError(Exception):
+    """A refused change of the organisation tree; ``code`` says which (not_found, cycle, not_empty)."""
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class OrgTree:
+    """The organisation tree as a user sees it (see :meth:`Registry.org_tree`)."""
+
+    nodes: list[dict[str, Any]]
+    unassigned: dict[str, int]
+    devices: list[dict[str, Any]] | None
+    channels: list[dict[str, Any]] | None
 
 
 def _is_transient(exc: BaseException) -> bool:

@@ -54,11 +54,14 @@ class Platform:
         self.writer: Any = None
         self.sip: Any = None
         self.media: Any = None
+        self.downloads: Any = None  # watermark.downloads.DownloadManager
         self.audit: Any = None
         self._audit_tasks: set[asyncio.Task] = set()
         self.http: Any = None
         self._http_task: asyncio.Task | None = None
         self._run_id: int | None = None
+        self.reports: Any = None  # availability report jobs and their daily schedule (issue 7)
+        self.tickets: Any = None  # automatic tickets, overdue notices, quality sampler (issue 7)
         self.admin_password: str | None = None
         self.stopped = asyncio.Event()
 
@@ -100,10 +103,16 @@ class Platform:
         await self.sip.start()
 
         from media_relay.service import MediaService
+        from watermark.pipeline import WatermarkHub
+        from watermark.policy import record_policy_change
 
+        watermark = WatermarkHub.from_settings(s)  # per-viewer overlay + session tag on every live output
+        if await record_policy_change(self.audit, watermark.policy) is not None:
+            log.info("watermark.policy_recorded", off_roles=sorted(watermark.policy.off_roles))
         self.media = MediaService(self.sip, rtp_ports=s.rtp_port_range, domain=s.sip_domain,
                                   media_host=s.media_host, media_ip=s.media_ip,
-                                  idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout)
+                                  idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout,
+                                  watermark=watermark)
         await self.media.start()
         if s.webrtc_loopback:
             from media_relay.outputs.whep import enable_loopback_candidates
@@ -113,6 +122,19 @@ class Platform:
         app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
                          audit=self.audit, media=self.media)
         self.media.on_session_closed = self._record_live_stop
+        from watermark.downloads import DownloadManager
+
+        self.downloads = DownloadManager(s, sessionmaker, audit=self.audit, media=self.media)
+        await self.downloads.start()  # fails the jobs a previous run left unfinished
+        app.state.downloads = self.downloads
+        from ops_portal.availability.scheduler import ReportJobs, ReportScheduler
+
+        app.state.report_jobs = ReportJobs(sessionmaker, s, self.audit)
+        self.reports = ReportScheduler(app.state.report_jobs, s)
+        self.reports.start()
+        from ops_portal.tickets.tasks import start_ticket_tasks
+
+        self.tickets = start_ticket_tasks(s, sessionmaker, audit=self.audit, media=self.media)
         static = _static_dir()
         if static is not None:
             from fastapi.staticfiles import StaticFiles
@@ -163,6 +185,13 @@ class Platform:
             if self._http_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._http_task, 5)
+        if self.downloads is not None:
+            await self.downloads.stop()
+        if self.reports is not None:
+            await self.reports.stop()
+            await self.reports.jobs.close()
+        if self.tickets is not None:
+            await self.tickets.close()
         if self.media is not None:
             await self.media.close()
         if self.sip is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -268,6 +269,119 @@ def audit_grants(role: str = typer.Argument(..., help="the PostgreSQL role the p
         raise typer.Exit(2) from None
 
 
+report_app = typer.Typer(help="在线率报表 / online-rate reports", no_args_is_help=True, add_completion=False)
+app.add_typer(report_app, name="report")
+
+
+class Period(StrEnum):
+    day = "day"
+    week = "week"
+    month = "month"
+    year = "year"
+    custom = "custom"
+
+
+class ReportFormat(StrEnum):
+    pdf = "pdf"
+    xlsx = "xlsx"
+    csv = "csv"
+
+
+async def _report_online_rate(settings, req_args: dict, out: Path, fmt: str, org: int | None,
+                              contract: int | None) -> int:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from audit_log.log import AuditLog
+    from gbops.db import make_engine, make_sessionmaker, migrate
+    from ops_portal.availability.scheduler import ReportJobs, ReportRequest
+    from ops_portal.availability.service import ScopeNotFound, period_bounds, resolve_scope
+
+    if settings.database_url is None and not (settings.data_dir / "gbops.db").exists():
+        typer.echo(f"数据库不存在 / no database at {settings.data_dir / 'gbops.db'} (--data-dir?)", err=True)
+        return 2
+    tz = ZoneInfo(settings.report_timezone)
+    try:
+        kind = req_args.pop("kind")
+        for key in ("start", "end"):
+            if req_args.get(key) is not None:
+                req_args[key] = datetime.fromisoformat(req_args[key])
+        start, end, label = period_bounds(kind, tz, **req_args)
+    except ValueError as exc:
+        typer.echo(f"统计周期无效 / invalid period: {exc}", err=True)
+        return 2
+    engine = make_engine(settings.db_url)
+    try:
+        await migrate(engine)
+        sessionmaker = make_sessionmaker(engine)
+        audit = None
+        if settings.audit_signing_key_path.exists():
+            audit = AuditLog.from_settings(settings, sessionmaker, create_key=False)
+        async with sessionmaker() as session:
+            try:
+                flt = await resolve_scope(session, org_node_id=org, contract_id=contract,
+                                          threshold=settings.online_rate_threshold,
+                                          sample_minutes=settings.online_rate_sample_minutes)
+            except ScopeNotFound as exc:
+                typer.echo(f"不存在 / not found: {exc.what} {exc.ident}", err=True)
+                return 2
+        jobs = ReportJobs(sessionmaker, settings, audit)
+        row, res = await jobs.run(ReportRequest(kind, start, end, label, fmt, flt, trigger="cli", out=out))
+        rate = "—" if res.rate is None else f"{res.rate * 100:.2f}%"
+        typer.echo(f"报表 / report: {out}\n  sha256: {row.sha256}\n  在线率 / rate ({res.rule}): {rate} "
+                   f"(考核值 / threshold {res.threshold * 100:.0f}%{', 未达标 / BREACH' if res.breach else ''})\n"
+                   f"  点位 / channels: {len(res.channels)}  源数据 / source sha256: {res.source_sha256}\n"
+                   f"  审计检查点 / audit checkpoint: tree_size={row.checkpoint_size} root(hex)={row.checkpoint_root}")
+        if audit is None:
+            typer.echo("未找到审计签名密钥：未写入审计日志 / no audit signing key: the export was not recorded in "
+                       "the audit log", err=True)
+        else:
+            await audit.stop()
+        return 0
+    finally:
+        await engine.dispose()
+
+
+@report_app.command("online-rate")
+def report_online_rate(
+    period: Period = typer.Option(Period.day, "--period", help="day | week | month | year | custom"),
+    on: str | None = typer.Option(None, "--date", help="day/week: YYYY-MM-DD（默认今天 / default today）"),
+    month: str | None = typer.Option(None, "--month", help="month: YYYY-MM"),
+    year: int | None = typer.Option(None, "--year", help="year: YYYY"),
+    start: str | None = typer.Option(None, "--from", help="custom: start (ISO 8601; no zone: display zone)"),
+    end: str | None = typer.Option(None, "--to", help="custom: end (exclusive)"),
+    scope: int | None = typer.Option(None, "--scope", help="组织节点编号（含下级）/ organisation node id"),
+    contract: int | None = typer.Option(None, "--contract", help="合同编号 / contract id"),
+    fmt: ReportFormat = typer.Option(ReportFormat.pdf, "--format", help="pdf | xlsx | csv"),
+    out: Path = typer.Option(..., "--out", help="输出文件 / output file"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="平台数据目录 / platform data dir"),
+    db_url: str | None = typer.Option(None, "--db-url", help="数据库 URL / database URL"),
+) -> None:
+    """生成在线率报表（审计用）/ Generate an online-rate report from the database (for auditors)."""
+    import asyncio
+    from datetime import date
+
+    from gbops.log import setup_logging
+
+    overrides: dict = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if db_url is not None:
+        overrides["database_url"] = db_url
+    settings = _settings(**overrides)
+    setup_logging("WARNING")
+    if period == Period.month and month is None and on is None:
+        typer.echo("--period month 需要 --month YYYY-MM / needs --month YYYY-MM", err=True)
+        raise typer.Exit(2)
+    try:
+        args = {"kind": period.value, "on": date.fromisoformat(on) if on else None, "month": month,
+                "year": year, "start": start, "end": end}
+    except ValueError as exc:
+        typer.echo(f"日期无效 / bad date: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(asyncio.run(_report_online_rate(settings, args, out.resolve(), fmt.value, scope, contract)))
+
+
 watermark_app = typer.Typer(help="水印与会话标签 / viewer watermarks and forensic session tags",
                             no_args_is_help=True, add_completion=False)
 app.add_typer(watermark_app, name="watermark")
@@ -290,6 +404,33 @@ def watermark_inspect(
         settings = None
     where = data_dir if data_dir is not None else settings.data_dir if settings is not None else None
     raise typer.Exit(run_inspect(file, key_path=key, data_dir=where, settings=settings, echo=typer.echo))
+
+
+@watermark_app.command("export")
+def watermark_export(
+    source: Path = typer.Argument(..., exists=True, dir_okay=False, help="录像文件（PS、FLV、MP4、H.264/H.265 裸流）/ "
+                                  "a recording (MPEG-PS, FLV, MP4, raw H.264/H.265)"),
+    out: Path = typer.Option(..., "--out", help="输出 MP4 / the MP4 to write"),
+    user: str = typer.Option(..., "--user", help="申请下载的平台用户名 / the platform user the file is for"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="平台数据目录 / the platform data dir "
+                                         "(tag key and database; default: GBOPS_DATA_DIR)"),
+    start: datetime | None = typer.Option(None, "--start", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"],
+                                          help="录像第一帧的时间 / wall clock of the first frame (水印时间 / the "
+                                          "time drawn; default: the file's creation_time, else now)"),
+    channel: str = typer.Option("", "--channel", help="通道编码（写入标签与审计）/ channel id for the tag and audit"),
+) -> None:
+    """为申请人导出带水印的 MP4 / Export a watermarked, tagged MP4 for a requester (prints its SHA-256)."""
+    import asyncio
+
+    from gbops.log import setup_logging
+    from watermark.downloads import run_export_command
+
+    settings = _settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    setup_logging("WARNING")
+    ts = None if start is None else (start if start.tzinfo else start.astimezone()).timestamp()
+    raise typer.Exit(asyncio.run(run_export_command(
+        source, out, username=user, settings=settings, open_audit=_open_audit, start_time=ts, channel_id=channel,
+        operator=_os_user(), echo=typer.echo, echo_err=lambda m: typer.echo(m, err=True))))
 
 
 def main() -> None:

@@ -190,6 +190,9 @@ def load_models() -> None:
     importlib.import_module("device_registry.models")
     importlib.import_module("ops_portal.models")
     importlib.import_module("audit_log.store")
+    importlib.import_module("watermark.models")
+    importlib.import_module("ops_portal.tickets.models")  # also imports ops_portal.contracts
+    importlib.import_module("ops_portal.availability.models")
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -85,12 +85,65 @@ class Settings(BaseSettings):
     audit_checkpoint_url: str | None = Field(None, description="POST every new checkpoint here (optional)")
 
     # --- watermark and downloads (issue 4) ---
+    # live watermark
+    watermark_off_roles: str = Field("", description="comma-separated role names whose users see no visible "
+                                     "watermark (only when all their roles are listed); the session tag stays")
+    watermark_font_path: Path | None = Field(None, description="font file able to draw Simplified Chinese "
+                                             "(default: search fonts-noto-cjk, fonts-wqy-*, fontconfig)")
+    watermark_fields: str = Field("name,phone,ip,session,time", description="lines of the watermark, among "
+                                  "name, phone (masked), ip, session (short code), time (each second)")
+    watermark_opacity: float = Field(0.35, gt=0, le=1, description="opacity of the watermark text block")
+    watermark_font_scale: float = Field(0.028, gt=0, le=0.2, description="font size as a fraction of the "
+                                        "picture height")
+    watermark_tiles_x: int = Field(3, ge=1, le=8, description="repetitions of the text block across")
+    watermark_tiles_y: int = Field(3, ge=1, le=8, description="repetitions of the text block down")
+    watermark_drift: float = Field(0.01, ge=0, le=1, description="pattern drift, picture heights per second")
+    watermark_preset: str = Field("ultrafast", pattern="^(ultrafast|superfast|veryfast|faster|fast|medium)$",
+                                  description="libx264 preset of the per-viewer live encoders")
+    watermark_crf: int = Field(23, ge=0, le=51, description="libx264 CRF of the per-viewer live encoders")
+    watermark_max_encoders: int | None = Field(None, ge=1, description="concurrent watermark encoders on this "
+                                               "node (default: cores x watermark_encoders_per_core)")
+    watermark_encoders_per_core: float = Field(3.0, gt=0, description="1080p25 watermarked viewers one core "
+                                               "sustains (measure with bench/watermark.py)")
+    watermark_retry_after: int = Field(30, ge=1, description="Retry-After (s) when the encoders are all busy")
+    # downloads
+    download_max_jobs: int = Field(2, ge=1, le=64, description="download jobs that capture/encode at once; "
+                                   "more wait in state queued")
+    download_retention_hours: float = Field(72.0, gt=0, description="exported download files are deleted "
+                                            "this long after they were made (h)")
+    download_preset: str = Field("ultrafast", pattern="^(ultrafast|superfast|veryfast|faster|fast|medium)$",
+                                 description="libx264 preset of exported downloads")
+    download_crf: int = Field(21, ge=0, le=51, description="libx264 CRF (quality) of exported downloads")
 
     # --- access control and console (issue 6) ---
+    map_tile_url: str | None = Field(
+        None, description="console map tiles, e.g. https://tiles.example/{z}/{x}/{y}.png (none: plain background)")
 
     # --- availability and reports (issue 7) ---
+    report_timezone: str = Field("Asia/Shanghai", description="display time zone of reports (day boundaries)")
+    online_rate_threshold: float = Field(0.85, gt=0, le=1, description="online-rate threshold (a contract's wins)")
+    online_rate_sample_minutes: int = Field(5, ge=1, le=1440, description="sampling step of the sampled rate (min)")
+    report_schedule: str = Field("00:05", pattern=r"^$|^([01]\d|2[0-3]):[0-5]\d$",
+                                 description="daily report of the day before at HH:MM local ('' disables)")
+    report_formats: str = Field("pdf,xlsx,csv", description="formats of the scheduled daily report")
+    report_worst_channels: int = Field(10, ge=0, le=100, description="channels in the PDF outage timeline")
 
     # --- tickets, contracts and quality detection (issue 7) ---
+    ticket_repair_limit_hours: float = Field(
+        48.0, gt=0, description="repair time limit of a ticket whose channel no contract covers (hours)")
+    ticket_offline_after: float = Field(
+        600.0, gt=0, description="a device or channel offline longer than this opens a ticket (s)")
+    ticket_scan_interval: float = Field(
+        60.0, ge=0, description="automatic tickets and overdue checks run this often (s; 0: never)")
+    ticket_webhook_url: str | None = Field(
+        None, description="POST every ticket notification here as JSON (optional)")
+    ticket_webhook_attempts: int = Field(4, ge=1, le=10, description="webhook delivery attempts")
+    ticket_snapshot_max_bytes: int = Field(
+        2 * 1024 * 1024, gt=0, description="largest snapshot image a ticket report may upload")
+    quality_sample_interval: float = Field(
+        3600.0, ge=0, description="grab a keyframe of every online channel this often (s; 0: never; "
+        "the first round runs one interval after start)")
+    quality_sample_timeout: float = Field(15.0, gt=0, description="give up on a channel's keyframe after (s)")
 
     log_level: str = "INFO"
     log_json: bool = False

@@ -34,13 +34,19 @@ class ViewerSession:
     attach_deadline: float
     output: str | None = None  # "flv" | "whep" once attached
     closed: bool = False
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # extra["watermark"]: watermark.pipeline.WatermarkPlan
+    cleanup: list = field(default_factory=list)  # callables run once when the session closes (encoder slot)
+
+
+def new_session_id() -> str:
+    """An unguessable viewer session id (the capability in the FLV/WHEP URLs)."""
+    return secrets.token_urlsafe(24)
 
 
 class MediaService:
     def __init__(self, sip: Any, *, rtp_ports: tuple[int, int], domain: str, media_host: str = "0.0.0.0",
                  media_ip: str | None = None, idle_timeout: float = 15.0, media_timeout: float = 5.0,
-                 attach_timeout: float = 60.0) -> None:
+                 attach_timeout: float = 60.0, watermark: Any = None) -> None:
         self.manager = StreamManager(sip, ports=PortPool(*rtp_ports, host=media_host), ssrcs=SsrcAllocator(domain),
                                      media_host=media_host, media_ip=media_ip, idle_timeout=idle_timeout,
                                      media_timeout=media_timeout)
@@ -49,6 +55,7 @@ class MediaService:
         self._sweeper: asyncio.Task | None = None
         self.whep: Any = None  # media_relay.outputs.whep.WhepRegistry, created lazily
         self.on_session_closed: Any = None  # callback(session, reason): the audit log's live.stop
+        self.watermark: Any = watermark  # watermark.pipeline.WatermarkHub: per-viewer overlay and session tag
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep())
@@ -63,11 +70,19 @@ class MediaService:
         self.manager.close_all()
 
     async def open_session(self, *, user_id: int, username: str, channel_id: str, device_id: str,
-                           transport: str, client_ip: str | None) -> ViewerSession:
-        reader = await self.manager.open_reader(channel_id, device_id, transport)
+                           transport: str, client_ip: str | None, session_id: str | None = None,
+                           cleanup: list | None = None) -> ViewerSession:
+        """``session_id``: chosen by the caller (default: a new random one); ``cleanup``: callables run
+        when the session closes, also when opening it fails."""
+        try:
+            reader = await self.manager.open_reader(channel_id, device_id, transport)
+        except BaseException:
+            for callback in cleanup or ():
+                callback()
+            raise
         now = time.time()
-        session = ViewerSession(secrets.token_urlsafe(24), user_id, username, channel_id, device_id, reader,
-                                client_ip, now, now + self.attach_timeout)
+        session = ViewerSession(session_id or new_session_id(), user_id, username, channel_id, device_id,
+                                reader, client_ip, now, now + self.attach_timeout, cleanup=list(cleanup or ()))
         self.sessions[session.session_id] = session
         log.info("live.session_opened", session=session.session_id[:8], channel_id=channel_id, user=username,
                  transport=transport)
@@ -88,6 +103,12 @@ class MediaService:
             return False
         s.closed = True
         s.reader.close()
+        for callback in s.cleanup:
+            try:
+                callback()
+            except Exception:
+                log.exception("live.session_cleanup_failed", session=session_id[:8])
+        s.cleanup = []
         if self.on_session_closed is not None:
             self.on_session_closed(s, reason)
         log.info("live.session_closed", session=session_id[:8], channel_id=s.channel_id, reason=reason)
@@ -100,8 +121,10 @@ class MediaService:
             for s in list(self.sessions.values()):
                 if s.output is None and now > s.attach_deadline:
                     self.close_session(s.session_id, "no player attached in time")
-                elif s.reader.closed:
+                elif s.output is None and s.reader.closed:
+                    # attached outputs end themselves when their source ends (a watermarked output reads
+                    # a shared decoder, not the session's reader, which it closes)
                     self.close_session(s.session_id, "stream ended")
 
 
-__all__ = ["MediaService", "ViewerSession"]
+__all__ = ["MediaService", "ViewerSession", "new_session_id"]

@@ -151,7 +151,9 @@ def create_app(
     app.add_middleware(_NoStoreHeaders)
 
     app.include_router(api_router)
+    from ops_portal.routes.console import router as console_router
     from ops_portal.routes.live import outputs_router
 
     app.include_router(outputs_router)  # capability URLs (the session id is the credential), no token
+    app.include_router(console_router)  # the web console's pages and assets (public: no data in them)
     return app

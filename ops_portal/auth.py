@@ -190,6 +190,27 @@ def _locked(until: datetime) -> ApiError:
     )
 
 
+def _validity_error(user: User, now: datetime, status: int) -> ApiError | None:
+    """The error for a user outside its validity window, or None inside it."""
+    if user.valid_from is not None and now < user.valid_from:
+        when = user.valid_from.strftime("%Y-%m-%d %H:%M UTC")
+        return ApiError(
+            status,
+            "account_not_yet_valid",
+            f"账户尚未生效（生效时间 {when}），请联系管理员 / the account is not valid before {when}",
+            headers=_BEARER_INVALID if status == 401 else None,
+        )
+    if user.valid_until is not None and now >= user.valid_until:
+        when = user.valid_until.strftime("%Y-%m-%d %H:%M UTC")
+        return ApiError(
+            status,
+            "account_expired",
+            f"账户已过有效期（截止 {when}），请联系管理员 / the account expired at {when}",
+            headers=_BEARER_INVALID if status == 401 else None,
+        )
+    return None
+
+
 def not_authenticated() -> ApiError:
     return ApiError(
         401,
@@ -325,7 +346,7 @@ async def login(
 
     With ``audit``, every outcome is on the audit log, in the same transaction as its effect:
     ``auth.login``, ``auth.login_failed`` (reason ``unknown_user``, ``bad_credentials``, ``locked``,
-    ``disabled``) or ``auth.lockout`` (the failure that locks the account).  A user name that does not
+    ``disabled``, ``account_expired``, ``account_not_yet_valid``) or ``auth.lockout`` (the failure that locks the account).  A user name that does not
     exist is not recorded (it may be a password typed into the wrong field)."""
     now = utcnow()
     user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
@@ -381,6 +402,13 @@ async def login(
                            client_ip=client_ip, detail={"reason": "disabled"})
         raise ApiError(403, "account_disabled", "账户已停用，请联系管理员 / the account is disabled")
 
+    outside = _validity_error(user, now, 403)
+    if outside is not None:
+        log.info("login.refused", username=username, client_ip=client_ip, reason=outside.error)
+        await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=user,
+                           client_ip=client_ip, detail={"reason": outside.error})
+        raise outside
+
     new_hash = await hash_password(password) if needs_rehash else None
     await begin_write(session)
     now = utcnow()
@@ -430,6 +458,9 @@ async def resolve_token(session: AsyncSession, token: str) -> AuthContext:
     tok, user = row
     if tok.revoked_at is not None or tok.expires_at <= now or user.disabled:
         raise invalid_token()
+    outside = _validity_error(user, now, 401)
+    if outside is not None:
+        raise outside
     return AuthContext(user=user, token=tok)
 
 

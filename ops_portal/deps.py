@@ -5,7 +5,11 @@
   their password.  Only the password-change and logout routes use it.
 * :data:`Auth` / :data:`CurrentUser` - an authenticated user who is allowed to use the portal:
   a user with ``must_change_password`` gets 403 ``password_change_required`` here.
-* :func:`require_permission` - the seam for roles and grants (see its docstring).
+* :data:`AccessDep` - the caller's :class:`~ops_portal.access.Access` (permissions, roles, data scope),
+  resolved once per request.
+* :func:`require_permission` - a route's declared permission: 403 ``forbidden`` without it.
+* :data:`ScopedChannel` / :data:`ScopedDevice` - a ``{channel_id}`` / ``{device_id}`` path parameter that
+  is checked against the caller's scope before the request body is even validated.
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gbops.settings import Settings
+from ops_portal.access import Access, ensure_channel, ensure_device, load_access
 from ops_portal.auth import AuthContext, UnknownUserThrottle, not_authenticated, resolve_token
 from ops_portal.models import User
 from ops_portal.schemas import ApiError
 
 __all__ = [
     "PERMISSIONS",
+    "AccessDep",
+    "ScopedChannel",
+    "ScopedDevice",
     "PERMISSION_CATALOGUE",
     "AnyAuth",
     "AuditDep",
@@ -149,20 +157,54 @@ PERMISSION_CATALOGUE: dict[str, tuple[str, str, str]] = {
 PERMISSIONS = frozenset(PERMISSION_CATALOGUE)
 
 
-def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, User]]:
-    """A dependency that lets the call through only if the user holds ``permission``.
+async def _access(ctx: Auth, session: SessionDep) -> Access:
+    access = await load_access(session, ctx.user)
+    await session.commit()  # end the read transaction; the objects stay usable
+    return access
 
-    **Currently every logged-in user (who does not have to change their password) holds every
-    permission**: roles and grants are not implemented yet.  Routes already declare what they need,
-    so that granting becomes a change of this one function, not of every route.
-    """
+
+#: The caller's permissions and scope (one resolution per request: FastAPI caches the dependency).
+AccessDep = Annotated[Access, Depends(_access)]
+
+
+def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, User]]:
+    """A dependency that lets the call through only if the user holds ``permission`` (403 ``forbidden``
+    otherwise) and returns the :class:`User`.  The returned callable carries ``.permission`` so that
+    tests can check that every route declares one."""
     if permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")
 
-    async def _check(user: CurrentUser) -> User:
-        # Roles/grants seam: look up the user's grants for ``permission`` here and raise
-        # ApiError(403, "forbidden", "无权执行此操作 / permission denied") when missing.
-        return user
+    async def _check(access: AccessDep) -> User:
+        if not access.can(permission):
+            zh, en = PERMISSION_CATALOGUE[permission][1:]
+            raise ApiError(403, "forbidden", f"无权执行此操作（需要“{zh}”权限）/ permission denied (needs {en}: {permission})")
+        return access.user
 
     _check.__name__ = f"require_{permission.replace('.', '_')}"
+    _check.permission = permission  # type: ignore[attr-defined]
     return _check
+
+
+# ------------------------------------------------------------------------------------------ scope
+async def _scoped_channel(
+    access: AccessDep,
+    registry: RegistryDep,
+    channel_id: Annotated[str, Path(min_length=1, max_length=32, description="通道编码 / channel id")],
+) -> str:
+    await ensure_channel(access, registry, channel_id)
+    return channel_id
+
+
+async def _scoped_device(
+    access: AccessDep,
+    registry: RegistryDep,
+    device_id: Annotated[str, Path(min_length=1, max_length=32, description="GB/T 28181 设备编码 / device id")],
+) -> str:
+    await ensure_device(access, registry, device_id)
+    return device_id
+
+
+#: The ``{channel_id}`` of the path, once checked against the caller's scope (403 ``channel_forbidden``).
+ScopedChannel = Annotated[str, Depends(_scoped_channel)]
+#: The ``{device_id}`` of the path, once checked against the caller's scope (403 ``device_forbidden``).
+ScopedDevice = Annotated[str, Depends(_scoped_device)]

@@ -1,4 +1,10 @@
-"""Tables of the operations portal: users and their bearer tokens."""
+"""Tables of the operations portal: users, their bearer tokens, roles and what roles grant.
+
+A role grants permissions (names from :data:`ops_portal.deps.PERMISSION_CATALOGUE`: system
+administration and system functions) and a data scope (organisation nodes, their descendants
+included, and/or explicit channel ids; or everything with ``full_scope``).  A user holds any number
+of roles; what the user may do is the union over them (see :mod:`ops_portal.access`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from gbops.db import Base, UtcDateTime, utcnow
 
-__all__ = ["AuthToken", "User"]
+__all__ = ["AuthToken", "Role", "RoleChannel", "RoleOrgNode", "RolePermission", "User", "UserRole"]
+
+#: PTZ control levels: 1 (lowest priority) .. 9 (highest).
+PTZ_LEVEL_MIN, PTZ_LEVEL_MAX, PTZ_LEVEL_DEFAULT = 1, 9, 5
 
 
 class User(Base):
@@ -27,6 +36,11 @@ class User(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
+    # PTZ control level 1..9: a higher level takes the PTZ over from a lower one.
+    ptz_level: Mapped[int] = mapped_column(Integer, default=PTZ_LEVEL_DEFAULT, server_default=text("5"))
+    # Validity window: outside [valid_from, valid_until) the user cannot log in and tokens stop working.
+    valid_from: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     def __repr__(self) -> str:
         return f"User({self.username!r})"
@@ -44,3 +58,55 @@ class AuthToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     client_ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class Role(Base):
+    """A named set of permissions and a data scope.  ``builtin`` marks the system administrator role:
+    it always holds every permission and the full scope, and cannot be deleted or changed."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    full_scope: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Role({self.name!r})"
+
+
+class RolePermission(Base):
+    __tablename__ = "role_permissions"
+
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    permission: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class RoleOrgNode(Base):
+    """An organisation node in a role's scope (its descendants are included when resolved)."""
+
+    __tablename__ = "role_org_nodes"
+
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    org_node_id: Mapped[int] = mapped_column(
+        ForeignKey("org_nodes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class RoleChannel(Base):
+    """A channel (GB/T 28181 id) granted explicitly by a role."""
+
+    __tablename__ = "role_channels"
+
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    channel_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, index=True)

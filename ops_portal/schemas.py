@@ -233,3 +233,283 @@ class DevicePasswordRequest(BaseModel):
 
     def __repr__(self) -> str:  # never echo the password
         return "DevicePasswordRequest(password=***)"
+
+
+# ---------------------------------------------------------------------------------------------- access (issue 6)
+PtzLevel = Annotated[int, Field(ge=1, le=9, description="云台控制级别 1-9（高者优先）/ PTZ control level 1-9")]
+NodeId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+RoleId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+ChannelIdStr = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_-]+$")]
+
+
+class UserDetailOut(BaseModel):
+    """A user as administrators see it (never the password hash)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    display_name: str
+    phone: str | None = None
+    ptz_level: int
+    valid_from: UtcTime | None = None
+    valid_until: UtcTime | None = None
+    disabled: bool
+    must_change_password: bool
+    locked_until: UtcTime | None = None
+    created_at: UtcTime
+    updated_at: UtcTime
+    role_ids: list[int] = []
+    roles: list[str] = []
+
+
+class UserListOut(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[UserDetailOut]
+
+
+class UserCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password: str | None = Field(
+        default=None, min_length=1, max_length=1024,
+        description="省略则生成一次性密码 / omitted: a one-time password is generated and returned",
+    )
+    display_name: str = Field(default="", max_length=100)
+    phone: str | None = Field(default=None, max_length=32)
+    ptz_level: PtzLevel = 5
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    disabled: bool = False
+    role_ids: list[RoleId] = Field(default_factory=list, max_length=100)
+
+    def __repr__(self) -> str:
+        return f"UserCreateRequest(username={self.username!r}, password=***)"
+
+
+class UserUpdateRequest(BaseModel):
+    """Only the fields sent change; ``valid_from``/``valid_until``/``phone`` may be set to null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, max_length=32)
+    ptz_level: PtzLevel | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    disabled: bool | None = None
+    role_ids: list[RoleId] | None = Field(default=None, max_length=100)
+
+
+class UserCreatedOut(BaseModel):
+    user: UserDetailOut
+    one_time_password: str | None = Field(
+        default=None, description="只显示一次；用户首次登录须修改 / shown once; must be changed at first login"
+    )
+
+
+class PasswordResetOut(BaseModel):
+    one_time_password: str = Field(description="只显示一次 / shown once; the user must change it at next login")
+    revoked_tokens: int
+
+
+class RevokeOut(BaseModel):
+    revoked_tokens: int
+
+
+class PermissionOut(BaseModel):
+    name: str
+    level: str = Field(description="admin（系统管理）| function（系统功能）")
+    label_zh: str
+    label_en: str
+
+
+class PermissionList(BaseModel):
+    items: list[PermissionOut]
+    levels: dict[str, str] = Field(description="权限层级 / permission levels: admin, function, data")
+
+
+class RoleOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    builtin: bool
+    full_scope: bool
+    permissions: list[str]
+    org_node_ids: list[int]
+    channel_ids: list[str]
+    user_count: int
+    created_at: UtcTime
+    updated_at: UtcTime
+
+
+class RoleList(BaseModel):
+    items: list[RoleOut]
+
+
+class RoleCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=500)
+    permissions: list[str] = Field(default_factory=list, max_length=100)
+    full_scope: bool = False
+    org_node_ids: list[NodeId] = Field(default_factory=list, max_length=10_000)
+    channel_ids: list[ChannelIdStr] = Field(default_factory=list, max_length=100_000)
+
+
+class RoleUpdateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    description: str | None = Field(default=None, max_length=500)
+    permissions: list[str] | None = Field(default=None, max_length=100)
+    full_scope: bool | None = None
+    org_node_ids: list[NodeId] | None = Field(default=None, max_length=10_000)
+    channel_ids: list[ChannelIdStr] | None = Field(default=None, max_length=100_000)
+
+
+class AccessMeOut(BaseModel):
+    """What the caller may do: for the console to show only what works."""
+
+    user_id: int
+    username: str
+    display_name: str
+    permissions: list[str]
+    roles: list[str]
+    full_scope: bool
+    org_node_ids: list[int] = Field(description="授权节点（含下级）/ granted nodes, descendants included")
+    channel_ids: list[str]
+    ptz_level: int
+    valid_until: UtcTime | None = None
+
+
+class OrgNodeOut(BaseModel):
+    id: int
+    parent_id: int | None
+    name: str
+    kind: str
+    code: str | None = None
+    children: list[int] = Field(description="可见的下级节点 / visible child node ids")
+    in_scope: bool = Field(description="false: 仅作为路径显示 / shown only as the path to granted content")
+    devices: int
+    channels: int
+    channels_online: int
+    total_devices: int = Field(description="含下级 / including the subtree")
+    total_channels: int
+    total_channels_online: int
+
+
+class OrgDeviceOut(BaseModel):
+    device_id: str
+    name: str | None = None
+    online: bool
+    org_node_id: int | None = None
+    channel_count: int | None = None
+
+
+class OrgChannelOut(BaseModel):
+    channel_id: str
+    device_id: str
+    name: str | None = None
+    online: bool
+    org_node_id: int | None = Field(default=None, description="所属节点（通道自身或其设备的）/ the channel's node")
+    longitude: float | None = None
+    latitude: float | None = None
+
+
+class OrgUnassignedOut(BaseModel):
+    devices: int
+    channels: int
+    channels_online: int
+
+
+class OrgTreeOut(BaseModel):
+    nodes: list[OrgNodeOut] = Field(description="按 id 排序，parent_id/children 组成树 / ordered by id")
+    unassigned: OrgUnassignedOut
+    devices: list[OrgDeviceOut] | None = None
+    channels: list[OrgChannelOut] | None = None
+
+
+class OrgNodeCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    parent_id: NodeId | None = None
+
+
+class OrgNodeUpdateRequest(BaseModel):
+    """``name`` renames; ``parent_id`` moves (send null to make the node a root)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    parent_id: NodeId | None = None
+
+
+class OrgNodeDetailOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    parent_id: int | None = None
+    name: str
+    kind: str
+    code: str | None = None
+    created_at: UtcTime | None = None
+    updated_at: UtcTime | None = None
+
+
+class OrgNodeDeleteOut(BaseModel):
+    deleted: int
+    moved_to: int | None = Field(description="子节点和成员移到的节点（null：变为根 / 未分配）/ where the "
+                                 "children and members went (null: roots / unassigned)")
+    children: int
+    devices: int
+    channels: int
+
+
+class OrgMembersRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_ids: list[ChannelIdStr] = Field(default_factory=list, max_length=10_000)
+    channel_ids: list[ChannelIdStr] = Field(default_factory=list, max_length=10_000)
+
+
+class OrgMembersOut(BaseModel):
+    node_id: int
+    devices: int = Field(description="已分配的设备数 / devices assigned")
+    channels: int = Field(description="已分配的通道数 / channel rows assigned")
+
+
+class MapChannelOut(BaseModel):
+    channel_id: str
+    device_id: str
+    name: str | None = None
+    online: bool
+    status: str | None = None
+    longitude: float | None = None
+    latitude: float | None = None
+    address: str | None = None
+    org_node_id: int | None = None
+    ptz_type: int | None = None
+
+
+class MapChannelList(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[MapChannelOut]
+
+
+class DashboardOut(BaseModel):
+    devices_total: int
+    devices_online: int
+    channels_total: int
+    channels_online: int
+    online_rate: float | None = Field(description="在线通道 / 通道总数，无通道时为 null / channels online / total")
+    streams: int | None = Field(description="上行流数（媒体服务未运行时为 null）/ upstream streams")
+    viewers: int | None = None
+    open_tickets: int | None = Field(default=None, description="未关闭工单（工单模块存在时）/ open tickets")

@@ -5,6 +5,11 @@ There is no default password anywhere.  At the first start :func:`ensure_admin` 
 random password that is written, readable by the owner only, to
 ``<data_dir>/initial-admin-password.txt`` and returned so that the caller can print it once.
 Either way the admin must change the password at the first login; the file is deleted then.
+
+The ``admin`` account holds the built-in role :data:`ADMIN_ROLE_NAME` ("系统管理员": every permission,
+full data scope; it cannot be deleted or changed).  Migration 0003 gives it to an existing admin;
+:func:`ensure_admin` creates the role when missing and gives it to an admin that holds no role.
+:func:`check_managers_remain` refuses any change that would leave nobody able to manage users or roles.
 """
 
 from __future__ import annotations
@@ -13,18 +18,24 @@ import contextlib
 import os
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gbops.db import utcnow
 from gbops.log import get_logger
 from gbops.passwords import weak_password_reason
 from gbops.settings import Settings, SettingsError
 from ops_portal.auth import generate_password, hash_password
-from ops_portal.models import User
+from ops_portal.models import Role, RolePermission, User, UserRole
+from ops_portal.schemas import ApiError
 
 __all__ = [
+    "ADMIN_ROLE_NAME",
     "ADMIN_USERNAME",
+    "MANAGER_PERMISSIONS",
+    "check_managers_remain",
+    "ensure_builtin_role",
     "INITIAL_PASSWORD_FILE",
     "WeakPasswordError",
     "create_user",
@@ -36,6 +47,9 @@ __all__ = [
 log = get_logger("gbops.portal.users")
 
 ADMIN_USERNAME = "admin"
+ADMIN_ROLE_NAME = "系统管理员"
+#: Somebody active must always hold each of these, or nobody could repair the accounts.
+MANAGER_PERMISSIONS = ("user.manage", "role.manage")
 INITIAL_PASSWORD_FILE = "initial-admin-password.txt"
 
 
@@ -84,6 +98,63 @@ def _write_secret_file(path: Path, text: str) -> None:
         os.close(fd)
 
 
+async def ensure_builtin_role(session: AsyncSession) -> Role:
+    """The built-in system administrator role, created when missing (not committed)."""
+    role = (await session.execute(select(Role).where(Role.builtin.is_(True)).order_by(Role.id))).scalars().first()
+    if role is None:
+        role = Role(
+            name=ADMIN_ROLE_NAME,
+            description="内置：全部权限、全部数据 / built-in: every permission, all data",
+            builtin=True,
+            full_scope=True,
+        )
+        session.add(role)
+        await session.flush()
+    return role
+
+
+async def _grant_builtin_to_admin(session: AsyncSession, *, only_if_roleless: bool) -> None:
+    admin_id = (await session.execute(select(User.id).where(User.username == ADMIN_USERNAME))).scalar_one_or_none()
+    if admin_id is None:
+        return
+    role = await ensure_builtin_role(session)
+    held = set((await session.execute(select(UserRole.role_id).where(UserRole.user_id == admin_id))).scalars())
+    if role.id in held or (only_if_roleless and held):
+        return
+    session.add(UserRole(user_id=admin_id, role_id=role.id))
+    log.info("admin.role_granted", username=ADMIN_USERNAME, role=role.name)
+
+
+async def check_managers_remain(session: AsyncSession) -> None:
+    """409 ``last_manager`` when no enabled user inside its validity window holds ``user.manage`` and
+    ``role.manage`` any more (run inside the write transaction, after the change, before the commit)."""
+    now = utcnow()
+    active = and_(
+        User.disabled.is_(False),
+        or_(User.valid_from.is_(None), User.valid_from <= now),
+        or_(User.valid_until.is_(None), User.valid_until > now),
+    )
+    await session.flush()
+    for permission in MANAGER_PERMISSIONS:
+        holders = await session.scalar(
+            select(func.count(func.distinct(User.id)))
+            .select_from(User)
+            .join(UserRole, UserRole.user_id == User.id)
+            .join(Role, Role.id == UserRole.role_id)
+            .outerjoin(
+                RolePermission, and_(RolePermission.role_id == Role.id, RolePermission.permission == permission)
+            )
+            .where(active, or_(Role.builtin.is_(True), RolePermission.permission.is_not(None)))
+        )
+        if not holders:
+            raise ApiError(
+                409,
+                "last_manager",
+                f"此操作会使平台没有可用的“{permission}”权限持有者，已拒绝 / refused: nobody active would "
+                f"hold {permission} any more (one cannot lock everybody out)",
+            )
+
+
 async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> str | None:
     """Create the ``admin`` user when it does not exist yet.
 
@@ -97,6 +168,9 @@ async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings:
             await session.execute(select(User.id).where(User.username == ADMIN_USERNAME))
         ).scalar_one_or_none()
     if exists is not None:
+        async with sessionmaker() as session:
+            await _grant_builtin_to_admin(session, only_if_roleless=True)
+            await session.commit()
         return None
 
     configured = settings.admin_password.get_secret_value() if settings.admin_password else None
@@ -116,7 +190,7 @@ async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings:
         _write_secret_file(tmp, password + "\n")
     try:
         async with sessionmaker() as session:
-            await create_user(
+            admin = await create_user(
                 session,
                 ADMIN_USERNAME,
                 password,
@@ -124,6 +198,9 @@ async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings:
                 must_change_password=True,
                 check_strength=False,
             )
+            role = await ensure_builtin_role(session)
+            await session.flush()
+            session.add(UserRole(user_id=admin.id, role_id=role.id))
             await session.commit()
     except IntegrityError:
         # Another process created it at the same moment: theirs wins.

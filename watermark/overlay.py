@@ -108,9 +108,13 @@ def _blend(dst: np.ndarray, w: _Weights, x: int, y: int) -> None:
     region[...] = acc
 
 
-def copy_frame(frame: av.VideoFrame) -> av.VideoFrame:
-    """A new frame with its own buffers, same format, size and timing."""
-    out = av.VideoFrame(frame.width, frame.height, frame.format.name)
+def copy_frame(frame: av.VideoFrame, into: av.VideoFrame | None = None) -> av.VideoFrame:
+    """A frame with its own buffers, same format, size and timing: a new one, or ``into`` (same size and
+    format) overwritten.  Reusing one frame per viewer saves the page faults of a fresh buffer per
+    picture (about half the cost of the copy at 1080p)."""
+    out = into
+    if out is None or (out.width, out.height, out.format.name) != (frame.width, frame.height, frame.format.name):
+        out = av.VideoFrame(frame.width, frame.height, frame.format.name)
     for src, dst in zip(frame.planes, out.planes, strict=True):
         _plane_view(dst)[...] = _plane_view(src)
     out.pts = frame.pts

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ops_portal.routes import audit, auth, devices, live, sip
+from ops_portal.availability.routes import router as availability_router
+from ops_portal.routes import audit, auth, devices, downloads, live, sip
 from ops_portal.schemas import HealthOut
+from ops_portal.tickets.routes import router as tickets_router
 
 __all__ = ["api_router"]
 
@@ -25,3 +27,8 @@ api_router.include_router(devices.router)
 api_router.include_router(sip.router)
 api_router.include_router(audit.router)
 api_router.include_router(live.router)
+api_router.include_router(availability_router)
+api_router.include_router(downloads.router)
+for _name in ("users", "roles", "org", "channels", "dashboard"):  # issue 6: access control, tree, map
+    api_router.include_router(__import__(f"ops_portal.routes.{_name}", fromlist=["router"]).router)
+api_router.include_router(tickets_router)

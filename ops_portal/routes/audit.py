@@ -149,7 +149,7 @@ def _one(name: str, a: int | None, b: int | None, b_name: str) -> int | None:
 
 Since = Annotated[datetime | None, Query(description="不早于此时刻 (RFC 3339) / at or after this time")]
 Until = Annotated[datetime | None, Query(description="早于此时刻 (RFC 3339) / before this time")]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=2**62)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 

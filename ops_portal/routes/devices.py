@@ -1,4 +1,8 @@
-"""``/api/devices``: the device registry, read-only, and on-demand catalog sync."""
+"""``/api/devices``: the device registry, read-only, and on-demand catalog sync.
+
+Every route is limited to the caller's data scope (:mod:`ops_portal.access`): the list shows only the
+devices the caller may see, and a route that names a device answers 403 ``device_forbidden`` for a
+device outside it (also for an unknown one, unless the caller has the full scope: then 404)."""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from gbops.log import get_logger
+from ops_portal.access import ensure_device
 from ops_portal.auth import begin_write
 from ops_portal.deps import (
+    AccessDep,
     AuditDep,
     RegistryDep,
+    ScopedDevice,
     SessionDep,
     SettingsDep,
     SipDep,
@@ -66,9 +73,17 @@ async def _require_device(registry: Any, device_id: str) -> Any:
     return device
 
 
+async def _writable_device(access: AccessDep, registry: RegistryDep, device_id: DeviceIdPath) -> str:
+    """A device the caller may configure: in scope, or (full scope only) not known yet."""
+    if not access.scope.all:
+        await ensure_device(access, registry, device_id)
+    return device_id
+
+
 @router.get("", operation_id="devices_list", summary="设备列表 / list devices", response_model=DeviceList)
 async def list_devices(
     user: DeviceReader,
+    access: AccessDep,
     registry: RegistryDep,
     online: Annotated[bool | None, Query(description="只看在线 (true) 或离线 (false) / filter by presence")] = None,
     q: Annotated[
@@ -76,8 +91,13 @@ async def list_devices(
     ] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    org_node_id: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="只看分配到此组织节点的设备 / devices assigned to this node")
+    ] = None,
 ) -> DeviceList:
-    total, devices = await registry.list_devices(online=online, q=q or None, offset=offset, limit=limit)
+    total, devices = await registry.list_devices(
+        online=online, q=q or None, offset=offset, limit=limit, scope=access.scope, org_node_id=org_node_id
+    )
     return DeviceList(
         total=total,
         offset=offset,
@@ -93,7 +113,7 @@ async def list_devices(
     response_model=DeviceOut,
     responses=_NOT_FOUND,
 )
-async def get_device(user: DeviceReader, registry: RegistryDep, device_id: DeviceIdPath) -> DeviceOut:
+async def get_device(user: DeviceReader, registry: RegistryDep, device_id: ScopedDevice) -> DeviceOut:
     return DeviceOut.model_validate(await _require_device(registry, device_id))
 
 
@@ -106,12 +126,14 @@ async def get_device(user: DeviceReader, registry: RegistryDep, device_id: Devic
 )
 async def list_channels(
     user: DeviceReader,
+    access: AccessDep,
     registry: RegistryDep,
-    device_id: DeviceIdPath,
+    device_id: ScopedDevice,
     include_removed: Annotated[bool, Query(description="包括已删除的通道 / include removed channels")] = False,
 ) -> ChannelList:
+    """The device's channels that are in the caller's scope."""
     await _require_device(registry, device_id)
-    channels = await registry.list_channels(device_id, include_removed=include_removed)
+    channels = await registry.list_channels(device_id, include_removed=include_removed, scope=access.scope)
     return ChannelList(items=[ChannelOut.model_validate(c) for c in channels])
 
 
@@ -124,8 +146,9 @@ async def list_channels(
 )
 async def list_presence(
     user: DeviceReader,
+    access: AccessDep,
     registry: RegistryDep,
-    device_id: DeviceIdPath,
+    device_id: ScopedDevice,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     before: Annotated[
         datetime | None,
@@ -135,7 +158,7 @@ async def list_presence(
     await _require_device(registry, device_id)
     if before is not None and (before.tzinfo is None or before.utcoffset() is None):
         before = before.replace(tzinfo=UTC)
-    events = await registry.list_presence(device_id, limit=limit, before=before)
+    events = await registry.list_presence(device_id, limit=limit, before=before, scope=access.scope)
     return PresenceList(items=[PresenceOut.model_validate(e) for e in events])
 
 
@@ -165,7 +188,7 @@ async def start_catalog_sync(
     user: CatalogSyncer,
     registry: RegistryDep,
     sip: SipDep,
-    device_id: DeviceIdPath,
+    device_id: ScopedDevice,
     audit: AuditDep,
     request: Request,
 ) -> CatalogProgressOut:
@@ -201,7 +224,7 @@ async def start_catalog_sync(
     responses=error_responses(404, 503),
 )
 async def catalog_sync_status(
-    user: DeviceReader, registry: RegistryDep, sip: SipDep, device_id: DeviceIdPath
+    user: DeviceReader, registry: RegistryDep, sip: SipDep, device_id: ScopedDevice
 ) -> CatalogProgressOut:
     await _require_device(registry, device_id)
     if sip is None:
@@ -223,7 +246,7 @@ async def catalog_sync_status(
     responses=error_responses(404, 409, 503, 504),
 )
 async def query_device_status(
-    user: DeviceReader, registry: RegistryDep, sip: SipDep, device_id: DeviceIdPath
+    user: DeviceReader, registry: RegistryDep, sip: SipDep, device_id: ScopedDevice
 ) -> dict[str, Any]:
     """Sends a MANSCDP DeviceStatus query and waits for the device's answer (up to the query timeout).
     `online`/`status` are what the device says about itself; `record` its recording state; `alarms` its
@@ -265,7 +288,7 @@ async def set_device_password(
     registry: RegistryDep,
     sip: SipDep,
     settings: SettingsDep,
-    device_id: DeviceIdPath,
+    device_id: Annotated[str, Depends(_writable_device)],
     body: DevicePasswordRequest,
     session: SessionDep,
     audit: AuditDep,

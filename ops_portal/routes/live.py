@@ -15,7 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from gbops.log import get_logger
-from ops_portal.deps import RegistryDep, SipDep, client_ip, require_permission
+from ops_portal.deps import AccessDep, RegistryDep, ScopedChannel, SipDep, client_ip, require_permission
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
 
@@ -40,6 +40,8 @@ _MEDIA_ERRORS = {
     "start_failed": 502,
 }
 
+RETRY_AFTER_DEFAULT = 30
+
 
 class LiveRequest(BaseModel):
     transport: Literal["udp", "tcp-passive", "tcp-active"] | None = Field(
@@ -56,6 +58,9 @@ class LiveOut(BaseModel):
     codec: str | None
     width: int | None
     height: int | None
+    watermark: bool | None = Field(default=None, description="the picture carries the viewer's visible "
+                                   "watermark (every output carries the signed session tag)")
+    watermark_id: str | None = Field(default=None, description="the short session code drawn in the picture")
 
 
 def _media(request: Request) -> Any:
@@ -72,8 +77,8 @@ def _iso(ts: float) -> str:
 @router.post("/api/channels/{channel_id}/live", operation_id="live_start", status_code=201,
              summary="开始实时观看 / start watching a channel live", response_model=LiveOut,
              responses=error_responses(404, 409, 502, 503, 504))
-async def start_live(user: LiveViewer, registry: RegistryDep, sip: SipDep, request: Request,
-                     channel_id: ChannelIdPath, body: LiveRequest | None = None) -> LiveOut:
+async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep, sip: SipDep, request: Request,
+                     channel_id: ScopedChannel, body: LiveRequest | None = None) -> LiveOut:
     """Starts (or joins) the channel's upstream stream and returns a viewer session. Open `whep_url`
     (WHEP, `POST` an SDP offer) or `flv_url` (HTTP-FLV) within `expires_at`. Ten viewers of one channel
     cost the camera one stream."""
@@ -88,10 +93,14 @@ async def start_live(user: LiveViewer, registry: RegistryDep, sip: SipDep, reque
     transport = (body.transport if body else None) or getattr(settings, "live_transport", "udp")
     from media_relay.stream import MediaError
 
+    plan = _watermark_plan(media, access, user, request, channel_id)
+    cleanup = [plan.slot.release] if plan is not None and plan.slot is not None else []
     try:
         session = await media.open_session(user_id=user.id, username=user.username, channel_id=channel_id,
                                            device_id=channel.device_id, transport=transport,
-                                           client_ip=client_ip(request))
+                                           client_ip=client_ip(request),
+                                           session_id=plan.tag.session_id if plan is not None else None,
+                                           cleanup=cleanup)
     except MediaError as exc:
         status = _MEDIA_ERRORS.get(exc.code, 502)
         message = str(exc)
@@ -100,6 +109,8 @@ async def start_live(user: LiveViewer, registry: RegistryDep, sip: SipDep, reque
         log.warning("live.failed", channel_id=channel_id, user=user.username, code=exc.code, reason=str(exc))
         raise ApiError(status, exc.code, message) from None
     stream = session.reader.stream
+    if plan is not None:
+        session.extra["watermark"] = plan
     audit = getattr(request.app.state, "audit", None)
     if audit is not None:
         from audit_log.log import Actor, Target
@@ -107,8 +118,10 @@ async def start_live(user: LiveViewer, registry: RegistryDep, sip: SipDep, reque
         try:
             await audit.record(actor=Actor.user(user), action="live.start", target=Target("channel", channel_id),
                                client_ip=client_ip(request), session_id=session.session_id,
+                               watermark_id=plan.code if plan is not None else None,
                                detail={"device_id": channel.device_id, "transport": transport,
-                                       "codec": stream.codec})
+                                       "codec": stream.codec,
+                                       "watermark": None if plan is None else ("on" if plan.on else "off")})
         except Exception:
             # no evidence, no video: a viewing that cannot be recorded is not handed out
             media.close_session(session.session_id, "audit log unavailable")
@@ -119,15 +132,52 @@ async def start_live(user: LiveViewer, registry: RegistryDep, sip: SipDep, reque
     return LiveOut(session_id=session.session_id, whep_url=f"/whep/{session.session_id}",
                    flv_url=f"/flv/{session.session_id}.flv", expires_at=_iso(session.attach_deadline),
                    channel_id=channel_id, device_id=channel.device_id, codec=stream.codec,
-                   width=params.width if params else None, height=params.height if params else None)
+                   width=params.width if params else None, height=params.height if params else None,
+                   watermark=plan.on if plan is not None else None,
+                   watermark_id=plan.code if plan is not None else None)
+
+
+def _watermark_plan(media: Any, access: Any, user: User, request: Request, channel_id: str) -> Any:
+    """The viewer's watermark (on unless the policy switches it off for all the user's roles) and session
+    tag, with an encoder slot reserved; 503 ``watermark_capacity`` (with Retry-After) when none is free."""
+    hub = getattr(media, "watermark", None)
+    if hub is None:
+        return None
+    import time
+
+    from media_relay.service import new_session_id
+    from watermark.pipeline import WatermarkPlan, session_code
+    from watermark.render import WatermarkText
+    from watermark.tag import SessionTag
+
+    session_id = new_session_id()
+    code = session_code(session_id)
+    on = hub.applies(getattr(access, "roles", ()))
+    text = WatermarkText(display_name=user.display_name or user.username, account=user.username,
+                         phone=user.phone, client_ip=client_ip(request) or "-", session_code=code)
+    plan = WatermarkPlan(on=on, text=text, tag=SessionTag(session_id, user.id, channel_id, int(time.time() * 1000)),
+                         code=code)
+    if on:
+        if hub.font_error:
+            raise ApiError(503, "watermark_font_missing", hub.font_error)
+        plan.slot = hub.slots.reserve()
+        if plan.slot is None:
+            retry = str(getattr(request.app.state.settings, "watermark_retry_after", RETRY_AFTER_DEFAULT))
+            log.warning("live.watermark_capacity", channel_id=channel_id, user=user.username,
+                        limit=hub.slots.limit)
+            raise ApiError(503, "watermark_capacity",
+                           f"本节点的水印编码器已全部占用（{hub.slots.limit} 路），请 {retry} 秒后重试，或改看子码流 / "
+                           f"all {hub.slots.limit} watermark encoders of this node are busy: retry in {retry} s, "
+                           "or watch the channel's sub-stream", headers={"Retry-After": retry})
+    return plan
 
 
 @router.delete("/api/sessions/{session_id}", operation_id="live_session_delete", status_code=204,
                summary="结束观看会话 / end a viewer session", responses=error_responses(404))
-async def delete_session(user: LiveViewer, request: Request, session_id: str) -> Response:
+async def delete_session(user: LiveViewer, access: AccessDep, request: Request, session_id: str) -> Response:
     media = _media(request)
     s = media.sessions.get(session_id)
-    if s is None or (s.user_id != user.id and user.username != "admin"):
+    if s is None or (s.user_id != user.id and not access.can("user.manage")):  # others' sessions: admins
         raise ApiError(404, "session_not_found", "会话不存在 / no such session")
     if s.output == "whep" and media.whep is not None:
         await media.whep.close(session_id)
@@ -156,7 +206,7 @@ async def flv_output(request: Request, session_id: str) -> StreamingResponse:
     session = media.attach(session_id, "flv")
     if session is None:
         raise ApiError(404, "session_not_found", "会话不存在或已被使用 / no such session, or already in use")
-    source = await _viewer_source(session)
+    source = await _viewer_source(session, media=media)
 
     async def body():
         try:
@@ -185,7 +235,7 @@ async def whep_offer(request: Request, session_id: str) -> Response:
 
     if media.whep is None:
         media.whep = WhepRegistry()
-    source = await _viewer_source(session, h264_only=True)
+    source = await _viewer_source(session, h264_only=True, media=media)
     whep = WhepSession(source)
     try:
         answer = await whep.answer(offer)
@@ -208,15 +258,28 @@ async def whep_delete(request: Request, session_id: str) -> Response:
     return Response(status_code=200)
 
 
-async def _viewer_source(session: Any, h264_only: bool = False) -> Any:
-    """What an output reads: the reader itself (passthrough), or an H.264 transcoder for H.265 sources on
-    WebRTC. The watermark issue puts the per-viewer overlay here, on every path."""
+async def _viewer_source(session: Any, h264_only: bool = False, media: Any = None) -> Any:
+    """What an output reads, on every path: the viewer's watermarked H.264 (decoded once per Stream,
+    drawn and encoded per viewer) or, when the policy switches the watermark off for this user, the
+    upstream itself (an H.264 transcoder for H.265 on WebRTC); either way with the signed session tag in
+    every keyframe. Without a watermark service (bare media service in tests): the upstream as is."""
     reader = session.reader
+    hub = getattr(media, "watermark", None)
+    plan = session.extra.get("watermark")
+    if hub is not None and plan is not None and plan.on:
+        source = hub.viewer(reader.stream, text=plan.text, tag=plan.tag)
+        if plan.slot is not None:
+            source.on_close.append(plan.slot.release)
+        reader.close()  # the shared decoder holds its own reader on the Stream
+        return source
+    source = reader
     if h264_only and reader.codec == "h265":
         from media_relay.outputs.transcode import Transcoder
 
-        return Transcoder(reader)
-    return reader
+        source = Transcoder(reader)
+    if hub is not None and plan is not None:
+        source = hub.tagged(source, plan.tag)
+    return source
 
 
 async def _maybe_await(value: Any) -> None:

@@ -70,6 +70,9 @@ class FakeSip:
     def set_device_password_ha1(self, device_id: str, ha1: dict[str, str] | None) -> None:
         self.passwords[device_id] = ha1
 
+    def metrics(self) -> dict[str, int]:
+        return {"registrations": len(self.online)}
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
@@ -92,12 +95,41 @@ class Portal:
     audit: Any = None
 
     async def add_user(
-        self, username: str, password: str = GOOD_PASSWORD, *, must_change_password: bool = False
+        self,
+        username: str,
+        password: str = GOOD_PASSWORD,
+        *,
+        must_change_password: bool = False,
+        permissions: set[str] | frozenset[str] | None = None,
+        org_nodes: list[int] | None = None,
+        channels: list[str] | None = None,
+        full_scope: bool | None = None,
+        **attributes: Any,
     ) -> User:
+        """A user with one role of its own (``role:<username>``): ``permissions`` (None: every one),
+        scope ``org_nodes`` / ``channels``, or everything (``full_scope``, the default when both are
+        None).  ``attributes`` are set on the user (``valid_until=...``, ``ptz_level=...``)."""
+        from ops_portal.deps import PERMISSIONS
+        from ops_portal.models import Role, RoleChannel, RoleOrgNode, RolePermission, UserRole
+
+        if full_scope is None:
+            full_scope = org_nodes is None and channels is None
         async with self.sessionmaker() as session:
             user = await create_user(
                 session, username, password, must_change_password=must_change_password
             )
+            for name, value in attributes.items():
+                setattr(user, name, value)
+            role = Role(name=f"role:{username}", full_scope=full_scope)
+            session.add(role)
+            await session.flush()
+            for perm in sorted(PERMISSIONS if permissions is None else permissions):
+                session.add(RolePermission(role_id=role.id, permission=perm))
+            for node in org_nodes or []:
+                session.add(RoleOrgNode(role_id=role.id, org_node_id=node))
+            for channel in channels or []:
+                session.add(RoleChannel(role_id=role.id, channel_id=channel))
+            session.add(UserRole(user_id=user.id, role_id=role.id))
             await session.commit()
             return user
 

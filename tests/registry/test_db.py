@@ -35,6 +35,14 @@ EXPECTED_TABLES = {
     "platform_runs",
     "presence_events",
     "users",
+    # issue 6: roles and what they grant
+    "roles", "role_permissions", "role_org_nodes", "role_channels", "user_roles",
+    # issue 7: contracts, tickets, notifications, quality baselines
+    "contracts", "tickets", "ticket_events", "notifications", "quality_baselines",
+    # issue 4: watermarked download jobs
+    "download_jobs",
+    # issue 7: generated availability reports
+    "reports",
 }
 
 

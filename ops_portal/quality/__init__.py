@@ -1,0 +1,1 @@
+"""Video-quality detection on decoded keyframes (issue 7): pure numpy detectors and the sampler."""

@@ -1,0 +1,215 @@
+"""Watermarked downloads: ``POST /api/channels/{id}/downloads`` captures a live clip and exports it as an
+MP4 carrying the requester's visible watermark and signed session tag; the job's progress; the file.
+
+The work is done by :class:`watermark.downloads.DownloadManager` (``app.state.downloads``, started by
+the platform; made on first use otherwise).  A job and its file are visible to the user who asked for
+it, and to holders of ``user.manage``; to anyone else they do not exist (404).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from gbops.log import get_logger
+from ops_portal.deps import AccessDep, RegistryDep, ScopedChannel, SipDep, client_ip, require_permission
+from ops_portal.models import User
+from ops_portal.schemas import ApiError, UtcTime, error_responses
+
+log = get_logger("gbops.portal.downloads")
+
+router = APIRouter(tags=["downloads"], responses=error_responses(401, 403, 422))
+
+Downloader = Annotated[User, Depends(require_permission("download.create"))]
+JobIdPath = Annotated[str, Path(min_length=1, max_length=32, description="下载任务编号 / download job id")]
+
+MIN_SECONDS, MAX_SECONDS = 5, 600
+
+
+class DownloadRequest(BaseModel):
+    seconds: int = Field(ge=MIN_SECONDS, le=MAX_SECONDS,
+                         description="片段时长（秒），从现在起录制 / clip length in seconds, captured from now on")
+    transport: Literal["udp", "tcp-passive", "tcp-active"] | None = Field(
+        default=None, description="媒体传输方式 / media transport when the stream must be started "
+        "(default: the platform's live transport)")
+
+
+class DownloadJobOut(BaseModel):
+    job_id: str
+    state: Literal["queued", "capturing", "encoding", "done", "failed"] = Field(
+        description="queued: waiting for a free export slot; capturing: recording the live stream; "
+                    "encoding: drawing the watermark and encoding the MP4; done: the file is ready; "
+                    "failed: see reason")
+    reason: str | None = Field(None, description="why the job failed (中文 / English)")
+    channel_id: str
+    device_id: str
+    user_id: int
+    username: str
+    seconds: int = Field(description="requested clip length (s)")
+    percent: float = Field(description="overall progress 0..100: capturing covers 0..80 (seconds captured / "
+                                       "seconds requested, in real time), encoding 80..100 (frames encoded / "
+                                       "frames captured); 100 only when done")
+    seconds_captured: float = Field(description="media time captured so far (s), from the stream's timestamps")
+    frames_captured: int | None = Field(None, description="video pictures captured so far (the clip's picture "
+                                                          "count once capture ended)")
+    frames_encoded: int | None = Field(None, description="pictures watermarked and encoded so far; equals "
+                                                         "frames_captured when done")
+    eta_s: float | None = Field(None, description="estimated seconds until done: remaining capture time plus "
+                                                  "an assumed encoding time of 0.2 s per captured second while "
+                                                  "capturing; remaining frames at the measured encoding rate "
+                                                  "while encoding; null when queued or finished")
+    created_at: UtcTime
+    finished_at: UtcTime | None = None
+    media_start: UtcTime | None = Field(None, description="wall clock of the clip's first picture (the time "
+                                                          "drawn in the watermark follows the recording)")
+    media_end: UtcTime | None = None
+    duration_s: float | None = Field(None, description="media duration of the exported clip (s)")
+    size: int | None = Field(None, description="file size (bytes)")
+    sha256: str | None = Field(None, description="SHA-256 of the file (hex), as on the audit log's "
+                                                 "download.complete entry")
+    session_id: str = Field(description="session id in the file's signed SEI tag and on the audit log")
+    watermark_id: str = Field(description="the short code drawn in the picture")
+    file_url: str | None = Field(None, description="GET it for the MP4 while available")
+    expires_at: UtcTime | None = Field(None, description="the file is deleted after this time")
+
+
+class DownloadJobList(BaseModel):
+    items: list[DownloadJobOut]
+
+
+def _manager(request: Request) -> Any:
+    manager = getattr(request.app.state, "downloads", None)
+    if manager is None:
+        from watermark.downloads import DownloadManager
+
+        state = request.app.state
+        manager = DownloadManager(state.settings, state.sessionmaker, audit=getattr(state, "audit", None),
+                                  media=getattr(state, "media", None))
+        state.downloads = manager
+    return manager
+
+
+def _out(manager: Any, row: Any) -> DownloadJobOut:
+    prog = manager.progress.get(row.id)
+    state = prog.state if prog is not None and row.state not in ("done", "failed") else row.state
+    import time
+
+    if prog is not None and state not in ("done", "failed"):
+        percent = prog.percent(row.seconds)
+        eta = prog.eta(row.seconds, time.monotonic())
+        seconds_captured = prog.seconds_captured
+        frames_captured = prog.frames_captured
+        frames_encoded = prog.frames_encoded if state == "encoding" else 0
+    else:
+        percent = 100.0 if state == "done" else 0.0
+        eta = None
+        seconds_captured = row.duration_s or 0.0
+        frames_captured = row.frames
+        frames_encoded = row.frames
+    available = manager.file_path(row) is not None
+    return DownloadJobOut(
+        job_id=row.id, state=state, reason=row.reason, channel_id=row.channel_id, device_id=row.device_id,
+        user_id=row.user_id, username=row.username, seconds=row.seconds, percent=percent,
+        seconds_captured=seconds_captured, frames_captured=frames_captured, frames_encoded=frames_encoded,
+        eta_s=eta, created_at=row.created_at, finished_at=row.finished_at, media_start=row.media_start,
+        media_end=row.media_end, duration_s=row.duration_s, size=row.size, sha256=row.sha256,
+        session_id=row.session_id, watermark_id=row.watermark_id,
+        file_url=f"/api/downloads/{row.id}/file" if available else None, expires_at=row.expires_at)
+
+
+async def _visible_job(request: Request, user: User, access: Any, job_id: str) -> tuple[Any, Any]:
+    manager = _manager(request)
+    row = await manager.get(job_id)
+    if row is None or (row.user_id != user.id and not access.can("user.manage")):
+        raise ApiError(404, "download_not_found", "下载任务不存在 / no such download job")
+    return manager, row
+
+
+@router.post("/api/channels/{channel_id}/downloads", operation_id="downloads_create", status_code=202,
+             summary="下载直播片段（带水印）/ download a live clip, watermarked", response_model=DownloadJobOut,
+             responses=error_responses(404, 409, 503))
+async def create_download(user: Downloader, access: AccessDep, registry: RegistryDep, sip: SipDep,
+                          request: Request, channel_id: ScopedChannel, body: DownloadRequest) -> DownloadJobOut:
+    """Starts a job that records `seconds` of the channel's live video from now on, then exports an MP4
+    with your visible watermark and a signed session tag in every keyframe. Poll
+    `GET /api/downloads/{job_id}`; fetch `file_url` when `state` is `done`."""
+    if getattr(request.app.state, "media", None) is None:
+        raise ApiError(503, "media_unavailable", "媒体服务未运行 / the media service is not running")
+    channels = await registry.find_channel(channel_id)
+    if not channels:
+        raise ApiError(404, "channel_not_found", f"通道不存在 / channel not found: {channel_id}")
+    channel = channels[0]
+    if sip is None or not sip.is_online(channel.device_id):
+        raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {channel.device_id}")
+    from watermark.downloads import AuditUnavailable
+
+    manager = _manager(request)
+    transport = body.transport or getattr(request.app.state.settings, "live_transport", "udp")
+    try:
+        row = await manager.submit(user=user, channel_id=channel_id, device_id=channel.device_id,
+                                   seconds=body.seconds, client_ip=client_ip(request), transport=transport,
+                                   roles=tuple(getattr(access, "roles", ())))
+    except AuditUnavailable:
+        log.exception("download.audit_failed", channel_id=channel_id, user=user.username)
+        raise ApiError(503, "audit_unavailable", "审计日志不可用，无法下载 / the audit log is unavailable, "
+                       "the download cannot start") from None
+    return _out(manager, row)
+
+
+@router.get("/api/downloads", operation_id="downloads_list", summary="我的下载任务 / my download jobs",
+            response_model=DownloadJobList)
+async def list_downloads(
+    user: Downloader,
+    access: AccessDep,
+    request: Request,
+    all_users: Annotated[bool, Query(alias="all", description="所有用户的任务（需要用户管理权限）/ every user's "
+                                     "jobs (needs user.manage)")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DownloadJobList:
+    """Your download jobs, newest first (with `all=true`, everyone's, for holders of `user.manage`)."""
+    if all_users and not access.can("user.manage"):
+        raise ApiError(403, "forbidden", "无权查看他人的下载任务（需要“用户管理”权限）/ permission denied (needs "
+                       "manage users: user.manage)")
+    manager = _manager(request)
+    rows = await manager.list_jobs(None if all_users else user.id, limit)
+    return DownloadJobList(items=[_out(manager, r) for r in rows])
+
+
+@router.get("/api/downloads/{job_id}", operation_id="downloads_get", summary="下载任务进度 / download job progress",
+            response_model=DownloadJobOut, responses=error_responses(404))
+async def get_download(user: Downloader, access: AccessDep, request: Request, job_id: JobIdPath) -> DownloadJobOut:
+    manager, row = await _visible_job(request, user, access, job_id)
+    return _out(manager, row)
+
+
+@router.get("/api/downloads/{job_id}/file", operation_id="downloads_file",
+            summary="下载文件（MP4）/ the downloaded file (MP4)", response_class=FileResponse,
+            responses={200: {"content": {"video/mp4": {}}, "description": "the watermarked MP4"},
+                       **error_responses(404, 409, 410)})
+async def download_file(user: Downloader, access: AccessDep, request: Request, job_id: JobIdPath) -> FileResponse:
+    """The MP4, only to the user who asked for it (or a holder of `user.manage`). `Repr-Digest`
+    carries its SHA-256 (RFC 9530), the same value as on the audit log."""
+    manager, row = await _visible_job(request, user, access, job_id)
+    if row.state != "done":
+        raise ApiError(409, "download_not_ready", f"文件尚未生成 / the file is not ready (state {row.state})")
+    path = manager.file_path(row)
+    if path is None:
+        raise ApiError(410, "download_expired", "文件已过保留期被删除 / the file was deleted after its retention "
+                       "period")
+    import base64
+
+    start = row.media_start or row.created_at
+    name = f"{row.channel_id}_{_stamp(start)}_{row.watermark_id}.mp4"
+    digest = base64.b64encode(bytes.fromhex(row.sha256)).decode() if row.sha256 else None
+    headers = {"Cache-Control": "no-store"}
+    if digest:
+        headers["Repr-Digest"] = f"sha-256=:{digest}:"
+    return FileResponse(path, media_type="video/mp4", filename=name, headers=headers)
+
+
+def _stamp(t: datetime) -> str:
+    return t.strftime("%Y%m%dT%H%M%SZ")

@@ -1,0 +1,495 @@
+"""Download jobs: capture a live clip of a channel, export it watermarked and tagged, keep the file.
+
+``DownloadManager.submit()`` records the job (table ``download_jobs``) and ``download.request`` in the
+audit log, then runs it as a task:
+
+1. ``queued``: waits for one of ``download_max_jobs`` slots.
+2. ``capturing``: opens a reader on the channel's live Stream (starting it when nobody watches; no
+   viewer session is made) and spools ``seconds`` of media time of access units to disk.  The reader
+   is closed at once afterwards, so the Stream's usual idle timer ends the upstream.
+3. ``encoding``: :func:`watermark.export.export_mp4` on a worker thread, with the requester's
+   watermark and a signed session tag (session id ``dl-<job id>``) in every keyframe.
+4. ``done`` (``download.complete`` with the file's SHA-256) or ``failed`` (``download.failed`` with
+   the reason).  A job still running when the platform stops is failed with "平台重启 / platform
+   restarted" (at stop, or at the next start when the process died).
+
+Files live in ``<data_dir>/downloads/<job id>.mp4`` and are deleted ``download_retention_hours``
+after they were made (the row stays, with ``file_removed_at``; the audit entries stay forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gbops.log import get_logger
+from watermark.export import AccessUnitSpool, ExportError, ExportResult, export_mp4
+from watermark.models import DownloadJob
+from watermark.overlay import WatermarkSettings
+from watermark.pipeline import session_code
+from watermark.policy import WatermarkPolicy
+from watermark.render import WatermarkText
+from watermark.tag import SessionTag, load_or_create_key
+
+__all__ = ["AuditUnavailable", "CAPTURE_SHARE", "DownloadManager", "JobProgress", "RESTARTED", "watermark_settings_for"]
+
+log = get_logger("gbops.downloads")
+
+RESTARTED = "平台重启 / platform restarted"
+#: Share of the overall percentage given to the capture (it runs in real time; encoding is several
+#: times faster than real time, so it gets the rest).
+CAPTURE_SHARE = 0.8
+#: Assumed encoding time per captured second, for the ETA before encoding has started.
+ASSUMED_ENCODE_FACTOR = 0.2
+ACTIVE_STATES = ("queued", "capturing", "encoding")
+
+
+def watermark_settings_for(settings: Any, roles: tuple[str, ...] | None) -> WatermarkSettings:
+    """The live watermark's look and policy (:mod:`watermark.policy`) for a user holding ``roles``
+    (None: unknown, the watermark stays on).  The session tag is added whatever this says."""
+    policy = WatermarkPolicy.from_settings(settings)
+    on = True if roles is None else policy.applies(roles)
+    return dataclasses.replace(policy.look, enabled=on)
+
+
+@dataclasses.dataclass
+class JobProgress:
+    """What a running job has done so far (in memory; the row holds the outcome)."""
+
+    state: str = "queued"
+    seconds_captured: float = 0.0
+    frames_captured: int = 0
+    frames_encoded: int = 0
+    frames_total: int | None = None
+    capture_started: float | None = None  # monotonic
+    encode_started: float | None = None   # monotonic
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def percent(self, seconds: int) -> float:
+        if self.state == "done":
+            return 100.0
+        if self.state == "capturing":
+            return round(100 * CAPTURE_SHARE * min(1.0, self.seconds_captured / seconds), 1)
+        if self.state == "encoding":
+            frac = self.frames_encoded / self.frames_total if self.frames_total else 0.0
+            return round(100 * (CAPTURE_SHARE + (1 - CAPTURE_SHARE) * min(1.0, frac)), 1)
+        return 0.0
+
+    def eta(self, seconds: int, now: float) -> float | None:
+        if self.state == "capturing":
+            return round(max(0.0, seconds - self.seconds_captured) + seconds * ASSUMED_ENCODE_FACTOR, 1)
+        if self.state == "encoding":
+            if not self.frames_encoded or not self.frames_total or self.encode_started is None:
+                return round(self.seconds_captured * ASSUMED_ENCODE_FACTOR, 1)
+            rate = self.frames_encoded / max(now - self.encode_started, 1e-6)
+            return round(max(0, self.frames_total - self.frames_encoded) / rate, 1)
+        return None
+
+
+class DownloadManager:
+    def __init__(self, settings: Any, sessionmaker: async_sessionmaker[AsyncSession], *, audit: Any = None,
+                 media: Any = None) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.audit = audit
+        self.media = media
+        self.dir = Path(settings.data_dir) / "downloads"
+        self.max_jobs = int(getattr(settings, "download_max_jobs", 2))
+        self.retention = timedelta(hours=float(getattr(settings, "download_retention_hours", 72.0)))
+        self.preset = getattr(settings, "download_preset", "ultrafast")
+        self.crf = int(getattr(settings, "download_crf", 21))
+        self.capture_timeout = 10.0  # no access unit this long during a capture: the job fails
+        self.progress: dict[str, JobProgress] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_jobs,
+                                                               thread_name_prefix="download-export")
+        self._sweeper: asyncio.Task | None = None
+        self._key: Any = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Fail the jobs an earlier run left unfinished, remove their partial files, start retention."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        now = datetime.now(UTC)
+        async with self.sessionmaker() as session:
+            rows = (await session.scalars(select(DownloadJob).where(DownloadJob.state.in_(ACTIVE_STATES)))).all()
+            for row in rows:
+                row.state, row.reason, row.finished_at = "failed", RESTARTED, now
+            await session.commit()
+        for row in rows:
+            self._remove_files(row.id)
+            await self._audit_failed(row, RESTARTED)
+        if rows:
+            log.warning("downloads.interrupted", jobs=len(rows))
+        for path in self.dir.glob("*.part"):
+            path.unlink(missing_ok=True)
+        for path in self.dir.glob("*.capture"):
+            path.unlink(missing_ok=True)
+        self._sweeper = asyncio.create_task(self._sweep(), name="download-retention")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------------------ jobs
+    def _signing_key(self) -> Any:
+        if self._key is None:
+            self._key = load_or_create_key(self.settings.data_dir)
+        return self._key
+
+    async def submit(self, *, user: Any, channel_id: str, device_id: str, seconds: int, client_ip: str | None,
+                     transport: str, roles: tuple[str, ...] | None = None) -> DownloadJob:
+        """Record the job and ``download.request``, start it; raises when the audit log refuses."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_jobs)
+        job_id = secrets.token_hex(8)
+        now = datetime.now(UTC)
+        row = DownloadJob(id=job_id, user_id=user.id, username=user.username, channel_id=channel_id,
+                          device_id=device_id, seconds=seconds, state="queued", session_id=f"dl-{job_id}",
+                          watermark_id=session_code(f"dl-{job_id}"), client_ip=client_ip, created_at=now)
+        async with self.sessionmaker() as session:
+            session.add(row)
+            await session.commit()
+        if self.audit is not None:
+            from audit_log.log import Actor, Target, download_detail
+
+            detail = download_detail(device_id=device_id, channel_id=channel_id, start=now,
+                                     end=now + timedelta(seconds=seconds), session_id=row.session_id,
+                                     watermark_id=row.watermark_id)
+            try:
+                await self.audit.record(actor=Actor.user(user), action="download.request",
+                                        target=Target("channel", channel_id), client_ip=client_ip,
+                                        detail={**detail, "job_id": job_id, "seconds": seconds})
+            except Exception as exc:
+                await self._finish(job_id, state="failed", reason="审计日志不可用 / the audit log is unavailable")
+                raise AuditUnavailable(str(exc)) from exc
+        text = WatermarkText(display_name=user.display_name or "", account=user.username, phone=user.phone,
+                             client_ip=client_ip or "", session_code=row.watermark_id)
+        tag = SessionTag(session_id=row.session_id, user_id=user.id, channel_id=channel_id,
+                         start_ms=int(now.timestamp() * 1000))
+        self.progress[job_id] = JobProgress()
+        look = watermark_settings_for(self.settings, roles)
+        task = asyncio.create_task(self._run(row, text, look, tag, transport), name=f"download-{job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _t, j=job_id: self._tasks.pop(j, None))
+        log.info("download.queued", job=job_id, channel_id=channel_id, user=user.username, seconds=seconds)
+        return row
+
+    async def get(self, job_id: str) -> DownloadJob | None:
+        async with self.sessionmaker() as session:
+            return await session.get(DownloadJob, job_id)
+
+    async def list_jobs(self, user_id: int | None, limit: int = 100) -> list[DownloadJob]:
+        q = select(DownloadJob).order_by(DownloadJob.created_at.desc()).limit(limit)
+        if user_id is not None:
+            q = q.where(DownloadJob.user_id == user_id)
+        async with self.sessionmaker() as session:
+            return list((await session.scalars(q)).all())
+
+    def file_path(self, row: DownloadJob) -> Path | None:
+        if row.state != "done" or not row.file_name or row.file_removed_at is not None:
+            return None
+        path = self.dir / row.file_name
+        return path if path.is_file() else None
+
+    async def _run(self, row: DownloadJob, text: WatermarkText, look: WatermarkSettings, tag: SessionTag,
+                   transport: str) -> None:
+        prog = self.progress[row.id]
+        spool = AccessUnitSpool(self.dir / f"{row.id}.capture")
+        try:
+            assert self._slots is not None
+            async with self._slots:
+                prog.state = "capturing"
+                start_wall, fps = await self._capture(row, prog, spool, transport)
+                prog.state = "encoding"
+                prog.frames_total = spool.frames
+                prog.encode_started = time.monotonic()
+
+                def on_progress(done: int, total: int | None, _seconds: float) -> None:
+                    prog.frames_encoded = done
+                    if total:
+                        prog.frames_total = total
+
+                out = self.dir / f"{row.id}.mp4"
+                export = functools.partial(
+                    export_mp4, spool, out, text=text, settings=look, tag=tag,
+                    key=self._signing_key(), progress=on_progress, preset=self.preset, crf=self.crf,
+                    start_time=start_wall, fps=fps, total_frames=spool.frames, threads=0, cancel=prog.cancel)
+                try:
+                    result = await asyncio.get_running_loop().run_in_executor(self._executor, export)
+                except asyncio.CancelledError:
+                    prog.cancel.set()
+                    raise
+            prog.state = "done"
+            await self._complete(row, result)
+        except asyncio.CancelledError:
+            prog.cancel.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._fail(row, RESTARTED))
+            raise
+        except _CaptureFailed as exc:
+            await self._fail(row, str(exc))
+        except ExportError as exc:
+            await self._fail(row, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason
+            log.exception("download.crashed", job=row.id)
+            await self._fail(row, f"内部错误 / internal error: {type(exc).__name__}")
+        finally:
+            spool.remove()
+            self.progress.pop(row.id, None)
+
+    async def _capture(self, row: DownloadJob, prog: JobProgress, spool: AccessUnitSpool,
+                       transport: str) -> tuple[float, float]:
+        """Spool ``row.seconds`` of media time; returns (wall clock of the first frame, nominal fps)."""
+        from media_relay.outputs.flv import TimestampUnwrapper
+        from media_relay.stream import MediaError
+
+        if self.media is None:
+            raise _CaptureFailed("媒体服务未运行 / the media service is not running")
+        try:
+            reader = await self.media.manager.open_reader(row.channel_id, row.device_id, transport)
+        except MediaError as exc:
+            raise _CaptureFailed(f"{exc.code}: {exc}") from None
+        prog.capture_started = time.monotonic()
+        clock = TimestampUnwrapper()
+        first_pts: int | None = None
+        first_wall: float | None = None
+        offset: float | None = None  # min over frames of (arrival wall clock - pts): the best anchor
+        wall_limit = time.monotonic() + row.seconds + 3 * self.capture_timeout
+        try:
+            while True:
+                try:
+                    au = await asyncio.wait_for(reader.get(), self.capture_timeout)
+                except TimeoutError:
+                    raise _CaptureFailed(f"{self.capture_timeout:.0f} 秒内没有收到视频 / no video for "
+                                         f"{self.capture_timeout:.0f} s") from None
+                except EOFError:
+                    if spool.frames:
+                        log.warning("download.stream_ended", job=row.id, seconds=prog.seconds_captured)
+                        break
+                    raise _CaptureFailed(f"直播流已结束 / the live stream ended: "
+                                         f"{reader.stream.close_reason or ''}".rstrip()) from None
+                if au.kind != "video":
+                    continue
+                arrival = time.time()
+                if au.pts is not None:
+                    pts = clock.unwrap(au.pts)
+                    if first_pts is None:
+                        first_pts = pts
+                    elapsed = (pts - first_pts) / 90_000
+                    guess = arrival - elapsed
+                    offset = guess if offset is None else min(offset, guess)
+                else:
+                    first_wall = first_wall or arrival
+                    elapsed = arrival - first_wall
+                if elapsed >= row.seconds or time.monotonic() > wall_limit:
+                    break
+                spool.append(au)
+                prog.frames_captured = spool.frames
+                prog.seconds_captured = round(elapsed, 3)
+        finally:
+            reader.close()  # the Stream's idle timer ends the upstream when nobody else reads it
+            spool.close()
+        if not spool.frames:
+            raise _CaptureFailed("没有收到视频 / no video received")
+        fps = reader.stream.fps() or 25.0
+        start = offset if offset is not None else (first_wall or time.time())
+        return start, fps
+
+    # ------------------------------------------------------------------------------ outcomes
+    async def _finish(self, job_id: str, **values: Any) -> DownloadJob | None:
+        async with self.sessionmaker() as session:
+            row = await session.get(DownloadJob, job_id)
+            if row is None:
+                return None
+            for k, v in values.items():
+                setattr(row, k, v)
+            row.finished_at = datetime.now(UTC)
+            await session.commit()
+            return row
+
+    async def _complete(self, row: DownloadJob, result: ExportResult) -> None:
+        start = datetime.fromtimestamp(result.start_time, UTC)
+        end = start + timedelta(seconds=result.duration_s)
+        now = datetime.now(UTC)
+        await self._finish(row.id, state="done", media_start=start, media_end=end, frames=result.frames,
+                           duration_s=result.duration_s, file_name=result.path.name, size=result.bytes,
+                           sha256=result.sha256, expires_at=now + self.retention)
+        log.info("download.done", job=row.id, frames=result.frames, bytes=result.bytes,
+                 speed=round(result.speed, 2))
+        if self.audit is not None:
+            from audit_log.log import Actor, Target, download_detail
+
+            detail = download_detail(device_id=row.device_id, channel_id=row.channel_id, start=start, end=end,
+                                     session_id=row.session_id, watermark_id=row.watermark_id,
+                                     sha256=result.sha256, size=result.bytes)
+            try:
+                await self.audit.record(actor=Actor("user", str(row.user_id), row.username),
+                                        action="download.complete", target=Target("channel", row.channel_id),
+                                        client_ip=row.client_ip,
+                                        detail={**detail, "job_id": row.id, "frames": result.frames})
+            except Exception:
+                # no evidence, no file: a download that cannot be recorded is not handed out
+                log.exception("download.audit_failed", job=row.id)
+                (self.dir / result.path.name).unlink(missing_ok=True)
+                await self._finish(row.id, state="failed", file_name=None,
+                                   reason="审计日志不可用 / the audit log is unavailable")
+
+    async def _fail(self, row: DownloadJob, reason: str) -> None:
+        log.warning("download.failed", job=row.id, reason=reason)
+        self._remove_files(row.id)
+        await self._finish(row.id, state="failed", reason=reason)
+        await self._audit_failed(row, reason)
+
+    async def _audit_failed(self, row: DownloadJob, reason: str) -> None:
+        if self.audit is None:
+            return
+        from audit_log.log import Actor, Target
+
+        try:
+            await self.audit.record(actor=Actor("user", str(row.user_id), row.username), action="download.failed",
+                                    target=Target("channel", row.channel_id), client_ip=row.client_ip,
+                                    session_id=row.session_id, watermark_id=row.watermark_id,
+                                    detail={"job_id": row.id, "device_id": row.device_id,
+                                            "channel_id": row.channel_id, "reason": reason})
+        except Exception:
+            log.exception("download.audit_failed", job=row.id)
+
+    def _remove_files(self, job_id: str) -> None:
+        for suffix in (".mp4", ".mp4.part", ".capture"):
+            (self.dir / f"{job_id}{suffix}").unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------------------ retention
+    async def sweep_once(self, now: datetime | None = None) -> int:
+        """Delete the files whose retention ran out; returns how many."""
+        now = now or datetime.now(UTC)
+        removed = 0
+        async with self.sessionmaker() as session:
+            rows = (await session.scalars(select(DownloadJob).where(
+                DownloadJob.state == "done", DownloadJob.file_removed_at.is_(None),
+                DownloadJob.expires_at < now))).all()
+            for row in rows:
+                if row.file_name:
+                    (self.dir / row.file_name).unlink(missing_ok=True)
+                row.file_removed_at = now
+                removed += 1
+            await session.commit()
+        if removed:
+            log.info("downloads.expired", files=removed)
+        return removed
+
+    async def _sweep(self) -> None:
+        interval = min(3600.0, max(10.0, self.retention.total_seconds() / 4))
+        while True:
+            try:
+                await self.sweep_once()
+            except Exception:  # noqa: BLE001 - retried at the next round
+                log.exception("downloads.sweep_failed")
+            await asyncio.sleep(interval)
+
+
+class _CaptureFailed(Exception):
+    pass
+
+
+class AuditUnavailable(Exception):
+    """``download.request`` could not be recorded: the job was not started."""
+
+
+# ------------------------------------------------------------------------------------- CLI
+async def run_export_command(source: Path, out: Path, *, username: str, settings: Any, open_audit: Any,
+                             start_time: float | None = None, channel_id: str = "", operator: str = "",
+                             echo: Any = print, echo_err: Any = print) -> int:
+    """``gbops watermark export``: export ``source`` for the platform user ``username`` (watermark with
+    their name and phone, tag signed with the platform key), progress on ``echo_err``, SHA-256 on
+    ``echo``; ``download.complete`` on the audit log when the installation's database is there.
+
+    ``open_audit(settings)`` -> (engine, AuditLog) or raises (the CLI's own opener).  Returns the exit
+    status: 0 done, 1 export failed, 2 unknown user, or a database that is there but cannot be opened."""
+    from audit_log.log import Actor, Target, download_detail
+    from ops_portal.models import User
+
+    engine = audit = None
+    if settings.database_url is not None or (Path(settings.data_dir) / "gbops.db").exists():
+        try:
+            engine, audit = await open_audit(settings)
+        except Exception as exc:  # noqa: BLE001 - an installation whose log cannot be written: no export
+            echo_err(f"无法打开数据库或审计日志 / cannot open the database or the audit log: {exc}")
+            return 2
+    try:
+        user_id, display_name, phone = 0, username, None
+        if audit is not None:
+            async with audit.sessionmaker() as session:
+                user = (await session.scalars(select(User).where(User.username == username))).first()
+            if user is None:
+                echo_err(f"用户不存在 / no such user: {username}")
+                return 2
+            user_id, display_name, phone = user.id, user.display_name or user.username, user.phone
+        else:
+            echo_err("没有数据库：水印只写用户名 / no database: the watermark shows the user name only")
+        session_id = f"cli-{secrets.token_hex(8)}"
+        code = session_code(session_id)
+        now = datetime.now(UTC)
+        tag = SessionTag(session_id=session_id, user_id=user_id, channel_id=channel_id,
+                         start_ms=int(now.timestamp() * 1000))
+        text = WatermarkText(display_name=display_name, account=username, phone=phone, client_ip="",
+                             session_code=code)
+        look = dataclasses.replace(WatermarkPolicy.from_settings(settings).look, enabled=True)
+        last = [-1.0]
+
+        def progress(done: int, total: int | None, seconds: float) -> None:
+            pct = f" ({100 * done / total:.0f}%)" if total else ""
+            if done == total or time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                echo_err(f"导出 / exporting: {done}/{total or '?'} 帧 / frames{pct}, {seconds:.1f} s")
+
+        export = functools.partial(
+            export_mp4, source, out, text=text, settings=look, tag=tag, key=load_or_create_key(settings.data_dir),
+            progress=progress, preset=getattr(settings, "download_preset", "ultrafast"),
+            crf=int(getattr(settings, "download_crf", 21)), start_time=start_time)
+        try:
+            result = await asyncio.to_thread(export)
+        except ExportError as exc:
+            echo_err(f"导出失败 / export failed: {exc}")
+            return 1
+        echo_err(f"完成 / done: {result.frames} 帧 / frames, {result.duration_s:.2f} s in {result.wall_s:.2f} s "
+                 f"({result.speed:.1f}x), {result.bytes} bytes, session {session_id}, watermark #{code}")
+        echo(f"{result.sha256}  {out}")
+        if audit is not None:
+            start = datetime.fromtimestamp(result.start_time, UTC)
+            detail = download_detail(device_id="", channel_id=channel_id, start=start,
+                                     end=start + timedelta(seconds=result.duration_s), session_id=session_id,
+                                     watermark_id=code, sha256=result.sha256, size=result.bytes)
+            async with audit.sessionmaker() as session:
+                await audit.append(session, actor=Actor("user", str(user_id), username), action="download.complete",
+                                   target=Target("channel" if channel_id else "file", channel_id or source.name),
+                                   detail={**detail, "source": str(source), "path": str(out),
+                                           "frames": result.frames,
+                                           "exported_by": operator or "gbops watermark export"})
+                await session.commit()
+            echo_err("已记入审计日志 / recorded on the audit log: download.complete")
+        return 0
+    finally:
+        if engine is not None:
+            await engine.dispose()

@@ -1,0 +1,501 @@
+"""Live watermark pipeline: decode once per upstream Stream, draw and encode once per viewer.
+
+::
+
+    Stream ──reader──> SharedDecoder (one worker thread per Stream: H.264/H.265 -> frames)
+                           │  the same decoded frame, read-only, to every viewer
+              ┌────────────┼────────────┐
+              v            v            v
+    WatermarkedSource (one worker thread per viewer): copy + Overlay.apply (that viewer's text)
+              -> H264Encoder (libx264, tune=zerolatency, preset ``ultrafast`` by default)
+              -> signed SEI session tag before the first slice of every keyframe
+              -> HTTP-FLV / WHEP (it is an AccessUnitSource: get / params / codec / close / request_keyframe)
+
+The event loop only moves references: decoding and encoding run on dedicated threads (never the
+loop's default executor).  A viewer whose encoder falls behind loses its *oldest* decoded frames
+(bounded input, ``max_frames``), never slows the decoder or the other viewers.  The decoder is
+refcounted by its viewers and closed with the last one; each viewer's encoder is freed with it.
+
+:class:`TaggedSource` is the path for users whose watermark is switched off by policy: the upstream
+access units pass through unchanged except that every keyframe gets the session tag.
+
+:class:`EncoderSlots` bounds the number of concurrent watermark encoders on this node.  The default
+limit is ``floor(cores * encoders_per_core)``; ``encoders_per_core`` is the number of 1080p25 viewers one
+core sustains in real time with headroom, measured with ``bench/watermark.py`` (decode shared, copy +
+overlay + ultrafast encode per viewer).  ``GBOPS_WATERMARK_MAX_ENCODERS`` overrides it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from media_relay.outputs.flv import AccessUnitSource, close_source, next_au
+from media_relay.outputs.transcode import H264Encoder, VideoDecoder
+from media_relay.types import AccessUnit, VideoParams
+from watermark.overlay import DIRECT_FORMATS, Overlay, WatermarkSettings, copy_frame
+from watermark.render import WatermarkText
+from watermark.tag import SessionTag, add_tag, make_tag_nal
+
+log = logging.getLogger("gbops.watermark.pipeline")
+
+__all__ = [
+    "DEFAULT_ENCODERS_PER_CORE",
+    "EncoderSlots",
+    "SharedDecoder",
+    "TaggedSource",
+    "WatermarkHub",
+    "WatermarkPlan",
+    "WatermarkedSource",
+    "default_max_encoders",
+    "session_code",
+]
+
+#: 1080p25 watermarked viewers per core used for the default limit.  bench/watermark.py measured about
+#: 5 (ultrafast, copy + overlay + encode, decode shared) on the reference machine; 3 leaves headroom for
+#: the shared decoders, the relay itself and SIP.  Set GBOPS_WATERMARK_ENCODERS_PER_CORE from your own run.
+DEFAULT_ENCODERS_PER_CORE = 3.0
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_max_encoders(encoders_per_core: float = DEFAULT_ENCODERS_PER_CORE, cores: int | None = None) -> int:
+    """``floor(cores * encoders_per_core)``, at least 1."""
+    return max(1, math.floor((cores or usable_cores()) * encoders_per_core))
+
+
+def session_code(session_id: str) -> str:
+    """The short code drawn in the picture and recorded as the audit entry's ``watermark_id``."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:8].upper()
+
+
+# ------------------------------------------------------------------------------------- capacity
+class Slot:
+    """One reserved encoder; :meth:`release` is idempotent."""
+
+    def __init__(self, owner: EncoderSlots) -> None:
+        self._owner = owner
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._owner._in_use -= 1
+
+
+class EncoderSlots:
+    """A counter of watermark encoders on this node (event loop only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, int(limit))
+        self._in_use = 0
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def reserve(self) -> Slot | None:
+        if self._in_use >= self.limit:
+            return None
+        self._in_use += 1
+        return Slot(self)
+
+
+# ------------------------------------------------------------------------------------- tag only
+class TaggedSource:
+    """``source`` with the session tag inserted into every video keyframe (no re-encode)."""
+
+    def __init__(self, source: AccessUnitSource, tag: SessionTag, key: Ed25519PrivateKey) -> None:
+        self.source = source
+        self.tag = tag
+        self._key = key
+        self._nals: dict[str, bytes] = {}
+        self.tagged = 0
+
+    @property
+    def codec(self) -> str | None:
+        return self.source.codec
+
+    @property
+    def params(self) -> VideoParams | None:
+        return self.source.params
+
+    async def get(self) -> AccessUnit:
+        au = await self.source.get()
+        if au.kind == "video" and au.keyframe and au.codec in ("h264", "h265"):
+            nal = self._nals.get(au.codec)
+            if nal is None:
+                nal = self._nals[au.codec] = make_tag_nal(self.tag, au.codec, self._key)
+            au = add_tag(au, nal)
+            self.tagged += 1
+        return au
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> AccessUnit:
+        try:
+            return await self.get()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+    def request_keyframe(self) -> Any:
+        request = getattr(self.source, "request_keyframe", None)
+        return request() if request is not None else None
+
+    def close(self) -> Any:
+        return self.source.close()
+
+    async def aclose(self) -> None:
+        await close_source(self.source)
+
+
+# ------------------------------------------------------------------------------------- decode once
+class SharedDecoder:
+    """Decodes one upstream (a Stream reader) on its own thread and offers each frame to every viewer."""
+
+    def __init__(self, reader: AccessUnitSource, *, name: str = "") -> None:
+        self.reader = reader
+        self.name = name
+        self.viewers: set[WatermarkedSource] = set()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wm-decode")
+        self._dec = VideoDecoder(self.fps)
+        self._task: asyncio.Task | None = None
+        self.closed = False
+        self.on_closed: Callable[[SharedDecoder], None] | None = None
+        self.frames = 0
+        self.decode_s = 0.0
+
+    def fps(self) -> float:
+        params = getattr(self.reader, "params", None)
+        fps = params.extra.get("framerate") if params is not None else None
+        return float(fps) if fps else 25.0
+
+    def subscribe(self, viewer: WatermarkedSource) -> None:
+        if self.closed:
+            raise RuntimeError("decoder closed")
+        self.viewers.add(viewer)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._pump(), name=f"wm-decode-{self.name}")
+
+    def unsubscribe(self, viewer: WatermarkedSource) -> None:
+        self.viewers.discard(viewer)
+        if not self.viewers:
+            self.close()
+
+    def _decode(self, au: AccessUnit) -> list[av.VideoFrame]:
+        t0 = time.thread_time()
+        frames = self._dec.decode(au)
+        self.decode_s += time.thread_time() - t0
+        return frames
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.closed:
+                au = await next_au(self.reader)
+                if au is None:
+                    break
+                if au.kind != "video":
+                    continue
+                frames = await loop.run_in_executor(self._executor, self._decode, au)
+                for frame in frames:
+                    self.frames += 1
+                    for viewer in tuple(self.viewers):
+                        viewer._offer(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the viewers see the end of the stream
+            log.exception("shared decoder stopped")
+        for viewer in tuple(self.viewers):
+            viewer._offer(None)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            close()
+        self._executor.submit(self._free)
+        self._executor.shutdown(wait=False)
+        if self.on_closed is not None:
+            self.on_closed(self)
+
+    def _free(self) -> None:
+        self._dec = None  # type: ignore[assignment]
+
+
+# ------------------------------------------------------------------------------------- per viewer
+class WatermarkedSource:
+    """One viewer's output: shared decoded frames -> this viewer's watermark -> H.264 -> session tag.
+
+    ``clock`` gives the wall-clock time drawn in the picture (and the drift of the pattern); tests pass
+    a fixed one.  ``on_close`` callbacks run once when the viewer closes (the encoder slot).
+    """
+
+    codec = "h264"
+
+    def __init__(self, decoder: SharedDecoder, overlay: Overlay, tag_nal: bytes, *,
+                 preset: str = "ultrafast", crf: int = 23, gop_seconds: float = 2.0,
+                 clock: Callable[[], float] = time.time, max_frames: int = 8, max_queue: int = 32) -> None:
+        self.decoder = decoder
+        self.overlay = overlay
+        self._tag_nal = tag_nal
+        self._clock = clock
+        self._in: deque[av.VideoFrame | None] = deque(maxlen=max_frames)
+        self._in_ready = asyncio.Event()
+        self._queue: asyncio.Queue[AccessUnit | None] = asyncio.Queue(max_queue)
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wm-encode")
+        self._enc = H264Encoder(preset=preset, crf=crf, gop_seconds=gop_seconds, fps=decoder.fps)
+        self._pump_task: asyncio.Task | None = None
+        self._freed: concurrent.futures.Future | None = None
+        self._closed = False
+        self._eof = False
+        self.on_close: list[Callable[[], None]] = []
+        self.error: BaseException | None = None
+        self.frames_offered = 0
+        self.frames_dropped = 0
+        self.overlay_s = 0.0
+        self.encode_s = 0.0
+        self.boxes: list[tuple[int, int, int, int]] = []  # where the last picture got the watermark
+        self.worker_threads: set[int] = set()
+        self._canvas: av.VideoFrame | None = None
+
+    # ------------------------------------------------------------------ source interface
+    @property
+    def params(self) -> VideoParams | None:
+        return self._enc.params
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def get(self) -> AccessUnit:
+        if self._pump_task is None and not self._closed:
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump(), name="wm-encode-pump")
+        if self._eof or (self._closed and self._queue.empty()):
+            raise EOFError("watermark pipeline ended")
+        au = await self._queue.get()
+        if au is None:
+            self._eof = True
+            raise EOFError("watermark pipeline ended")
+        return au
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> AccessUnit:
+        try:
+            return await self.get()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+    def request_keyframe(self) -> None:
+        self._enc.request_keyframe()
+
+    # ------------------------------------------------------------------ from the decoder (event loop)
+    def _offer(self, frame: av.VideoFrame | None) -> None:
+        if self._closed:
+            return
+        if frame is not None:
+            self.frames_offered += 1
+            if len(self._in) == self._in.maxlen:
+                self.frames_dropped += 1  # the deque drops the oldest
+        self._in.append(frame)
+        self._in_ready.set()
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closed:
+                if not self._in:
+                    self._in_ready.clear()
+                    await self._in_ready.wait()
+                    continue
+                frame = self._in.popleft()
+                if frame is None:
+                    break
+                for au in await loop.run_in_executor(self._executor, self._process, frame, self._clock()):
+                    await self._queue.put(add_tag(au, self._tag_nal))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported through get() as the end of the stream
+            self.error = exc
+            log.exception("watermark encoder stopped")
+        if not self._closed:
+            await self._queue.put(None)
+
+    # ------------------------------------------------------------------ worker thread
+    def _process(self, frame: av.VideoFrame, now: float) -> list[AccessUnit]:
+        self.worker_threads.add(threading.get_ident())
+        keyframe = bool(frame.key_frame)
+        t0 = time.thread_time()
+        if frame.format.name in DIRECT_FORMATS:
+            # draw into this viewer's own canvas (the decoded frame is shared with the other viewers);
+            # the encoder has copied the previous picture into x264's own buffers when encode() returned
+            drawn = self._canvas = copy_frame(frame, into=self._canvas)
+            self.overlay.apply(drawn, now, in_place=True)
+        else:
+            drawn = self.overlay.apply(frame, now)  # converted: a new frame
+        self.boxes = list(self.overlay.last_boxes)
+        t1 = time.thread_time()
+        out = self._enc.encode(drawn, keyframe=keyframe)
+        self.overlay_s += t1 - t0
+        self.encode_s += time.thread_time() - t1
+        return out
+
+    def _free(self) -> None:
+        self._enc.close()
+        self._canvas = None
+
+    # ------------------------------------------------------------------ tear-down
+    def close(self) -> None:
+        """Leave the decoder (closing it when this was its last viewer), free the encoder on its thread,
+        run the ``on_close`` callbacks.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pump_task is not None and not self._pump_task.done():
+            self._pump_task.cancel()
+        self._in.clear()
+        try:
+            self._queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+        self.decoder.unsubscribe(self)
+        self._freed = self._executor.submit(self._free)
+        self._executor.shutdown(wait=False)
+        for callback in self.on_close:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001
+                log.exception("watermark viewer close callback failed")
+        self.on_close = []
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._pump_task is not None:
+            try:
+                await self._pump_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self._freed is not None:
+            await asyncio.wrap_future(self._freed)
+
+
+# ------------------------------------------------------------------------------------- the node's hub
+@dataclass
+class WatermarkPlan:
+    """What ``POST /live`` decided for one viewer session (kept in ``session.extra['watermark']``)."""
+
+    on: bool
+    text: WatermarkText
+    tag: SessionTag
+    code: str
+    slot: Slot | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class WatermarkHub:
+    """The node's live watermark service: shared decoders per Stream, encoder slots, signing key."""
+
+    def __init__(self, look: WatermarkSettings, key: Ed25519PrivateKey, *, max_encoders: int,
+                 preset: str = "ultrafast", crf: int = 23, font_error: str | None = None) -> None:
+        self.look = look
+        self.key = key
+        self.slots = EncoderSlots(max_encoders)
+        self.preset = preset
+        self.crf = crf
+        self.font_error = font_error  # set when no CJK font was found: watermarked views are refused
+        self.decoders: dict[Any, SharedDecoder] = {}
+        self.policy: Any = None  # watermark.policy.WatermarkPolicy; None = on for everybody
+
+    def applies(self, roles: Any) -> bool:
+        """Whether a user holding ``roles`` gets the visible watermark (the policy decides; on by default)."""
+        return True if self.policy is None else self.policy.applies(roles)
+
+    @classmethod
+    def from_settings(cls, settings: Any, look: WatermarkSettings | None = None) -> WatermarkHub:
+        """The hub of ``gbops run``: look and policy from the ``GBOPS_WATERMARK_*`` settings, key from
+        ``<data_dir>/watermark-tag.key``.  A missing CJK font does not stop the platform: it is logged
+        and every watermarked live request is answered 503 ``watermark_font_missing``."""
+        from watermark.policy import WatermarkPolicy
+
+        policy = WatermarkPolicy.from_settings(settings)
+        hub = cls._from_settings(settings, look or policy.look)
+        hub.policy = policy
+        return hub
+
+    @classmethod
+    def _from_settings(cls, settings: Any, look: WatermarkSettings) -> WatermarkHub:
+        from watermark.font import FontMissing, find_cjk_font
+        from watermark.tag import load_or_create_key
+
+        font_error = None
+        try:
+            font = find_cjk_font(look.font_path)
+        except FontMissing as exc:
+            font_error = str(exc)
+            log.error("watermark font missing: %s", exc)
+        else:
+            from dataclasses import replace
+
+            look = replace(look, font_path=font)
+        per_core = getattr(settings, "watermark_encoders_per_core", DEFAULT_ENCODERS_PER_CORE)
+        limit = getattr(settings, "watermark_max_encoders", None) or default_max_encoders(per_core)
+        return cls(look, load_or_create_key(settings.data_dir), max_encoders=limit,
+                   preset=getattr(settings, "watermark_preset", "ultrafast"),
+                   crf=getattr(settings, "watermark_crf", 23), font_error=font_error)
+
+    def viewer(self, stream: Any, *, text: WatermarkText, tag: SessionTag,
+               clock: Callable[[], float] = time.time, max_frames: int = 8) -> WatermarkedSource:
+        """A new watermarked output on ``stream`` (anything with ``add_reader()``: a Stream)."""
+        decoder = self.decoders.get(stream)
+        if decoder is None or decoder.closed:
+            reader = stream.add_reader()
+            if getattr(stream, "closed", False):
+                reader._push(None)  # a Stream that already ended: the viewer sees the end at once
+            decoder = SharedDecoder(reader, name=str(getattr(stream, "channel_id", "")))
+            self.decoders[stream] = decoder
+
+            def forget(d: SharedDecoder, key: Any = stream) -> None:
+                if self.decoders.get(key) is d:
+                    del self.decoders[key]
+
+            decoder.on_closed = forget
+        source = WatermarkedSource(decoder, Overlay(self.look, text), self.tag_nal(tag, "h264"),
+                                   preset=self.preset, crf=self.crf, clock=clock, max_frames=max_frames)
+        decoder.subscribe(source)
+        return source
+
+    def tag_nal(self, tag: SessionTag, codec: str) -> bytes:
+        return make_tag_nal(tag, codec, self.key)
+
+    def tagged(self, source: AccessUnitSource, tag: SessionTag) -> TaggedSource:
+        return TaggedSource(source, tag, self.key)
+
+    def describe(self) -> dict[str, Any]:
+        return {"max_encoders": self.slots.limit, "encoders_in_use": self.slots.in_use,
+                "decoders": len(self.decoders),
+                "viewers": sum(len(d.viewers) for d in self.decoders.values())}
