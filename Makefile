@@ -53,6 +53,10 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/watermark.py
+	$(BIN)/python bench/watermark_export.py
+	$(BIN)/python bench/portal.py
+	$(BIN)/python bench/availability.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -1247,19 +1247,21 @@ def channel_scope_clause(scope: Any) -> Any:
 
 
 def device_scope_clause(scope: Any) -> Any:
-    """SQL condition: the device is visible in ``scope`` (own node granted, or a channel in scope)."""
+    """SQL condition: the device is visible in ``scope`` (own node granted, or a channel in scope).
+
+    The channels are found by a UNION of one indexed lookup per kind of grant (ids, nodes): a single
+    ``OR`` over both makes SQLite and PostgreSQL scan every channel (bench/portal.py)."""
     conds = []
     if scope.org_node_ids:
         conds.append(_in(Device.org_node_id, scope.org_node_ids))
+    ch = CHANNELS.alias("scope_channels")
     chan = []
     if scope.channel_ids:
-        chan.append(_in(Channel.channel_id, scope.channel_ids))
+        chan.append(select(ch.c.device_id).where(ch.c.removed.is_(False), _in(ch.c.channel_id, scope.channel_ids)))
     if scope.org_node_ids:
-        chan.append(_in(Channel.org_node_id, scope.org_node_ids))
+        chan.append(select(ch.c.device_id).where(ch.c.removed.is_(False), _in(ch.c.org_node_id, scope.org_node_ids)))
     if chan:
-        conds.append(
-            Device.device_id.in_(select(Channel.device_id).where(Channel.removed.is_(False), or_(*chan)))
-        )
+        conds.append(Device.device_id.in_(chan[0].union(*chan[1:]) if len(chan) > 1 else chan[0]))
     return or_(*conds) if conds else false()
 
 

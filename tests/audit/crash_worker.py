@@ -19,7 +19,8 @@ from gbops.db import make_engine, make_sessionmaker, migrate
 from gbops.settings import Settings
 from ops_portal import auth
 from ops_portal.app import create_app
-from ops_portal.users import create_user
+from ops_portal.models import UserRole
+from ops_portal.users import create_user, ensure_builtin_role
 
 DEVICES = 5000
 CONCURRENCY = 8
@@ -39,7 +40,10 @@ async def main(db_url: str, data_dir: Path) -> None:
     audit = AuditLog.from_settings(settings, sessionmaker)
     await audit.start()
     async with sessionmaker() as session:
-        await create_user(session, "operator", PASSWORD)
+        operator = await create_user(session, "operator", PASSWORD)
+        role = await ensure_builtin_role(session)  # every permission, full scope
+        await session.flush()
+        session.add(UserRole(user_id=operator.id, role_id=role.id))
         await session.commit()
     app = create_app(settings=settings, sessionmaker=sessionmaker, registry=Registry(sessionmaker), audit=audit)
     transport = httpx.ASGITransport(app=app)
