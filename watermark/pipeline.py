@@ -44,7 +44,7 @@ import av
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from media_relay.outputs.flv import AccessUnitSource, close_source, next_au
-from media_relay.outputs.transcode import H264Encoder, VideoDecoder
+from media_relay.outputs.transcode import H264Encoder, QueuedOutput, VideoDecoder
 from media_relay.types import AccessUnit, VideoParams
 from watermark.overlay import DIRECT_FORMATS, Overlay, WatermarkSettings, copy_frame
 from watermark.render import WatermarkText
@@ -247,7 +247,7 @@ class SharedDecoder:
 
 
 # ------------------------------------------------------------------------------------- per viewer
-class WatermarkedSource:
+class WatermarkedSource(QueuedOutput):
     """One viewer's output: shared decoded frames -> this viewer's watermark -> H.264 -> session tag.
 
     ``clock`` gives the wall-clock time drawn in the picture (and the drift of the pattern); tests pass
@@ -255,6 +255,7 @@ class WatermarkedSource:
     """
 
     codec = "h264"
+    _pump_name = "wm-encode-pump"
 
     def __init__(self, decoder: SharedDecoder, overlay: Overlay, tag_nal: bytes, *,
                  preset: str = "ultrafast", crf: int = 23, gop_seconds: float = 2.0,
@@ -286,30 +287,6 @@ class WatermarkedSource:
     @property
     def params(self) -> VideoParams | None:
         return self._enc.params
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def get(self) -> AccessUnit:
-        if self._pump_task is None and not self._closed:
-            self._pump_task = asyncio.get_running_loop().create_task(self._pump(), name="wm-encode-pump")
-        if self._eof or (self._closed and self._queue.empty()):
-            raise EOFError("watermark pipeline ended")
-        au = await self._queue.get()
-        if au is None:
-            self._eof = True
-            raise EOFError("watermark pipeline ended")
-        return au
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> AccessUnit:
-        try:
-            return await self.get()
-        except EOFError:
-            raise StopAsyncIteration from None
 
     def request_keyframe(self) -> None:
         self._enc.request_keyframe()

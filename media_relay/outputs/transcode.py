@@ -200,7 +200,46 @@ class H264Encoder:
         self._ctx = None
 
 
-class Transcoder:
+class QueuedOutput:
+    """The consumer side of an output fed by a pump task through a bounded queue (``None`` marks the end):
+    :meth:`get` starts the pump on first use and raises ``EOFError`` at the end; async iteration on top.
+    Subclasses set ``_queue``, ``_pump_task``, ``_closed`` and ``_eof`` and define ``_pump()``."""
+
+    _pump_name = "output-pump"
+    _queue: asyncio.Queue[AccessUnit | None]
+    _pump_task: asyncio.Task | None
+    _closed: bool
+    _eof: bool
+
+    async def _pump(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def get(self) -> AccessUnit:
+        if self._pump_task is None and not self._closed:
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump(), name=self._pump_name)
+        if self._eof or (self._closed and self._queue.empty()):
+            raise EOFError(f"{type(self).__name__} ended")
+        au = await self._queue.get()
+        if au is None:
+            self._eof = True
+            raise EOFError(f"{type(self).__name__} ended")
+        return au
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> AccessUnit:
+        try:
+            return await self.get()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+
+class Transcoder(QueuedOutput):
     """Decode ``source`` with PyAV, pass each frame through :meth:`frame_filter`, encode with libx264.
 
     ``preset``: libx264 preset (``ultrafast`` by default: one core per 1080p25 viewer at most).
@@ -213,6 +252,7 @@ class Transcoder:
     """
 
     codec = "h264"
+    _pump_name = "transcode-pump"
 
     def __init__(self, source: AccessUnitSource, *, preset: str = "ultrafast", gop_seconds: float = 2.0,
                  fps: float | None = None, bitrate: int | None = None, crf: int = 23,
@@ -263,30 +303,6 @@ class Transcoder:
         if self._enc is not None and self._enc.params is not None:
             self._params = self._enc.params
         return self._params
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def get(self) -> AccessUnit:
-        if self._pump_task is None and not self._closed:
-            self._pump_task = asyncio.get_running_loop().create_task(self._pump(), name="transcode-pump")
-        if self._eof or (self._closed and self._queue.empty()):
-            raise EOFError("transcoder ended")
-        au = await self._queue.get()
-        if au is None:
-            self._eof = True
-            raise EOFError("transcoder ended")
-        return au
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> AccessUnit:
-        try:
-            return await self.get()
-        except EOFError:
-            raise StopAsyncIteration from None
 
     def request_keyframe(self) -> None:
         """Make the next encoded picture an IDR (thread-safe: a flag the worker reads)."""
