@@ -21,7 +21,7 @@ from typing import Any
 
 from gbops.log import get_logger
 from media_relay.ports import NoPortsLeft, PortPool, SsrcAllocator
-from media_relay.types import AccessUnit, VideoParams
+from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
 
 log = get_logger("gbops.media")
 
@@ -37,7 +37,7 @@ class MediaError(Exception):
         self.status = status
 
 
-class StreamReader:
+class StreamReader(AccessUnitIterator):
     """What an output (FLV, WHEP, a transcoder) reads: ``await get()`` access units, starting at a keyframe."""
 
     def __init__(self, stream: Stream, maxsize: int = 300) -> None:
@@ -101,15 +101,6 @@ class StreamReader:
         self.need_keyframe = True
         for au in self.stream.gop:
             self._push(au)
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> AccessUnit:
-        try:
-            return await self.get()
-        except EOFError:
-            raise StopAsyncIteration from None
 
     def close(self) -> None:
         if not self.closed:

@@ -35,3 +35,20 @@ class VideoParams:
     width: int | None = None
     height: int | None = None
     extra: dict = field(default_factory=dict)
+
+
+class AccessUnitIterator:
+    """Async iteration over a source's ``get()`` (which raises ``EOFError`` at the end of the stream):
+    ``async for au in source``.  Mixed into every access-unit source (readers, transcoders, outputs)."""
+
+    async def get(self) -> AccessUnit:
+        raise NotImplementedError
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> AccessUnit:
+        try:
+            return await self.get()
+        except EOFError:
+            raise StopAsyncIteration from None

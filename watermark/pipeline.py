@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from media_relay.outputs.flv import AccessUnitSource, close_source, next_au
 from media_relay.outputs.transcode import H264Encoder, QueuedOutput, VideoDecoder
-from media_relay.types import AccessUnit, VideoParams
+from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
 from watermark.overlay import DIRECT_FORMATS, Overlay, WatermarkSettings, copy_frame
 from watermark.render import WatermarkText
 from watermark.tag import SessionTag, add_tag, make_tag_nal
@@ -120,7 +120,7 @@ class EncoderSlots:
 
 
 # ------------------------------------------------------------------------------------- tag only
-class TaggedSource:
+class TaggedSource(AccessUnitIterator):
     """``source`` with the session tag inserted into every video keyframe (no re-encode)."""
 
     def __init__(self, source: AccessUnitSource, tag: SessionTag, key: Ed25519PrivateKey) -> None:
@@ -147,15 +147,6 @@ class TaggedSource:
             au = add_tag(au, nal)
             self.tagged += 1
         return au
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> AccessUnit:
-        try:
-            return await self.get()
-        except EOFError:
-            raise StopAsyncIteration from None
 
     def request_keyframe(self) -> Any:
         request = getattr(self.source, "request_keyframe", None)

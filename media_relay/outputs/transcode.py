@@ -38,7 +38,7 @@ from media_relay.outputs.flv import (
     next_au,
     params_from_annexb,
 )
-from media_relay.types import AccessUnit, VideoParams
+from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
 
 log = logging.getLogger("gbops.media.transcode")
 
@@ -200,7 +200,7 @@ class H264Encoder:
         self._ctx = None
 
 
-class QueuedOutput:
+class QueuedOutput(AccessUnitIterator):
     """The consumer side of an output fed by a pump task through a bounded queue (``None`` marks the end):
     :meth:`get` starts the pump on first use and raises ``EOFError`` at the end; async iteration on top.
     Subclasses set ``_queue``, ``_pump_task``, ``_closed`` and ``_eof`` and define ``_pump()``."""
@@ -228,15 +228,6 @@ class QueuedOutput:
             self._eof = True
             raise EOFError(f"{type(self).__name__} ended")
         return au
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> AccessUnit:
-        try:
-            return await self.get()
-        except EOFError:
-            raise StopAsyncIteration from None
 
 
 class Transcoder(QueuedOutput):
