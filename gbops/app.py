@@ -75,6 +75,9 @@ class Platform:
         from sip_server.service import SipService
 
         s = self.settings
+        from gbops.timeutil import set_device_timezone
+
+        set_device_timezone(s.device_timezone)  # Beijing time at every edge, whatever the host's zone
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(s.db_url)
         await migrate(self.engine)

@@ -55,12 +55,42 @@ class Settings(BaseSettings):
     sip_catalog_timeout: float = 30.0
     sip_query_timeout: float = 10.0
     sip_nonce_ttl: float = 300.0
+    sip_advertised_address: str | None = Field(
+        None, description="host[:port] put in Via/Contact when the platform runs behind NAT or in a cloud "
+        "(default: the listening address, or the local address that reaches the device)")
+    sip_tcp_idle_timeout: float = Field(30.0, gt=0, description="a SIP TCP connection that has not sent an "
+                                        "authenticated REGISTER within this many seconds is closed")
+    sip_tcp_max_connections: int = Field(2000, ge=1, description="SIP TCP connections held at once")
+    sip_tcp_max_per_address: int = Field(20, ge=1, description="SIP TCP connections held from one address")
+    device_timezone: str = Field("Asia/Shanghai", description="time zone of every device- and user-facing "
+                                 "time (GB/T 28181 Date header, RecordInfo, watermark, exports); storage is UTC")
 
     # --- HTTP / portal ---
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     admin_password: SecretStr | None = None
     token_ttl_hours: float = 12.0
+    http_body_limit: int = Field(1024 * 1024, ge=1024, description="largest request body (bytes) outside the "
+                                 "upload routes; larger answers 413")
+    http_upload_limit: int = Field(16 * 1024 * 1024, ge=1024, description="largest body on upload routes "
+                                   "(ticket snapshots, imports)")
+    http_header_timeout: float = Field(10.0, gt=0, description="a client must send its request headers within "
+                                       "this many seconds, or the connection is closed")
+    http_max_connections: int = Field(1000, ge=1, description="concurrent HTTP connections")
+    trusted_proxies: str = Field("", description="comma-separated addresses/networks of reverse proxies whose "
+                                 "X-Forwarded-For is believed (empty: none; the peer address is the client)")
+    login_delay_failures: int = Field(3, ge=1, description="wrong passwords from one address for one account "
+                                      "before each further attempt waits (growing delay)")
+    login_lock_failures: int = Field(5, ge=1, description="wrong passwords from one address for one account "
+                                     "before that address is locked out of that account")
+    login_lock_minutes: float = Field(15.0, gt=0, description="how long a (account, address) lock lasts")
+    login_account_lock_failures: int = Field(50, ge=1, description="wrong passwords for one account from all "
+                                             "addresses in the window before the account itself is locked "
+                                             "(never the last active administrator)")
+    admin_networks: str = Field("", description="comma-separated networks from which administrators may log "
+                                "in even while their account is locked account-wide (empty: loopback only)")
+    access_denied_audit_per_minute: int = Field(10, ge=0, description="access.denied audit entries per user "
+                                                "per minute (more refusals are counted, not recorded one by one)")
 
     # --- media ---
     rtp_ports: str = "30000-30999"
