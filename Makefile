@@ -46,6 +46,7 @@ test: $(VENV)/.installed-dev $(WEBSTATIC)/mpegts.js $(WEBSTATIC)/leaflet/leaflet
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check .
 
 bench: $(VENV)/.installed-dev
@@ -54,6 +55,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/watermark.py
+	$(BIN)/python bench/overlay.py
 	$(BIN)/python bench/watermark_export.py
 	$(BIN)/python bench/portal.py
 	$(BIN)/python bench/availability.py

@@ -346,10 +346,12 @@ class AuditStore:
         offset: int = 0,
         limit: int = 50,
         newest_first: bool = True,
+        where: Any = None,
     ) -> tuple[int, list[StoredEntry]]:
         """Entries matching every given filter, paged.  ``actor`` matches the actor's id or name;
-        ``since`` is inclusive, ``until`` exclusive."""
-        conds: list[Any] = []
+        ``since`` is inclusive, ``until`` exclusive; ``where``: one more SQL condition on :data:`ENTRIES`
+        (the caller's data scope)."""
+        conds: list[Any] = [] if where is None else [where]
         if actions:
             conds.append(ENTRIES.c.action.in_(list(actions)))
         if action_prefix:

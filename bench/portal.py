@@ -52,6 +52,7 @@ from fastapi import FastAPI, Header, HTTPException, Query
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gbops.ids import ChannelRef  # noqa: E402
 from ops_portal.access import Scope  # noqa: E402
 from ops_portal.schemas import (  # noqa: E402
     DeviceList,
@@ -142,7 +143,7 @@ async def populate(url: str, n_devices: int, per: int, explicit: int) -> dict[st
                 })
         granted_nodes = [cities[c - 1] for c in GRANTED_CITIES] + districts[2][:GRANTED_DISTRICTS]
         # explicit channels: spread over the cities that are not granted
-        outside = [c["channel_id"] for c in channels
+        outside = [(c["device_id"], c["channel_id"]) for c in channels
                    if c["org_node_id"] is None and int(c["device_id"][-7:]) % len(all_districts) >= 3 * DISTRICTS]
         granted_channels = sorted(rnd.sample(outside, min(explicit, len(outside))))
         t = time.perf_counter()
@@ -171,7 +172,7 @@ async def populate(url: str, n_devices: int, per: int, explicit: int) -> dict[st
             await session.flush()
             session.add(RolePermission(role_id=role.id, permission="device.read"))
             session.add_all(RoleOrgNode(role_id=role.id, org_node_id=n) for n in granted_nodes)
-            session.add_all(RoleChannel(role_id=role.id, channel_id=c) for c in granted_channels)
+            session.add_all(RoleChannel(role_id=role.id, device_id=d, channel_id=c) for d, c in granted_channels)
             session.add(UserRole(user_id=user.id, role_id=role.id))
             await session.commit()
         print(f"populated {len(nodes)} nodes, {len(devices)} devices, {len(channels)} channels in "
@@ -214,7 +215,8 @@ def memory_app(data_path: Path, token: str, scope_path: Path) -> Any:
     """The in-memory reference: same paths, same response models, the same scope rule, no database."""
     data = json.loads(data_path.read_text())
     grants = json.loads(scope_path.read_text())
-    scopes = {token: Scope(False, frozenset(grants["expanded_nodes"]), frozenset(grants["channels"]))}
+    scopes = {token: Scope(False, frozenset(grants["expanded_nodes"]),
+                           frozenset(ChannelRef(d, c) for d, c in grants["channels"]))}
     devices = [DeviceOut.model_validate(d) for d in data["devices"]]
     dev_node = {d.device_id: d.org_node_id for d in devices}
     # (channel id, device id, name, online, own node, lon, lat, device's node)
@@ -229,7 +231,7 @@ def memory_app(data_path: Path, token: str, scope_path: Path) -> Any:
         return scope
 
     def in_scope(scope: Scope) -> tuple[list[tuple], set[str]]:
-        chans = [c for c in channels if scope.allows(c[0], c[4], c[7])]
+        chans = [c for c in channels if scope.allows(ChannelRef(c[1], c[0]), c[4], c[7])]
         return chans, {c[1] for c in chans}
 
     @app.get("/api/devices", response_model=DeviceList)

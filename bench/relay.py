@@ -83,6 +83,7 @@ def serve_forwarder(ports: list[int], sinks: list[tuple[str, int]]) -> None:
 def serve_relay(ports: list[int], viewers: int, sink_port: int) -> None:
     import uvloop
 
+    from gbops.ids import ChannelRef
     from media_relay.outputs.flv import flv_stream
     from media_relay.stream import Stream, _UdpIngest
 
@@ -98,7 +99,7 @@ def serve_relay(ports: list[int], viewers: int, sink_port: int) -> None:
         loop = asyncio.get_running_loop()
         tasks = []
         for i, port in enumerate(ports):
-            stream = Stream(f"ch{i}", f"dev{i}", "udp", port=port, ssrc=f"{1000 + i:010d}")
+            stream = Stream(ChannelRef(f"dev{i}", f"ch{i}"), "udp", port=port, ssrc=f"{1000 + i:010d}")
             await loop.create_datagram_endpoint(lambda s=stream: _UdpIngest(s), local_addr=("127.0.0.1", port))
             tasks += [asyncio.create_task(viewer(stream)) for _ in range(viewers)]
         print("ready", flush=True)

@@ -35,12 +35,13 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Text, and_, bindparam, case, delete, false, func, insert, or_, select, update
+from sqlalchemy import Text, and_, bindparam, case, delete, false, func, insert, or_, select, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from gbops.db import SQLITE_BEGIN_IMMEDIATE, UtcDateTime, utcnow
+from gbops.ids import ChannelRef
 
 from .events import (
     CatalogReported,
@@ -64,6 +65,7 @@ __all__ = [
     "Registry",
     "RegistryWriter",
     "channel_scope_clause",
+    "pairs_in",
     "device_scope_clause",
     "org_kind_of",
 ]
@@ -823,7 +825,8 @@ class Registry:
 
     async def find_channel(self, channel_id: str) -> list[Channel]:
         """The (not removed) channels with this id, online ones first. A channel id is unique only within
-        its device, so more than one may come back (rare: the same camera behind two NVRs)."""
+        its device, so more than one may come back (NVRs of two vendors or tenants shipping the same default
+        ids): never take the first one as *the* channel, name it by :class:`ChannelRef` (:meth:`get_channel`)."""
         stmt = (
             select(Channel)
             .where(Channel.channel_id == channel_id, Channel.removed.is_(False))
@@ -831,6 +834,27 @@ class Registry:
         )
         async with self._sessionmaker() as session:
             return list(await session.scalars(stmt))
+
+    async def get_channel(self, ref: ChannelRef, *, include_removed: bool = False) -> Channel | None:
+        """The channel ``ref`` (that device's channel with that id), not removed unless ``include_removed``."""
+        stmt = select(Channel).where(Channel.device_id == ref.device_id, Channel.channel_id == ref.channel_id)
+        if not include_removed:
+            stmt = stmt.where(Channel.removed.is_(False))
+        async with self._sessionmaker() as session:
+            return (await session.scalars(stmt)).first()
+
+    async def channel_devices(self, channel_id: str, scope: Any = None) -> list[str]:
+        """The devices having a (not removed) channel ``channel_id`` in ``scope`` (None: any), by device id:
+        what a bare channel id may mean to a user (more than one: it is ambiguous for them)."""
+        stmt = (
+            select(Channel.device_id)
+            .join(Device, Device.device_id == Channel.device_id)
+            .where(Channel.channel_id == channel_id, Channel.removed.is_(False))
+        )
+        if scope is not None and not scope.all:
+            stmt = stmt.where(channel_scope_clause(scope))
+        async with self._sessionmaker() as session:
+            return sorted(await session.scalars(stmt))
 
     async def list_presence(
         self, device_id: str, *, limit: int = 200, before: datetime | None = None, scope: Any = None
@@ -861,20 +885,19 @@ class Registry:
         async with self._sessionmaker() as session:
             return list(await session.scalars(stmt))
 
-    async def channel_access(self, channel_id: str, scope: Any) -> Literal["ok", "missing", "denied"]:
-        """Whether a channel id names a (not removed) channel, and whether one of them is in ``scope``."""
+    async def channel_access(self, ref: ChannelRef, scope: Any) -> Literal["ok", "missing", "denied"]:
+        """Whether ``ref`` names a (not removed) channel, and whether exactly that channel is in ``scope``."""
         stmt = (
             select(Channel.org_node_id, Device.org_node_id)
             .join(Device, Device.device_id == Channel.device_id)
-            .where(Channel.channel_id == channel_id, Channel.removed.is_(False))
+            .where(Channel.device_id == ref.device_id, Channel.channel_id == ref.channel_id,
+                   Channel.removed.is_(False))
         )
         async with self._sessionmaker() as session:
-            rows = (await session.execute(stmt)).all()
-        if not rows:
+            row = (await session.execute(stmt)).first()
+        if row is None:
             return "missing"
-        if any(scope.allows(channel_id, ch_node, dev_node) for ch_node, dev_node in rows):
-            return "ok"
-        return "denied"
+        return "ok" if scope.allows(ChannelRef(*ref), row[0], row[1]) else "denied"
 
     async def device_access(self, device_id: str, scope: Any) -> Literal["ok", "missing", "denied"]:
         """Whether a device exists, and whether it is visible in ``scope``."""
@@ -893,7 +916,7 @@ class Registry:
                     )
                 )
             ).all()
-        if any(scope.allows(ch_id, ch_node, dev_node[0]) for ch_id, ch_node in rows):
+        if any(scope.allows(ChannelRef(device_id, ch_id), ch_node, dev_node[0]) for ch_id, ch_node in rows):
             return "ok"
         return "denied"
 
@@ -1197,9 +1220,9 @@ class Registry:
 
     async def assign_to_org_node(
         self, session: AsyncSession, node_id: int | None, *, device_ids: Sequence[str] = (),
-        channel_ids: Sequence[str] = (),
+        channel_refs: Sequence[ChannelRef] = (),
     ) -> dict[str, int]:
-        """Assign devices and channels (every channel with that id) to a node (None: unassign).
+        """Assign devices and channels (each exactly that device's channel) to a node (None: unassign).
         Returns how many rows changed.  A later catalog whose ParentID / BusinessGroupID resolves to
         a node overrides a channel's assignment."""
         if node_id is not None:
@@ -1211,19 +1234,22 @@ class Registry:
                     update(DEVICES).where(DEVICES.c.device_id.in_(chunk)).values(org_node_id=node_id)
                 )
             ).rowcount or 0
-        for chunk in _chunks(sorted(set(channel_ids))):
+        for chunk in _chunks(sorted({ChannelRef(*r) for r in channel_refs})):
             channels += (
                 await session.execute(
-                    update(CHANNELS).where(CHANNELS.c.channel_id.in_(chunk)).values(org_node_id=node_id)
+                    update(CHANNELS)
+                    .where(tuple_(CHANNELS.c.device_id, CHANNELS.c.channel_id).in_([tuple(r) for r in chunk]))
+                    .values(org_node_id=node_id)
                 )
             ).rowcount or 0
         return {"devices": devices, "channels": channels}
 
 
 # ------------------------------------------------------------------------------------------ scope
-# A scope is any object with ``all: bool``, ``org_node_ids`` (descendants included) and ``channel_ids``
-# (see ops_portal.access.Scope); the registry only turns it into SQL.  A channel's node is its own
-# ``org_node_id``, or its device's when it has none.
+# A scope is any object with ``all: bool``, ``org_node_ids`` (descendants included) and ``channel_refs``
+# (:class:`gbops.ids.ChannelRef` pairs, see ops_portal.access.Scope); the registry only turns it into SQL.
+# A channel's node is its own ``org_node_id``, or its device's when it has none.  Explicit channels are
+# matched as (device_id, channel_id) pairs: a row-value IN over the unique (device_id, channel_id) index.
 
 _LITERAL_IN_ABOVE = 2000  # larger IN lists are rendered inline (ints / digit ids): no bind-parameter limit
 
@@ -1235,11 +1261,26 @@ def _in(column: Any, values: Iterable[Any]) -> Any:
     return column.in_(items)
 
 
+def pairs_in(device_col: Any, channel_col: Any, refs: Iterable[ChannelRef]) -> Any:
+    """``(device_col, channel_col) IN (...)`` for these refs (refs with an empty device id never match)."""
+    items = sorted(tuple(r) for r in refs if r[0])
+    if not items:
+        return false()
+    pair = tuple_(device_col, channel_col)
+    if len(items) > _LITERAL_IN_ABOVE // 2:
+        exact = pair.in_(bindparam("in_channel_refs", items, expanding=True, literal_execute=True, unique=True))
+    else:
+        exact = pair.in_(items)
+    # The channel ids first: SQLite does not search an index for a row-value IN list (it scans), but does
+    # for ``channel_id IN (...)``; the pair test then keeps exactly the granted devices' channels.
+    return and_(_in(channel_col, {c for _, c in items}), exact)
+
+
 def channel_scope_clause(scope: Any) -> Any:
     """SQL condition: the channel (joined with its device) is in ``scope`` (not for ``scope.all``)."""
     conds = []
-    if scope.channel_ids:
-        conds.append(_in(Channel.channel_id, scope.channel_ids))
+    if scope.channel_refs:
+        conds.append(pairs_in(Channel.device_id, Channel.channel_id, scope.channel_refs))
     if scope.org_node_ids:
         conds.append(_in(Channel.org_node_id, scope.org_node_ids))
         conds.append(and_(Channel.org_node_id.is_(None), _in(Device.org_node_id, scope.org_node_ids)))
@@ -1249,15 +1290,16 @@ def channel_scope_clause(scope: Any) -> Any:
 def device_scope_clause(scope: Any) -> Any:
     """SQL condition: the device is visible in ``scope`` (own node granted, or a channel in scope).
 
-    The channels are found by a UNION of one indexed lookup per kind of grant (ids, nodes): a single
-    ``OR`` over both makes SQLite and PostgreSQL scan every channel (bench/portal.py)."""
+    The channels are found by a UNION of one indexed lookup per kind of grant (channel pairs, nodes): a
+    single ``OR`` over both makes SQLite and PostgreSQL scan every channel (bench/portal.py)."""
     conds = []
     if scope.org_node_ids:
         conds.append(_in(Device.org_node_id, scope.org_node_ids))
     ch = CHANNELS.alias("scope_channels")
     chan = []
-    if scope.channel_ids:
-        chan.append(select(ch.c.device_id).where(ch.c.removed.is_(False), _in(ch.c.channel_id, scope.channel_ids)))
+    if scope.channel_refs:
+        chan.append(select(ch.c.device_id).where(ch.c.removed.is_(False),
+                                                 pairs_in(ch.c.device_id, ch.c.channel_id, scope.channel_refs)))
     if scope.org_node_ids:
         chan.append(select(ch.c.device_id).where(ch.c.removed.is_(False), _in(ch.c.org_node_id, scope.org_node_ids)))
     if chan:

@@ -86,6 +86,10 @@ class Platform:
 
         self.audit = AuditLog.from_settings(s, sessionmaker)
         await self.audit.start()
+        from ops_portal.access import record_grant_splits
+
+        if splits := await record_grant_splits(self.audit, sessionmaker):  # migration 0007's splits, audited once
+            log.info("role.grant_splits_recorded", count=splits)
         self.registry = Registry(sessionmaker)
         self.writer = RegistryWriter(self.registry)
         await self.writer.start()
@@ -101,7 +105,12 @@ class Platform:
                 flush=True,
             )
 
-        self.sip = SipService(gb_config(s), host=s.sip_host, port=s.sip_port, writer=self.writer)
+        self.sip = SipService(gb_config(s), host=s.sip_host, port=s.sip_port, writer=self.writer,
+                              advertised_address=s.sip_advertised_address,
+                              tcp_idle_timeout=s.sip_tcp_idle_timeout,
+                              tcp_max_connections=s.sip_tcp_max_connections,
+                              tcp_max_per_address=s.sip_tcp_max_per_address,
+                              on_security_event=self._record_sip_security)
         self.sip.restore(await self.registry.snapshot())
         await self.sip.start()
 
@@ -130,6 +139,12 @@ class Platform:
         self.downloads = DownloadManager(s, sessionmaker, audit=self.audit, media=self.media)
         await self.downloads.start()  # fails the jobs a previous run left unfinished
         app.state.downloads = self.downloads
+        from ops_portal.revocation import RevocationWatcher
+
+        # revoked access ends running live sessions and downloads within 5 s (live.stop reason access_revoked)
+        self.revocation = app.state.revocation = RevocationWatcher(sessionmaker, self.registry, media=self.media,
+                                                                   downloads=self.downloads)
+        self.revocation.start()
         from ops_portal.availability.scheduler import ReportJobs, ReportScheduler
 
         app.state.report_jobs = ReportJobs(sessionmaker, s, self.audit)
@@ -143,8 +158,10 @@ class Platform:
             from fastapi.staticfiles import StaticFiles
 
             app.mount("/static", StaticFiles(directory=static), name="static")
-        config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_config=None, access_log=False,
-                                lifespan="on")
+        from ops_portal.http_limits import uvicorn_config
+
+        # header timeout, connection cap, no uvicorn proxy_headers (X-Forwarded-For: GBOPS_TRUSTED_PROXIES)
+        config = uvicorn_config(app, s, log_config=None, access_log=False, lifespan="on")
         self.http = uvicorn.Server(config)
         self.http.install_signal_handlers = lambda: None  # we handle signals ourselves
         self._http_task = asyncio.create_task(self.http.serve())
@@ -153,6 +170,25 @@ class Platform:
                 self._http_task.result()  # raises the bind error
             await asyncio.sleep(0.02)
         log.info("http.listening", host=s.http_host, port=self.http_port)
+
+    def _record_sip_security(self, kind: str, device_id: str | None, addr: tuple[str, int], detail: dict) -> None:
+        """``security.sip_refused`` on the audit log: a SIP request refused because it did not come from the
+        device it claimed to be, or a REGISTER lockout (already rate-limited per address by the SIP service)."""
+        if self.audit is None:
+            return
+        from audit_log.log import Actor, Target
+
+        async def record() -> None:
+            try:
+                await self.audit.record(actor=Actor("anonymous", None, f"{addr[0]}:{addr[1]}"),
+                                        action="security.sip_refused", target=Target("device", device_id),
+                                        client_ip=addr[0], detail=detail)
+            except Exception:
+                log.exception("sip.audit_security_failed", device_id=device_id, kind=kind)
+
+        task = asyncio.ensure_future(record())
+        self._audit_tasks.add(task)
+        task.add_done_callback(self._audit_tasks.discard)
 
     def _record_live_stop(self, session: Any, reason: str) -> None:
         """``live.stop`` on the audit log for every viewer session that ends, whatever ended it."""
@@ -164,7 +200,7 @@ class Platform:
             try:
                 await self.audit.record(
                     actor=Actor("user", str(session.user_id), session.username), action="live.stop",
-                    target=Target("channel", session.channel_id), client_ip=session.client_ip,
+                    target=Target("channel", session.channel.key), client_ip=session.client_ip,
                     session_id=session.session_id,
                     detail={"reason": reason, "duration_s": round(time.time() - session.created, 3)})
             except Exception:
@@ -188,6 +224,8 @@ class Platform:
             if self._http_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._http_task, 5)
+        if getattr(self, "revocation", None) is not None:
+            await self.revocation.stop()
         if self.downloads is not None:
             await self.downloads.stop()
         if self.reports is not None:

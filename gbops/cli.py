@@ -82,6 +82,10 @@ def sim(
     rate: float = typer.Option(100.0, help="first registrations per second (spreads a large fleet's start)"),
     codec: Codec = typer.Option(Codec.h264, help="video codec of the streams INVITEd channels send"),
     size: str = typer.Option("640x360", help="picture size WIDTHxHEIGHT of those streams"),
+    same_channel_ids: bool = typer.Option(False, help="every device reports the same channel ids (NVRs with "
+                                          "default ids); one socket per device"),
+    label_pictures: bool = typer.Option(False, help="draw each device's id and colour into its pictures (one "
+                                        "encoder per streaming device)"),
 ) -> None:
     """设备模拟器 / Simulate GB/T 28181 cameras and NVRs."""
     import uvloop
@@ -99,7 +103,7 @@ def sim(
             server=(host, int(port)), devices=devices, channels=channels, password=password,
             transport=transport.value, charset=charset.value, keepalive=keepalive, expires=expires,
             server_id=server_id, domain=domain, first_id=first_id, local_host=local_host, register_rate=rate,
-            codec=codec.value, size=size,
+            codec=codec.value, size=size, same_channel_ids=same_channel_ids, label_pictures=label_pictures,
         )
     except ValueError as exc:
         typer.echo(f"参数错误 / bad option: {exc}", err=True)

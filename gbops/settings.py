@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     sip_tcp_idle_timeout: float = Field(30.0, gt=0, description="a SIP TCP connection that has not sent an "
                                         "authenticated REGISTER within this many seconds is closed")
     sip_tcp_max_connections: int = Field(2000, ge=1, description="SIP TCP connections held at once")
-    sip_tcp_max_per_address: int = Field(20, ge=1, description="SIP TCP connections held from one address")
+    sip_tcp_max_per_address: int = Field(20, ge=1, description="SIP TCP connections from one address that have "
+                                         "not (yet) registered a device (a site of many cameras behind one NAT "
+                                         "address is not capped once they have registered)")
     device_timezone: str = Field("Asia/Shanghai", description="time zone of every device- and user-facing "
                                  "time (GB/T 28181 Date header, RecordInfo, watermark, exports); storage is UTC")
 

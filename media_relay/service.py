@@ -1,9 +1,9 @@
 """Viewer sessions on top of the StreamManager: what ``POST /api/channels/{id}/live`` hands out.
 
 A session holds a reader on the channel's Stream (so the upstream stays up) until an output (HTTP-FLV or
-WHEP) attaches and consumes it, the session is deleted, or it expires unattached. The session id is an
-unguessable capability (the FLV URL carries it, since a video element cannot send a bearer header) bound
-to the user who asked for it.
+WHEP) attaches and consumes it, the session is deleted, or it expires unattached. The session id alone
+grants nothing: the portal binds each output URL to the user who asked for the session (their bearer
+token, or a short-lived single-use signed token in the URL, see ``ops_portal.output_tokens``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gbops.ids import ChannelRef
 from gbops.log import get_logger
 from media_relay.ports import PortPool, SsrcAllocator
 from media_relay.stream import StreamManager, StreamReader
@@ -26,8 +27,7 @@ class ViewerSession:
     session_id: str
     user_id: int
     username: str
-    channel_id: str
-    device_id: str
+    channel: ChannelRef  # the camera: (device id, channel id)
     reader: StreamReader
     client_ip: str | None
     created: float
@@ -37,9 +37,17 @@ class ViewerSession:
     extra: dict = field(default_factory=dict)  # extra["watermark"]: watermark.pipeline.WatermarkPlan
     cleanup: list = field(default_factory=list)  # callables run once when the session closes (encoder slot)
 
+    @property
+    def channel_id(self) -> str:
+        return self.channel.channel_id
+
+    @property
+    def device_id(self) -> str:
+        return self.channel.device_id
+
 
 def new_session_id() -> str:
-    """An unguessable viewer session id (the capability in the FLV/WHEP URLs)."""
+    """An unguessable viewer session id (named in the FLV/WHEP URLs; not a credential by itself)."""
     return secrets.token_urlsafe(24)
 
 
@@ -69,22 +77,24 @@ class MediaService:
             await self.whep.close_all()
         self.manager.close_all()
 
-    async def open_session(self, *, user_id: int, username: str, channel_id: str, device_id: str,
+    async def open_session(self, *, user_id: int, username: str, channel: ChannelRef,
                            transport: str, client_ip: str | None, session_id: str | None = None,
                            cleanup: list | None = None) -> ViewerSession:
-        """``session_id``: chosen by the caller (default: a new random one); ``cleanup``: callables run
-        when the session closes, also when opening it fails."""
+        """A viewer session on ``channel`` (that device's channel).  ``session_id``: chosen by the caller
+        (default: a new random one); ``cleanup``: callables run when the session closes, also when opening
+        it fails."""
+        channel = ChannelRef(*channel)
         try:
-            reader = await self.manager.open_reader(channel_id, device_id, transport)
+            reader = await self.manager.open_reader(channel, transport)
         except BaseException:
             for callback in cleanup or ():
                 callback()
             raise
         now = time.time()
-        session = ViewerSession(session_id or new_session_id(), user_id, username, channel_id, device_id,
+        session = ViewerSession(session_id or new_session_id(), user_id, username, channel,
                                 reader, client_ip, now, now + self.attach_timeout, cleanup=list(cleanup or ()))
         self.sessions[session.session_id] = session
-        log.info("live.session_opened", session=session.session_id[:8], channel_id=channel_id, user=username,
+        log.info("live.session_opened", session=session.session_id[:8], channel=channel.key, user=username,
                  transport=transport)
         return session
 
@@ -111,7 +121,7 @@ class MediaService:
         s.cleanup = []
         if self.on_session_closed is not None:
             self.on_session_closed(s, reason)
-        log.info("live.session_closed", session=session_id[:8], channel_id=s.channel_id, reason=reason)
+        log.info("live.session_closed", session=session_id[:8], channel=s.channel.key, reason=reason)
         return True
 
     async def _sweep(self) -> None:

@@ -6,6 +6,9 @@ Data path (all on the event loop, no copies beyond the demuxer's): RTP datagrams
 starts with a picture at once instead of waiting for the next GOP. A reader that falls behind (queue full)
 skips to the next keyframe instead of growing memory or slowing the others.
 
+Streams are keyed by :class:`gbops.ids.ChannelRef` (device id, channel id): NVRs of two tenants routinely
+report the same channel id, and each is its own camera with its own Stream.
+
 The manager owns the lifecycle (MediaMTX-style on-demand source): the first viewer INVITEs the device,
 the last one leaving starts an idle timer, and when it runs out the Stream sends BYE and frees its port
 and SSRC. Media that never comes (5 s) and devices that refuse become errors the viewer can read.
@@ -19,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from gbops.ids import ChannelRef
 from gbops.log import get_logger
 from media_relay.ports import NoPortsLeft, PortPool, SsrcAllocator
 from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
@@ -114,13 +118,13 @@ class StreamReader(AccessUnitIterator):
 class Stream:
     """The upstream of one channel: receives RTP, demuxes PS, fans access units out."""
 
-    def __init__(self, channel_id: str, device_id: str, transport: str, *, port: int, ssrc: str,
-                 gop_limit: int = 600) -> None:
+    def __init__(self, channel: ChannelRef, transport: str, *, port: int, ssrc: str, gop_limit: int = 600) -> None:
         from media_relay.ps import PsDemuxer
         from media_relay.rtp import ReorderBuffer, RtpStats
 
-        self.channel_id = channel_id
-        self.device_id = device_id
+        self.channel = ChannelRef(*channel)
+        self.channel_id = self.channel.channel_id
+        self.device_id = self.channel.device_id
         self.transport = transport
         self.port = port
         self.ssrc = ssrc
@@ -198,7 +202,7 @@ class Stream:
             if self.foreign_ssrc_packets == 50 and self.stats.snapshot(now).get("packets", 0) == 0:
                 # the port is ours alone: a device that sends another SSRC than it answered is adopted,
                 # with a warning (seen with some NVR firmwares)
-                log.warning("media.ssrc_adopted", channel_id=self.channel_id, answered=self.ssrc,
+                log.warning("media.ssrc_adopted", channel=self.channel.key, answered=self.ssrc,
                             received=pkt.ssrc)
                 self._ssrc_int = pkt.ssrc
             else:
@@ -223,6 +227,8 @@ class Stream:
     def _on_au(self, au: AccessUnit) -> None:
         if au.kind != "video":
             self.audio_frames += 1
+            for r in tuple(self.readers):  # audio to every reader too (not kept in the GOP)
+                r._push(au)
             return
         self.video_frames += 1
         if au.pts is not None:
@@ -366,28 +372,32 @@ class StreamManager:
         self.idle_timeout = idle_timeout
         self.media_timeout = media_timeout
         self.keyframe_timeout = keyframe_timeout
-        self.streams: dict[str, Stream] = {}
-        self._starting: dict[str, asyncio.Task] = {}
-        self._idle: dict[str, asyncio.TimerHandle] = {}
+        self.streams: dict[ChannelRef, Stream] = {}
+        self._starting: dict[ChannelRef, asyncio.Task] = {}
+        self._idle: dict[ChannelRef, asyncio.TimerHandle] = {}
         self.invites_sent = 0
         sip.add_listener(self._on_sip_event)
 
     # ------------------------------------------------------------------ public
-    async def open_reader(self, channel_id: str, device_id: str, transport: str = "udp") -> StreamReader:
-        """A reader on the channel's Stream, starting the Stream when it is the first viewer.
+    async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> StreamReader:
+        """A reader on the Stream of ``channel`` (that device's channel), starting the Stream when it is the
+        first viewer.
 
         Raises :class:`MediaError` (device offline, refused, no media, no ports left)."""
+        if not isinstance(channel, tuple) or len(channel) != 2:
+            raise TypeError(f"open_reader needs a ChannelRef (device id, channel id), not {channel!r}")
+        ref = ChannelRef(*channel)
         if transport not in TRANSPORTS:
             raise MediaError("bad_transport", f"传输方式无效 / unknown transport {transport!r}")
-        stream = self.streams.get(channel_id)
+        stream = self.streams.get(ref)
         if stream is None or stream.closed:
-            task = self._starting.get(channel_id)
+            task = self._starting.get(ref)
             if task is None:
-                task = asyncio.ensure_future(self._start(channel_id, device_id, transport))
-                self._starting[channel_id] = task
-                task.add_done_callback(lambda _t, c=channel_id: self._starting.pop(c, None))
+                task = asyncio.ensure_future(self._start(ref, transport))
+                self._starting[ref] = task
+                task.add_done_callback(lambda _t, c=ref: self._starting.pop(c, None))
             stream = await asyncio.shield(task)
-        idle = self._idle.pop(channel_id, None)
+        idle = self._idle.pop(ref, None)
         if idle is not None:
             idle.cancel()
         return stream.add_reader()
@@ -415,7 +425,8 @@ class StreamManager:
             except OSError:
                 return "127.0.0.1"
 
-    async def _start(self, channel_id: str, device_id: str, transport: str) -> Stream:
+    async def _start(self, ref: ChannelRef, transport: str) -> Stream:
+        device_id, channel_id = ref
         route = self.sip.gb.routes.get(device_id)
         if route is None or not self.sip.is_online(device_id):
             raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}")
@@ -429,7 +440,7 @@ class StreamManager:
             self.ports.release(port)
             raise MediaError("no_ports", str(exc)) from None
         loop = asyncio.get_running_loop()
-        stream = Stream(channel_id, device_id, transport, port=port, ssrc=ssrc)
+        stream = Stream(ref, transport, port=port, ssrc=ssrc)
         stream.on_idle = self._on_idle
         try:
             if transport == "udp":
@@ -453,10 +464,25 @@ class StreamManager:
             if transport == "tcp-active":
                 if answered.remote_media is None:
                     raise MediaError("bad_answer", "设备应答中没有媒体地址 / the answer has no media address")
-                _, proto = await asyncio.wait_for(loop.create_connection(lambda: _TcpIngest(stream),
-                                                                         *answered.remote_media), 5)
+                # Some NVRs open their listener just after answering: retry, 1 s apart, at least 3
+                # attempts and on for the media timeout (GB/T 28181 suggests retrying the connection).
+                give_up = loop.time() + max(self.media_timeout, 2.0)
+                attempt = 0
+                while True:
+                    attempt += 1
+                    try:
+                        _, proto = await asyncio.wait_for(
+                            loop.create_connection(lambda: _TcpIngest(stream), *answered.remote_media),
+                            max(1.0, min(5.0, give_up - loop.time())))
+                        break
+                    except (OSError, TimeoutError) as exc:
+                        if attempt >= 3 and loop.time() + 1.0 > give_up:
+                            raise MediaError("start_failed", f"无法连接设备的媒体端口（{attempt} 次）/ cannot connect "
+                                             f"to the device's media port after {attempt} attempts: {exc}") from None
+                        log.info("media.tcp_active_retry", channel_id=channel_id, attempt=attempt, error=str(exc))
+                        await asyncio.sleep(1.0)
                 stream.ingest = proto
-            self.streams[channel_id] = stream
+            self.streams[ref] = stream
             try:
                 await asyncio.wait_for(asyncio.shield(stream.first_packet), self.media_timeout)
             except TimeoutError:
@@ -484,20 +510,20 @@ class StreamManager:
     def _on_idle(self, stream: Stream) -> None:
         if stream.closed or stream.readers:
             return
-        old = self._idle.pop(stream.channel_id, None)
+        old = self._idle.pop(stream.channel, None)
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._idle[stream.channel_id] = loop.call_later(self.idle_timeout, self._idle_expired, stream)
+        self._idle[stream.channel] = loop.call_later(self.idle_timeout, self._idle_expired, stream)
 
     def _idle_expired(self, stream: Stream) -> None:
-        self._idle.pop(stream.channel_id, None)
+        self._idle.pop(stream.channel, None)
         if not stream.readers:
             self._teardown(stream, "idle: no viewer left")
 
     def _teardown(self, stream: Stream, reason: str) -> None:
-        if self.streams.get(stream.channel_id) is stream:
-            del self.streams[stream.channel_id]
+        if self.streams.get(stream.channel) is stream:
+            del self.streams[stream.channel]
         was_open = not stream.closed
         stream.close(reason)
         if stream.call_id is not None:
@@ -506,12 +532,12 @@ class StreamManager:
         if was_open:
             self.ports.release(stream.port)
             self.ssrcs.release(stream.ssrc)
-            log.info("stream.closed", channel_id=stream.channel_id, reason=reason)
+            log.info("stream.closed", channel=stream.channel.key, reason=reason)
 
     def _on_sip_event(self, event: Any) -> None:
         name = type(event).__name__
         if name == "SessionEnded" and event.by == "device":
-            stream = self.streams.get(event.channel_id)
+            stream = self.streams.get(ChannelRef(event.device_id, event.channel_id))
             if stream is not None and stream.call_id == event.call_id:
                 stream.call_id = None
                 self._teardown(stream, event.reason)

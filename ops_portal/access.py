@@ -6,11 +6,13 @@ A user's :class:`Access` is resolved once per request (:data:`ops_portal.deps.Ac
   administrator role (``roles.builtin``) holds every permission of the catalogue, always.
 * ``scope``: the union of the roles' scopes.  A role with ``full_scope`` (the built-in role always)
   grants every channel; otherwise its organisation nodes, *with their descendants*, and its
-  explicit channel ids.  Outside the user's validity window the scope is empty (and the token is
+  explicit channels, each named by (device id, channel id) (:class:`gbops.ids.ChannelRef`): a channel id
+  alone is unique only within its device.  Outside the user's validity window the scope is empty (and the token is
   refused anyway, see :func:`ops_portal.auth.resolve_token`).
 
 A channel belongs to exactly one organisation node: its own ``org_node_id`` when set, otherwise its
-device's.  It is in scope when that node is granted or its id is granted explicitly.  A device is
+device's.  It is in scope when that node is granted or that very channel (device and id) is granted
+explicitly.  A device is
 visible when its own node is granted or at least one of its channels is in scope.
 
 Routes that name a channel, device or node check it with :func:`ensure_channel`,
@@ -31,6 +33,7 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gbops.db import utcnow
+from gbops.ids import ChannelRef
 from ops_portal.models import (
     PTZ_LEVEL_DEFAULT,
     Role,
@@ -48,12 +51,15 @@ if TYPE_CHECKING:
 __all__ = [
     "Access",
     "Scope",
+    "ambiguous_channel",
     "ensure_channel",
     "ensure_device",
     "ensure_node",
     "expand_org_nodes",
     "in_validity_window",
     "load_access",
+    "resolve_channel",
+    "resolve_channel_input",
 ]
 
 
@@ -63,7 +69,7 @@ class Scope:
 
     all: bool
     org_node_ids: frozenset[int] = field(default_factory=frozenset)
-    channel_ids: frozenset[str] = field(default_factory=frozenset)
+    channel_refs: frozenset[ChannelRef] = field(default_factory=frozenset)
 
     @classmethod
     def everything(cls) -> Scope:
@@ -75,11 +81,12 @@ class Scope:
 
     @property
     def empty(self) -> bool:
-        return not self.all and not self.org_node_ids and not self.channel_ids
+        return not self.all and not self.org_node_ids and not self.channel_refs
 
-    def allows(self, channel_id: str, channel_org_node_id: int | None, device_org_node_id: int | None) -> bool:
-        """Whether a channel is in scope, given its own node and its device's node."""
-        if self.all or channel_id in self.channel_ids:
+    def allows(self, ref: ChannelRef, channel_org_node_id: int | None, device_org_node_id: int | None) -> bool:
+        """Whether the channel ``ref`` (device id, channel id) is in scope, given its own node and its
+        device's node."""
+        if self.all or ref in self.channel_refs:
             return True
         node = channel_org_node_id if channel_org_node_id is not None else device_org_node_id
         return node is not None and node in self.org_node_ids
@@ -90,7 +97,7 @@ class Scope:
     def union(self, other: Scope) -> Scope:
         if self.all or other.all:
             return Scope.everything()
-        return Scope(False, self.org_node_ids | other.org_node_ids, self.channel_ids | other.channel_ids)
+        return Scope(False, self.org_node_ids | other.org_node_ids, self.channel_refs | other.channel_refs)
 
 
 @dataclass(frozen=True)
@@ -158,9 +165,11 @@ async def load_access(session: AsyncSession, user: User, *, now: datetime | None
             scope = Scope.everything()
         else:
             nodes = list(await session.scalars(select(RoleOrgNode.org_node_id).where(RoleOrgNode.role_id.in_(role_ids))))
-            channels = frozenset(
-                await session.scalars(select(RoleChannel.channel_id).where(RoleChannel.role_id.in_(role_ids)))
+            rows = await session.execute(
+                select(RoleChannel.device_id, RoleChannel.channel_id).where(RoleChannel.role_id.in_(role_ids))
             )
+            # device_id '' marks a grant the migration could not resolve to a device: it matches nothing
+            channels = frozenset(ChannelRef(d, c) for d, c in rows if d)
             scope = Scope(False, await expand_org_nodes(session, nodes), channels)
     if not in_validity_window(user, now):
         scope = Scope.nothing()
@@ -175,8 +184,8 @@ async def load_access(session: AsyncSession, user: User, *, now: datetime | None
 
 
 # ------------------------------------------------------------------------------------------ checks
-def channel_forbidden(channel_id: str) -> ApiError:
-    return ApiError(403, "channel_forbidden", f"无权访问此通道 / no access to this channel: {channel_id}")
+def channel_forbidden(channel: ChannelRef | str) -> ApiError:
+    return ApiError(403, "channel_forbidden", f"无权访问此通道 / no access to this channel: {channel}")
 
 
 def device_forbidden(device_id: str) -> ApiError:
@@ -189,15 +198,58 @@ def node_forbidden(node_id: int) -> ApiError:
     )
 
 
-async def ensure_channel(access: Access, registry: Registry | Any, channel_id: str) -> None:
-    """403 ``channel_forbidden`` unless the channel is in ``access``'s scope.  An unknown channel is 404
-    ``channel_not_found`` for a full-scope user, 403 for anyone else (existence does not leak)."""
-    result = await registry.channel_access(channel_id, access.scope)
+def ambiguous_channel(channel_id: str, devices: Iterable[str]) -> ApiError:
+    """409 ``ambiguous_channel``: several (visible) devices report this channel id; ``devices`` lists them."""
+    return ApiError(
+        409,
+        "ambiguous_channel",
+        f"通道编码不唯一，请指明设备（/api/devices/{{device_id}}/channels/{channel_id}）/ the channel id is not "
+        f"unique: name the device (/api/devices/{{device_id}}/channels/{channel_id})",
+        extra={"devices": sorted(devices)},
+    )
+
+
+async def ensure_channel(access: Access, registry: Registry | Any, ref: ChannelRef) -> None:
+    """403 ``channel_forbidden`` unless the channel ``ref`` (that device's channel, exactly) is in
+    ``access``'s scope.  An unknown channel is 404 ``channel_not_found`` for a full-scope user, 403 for
+    anyone else (existence does not leak)."""
+    result = await registry.channel_access(ref, access.scope)
     if result == "ok":
         return
     if result == "missing" and access.scope.all:
+        raise ApiError(404, "channel_not_found", f"通道不存在 / channel not found: {ref.key}")
+    raise channel_forbidden(ref.key)
+
+
+async def resolve_channel(access: Access, registry: Registry | Any, channel_id: str) -> ChannelRef:
+    """The one channel a bare ``channel_id`` names for this caller: the only visible (in scope, not removed)
+    channel with that id.  409 ``ambiguous_channel`` (listing the visible devices only) when several
+    devices have it; otherwise as :func:`ensure_channel` (404 full scope / 403 limited when none)."""
+    devices = await registry.channel_devices(channel_id, access.scope)
+    if len(devices) == 1:
+        return ChannelRef(devices[0], channel_id)
+    if len(devices) > 1:
+        raise ambiguous_channel(channel_id, devices)
+    if access.scope.all:
         raise ApiError(404, "channel_not_found", f"通道不存在 / channel not found: {channel_id}")
     raise channel_forbidden(channel_id)
+
+
+async def resolve_channel_input(
+    access: Access, registry: Registry | Any, item: Any, *, check_scope: bool = True
+) -> ChannelRef:
+    """A channel named in a request body: ``{"device_id", "channel_id"}`` (a mapping, an object with those
+    attributes, or a :class:`ChannelRef`) or a bare channel id (accepted when it names one visible channel,
+    409 ``ambiguous_channel`` otherwise).  With ``check_scope`` the channel must be in the caller's scope."""
+    if isinstance(item, str):
+        return await resolve_channel(access, registry, item)
+    if isinstance(item, dict):
+        ref = ChannelRef(str(item["device_id"]), str(item["channel_id"]))
+    else:
+        ref = ChannelRef(str(item.device_id), str(item.channel_id))
+    if check_scope:
+        await ensure_channel(access, registry, ref)
+    return ref
 
 
 async def ensure_device(access: Access, registry: Registry | Any, device_id: str) -> None:
@@ -221,8 +273,12 @@ async def ensure_node(access: Access, registry: Registry | Any, node_id: int) ->
 
 
 # ------------------------------------------------------------------------------------------ granting
-async def role_scope(session: AsyncSession, role: Role) -> tuple[frozenset[str], frozenset[int], frozenset[str]]:
-    """(permissions, org node ids as stored, channel ids) of a role; the builtin role: every permission."""
+async def role_scope(
+    session: AsyncSession, role: Role
+) -> tuple[frozenset[str], frozenset[int], frozenset[ChannelRef]]:
+    """(permissions, org node ids as stored, channels as stored) of a role; the builtin role: every
+    permission.  A channel with device id '' is a grant the migration could not resolve (it matches
+    nothing)."""
     from ops_portal.deps import PERMISSIONS
 
     perms = frozenset(
@@ -231,8 +287,10 @@ async def role_scope(session: AsyncSession, role: Role) -> tuple[frozenset[str],
     if role.builtin:
         perms = PERMISSIONS
     nodes = frozenset(await session.scalars(select(RoleOrgNode.org_node_id).where(RoleOrgNode.role_id == role.id)))
-    channels = frozenset(await session.scalars(select(RoleChannel.channel_id).where(RoleChannel.role_id == role.id)))
-    return perms, nodes, channels
+    rows = await session.execute(
+        select(RoleChannel.device_id, RoleChannel.channel_id).where(RoleChannel.role_id == role.id)
+    )
+    return perms, nodes, frozenset(ChannelRef(d, c) for d, c in rows)
 
 
 async def ensure_grantable(
@@ -242,10 +300,11 @@ async def ensure_grantable(
     permissions: Iterable[str],
     full_scope: bool,
     org_node_ids: Iterable[int],
-    channel_ids: Iterable[str],
+    channel_refs: Iterable[ChannelRef],
 ) -> None:
     """403 ``grant_exceeds_own`` unless the caller holds everything it would hand out: no one grants a
-    permission or data they do not have themselves (a limited manager cannot make an administrator)."""
+    permission or data they do not have themselves (a limited manager cannot make an administrator).
+    A channel is checked as exactly that device's channel."""
     missing_perms = sorted(set(permissions) - access.permissions)
     scope = access.scope
     beyond: list[str] = []
@@ -253,9 +312,9 @@ async def ensure_grantable(
         beyond.append("full_scope")
     if not scope.all:
         beyond.extend(f"org_node:{n}" for n in sorted(set(org_node_ids) - scope.org_node_ids))
-        for channel in sorted(set(channel_ids) - scope.channel_ids):
-            if await registry.channel_access(channel, scope) != "ok":
-                beyond.append(f"channel:{channel}")
+        for ref in sorted(set(channel_refs) - scope.channel_refs):
+            if not ref.device_id or await registry.channel_access(ref, scope) != "ok":
+                beyond.append(f"channel:{ref.key}")
     if missing_perms or beyond:
         what = ", ".join(missing_perms + beyond[:20])
         raise ApiError(
@@ -271,7 +330,7 @@ async def ensure_roles_grantable(access: Access, registry: Registry | Any, sessi
     for role in roles:
         perms, nodes, channels = await role_scope(session, role)
         await ensure_grantable(access, registry, permissions=perms, full_scope=role.full_scope or role.builtin,
-                               org_node_ids=nodes, channel_ids=channels)
+                               org_node_ids=nodes, channel_refs=channels)
 
 
 async def audit_change(
@@ -285,3 +344,42 @@ async def audit_change(
 
     await audit.append(session, actor=Actor.user(actor), action=action, target=Target(*target),
                        client_ip=client_ip, detail=detail)
+
+
+GRANT_SPLIT_ACTION = "role.grant_split"
+
+
+async def record_grant_splits(audit: Any, sessionmaker: Any) -> int:
+    """One ``role.grant_split`` audit entry per grant that migration 0007 split (or left unresolved), each
+    in the transaction that marks it audited (so a crash neither loses nor repeats one).  Returns how many
+    were recorded.  Called at platform start, once the audit log runs."""
+    from audit_log.log import Actor, Target
+    from ops_portal.models import GrantSplit
+
+    if audit is None:
+        return 0
+    import json
+
+    from gbops.db import SQLITE_BEGIN_IMMEDIATE
+
+    done = 0
+    async with sessionmaker() as session:
+        ids = list(await session.scalars(select(GrantSplit.id).where(GrantSplit.audited_at.is_(None))
+                                         .order_by(GrantSplit.id)))
+        await session.commit()
+    for split_id in ids:
+        async with sessionmaker() as session:
+            await session.connection(execution_options={SQLITE_BEGIN_IMMEDIATE: True})
+            row = await session.get(GrantSplit, split_id)
+            if row is None or row.audited_at is not None:
+                continue
+            devices = json.loads(row.device_ids)
+            await audit.append(
+                session, actor=Actor.system(), action=GRANT_SPLIT_ACTION, target=Target("role", str(row.role_id)),
+                detail={"role": row.role_name, "channel_id": row.channel_id, "device_ids": devices,
+                        "channels": [ChannelRef(d, row.channel_id).key for d in devices],
+                        "unresolved": not devices, "migrated_at": row.split_at.isoformat(), "migration": "0007"})
+            row.audited_at = utcnow()
+            await session.commit()
+            done += 1
+    return done

@@ -7,6 +7,10 @@ is answered as ``{"error": "<code>", "message": "<中文 / English>"}``.
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -19,11 +23,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gbops.log import get_logger
 from gbops.settings import Settings
-from ops_portal.auth import UnknownUserThrottle
+from ops_portal.auth import LoginThrottle
 from ops_portal.routes import api_router
 from ops_portal.schemas import ApiError
 
-__all__ = ["create_app"]
+__all__ = ["UPLOAD_ROUTES", "BodyTooLarge", "DenialAudit", "create_app"]
 
 log = get_logger("gbops.portal")
 
@@ -53,7 +57,16 @@ def _error_response(exc: ApiError) -> JSONResponse:
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    if exc.status_code == 403 and is_refusal(exc.error):
+        denials: DenialAudit | None = getattr(request.app.state, "denial_audit", None)
+        if denials is not None:
+            await denials.refused(request, exc)  # access.denied on the audit log (rate-limited per user)
     return _error_response(exc)
+
+
+async def _on_body_too_large(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BodyTooLarge)
+    return _error_response(exc.api_error())
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -85,6 +98,234 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error_response(
         ApiError(500, "internal_error", "服务器内部错误 / internal server error")
     )
+
+
+# ------------------------------------------------------------------------------------------ body limit
+#: (method, path pattern) of the routes whose body may be up to ``GBOPS_HTTP_UPLOAD_LIMIT``; every other
+#: request body is limited to ``GBOPS_HTTP_BODY_LIMIT``.
+UPLOAD_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("PUT", re.compile(r"/api/tickets/[^/]+/snapshot")),
+)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body over its limit.  An HTTPException so that FastAPI's body reading lets it through
+    (anything else there becomes a 400); answered 413 ``body_too_large``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413)
+        self.limit = limit
+
+    def api_error(self) -> ApiError:
+        return ApiError(
+            413,
+            "body_too_large",
+            f"请求体过大 / request body too large (limit {self.limit} bytes)",
+        )
+
+
+class _BodyLimit:
+    """Request body limit, without buffering: a declared ``Content-Length`` over the limit is answered
+    413 before a byte of the body is read; otherwise the bytes that reach the app are counted as they
+    stream (chunked bodies included) and the read that passes the limit raises :class:`BodyTooLarge`,
+    so no route ever holds more than the limit.  The server discards whatever of the body is still
+    coming (for at most the header timeout, see :mod:`ops_portal.http_limits`)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    def limit_for(self, method: str, path: str) -> int:
+        for upload_method, pattern in UPLOAD_ROUTES:
+            if method == upload_method and pattern.fullmatch(path):
+                return self.settings.http_upload_limit
+        return self.settings.http_body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["method"], scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0  # the server refuses a malformed length before we get it
+                if declared > limit:
+                    log.info("http.body_too_large", path=scope["path"], declared=declared, limit=limit)
+                    await _error_response(BodyTooLarge(limit).api_error())(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            if received > limit:
+                raise BodyTooLarge(limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    log.info("http.body_too_large", path=scope["path"], received=received, limit=limit)
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge as exc:  # not answered by the app's handler (it never reached a route)
+            if started:
+                raise
+            await _error_response(exc.api_error())(scope, receive, send)
+
+
+# ------------------------------------------------------------------------------------------ refusals
+#: Error codes of a 403 that is a refusal for permission or scope (``access.denied`` on the audit log);
+#: any other ``*_forbidden`` code counts too.
+REFUSAL_CODES = frozenset({"forbidden", "channel_forbidden", "device_forbidden", "org_node_forbidden",
+                           "grant_exceeds_own", "scope_forbidden", "ticket_forbidden", "org_root_forbidden"})
+
+#: Path parameters that name the target of a refused request, in order of preference.
+_TARGET_PARAMS = (("channel_id", "channel"), ("device_id", "device"), ("node_id", "org_node"),
+                  ("user_id", "user"), ("role_id", "role"), ("ticket_id", "ticket"), ("contract_id", "contract"),
+                  ("job_id", "download"), ("session_id", "session"))
+
+
+def is_refusal(code: str) -> bool:
+    return code in REFUSAL_CODES or code.endswith("_forbidden")
+
+
+#: (audit log, actor, client_ip, suppressed refusals, seconds of the window so far)
+_Summary = tuple[Any, Any, str | None, int, float]
+
+
+@dataclass(slots=True)
+class _DenialWindow:
+    start: float
+    recorded: int = 0
+    suppressed: int = 0
+    actor: Any = None
+    client_ip: str | None = None
+    flush: asyncio.TimerHandle | None = None
+    audit: Any = None
+
+
+class DenialAudit:
+    """``access.denied`` entries for refused requests, at most ``per_minute`` per user and minute.
+
+    Refusals beyond that are counted; the count goes on the log as one summary entry (detail
+    ``suppressed``) when the user's minute is over (a timer) or, at the latest, with that user's next
+    recorded refusal.  Keys are user ids (the client address when the caller is unknown)."""
+
+    WINDOW = 60.0
+
+    def __init__(self, settings: Settings, *, clock: Any = time.monotonic, max_users: int = 10_000) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.max_users = max_users
+        self._windows: dict[str, _DenialWindow] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def refused(self, request: Request, exc: ApiError) -> None:
+        from audit_log.log import Actor, Target
+        from ops_portal.deps import client_ip
+
+        audit = getattr(request.app.state, "audit", None)
+        if audit is None:
+            return
+        try:
+            user = getattr(request.state, "user", None)
+            ip = client_ip(request)
+            actor = Actor.user(user) if user is not None else Actor.anonymous()
+            key = f"user:{user.id}" if user is not None else f"ip:{ip}"
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or request.url.path
+            params = {k: str(v) for k, v in request.path_params.items()}
+            target = Target("route", f"{request.method} {template}")
+            for name, kind in _TARGET_PARAMS:
+                if name in params:
+                    ident = params[name]
+                    if name == "channel_id" and "device_id" in params:
+                        ident = f"{params['device_id']}/{ident}"  # gbops.ids.ChannelRef.key
+                    target = Target(kind, ident)
+                    break
+            detail = {"route": f"{request.method} {template}", "error": exc.error, "params": params}
+            admitted, summary = self._admit(key, actor, ip, audit)
+            if summary is not None:
+                await self._record_summary(*summary)
+            if admitted:
+                await audit.record(actor=actor, action="access.denied", target=target, client_ip=ip,
+                                   detail=detail)
+            log.info("access.denied", user=actor.name, route=detail["route"], error=exc.error, recorded=admitted)
+        except Exception:
+            log.exception("access.denied_audit_failed", error=exc.error)
+
+    def _admit(self, key: str, actor: Any, ip: str | None, audit: Any) -> tuple[bool, _Summary | None]:
+        """Count one refusal of ``key``: whether it gets its own entry, and the summary of an elapsed
+        minute with suppressed refusals (actor, client_ip, count, seconds) to record first, if any."""
+        now = self.clock()
+        limit = self.settings.access_denied_audit_per_minute
+        window = self._windows.get(key)
+        summary = None
+        if window is None or now - window.start >= self.WINDOW:
+            if window is not None:
+                summary = self._close(window, now)
+            window = self._windows[key] = _DenialWindow(start=now)
+            if len(self._windows) > self.max_users:
+                self._windows.pop(next(iter(self._windows)))
+        window.actor, window.client_ip, window.audit = actor, ip, audit
+        if window.recorded < limit:
+            window.recorded += 1
+            return True, summary
+        window.suppressed += 1
+        if window.flush is None:
+            delay = max(0.0, self.WINDOW - (now - window.start))
+            window.flush = asyncio.get_running_loop().call_later(delay, self._flush_later, window)
+        return False, summary
+
+    def _close(self, window: _DenialWindow, now: float) -> _Summary | None:
+        if window.flush is not None:
+            window.flush.cancel()
+            window.flush = None
+        if not window.suppressed:
+            return None
+        count, window.suppressed = window.suppressed, 0
+        return window.audit, window.actor, window.client_ip, count, round(min(now - window.start, self.WINDOW), 3)
+
+    def _flush_later(self, window: _DenialWindow) -> None:
+        window.flush = None
+        summary = self._close(window, self.clock())
+        if summary is None:
+            return
+        task = asyncio.ensure_future(self._record_summary(*summary))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _record_summary(self, audit: Any, actor: Any, ip: str | None, count: int, seconds: float) -> None:
+        from audit_log.log import Target
+
+        try:
+            await audit.record(actor=actor, action="access.denied", target=Target("user", actor.id),
+                               client_ip=ip, detail={"summary": True, "suppressed": count,
+                                                     "window_s": self.WINDOW, "elapsed_s": seconds})
+        except Exception:
+            log.exception("access.denied_summary_failed", count=count)
+
+    async def flush(self) -> None:
+        """Record every pending summary now (shutdown, tests)."""
+        now = self.clock()
+        for window in list(self._windows.values()):
+            summary = self._close(window, now)
+            if summary is not None:
+                await self._record_summary(*summary)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class _NoStoreHeaders:
@@ -142,18 +383,21 @@ def create_app(
     app.state.sip = sip
     app.state.audit = audit
     app.state.media = media
-    app.state.login_throttle = UnknownUserThrottle()
+    app.state.login_throttle = LoginThrottle(settings)
+    app.state.denial_audit = DenialAudit(settings)
 
     app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(BodyTooLarge, _on_body_too_large)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(_BodyLimit, settings=settings)
     app.add_middleware(_NoStoreHeaders)
 
     app.include_router(api_router)
     from ops_portal.routes.console import router as console_router
     from ops_portal.routes.live import outputs_router
 
-    app.include_router(outputs_router)  # capability URLs (the session id is the credential), no token
+    app.include_router(outputs_router)  # bound to the session's user: their bearer token or the single-use ?t= token
     app.include_router(console_router)  # the web console's pages and assets (public: no data in them)
     return app

@@ -5,17 +5,25 @@
   (:func:`asyncio.to_thread`), never on the event loop.
 * A bearer token is 32 random bytes, URL-safe base64.  Only its SHA-256 hex digest is stored
   (``auth_tokens.token_hash``); the token itself is shown once, in the login answer.
-* :data:`MAX_FAILED_LOGINS` wrong passwords in a row lock the account for :data:`LOCKOUT`.
-  While locked, the password is not even checked.  Unknown user names and wrong passwords get the
-  same answer, take the same time (a dummy hash is verified) and are locked out the same way
-  (an in-memory counter for names that do not exist), so the login route does not tell
-  whether an account exists.
+* Wrong passwords are throttled per (account, source address) first (:class:`LoginThrottle`, in
+  memory): after ``GBOPS_LOGIN_DELAY_FAILURES`` failures from one address each further attempt from it
+  waits a growing delay (429 with ``Retry-After``), after ``GBOPS_LOGIN_LOCK_FAILURES`` that address is
+  locked out of that account for ``GBOPS_LOGIN_LOCK_MINUTES`` (423).  Other addresses are not affected:
+  five wrong passwords no longer lock an account for everybody.  Only ``GBOPS_LOGIN_ACCOUNT_LOCK_FAILURES``
+  failures from all addresses within the lock window lock the account itself (``users.locked_until``),
+  and an enabled administrator (a holder of the built-in role) still logs in from
+  ``GBOPS_ADMIN_NETWORKS`` (default: loopback) while so locked.  While locked, the password is not even
+  checked.  Every lock is on the audit log (``auth.lockout``, detail ``scope`` = address | account).
+  Unknown user names and wrong passwords get the same answer, take the same time (a dummy hash is
+  verified) and are throttled and locked the same way, so the login route does not tell whether an
+  account exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 import string
 from collections import OrderedDict
@@ -32,17 +40,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gbops.db import SQLITE_BEGIN_IMMEDIATE, utcnow
 from gbops.log import get_logger
 from gbops.passwords import weak_password_reason
-from ops_portal.models import AuthToken, User
+from ops_portal.http_limits import LOOPBACK, address_key, in_networks, parse_networks
+from ops_portal.models import AuthToken, Role, User, UserRole
 from ops_portal.schemas import ApiError
 
 if TYPE_CHECKING:
     from audit_log.log import AuditLog
+    from gbops.settings import Settings
 
 __all__ = [
-    "LOCKOUT",
-    "MAX_FAILED_LOGINS",
+    "LOGIN_DELAY_BASE",
+    "LOGIN_DELAY_MAX",
     "AuthContext",
+    "LoginAttempt",
+    "LoginFailure",
+    "LoginRefusal",
     "LoginResult",
+    "LoginThrottle",
     "UnknownUserThrottle",
     "begin_write",
     "change_password",
@@ -58,8 +72,10 @@ __all__ = [
 
 log = get_logger("gbops.portal.auth")
 
-MAX_FAILED_LOGINS = 5
-LOCKOUT = timedelta(minutes=15)
+#: The first delay once an address reached ``login_delay_failures`` failures for an account (seconds);
+#: it doubles with each further failure, up to :data:`LOGIN_DELAY_MAX`.
+LOGIN_DELAY_BASE = 1.0
+LOGIN_DELAY_MAX = 300.0
 #: Expired or revoked tokens are deleted this long after they stopped working.
 TOKEN_RETENTION = timedelta(days=7)
 
@@ -135,35 +151,217 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-class UnknownUserThrottle:
-    """Failed-login counters for user names that do not exist, kept in memory (bounded).
+@dataclass(slots=True)
+class _AddressEntry:
+    """Failures of one source address against one account name."""
 
-    Without it, an account would reveal that it exists by getting locked after
-    :data:`MAX_FAILED_LOGINS` attempts while a non-existent name never would.
-    """
+    failures: int = 0
+    inflight: int = 0
+    last_failure: datetime | None = None
+    locked_until: datetime | None = None
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+
+@dataclass(slots=True)
+class _AccountEntry:
+    """Failures against one account name from every address, in a fixed window."""
+
+    window_start: datetime
+    failures: int = 0
+    #: only for names that do not exist (a real account's lock is ``users.locked_until``)
+    locked_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRefusal:
+    """An attempt refused before the password is looked at: ``locked`` (423, until ``until``) or
+    ``throttled`` (429, try again in ``retry_after`` seconds)."""
+
+    kind: str
+    until: datetime
+    retry_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailure:
+    """What one wrong password did."""
+
+    #: failures of this address against this account in the current series
+    address_failures: int
+    #: set when this failure locked the address out of the account
+    address_locked_until: datetime | None
+    #: failures against the account from every address in the current window
+    account_failures: int
+    #: this failure reached ``login_account_lock_failures``: the caller locks the account
+    account_threshold: bool
+
+
+class LoginAttempt:
+    """One attempt admitted by :meth:`LoginThrottle.begin`: report :meth:`failed` or :meth:`succeeded`;
+    :meth:`release` (idempotent) ends an attempt whose password did not count either way."""
+
+    __slots__ = ("_done", "_entry", "_key", "_throttle")
+
+    def __init__(self, throttle: LoginThrottle, key: tuple[str, str], entry: _AddressEntry) -> None:
+        self._throttle = throttle
+        self._key = key
+        self._entry = entry
+        self._done = False
+
+    def _finish(self) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self._entry.inflight = max(0, self._entry.inflight - 1)
+        return True
+
+    def failed(self, now: datetime) -> LoginFailure:
+        self._finish()
+        return self._throttle._failed(self._key, self._entry, now)
+
+    def succeeded(self) -> None:
+        if self._finish():
+            self._throttle._succeeded(self._key, self._entry)
+
+    def release(self) -> None:
+        self._finish()
+
+
+class LoginThrottle:
+    """Wrong-password accounting, in memory and bounded (least recently used entries go first).
+
+    Per (account name, source address) - an IPv6 address counts as its /64 - after
+    ``settings.login_delay_failures`` failures each further attempt waits ``LOGIN_DELAY_BASE * 2**k``
+    seconds after the last failure, and ``settings.login_lock_failures`` failures lock that address out
+    of that account for ``settings.login_lock_minutes``; a series older than that window is forgotten.
+    Attempts in flight count against the budget, so concurrent guesses cannot overrun it.  Per account
+    name, failures from every address in a window of ``login_lock_minutes`` are counted against
+    ``settings.login_account_lock_failures`` (the lock of a real account is stored by the caller in
+    ``users.locked_until``; names that do not exist are locked here, so that they look the same).
+    Settings are read at each call."""
+
+    def __init__(self, settings: Settings, max_entries: int = 10_000) -> None:
+        self.settings = settings
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[int, datetime | None]] = OrderedDict()
+        self._addresses: OrderedDict[tuple[str, str], _AddressEntry] = OrderedDict()
+        self._accounts: OrderedDict[str, _AccountEntry] = OrderedDict()
 
-    def locked_until(self, username: str, now: datetime) -> datetime | None:
-        entry = self._entries.get(username.lower())
-        if entry is None or entry[1] is None:
-            return None
-        if entry[1] <= now:
-            del self._entries[username.lower()]
-            return None
-        return entry[1]
+    # ---------------------------------------------------------------------------------- settings
+    @property
+    def lock_duration(self) -> timedelta:
+        return timedelta(minutes=self.settings.login_lock_minutes)
 
-    def failed(self, username: str, now: datetime) -> datetime | None:
-        key = username.lower()
-        count, _ = self._entries.pop(key, (0, None))
-        count += 1
-        until = now + LOCKOUT if count >= MAX_FAILED_LOGINS else None
-        self._entries[key] = (count, until)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return until
+    def delay(self, failures: int) -> float:
+        """Seconds an address must wait after its ``failures``-th failure (0 below the threshold)."""
+        over = failures - self.settings.login_delay_failures
+        if over < 0:
+            return 0.0
+        return min(LOGIN_DELAY_MAX, LOGIN_DELAY_BASE * 2 ** min(over, 32))
+
+    # ---------------------------------------------------------------------------------- entries
+    def _bound(self, entries: OrderedDict[Any, Any]) -> None:
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    def _address_entry(self, key: tuple[str, str]) -> _AddressEntry:
+        entry = self._addresses.get(key)
+        if entry is None:
+            entry = self._addresses[key] = _AddressEntry()
+            self._bound(self._addresses)
+        else:
+            self._addresses.move_to_end(key)
+        return entry
+
+    def _account_entry(self, name: str, now: datetime) -> _AccountEntry:
+        entry = self._accounts.get(name)
+        if entry is None or (now - entry.window_start >= self.lock_duration
+                             and (entry.locked_until is None or entry.locked_until <= now)):
+            entry = self._accounts[name] = _AccountEntry(window_start=now)
+            self._bound(self._accounts)
+        self._accounts.move_to_end(name)
+        return entry
+
+    @staticmethod
+    def _key(username: str, client_ip: str | None) -> tuple[str, str]:
+        return username.lower(), address_key(client_ip)
+
+    # ---------------------------------------------------------------------------------- API
+    def begin(self, username: str, client_ip: str | None, now: datetime) -> LoginAttempt | LoginRefusal:
+        """Admit an attempt at ``username`` from ``client_ip``, or say why not.  Synchronous, so that
+        concurrent attempts are counted before any of them is checked."""
+        key = self._key(username, client_ip)
+        entry = self._address_entry(key)
+        if entry.locked_until is not None:
+            if entry.locked_until > now:
+                return LoginRefusal("locked", entry.locked_until, _seconds(entry.locked_until - now))
+            entry.failures, entry.locked_until, entry.last_failure = 0, None, None  # a new series
+        elif (entry.last_failure is not None and entry.inflight == 0
+              and now - entry.last_failure >= self.lock_duration):
+            entry.failures, entry.last_failure = 0, None
+        settings = self.settings
+        if entry.failures + entry.inflight >= settings.login_lock_failures:
+            # the attempts in flight decide whether this address gets locked
+            return LoginRefusal("throttled", now + timedelta(seconds=1), 1)
+        if entry.failures >= settings.login_delay_failures:
+            assert entry.last_failure is not None
+            ready = entry.last_failure + timedelta(seconds=self.delay(entry.failures))
+            if entry.inflight:  # past the threshold, one attempt at a time
+                ready = max(ready, now + timedelta(seconds=1))
+            if ready > now:
+                return LoginRefusal("throttled", ready, _seconds(ready - now))
+        entry.inflight += 1
+        return LoginAttempt(self, key, entry)
+
+    def _failed(self, key: tuple[str, str], entry: _AddressEntry, now: datetime) -> LoginFailure:
+        entry.failures += 1
+        entry.last_failure = now
+        address_until = None
+        if entry.locked_until is None and entry.failures >= self.settings.login_lock_failures:
+            entry.locked_until = address_until = now + self.lock_duration
+        account = self._account_entry(key[0], now)
+        account.failures += 1
+        reached = account.failures >= self.settings.login_account_lock_failures
+        count = account.failures
+        if reached:  # the caller locks the account; the next window starts now
+            account.window_start, account.failures = now, 0
+        return LoginFailure(entry.failures, address_until, count, reached)
+
+    def _succeeded(self, key: tuple[str, str], entry: _AddressEntry) -> None:
+        entry.failures, entry.last_failure, entry.locked_until = 0, None, None
+        if entry.inflight == 0 and self._addresses.get(key) is entry:
+            del self._addresses[key]
+
+    def address_locked_until(self, username: str, client_ip: str | None, now: datetime) -> datetime | None:
+        """Until when ``client_ip`` is locked out of ``username`` (None: it is not)."""
+        entry = self._addresses.get(self._key(username, client_ip))
+        if entry is None or entry.locked_until is None or entry.locked_until <= now:
+            return None
+        return entry.locked_until
+
+    def unknown_locked_until(self, username: str, now: datetime) -> datetime | None:
+        """The account-wide lock of a name that does not exist."""
+        entry = self._accounts.get(username.lower())
+        if entry is None or entry.locked_until is None or entry.locked_until <= now:
+            return None
+        return entry.locked_until
+
+    def lock_unknown(self, username: str, until: datetime) -> None:
+        entry = self._account_entry(username.lower(), until - self.lock_duration)
+        entry.locked_until = until
+
+    def forget(self, username: str) -> None:
+        """Drop every per-address series of ``username`` (its password was reset by an administrator)."""
+        name = username.lower()
+        for key in [k for k in self._addresses if k[0] == name]:
+            del self._addresses[key]
+        self._accounts.pop(name, None)
+
+
+#: The former name of :class:`LoginThrottle` (it only counted names that do not exist).
+UnknownUserThrottle = LoginThrottle
+
+
+def _seconds(delta: timedelta) -> int:
+    return max(1, math.ceil(delta.total_seconds()))
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -180,13 +378,29 @@ def _bad_credentials() -> ApiError:
     )
 
 
-def _locked(until: datetime) -> ApiError:
+def _locked(until: datetime, *, address: bool = False) -> ApiError:
     minutes = max(1, int((until - utcnow()).total_seconds() + 59) // 60)
+    if address:
+        return ApiError(
+            423,
+            "account_locked",
+            f"此地址登录失败次数过多，该账户已对此地址锁定，请 {minutes} 分钟后再试 / too many failed logins "
+            f"from this address: the account is locked for it, try again in {minutes} minute(s)",
+        )
     return ApiError(
         423,
         "account_locked",
         f"登录失败次数过多，账户已锁定，请 {minutes} 分钟后再试 / "
         f"too many failed logins: the account is locked, try again in {minutes} minute(s)",
+    )
+
+
+def _throttled(retry_after: int) -> ApiError:
+    return ApiError(
+        429,
+        "login_throttled",
+        f"登录失败次数过多，请 {retry_after} 秒后再试 / too many failed logins: try again in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
     )
 
 
@@ -262,33 +476,58 @@ async def begin_write(session: AsyncSession) -> None:
 async def _record_failure(
     session: AsyncSession,
     user: User,
+    failure: LoginFailure,
     now: datetime,
-    *,
-    restart: bool = False,
-    on_recorded: Callable[[int, datetime | None], Awaitable[None]] | None = None,
+    lock_duration: timedelta,
+    on_recorded: Callable[[datetime | None], Awaitable[None]] | None = None,
 ) -> datetime | None:
-    """Count a wrong password (atomically); lock the account at the limit.  Commits.
-
-    ``restart``: the previous lock ran out, so this failure is the first of a new series.
-    ``on_recorded(count, locked_until)`` runs in the same transaction, before the commit (the audit
-    entry of the failure).
-    """
-    values: dict[str, Any] = {"failed_logins": User.failed_logins + 1, "updated_at": now}
-    if restart:
-        values.update(failed_logins=1, locked_until=None)
+    """Count a wrong password on the account (atomically: ``failed_logins`` since the last success,
+    from every address) and lock the account when ``failure`` reached the account-wide threshold.
+    Commits.  ``on_recorded(account_locked_until)`` runs in the same transaction, before the commit
+    (the audit entries of the failure).  Returns the account lock set now, or None."""
     await begin_write(session)
-    result = await session.execute(
-        update(User).where(User.id == user.id).values(**values).returning(User.failed_logins)
-    )
-    count = result.scalar_one()
+    await session.execute(update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1))
     until: datetime | None = None
-    if count >= MAX_FAILED_LOGINS:
-        until = now + LOCKOUT
+    if failure.account_threshold:
+        until = now + lock_duration
         await session.execute(update(User).where(User.id == user.id).values(locked_until=until))
     if on_recorded is not None:
-        await on_recorded(count, until)
+        await on_recorded(until)
     await session.commit()
     return until
+
+
+async def _admin_may_bypass(session: AsyncSession, user: User, client_ip: str | None, settings: Settings) -> bool:
+    """Whether ``user`` logs in despite an account-wide lock: an enabled administrator (a holder of the
+    built-in role, inside its validity window) from ``settings.admin_networks`` (empty: loopback)."""
+    networks = parse_networks(settings.admin_networks) or LOOPBACK
+    if not in_networks(client_ip, networks):
+        return False
+    if user.disabled or _validity_error(user, utcnow(), 403) is not None:
+        return False
+    held = (
+        await session.execute(
+            select(UserRole.user_id)
+            .join(Role, Role.id == UserRole.role_id)
+            .where(UserRole.user_id == user.id, Role.builtin.is_(True))
+            .limit(1)
+        )
+    ).first()
+    if session.in_transaction():
+        await session.commit()
+    return held is not None
+
+
+async def _account_lock(
+    session: AsyncSession, user: User, client_ip: str | None, settings: Settings, now: datetime
+) -> datetime | None:
+    """The account-wide lock that applies to this attempt (None: none, or an administrator at home)."""
+    if user.locked_until is None or user.locked_until <= now:
+        return None
+    if await _admin_may_bypass(session, user, client_ip, settings):
+        log.info("login.admin_lock_bypass", username=user.username, client_ip=client_ip)
+        return None
+    return user.locked_until
 
 
 # ------------------------------------------------------------------------------------------ audit
@@ -332,6 +571,53 @@ def _as_actor(user: User) -> Any:
     return Actor.user(user)
 
 
+async def _refused(
+    refusal: LoginRefusal,
+    *,
+    session: AsyncSession,
+    audit: AuditLog | None,
+    actor: Any,
+    target_user: User | None,
+    client_ip: str | None,
+    username: str,
+    audited: bool,
+) -> ApiError:
+    """The answer to an attempt refused before its password was checked.  With ``audited``, an address
+    lock is on the audit log (``auth.login_failed``, reason ``locked``); throttling is only logged."""
+    if refusal.kind == "locked":
+        log.info("login.refused", username=username if target_user else None, client_ip=client_ip,
+                 reason="address_locked")
+        if audited:
+            await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=target_user,
+                               client_ip=client_ip,
+                               detail={"reason": "locked", "scope": "address", "locked_until": refusal.until})
+        return _locked(refusal.until, address=True)
+    log.info("login.throttled", username=username if target_user else None, client_ip=client_ip,
+             retry_after=refusal.retry_after)
+    return _throttled(refusal.retry_after)
+
+
+def _failure_audits(
+    failure: LoginFailure,
+    account_until: datetime | None,
+    *,
+    reason: str,
+    failed_action: str,
+    window_minutes: float,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(action, detail) of the audit entries of one wrong password."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    if failure.address_locked_until is not None:
+        out.append(("auth.lockout", {"reason": reason, "scope": "address", "failed_logins": failure.address_failures,
+                                     "locked_until": failure.address_locked_until}))
+    else:
+        out.append((failed_action, {"reason": reason, "failed_logins": failure.address_failures}))
+    if account_until is not None:
+        out.append(("auth.lockout", {"reason": reason, "scope": "account", "failures": failure.account_failures,
+                                     "window_minutes": window_minutes, "locked_until": account_until}))
+    return out
+
+
 async def login(
     session: AsyncSession,
     username: str,
@@ -339,107 +625,144 @@ async def login(
     *,
     ttl: timedelta,
     client_ip: str | None,
-    throttle: UnknownUserThrottle,
+    throttle: LoginThrottle,
     audit: AuditLog | None = None,
 ) -> LoginResult:
-    """Check the credentials and issue a token, or raise :class:`ApiError` (401/403/423).
+    """Check the credentials and issue a token, or raise :class:`ApiError` (401/403/423/429).
 
-    With ``audit``, every outcome is on the audit log, in the same transaction as its effect:
-    ``auth.login``, ``auth.login_failed`` (reason ``unknown_user``, ``bad_credentials``, ``locked``,
-    ``disabled``, ``account_expired``, ``account_not_yet_valid``) or ``auth.lockout`` (the failure that locks the account).  A user name that does not
-    exist is not recorded (it may be a password typed into the wrong field)."""
+    With ``audit``, every outcome but throttling is on the audit log, in the same transaction as its
+    effect: ``auth.login``, ``auth.login_failed`` (reason ``unknown_user``, ``bad_credentials``,
+    ``locked``, ``disabled``, ``account_expired``, ``account_not_yet_valid``) or ``auth.lockout`` (a
+    failure that locks the address out of the account, detail ``scope: address``, or the account itself,
+    ``scope: account``).  A user name that does not exist is not recorded (it may be a password typed
+    into the wrong field)."""
+    settings = throttle.settings
     now = utcnow()
-    user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
-    await session.commit()  # no snapshot held while argon2 runs
+    admitted = throttle.begin(username, client_ip, now)  # before any await: concurrent attempts count
+    try:
+        if isinstance(admitted, LoginRefusal) and admitted.kind == "throttled":  # cheap: no database
+            raise await _refused(admitted, session=session, audit=audit, actor=None, target_user=None,
+                                 client_ip=client_ip, username=username, audited=False)
+        user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
+        await session.commit()  # no snapshot held while argon2 runs
+        actor = _anonymous()
 
-    if user is None:
-        until = throttle.locked_until(username, now)
-        if until is not None:
-            await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=None,
-                               client_ip=client_ip, detail={"reason": "locked", "locked_until": until})
-            raise _locked(until)
-        await _burn_verify(password)
-        until = throttle.failed(username, now)
-        # The name is not logged: a user who typed their password into the name field.
-        log.info("login.failed", client_ip=client_ip, reason="unknown_user")
-        if until is not None:
-            await _audit_alone(audit, session, "auth.lockout", actor=_anonymous(), target_user=None,
-                               client_ip=client_ip, detail={"reason": "unknown_user", "locked_until": until})
-            raise _locked(until)
-        await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=None,
-                           client_ip=client_ip, detail={"reason": "unknown_user"})
-        raise _bad_credentials()
+        if isinstance(admitted, LoginRefusal):
+            raise await _refused(admitted, session=session, audit=audit, actor=actor, target_user=user,
+                                 client_ip=client_ip, username=username, audited=True)
+        attempt = admitted
 
-    if user.locked_until is not None and user.locked_until > now:
-        log.info("login.refused", username=username, client_ip=client_ip, reason="locked")
-        await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=user,
-                           client_ip=client_ip, detail={"reason": "locked", "locked_until": user.locked_until})
-        raise _locked(user.locked_until)
-    lock_ran_out = user.locked_until is not None
-
-    ok, needs_rehash = await asyncio.to_thread(_verify_sync, user.password_hash, password)
-    if not ok:
-
-        async def audit_failure(count: int, until: datetime | None) -> None:
+        if user is None:
+            until = throttle.unknown_locked_until(username, now)
             if until is not None:
-                await _audit(audit, session, "auth.lockout", actor=_anonymous(), target_user=user,
-                             client_ip=client_ip,
-                             detail={"reason": "bad_credentials", "failed_logins": count, "locked_until": until})
-            else:
-                await _audit(audit, session, "auth.login_failed", actor=_anonymous(), target_user=user,
-                             client_ip=client_ip, detail={"reason": "bad_credentials", "failed_logins": count})
+                await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=None,
+                                   client_ip=client_ip,
+                                   detail={"reason": "locked", "scope": "account", "locked_until": until})
+                raise _locked(until)
+            await _burn_verify(password)
+            failed_at = utcnow()
+            failure = attempt.failed(failed_at)
+            account_until = None
+            if failure.account_threshold:
+                account_until = failed_at + throttle.lock_duration
+                throttle.lock_unknown(username, account_until)
+            # The name is not logged: a user who typed their password into the name field.
+            log.info("login.failed", client_ip=client_ip, reason="unknown_user")
+            if audit is not None:
+                await begin_write(session)
+                for action, detail in _failure_audits(failure, account_until, reason="unknown_user",
+                                                      failed_action="auth.login_failed",
+                                                      window_minutes=settings.login_lock_minutes):
+                    await _audit(audit, session, action, actor=actor, target_user=None, client_ip=client_ip,
+                                 detail=detail)
+                await session.commit()
+            if failure.address_locked_until is not None:
+                raise _locked(failure.address_locked_until, address=True)
+            if account_until is not None:
+                raise _locked(account_until)
+            raise _bad_credentials()
 
-        until = await _record_failure(session, user, utcnow(), restart=lock_ran_out, on_recorded=audit_failure)
-        log.info("login.failed", username=username, client_ip=client_ip, reason="bad_credentials",
-                 locked=until is not None)
-        if until is not None:
-            raise _locked(until)
-        raise _bad_credentials()
+        account_until = await _account_lock(session, user, client_ip, settings, now)
+        if account_until is not None:
+            log.info("login.refused", username=username, client_ip=client_ip, reason="locked")
+            await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=user,
+                               client_ip=client_ip,
+                               detail={"reason": "locked", "scope": "account", "locked_until": account_until})
+            raise _locked(account_until)
 
-    if user.disabled:
-        log.info("login.refused", username=username, client_ip=client_ip, reason="disabled")
-        await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=user,
-                           client_ip=client_ip, detail={"reason": "disabled"})
-        raise ApiError(403, "account_disabled", "账户已停用，请联系管理员 / the account is disabled")
+        ok, needs_rehash = await asyncio.to_thread(_verify_sync, user.password_hash, password)
+        if not ok:
+            failed_at = utcnow()
+            failure = attempt.failed(failed_at)
 
-    outside = _validity_error(user, now, 403)
-    if outside is not None:
-        log.info("login.refused", username=username, client_ip=client_ip, reason=outside.error)
-        await _audit_alone(audit, session, "auth.login_failed", actor=_anonymous(), target_user=user,
-                           client_ip=client_ip, detail={"reason": outside.error})
-        raise outside
+            async def audit_failure(account_until: datetime | None) -> None:
+                for action, detail in _failure_audits(failure, account_until, reason="bad_credentials",
+                                                      failed_action="auth.login_failed",
+                                                      window_minutes=settings.login_lock_minutes):
+                    await _audit(audit, session, action, actor=actor, target_user=user, client_ip=client_ip,
+                                 detail=detail)
 
-    new_hash = await hash_password(password) if needs_rehash else None
-    await begin_write(session)
-    now = utcnow()
-    if new_hash is not None:
-        user.password_hash = new_hash
-    user.failed_logins = 0
-    user.locked_until = None
-    token = new_token()
-    expires_at = now + ttl
-    token_row = AuthToken(
-        token_hash=hash_token(token),
-        user_id=user.id,
-        created_at=now,
-        expires_at=expires_at,
-        client_ip=client_ip,
-    )
-    session.add(token_row)
-    if audit is not None:
-        await session.flush()  # the token row's id, for the audit entry
-        await _audit(audit, session, "auth.login", actor=_as_actor(user), target_user=user, client_ip=client_ip,
-                     detail={"token_id": token_row.id, "expires_at": expires_at})
-    # Housekeeping: this user's tokens that stopped working a while ago.
-    await session.execute(
-        delete(AuthToken).where(
-            AuthToken.user_id == user.id,
-            AuthToken.expires_at < now - TOKEN_RETENTION,
+            account_until = await _record_failure(session, user, failure, failed_at, throttle.lock_duration,
+                                                  on_recorded=audit_failure)
+            log.info("login.failed", username=username, client_ip=client_ip, reason="bad_credentials",
+                     address_failures=failure.address_failures, account_failures=failure.account_failures,
+                     address_locked=failure.address_locked_until is not None, account_locked=account_until is not None)
+            if failure.address_locked_until is not None:
+                raise _locked(failure.address_locked_until, address=True)
+            if account_until is not None and await _account_lock(session, user, client_ip, settings, failed_at):
+                raise _locked(account_until)
+            raise _bad_credentials()
+
+        if user.disabled:
+            log.info("login.refused", username=username, client_ip=client_ip, reason="disabled")
+            await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=user,
+                               client_ip=client_ip, detail={"reason": "disabled"})
+            raise ApiError(403, "account_disabled", "账户已停用，请联系管理员 / the account is disabled")
+
+        outside = _validity_error(user, now, 403)
+        if outside is not None:
+            log.info("login.refused", username=username, client_ip=client_ip, reason=outside.error)
+            await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=user,
+                               client_ip=client_ip, detail={"reason": outside.error})
+            raise outside
+
+        attempt.succeeded()
+        new_hash = await hash_password(password) if needs_rehash else None
+        await begin_write(session)
+        now = utcnow()
+        if new_hash is not None:
+            user.password_hash = new_hash
+        user.failed_logins = 0
+        if user.locked_until is not None and user.locked_until <= now:
+            # An administrator let in despite an account-wide lock leaves it in place for the others.
+            user.locked_until = None
+        token = new_token()
+        expires_at = now + ttl
+        token_row = AuthToken(
+            token_hash=hash_token(token),
+            user_id=user.id,
+            created_at=now,
+            expires_at=expires_at,
+            client_ip=client_ip,
         )
-    )
-    await session.commit()
-    log.info("login.ok", username=username, user_id=user.id, client_ip=client_ip)
-    return LoginResult(token=token, expires_at=expires_at, user=user)
+        session.add(token_row)
+        if audit is not None:
+            await session.flush()  # the token row's id, for the audit entry
+            await _audit(audit, session, "auth.login", actor=_as_actor(user), target_user=user,
+                         client_ip=client_ip, detail={"token_id": token_row.id, "expires_at": expires_at})
+        # Housekeeping: this user's tokens that stopped working a while ago.
+        await session.execute(
+            delete(AuthToken).where(
+                AuthToken.user_id == user.id,
+                AuthToken.expires_at < now - TOKEN_RETENTION,
+            )
+        )
+        await session.commit()
+        log.info("login.ok", username=username, user_id=user.id, client_ip=client_ip)
+        return LoginResult(token=token, expires_at=expires_at, user=user)
+    finally:
+        if isinstance(admitted, LoginAttempt):
+            admitted.release()
 
 
 async def resolve_token(session: AsyncSession, token: str) -> AuthContext:
@@ -493,39 +816,65 @@ async def change_password(
     *,
     audit: AuditLog | None = None,
     client_ip: str | None = None,
+    throttle: LoginThrottle | None = None,
 ) -> User:
     """Change the caller's password; revokes every other token of the user.
 
-    A wrong old password counts as a failed login (so a stolen token cannot be used to guess the
-    password) and answers 403; a weak or unchanged new password answers 422.  With ``audit``:
-    ``user.password_change``, or ``user.password_change_failed`` / ``auth.lockout`` for a wrong old
-    password, in the same transaction.
+    A wrong old password counts as a failed login from ``client_ip`` (so a stolen token cannot be used
+    to guess the password: the same ``throttle`` delays and locks apply, 429/423) and answers 403; a weak
+    or unchanged new password answers 422.  With ``audit``: ``user.password_change``, or
+    ``user.password_change_failed`` / ``auth.lockout`` for a wrong old password, in the same transaction.
     """
     now = utcnow()
     user = ctx.user
-    if user.locked_until is not None and user.locked_until > now:
-        raise _locked(user.locked_until)
+    admitted = throttle.begin(user.username, client_ip, now) if throttle is not None else None
+    try:
+        if isinstance(admitted, LoginRefusal):
+            raise await _refused(admitted, session=session, audit=audit, actor=_as_actor(user), target_user=user,
+                                 client_ip=client_ip, username=user.username, audited=False)
+        if throttle is not None:
+            account_until = await _account_lock(session, user, client_ip, throttle.settings, now)
+        else:
+            account_until = user.locked_until if user.locked_until is not None and user.locked_until > now else None
+        if account_until is not None:
+            raise _locked(account_until)
 
-    if session.in_transaction():
-        await session.commit()  # no snapshot held while argon2 runs
-    ok, _ = await asyncio.to_thread(_verify_sync, user.password_hash, old_password)
-    if not ok:
+        if session.in_transaction():
+            await session.commit()  # no snapshot held while argon2 runs
+        ok, _ = await asyncio.to_thread(_verify_sync, user.password_hash, old_password)
+        if not ok:
+            if admitted is None:  # no throttle (a caller outside the portal): count on the account only
+                failure = LoginFailure(user.failed_logins + 1, None, user.failed_logins + 1, False)
+                lock_duration = timedelta(0)
+                window = 0.0
+            else:
+                failure = admitted.failed(utcnow())
+                lock_duration = throttle.lock_duration  # type: ignore[union-attr]
+                window = throttle.settings.login_lock_minutes  # type: ignore[union-attr]
 
-        async def audit_failure(count: int, until: datetime | None) -> None:
-            action = "auth.lockout" if until is not None else "user.password_change_failed"
-            detail: dict[str, Any] = {"reason": "wrong_old_password", "failed_logins": count}
-            if until is not None:
-                detail["locked_until"] = until
-            await _audit(audit, session, action, actor=_as_actor(user), target_user=user, client_ip=client_ip,
-                         detail=detail)
+            async def audit_failure(account_until: datetime | None) -> None:
+                for action, detail in _failure_audits(failure, account_until, reason="wrong_old_password",
+                                                      failed_action="user.password_change_failed",
+                                                      window_minutes=window):
+                    await _audit(audit, session, action, actor=_as_actor(user), target_user=user,
+                                 client_ip=client_ip, detail=detail)
 
-        until = await _record_failure(
-            session, user, now, restart=user.locked_until is not None, on_recorded=audit_failure
-        )
-        log.info("password.change_failed", username=user.username, reason="wrong_old_password")
-        if until is not None:
-            raise _locked(until)
-        raise ApiError(403, "wrong_password", "原密码错误 / the old password is wrong")
+            account_until = await _record_failure(session, user, failure, now, lock_duration,
+                                                  on_recorded=audit_failure)
+            log.info("password.change_failed", username=user.username, reason="wrong_old_password",
+                     address_failures=failure.address_failures)
+            if failure.address_locked_until is not None:
+                raise _locked(failure.address_locked_until, address=True)
+            if account_until is not None and throttle is not None and await _account_lock(
+                session, user, client_ip, throttle.settings, now
+            ):
+                raise _locked(account_until)
+            raise ApiError(403, "wrong_password", "原密码错误 / the old password is wrong")
+        if isinstance(admitted, LoginAttempt):
+            admitted.succeeded()
+    finally:
+        if isinstance(admitted, LoginAttempt):
+            admitted.release()
 
     if new_password == old_password:
         raise ApiError(

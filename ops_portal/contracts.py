@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gbops.db import Base, UtcDateTime, utcnow
+from gbops.ids import ChannelRef
 
 if TYPE_CHECKING:
     from ops_portal.access import Scope
@@ -32,6 +33,7 @@ __all__ = [
     "RATE_RULES",
     "Contract",
     "ContractError",
+    "contract_channel_refs",
     "contract_for_channel",
     "contract_scope",
     "contracts_for_channel",
@@ -170,13 +172,38 @@ async def org_descendants(session: AsyncSession, roots: Iterable[int]) -> frozen
 @dataclass(frozen=True)
 class _ScopeParts:
     org_node_ids: frozenset[int]
-    channel_ids: frozenset[str]
+    channel_refs: frozenset[ChannelRef]
+
+
+async def contract_channel_refs(session: AsyncSession, contract: Contract) -> frozenset[ChannelRef]:
+    """The channels a contract lists, as (device id, channel id).  An entry ``"device_id/channel_id"`` names
+    one camera; a bare channel id (contracts written before issue 11) covers every device reporting that
+    id, resolved now (a contract is a service scope, not an access grant)."""
+    from device_registry.models import Channel
+
+    refs: set[ChannelRef] = set()
+    bare: list[str] = []
+    for entry in contract.channel_ids or []:
+        text = str(entry)
+        if "/" in text:
+            try:
+                refs.add(ChannelRef.parse(text))
+            except ValueError:
+                continue
+        else:
+            bare.append(text)
+    if bare:
+        rows = await session.execute(
+            select(Channel.device_id, Channel.channel_id).where(Channel.channel_id.in_(sorted(set(bare))))
+        )
+        refs.update(ChannelRef(d, c) for d, c in rows)
+    return frozenset(refs)
 
 
 async def _scope_parts(session: AsyncSession, contract: Contract) -> _ScopeParts:
     return _ScopeParts(
         org_node_ids=await org_descendants(session, [int(n) for n in contract.org_node_ids or []]),
-        channel_ids=frozenset(str(c) for c in contract.channel_ids or []),
+        channel_refs=await contract_channel_refs(session, contract),
     )
 
 
@@ -189,41 +216,45 @@ async def contract_scope(session: AsyncSession, contract_id: int) -> Scope | Non
     if contract is None:
         return None
     parts = await _scope_parts(session, contract)
-    return Scope(all=False, org_node_ids=parts.org_node_ids, channel_ids=parts.channel_ids)
+    return Scope(all=False, org_node_ids=parts.org_node_ids, channel_refs=parts.channel_refs)
 
 
-def _covers(parts: _ScopeParts, channel_id: str, channel_org: int | None, device_org: int | None) -> bool:
-    if channel_id in parts.channel_ids:
+def _covers(parts: _ScopeParts, ref: ChannelRef, channel_org: int | None, device_org: int | None) -> bool:
+    if ref in parts.channel_refs:
         return True
     return (channel_org is not None and channel_org in parts.org_node_ids) or (
         device_org is not None and device_org in parts.org_node_ids
     )
 
 
-async def contracts_for_channel(session: AsyncSession, channel_id: str, at: datetime) -> list[Contract]:
-    """Contracts in force at ``at`` whose scope covers ``channel_id`` (lowest id first)."""
+async def contracts_for_channel(session: AsyncSession, channel: ChannelRef, at: datetime) -> list[Contract]:
+    """Contracts in force at ``at`` whose scope covers ``channel`` (that device's channel; lowest id first)."""
     from device_registry.models import Channel, Device
 
+    ref = ChannelRef(*channel)
     row = (
         await session.execute(
             select(Channel.org_node_id, Device.org_node_id)
             .join(Device, Device.device_id == Channel.device_id)
-            .where(Channel.channel_id == channel_id)
-            .order_by(Channel.removed, Channel.id)
+            .where(Channel.device_id == ref.device_id, Channel.channel_id == ref.channel_id)
             .limit(1)
         )
     ).first()
-    channel_org, device_org = (row[0], row[1]) if row is not None else (None, None)
+    if row is not None:
+        channel_org, device_org = row[0], row[1]
+    else:  # the channel is gone: its device's node still says where it was
+        channel_org = None
+        device_org = await session.scalar(select(Device.org_node_id).where(Device.device_id == ref.device_id))
     found = []
     for contract in await list_contracts(session, at=at):
-        if _covers(await _scope_parts(session, contract), channel_id, channel_org, device_org):
+        if _covers(await _scope_parts(session, contract), ref, channel_org, device_org):
             found.append(contract)
     return found
 
 
-async def contract_for_channel(session: AsyncSession, channel_id: str, at: datetime) -> Contract | None:
-    """The contract covering ``channel_id`` at ``at``; when several do, the strictest repair limit wins."""
-    found = await contracts_for_channel(session, channel_id, at)
+async def contract_for_channel(session: AsyncSession, channel: ChannelRef, at: datetime) -> Contract | None:
+    """The contract covering ``channel`` at ``at``; when several do, the strictest repair limit wins."""
+    found = await contracts_for_channel(session, channel, at)
     if not found:
         return None
     return min(found, key=lambda c: (c.repair_limit_hours, c.id))

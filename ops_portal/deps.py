@@ -8,8 +8,10 @@
 * :data:`AccessDep` - the caller's :class:`~ops_portal.access.Access` (permissions, roles, data scope),
   resolved once per request.
 * :func:`require_permission` - a route's declared permission: 403 ``forbidden`` without it.
-* :data:`ScopedChannel` / :data:`ScopedDevice` - a ``{channel_id}`` / ``{device_id}`` path parameter that
-  is checked against the caller's scope before the request body is even validated.
+* :data:`ScopedChannel` / :data:`ScopedDevice` - the channel of the path as a checked
+  :class:`~gbops.ids.ChannelRef` (``/api/devices/{device_id}/channels/{channel_id}`` or the shorthand
+  ``/api/channels/{channel_id}``, 409 ``ambiguous_channel`` when not unique) / a ``{device_id}`` path
+  parameter, checked against the caller's scope before the request body is even validated.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gbops.ids import ChannelRef
 from gbops.settings import Settings
-from ops_portal.access import Access, ensure_channel, ensure_device, load_access
+from ops_portal.access import Access, ensure_channel, ensure_device, load_access, resolve_channel
 from ops_portal.auth import AuthContext, UnknownUserThrottle, not_authenticated, resolve_token
 from ops_portal.models import User
 from ops_portal.schemas import ApiError
@@ -30,6 +33,7 @@ from ops_portal.schemas import ApiError
 __all__ = [
     "PERMISSIONS",
     "AccessDep",
+    "DEVICE_PATH",
     "ScopedChannel",
     "ScopedDevice",
     "PERMISSION_CATALOGUE",
@@ -43,6 +47,7 @@ __all__ = [
     "SipDep",
     "ThrottleDep",
     "client_ip",
+    "device_channel_path",
     "require_permission",
 ]
 
@@ -84,7 +89,15 @@ AuditDep = Annotated[Any | None, Depends(_audit)]
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client is not None else None
+    """The client's address: the peer, or - only when the peer is one of ``GBOPS_TRUSTED_PROXIES`` -
+    the right-most address of ``X-Forwarded-For`` that is not a trusted proxy (what the audit log,
+    the watermark and login throttling use)."""
+    from ops_portal.http_limits import forwarded_client_ip
+
+    peer = request.client.host if request.client is not None else None
+    settings = getattr(request.app.state, "settings", None)
+    trusted = settings.trusted_proxies if settings is not None else ""
+    return forwarded_client_ip(peer, request.headers.getlist("x-forwarded-for"), trusted)
 
 
 # ------------------------------------------------------------------------------------------ auth
@@ -96,12 +109,16 @@ _bearer = HTTPBearer(
 
 
 async def _authenticate(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AuthContext:
     if credentials is None or not credentials.credentials:
         raise not_authenticated()
-    return await resolve_token(session, credentials.credentials)
+    ctx = await resolve_token(session, credentials.credentials)
+    # Who is calling, for what happens outside the route (the access.denied audit of a 403).
+    request.state.user = ctx.user
+    return ctx
 
 
 AnyAuth = Annotated[AuthContext, Depends(_authenticate)]
@@ -186,25 +203,57 @@ def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, Use
 
 
 # ------------------------------------------------------------------------------------------ scope
+ChannelIdPath = Annotated[str, Path(min_length=1, max_length=32, description="通道编码 / channel id")]
+DeviceIdPath = Annotated[str, Path(min_length=1, max_length=32, description="GB/T 28181 设备编码 / device id")]
+
+
 async def _scoped_channel(
     access: AccessDep,
     registry: RegistryDep,
-    channel_id: Annotated[str, Path(min_length=1, max_length=32, description="通道编码 / channel id")],
-) -> str:
-    await ensure_channel(access, registry, channel_id)
-    return channel_id
+    request: Request,
+    channel_id: ChannelIdPath,
+) -> ChannelRef:
+    """Both path forms of a channel route.  ``/api/devices/{device_id}/channels/{channel_id}/...`` names
+    exactly that device's channel; the shorthand ``/api/channels/{channel_id}/...`` resolves the id among
+    the caller's visible channels: one -> that channel, several -> 409 ``ambiguous_channel`` listing only
+    the caller's devices, none -> 403 (404 with the full scope)."""
+    device_id = request.path_params.get("device_id")
+    if device_id is None:
+        return await resolve_channel(access, registry, channel_id)
+    ref = ChannelRef(str(device_id), channel_id)
+    await ensure_channel(access, registry, ref)
+    return ref
+
+
+def _device_path(device_id: DeviceIdPath) -> str:
+    """Declares (and validates) ``{device_id}`` on the ``/api/devices/{device_id}/channels/{channel_id}``
+    form of a channel route; :func:`_scoped_channel` reads it."""
+    return device_id
 
 
 async def _scoped_device(
     access: AccessDep,
     registry: RegistryDep,
-    device_id: Annotated[str, Path(min_length=1, max_length=32, description="GB/T 28181 设备编码 / device id")],
+    device_id: DeviceIdPath,
 ) -> str:
     await ensure_device(access, registry, device_id)
     return device_id
 
 
-#: The ``{channel_id}`` of the path, once checked against the caller's scope (403 ``channel_forbidden``).
-ScopedChannel = Annotated[str, Depends(_scoped_channel)]
+#: The channel of the path (:class:`gbops.ids.ChannelRef`), checked against the caller's scope (403
+#: ``channel_forbidden``), from ``/api/devices/{device_id}/channels/{channel_id}/...`` or from the shorthand
+#: ``/api/channels/{channel_id}/...`` (409 ``ambiguous_channel`` when several visible devices have the id).
+#: A route takes both forms by stacking two decorators, the device form with ``dependencies=[DEVICE_PATH]``.
+ScopedChannel = Annotated[ChannelRef, Depends(_scoped_channel)]
+#: Put in ``dependencies=`` of the ``/api/devices/{device_id}/channels/{channel_id}/...`` form of a route.
+DEVICE_PATH = Depends(_device_path)
 #: The ``{device_id}`` of the path, once checked against the caller's scope (403 ``device_forbidden``).
 ScopedDevice = Annotated[str, Depends(_scoped_device)]
+
+
+def device_channel_path(path: str) -> str:
+    """``/api/channels/{channel_id}/live`` -> ``/api/devices/{device_id}/channels/{channel_id}/live``."""
+    prefix = "/api/channels/{channel_id}"
+    if not path.startswith(prefix):
+        raise ValueError(f"not a channel route: {path}")
+    return "/api/devices/{device_id}/channels/{channel_id}" + path[len(prefix):]

@@ -2,7 +2,8 @@
 
 A role grants permissions (names from :data:`ops_portal.deps.PERMISSION_CATALOGUE`: system
 administration and system functions) and a data scope (organisation nodes, their descendants
-included, and/or explicit channel ids; or everything with ``full_scope``).  A user holds any number
+included, and/or explicit channels, each named by device id and channel id; or everything with
+``full_scope``).  A user holds any number
 of roles; what the user may do is the union over them (see :mod:`ops_portal.access`).
 """
 
@@ -15,7 +16,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from gbops.db import Base, UtcDateTime, utcnow
 
-__all__ = ["AuthToken", "Role", "RoleChannel", "RoleOrgNode", "RolePermission", "User", "UserRole"]
+__all__ = [
+    "AuthToken", "GrantSplit", "Role", "RoleChannel", "RoleOrgNode", "RolePermission", "User", "UserRole",
+]
 
 #: PTZ control levels: 1 (lowest priority) .. 9 (highest).
 PTZ_LEVEL_MIN, PTZ_LEVEL_MAX, PTZ_LEVEL_DEFAULT = 1, 9, 5
@@ -97,12 +100,31 @@ class RoleOrgNode(Base):
 
 
 class RoleChannel(Base):
-    """A channel (GB/T 28181 id) granted explicitly by a role."""
+    """A channel granted explicitly by a role: that device's channel (a channel id is unique only within
+    its device).  ``device_id`` '' marks a grant that migration 0007 could not resolve (no device had the
+    id then): kept so that nothing is lost, it matches no channel."""
 
     __tablename__ = "role_channels"
 
     role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     channel_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class GrantSplit(Base):
+    """A grant on a bare channel id that migration 0007 split into one grant per device having that id
+    (or kept unresolved).  The platform writes one ``role.grant_split`` audit entry per row at its next
+    start (the audit log does not exist while migrations run) and sets ``audited_at``."""
+
+    __tablename__ = "role_channel_splits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    role_id: Mapped[int] = mapped_column(Integer)
+    role_name: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[str] = mapped_column(String(32))
+    device_ids: Mapped[str] = mapped_column(Text)  # JSON list; [] when no device had the id (kept as '')
+    split_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    audited_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class UserRole(Base):

@@ -54,6 +54,10 @@ class ErrorOut(BaseModel):
     details: list[dict[str, Any]] | None = Field(
         default=None, description="validation errors only: where and what (never the input values)"
     )
+    devices: list[str] | None = Field(
+        default=None,
+        description="ambiguous_channel only: the devices (visible to the caller) that report this channel id",
+    )
 
 
 class ApiError(Exception):
@@ -67,6 +71,7 @@ class ApiError(Exception):
         *,
         headers: dict[str, str] | None = None,
         details: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status_code} {error}: {message}")
         self.status_code = status_code
@@ -74,11 +79,15 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers
         self.details = details
+        #: further fields of the body (named in :class:`ErrorOut`), e.g. ``devices`` of ambiguous_channel
+        self.extra = extra
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.error, "message": self.message}
         if self.details is not None:
             out["details"] = self.details
+        if self.extra:
+            out.update(self.extra)
         return out
 
 
@@ -166,6 +175,7 @@ class ChannelOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     channel_id: str
+    device_id: str | None = None
     name: str | None = None
     status: str | None = None
     online: bool
@@ -240,6 +250,26 @@ PtzLevel = Annotated[int, Field(ge=1, le=9, description="云台控制级别 1-9�
 NodeId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 RoleId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 ChannelIdStr = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_-]+$")]
+
+
+class ChannelRefIn(BaseModel):
+    """One camera: the device that reports it and its channel id (unique only within the device)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: ChannelIdStr
+    channel_id: ChannelIdStr
+
+
+class ChannelRefOut(BaseModel):
+    device_id: str = Field(description="'' : 迁移时未能确定设备的旧授权（不匹配任何通道）/ a grant migration "
+                                       "could not resolve to a device (matches no channel)")
+    channel_id: str
+
+
+#: A channel in a request: ``{"device_id", "channel_id"}``, or a bare channel id when it names one channel
+#: (409 ``ambiguous_channel`` otherwise).
+ChannelItemIn = ChannelRefIn | ChannelIdStr
 
 
 class UserDetailOut(BaseModel):
@@ -340,7 +370,8 @@ class RoleOut(BaseModel):
     full_scope: bool
     permissions: list[str]
     org_node_ids: list[int]
-    channel_ids: list[str]
+    channels: list[ChannelRefOut] = Field(description="显式授权的通道（设备 + 通道编码）/ channels granted one "
+                                          "by one (device and channel id)")
     user_count: int
     created_at: UtcTime
     updated_at: UtcTime
@@ -348,6 +379,10 @@ class RoleOut(BaseModel):
 
 class RoleList(BaseModel):
     items: list[RoleOut]
+
+
+_CHANNELS_DOC = ("通道：{device_id, channel_id}，或唯一的通道编码 / channels: {device_id, channel_id}, or a "
+                 "channel id that names one channel (409 ambiguous_channel otherwise)")
 
 
 class RoleCreateRequest(BaseModel):
@@ -358,7 +393,9 @@ class RoleCreateRequest(BaseModel):
     permissions: list[str] = Field(default_factory=list, max_length=100)
     full_scope: bool = False
     org_node_ids: list[NodeId] = Field(default_factory=list, max_length=10_000)
-    channel_ids: list[ChannelIdStr] = Field(default_factory=list, max_length=100_000)
+    channels: list[ChannelItemIn] = Field(default_factory=list, max_length=100_000, description=_CHANNELS_DOC)
+    channel_ids: list[ChannelItemIn] = Field(default_factory=list, max_length=100_000,
+                                             description="旧名称，同 channels / former name of channels")
 
 
 class RoleUpdateRequest(BaseModel):
@@ -369,7 +406,9 @@ class RoleUpdateRequest(BaseModel):
     permissions: list[str] | None = Field(default=None, max_length=100)
     full_scope: bool | None = None
     org_node_ids: list[NodeId] | None = Field(default=None, max_length=10_000)
-    channel_ids: list[ChannelIdStr] | None = Field(default=None, max_length=100_000)
+    channels: list[ChannelItemIn] | None = Field(default=None, max_length=100_000, description=_CHANNELS_DOC)
+    channel_ids: list[ChannelItemIn] | None = Field(default=None, max_length=100_000,
+                                                    description="旧名称，同 channels / former name of channels")
 
 
 class AccessMeOut(BaseModel):
@@ -382,7 +421,10 @@ class AccessMeOut(BaseModel):
     roles: list[str]
     full_scope: bool
     org_node_ids: list[int] = Field(description="授权节点（含下级）/ granted nodes, descendants included")
-    channel_ids: list[str]
+    channels: list[ChannelRefOut] = Field(default_factory=list, description="显式授权的通道 / channels granted "
+                                          "one by one")
+    channel_ids: list[str] = Field(default_factory=list, description="the ids of `channels` (not unique across "
+                                   "devices: use `channels`)")
     ptz_level: int
     valid_until: UtcTime | None = None
 
@@ -475,7 +517,9 @@ class OrgMembersRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device_ids: list[ChannelIdStr] = Field(default_factory=list, max_length=10_000)
-    channel_ids: list[ChannelIdStr] = Field(default_factory=list, max_length=10_000)
+    channels: list[ChannelItemIn] = Field(default_factory=list, max_length=10_000, description=_CHANNELS_DOC)
+    channel_ids: list[ChannelItemIn] = Field(default_factory=list, max_length=10_000,
+                                             description="旧名称，同 channels / former name of channels")
 
 
 class OrgMembersOut(BaseModel):

@@ -49,6 +49,60 @@ def _addr(addr: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def parse_host_port(value: str, default_port: int = 0) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port); port ``default_port`` when absent."""
+    text = value.strip()
+    if not text:
+        raise ValueError("empty address")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"bad address {value!r}")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""  # a bare name, an IPv4 address or an unbracketed IPv6 address
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"bad address {value!r}: host[:port] expected")
+    return host, int(port) if port else default_port
+
+
+class SecurityEventLimiter:
+    """At most ``limit`` security events per source IP per ``window`` seconds are passed on; the rest are
+    counted and reported with the next one passed on for that IP (an attacker must not flood the log)."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0, max_sources: int = 10000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_sources = max_sources
+        self._sources: dict[str, list[float | int]] = {}  # ip -> [window start, passed, suppressed]
+        self.suppressed_total = 0
+
+    def admit(self, ip: str, now: float) -> int | None:
+        """None: suppress this one; else how many were suppressed from this IP since the last one passed."""
+        entry = self._sources.get(ip)
+        if entry is None:
+            if len(self._sources) >= self.max_sources:
+                self._prune(now)
+            entry = self._sources[ip] = [now, 0, 0]
+        elif now - entry[0] >= self.window:
+            entry[0], entry[1] = now, 0
+        if entry[1] >= self.limit:
+            entry[2] += 1
+            self.suppressed_total += 1
+            return None
+        entry[1] += 1
+        suppressed, entry[2] = int(entry[2]), 0
+        return suppressed
+
+    def _prune(self, now: float) -> None:
+        for ip in [ip for ip, e in self._sources.items() if now - e[0] >= self.window and not e[2]]:
+            del self._sources[ip]
+        if len(self._sources) >= self.max_sources:
+            self._sources.clear()
+
+
 def channel_info(item: Any) -> reg.ChannelInfo:
     """manscdp.CatalogItem -> registry ChannelInfo (the registry does not import the SIP packages)."""
     return reg.ChannelInfo(
@@ -85,6 +139,13 @@ class SipService:
         writer: Any | None = None,
         secret: bytes | None = None,
         wall_clock: Callable[[], float] = time.time,
+        advertised_address: str | None = None,
+        tcp_idle_timeout: float | None = 30.0,
+        tcp_max_connections: int | None = 2000,
+        tcp_max_per_address: int | None = 20,
+        on_security_event: Callable[[str, str | None, tuple[str, int], dict], Any] | None = None,
+        security_event_limit: int = 10,
+        security_event_window: float = 60.0,
     ) -> None:
         self.config = config
         self.host = host
@@ -101,11 +162,31 @@ class SipService:
         self._invite_waiters: dict[str, asyncio.Future] = {}
         self._listeners: list[Callable[[Any], None]] = []
         self._wall = wall_clock
+        # host[:port] for Via/Contact behind NAT or in a cloud (port absent: the listening port)
+        self.advertise = parse_host_port(advertised_address) if advertised_address else None
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_max_connections = tcp_max_connections
+        self.tcp_max_per_address = tcp_max_per_address
+        # on_security_event(kind, device_id, (ip, port), detail): a request refused because it is not from
+        # the device it claims to be, or a REGISTER lockout; rate-limited per source IP (see
+        # SecurityEventLimiter). The application records it on the audit log.
+        self.on_security_event = on_security_event
+        self.security_limiter = SecurityEventLimiter(security_event_limit, security_event_window)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.transport = SipTransport(self.endpoint, self.host, self.port, on_event=self._on_sip_event)
+        cfg = self.config
+        # Silence on a registered device's connection for much longer than its keepalive window means the
+        # peer is gone without a FIN; the presence tracker has long marked it offline by then. Never below
+        # 30 minutes, so devices configured with long heartbeat intervals are not cut off.
+        registered_idle = max(1800.0, 2 * cfg.keepalive_misses * cfg.keepalive_interval)
+        self.transport = SipTransport(self.endpoint, self.host, self.port, on_event=self._on_sip_event,
+                                      advertise=self.advertise, tcp_idle_timeout=self.tcp_idle_timeout,
+                                      tcp_registered_idle_timeout=registered_idle,
+                                      tcp_max_connections=self.tcp_max_connections,
+                                      tcp_max_per_address=self.tcp_max_per_address,
+                                      on_connection_lost=self._on_connection_lost)
         await self.transport.start()
         kinds = ("udp", "tcp")
         log.info("sip.listening", addresses=" ".join(f"{k}/{_addr(a)}" for k, a in
@@ -160,8 +241,11 @@ class SipService:
                 if snap.remote_addr:
                     host, _, port = snap.remote_addr.rpartition(":")
                     if port.isdigit():
-                        self.gb.routes[snap.device_id] = Route((host.strip("[]"), int(port)),
-                                                               snap.transport or "udp", None)
+                        transport = (snap.transport or "udp").lower()
+                        # a TCP connection does not survive the restart: the device must register again
+                        # before its messages on a new one are believed
+                        self.gb.routes[snap.device_id] = Route((host.strip("[]"), int(port)), transport, None,
+                                                               connected=transport != "tcp")
         self._process()
 
     # ------------------------------------------------------------------ core plumbing
@@ -170,6 +254,10 @@ class SipService:
 
     def _on_sip_event(self, event: Any) -> None:
         self.gb.handle_sip_event(event, self._now())
+        self._process()
+
+    def _on_connection_lost(self, addr: tuple[str, int], transport: str) -> None:
+        self.gb.connection_lost(addr, transport)
         self._process()
 
     def _on_timer(self) -> None:
@@ -211,6 +299,8 @@ class SipService:
         if isinstance(event, ev.DeviceKeepalive):
             self._submit(reg.DeviceSeen(event.device_id, at, _addr(event.remote_addr)))
         elif isinstance(event, ev.DeviceOnline):
+            if event.transport.lower() == "tcp" and self.transport is not None:
+                self.transport.mark_authenticated(event.remote_addr)
             self._submit(reg.DeviceRegistered(event.device_id, at, _addr(event.remote_addr), event.transport,
                                               event.contact, event.expires, event.user_agent))
             if event.transition:
@@ -279,6 +369,23 @@ class SipService:
         elif isinstance(event, ev.MessageRejected):
             log.warning("message.rejected", device_id=event.device_id, addr=_addr(event.remote_addr),
                         status=event.status, reason=event.reason)
+        elif isinstance(event, ev.SecurityEvent):
+            self._security_event(event)
+
+    def _security_event(self, event: ev.SecurityEvent) -> None:
+        suppressed = self.security_limiter.admit(event.remote_addr[0], self._now())
+        if suppressed is None:
+            return
+        log.warning("sip.security_refused", kind=event.kind, device_id=event.device_id,
+                    addr=_addr(event.remote_addr), transport=event.transport, method=event.method,
+                    detail=event.detail, suppressed=suppressed)
+        if self.on_security_event is None:
+            return
+        detail = {"kind": event.kind, "method": event.method, "transport": event.transport,
+                  "remote_addr": _addr(event.remote_addr), "reason": event.detail}
+        if suppressed:
+            detail["suppressed_before"] = suppressed  # refused since the last entry for this address
+        self.on_security_event(event.kind, event.device_id, event.remote_addr, detail)
 
     # ------------------------------------------------------------------ public API (portal, tests)
     def is_online(self, device_id: str) -> bool:
@@ -358,4 +465,9 @@ class SipService:
         m = dict(vars(self.gb.metrics))
         m["devices_online"] = self.gb.presence.online_count()
         m["lockout_entries"] = len(self.gb.lockout)
+        m["security_events_suppressed"] = self.security_limiter.suppressed_total
+        if self.transport is not None:
+            m["tcp_connections"] = self.transport.tcp_connections
+            m["tcp_refused"] = self.transport.tcp_refused
+            m["tcp_idle_closed"] = self.transport.tcp_idle_closed
         return m

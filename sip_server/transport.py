@@ -8,6 +8,15 @@ clock is ``loop.time()``.
 TCP: each connection has its own :class:`StreamFramer`; connections are remembered by remote address,
 so requests and responses to that address go out on the same connection (devices behind NAT need
 that). Sending to an address with no connection opens one (:meth:`SipTransport.connect_tcp`).
+
+TCP is untrusted input, so connections are limited: beyond ``tcp_max_connections`` accepted connections
+in all, or ``tcp_max_per_address`` not yet authenticated ones from one remote IP, a new one is closed at
+once (connections on which a device has registered do not count against the per-address cap: a site
+with many cameras behind one NAT address must not be capped, a flood of half-open ones is); an accepted connection
+on which no device has completed an authenticated REGISTER (:meth:`SipTransport.mark_authenticated`)
+within ``tcp_idle_timeout`` seconds is closed; and any connection on which nothing at all arrives for
+``tcp_registered_idle_timeout`` seconds (far longer than any keepalive interval) is closed too, so dead
+peers whose FIN never came do not hold sockets forever.
 """
 
 from __future__ import annotations
@@ -45,9 +54,10 @@ def _norm(addr: Any) -> Addr:
     return (addr[0], int(addr[1]))
 
 
-def _guess_local_ip(family: int) -> str:
-    """The address the host would use for outbound traffic (no packet is sent)."""
-    probe = ("192.0.2.1", 9) if family == socket.AF_INET else ("2001:db8::1", 9)
+def _guess_local_ip(family: int, probe: Addr | None = None) -> str:
+    """The address the host would use for outbound traffic (to ``probe``; no packet is sent)."""
+    if probe is None:
+        probe = ("192.0.2.1", 9) if family == socket.AF_INET else ("2001:db8::1", 9)
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect(probe)
@@ -75,6 +85,11 @@ class _TcpProtocol(asyncio.Protocol):
         self.transport: Any = None
         self.peer: Addr | None = None
         self.closed = False
+        self.inbound = target is None  # accepted by our listener (untrusted until a device registers on it)
+        self.authenticated = not self.inbound
+        self.counted = False  # held against the connection caps
+        self.last_rx = 0.0
+        self.idle_handle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
         # not isinstance-checked: uvloop's transports do not subclass asyncio.Transport
@@ -85,6 +100,9 @@ class _TcpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None
+        if self.closed:
+            return
+        self.last_rx = self.owner.now()
         try:
             messages = self.framer.feed(data)
         except SipParseError as exc:
@@ -130,13 +148,26 @@ def _grow_receive_buffer(sock: Any, size: int) -> None:
     log.info("sip.udp_receive_buffer", extra=_kv(requested=size, effective=got))
 
 
+def _abort(transport: Any) -> None:
+    """Drop a TCP connection now (no lingering on unsent data)."""
+    if transport is None:
+        return
+    abort = getattr(transport, "abort", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.close()
+
+
 class SipTransport:
     """Bind UDP and TCP on ``(host, port)`` and drive ``endpoint`` from the event loop.
 
     ``on_event(event)`` is called for each endpoint event; it may return a coroutine, which is run as a
     task (what it sends is flushed when it finishes). With ``on_event=None`` events stay in the endpoint
     for the caller to drain; call :meth:`flush` afterwards. ``advertise`` is the (host, port) put in Via
-    headers when the bind address is a wildcard.
+    (and returned by ``endpoint.local_address`` for Contact headers) instead of the bound address; port 0
+    there means the bound port. Without it, a wildcard bind advertises the local address facing each peer.
+    ``on_connection_lost(addr, "tcp")`` is called when a TCP connection that was in use ends.
     """
 
     def __init__(
@@ -150,6 +181,11 @@ class SipTransport:
         tcp: bool = True,
         advertise: Addr | None = None,
         udp_receive_buffer: int = 8 << 20,
+        tcp_idle_timeout: float | None = 30.0,
+        tcp_registered_idle_timeout: float | None = 1800.0,
+        tcp_max_connections: int | None = 2000,
+        tcp_max_per_address: int | None = 20,
+        on_connection_lost: Callable[[Addr, str], Any] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.host = host
@@ -159,6 +195,16 @@ class SipTransport:
         self.use_tcp = tcp
         self.advertise = advertise
         self.udp_receive_buffer = udp_receive_buffer
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_registered_idle_timeout = tcp_registered_idle_timeout
+        self.tcp_max_connections = tcp_max_connections
+        self.tcp_max_per_address = tcp_max_per_address
+        self.on_connection_lost = on_connection_lost
+        self.tcp_refused = 0  # connections closed at once: over a cap
+        self.tcp_idle_closed = 0  # connections closed for idling (unregistered, or silent)
+        self._inbound = 0
+        self._unauthenticated_per_ip: dict[str, int] = {}
+        self._facing: dict[str, str] = {}  # peer ip -> our local ip towards it (wildcard binds)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -208,6 +254,8 @@ class SipTransport:
                 self._tcp_addr = _norm(sock.getsockname())
             break
         self._set_local_addresses()
+        if self.advertise is None:
+            self.endpoint.local_address_for = self._local_address_for
         log.debug("sip.transport_started", extra=_kv(addresses=self.local_addresses))
 
     def _set_local_addresses(self) -> None:
@@ -215,7 +263,8 @@ class SipTransport:
             if bound is None:
                 continue
             if self.advertise is not None:
-                self.endpoint.local_addresses[name] = self.advertise
+                host, port = self.advertise
+                self.endpoint.local_addresses[name] = (host, port or bound[1])
                 continue
             host = bound[0]
             if host in ("0.0.0.0", "::", ""):
@@ -242,6 +291,50 @@ class SipTransport:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
         await asyncio.sleep(0)
+
+    def _local_address_for(self, addr: Addr, transport: str) -> Addr | None:
+        """Our address as the peer at ``addr`` reaches us, when bound to a wildcard address: the local end
+        of its TCP connection, or the interface the host routes towards it (cached per peer IP)."""
+        bound = self._tcp_addr if transport == "tcp" else self._udp_addr
+        if bound is None or bound[0] not in ("0.0.0.0", "::", ""):
+            return None
+        if transport == "tcp":
+            conn = self._conns.get(_norm(addr))
+            if conn is not None and conn.transport is not None:
+                sock = conn.transport.get_extra_info("sockname")
+                if sock:
+                    return (sock[0], bound[1])
+        ip = addr[0]
+        local = self._facing.get(ip)
+        if local is None:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            local = _guess_local_ip(family, (ip, addr[1] or 9))
+            if len(self._facing) >= 65536:
+                self._facing.clear()
+            self._facing[ip] = local
+        return (local, bound[1])
+
+    def mark_authenticated(self, addr: Addr) -> None:
+        """A device completed an authenticated REGISTER over the TCP connection from ``addr``: it is no
+        longer subject to the unregistered idle timeout."""
+        conn = self._conns.get(_norm(addr))
+        if conn is not None and not conn.authenticated:
+            conn.authenticated = True
+            if conn.counted:
+                self._release_unauthenticated(conn)
+
+    def _release_unauthenticated(self, conn: _TcpProtocol) -> None:
+        ip = conn.peer[0] if conn.peer is not None else ""
+        left = self._unauthenticated_per_ip.get(ip, 1) - 1
+        if left > 0:
+            self._unauthenticated_per_ip[ip] = left
+        else:
+            self._unauthenticated_per_ip.pop(ip, None)
+
+    @property
+    def tcp_connections(self) -> int:
+        """Accepted TCP connections held now."""
+        return self._inbound
 
     # ------------------------------------------------------------------ TU helpers
     def now(self) -> float:
@@ -356,15 +449,77 @@ class SipTransport:
             conn.write(data)
 
     def _conn_made(self, conn: _TcpProtocol) -> None:
+        if conn.inbound:
+            ip = conn.peer[0] if conn.peer is not None else ""
+            per_ip = self._unauthenticated_per_ip.get(ip, 0)
+            reason = None
+            if self._closed:
+                reason = "closing"
+            elif self.tcp_max_connections is not None and self._inbound >= self.tcp_max_connections:
+                reason = "global cap"
+            elif self.tcp_max_per_address is not None and per_ip >= self.tcp_max_per_address:
+                reason = "per-address cap"
+            if reason is not None:
+                self.tcp_refused += 1
+                conn.closed = True
+                if self.tcp_refused % 100 == 1:  # a flood must not flood the log too
+                    log.warning("sip.tcp_refused", extra=_kv(peer=conn.peer, reason=reason, held=self._inbound,
+                                                             unregistered_from_address=per_ip,
+                                                             refused_total=self.tcp_refused))
+                _abort(conn.transport)
+                return
+            conn.counted = True
+            self._inbound += 1
+            self._unauthenticated_per_ip[ip] = per_ip + 1
+        conn.last_rx = self.now()
+        first = self.tcp_idle_timeout if conn.inbound else self.tcp_registered_idle_timeout
+        if first is not None and self._loop is not None:
+            conn.idle_handle = self._loop.call_later(first, self._idle_check, conn)
         for addr in {conn.peer, conn.target}:
             if addr is not None:
                 self._conns[addr] = conn
                 self._write_pending(addr)
 
+    def _idle_check(self, conn: _TcpProtocol) -> None:
+        conn.idle_handle = None
+        if conn.closed or self._closed:
+            return
+        if not conn.authenticated:
+            why = "no authenticated REGISTER in time"
+        else:
+            limit = self.tcp_registered_idle_timeout
+            if limit is None:
+                return
+            due = conn.last_rx + limit
+            now = self.now()
+            if now < due:
+                assert self._loop is not None
+                conn.idle_handle = self._loop.call_later(due - now, self._idle_check, conn)
+                return
+            why = "silent"
+        self.tcp_idle_closed += 1
+        log.info("sip.tcp_idle_closed", extra=_kv(peer=conn.peer, reason=why))
+        _abort(conn.transport)
+
     def _conn_lost(self, conn: _TcpProtocol) -> None:
+        if conn.idle_handle is not None:
+            conn.idle_handle.cancel()
+            conn.idle_handle = None
+        if conn.counted:
+            conn.counted = False
+            self._inbound -= 1
+            if not conn.authenticated:
+                self._release_unauthenticated(conn)
+        lost = False
         for addr in {conn.peer, conn.target}:
             if addr is not None and self._conns.get(addr) is conn:
                 del self._conns[addr]
+                lost = True
+        if lost and conn.peer is not None and self.on_connection_lost is not None and not self._closed:
+            try:
+                self.on_connection_lost(conn.peer, "tcp")
+            except Exception:  # a bad handler must not take the transport down
+                log.exception("sip.on_connection_lost_failed", extra=_kv(peer=conn.peer))
 
     # ------------------------------------------------------------------ timer
     def _arm_timer(self) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gbops.ids import ChannelRef
 from gbops.log import get_logger
 from watermark.export import AccessUnitSpool, ExportError, ExportResult, export_mp4
 from watermark.models import DownloadJob
@@ -119,6 +120,7 @@ class DownloadManager:
         self._sweeper: asyncio.Task | None = None
         self._key: Any = None
         self._stopping = False
+        self._cancel_reasons: dict[str, str] = {}  # job id -> why it was cancelled (ops_portal.revocation)
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -179,7 +181,8 @@ class DownloadManager:
                                      watermark_id=row.watermark_id)
             try:
                 await self.audit.record(actor=Actor.user(user), action="download.request",
-                                        target=Target("channel", channel_id), client_ip=client_ip,
+                                        target=Target("channel", ChannelRef(device_id, channel_id).key),
+                                        client_ip=client_ip,
                                         detail={**detail, "job_id": job_id, "seconds": seconds})
             except Exception as exc:
                 await self._finish(job_id, state="failed", reason="审计日志不可用 / the audit log is unavailable")
@@ -187,14 +190,34 @@ class DownloadManager:
         text = WatermarkText(display_name=user.display_name or "", account=user.username, phone=user.phone,
                              client_ip=client_ip or "", session_code=row.watermark_id)
         tag = SessionTag(session_id=row.session_id, user_id=user.id, channel_id=channel_id,
-                         start_ms=int(now.timestamp() * 1000))
+                         start_ms=int(now.timestamp() * 1000), device_id=device_id)
         self.progress[job_id] = JobProgress()
         look = watermark_settings_for(self.settings, roles)
         task = asyncio.create_task(self._run(row, text, look, tag, transport), name=f"download-{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda _t, j=job_id: self._tasks.pop(j, None))
-        log.info("download.queued", job=job_id, channel_id=channel_id, user=user.username, seconds=seconds)
+        log.info("download.queued", job=job_id, channel=ChannelRef(device_id, channel_id).key, user=user.username,
+                 seconds=seconds)
         return row
+
+    def running_ids(self) -> list[str]:
+        """The jobs running (queued, capturing or encoding) in this process."""
+        return [job_id for job_id, task in self._tasks.items() if not task.done()]
+
+    async def cancel(self, job_id: str, reason: str) -> bool:
+        """End a running job now: ``failed`` with ``reason`` (and ``download.failed``), its files removed.
+        False when the job is not running here."""
+        task = self._tasks.get(job_id)
+        if task is None or task.done():
+            return False
+        self._cancel_reasons[job_id] = reason
+        prog = self.progress.get(job_id)
+        if prog is not None:
+            prog.cancel.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(task), 5)
+        return True
 
     async def get(self, job_id: str) -> DownloadJob | None:
         async with self.sessionmaker() as session:
@@ -246,7 +269,7 @@ class DownloadManager:
         except asyncio.CancelledError:
             prog.cancel.set()
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._fail(row, RESTARTED))
+                await asyncio.shield(self._fail(row, self._cancel_reasons.pop(row.id, RESTARTED)))
             raise
         except _CaptureFailed as exc:
             await self._fail(row, str(exc))
@@ -268,7 +291,7 @@ class DownloadManager:
         if self.media is None:
             raise _CaptureFailed("媒体服务未运行 / the media service is not running")
         try:
-            reader = await self.media.manager.open_reader(row.channel_id, row.device_id, transport)
+            reader = await self.media.manager.open_reader(ChannelRef(row.device_id, row.channel_id), transport)
         except MediaError as exc:
             raise _CaptureFailed(f"{exc.code}: {exc}") from None
         prog.capture_started = time.monotonic()
@@ -330,31 +353,49 @@ class DownloadManager:
             return row
 
     async def _complete(self, row: DownloadJob, result: ExportResult) -> None:
+        """Mark the job done and append ``download.complete`` in one transaction: a crash leaves either both
+        or neither (then the job is still running on the database, and the next start fails it and removes
+        its file).  No evidence, no file: when the entry cannot be written the job fails."""
+        from gbops.db import SQLITE_BEGIN_IMMEDIATE
+
         start = datetime.fromtimestamp(result.start_time, UTC)
         end = start + timedelta(seconds=result.duration_s)
         now = datetime.now(UTC)
-        await self._finish(row.id, state="done", media_start=start, media_end=end, frames=result.frames,
-                           duration_s=result.duration_s, file_name=result.path.name, size=result.bytes,
-                           sha256=result.sha256, expires_at=now + self.retention)
+        values = dict(state="done", media_start=start, media_end=end, frames=result.frames,
+                      duration_s=result.duration_s, file_name=result.path.name, size=result.bytes,
+                      sha256=result.sha256, expires_at=now + self.retention, finished_at=now)
+        try:
+            async with self.sessionmaker() as session:
+                # SQLite: BEGIN IMMEDIATE, as the audit log's append needs (a deferred read-then-write fails)
+                await session.connection(execution_options={SQLITE_BEGIN_IMMEDIATE: True})
+                job = await session.get(DownloadJob, row.id)
+                if job is None:
+                    return
+                for k, v in values.items():
+                    setattr(job, k, v)
+                await session.flush()
+                if self.audit is not None:
+                    from audit_log.log import Actor, Target, download_detail
+
+                    detail = download_detail(device_id=row.device_id, channel_id=row.channel_id, start=start,
+                                             end=end, session_id=row.session_id, watermark_id=row.watermark_id,
+                                             sha256=result.sha256, size=result.bytes)
+                    # the audit append is the transaction's last write (it holds the log's writer lock)
+                    await self.audit.append(session, actor=Actor("user", str(row.user_id), row.username),
+                                            action="download.complete",
+                                            target=Target("channel", ChannelRef(row.device_id, row.channel_id).key),
+                                            client_ip=row.client_ip,
+                                            detail={**detail, "job_id": row.id, "frames": result.frames})
+                await session.commit()
+        except Exception:
+            # no evidence, no file: a download that cannot be recorded is not handed out
+            log.exception("download.audit_failed", job=row.id)
+            (self.dir / result.path.name).unlink(missing_ok=True)
+            await self._finish(row.id, state="failed", file_name=None,
+                               reason="审计日志不可用 / the audit log is unavailable")
+            return
         log.info("download.done", job=row.id, frames=result.frames, bytes=result.bytes,
                  speed=round(result.speed, 2))
-        if self.audit is not None:
-            from audit_log.log import Actor, Target, download_detail
-
-            detail = download_detail(device_id=row.device_id, channel_id=row.channel_id, start=start, end=end,
-                                     session_id=row.session_id, watermark_id=row.watermark_id,
-                                     sha256=result.sha256, size=result.bytes)
-            try:
-                await self.audit.record(actor=Actor("user", str(row.user_id), row.username),
-                                        action="download.complete", target=Target("channel", row.channel_id),
-                                        client_ip=row.client_ip,
-                                        detail={**detail, "job_id": row.id, "frames": result.frames})
-            except Exception:
-                # no evidence, no file: a download that cannot be recorded is not handed out
-                log.exception("download.audit_failed", job=row.id)
-                (self.dir / result.path.name).unlink(missing_ok=True)
-                await self._finish(row.id, state="failed", file_name=None,
-                                   reason="审计日志不可用 / the audit log is unavailable")
 
     async def _fail(self, row: DownloadJob, reason: str) -> None:
         log.warning("download.failed", job=row.id, reason=reason)
@@ -369,7 +410,8 @@ class DownloadManager:
 
         try:
             await self.audit.record(actor=Actor("user", str(row.user_id), row.username), action="download.failed",
-                                    target=Target("channel", row.channel_id), client_ip=row.client_ip,
+                                    target=Target("channel", ChannelRef(row.device_id, row.channel_id).key),
+                                    client_ip=row.client_ip,
                                     session_id=row.session_id, watermark_id=row.watermark_id,
                                     detail={"job_id": row.id, "device_id": row.device_id,
                                             "channel_id": row.channel_id, "reason": reason})
@@ -451,8 +493,10 @@ async def run_export_command(source: Path, out: Path, *, username: str, settings
         session_id = f"cli-{secrets.token_hex(8)}"
         code = session_code(session_id)
         now = datetime.now(UTC)
-        tag = SessionTag(session_id=session_id, user_id=user_id, channel_id=channel_id,
-                         start_ms=int(now.timestamp() * 1000))
+        # --channel: "device_id/channel_id" names the camera (a bare channel id is kept as given)
+        device_id, _, bare_channel = channel_id.rpartition("/")
+        tag = SessionTag(session_id=session_id, user_id=user_id, channel_id=bare_channel,
+                         start_ms=int(now.timestamp() * 1000), device_id=device_id)
         text = WatermarkText(display_name=display_name, account=username, phone=phone, client_ip="",
                              session_code=code)
         look = dataclasses.replace(WatermarkPolicy.from_settings(settings).look, enabled=True)
@@ -478,7 +522,7 @@ async def run_export_command(source: Path, out: Path, *, username: str, settings
         echo(f"{result.sha256}  {out}")
         if audit is not None:
             start = datetime.fromtimestamp(result.start_time, UTC)
-            detail = download_detail(device_id="", channel_id=channel_id, start=start,
+            detail = download_detail(device_id=device_id, channel_id=bare_channel, start=start,
                                      end=start + timedelta(seconds=result.duration_s), session_id=session_id,
                                      watermark_id=code, sha256=result.sha256, size=result.bytes)
             async with audit.sessionmaker() as session:

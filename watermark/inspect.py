@@ -15,12 +15,12 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gbops.timeutil import to_device_time
 from media_relay.nal import START_CODE, NalError, avcc_to_annexb, split_annexb
 from media_relay.outputs.flv import CODEC_ID_AVC, CODEC_ID_HEVC, PKT_NALU, iter_tags
 from watermark.tag import KEY_FILE, SessionTag, TagError, find_tags, load_private_key, load_public_key
@@ -190,7 +190,7 @@ def audit_entries_for(settings: Any, session_ids: set[str]) -> dict[str, list[di
 # ------------------------------------------------------------------------------------------ CLI
 def _local(ms: int) -> str:
     try:
-        return datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="milliseconds")
+        return to_device_time(ms / 1000).isoformat(timespec="milliseconds")
     except (OverflowError, OSError, ValueError):
         return f"{ms} ms"
 
@@ -231,6 +231,7 @@ def run_inspect(path: Path, *, key_path: Path | None = None, data_dir: Path | No
         echo(f"标签 / tag {i}:")
         echo(f"  会话 / session:   {tag.session_id}")
         echo(f"  用户 / user:      {tag.user_id}")
+        echo(f"  设备 / device:    {tag.device_id or '-'}")
         echo(f"  通道 / channel:   {tag.channel_id}")
         echo(f"  开始 / start:     {_local(tag.start_ms)}")
         echo(f"  密钥 / key id:    {tag.key_id.hex()}")

@@ -19,6 +19,12 @@ refcounted by its viewers and closed with the last one; each viewer's encoder is
 :class:`TaggedSource` is the path for users whose watermark is switched off by policy: the upstream
 access units pass through unchanged except that every keyframe gets the session tag.
 
+Audio: the shared decoder also reads the Stream's audio access units and hands them to every viewer,
+which queues them beside its encoded pictures (no per-viewer work; both keep the PS timestamps, so
+the outputs line them up).  AAC passes as it is; G.711 is transcoded to AAC once per Stream, on the
+decoder's thread, for the viewers that want AAC (HTTP-FLV, the default); a WebRTC viewer asks for the
+camera's own audio (``audio_format = "raw"``: it decodes to PCM for Opus without an AAC generation).
+
 :class:`EncoderSlots` bounds the number of concurrent watermark encoders on this node.  The default
 limit is ``floor(cores * encoders_per_core)``; ``encoders_per_core`` is the number of 1080p25 viewers one
 core sustains in real time with headroom, measured with ``bench/watermark.py`` (decode shared, copy +
@@ -43,7 +49,8 @@ from typing import Any
 import av
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from media_relay.outputs.flv import AccessUnitSource, close_source, next_au
+from media_relay.outputs.audio import G711_CODECS, AacTranscoder
+from media_relay.outputs.flv import AccessUnitSource, audio_codec_of, close_source, next_au
 from media_relay.outputs.transcode import H264Encoder, QueuedOutput, VideoDecoder
 from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
 from watermark.overlay import DIRECT_FORMATS, Overlay, WatermarkSettings, copy_frame
@@ -138,6 +145,10 @@ class TaggedSource(AccessUnitIterator):
     def params(self) -> VideoParams | None:
         return self.source.params
 
+    @property
+    def audio_codec(self) -> str | None:
+        return audio_codec_of(self.source)
+
     async def get(self) -> AccessUnit:
         au = await self.source.get()
         if au.kind == "video" and au.keyframe and au.codec in ("h264", "h265"):
@@ -174,11 +185,20 @@ class SharedDecoder:
         self.on_closed: Callable[[SharedDecoder], None] | None = None
         self.frames = 0
         self.decode_s = 0.0
+        self._aac: AacTranscoder | None = None  # G.711 -> AAC, made on the first G.711 unit
+        self.audio_units = 0  # audio access units read from the Stream
+        self.aac_units = 0  # AAC access units made from G.711 (once for all the viewers)
+        self.audio_s = 0.0  # worker CPU seconds spent on G.711 -> AAC
 
     def fps(self) -> float:
         params = getattr(self.reader, "params", None)
         fps = params.extra.get("framerate") if params is not None else None
         return float(fps) if fps else 25.0
+
+    @property
+    def audio_codec(self) -> str | None:
+        """The upstream's audio codec ('aac', 'g711a', 'g711u'), None while unknown or without audio."""
+        return audio_codec_of(self.reader)
 
     def subscribe(self, viewer: WatermarkedSource) -> None:
         if self.closed:
@@ -198,6 +218,27 @@ class SharedDecoder:
         self.decode_s += time.thread_time() - t0
         return frames
 
+    def _to_aac(self, au: AccessUnit) -> list[AccessUnit]:
+        t0 = time.thread_time()
+        if self._aac is None:
+            self._aac = AacTranscoder()
+        out = self._aac.feed(au)
+        self.audio_s += time.thread_time() - t0
+        self.aac_units += len(out)
+        return out
+
+    async def _audio(self, loop: asyncio.AbstractEventLoop, au: AccessUnit) -> None:
+        self.audio_units += 1
+        viewers = tuple(self.viewers)
+        wants_aac = [v for v in viewers if v.audio_format == "aac"]
+        for viewer in viewers:
+            if viewer.audio_format != "aac" or au.codec == "aac":
+                viewer._offer_audio(au)
+        if wants_aac and au.codec in G711_CODECS:
+            for aac in await loop.run_in_executor(self._executor, self._to_aac, au):
+                for viewer in wants_aac:
+                    viewer._offer_audio(aac)
+
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -205,6 +246,9 @@ class SharedDecoder:
                 au = await next_au(self.reader)
                 if au is None:
                     break
+                if au.kind == "audio":
+                    await self._audio(loop, au)
+                    continue
                 if au.kind != "video":
                     continue
                 frames = await loop.run_in_executor(self._executor, self._decode, au)
@@ -235,6 +279,7 @@ class SharedDecoder:
 
     def _free(self) -> None:
         self._dec = None  # type: ignore[assignment]
+        self._aac = None
 
 
 # ------------------------------------------------------------------------------------- per viewer
@@ -247,6 +292,9 @@ class WatermarkedSource(QueuedOutput):
 
     codec = "h264"
     _pump_name = "wm-encode-pump"
+    #: "aac": the Stream's audio as AAC (G.711 transcoded once in the shared decoder), for HTTP-FLV;
+    #: "raw": the camera's own audio units (the WebRTC output decodes them for Opus); None: no audio.
+    audio_format: str | None = "aac"
 
     def __init__(self, decoder: SharedDecoder, overlay: Overlay, tag_nal: bytes, *,
                  preset: str = "ultrafast", crf: int = 23, gop_seconds: float = 2.0,
@@ -268,6 +316,9 @@ class WatermarkedSource(QueuedOutput):
         self.error: BaseException | None = None
         self.frames_offered = 0
         self.frames_dropped = 0
+        self.audio_queued = 0
+        self.audio_dropped = 0
+        self._video_started = False
         self.overlay_s = 0.0
         self.encode_s = 0.0
         self.boxes: list[tuple[int, int, int, int]] = []  # where the last picture got the watermark
@@ -282,7 +333,26 @@ class WatermarkedSource(QueuedOutput):
     def request_keyframe(self) -> None:
         self._enc.request_keyframe()
 
+    @property
+    def audio_codec(self) -> str | None:
+        """The codec of the audio this viewer gets (see ``audio_format``)."""
+        upstream = self.decoder.audio_codec
+        if upstream is None or self.audio_format is None:
+            return None
+        return "aac" if self.audio_format == "aac" else upstream
+
     # ------------------------------------------------------------------ from the decoder (event loop)
+    def _offer_audio(self, au: AccessUnit) -> None:
+        """Queue an audio unit beside the encoded pictures, from this viewer's first picture on; never
+        waits (a full queue drops the audio unit: the viewer is behind anyway)."""
+        if self._closed or not self._video_started or self.audio_format is None:
+            return
+        try:
+            self._queue.put_nowait(au)
+            self.audio_queued += 1
+        except asyncio.QueueFull:
+            self.audio_dropped += 1
+
     def _offer(self, frame: av.VideoFrame | None) -> None:
         if self._closed:
             return
@@ -306,6 +376,7 @@ class WatermarkedSource(QueuedOutput):
                     break
                 for au in await loop.run_in_executor(self._executor, self._process, frame, self._clock()):
                     await self._queue.put(add_tag(au, self._tag_nal))
+                    self._video_started = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported through get() as the end of the stream

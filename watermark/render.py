@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -17,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from gbops.timeutil import to_device_time
 from watermark.font import font_face_index
 
 FIELDS = ("name", "phone", "ip", "session", "time")
@@ -49,10 +49,11 @@ def mask_phone(phone: str | None) -> str | None:
 
 
 def format_time(now: float | datetime) -> str:
-    """Local wall-clock time, to the second."""
-    if isinstance(now, datetime):
+    """Wall-clock time in the device time zone (Beijing time unless ``GBOPS_DEVICE_TIMEZONE`` says
+    otherwise), to the second, whatever the host's zone.  A naive datetime is taken as already local."""
+    if isinstance(now, datetime) and now.tzinfo is None:
         return now.strftime("%Y-%m-%d %H:%M:%S")
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    return to_device_time(now).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @dataclass(frozen=True, kw_only=True)

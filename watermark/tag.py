@@ -9,7 +9,7 @@ Byte layout of the SEI payload (all integers big-endian)::
 
     offset  size  field
     0       16    uuid_iso_iec_11578 = SESSION_TAG_UUID (6f1e2a9c-4b57-4d0b-9a8e-53e55a10c7a6)
-    16      1     version = 1
+    16      1     version = 2
     17      1     algorithm = 1 (Ed25519)
     18      8     key id: first 8 bytes of SHA-256 over the raw 32-byte Ed25519 public key
     26      8     start time, Unix epoch milliseconds (unsigned)
@@ -18,9 +18,14 @@ Byte layout of the SEI payload (all integers big-endian)::
     43      S     session id, UTF-8
     43+S    1     C = length of the channel id
     44+S    C     channel id, UTF-8
-    44+S+C  64    Ed25519 signature over bytes [0, 44+S+C) of this payload (UUID included)
+    44+S+C  1     D = length of the device id (the channel's device: a channel id is unique only within
+                  its device, so the pair names the camera)
+    45+S+C  D     device id, UTF-8 (empty when the source is not a platform channel)
+    45+S+C+D 64   Ed25519 signature over bytes [0, 45+S+C+D) of this payload (UUID included)
 
-So the payload is ``108 + S + C`` bytes.  The SEI NAL unit around it is::
+So the payload is ``109 + S + C + D`` bytes.  Version 1 tags (written before issue 11) have no device
+field (the signature follows the channel id, payload ``108 + S + C`` bytes); they are still read and
+verified, with ``device_id`` ''.  The SEI NAL unit around it is::
 
     H.264:  06 | 05 | payloadSize | payload | 80            (NAL header, payloadType, ..., RBSP stop bit)
     H.265:  4E 01 | 05 | payloadSize | payload | 80        (prefix SEI, nuh_layer_id 0, TemporalId 0)
@@ -79,7 +84,8 @@ __all__ = [
 ]
 
 SESSION_TAG_UUID = bytes.fromhex("6f1e2a9c4b574d0b9a8e53e55a10c7a6")
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # read; version 1 has no device id
 ALG_ED25519 = 1
 KEY_FILE = "watermark-tag.key"
 SIG_LEN = 64
@@ -103,10 +109,17 @@ class SessionTag:
     key_id: bytes = b""  # set by make_tag_nal from the signing key
     version: int = VERSION
     signature: bytes = b""  # set when parsed from a stream
+    device_id: str = ""  # the channel's device (version 2); '' in version 1 tags and for non-channel sources
 
     @property
     def signed_fields(self) -> tuple:
-        return (self.version, self.key_id, self.start_ms, self.user_id, self.session_id, self.channel_id)
+        return (self.version, self.key_id, self.start_ms, self.user_id, self.session_id, self.channel_id,
+                self.device_id)
+
+    @property
+    def channel_key(self) -> str:
+        """``device_id/channel_id`` (the audit target of the session), or the bare channel id without a device."""
+        return f"{self.device_id}/{self.channel_id}" if self.device_id else self.channel_id
 
 
 def key_id_of(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
@@ -127,8 +140,15 @@ def _signed_part(tag: SessionTag) -> bytes:
         raise TagError("user id and start time must fit an unsigned 64-bit integer")
     if len(tag.key_id) != KEY_ID_LEN:
         raise TagError("key id must be 8 bytes")
-    return (SESSION_TAG_UUID + _FIXED.pack(tag.version, ALG_ED25519, tag.key_id, tag.start_ms, tag.user_id)
+    if tag.version not in VERSIONS:
+        raise TagError(f"unknown session tag version {tag.version}")
+    if tag.version == 1 and tag.device_id:
+        raise TagError("a version 1 session tag cannot carry a device id")
+    body = (SESSION_TAG_UUID + _FIXED.pack(tag.version, ALG_ED25519, tag.key_id, tag.start_ms, tag.user_id)
             + _short_str(tag.session_id, "session id") + _short_str(tag.channel_id, "channel id"))
+    if tag.version >= 2:
+        body += _short_str(tag.device_id, "device id")
+    return body
 
 
 def encode_payload(tag: SessionTag, key: Ed25519PrivateKey) -> bytes:
@@ -144,11 +164,11 @@ def parse_payload(payload: bytes) -> tuple[SessionTag, bytes]:
     if len(payload) < _HEAD + 2 + SIG_LEN:
         raise TagError("session tag too short")
     version, alg, key_id, start_ms, user_id = _FIXED.unpack_from(payload, 16)
-    if version != VERSION or alg != ALG_ED25519:
+    if version not in VERSIONS or alg != ALG_ED25519:
         raise TagError(f"unsupported session tag version {version} / algorithm {alg}")
     pos = _HEAD
     fields = []
-    for _ in range(2):
+    for _ in range(2 if version == 1 else 3):
         if pos >= len(payload):
             raise TagError("session tag truncated")
         n = payload[pos]
@@ -164,7 +184,8 @@ def parse_payload(payload: bytes) -> tuple[SessionTag, bytes]:
     if len(signature) != SIG_LEN:
         raise TagError("session tag signature truncated")
     tag = SessionTag(session_id=fields[0], user_id=user_id, channel_id=fields[1], start_ms=start_ms,
-                     key_id=key_id, version=version, signature=signature)
+                     key_id=key_id, version=version, signature=signature,
+                     device_id=fields[2] if version >= 2 else "")
     return tag, payload[:pos]
 
 

@@ -9,7 +9,9 @@ Layout of the stream (Adobe FLV spec v10.1, annex E):
   of the flv.js / mpegts.js forks; ISO/IEC 14496-15 for both records),
 * one video tag per access unit: NAL units with 4-byte length prefixes, the keyframe flag and the
   composition time (pts - dts) in ms; tag timestamps are the dts in ms relative to the first access unit,
-  32 bits spread over the 24-bit field and the extended byte.
+  32 bits spread over the 24-bit field and the extended byte,
+* when the source has audio: AAC tags (an AudioSpecificConfig sequence header, then raw frames; G.711
+  is transcoded to AAC by :mod:`media_relay.outputs.audio`), timed from the same PS clock and base.
 
 The module is pure Python (no PyAV), so the HTTP layer may import it cheaply.  NAL unit work (Annex B
 splitting, SPS parsing) is :mod:`media_relay.nal`'s; this module adds what the outputs share on top
@@ -294,6 +296,7 @@ class FlvMuxer:
         self.codec_id = CODEC_ID_HEVC if video_codec == "h265" else CODEC_ID_AVC
         self.audio = audio
         self.clock = TimestampUnwrapper()
+        self.audio_clock: TimestampUnwrapper | None = None  # its own continuity, started from the video's
         self.last_video_ms = 0
         self.last_audio_ms = 0
         self._aac_config: bytes | None = None
@@ -373,7 +376,12 @@ class FlvMuxer:
         if au.pts is None:
             ms = self.last_audio_ms
         else:
-            ms = max(0, (self.clock.unwrap(au.pts) - base_pts) // 90)
+            if self.audio_clock is None:
+                # Audio may run seconds ahead of video while a late joiner's GOP is decoded and
+                # re-encoded: one unwrapper for both would take that as a discontinuity.
+                self.audio_clock = TimestampUnwrapper()
+                self.audio_clock.last_raw, self.audio_clock.last = self.clock.last_raw, self.clock.last
+            ms = max(0, (self.audio_clock.unwrap(au.pts) - base_pts) // 90)
         ms = max(ms, self.last_audio_ms)
         out = bytearray()
         if au.codec == "aac":
@@ -396,8 +404,39 @@ class FlvMuxer:
 
 
 # ----------------------------------------------------------------------------------- the HTTP body
-async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate: float | None = None,
-                     close: bool = True) -> AsyncIterator[bytes]:
+def audio_codec_of(source: object) -> str | None:
+    """The audio codec an access-unit source will deliver ('aac', 'g711a', 'g711u'), None if unknown.
+
+    A source may say so itself (``audio_codec``); a Stream reader knows it from its Stream's demuxer
+    (the PSM, or the first ADTS frame)."""
+    codec = getattr(source, "audio_codec", None)
+    if codec is None:
+        demuxer = getattr(getattr(source, "stream", None), "demuxer", None)
+        codec = getattr(demuxer, "audio_codec", None)
+    return codec if isinstance(codec, str) else None
+
+
+class _G711ToAac:
+    """Per-output G.711 -> AAC on its own worker thread, made on the first G.711 access unit (the
+    watermarked viewers get AAC from their shared decoder already; this serves the other paths)."""
+
+    def __init__(self) -> None:
+        import concurrent.futures
+
+        from media_relay.outputs.audio import AacTranscoder
+
+        self._aac = AacTranscoder()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="flv-aac")
+
+    async def feed(self, au: AccessUnit) -> list[AccessUnit]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._aac.feed, au)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+async def flv_stream(source: AccessUnitSource, *, audio: bool | None = None, framerate: float | None = None,
+                     close: bool = True, g711_to_aac: bool = True) -> AsyncIterator[bytes]:
     """The body of an HTTP-FLV response (``video/x-flv``) for ``source``.
 
     Waits for the first keyframe whose parameter sets are known (from ``source.params`` or in-band),
@@ -408,18 +447,29 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate
 
     ``framerate`` for the metadata defaults to ``source.params.extra['framerate']``, else it is
     measured from the first two access units.
+
+    ``audio``: mux the source's audio access units; None (default) decides at the first keyframe: on
+    when the source has audio (:func:`audio_codec_of`, or audio arrived before that keyframe).  It
+    must not be announced without coming (flv.js/mpegts.js then wait for it and show no picture).
+    AAC passes through; G.711 is transcoded to AAC (browsers do not play G.711 from FLV) unless
+    ``g711_to_aac`` is false.  Audio and video tag timestamps are both the PS PTS, from one base.
     """
+    g711: _G711ToAac | None = None
     try:
         # --- wait for a keyframe we can describe
+        seen_audio = False
         while True:
             au = await next_au(source)
             if au is None:
                 return
+            seen_audio = seen_audio or au.kind == "audio"
             if au.kind != "video" or not au.keyframe or au.codec not in _PARAM_NAMES:
                 continue
             params = params_from_annexb(au.codec, au.data, getattr(source, "params", None))
             if params is None:
                 continue
+            if audio is None:
+                audio = seen_audio or audio_codec_of(source) is not None
             mux = FlvMuxer(au.codec, audio=audio)
             try:
                 sequence_header = mux.sequence_header(params)
@@ -468,7 +518,13 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate
                                 sent_params = (params.vps, params.sps, params.pps)
                     chunk += mux.video_tag(au, base)
                 elif audio and au.kind == "audio":
-                    chunk += mux.audio_tag(au, base)
+                    if au.codec in ("g711a", "g711u") and g711_to_aac:
+                        if g711 is None:
+                            g711 = _G711ToAac()
+                        for aac in await g711.feed(au):
+                            chunk += mux.audio_tag(aac, base)
+                    else:
+                        chunk += mux.audio_tag(au, base)
             pending = []
             if chunk:
                 yield chunk
@@ -481,6 +537,8 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool = False, framerate
             pending.append(au)
         yield mux.end_of_sequence()
     finally:
+        if g711 is not None:
+            g711.close()
         if close:
             await close_source(source)
 

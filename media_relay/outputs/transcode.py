@@ -34,6 +34,7 @@ from media_relay.outputs.flv import (
     PTS_WRAP,
     AccessUnitSource,
     TimestampUnwrapper,
+    audio_codec_of,
     close_source,
     next_au,
     params_from_annexb,
@@ -240,6 +241,7 @@ class Transcoder(QueuedOutput):
     ``bitrate`` (bit/s) selects ABR with a VBV of one second; without it CRF ``crf`` is used.
     ``profile``: H.264 profile of the output; 'baseline' (no B-frames, no CABAC) is what every WebRTC
     endpoint negotiates.  ``tune=zerolatency`` is always set: no frame delay, no B-frames.
+    Audio access units pass through unchanged (from the first encoded picture on), timestamps intact.
     """
 
     codec = "h264"
@@ -288,6 +290,11 @@ class Transcoder(QueuedOutput):
         return self._dec.errors if self._dec is not None else 0
 
     # ------------------------------------------------------------------ source interface
+    @property
+    def audio_codec(self) -> str | None:
+        """The source's audio codec: its audio access units pass through unchanged."""
+        return audio_codec_of(self.source)
+
     @property
     def params(self) -> VideoParams | None:
         """SPS/PPS/size of the H.264 output, known after the first encoded keyframe."""
@@ -351,6 +358,8 @@ class Transcoder(QueuedOutput):
                 if au is None:
                     break
                 if au.kind != "video":
+                    if au.kind == "audio" and self.frames_out:
+                        await self._queue.put(au)  # audio passes (once the picture has started)
                     continue
                 for out in await loop.run_in_executor(self._executor, self._process, au):
                     await self._queue.put(out)

@@ -13,6 +13,14 @@ pre-encoded packets that is a no-op, so the session hooks the sender's ``_send_k
 the request to ``source.request_keyframe()`` when the source has one (the Transcoder does; a Stream
 reader could ask the device for an IDR with the GB/T 28181 ``IFameCmd``).
 
+Audio: when the offer has an audio m-line the session adds a sendonly audio transceiver (Opus
+preferred, PCMU/PCMA if the peer offers nothing else).  One pump reads the source and splits it
+(:class:`_Split`): video access units to the video track, audio access units to an
+:class:`AudioTrack`, which decodes them (AAC or G.711, on its own worker thread) to PCM frames that
+aiortc encodes to Opus.  aiortc maps RTP time to wall time by when it sends a packet, so the audio
+track holds each audio frame until the video track has sent the picture of the same PS timestamp
+(at most ``max_hold`` seconds): the watermark re-encode delays pictures, not sound.
+
 Only host candidates are gathered (no STUN/TURN servers: ``iceServers=[]``, else aiortc would add
 Google's public STUN server).  aioice leaves out loopback addresses; LAN addresses are used.
 
@@ -23,6 +31,7 @@ H.265 sources need a :class:`~media_relay.outputs.transcode.Transcoder` in front
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fractions
 import logging
@@ -157,8 +166,148 @@ class AccessUnitTrack(MediaStreamTrack):
             self.on_end()
 
 
+def audio_codec_preferences() -> list:
+    """aiortc's audio capabilities, Opus first (it encodes Opus from PCM frames)."""
+    caps = RTCRtpSender.getCapabilities("audio").codecs
+    return sorted(caps, key=lambda c: c.mimeType.lower() != "audio/opus")
+
+
+def _signed_33(delta: int) -> int:
+    delta %= 1 << 33
+    return delta - (1 << 33) if delta >= 1 << 32 else delta
+
+
+class _Split:
+    """One pump over ``source`` feeding two tracks: video access units through a small queue (its back
+    pressure is the source's), audio access units into a bounded deque (oldest dropped).  Records the
+    PS timestamp of the last picture handed to the video track, for the audio track's alignment."""
+
+    def __init__(self, source: AccessUnitSource, *, video_queue: int = 4, audio_queue: int = 100) -> None:
+        self.source = source
+        self._video: asyncio.Queue[Any] = asyncio.Queue(video_queue)
+        self._audio: collections.deque[tuple[Any, float]] = collections.deque(maxlen=audio_queue)
+        self._audio_ready = asyncio.Event()
+        self.video_sent = asyncio.Event()  # set (and cleared by waiters) when a picture went out
+        self.video_pts: int | None = None
+        self._task: asyncio.Task | None = None
+        self.ended = False
+        self.audio_dropped = 0
+
+    def _start(self) -> None:
+        if self._task is None and not self.ended:
+            self._task = asyncio.get_running_loop().create_task(self._pump(), name="whep-split")
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                au = await next_au(self.source)
+                if au is None:
+                    break
+                if au.kind == "video":
+                    await self._video.put(au)
+                elif au.kind == "audio":
+                    if len(self._audio) == self._audio.maxlen:
+                        self.audio_dropped += 1
+                    self._audio.append((au, loop.time()))
+                    self._audio_ready.set()
+        finally:
+            self.ended = True
+            self._audio_ready.set()
+            self.video_sent.set()
+            with contextlib.suppress(asyncio.QueueFull):
+                self._video.put_nowait(None)
+
+    # -- the video track's side (an access-unit source)
+    async def get(self) -> Any:
+        self._start()
+        if self.ended and self._video.empty():
+            raise EOFError("source ended")
+        au = await self._video.get()
+        if au is None:
+            raise EOFError("source ended")
+        if au.pts is not None:
+            self.video_pts = au.pts
+            self.video_sent.set()
+        return au
+
+    # -- the audio track's side
+    async def get_audio(self) -> tuple[Any, float]:
+        self._start()
+        while not self._audio:
+            if self.ended:
+                raise EOFError("source ended")
+            self._audio_ready.clear()
+            await self._audio_ready.wait()
+        return self._audio.popleft()
+
+    def close(self) -> None:
+        self.ended = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._audio_ready.set()
+        self.video_sent.set()
+
+
+class AudioTrack(MediaStreamTrack):
+    """An audio track whose ``recv()`` returns the source's audio as s16 48 kHz PCM frames (aiortc
+    encodes them to Opus), each held until the video track has sent the picture of its timestamp or
+    ``max_hold`` seconds have passed since it arrived."""
+
+    kind = "audio"
+
+    def __init__(self, split: _Split, *, max_hold: float = 0.5) -> None:
+        super().__init__()
+        import concurrent.futures
+
+        from media_relay.outputs.audio import AudioDecoder
+
+        self.split = split
+        self.max_hold = max_hold
+        self._decoder = AudioDecoder()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whep-audio")
+        self._pending: collections.deque[av.AudioFrame] = collections.deque()
+        self.frames_sent = 0
+        self.units_in = 0
+
+    async def _hold(self, pts: int | None, arrived: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = arrived + self.max_hold
+        split = self.split
+        while pts is not None and not split.ended:
+            if split.video_pts is not None and _signed_33(pts - split.video_pts) <= 0:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            split.video_sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(split.video_sent.wait(), left)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        while not self._pending:
+            try:
+                au, arrived = await self.split.get_audio()
+            except EOFError:
+                self.stop()
+                raise MediaStreamError from None
+            self.units_in += 1
+            await self._hold(au.pts, arrived)
+            self._pending.extend(await loop.run_in_executor(self._executor, self._decoder.decode, au))
+        self.frames_sent += 1
+        return self._pending.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._executor.shutdown(wait=False)
+
+
 class WhepSession:
-    """One WHEP viewer: an RTCPeerConnection sending one H.264 video track from ``source``.
+    """One WHEP viewer: an RTCPeerConnection sending one H.264 video track from ``source``, and an
+    Opus audio track from the source's audio when the offer has an audio m-line.
 
     ``source`` is a Stream reader of an H.264 stream or a Transcoder (see :func:`h264_source`); the
     session owns it and closes it on :meth:`close`.  The session closes itself when the peer
@@ -181,6 +330,8 @@ class WhepSession:
         self.connected_at: float | None = None
         self.pc: RTCPeerConnection | None = None
         self.track: AccessUnitTrack | None = None
+        self.audio_track: AudioTrack | None = None
+        self._split: _Split | None = None
         self.sender: RTCRtpSender | None = None
         self.keyframe_requests = 0
         self._last_keyframe_request = 0.0
@@ -215,9 +366,18 @@ class WhepSession:
             raise WhepError("the offer has no video m-line")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc = pc
-        self.track = AccessUnitTrack(self.source, on_end=self._source_ended)
+        video_source: Any = self.source
+        if "m=audio" in offer_sdp:
+            if getattr(self.source, "audio_format", None) == "aac":
+                self.source.audio_format = "raw"  # a watermarked viewer: the camera's own audio
+            self._split = video_source = _Split(self.source)
+        self.track = AccessUnitTrack(video_source, on_end=self._source_ended)
         transceiver = pc.addTransceiver(self.track, direction="sendonly")
         transceiver.setCodecPreferences(h264_codec_preferences())
+        if self._split is not None:
+            self.audio_track = AudioTrack(self._split)
+            pc.addTransceiver(self.audio_track, direction="sendonly").setCodecPreferences(
+                audio_codec_preferences())
         self.sender = transceiver.sender
         # pre-encoded packets: route PLI/FIR to the source instead of aiortc's (unused) encoder
         self.sender._send_keyframe = self._keyframe_requested  # type: ignore[method-assign]
@@ -290,6 +450,10 @@ class WhepSession:
             if self.pc is not None:
                 with contextlib.suppress(Exception):
                     await self.pc.close()
+            if self._split is not None:
+                self._split.close()
+            if self.audio_track is not None:
+                self.audio_track.stop()
             await close_source(self.source)
             current = asyncio.current_task()
             for task in list(self._tasks):
@@ -322,6 +486,8 @@ class WhepSession:
         if self.track is not None:
             out.update(frames_sent=self.track.frames_sent, keyframes_sent=self.track.keyframes_sent,
                        video_bytes=self.track.bytes_sent)
+        if self.audio_track is not None:
+            out.update(audio_frames_sent=self.audio_track.frames_sent)
         if self.sender is not None and self.pc is not None and not self._closing:
             codec = None
             for t in self.pc.getTransceivers():

@@ -91,8 +91,8 @@ class ReportCreate(BaseModel):
     year: int | None = Field(None, ge=2000, le=2100)
     start: datetime | None = Field(None, alias="from", description="custom: start (no zone: display zone)")
     end: datetime | None = Field(None, alias="to", description="custom: end")
-    org_node_id: int | None = None
-    contract_id: int | None = None
+    org_node_id: int | None = Field(None, ge=1, le=2**31 - 1)  # int32 ids (PostgreSQL refuses larger values)
+    contract_id: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class ReportOut(BaseModel):

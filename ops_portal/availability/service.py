@@ -10,8 +10,9 @@
 
 The **scope** of a computation is the intersection of the user's data scope (``scope``: an
 ``ops_portal.access.Scope`` or None for everything), an organisation node (with its descendants)
-and a contract's service scope.  A channel is in scope when ``scope.allows(channel_id,
-channel_org_node_id, device_org_node_id)``.
+and a contract's service scope.  A channel is in scope when ``scope.allows(ChannelRef(device_id,
+channel_id), channel_org_node_id, device_org_node_id)``: a channel is its device's (a channel id alone is
+unique only within its device).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from device_registry.models import Channel, Device, OrgNode
 from gbops.db import UtcDateTime, utcnow
+from gbops.ids import ChannelRef
 
 from .compute import ChannelTimeline, Sampler, channel_timeline, merge_intervals
 
@@ -62,7 +64,7 @@ class ScopeNotFound(LookupError):
 class _ScopeLike(Protocol):
     all: bool
 
-    def allows(self, channel_id: str, channel_org_node_id: int | None, device_org_node_id: int | None) -> bool: ...
+    def allows(self, ref: ChannelRef, channel_org_node_id: int | None, device_org_node_id: int | None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,12 @@ class _OrgScope:
     """Channels of these organisation nodes (or individually listed)."""
 
     org_node_ids: frozenset[int]
-    channel_ids: frozenset[str] = frozenset()
+    channel_refs: frozenset[ChannelRef] = frozenset()
     all: bool = False
 
-    def allows(self, channel_id: str, channel_org_node_id: int | None, device_org_node_id: int | None) -> bool:
-        # as ops_portal.access.Scope: the channel's own node, else its device's node
-        if channel_id in self.channel_ids:
+    def allows(self, ref: ChannelRef, channel_org_node_id: int | None, device_org_node_id: int | None) -> bool:
+        # as ops_portal.access.Scope: that device's channel, or the channel's own node, else its device's node
+        if ref in self.channel_refs:
             return True
         node = channel_org_node_id if channel_org_node_id is not None else device_org_node_id
         return node is not None and node in self.org_node_ids
@@ -98,8 +100,8 @@ class ScopeFilter:
     def everything(self) -> bool:
         return not self.parts
 
-    def allows(self, channel_id: str, channel_org: int | None, device_org: int | None) -> bool:
-        return all(p.all or p.allows(channel_id, channel_org, device_org) for p in self.parts)
+    def allows(self, ref: ChannelRef, channel_org: int | None, device_org: int | None) -> bool:
+        return all(p.all or p.allows(ref, channel_org, device_org) for p in self.parts)
 
     def describe(self) -> dict[str, Any]:
         return {"label": self.label, "org_node_id": self.org_node_id, "contract_id": self.contract_id,
@@ -148,7 +150,7 @@ async def resolve_scope(
         parts.append(_OrgScope(await _descendants(session, org_node_id)))
         labels.append(f"组织 / organisation {node.name} (#{node.id})")
     if contract_id is not None:
-        from ops_portal.contracts import get_contract, org_descendants
+        from ops_portal.contracts import contract_channel_refs, get_contract, org_descendants
 
         contract = await get_contract(session, contract_id)
         if contract is None:
@@ -160,7 +162,7 @@ async def resolve_scope(
         except ImportError:  # ops_portal.access not there: the same scope, built here
             cscope = _OrgScope(
                 await org_descendants(session, [int(n) for n in contract.org_node_ids or []]),
-                frozenset(str(c) for c in contract.channel_ids or []),
+                await contract_channel_refs(session, contract),
             )
         parts.append(cscope)
         labels.append(f"合同 / contract {contract.name} (#{contract.id})")
@@ -209,7 +211,7 @@ async def _load_channels(session: AsyncSession, flt: ScopeFilter) -> list[_Chann
     for dev, ch, name, ch_org, dev_org, first, removed, removed_at, online, dev_online in (
         await session.execute(stmt)
     ).all():
-        if not flt.allows(ch, ch_org, dev_org):
+        if not flt.allows(ChannelRef(dev, ch), ch_org, dev_org):
             continue
         gone = removed_at.timestamp() if removed and removed_at is not None else (0.0 if removed else None)
         out.append(_ChannelRef(dev, ch, name, ch_org, dev_org, first.timestamp(), gone, bool(online),

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gbops.db import utcnow
+from gbops.ids import ChannelRef
 from gbops.log import get_logger
 from ops_portal.quality.detect import (
     Finding,
@@ -117,7 +118,8 @@ async def record_findings(
     check's earlier samples), update its sharpness baseline with healthy pictures, and open one
     ``quality`` ticket per new finding.  Returns (findings, tickets opened, webhook payloads)."""
     last = pictures[-1]
-    base = await session.get(QualityBaseline, channel_id)
+    ref = ChannelRef(device_id or "", channel_id)  # the camera: baselines and open tickets are per device
+    base = await session.get(QualityBaseline, (ref.device_id, ref.channel_id))
     findings = detect(last, previous=[thumbnail(p.y) for p in pictures[:-1]],
                       baseline=base.sharpness if base else None, baseline_samples=base.samples if base else 0,
                       min_size=min_size)
@@ -125,7 +127,8 @@ async def record_findings(
         value, samples = update_baseline(base.sharpness if base else None, base.samples if base else 0,
                                          sharpness(last.y))
         if base is None:
-            session.add(QualityBaseline(channel_id=channel_id, sharpness=value, samples=samples, updated_at=now))
+            session.add(QualityBaseline(device_id=ref.device_id, channel_id=channel_id, sharpness=value,
+                                        samples=samples, updated_at=now))
         else:
             base.sharpness, base.samples, base.updated_at = value, samples, now
         await session.flush()
@@ -134,7 +137,7 @@ async def record_findings(
     payloads: list[dict[str, Any]] = []
     snapshot: str | None = None
     for finding in findings:
-        key = f"quality:{channel_id}:{finding.anomaly}"
+        key = f"quality:{ref.key}:{finding.anomaly}"
         if await session.scalar(select(Ticket.id).where(Ticket.open_key == key)) is not None:
             continue
         if snapshot is None:
@@ -148,8 +151,8 @@ async def record_findings(
                     detail={"metrics": finding.metrics}, snapshot=snapshot, open_key=key, audit=audit)
                 payloads.append(await add_notification(
                     session, "ticket.opened", ticket,
-                    f"通道 {channel_id} 视频质量异常（{finding.message.split(' / ')[0]}），已生成工单 #{ticket.id} / "
-                    f"channel {channel_id}: video quality anomaly ({finding.anomaly}), ticket #{ticket.id} opened",
+                    f"通道 {ref.key} 视频质量异常（{finding.message.split(' / ')[0]}），已生成工单 #{ticket.id} / "
+                    f"channel {ref.key}: video quality anomaly ({finding.anomaly}), ticket #{ticket.id} opened",
                     now))
         except IntegrityError:
             continue
@@ -207,7 +210,7 @@ class QualitySampler:
         """Two keyframes at least ``freeze_gap`` apart (one if the second does not come in time)."""
         loop = asyncio.get_running_loop()
         manager = getattr(self.media, "manager", self.media)
-        reader = await manager.open_reader(channel_id, device_id, self.transport)
+        reader = await manager.open_reader(ChannelRef(device_id, channel_id), self.transport)
         pictures: list[Picture] = []
         try:
             deadline = loop.time() + self.timeout
@@ -233,13 +236,13 @@ class QualitySampler:
     async def sample(self, channel_id: str, device_id: str, now: datetime) -> list[Ticket]:
         pictures = await self.grab(channel_id, device_id)
         if not pictures:
-            raise TimeoutError(f"no keyframe from {channel_id}")
+            raise TimeoutError(f"no keyframe from {device_id}/{channel_id}")
         from ops_portal.auth import begin_write
         from ops_portal.contracts import contract_for_channel
 
         batch = AuditBatch(self.audit)
         async with self.sessionmaker() as session:
-            contract = await contract_for_channel(session, channel_id, now)
+            contract = await contract_for_channel(session, ChannelRef(device_id, channel_id), now)
             terms = contract.quality_terms if contract is not None else {}
             min_size = None
             if terms.get("min_width") or terms.get("min_height"):
@@ -265,7 +268,7 @@ class QualitySampler:
             rows = (await session.execute(
                 select(Channel.channel_id, Channel.device_id).join(Device, Device.device_id == Channel.device_id)
                 .where(Channel.online.is_(True), Channel.removed.is_(False), Device.online.is_(True))
-                .order_by(Channel.channel_id))).all()
+                .order_by(Channel.device_id, Channel.channel_id))).all()
         gate = asyncio.Semaphore(self.concurrency)
         opened = 0
 
@@ -277,7 +280,8 @@ class QualitySampler:
                     self.sampled += 1
                 except Exception as exc:  # offline meanwhile, refused, no media: next round
                     self.failed += 1
-                    log.info("quality.sample_failed", channel_id=channel_id, error=f"{type(exc).__name__}: {exc}")
+                    log.info("quality.sample_failed", channel=f"{device_id}/{channel_id}",
+                             error=f"{type(exc).__name__}: {exc}")
 
         await asyncio.gather(*(one(c, d) for c, d in rows))
         return opened

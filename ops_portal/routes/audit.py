@@ -1,6 +1,7 @@
 """``/api/audit``: the tamper-evident audit log - entries, download history, checkpoints, proofs, export.
 
-Every route needs the ``audit.read`` permission (export: ``audit.export``).  Entries are served from
+Every route needs the ``audit.read`` permission (export: ``audit.export`` and the full data scope).  The
+lists (entries, downloads) are cut to the caller's data scope (:func:`visible_entries`).  Entries are served from
 the stored RFC 8785 bytes; hashes in proofs and checkpoints are standard base64, as in the C2SP
 checkpoint format.
 """
@@ -19,9 +20,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import and_, or_
 from starlette.background import BackgroundTask
 
-from ops_portal.deps import AuditDep, client_ip, require_permission
+from audit_log.store import ENTRIES
+from ops_portal.deps import AccessDep, AuditDep, client_ip, require_permission
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
 
@@ -147,6 +150,60 @@ def _one(name: str, a: int | None, b: int | None, b_name: str) -> int | None:
     return a if a is not None else b
 
 
+def visible_entries(access: Any) -> Any:
+    """None (everything) for full-scope holders, else the SQL condition on the audit entries a scoped auditor
+    may read: their own actions and entries about themselves, and entries whose target (or device actor) is
+    an object of their data scope:
+
+    * ``channel``: that device's channel is in scope (target ``device_id/channel_id``); an older entry naming
+      a bare channel id only when that id is in scope *and* unique on the platform (ambiguous old entries
+      stay with full-scope holders);
+    * ``device``: the device is visible (its own node is granted, or one of its channels is in scope);
+      also entries whose actor is such a device;
+    * ``org_node``: the node (descendants included) is granted;
+    * ``ticket``: the ticket's channel (or, for a device ticket, its device) is in scope;
+    * ``user``: only the auditor's own account; ``role``, ``contract``, ``report``, ``audit_log``,
+      ``setting``, ``file``: none (platform administration, not objects of a data scope), unless the
+      auditor did it.
+    """
+    scope = access.scope
+    if scope.all:
+        return None
+    from sqlalchemy import String, and_, cast, func, literal, or_, select
+
+    from audit_log.store import ENTRIES
+    from device_registry.models import Channel, Device
+    from device_registry.service import channel_scope_clause, device_scope_clause
+    from ops_portal.tickets.models import Ticket
+
+    uid = str(access.user.id)
+    e = ENTRIES.c
+    in_scope = (select(Channel.device_id, Channel.channel_id)
+                .join(Device, Device.device_id == Channel.device_id).where(channel_scope_clause(scope)))
+    keys = in_scope.with_only_columns(Channel.device_id + literal("/") + Channel.channel_id)
+    bare = in_scope.with_only_columns(Channel.channel_id)
+    shared_ids = select(Channel.channel_id).group_by(Channel.channel_id).having(func.count() > 1)
+    devices = select(Device.device_id).where(device_scope_clause(scope))
+    channel_tickets = (select(cast(Ticket.id, String))
+                       .join(Channel, and_(Channel.device_id == Ticket.device_id,
+                                           Channel.channel_id == Ticket.channel_id))
+                       .join(Device, Device.device_id == Channel.device_id).where(channel_scope_clause(scope)))
+    device_tickets = (select(cast(Ticket.id, String)).join(Device, Device.device_id == Ticket.device_id)
+                      .where(Ticket.channel_id.is_(None), device_scope_clause(scope)))
+    conds = [
+        and_(e.actor_type == "user", e.actor_id == uid),
+        and_(e.target_type == "user", e.target_id == uid),
+        and_(e.target_type == "channel",
+             or_(e.target_id.in_(keys), and_(e.target_id.in_(bare), e.target_id.not_in(shared_ids)))),
+        and_(e.target_type == "device", e.target_id.in_(devices)),
+        and_(e.actor_type == "device", e.actor_id.in_(devices)),
+        and_(e.target_type == "ticket", or_(e.target_id.in_(channel_tickets), e.target_id.in_(device_tickets))),
+    ]
+    if scope.org_node_ids:
+        conds.append(and_(e.target_type == "org_node", e.target_id.in_(sorted(str(n) for n in scope.org_node_ids))))
+    return or_(*conds)
+
+
 Since = Annotated[datetime | None, Query(description="不早于此时刻 (RFC 3339) / at or after this time")]
 Until = Annotated[datetime | None, Query(description="早于此时刻 (RFC 3339) / before this time")]
 Offset = Annotated[int, Query(ge=0, le=2**62)]
@@ -158,6 +215,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
             response_model=AuditEntryList)
 async def list_entries(
     user: AuditReader,
+    access: AccessDep,
     audit: AuditDep,
     action: Annotated[
         str | None,
@@ -183,28 +241,47 @@ async def list_entries(
     total, entries = await log.store.query(
         actions=actions, action_prefix=prefix, actor=actor, target_id=target, target_type=target_type,
         since=_aware(since), until=_aware(until), offset=offset, limit=limit, newest_first=order == "newest",
+        where=visible_entries(access),
     )
     return AuditEntryList(total=total, offset=offset, limit=limit, items=[_entry_out(e) for e in entries])
+
+
+def _like_escape(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (escape character ``\\``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 @router.get("/downloads", operation_id="audit_downloads", summary="录像下载记录 / download history",
             response_model=DownloadList)
 async def list_downloads(
     user: AuditReader,
+    access: AccessDep,
     audit: AuditDep,
     actor: Annotated[str | None, Query(max_length=128, description="下载用户 id 或名称 / user id or name")] = None,
     channel_id: Annotated[str | None, Query(max_length=32, description="通道编码 / channel id")] = None,
+    device_id: Annotated[str | None, Query(max_length=32, description="设备编码（与通道编码一起指明摄像机）/ "
+                                           "device id (with channel_id: exactly that camera)")] = None,
     since: Since = None,
     until: Until = None,
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> DownloadList:
     """Who downloaded which channel's recording, for which time range: the ``download.*`` entries
-    (``download.request`` / ``download.complete`` / ``download.failed``), newest first."""
+    (``download.request`` / ``download.complete`` / ``download.failed`` / ``download.fetch``), newest
+    first.  A scoped auditor sees the downloads of channels in their scope, and their own."""
     log = _require(audit)
+    # download entries name the camera as ``device_id/channel_id`` (older ones: the bare channel id)
+    conds = [c for c in (visible_entries(access),) if c is not None]
+    if channel_id and device_id:
+        conds.append(ENTRIES.c.target_id == f"{device_id}/{channel_id}")
+    elif channel_id:
+        conds.append(or_(ENTRIES.c.target_id == channel_id,
+                         ENTRIES.c.target_id.like("%/" + _like_escape(channel_id), escape="\\")))
+    elif device_id:
+        conds.append(ENTRIES.c.target_id.like(_like_escape(device_id) + "/%", escape="\\"))
     total, entries = await log.store.query(
-        action_prefix="download.", actor=actor, target_id=channel_id, since=_aware(since), until=_aware(until),
-        offset=offset, limit=limit,
+        action_prefix="download.", actor=actor, since=_aware(since), until=_aware(until),
+        offset=offset, limit=limit, where=and_(*conds) if conds else None,
     )
     items = []
     for entry in entries:
@@ -329,6 +406,7 @@ async def consistency_proof(
 )
 async def export(
     user: AuditExporter,
+    access: AccessDep,
     audit: AuditDep,
     request: Request,
     from_: Annotated[int, Query(alias="from", ge=0, lt=MAX_SEQ, description="first seq")] = 0,
@@ -341,6 +419,10 @@ async def export(
     from audit_log.log import Actor, Target
 
     log = _require(audit)
+    if not access.scope.all:
+        # the bundle is the whole signed log (it cannot be cut to a scope and still verify)
+        raise ApiError(403, "audit_export_full_scope_only", "只有拥有全部数据范围的用户才能导出完整审计日志 / only "
+                       "users with the full data scope may export the whole audit log")
     tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="gbops-audit-export-"))
     cleanup = BackgroundTask(shutil.rmtree, tmp, ignore_errors=True)
     try:

@@ -14,13 +14,12 @@ from ops_portal.users import ADMIN_USERNAME, forget_initial_admin_password
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-
 @router.post(
     "/login",
     operation_id="auth_login",
     summary="登录 / log in",
     response_model=TokenOut,
-    responses=error_responses(401, 403, 422, 423),
+    responses=error_responses(401, 403, 422, 423, 429),
 )
 async def login(
     body: LoginRequest,
@@ -33,8 +32,13 @@ async def login(
 ) -> TokenOut:
     """Exchange a user name and password for a bearer token.
 
-    Unknown user names and wrong passwords get the same 401 answer.  After 5 failures in a row
-    the account is locked for 15 minutes (423).
+    Unknown user names and wrong passwords get the same 401 answer.  Wrong passwords are counted per
+    account and source address: after ``GBOPS_LOGIN_DELAY_FAILURES`` (3) each further attempt from that
+    address waits a growing delay (429 with ``Retry-After``), after ``GBOPS_LOGIN_LOCK_FAILURES`` (5) that
+    address is locked out of the account for ``GBOPS_LOGIN_LOCK_MINUTES`` (15, 423); other addresses are not
+    affected.  The account itself is locked (423 from everywhere) only after
+    ``GBOPS_LOGIN_ACCOUNT_LOCK_FAILURES`` (50) failures from all addresses within that window, and an
+    administrator still logs in from ``GBOPS_ADMIN_NETWORKS`` (default: loopback).
     """
     result = await auth.login(
         session,
@@ -71,7 +75,7 @@ async def logout(ctx: AnyAuth, session: SessionDep, audit: AuditDep, request: Re
     operation_id="auth_password_change",
     summary="修改密码 / change password",
     response_model=UserOut,
-    responses=error_responses(401, 403, 422, 423),
+    responses=error_responses(401, 403, 422, 423, 429),
 )
 async def change_password(
     body: PasswordChangeRequest,
@@ -79,12 +83,14 @@ async def change_password(
     session: SessionDep,
     settings: SettingsDep,
     audit: AuditDep,
+    throttle: ThrottleDep,
     request: Request,
 ) -> UserOut:
     """Change the caller's password.  Every other token of the user is revoked; the token used
-    for this call stays valid."""
+    for this call stays valid.  A wrong old password counts like a failed login from this address."""
     user = await auth.change_password(
-        session, ctx, body.old_password, body.new_password, audit=audit, client_ip=client_ip(request)
+        session, ctx, body.old_password, body.new_password, audit=audit, client_ip=client_ip(request),
+        throttle=throttle,
     )
     if user.username == ADMIN_USERNAME:
         forget_initial_admin_password(settings)

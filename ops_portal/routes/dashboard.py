@@ -26,15 +26,15 @@ async def _open_tickets(session: Any, access: Any) -> int | None:
     except ImportError:
         return None
     from device_registry.models import Device
-    from device_registry.service import device_scope_clause
+    from device_registry.service import device_scope_clause, pairs_in
 
     stmt = select(func.count()).select_from(Ticket).where(Ticket.state.in_(sorted(OPEN_STATES)))
     scope = access.scope
     if not scope.all:
         visible = select(Device.device_id).where(device_scope_clause(scope))
         conds = [Ticket.device_id.in_(visible)]
-        if scope.channel_ids:
-            conds.append(Ticket.channel_id.in_(sorted(scope.channel_ids)))
+        if scope.channel_refs:
+            conds.append(pairs_in(Ticket.device_id, Ticket.channel_id, scope.channel_refs))
         stmt = stmt.where(or_(*conds))
     count = await session.scalar(stmt)
     await session.commit()
@@ -53,8 +53,8 @@ async def dashboard(user: DashboardReader, access: AccessDep, registry: Registry
     if media is not None:
         items = media.manager.describe()
         if not access.scope.all:
-            allowed = {c.channel_id for c in await registry.scoped_channels(access.scope) or []}
-            items = [i for i in items if i.get("channel_id") in allowed]
+            allowed = {(c.device_id, c.channel_id) for c in await registry.scoped_channels(access.scope) or []}
+            items = [i for i in items if (i.get("device_id"), i.get("channel_id")) in allowed]
         streams = len(items)
         viewers = sum(int(i.get("viewers") or 0) for i in items)
     total = counts["channels_total"]

@@ -16,7 +16,16 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from gbops.log import get_logger
-from ops_portal.deps import AccessDep, RegistryDep, ScopedChannel, SipDep, client_ip, require_permission
+from ops_portal.deps import (
+    DEVICE_PATH,
+    AccessDep,
+    RegistryDep,
+    ScopedChannel,
+    SipDep,
+    client_ip,
+    device_channel_path,
+    require_permission,
+)
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, UtcTime, error_responses
 
@@ -129,32 +138,35 @@ async def _visible_job(request: Request, user: User, access: Any, job_id: str) -
     return manager, row
 
 
+@router.post(device_channel_path("/api/channels/{channel_id}/downloads"),
+             operation_id="downloads_create_device_channel", status_code=202,
+             summary="下载直播片段（设备 + 通道，带水印）/ download a live clip of a device's channel, watermarked",
+             response_model=DownloadJobOut, dependencies=[DEVICE_PATH], responses=error_responses(404, 409, 503))
 @router.post("/api/channels/{channel_id}/downloads", operation_id="downloads_create", status_code=202,
-             summary="下载直播片段（带水印）/ download a live clip, watermarked", response_model=DownloadJobOut,
-             responses=error_responses(404, 409, 503))
+             summary="下载直播片段（通道编码唯一时，带水印）/ download a live clip, watermarked (channel id unique)",
+             response_model=DownloadJobOut, responses=error_responses(404, 409, 503))
 async def create_download(user: Downloader, access: AccessDep, registry: RegistryDep, sip: SipDep,
-                          request: Request, channel_id: ScopedChannel, body: DownloadRequest) -> DownloadJobOut:
+                          request: Request, ref: ScopedChannel, body: DownloadRequest) -> DownloadJobOut:
     """Starts a job that records `seconds` of the channel's live video from now on, then exports an MP4
     with your visible watermark and a signed session tag in every keyframe. Poll
-    `GET /api/downloads/{job_id}`; fetch `file_url` when `state` is `done`."""
+    `GET /api/downloads/{job_id}`; fetch `file_url` when `state` is `done`. The shorthand
+    `/api/channels/{channel_id}/downloads` answers 409 `ambiguous_channel` when several of your devices
+    report that channel id: use `/api/devices/{device_id}/channels/{channel_id}/downloads`."""
     if getattr(request.app.state, "media", None) is None:
         raise ApiError(503, "media_unavailable", "媒体服务未运行 / the media service is not running")
-    channels = await registry.find_channel(channel_id)
-    if not channels:
-        raise ApiError(404, "channel_not_found", f"通道不存在 / channel not found: {channel_id}")
-    channel = channels[0]
-    if sip is None or not sip.is_online(channel.device_id):
-        raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {channel.device_id}")
+    channel_id = ref.channel_id
+    if sip is None or not sip.is_online(ref.device_id):
+        raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}")
     from watermark.downloads import AuditUnavailable
 
     manager = _manager(request)
     transport = body.transport or getattr(request.app.state.settings, "live_transport", "udp")
     try:
-        row = await manager.submit(user=user, channel_id=channel_id, device_id=channel.device_id,
+        row = await manager.submit(user=user, channel_id=channel_id, device_id=ref.device_id,
                                    seconds=body.seconds, client_ip=client_ip(request), transport=transport,
                                    roles=tuple(getattr(access, "roles", ())))
     except AuditUnavailable:
-        log.exception("download.audit_failed", channel_id=channel_id, user=user.username)
+        log.exception("download.audit_failed", channel=ref.key, user=user.username)
         raise ApiError(503, "audit_unavailable", "审计日志不可用，无法下载 / the audit log is unavailable, "
                        "the download cannot start") from None
     return _out(manager, row)
@@ -176,6 +188,13 @@ async def list_downloads(
                        "manage users: user.manage)")
     manager = _manager(request)
     rows = await manager.list_jobs(None if all_users else user.id, limit)
+    if all_users and not access.scope.all:  # others' jobs: only of channels in the caller's scope
+        from gbops.ids import ChannelRef
+        from ops_portal.scope_lists import channels_in_scope
+
+        allowed = await channels_in_scope(request.app.state.registry, access.scope,
+                                          {ChannelRef(r.device_id, r.channel_id) for r in rows})
+        rows = [r for r in rows if r.user_id == user.id or ChannelRef(r.device_id, r.channel_id) in allowed]
     return DownloadJobList(items=[_out(manager, r) for r in rows])
 
 
@@ -200,15 +219,39 @@ async def download_file(user: Downloader, access: AccessDep, request: Request, j
     if path is None:
         raise ApiError(410, "download_expired", "文件已过保留期被删除 / the file was deleted after its retention "
                        "period")
+    if row.user_id != user.id:
+        await _audit_fetch(request, user, row)
     import base64
 
     start = row.media_start or row.created_at
-    name = f"{row.channel_id}_{_stamp(start)}_{row.watermark_id}.mp4"
+    name = f"{row.device_id}_{row.channel_id}_{_stamp(start)}_{row.watermark_id}.mp4"
     digest = base64.b64encode(bytes.fromhex(row.sha256)).decode() if row.sha256 else None
     headers = {"Cache-Control": "no-store"}
     if digest:
         headers["Repr-Digest"] = f"sha-256=:{digest}:"
     return FileResponse(path, media_type="video/mp4", filename=name, headers=headers)
+
+
+async def _audit_fetch(request: Request, user: User, row: Any) -> None:
+    """``download.fetch``: someone other than the requester takes the file (an administrator holding
+    ``user.manage``).  No evidence, no file: 503 when the entry cannot be written."""
+    audit = getattr(request.app.state, "audit", None)
+    if audit is None:
+        return
+    from audit_log.log import Actor, Target
+    from gbops.ids import ChannelRef
+
+    try:
+        await audit.record(actor=Actor.user(user), action="download.fetch",
+                           target=Target("channel", ChannelRef(row.device_id, row.channel_id).key),
+                           client_ip=client_ip(request), session_id=row.session_id, watermark_id=row.watermark_id,
+                           detail={"job_id": row.id, "requester_id": row.user_id, "requester": row.username,
+                                   "device_id": row.device_id, "channel_id": row.channel_id, "sha256": row.sha256,
+                                   "bytes": row.size})
+    except Exception:
+        log.exception("download.fetch_audit_failed", job=row.id, user=user.username)
+        raise ApiError(503, "audit_unavailable", "审计日志不可用，无法取走他人的下载文件 / the audit log is "
+                       "unavailable: the file cannot be handed to anyone but its requester") from None
 
 
 def _stamp(t: datetime) -> str:

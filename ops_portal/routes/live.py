@@ -7,22 +7,33 @@ SIP status), no media arrived, no ports left.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from gbops.log import get_logger
-from ops_portal.deps import AccessDep, RegistryDep, ScopedChannel, SipDep, client_ip, require_permission
+from ops_portal import output_tokens
+from ops_portal.deps import (
+    DEVICE_PATH,
+    AccessDep,
+    RegistryDep,
+    ScopedChannel,
+    SipDep,
+    client_ip,
+    device_channel_path,
+    require_permission,
+)
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
 
 log = get_logger("gbops.portal.live")
 
 router = APIRouter(tags=["live"], responses=error_responses(401, 403, 422))
-outputs_router = APIRouter(tags=["live"])  # capability URLs: the session id is the credential
+outputs_router = APIRouter(tags=["live"])  # bound to the session's user: its bearer token or the URL's ?t=
 
 LiveViewer = Annotated[User, Depends(require_permission("live.view"))]
 StreamReaderUser = Annotated[User, Depends(require_permission("device.read"))]
@@ -74,30 +85,33 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@router.post("/api/channels/{channel_id}/live", operation_id="live_start", status_code=201,
-             summary="开始实时观看 / start watching a channel live", response_model=LiveOut,
+@router.post(device_channel_path("/api/channels/{channel_id}/live"), operation_id="live_start_device_channel",
+             status_code=201, summary="开始实时观看（设备 + 通道）/ start watching a device's channel live",
+             response_model=LiveOut, dependencies=[DEVICE_PATH],
              responses=error_responses(404, 409, 502, 503, 504))
+@router.post("/api/channels/{channel_id}/live", operation_id="live_start", status_code=201,
+             summary="开始实时观看（通道编码唯一时）/ start watching a channel live (its id unique)",
+             response_model=LiveOut, responses=error_responses(404, 409, 502, 503, 504))
 async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep, sip: SipDep, request: Request,
-                     channel_id: ScopedChannel, body: LiveRequest | None = None) -> LiveOut:
+                     ref: ScopedChannel, body: LiveRequest | None = None) -> LiveOut:
     """Starts (or joins) the channel's upstream stream and returns a viewer session. Open `whep_url`
     (WHEP, `POST` an SDP offer) or `flv_url` (HTTP-FLV) within `expires_at`. Ten viewers of one channel
-    cost the camera one stream."""
+    cost the camera one stream. `/api/devices/{device_id}/channels/{channel_id}/live` names the camera
+    exactly; `/api/channels/{channel_id}/live` answers 409 `ambiguous_channel` (with `devices`) when
+    several of your devices report that channel id."""
     media = _media(request)
-    channels = await registry.find_channel(channel_id)
-    if not channels:
-        raise ApiError(404, "channel_not_found", f"通道不存在 / channel not found: {channel_id}")
-    channel = channels[0]
-    if sip is None or not sip.is_online(channel.device_id):
-        raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {channel.device_id}")
+    channel_id = ref.channel_id
+    if sip is None or not sip.is_online(ref.device_id):
+        raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}")
     settings = request.app.state.settings
     transport = (body.transport if body else None) or getattr(settings, "live_transport", "udp")
     from media_relay.stream import MediaError
 
-    plan = _watermark_plan(media, access, user, request, channel_id)
+    plan = _watermark_plan(media, access, user, request, ref)
     cleanup = [plan.slot.release] if plan is not None and plan.slot is not None else []
     try:
-        session = await media.open_session(user_id=user.id, username=user.username, channel_id=channel_id,
-                                           device_id=channel.device_id, transport=transport,
+        session = await media.open_session(user_id=user.id, username=user.username, channel=ref,
+                                           transport=transport,
                                            client_ip=client_ip(request),
                                            session_id=plan.tag.session_id if plan is not None else None,
                                            cleanup=cleanup)
@@ -106,7 +120,7 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
         message = str(exc)
         if exc.code == "device_refused":
             message = f"设备拒绝 / the device refused: {exc}"
-        log.warning("live.failed", channel_id=channel_id, user=user.username, code=exc.code, reason=str(exc))
+        log.warning("live.failed", channel=ref.key, user=user.username, code=exc.code, reason=str(exc))
         raise ApiError(status, exc.code, message) from None
     stream = session.reader.stream
     if plan is not None:
@@ -116,28 +130,31 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
         from audit_log.log import Actor, Target
 
         try:
-            await audit.record(actor=Actor.user(user), action="live.start", target=Target("channel", channel_id),
+            await audit.record(actor=Actor.user(user), action="live.start", target=Target("channel", ref.key),
                                client_ip=client_ip(request), session_id=session.session_id,
                                watermark_id=plan.code if plan is not None else None,
-                               detail={"device_id": channel.device_id, "transport": transport,
+                               detail={"device_id": ref.device_id, "channel_id": channel_id, "transport": transport,
                                        "codec": stream.codec,
                                        "watermark": None if plan is None else ("on" if plan.on else "off")})
         except Exception:
             # no evidence, no video: a viewing that cannot be recorded is not handed out
             media.close_session(session.session_id, "audit log unavailable")
-            log.exception("live.audit_failed", channel_id=channel_id, user=user.username)
+            log.exception("live.audit_failed", channel=ref.key, user=user.username)
             raise ApiError(503, "audit_unavailable", "审计日志不可用，无法开始观看 / the audit log is "
                            "unavailable, the live view cannot start") from None
     params = stream.params
-    return LiveOut(session_id=session.session_id, whep_url=f"/whep/{session.session_id}",
-                   flv_url=f"/flv/{session.session_id}.flv", expires_at=_iso(session.attach_deadline),
-                   channel_id=channel_id, device_id=channel.device_id, codec=stream.codec,
+    # the output URLs carry a short-lived single-use token bound to this session and user (never the bearer)
+    url_token = output_tokens.issue(session.session_id, user.id,
+                                    expires=min(session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
+    return LiveOut(session_id=session.session_id, whep_url=f"/whep/{session.session_id}?t={url_token}",
+                   flv_url=f"/flv/{session.session_id}.flv?t={url_token}", expires_at=_iso(session.attach_deadline),
+                   channel_id=channel_id, device_id=ref.device_id, codec=stream.codec,
                    width=params.width if params else None, height=params.height if params else None,
                    watermark=plan.on if plan is not None else None,
                    watermark_id=plan.code if plan is not None else None)
 
 
-def _watermark_plan(media: Any, access: Any, user: User, request: Request, channel_id: str) -> Any:
+def _watermark_plan(media: Any, access: Any, user: User, request: Request, ref: Any) -> Any:
     """The viewer's watermark (on unless the policy switches it off for all the user's roles) and session
     tag, with an encoder slot reserved; 503 ``watermark_capacity`` (with Retry-After) when none is free."""
     hub = getattr(media, "watermark", None)
@@ -155,15 +172,15 @@ def _watermark_plan(media: Any, access: Any, user: User, request: Request, chann
     on = hub.applies(getattr(access, "roles", ()))
     text = WatermarkText(display_name=user.display_name or user.username, account=user.username,
                          phone=user.phone, client_ip=client_ip(request) or "-", session_code=code)
-    plan = WatermarkPlan(on=on, text=text, tag=SessionTag(session_id, user.id, channel_id, int(time.time() * 1000)),
-                         code=code)
+    tag = SessionTag(session_id, user.id, ref.channel_id, int(time.time() * 1000), device_id=ref.device_id)
+    plan = WatermarkPlan(on=on, text=text, tag=tag, code=code)
     if on:
         if hub.font_error:
             raise ApiError(503, "watermark_font_missing", hub.font_error)
         plan.slot = hub.slots.reserve()
         if plan.slot is None:
             retry = str(getattr(request.app.state.settings, "watermark_retry_after", RETRY_AFTER_DEFAULT))
-            log.warning("live.watermark_capacity", channel_id=channel_id, user=user.username,
+            log.warning("live.watermark_capacity", channel=ref.key, user=user.username,
                         limit=hub.slots.limit)
             raise ApiError(503, "watermark_capacity",
                            f"本节点的水印编码器已全部占用（{hub.slots.limit} 路），请 {retry} 秒后重试，或改看子码流 / "
@@ -186,27 +203,88 @@ async def delete_session(user: LiveViewer, access: AccessDep, request: Request, 
 
 
 @router.get("/api/streams", operation_id="streams_list", summary="上行流列表 / upstream streams")
-async def list_streams(user: StreamReaderUser, request: Request) -> dict[str, Any]:
+async def list_streams(user: StreamReaderUser, access: AccessDep, registry: RegistryDep,
+                       request: Request) -> dict[str, Any]:
     """One item per upstream stream (one per channel, however many viewers): `bitrate` in bit/s over the
-    last ~2 s, `loss_fraction` of expected RTP packets, `jitter_ms` per RFC 3550, `since` as RFC 3339."""
+    last ~2 s, `loss_fraction` of expected RTP packets, `jitter_ms` per RFC 3550, `since` as RFC 3339.
+    Only streams of channels in your data scope."""
+    from gbops.ids import ChannelRef
+    from ops_portal.scope_lists import channels_in_scope
+
     media = _media(request)
     items = media.manager.describe()
+    if not access.scope.all:
+        refs = {ChannelRef(i["device_id"], i["channel_id"]) for i in items}
+        allowed = await channels_in_scope(registry, access.scope, refs)
+        items = [i for i in items if ChannelRef(i["device_id"], i["channel_id"]) in allowed]
     for item in items:
         item["since"] = _iso(item["since"])
     return {"items": items}
 
 
 # ---------------------------------------------------------------------------- outputs
+OutputToken = Annotated[str | None, Query(max_length=80, description="POST /api/channels/{id}/live 返回的 URL 中的"
+                                          "一次性令牌 / the single-use token of the URL the live answer returned")]
+_NO_SESSION = ("session_not_found", "会话不存在、已被使用或不属于你 / no such session, already in use, or not yours")
+
+
+async def _output_session(request: Request, media: Any, session_id: str, t: str | None, *,
+                          teardown: bool = False) -> Any:
+    """The viewer session named in an output URL, if the caller is the user who opened it: the same user's
+    bearer token, or the URL's signed token (:mod:`ops_portal.output_tokens`; consumed unless
+    ``teardown``).  No credential: 401; a credential that does not match the session: 404 (the session
+    id alone grants nothing and does not reveal whether the session exists)."""
+    from fastapi.security.utils import get_authorization_scheme_param
+
+    from ops_portal.auth import not_authenticated, resolve_token
+
+    scheme, bearer = get_authorization_scheme_param(request.headers.get("authorization"))
+    session = media.sessions.get(session_id)
+    if scheme.lower() == "bearer" and bearer:
+        async with request.app.state.sessionmaker() as db:
+            ctx = await resolve_token(db, bearer)
+        ok = session is not None and ctx.user.id == session.user_id and not ctx.user.must_change_password
+    elif t:
+        if session is None:
+            ok = False
+        elif teardown:
+            ok = output_tokens.verify(t, session_id, session.user_id, allow_expired=True)
+        else:
+            ok = output_tokens.consume(t, session_id, session.user_id)
+    else:
+        raise not_authenticated()
+    if not ok:
+        raise ApiError(404, *_NO_SESSION)
+    return session
+
+
+def _end_output_with_session(session: Any, source: Any) -> None:
+    """Closing the session (revocation, DELETE, platform stop) ends the output reading ``source``: the
+    HTTP-FLV response or WebRTC track finishes instead of playing on."""
+    def close() -> None:
+        result = source.close() if hasattr(source, "close") else None
+        if hasattr(result, "__await__"):
+            import asyncio
+
+            asyncio.ensure_future(result)
+
+    session.cleanup.append(close)
+
+
 @outputs_router.get("/flv/{session_id}.flv", operation_id="live_flv", summary="HTTP-FLV 输出 / HTTP-FLV",
-                    include_in_schema=True)
-async def flv_output(request: Request, session_id: str) -> StreamingResponse:
+                    include_in_schema=True, responses=error_responses(401, 404))
+async def flv_output(request: Request, session_id: str, t: OutputToken = None) -> StreamingResponse:
+    """Only for the user who opened the session: its `flv_url` as returned (`?t=`, single use), or the
+    same user's bearer token."""
     from media_relay.outputs.flv import flv_stream
 
     media = _media(request)
+    await _output_session(request, media, session_id, t)
     session = media.attach(session_id, "flv")
     if session is None:
-        raise ApiError(404, "session_not_found", "会话不存在或已被使用 / no such session, or already in use")
+        raise ApiError(404, *_NO_SESSION)
     source = await _viewer_source(session, media=media)
+    _end_output_with_session(session, source)
 
     async def body():
         try:
@@ -222,20 +300,23 @@ async def flv_output(request: Request, session_id: str) -> StreamingResponse:
 
 
 @outputs_router.post("/whep/{session_id}", operation_id="live_whep_offer", status_code=201,
-                     summary="WHEP: 提交 SDP offer / WHEP offer")
-async def whep_offer(request: Request, session_id: str) -> Response:
+                     summary="WHEP: 提交 SDP offer / WHEP offer", responses=error_responses(401, 404))
+async def whep_offer(request: Request, session_id: str, t: OutputToken = None) -> Response:
+    """Only for the user who opened the session: its `whep_url` as returned, or the same user's bearer."""
     media = _media(request)
     if "application/sdp" not in request.headers.get("content-type", ""):
         raise ApiError(415, "unsupported_media_type", "需要 application/sdp / expected application/sdp")
     offer = (await request.body()).decode("utf-8", "replace")
+    await _output_session(request, media, session_id, t)
     session = media.attach(session_id, "whep")
     if session is None:
-        raise ApiError(404, "session_not_found", "会话不存在或已被使用 / no such session, or already in use")
+        raise ApiError(404, *_NO_SESSION)
     from media_relay.outputs.whep import WhepRegistry, WhepSession
 
     if media.whep is None:
         media.whep = WhepRegistry()
     source = await _viewer_source(session, h264_only=True, media=media)
+    _end_output_with_session(session, source)
     whep = WhepSession(source)
     try:
         answer = await whep.answer(offer)
@@ -245,15 +326,19 @@ async def whep_offer(request: Request, session_id: str) -> Response:
         raise ApiError(400, "bad_offer", f"无法协商 WebRTC / cannot negotiate WebRTC: {exc}") from None
     media.whep.add(session_id, whep)
     whep.on_closed = lambda: media.close_session(session_id, "WebRTC peer closed")
-    return Response(answer, status_code=201, media_type="application/sdp",
-                    headers={"Location": f"/whep/{session_id}"})
+    location = f"/whep/{session_id}" + (f"?t={t}" if t else "")
+    return Response(answer, status_code=201, media_type="application/sdp", headers={"Location": location})
 
 
-@outputs_router.delete("/whep/{session_id}", operation_id="live_whep_delete", summary="WHEP: 结束 / end")
-async def whep_delete(request: Request, session_id: str) -> Response:
+@outputs_router.delete("/whep/{session_id}", operation_id="live_whep_delete", summary="WHEP: 结束 / end",
+                       responses=error_responses(401, 404))
+async def whep_delete(request: Request, session_id: str, t: OutputToken = None) -> Response:
+    """Ends the session: the `whep_url` it was opened with (its token ends only this session), or the
+    same user's bearer token."""
     media = _media(request)
+    await _output_session(request, media, session_id, t, teardown=True)
     if media.whep is None or not await media.whep.close(session_id):
-        raise ApiError(404, "session_not_found", "会话不存在 / no such session")
+        raise ApiError(404, *_NO_SESSION)
     media.close_session(session_id, "WHEP DELETE")
     return Response(status_code=200)
 
@@ -287,6 +372,8 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
+@outputs_router.get("/live/{device_id}/{channel_id}", operation_id="live_page_device_channel",
+                    include_in_schema=False)
 @outputs_router.get("/live/{channel_id}", operation_id="live_page", include_in_schema=False)
 async def live_page(channel_id: ChannelIdPath) -> Response:
     """The minimal player page: logs in (token kept in sessionStorage), asks for a session, plays it."""

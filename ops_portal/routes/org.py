@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import delete
 
 from gbops.log import get_logger
-from ops_portal.access import audit_change, ensure_channel, ensure_device, ensure_node, node_forbidden
+from ops_portal.access import audit_change, ensure_device, ensure_node, node_forbidden, resolve_channel_input
 from ops_portal.auth import begin_write
 from ops_portal.deps import AccessDep, AuditDep, RegistryDep, SessionDep, client_ip, require_permission
 from ops_portal.models import RoleOrgNode, User
@@ -180,12 +180,12 @@ async def assign_members(body: OrgMembersRequest, user: OrgManager, access: Acce
     with the full scope)."""
     for device_id in sorted(set(body.device_ids)):
         await ensure_device(access, registry, device_id)
-    for channel_id in sorted(set(body.channel_ids)):
-        await ensure_channel(access, registry, channel_id)
+    # each channel exactly: {device_id, channel_id}, or a bare id naming one visible channel (409 otherwise)
+    refs = sorted({await resolve_channel_input(access, registry, item)
+                   for item in [*body.channels, *body.channel_ids]})
     await begin_write(session)
-    counts = await registry.assign_to_org_node(session, node_id, device_ids=body.device_ids,
-                                               channel_ids=body.channel_ids)
+    counts = await registry.assign_to_org_node(session, node_id, device_ids=body.device_ids, channel_refs=refs)
     await audit_change(audit, session, user, "org.assign", ("org_node", str(node_id)), client_ip(request),
-                       {"device_ids": sorted(set(body.device_ids)), "channel_ids": sorted(set(body.channel_ids))})
+                       {"device_ids": sorted(set(body.device_ids)), "channels": [r.key for r in refs]})
     await session.commit()
     return OrgMembersOut(node_id=node_id, **counts)

@@ -20,8 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gbops.db import utcnow
+from gbops.ids import ChannelRef
 from gbops.log import get_logger
-from ops_portal.access import audit_change, ensure_grantable, role_scope
+from ops_portal.access import audit_change, ensure_grantable, resolve_channel_input, role_scope
 from ops_portal.auth import begin_write
 from ops_portal.deps import (
     PERMISSION_CATALOGUE,
@@ -36,6 +37,7 @@ from ops_portal.deps import (
 from ops_portal.models import Role, RoleChannel, RoleOrgNode, RolePermission, User, UserRole
 from ops_portal.schemas import (
     ApiError,
+    ChannelRefOut,
     PermissionList,
     PermissionOut,
     RoleCreateRequest,
@@ -75,22 +77,41 @@ async def _out(session: AsyncSession, role: Role) -> RoleOut:
     users = await session.scalar(select(func.count()).select_from(UserRole).where(UserRole.role_id == role.id))
     return RoleOut(id=role.id, name=role.name, description=role.description, builtin=role.builtin,
                    full_scope=role.full_scope or role.builtin, permissions=sorted(perms), org_node_ids=sorted(nodes),
-                   channel_ids=sorted(channels), user_count=int(users or 0), created_at=role.created_at,
+                   channels=[ChannelRefOut(device_id=r.device_id, channel_id=r.channel_id) for r in sorted(channels)],
+                   user_count=int(users or 0), created_at=role.created_at,
                    updated_at=role.updated_at)
 
 
 async def _set_grants(session: AsyncSession, role_id: int, *, permissions: list[str] | None,
-                      org_node_ids: list[int] | None, channel_ids: list[str] | None) -> None:
+                      org_node_ids: list[int] | None, channel_refs: list[ChannelRef] | None) -> None:
     if permissions is not None:
         await session.execute(delete(RolePermission).where(RolePermission.role_id == role_id))
         session.add_all(RolePermission(role_id=role_id, permission=p) for p in sorted(set(permissions)))
     if org_node_ids is not None:
         await session.execute(delete(RoleOrgNode).where(RoleOrgNode.role_id == role_id))
         session.add_all(RoleOrgNode(role_id=role_id, org_node_id=n) for n in sorted(set(org_node_ids)))
-    if channel_ids is not None:
+    if channel_refs is not None:
         await session.execute(delete(RoleChannel).where(RoleChannel.role_id == role_id))
-        session.add_all(RoleChannel(role_id=role_id, channel_id=c) for c in sorted(set(channel_ids)))
+        session.add_all(RoleChannel(role_id=role_id, device_id=r.device_id, channel_id=r.channel_id)
+                        for r in sorted(set(channel_refs)))
     await session.flush()
+
+
+async def _channel_refs(access: Any, registry: Any, *lists: list[Any] | None) -> list[ChannelRef] | None:
+    """The channels of a request (``channels`` and its former name ``channel_ids``): objects as given, bare
+    ids resolved among the caller's visible channels (409 ``ambiguous_channel`` when several devices have
+    it); None when neither list was sent."""
+    if all(items is None for items in lists):
+        return None
+    refs: list[ChannelRef] = []
+    for items in lists:
+        for item in items or ():
+            refs.append(await resolve_channel_input(access, registry, item, check_scope=False))
+    return sorted(set(refs))
+
+
+def _keys(refs: Any) -> list[str]:
+    return sorted(ChannelRef(*r).key for r in refs)
 
 
 def _name_taken(name: str) -> ApiError:
@@ -113,10 +134,17 @@ async def list_permissions(user: RoleManager) -> PermissionList:
 
 
 @router.get("/api/roles", operation_id="roles_list", summary="角色列表 / list roles", response_model=RoleList)
-async def list_roles(user: RoleManager, session: SessionDep) -> RoleList:
+async def list_roles(user: RoleManager, access: AccessDep, registry: RegistryDep, session: SessionDep) -> RoleList:
+    """Every role for a full-scope caller; a scoped caller sees the roles whose grants lie inside its own
+    scope (a role reaching beyond it names other tenants' channels)."""
+    from ops_portal.scope_lists import grants_within_scope
+
     roles = list(await session.scalars(select(Role).order_by(Role.id)))
     items = [await _out(session, r) for r in roles]
     await session.commit()
+    if not access.scope.all:
+        items = [i for i in items if await grants_within_scope(registry, access.scope, full_scope=i.full_scope,
+                                                                org_node_ids=i.org_node_ids, channels=i.channels)]
     return RoleList(items=items)
 
 
@@ -126,8 +154,9 @@ async def create_role(body: RoleCreateRequest, user: RoleManager, access: Access
                       session: SessionDep, audit: AuditDep, request: Request) -> RoleOut:
     _check_permissions(body.permissions)
     await _check_nodes(registry, body.org_node_ids)
+    refs = await _channel_refs(access, registry, body.channels, body.channel_ids) or []
     await ensure_grantable(access, registry, permissions=body.permissions, full_scope=body.full_scope,
-                           org_node_ids=body.org_node_ids, channel_ids=body.channel_ids)
+                           org_node_ids=body.org_node_ids, channel_refs=refs)
     await begin_write(session)
     role = Role(name=body.name, description=body.description, full_scope=body.full_scope)
     session.add(role)
@@ -137,10 +166,10 @@ async def create_role(body: RoleCreateRequest, user: RoleManager, access: Access
         await session.rollback()
         raise _name_taken(body.name) from None
     await _set_grants(session, role.id, permissions=body.permissions, org_node_ids=body.org_node_ids,
-                      channel_ids=body.channel_ids)
+                      channel_refs=refs)
     await audit_change(audit, session, user, "role.create", ("role", str(role.id)), client_ip(request),
                        {"name": role.name, "permissions": sorted(set(body.permissions)), "full_scope": body.full_scope,
-                        "org_node_ids": sorted(set(body.org_node_ids)), "channel_ids": sorted(set(body.channel_ids))})
+                        "org_node_ids": sorted(set(body.org_node_ids)), "channels": _keys(refs)})
     await session.refresh(role)
     out = await _out(session, role)
     await session.commit()
@@ -169,6 +198,7 @@ async def update_role(body: RoleUpdateRequest, user: RoleManager, access: Access
         _check_permissions(body.permissions)
     if body.org_node_ids is not None:
         await _check_nodes(registry, body.org_node_ids)
+    body_refs = await _channel_refs(access, registry, body.channels, body.channel_ids)
     await begin_write(session)
     role = await session.get(Role, role_id)
     if role is None:
@@ -177,13 +207,13 @@ async def update_role(body: RoleUpdateRequest, user: RoleManager, access: Access
         raise _builtin()
     perms, nodes, channels = await role_scope(session, role)
     await ensure_grantable(access, registry, permissions=perms, full_scope=role.full_scope, org_node_ids=nodes,
-                           channel_ids=channels)
+                           channel_refs=channels)
     after_perms = body.permissions if body.permissions is not None else list(perms)
     after_full = body.full_scope if body.full_scope is not None else role.full_scope
     after_nodes = body.org_node_ids if body.org_node_ids is not None else list(nodes)
-    after_channels = body.channel_ids if body.channel_ids is not None else list(channels)
+    after_channels = body_refs if body_refs is not None else sorted(channels)
     await ensure_grantable(access, registry, permissions=after_perms, full_scope=after_full,
-                           org_node_ids=after_nodes, channel_ids=after_channels)
+                           org_node_ids=after_nodes, channel_refs=after_channels)
     changes: dict[str, Any] = {}
     if body.name is not None and body.name != role.name:
         changes["name"] = [role.name, body.name]
@@ -195,7 +225,7 @@ async def update_role(body: RoleUpdateRequest, user: RoleManager, access: Access
         changes["full_scope"] = [role.full_scope, after_full]
         role.full_scope = after_full
     for key, before, after in (("permissions", perms, after_perms), ("org_node_ids", nodes, after_nodes),
-                               ("channel_ids", channels, after_channels)):
+                               ("channels", _keys(channels), _keys(after_channels))):
         if set(before) != set(after):
             changes[key] = {"added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after))}
     if changes:
@@ -206,13 +236,17 @@ async def update_role(body: RoleUpdateRequest, user: RoleManager, access: Access
             await session.rollback()
             raise _name_taken(body.name or "") from None
         await _set_grants(session, role.id, permissions=body.permissions, org_node_ids=body.org_node_ids,
-                          channel_ids=body.channel_ids)
+                          channel_refs=body_refs)
         await audit_change(audit, session, user, "role.update", ("role", str(role.id)), client_ip(request),
                            {"fields": sorted(changes), "changes": changes})
         await check_managers_remain(session)
     await session.refresh(role)
     out = await _out(session, role)
     await session.commit()
+    if changes:
+        from ops_portal.revocation import trigger
+
+        trigger(request.app.state)  # holders' running sessions outside the new grants end now
     return out
 
 
@@ -229,7 +263,7 @@ async def delete_role(user: RoleManager, access: AccessDep, registry: RegistryDe
         raise _builtin()
     perms, nodes, channels = await role_scope(session, role)
     await ensure_grantable(access, registry, permissions=perms, full_scope=role.full_scope, org_node_ids=nodes,
-                           channel_ids=channels)
+                           channel_refs=channels)
     users = await session.scalar(select(func.count()).select_from(UserRole).where(UserRole.role_id == role_id))
     await audit_change(audit, session, user, "role.delete", ("role", str(role_id)), client_ip(request),
                        {"name": role.name, "users": int(users or 0)})
@@ -237,4 +271,7 @@ async def delete_role(user: RoleManager, access: AccessDep, registry: RegistryDe
     await check_managers_remain(session)
     await session.commit()
     log.info("role.deleted", role=role.name, by=user.username)
+    from ops_portal.revocation import trigger
+
+    trigger(request.app.state)  # its users' running sessions it alone allowed end now
     return Response(status_code=204)

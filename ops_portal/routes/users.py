@@ -25,6 +25,7 @@ from ops_portal.access import audit_change, ensure_roles_grantable
 from ops_portal.auth import begin_write, generate_password, hash_password
 from ops_portal.deps import AccessDep, AuditDep, RegistryDep, SessionDep, client_ip, require_permission
 from ops_portal.models import AuthToken, Role, User, UserRole
+from ops_portal.revocation import trigger as revocation_check
 from ops_portal.schemas import (
     AccessMeOut,
     ApiError,
@@ -267,6 +268,7 @@ async def update_user(
     await session.commit()
     if changes:
         log.info("user.updated", user_id=user_id, by=user.username, fields=sorted(changes))
+        revocation_check(request.app.state, [user_id])  # disabled, window, roles: running sessions end now
     return _out(target, roles)
 
 
@@ -292,6 +294,7 @@ async def delete_user(
     await check_managers_remain(session)
     await session.commit()
     log.info("user.deleted", user_id=user_id, username=target.username, by=user.username)
+    revocation_check(request.app.state, [user_id])
     return Response(status_code=204)
 
 
@@ -317,12 +320,16 @@ async def reset_password(
     target.must_change_password = True
     target.failed_logins = 0
     target.locked_until = None
+    throttle = getattr(request.app.state, "login_throttle", None)
+    if throttle is not None and hasattr(throttle, "forget"):
+        throttle.forget(target.username)  # the per-address locks too (kept in memory)
     target.updated_at = utcnow()
     revoked = await _revoke_all(session, user_id)
     await audit_change(audit, session, user, "user.password_reset", ("user", str(user_id)), client_ip(request),
                        {"revoked_tokens": revoked})
     await session.commit()
     log.info("user.password_reset", user_id=user_id, by=user.username)
+    revocation_check(request.app.state, [user_id])
     return PasswordResetOut(one_time_password=password, revoked_tokens=revoked)
 
 
@@ -344,6 +351,7 @@ async def revoke_sessions(
     await audit_change(audit, session, user, "user.sessions_revoke", ("user", str(user_id)), client_ip(request),
                        {"revoked_tokens": revoked})
     await session.commit()
+    revocation_check(request.app.state, [user_id])  # its live sessions and downloads end too
     return RevokeOut(revoked_tokens=revoked)
 
 
@@ -354,5 +362,7 @@ async def access_me(access: AccessDep) -> AccessMeOut:
     u = access.user
     return AccessMeOut(user_id=u.id, username=u.username, display_name=u.display_name,
                        permissions=sorted(access.permissions), roles=list(access.roles), full_scope=access.scope.all,
-                       org_node_ids=sorted(access.scope.org_node_ids), channel_ids=sorted(access.scope.channel_ids),
+                       org_node_ids=sorted(access.scope.org_node_ids),
+                       channels=[r.as_dict() for r in sorted(access.scope.channel_refs)],
+                       channel_ids=sorted({r.channel_id for r in access.scope.channel_refs}),
                        ptz_level=access.ptz_level, valid_until=u.valid_until)

@@ -89,6 +89,8 @@ class QualityBaseline(Base):
 
     __tablename__ = "quality_baselines"
 
+    # the camera: a channel id is unique only within its device (migration 0007 added device_id)
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     channel_id: Mapped[str] = mapped_column(String(20), primary_key=True)
     sharpness: Mapped[float] = mapped_column(Float)
     samples: Mapped[int] = mapped_column(Integer, default=0)

@@ -18,8 +18,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from gbops.db import utcnow
+from gbops.ids import ChannelRef
 from gbops.log import get_logger
-from ops_portal.access import ensure_channel, ensure_device
+from ops_portal.access import ensure_channel, ensure_device, resolve_channel
 from ops_portal.auth import begin_write
 from ops_portal.contracts import Contract, ContractError, validate_contract
 from ops_portal.deps import (
@@ -97,19 +98,23 @@ def ticket_out(ticket: Ticket, now: datetime, events: list[TicketEvent] | None =
 
 async def _visibility(access: Any, registry: Any) -> Any:
     """None (everything) or an SQL condition limiting tickets to the caller's scope."""
+    from device_registry.service import pairs_in
+
     channels = await registry.scoped_channels(access.scope)
     if channels is None:
         return None
-    channel_ids = sorted({c.channel_id for c in channels})
+    refs = {ChannelRef(c.device_id, c.channel_id) for c in channels}
     device_ids = sorted({c.device_id for c in channels})
-    return or_(Ticket.channel_id.in_(channel_ids), Ticket.channel_id.is_(None) & Ticket.device_id.in_(device_ids))
+    # a channel ticket is visible for exactly that device's channel (channel ids repeat across devices)
+    return or_(pairs_in(Ticket.device_id, Ticket.channel_id, refs),
+               Ticket.channel_id.is_(None) & Ticket.device_id.in_(device_ids))
 
 
 async def _check_ticket_scope(access: Any, registry: Any, ticket: Ticket) -> None:
     if access.scope.all:
         return
     if ticket.channel_id is not None:
-        await ensure_channel(access, registry, ticket.channel_id)
+        await ensure_channel(access, registry, ChannelRef(ticket.device_id or "", ticket.channel_id))
     elif ticket.device_id is not None:
         await ensure_device(access, registry, ticket.device_id)
 
@@ -141,6 +146,7 @@ async def list_tickets(
     overdue: Annotated[bool | None, Query(description="只看超期 / only overdue (or not)")] = None,
     kind: Annotated[str | None, Query(pattern="^(fault|quality)$")] = None,
     channel_id: Annotated[str | None, Query(max_length=32)] = None,
+    device_id: Annotated[str | None, Query(max_length=32, description="按设备 / by device")] = None,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TicketList:
@@ -163,6 +169,8 @@ async def list_tickets(
         stmt = stmt.where(Ticket.kind == kind)
     if channel_id is not None:
         stmt = stmt.where(Ticket.channel_id == channel_id)
+    if device_id is not None:
+        stmt = stmt.where(Ticket.device_id == device_id)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = (await session.scalars(stmt.order_by(Ticket.id.desc()).offset(offset).limit(limit))).all()
     return TicketList(total=total, offset=offset, limit=limit, items=[ticket_out(t, now) for t in rows])
@@ -189,13 +197,18 @@ async def create(
         raise ApiError(422, "anomaly_required", "视频质量异常须指明类型 / a quality report needs an anomaly type")
     device_id = body.device_id
     if body.channel_id is not None:
-        await ensure_channel(access, registry, body.channel_id)
-        channels = await registry.find_channel(body.channel_id)
-        if not channels:
-            raise ApiError(404, "channel_not_found", f"通道不存在 / channel not found: {body.channel_id}")
-        if device_id is not None and device_id not in {c.device_id for c in channels}:
-            raise ApiError(422, "channel_device_mismatch", "通道不属于该设备 / the channel is not on that device")
-        device_id = device_id or channels[0].device_id
+        # the camera: {device_id, channel_id}; a channel id alone only when it names one visible channel
+        if device_id is not None:
+            ref = ChannelRef(device_id, body.channel_id)
+            if not access.scope.all or await registry.get_channel(ref) is not None:
+                await ensure_channel(access, registry, ref)
+            elif await registry.find_channel(body.channel_id):
+                raise ApiError(422, "channel_device_mismatch", "通道不属于该设备 / the channel is not on that device")
+            else:
+                raise ApiError(404, "channel_not_found", f"通道不存在 / channel not found: {ref.key}")
+        else:
+            ref = await resolve_channel(access, registry, body.channel_id)
+        device_id = ref.device_id
     else:
         assert device_id is not None
         await ensure_device(access, registry, device_id)
@@ -296,14 +309,55 @@ async def upload_snapshot(
             responses={**error_responses(404), 200: {"content": {t: {} for t in IMAGE_TYPES}}})
 async def get_snapshot(
     ticket_id: TicketIdPath, user: TicketReader, access: AccessDep, registry: RegistryDep, session: SessionDep,
-    settings: SettingsDep,
-) -> FileResponse:
+    settings: SettingsDep, request: Request, audit: AuditDep,
+) -> Response:
+    """The picture is video evidence (issue 11): only for users with the ticket's channel in scope, with
+    the viewer's own visible watermark drawn over it, and each fetch on the audit log
+    (``ticket.snapshot_fetch``, with the watermark code and the SHA-256 of the image served)."""
     ticket = await _load_ticket(session, access, registry, ticket_id)
+    await session.commit()
     path = snapshot_path(settings.data_dir, ticket.snapshot) if ticket.snapshot else None
     if path is None or not path.is_file():
         raise ApiError(404, "snapshot_not_found", "该工单没有现场图片 / this ticket has no snapshot")
-    media_type = "image/png" if path.suffix == ".png" else "image/jpeg"
-    return FileResponse(path, media_type=media_type)
+    return await _watermarked_snapshot(request, settings, audit, user, ticket, path)
+
+
+async def _watermarked_snapshot(request: Request, settings: Any, audit: Any, user: User, ticket: Ticket,
+                                path: Any) -> Response:
+    import asyncio
+    import hashlib
+    import secrets
+
+    from watermark.font import FontMissing, find_cjk_font
+    from watermark.pipeline import session_code
+    from watermark.render import WatermarkText
+    from watermark.still import watermark_still
+
+    try:
+        font = find_cjk_font(getattr(settings, "watermark_font_path", None))
+    except FontMissing as exc:
+        raise ApiError(503, "watermark_font_missing", str(exc)) from None
+    fetch_id = f"snap-{secrets.token_urlsafe(12)}"
+    code = session_code(fetch_id)
+    text = WatermarkText(display_name=user.display_name or user.username, account=user.username, phone=user.phone,
+                         client_ip=client_ip(request) or "-", session_code=code)
+    data = await asyncio.to_thread(path.read_bytes)
+    image, media_type = await asyncio.to_thread(watermark_still, data, text, font_path=font,
+                                                scale=float(getattr(settings, "watermark_font_scale", 0.028)))
+    if audit is not None:
+        from audit_log.log import Actor, Target
+
+        try:
+            await audit.record(actor=Actor.user(user), action="ticket.snapshot_fetch",
+                               target=Target("ticket", str(ticket.id)), client_ip=client_ip(request),
+                               session_id=fetch_id, watermark_id=code,
+                               detail={"device_id": ticket.device_id, "channel_id": ticket.channel_id,
+                                       "sha256": hashlib.sha256(image).hexdigest(), "bytes": len(image)})
+        except Exception:
+            log.exception("ticket.snapshot_audit_failed", ticket=ticket.id, user=user.username)
+            raise ApiError(503, "audit_unavailable", "审计日志不可用，无法查看现场图片 / the audit log is unavailable: "
+                           "the snapshot cannot be shown") from None
+    return Response(image, media_type=media_type, headers={"Cache-Control": "no-store", "X-Watermark-Id": code})
 
 
 # ---------------------------------------------------------------------------------------------- notifications
@@ -356,9 +410,19 @@ def _contract_snapshot(contract: Contract) -> dict[str, Any]:
 
 @router.get("/api/contracts", operation_id="contracts_list", summary="合同列表 / list contracts",
             response_model=ContractList)
-async def list_contracts_route(user: ReportReader, session: SessionDep) -> ContractList:
+async def list_contracts_route(user: ReportReader, access: AccessDep, registry: RegistryDep,
+                               session: SessionDep) -> ContractList:
+    """Every contract for a full-scope caller; a scoped caller sees the contracts whose scope lies inside its
+    own (issue 11: a list names no out-of-scope channel)."""
+    from ops_portal.scope_lists import grants_within_scope
+
     rows = (await session.scalars(select(Contract).order_by(Contract.id))).all()
-    return ContractList(items=[ContractOut.model_validate(c) for c in rows])
+    items = [ContractOut.model_validate(c) for c in rows]
+    if not access.scope.all:
+        items = [c for c in items if await grants_within_scope(
+            registry, access.scope, org_node_ids=getattr(c, "org_node_ids", None) or (),
+            channels=[*(getattr(c, "channels", None) or ()), *(getattr(c, "channel_ids", None) or ())])]
+    return ContractList(items=items)
 
 
 @router.post("/api/contracts", operation_id="contracts_create", summary="新建合同 / create a contract",

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gbops.ids import ChannelRef
 from gbops.log import get_logger
 from ops_portal.contracts import Contract, contract_for_channel
 from ops_portal.tickets import flow
@@ -110,7 +111,7 @@ async def _contract_for_device(session: AsyncSession, device_id: str, at: dateti
     found: list[Contract] = []
     ids = (await session.scalars(select(Channel.channel_id).where(Channel.device_id == device_id))).all()
     for channel_id in ids:
-        contract = await contract_for_channel(session, channel_id, at)
+        contract = await contract_for_channel(session, ChannelRef(device_id, channel_id), at)
         if contract is not None:
             found.append(contract)
     return min(found, key=lambda c: (c.repair_limit_hours, c.id)) if found else None
@@ -122,8 +123,8 @@ async def repair_limit_for(
     """The contract covering the channel (or, for a device ticket, any of its channels) at ``at`` and
     its repair limit; ``(None, default_hours)`` when none does."""
     contract = None
-    if channel_id is not None:
-        contract = await contract_for_channel(session, channel_id, at)
+    if channel_id is not None and device_id is not None:
+        contract = await contract_for_channel(session, ChannelRef(device_id, channel_id), at)
     elif device_id is not None:
         contract = await _contract_for_device(session, device_id, at)
     if contract is None:

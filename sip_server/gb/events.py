@@ -106,3 +106,19 @@ class NotifyReceived:
     device_id: str
     cmd_type: str
     message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    """A request refused because it cannot be from the device it claims to be (or a REGISTER lockout).
+
+    ``kind``: ``address_mismatch`` (a request for a registered device from another address, transport or
+    TCP connection; answered 403), ``lockout`` (too many wrong passwords: ``remote_addr`` is locked out,
+    and the id for new addresses). Nothing the request asked for was done."""
+
+    kind: str
+    device_id: str | None
+    remote_addr: tuple[str, int]
+    transport: str
+    method: str
+    detail: str

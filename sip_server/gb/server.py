@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gbops.timeutil import gb_time as _gb_time
 from sip_server.gb import events as ev
 from sip_server.gb import manscdp
 from sip_server.gb.catalog import CatalogAssembler
@@ -35,7 +36,7 @@ from sip_server.sip import (
     parse_name_addr,
     parse_uri,
 )
-from sip_server.sip.message import random_hex
+from sip_server.sip.message import contact_value, format_hostport, random_hex, via_value
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
 
@@ -60,7 +61,9 @@ class GbConfig:
     user_agent: str = "gbops/0.1"
     query_charset: str = "GB2312"
     catalog_subscribe_expires: int = 3600  # 0: do not subscribe to catalog changes
-    contact_host: str | None = None  # host:port put in our Contact (SUBSCRIBE); None: the SIP domain
+    # host[:port] put in the Contact of our requests (SUBSCRIBE, INVITE); None: the endpoint's local address
+    # towards the device (the advertised address, the listening address, or the interface facing the device)
+    contact_host: str | None = None
 
 
 @dataclass(slots=True)
@@ -72,9 +75,15 @@ class DeviceCredentials:
 
 @dataclass(slots=True)
 class Route:
+    """Where a device registered from: only an authenticated REGISTER sets or moves it.
+
+    ``connected`` is False once the TCP connection the device registered on is gone: requests on any other
+    connection (even from the same ip:port) are refused until the device registers again."""
+
     addr: tuple[str, int]
     transport: str
     contact: str | None
+    connected: bool = True
 
 
 @dataclass(slots=True)
@@ -110,12 +119,13 @@ class Metrics:
     bad_messages: int = 0
     queries_sent: int = 0
     query_failures: int = 0
+    identity_refusals: int = 0
 
 
 def gb_time(epoch: float | None = None) -> str:
-    """GB/T 28181 ``Date:`` header value (local time, milliseconds): ``2026-11-21T13:50:00.123``."""
-    t = time.time() if epoch is None else epoch
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+    """GB/T 28181 ``Date:`` header value in the device time zone (Beijing time unless configured otherwise,
+    whatever the host's zone), milliseconds, no offset: ``2026-11-21T13:50:00.123``."""
+    return _gb_time(time.time() if epoch is None else epoch)
 
 
 def _valid_id(s: str | None) -> bool:
@@ -140,6 +150,7 @@ class GbServer:
         self.credentials: dict[str, DeviceCredentials] = {}
         self.known: set[str] = set()
         self.routes: dict[str, Route] = {}
+        self._tcp_peers: dict[tuple[str, int], set[str]] = {}  # TCP peer -> devices registered on it
         self.charsets: dict[str, str] = {}
         self.metrics = Metrics()
         self._events: deque[Any] = deque()
@@ -232,12 +243,19 @@ class GbServer:
         method = req.method
         if method == "REGISTER":
             self._on_register(event, now)
-        elif method in ("MESSAGE", "NOTIFY"):
-            self._on_message(event, now)
-        elif method in ("ACK", "BYE", "INFO") and self.invites.on_request(event, now):
             return
-        elif method == "ACK":
+        if method in ("ACK", "BYE", "INFO") and self.invites.on_request(event, now):
+            return  # in one of our dialogs (checked against the session's device there)
+        if method == "ACK":
             return
+        # Only an authenticated REGISTER moves a device: any other request that claims a registered
+        # device's id must come from where (and how) it registered, else it changes nothing.
+        claimed = self._from_user(req)
+        if _valid_id(claimed) and not self._claim_ok(claimed, event):
+            self._refuse_claim(event, claimed, now, method)
+            return
+        if method in ("MESSAGE", "NOTIFY"):
+            self._on_message(event, now, claimed)
         elif method == "OPTIONS":
             self._reply(event, 200, now, headers=[("Allow", "REGISTER, MESSAGE, NOTIFY, INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, SUBSCRIBE")])
         elif method == "BYE":
@@ -258,6 +276,59 @@ class GbServer:
             return parse_name_addr(req.headers.get("From") or "").uri.user
         except SipParseError:
             return None
+
+    # ================================================================== device identity
+    def _set_route(self, device_id: str, route: Route) -> None:
+        old = self.routes.get(device_id)
+        if old is not None and old.transport == "tcp":
+            ids = self._tcp_peers.get(old.addr)
+            if ids is not None:
+                ids.discard(device_id)
+                if not ids:
+                    del self._tcp_peers[old.addr]
+        self.routes[device_id] = route
+        if route.transport == "tcp":
+            self._tcp_peers.setdefault(route.addr, set()).add(device_id)
+
+    def connection_lost(self, addr: tuple[str, int], transport: str = "tcp") -> None:
+        """The transport lost the stream connection to ``addr``: devices that registered on it must
+        register again before anything else they send is believed (a new connection, even from the same
+        ip:port, is not the one they authenticated on)."""
+        if transport.lower() != "tcp":
+            return
+        for device_id in self._tcp_peers.pop(addr, ()):
+            route = self.routes.get(device_id)
+            if route is not None and route.transport == "tcp" and route.addr == addr:
+                route.connected = False
+
+    def is_registered_peer(self, device_id: str, addr: tuple[str, int], transport: str) -> bool:
+        """True when ``addr``/``transport`` is where ``device_id`` holds its live registration (for TCP:
+        the connection it registered on is still open)."""
+        route = self.routes.get(device_id)
+        if route is None or not self.presence.is_online(device_id):
+            return False
+        return (route.addr == addr and route.transport == transport.lower()
+                and (route.transport != "tcp" or route.connected))
+
+    def _claim_ok(self, device_id: str, event: RequestReceived) -> bool:
+        """A request claiming ``device_id`` may be acted on: the device is not registered here (the
+        caller refuses or ignores that case on its own terms) or it comes from its registered peer."""
+        if not self.presence.is_online(device_id):
+            return True
+        return self.is_registered_peer(device_id, event.addr, event.transport)
+
+    def _refuse_claim(self, event: RequestReceived, device_id: str, now: float, what: str) -> None:
+        """403 to a request that claims a registered device but does not come from it; nothing changes."""
+        self.metrics.identity_refusals += 1
+        self._reply(event, 403, now, reason="Forbidden (not the registered address)")
+        route = self.routes.get(device_id)
+        registered = (f"{route.transport} {_fmt_addr(route.addr)}"
+                      + ("" if route.transport != "tcp" or route.connected else " (connection closed)")
+                      if route is not None else "none")
+        self._emit(ev.SecurityEvent(
+            "address_mismatch", device_id, event.addr, event.transport, event.request.method,
+            f"设备地址不符 / not the device's registered address: {what} from {event.transport} "
+            f"{_fmt_addr(event.addr)}, registered: {registered}"))
 
     def _register_expires(self, req: SipRequest) -> int | None:
         value = req.headers.get("Expires")
@@ -287,11 +358,15 @@ class GbServer:
         assert device_id is not None
         host_key = "addr:" + addr[0]
         id_key = "dev:" + device_id
-        # An address lockout does not cut off devices that hold a live registration from behind the same
-        # NAT address: only the device id's own lockout refuses a refresh.
-        if self.lockout.is_locked(id_key, now=now) or (
-            self.lockout.is_locked(host_key, now=now) and not self.presence.is_online(device_id)
-        ):
+        # Lockout must not be a denial of service. Wrong passwords from anywhere but the device's current
+        # registered peer lock that address, and the id for every address other than the registered
+        # peer; the device's refreshes from where it registered count (and are locked) on their own key.
+        # So a device behind the same NAT as an attacker, or whose id an attacker guesses at, keeps its
+        # registration.
+        own = self.is_registered_peer(device_id, addr, event.transport)
+        own_key = f"own:{device_id}@{_fmt_addr(addr)}/{event.transport}"
+        if (self.lockout.is_locked(own_key, now=now) if own
+                else self.lockout.is_locked(id_key, host_key, now=now)):
             m.locked_refusals += 1
             self._reply(event, 403, now, reason="Forbidden (locked out)")
             self._emit(ev.RegisterRejected(device_id, addr, 403, "locked out", locked_out=True))
@@ -325,14 +400,23 @@ class GbServer:
                             headers=[("WWW-Authenticate", self.auth.challenge(now, device_id, stale=True))])
                 return
             m.auth_failures += 1
-            locked = self.lockout.record_failure(id_key, now)
-            locked = self.lockout.record_failure(host_key, now) or locked
+            if own:
+                locked = self.lockout.record_failure(own_key, now)
+            else:
+                locked = self.lockout.record_failure(id_key, now)
+                locked = self.lockout.record_failure(host_key, now) or locked
             if locked:
                 m.lockouts += 1
             self._reply(event, 403, now, reason="Forbidden")
             self._emit(ev.RegisterRejected(device_id, addr, 403, result.reason, locked_out=locked))
+            if locked:
+                self._emit(ev.SecurityEvent(
+                    "lockout", device_id, addr, event.transport, "REGISTER",
+                    f"密码错误次数过多，已锁定 / too many wrong passwords, locked out: "
+                    f"{'the registered peer' if own else 'address ' + addr[0] + ' and the id for new addresses'}"
+                    f" for {self.lockout.duration:.0f} s"))
             return
-        self.lockout.record_success(id_key)
+        self.lockout.record_success(own_key if own else id_key)
         if expires == 0:
             self._reply(event, 200, now, headers=[("Date", gb_time(self._wall())), ("Expires", "0")])
             if self.presence.unregister(device_id):
@@ -350,7 +434,7 @@ class GbServer:
         self._reply(event, 200, now, headers=headers)
         m.registrations_ok += 1
         transition = self.presence.register(device_id, now, expires)
-        self.routes[device_id] = Route(addr, event.transport, contact)
+        self._set_route(device_id, Route(addr, event.transport.lower(), contact))
         self._emit(ev.DeviceOnline(device_id, addr, event.transport, contact, expires,
                                    req.headers.get("User-Agent"), transition))
         if transition:
@@ -359,10 +443,10 @@ class GbServer:
             self.sync_catalog(device_id, now)
             self.subscribe_catalog(device_id, now)
 
-    def _on_message(self, event: RequestReceived, now: float) -> None:
+    def _on_message(self, event: RequestReceived, now: float, device_id: str | None) -> None:
+        """A MESSAGE or NOTIFY; ``device_id`` is the From user (already checked against its route)."""
         req, addr = event.request, event.addr
         self.metrics.messages += 1
-        device_id = self._from_user(req)
         try:
             msg = manscdp.parse(req.body)
         except manscdp.ManscdpError as exc:
@@ -372,6 +456,9 @@ class GbServer:
             return
         if not _valid_id(device_id):
             device_id = msg.device_id
+            if _valid_id(device_id) and not self._claim_ok(device_id, event):
+                self._refuse_claim(event, device_id, now, f"{req.method} {msg.root}/{msg.cmd_type}")
+                return
         assert device_id is not None
         cmd = msg.cmd_type
         if msg.root == "Notify" and cmd == "Keepalive":
@@ -381,10 +468,7 @@ class GbServer:
                 self._emit(ev.MessageRejected(device_id, addr, 403, "keepalive from unregistered device"))
                 return
             self._reply(event, 200, now)
-            self.metrics.keepalives += 1
-            route = self.routes.get(device_id)
-            if route is None or route.addr != addr:
-                self.routes[device_id] = Route(addr, event.transport, route.contact if route else None)
+            self.metrics.keepalives += 1  # from the registered peer (checked above): the route stays
             self.charsets[device_id] = msg.charset
             faulty: tuple[str, ...] = ()
             try:
@@ -501,11 +585,10 @@ class GbServer:
         generation = old.generation + 1 if old else 1
         self._subs[device_id] = Subscription(device_id, sn, generation)
         body = manscdp.build_query("Catalog", sn, device_id, charset=self._charset(device_id))
-        contact_host = self.config.contact_host or self.config.domain
         key = self._send_message(device_id, route, body, now, method="SUBSCRIBE", extra=[
             ("Event", f"Catalog;id={sn}"),
             ("Expires", str(expires)),
-            ("Contact", f"<sip:{self.config.sip_id}@{contact_host}>"),
+            ("Contact", self.contact(route)),
         ])
         self._sub_txn[key] = device_id
         return sn
@@ -529,11 +612,23 @@ class GbServer:
             # the manual sync still keep the channels right.
             sub.state, sub.reason = "refused", f"{response.status} {response.reason}"
 
+    def contact_host(self, route: Route) -> str:
+        """host:port for the Contact of a request to a device: the configured (advertised) address, else
+        the endpoint's local address towards the device, else (no transport yet) the SIP domain."""
+        if self.config.contact_host:
+            return self.config.contact_host
+        local = self.endpoint.local_address(route.addr, route.transport)
+        return format_hostport(*local) if local is not None else self.config.domain
+
+    def contact(self, route: Route) -> str:
+        """The Contact value of a request to a device (see :meth:`contact_host`)."""
+        return contact_value(self.config.sip_id, self.contact_host(route))
+
     def _send_message(self, device_id: str, route: Route, body: bytes, now: float, *, method: str = "MESSAGE",
                       extra: list[tuple[str, str]] | None = None) -> Any:
         host, port = route.addr
         headers = Headers()
-        headers.add("Via", f"SIP/2.0/{route.transport.upper()} 0.0.0.0:0;rport")
+        headers.add("Via", via_value(route.transport))
         headers.add("From", f"<{self._local_uri}>;tag={random_hex(5)}")
         headers.add("To", f"<sip:{device_id}@{self.config.domain}>")
         headers.add("Call-ID", f"{random_hex(10)}@{self.config.domain}")
@@ -589,6 +684,11 @@ class GbServer:
             return
         self.metrics.query_failures += 1
         self._emit(ev.QueryFailed(device_id, cmd_type, sn, reason))
+
+
+def _fmt_addr(addr: tuple[str, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _heartbeat_config(msg: manscdp.ManscdpMessage) -> tuple[float | None, int | None]:

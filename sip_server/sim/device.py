@@ -132,6 +132,14 @@ class SimConfig:
     fps: int = 25
     bitrate: int = 1_000_000  # bits per second
     media: bool = True  # answer INVITE and stream; False: refuse INVITE with 488 (no media at all)
+    # ---- issue 11: channel identity
+    # every device reports device 0's channel ids (NVRs shipping the same default ids: 34020000001310000001,
+    # ...); each device then gets a socket of its own (devices_per_socket = 1), since a request for a
+    # channel id alone could not tell the devices sharing a socket apart
+    same_channel_ids: bool = False
+    # draw the device id and a colour of its own into the picture (sim/media.py TestPattern label): a
+    # decoded frame names its camera; costs one encoder per streaming device instead of one per process
+    label_pictures: bool = False
 
     def __post_init__(self) -> None:
         host, port = self.server
@@ -158,6 +166,8 @@ class SimConfig:
             raise ValueError("too many devices for first_id (the last 7 digits would overflow)")
         if (first + self.devices - 1) * max(self.channels, 1) > 9_999_999:
             raise ValueError("too many channels: channel ids would overflow 7 digits")
+        if self.same_channel_ids:
+            self.devices_per_socket = 1
         if self.devices_per_socket < 1 or self.keepalive_failures < 1 or self.message_window < 1:
             raise ValueError("devices_per_socket, keepalive_failures and message_window must be >= 1")
         if not self.register_rate > 0:
@@ -209,9 +219,12 @@ class SimConfig:
         return [self.device_id(i) for i in range(self.devices)]
 
     def channel_ids(self, index: int) -> list[str]:
-        """Channel ids of device *index*: type code 131 and a running number unique in the fleet."""
+        """Channel ids of device *index*: type code 131 and a running number unique in the fleet (with
+        ``same_channel_ids``: device 0's ids for every device)."""
         base = self.first_id
         per = max(self.channels, 1)
+        if self.same_channel_ids:
+            index = 0
         first = (int(base[13:]) + index - 1) * per + 1
         return [f"{base[:10]}{TYPE_CHANNEL}{first + k:07d}" for k in range(self.channels)]
 

@@ -1,9 +1,11 @@
 """Real video for the device simulator: a clock test pattern, one shared encoder, RTP/PS senders.
 
 :class:`TestPattern`
-    Colour bars, a grey ramp, a moving box and the wall-clock time (``HH:MM:SS.mmm``, big 7-segment
-    digits drawn straight into the YUV 4:2:0 planes with numpy, no fonts), so latency can be read off a
-    screenshot.
+    Colour bars, a grey ramp, a moving box and the wall-clock time in Beijing time
+    (:func:`gbops.timeutil.to_device_time`; ``HH:MM:SS.mmm``, big 7-segment digits drawn straight into the
+    YUV 4:2:0 planes with numpy, no fonts), so latency can be read off a screenshot.  With a ``label``
+    (the device id) the bottom third is a colour band of that label's own colour (:func:`label_colour`)
+    with the label's digits drawn on it, so a decoded frame proves which camera it came from.
 
 :class:`ClockEncoder`
     Encodes that pattern with PyAV (libx264 / libx265, ``preset=ultrafast``, ``tune=zerolatency``, a
@@ -13,7 +15,8 @@
     gets it back.  Each frame is muxed once into one MPEG-PS pack; subscribers get
     :class:`EncodedFrame` objects.  Encoding is CPU work, so there is ONE encoder per
     (codec, size, fps, bitrate) in a process (:func:`shared_encoder`): every simulated camera streams the
-    same pictures.  The thread runs while at least one subscriber is there.  A new subscriber asks for
+    same pictures, unless the simulator labels pictures per device (``SimConfig.label_pictures``: one
+    encoder per streaming device, its id drawn in).  The thread runs while at least one subscriber is there.  A new subscriber asks for
     an IDR picture (at most one every :attr:`ClockEncoder.idr_min_interval` seconds), so a new stream
     starts within a frame or a few instead of waiting up to a whole GOP.
 
@@ -32,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import math
 import random
 import socket
 import threading
@@ -44,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from gbops.log import get_logger
+from gbops.timeutil import to_device_time
 from media_relay.nal import (
     H264_SEI,
     H265_SEI_PREFIX,
@@ -110,8 +116,16 @@ def _glyph(ch: str, height: int) -> np.ndarray:
     return m
 
 
+def label_colour(label: str) -> tuple[int, int, int]:
+    """The (Y, U, V) colour of a picture label (a device id): a hue from its SHA-256, strongly saturated,
+    so that two labels' colours are told apart after lossy encoding (compare U and V)."""
+    turn = int.from_bytes(hashlib.sha256(label.encode()).digest()[:2], "big") / 65536
+    return 110, int(128 + 96 * math.cos(2 * math.pi * turn)), int(128 + 96 * math.sin(2 * math.pi * turn))
+
+
 class TestPattern:
-    """The simulator's picture: colour bars, a grey ramp, a moving box and the wall-clock time.
+    """The simulator's picture: colour bars, a grey ramp, a moving box and the wall-clock time; with a
+    ``label``, a band of the label's colour with its digits instead of the grey ramp.
 
     :meth:`render` returns one I420 buffer (``height * 3 // 2`` rows of ``width`` bytes: Y, then U, then
     V, contiguous), reused from call to call.
@@ -119,7 +133,7 @@ class TestPattern:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, label: str | None = None) -> None:
         if width % 2 or height % 2:
             raise ValueError("width and height must be even")
         self.width, self.height = width, height
@@ -149,6 +163,40 @@ class TestPattern:
         self._clock_x = max(0, (w - self._clock_w) // 2 - self._pad) // 2 * 2
         self._clock_y = max(0, h // 20) // 2 * 2
         self.box = max(8, h // 6) // 2 * 2
+        self.bars_height = bars_h
+        self.label = label
+        if label is not None:
+            self._draw_label(y, u, v, label)
+
+    def label_patch(self) -> tuple[slice, slice]:
+        """(rows, columns) of the luma plane showing only the label colour (left of its digits); halve
+        both for the chroma planes."""
+        top = self.bars_height + 2
+        return slice(top, self.height - 2), slice(2, max(4, self.width // 10))
+
+    def _draw_label(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, label: str) -> None:
+        w, h, top = self.width, self.height, self.bars_height
+        cy, cu, cv = label_colour(label)
+        y[top:, :] = cy
+        u[top // 2:, :] = cu
+        v[top // 2:, :] = cv
+        digits = "".join(c for c in label if c.isdigit())
+        if not digits:
+            return
+        ch_h = max(10, (h - top) * 2 // 3) // 2 * 2
+        while ch_h > 10 and self._text_width(digits, ch_h) > w * 8 // 10:
+            ch_h -= 2
+        gap = max(2, ch_h // 9)
+        x = max(w // 10 + 4, (w - self._text_width(digits, ch_h)) // 2)
+        row = top + max(0, (h - top - ch_h) // 2)
+        for c in digits:
+            g = _glyph(c, ch_h)
+            gw = min(g.shape[1], w - x)
+            rows = min(ch_h, h - row)
+            if gw <= 0 or rows <= 0:
+                break
+            y[row:row + rows, x:x + gw][g[:rows, :gw]] = 235
+            x += g.shape[1] + gap
 
     @staticmethod
     def _text_width(text: str, height: int) -> int:
@@ -162,12 +210,14 @@ class TestPattern:
                 buf[n + n // 4:].reshape(h // 2, w // 2))
 
     def render(self, index: int, wall: float) -> np.ndarray:
-        """Frame *index* showing wall-clock time *wall* (epoch seconds, shown in local time)."""
+        """Frame *index* showing wall-clock time *wall* (epoch seconds, shown in Beijing time)."""
         np.copyto(self._buf, self._base)
         y, u, v = self._planes(self._buf)
         w, h, b = self.width, self.height, self.box
-        # A box bouncing left-right and up-down across the bars (period 8 s and 5 s at 25 fps).
-        span_x, span_y = max(w - b, 2), max(h - b, 2)
+        # A box bouncing left-right and up-down across the bars (period 8 s and 5 s at 25 fps); with a
+        # label it stays above the label band.
+        span_x = max(w - b, 2)
+        span_y = max((self.bars_height if self.label is not None else h) - b, 2)
         px = abs((index * 4) % (2 * span_x) - span_x)
         py = abs((index * 3) % (2 * span_y) - span_y)
         px, py = px // 2 * 2, py // 2 * 2
@@ -179,8 +229,8 @@ class TestPattern:
 
     def _draw_clock(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, wall: float) -> None:
         ms = int(wall * 1000)
-        lt = time.localtime(ms // 1000)
-        text = f"{lt.tm_hour:02d}:{lt.tm_min:02d}:{lt.tm_sec:02d}.{ms % 1000:03d}"
+        lt = to_device_time(ms // 1000)  # Beijing time, whatever the host's zone
+        text = f"{lt.hour:02d}:{lt.minute:02d}:{lt.second:02d}.{ms % 1000:03d}"
         ch_h, pad = self.clock_height, self._pad
         x0, y0 = self._clock_x, self._clock_y
         x1 = min(self.width, x0 + self._clock_w + 2 * pad)
@@ -276,7 +326,7 @@ class ClockEncoder:
 
     def __init__(self, codec: str = "h264", width: int = 640, height: int = 360, fps: int = 25,
                  bitrate: int = 1_000_000, *, gop: int | None = None, idr_min_interval: float = 0.25,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, label: str | None = None) -> None:
         if codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
         if not 1 <= fps <= 60 or bitrate <= 0:
@@ -288,6 +338,7 @@ class ClockEncoder:
         self.gop = gop or 2 * fps
         self.idr_min_interval = idr_min_interval
         self.clock = clock
+        self.label = label  # drawn into the picture (TestPattern label): the device this encoder belongs to
         self._lock = threading.Lock()
         self._subs: list[Subscription] = []
         self._thread: threading.Thread | None = None
@@ -382,7 +433,7 @@ class ClockEncoder:
         from media_relay.ps import PsMuxer
 
         ctx = self._open()
-        pattern = TestPattern(self.width, self.height)
+        pattern = TestPattern(self.width, self.height, self.label)
         muxer = PsMuxer(self.codec)
         period = 1.0 / self.fps
         tick = 90000 // self.fps
@@ -449,19 +500,19 @@ def _fan_out(callbacks: list[Callable[[EncodedFrame], None]], frame: EncodedFram
         _call(cb, frame)
 
 
-_registry: dict[tuple[str, int, int, int, int], ClockEncoder] = {}
+_registry: dict[tuple[str, int, int, int, int, str | None], ClockEncoder] = {}
 _registry_lock = threading.Lock()
 
 
 def shared_encoder(codec: str = "h264", width: int = 640, height: int = 360, fps: int = 25,
-                   bitrate: int = 1_000_000) -> ClockEncoder:
+                   bitrate: int = 1_000_000, label: str | None = None) -> ClockEncoder:
     """The process-wide encoder for these settings (made on first use, kept while the process lives;
-    an idle one holds no thread and no codec)."""
-    key = (codec, width, height, fps, bitrate)
+    an idle one holds no thread and no codec).  ``label``: pictures naming a device (one encoder each)."""
+    key = (codec, width, height, fps, bitrate, label)
     with _registry_lock:
         enc = _registry.get(key)
         if enc is None:
-            enc = _registry[key] = ClockEncoder(codec, width, height, fps, bitrate)
+            enc = _registry[key] = ClockEncoder(codec, width, height, fps, bitrate, label=label)
         return enc
 
 

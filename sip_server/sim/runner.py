@@ -371,11 +371,16 @@ class Simulator:
             self._changed.set()
 
     # ------------------------------------------------------------------ media
-    def _shared_encoder(self) -> Any:
-        if self._encoder is None:
-            from sip_server.sim import media
+    def _shared_encoder(self, device_id: str | None = None) -> Any:
+        """The encoder a call streams from: one per process, or with ``label_pictures`` one per device
+        (its id drawn in the picture)."""
+        from sip_server.sim import media
 
-            width, height = self.cfg.video_size
+        width, height = self.cfg.video_size
+        if self.cfg.label_pictures and device_id is not None:
+            return media.shared_encoder(self.cfg.codec, width, height, self.cfg.fps, self.cfg.bitrate,
+                                        label=device_id)
+        if self._encoder is None:
             self._encoder = media.shared_encoder(self.cfg.codec, width, height, self.cfg.fps, self.cfg.bitrate)
         return self._encoder
 
@@ -391,7 +396,8 @@ class Simulator:
                 from sip_server.sim import media
 
                 cm = media.CallMedia(
-                    self._shared_encoder(), mode=call.mode, remote=call.remote_media, ssrc=call.ssrc_int,
+                    self._shared_encoder(call.device_id), mode=call.mode, remote=call.remote_media,
+                    ssrc=call.ssrc_int,
                     local_host=self.cfg.local_host, payload_type=call.payload,
                     on_end=lambda reason, call=call: self._media_ended(call, reason),
                 )

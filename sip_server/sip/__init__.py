@@ -1,9 +1,10 @@
-"""Sans-IO SIP core (RFC 3261): message codec, digest authentication, transactions and timers.
+"""Sans-IO SIP core (RFC 3261): message codec, digest authentication, transactions and timers, INVITE dialogs.
 
 Nothing in this package imports asyncio, socket, threading or time; callers pass ``now``. The asyncio
 adapter is :mod:`sip_server.transport`.
 """
 
+from .dialog import INVITE_UAC, Dialog, DialogError, IllegalTransition
 from .digest import (
     AuthResult,
     DigestAuthenticator,
@@ -32,6 +33,8 @@ from .message import (
     SipUri,
     StreamFramer,
     Via,
+    contact_value,
+    format_hostport,
     header_param,
     make_cancel,
     make_response,
@@ -41,14 +44,19 @@ from .message import (
     parse_name_addr,
     parse_uri,
     parse_via,
+    via_value,
 )
 from .transaction import TIMERS, TimerSpec, TimerValues, new_branch
 
 __all__ = [
     "AckTimeout",
     "AuthResult",
+    "Dialog",
+    "DialogError",
     "DigestAuthenticator",
     "Headers",
+    "INVITE_UAC",
+    "IllegalTransition",
     "MessageDropped",
     "NameAddr",
     "Outgoing",
@@ -69,7 +77,9 @@ __all__ = [
     "Via",
     "build_authorization",
     "compute_ha1",
+    "contact_value",
     "digest_response",
+    "format_hostport",
     "header_param",
     "make_cancel",
     "make_response",
@@ -81,4 +91,5 @@ __all__ = [
     "parse_name_addr",
     "parse_uri",
     "parse_via",
+    "via_value",
 ]

@@ -19,6 +19,7 @@ routing, which devices behind NAT need), and the top Via gets ``received``/``rpo
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from .message import (
     make_response,
     parse_message,
     parse_via,
+    via_value,
 )
 from .transaction import (
     INITIAL,
@@ -185,6 +187,9 @@ class SipEndpoint:
     ``local_addresses`` maps a transport name (``"udp"``, ``"tcp"``) to the (host, port) to advertise in
     Via; the transport adapter fills it. When a request handed to :meth:`send_request` has no Via, or
     its top Via's sent-by is the placeholder ``0.0.0.0``/port 0, that address is used.
+    ``local_address_for(addr, transport)``, when the adapter sets it, may give a better one per destination
+    (the local interface facing that peer when listening on a wildcard address); it returns None to fall
+    back on ``local_addresses``. See :meth:`local_address`.
     """
 
     def __init__(
@@ -198,6 +203,7 @@ class SipEndpoint:
     ) -> None:
         self.timers = TimerValues(t1=t1, t2=t2, t4=t4, timer_c=timer_c, tu_timeout=tu_timeout)
         self.local_addresses: dict[str, tuple[str, int]] = {}
+        self.local_address_for: Callable[[tuple[str, int], str], tuple[str, int] | None] | None = None
         self._client: dict[Any, Transaction] = {}
         self._server: dict[Any, Transaction] = {}
         self._client_by_cseq: dict[tuple, Any] = {}  # (Call-ID, From tag, CSeq no, method) -> key
@@ -205,6 +211,16 @@ class SipEndpoint:
         self._events: deque[Any] = deque()
         self._out: list[Outgoing] = []
         self._timerq = TimerQueue([name for name, spec in TIMERS.items() if not spec.retransmit])
+
+    def local_address(self, addr: tuple[str, int], transport: str = "udp") -> tuple[str, int] | None:
+        """The (host, port) we are reachable at for a peer at ``addr`` (Via sent-by, Contact)."""
+        tl = transport.lower()
+        hook = self.local_address_for
+        if hook is not None:
+            found = hook(addr, tl)
+            if found is not None:
+                return found
+        return self.local_addresses.get(tl)
 
     # ------------------------------------------------------------------ outputs
     def next_event(self) -> Event | None:
@@ -357,12 +373,11 @@ class SipEndpoint:
         tl = transport.lower()
         vias = h._map.get("via")
         if not vias:
-            local = self.local_addresses.get(tl)
+            local = self.local_address(addr, tl)
             if local is None:
                 raise ValueError("request has no Via and the endpoint knows no local address")
             lh, lp = local
-            lhost = f"[{lh}]" if ":" in lh else lh
-            h.prepend("Via", f"SIP/2.0/{transport.upper()} {lhost}:{lp};rport;branch={new_branch()}")
+            h.prepend("Via", via_value(transport, lh, lp, branch=new_branch()))
             vias = h._map["via"]
         line = vias[0]
         vals = _split_list(line) if "," in line else [line]
@@ -376,7 +391,7 @@ class SipEndpoint:
             via.params["branch"] = new_branch()
             changed = True
         if via.host in ("0.0.0.0", "::") or via.port == 0:
-            local = self.local_addresses.get(tl)
+            local = self.local_address(addr, tl)
             if local is not None:
                 via.host, via.port = local
                 changed = True

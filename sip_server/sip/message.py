@@ -48,6 +48,10 @@ __all__ = [
     "make_response",
     "make_cancel",
     "new_tag",
+    "format_hostport",
+    "via_value",
+    "contact_value",
+    "VIA_PLACEHOLDER_HOST",
     "REASON_PHRASES",
     "MAX_HEADER_BYTES",
     "MAX_BODY_BYTES",
@@ -655,6 +659,36 @@ class Via:
 
     def __str__(self) -> str:
         return f"SIP/2.0/{self.transport} {_format_host(self.host, self.port)}{_format_params(self.params)}"
+
+
+VIA_PLACEHOLDER_HOST = "0.0.0.0"  # sent-by 0.0.0.0:0: SipEndpoint.send_request fills in the local address
+
+
+def format_hostport(host: str, port: int | None = None) -> str:
+    """``host[:port]`` with IPv6 addresses in brackets (``[::1]:5060``)."""
+    return _format_host(host, port)
+
+
+def via_value(transport: str, host: str = VIA_PLACEHOLDER_HOST, port: int = 0, *, branch: str | None = None,
+              rport: bool = True) -> str:
+    """The one place a Via value is written: ``SIP/2.0/UDP host:port;rport;branch=...``.
+
+    Called without an address it gives the placeholder ``0.0.0.0:0`` that
+    :meth:`sip_server.sip.endpoint.SipEndpoint.send_request` replaces with the address it advertises towards
+    the peer (and completes with a branch when ``branch`` is None).
+    """
+    value = f"SIP/2.0/{transport.upper()} {_format_host(host, port)}"
+    if rport:
+        value += ";rport"
+    if branch:
+        value += f";branch={branch}"
+    return value
+
+
+def contact_value(user: str, hostport: str) -> str:
+    """The one place a Contact value is written: ``<sip:user@host:port>`` (``hostport`` already formatted,
+    see :func:`format_hostport`)."""
+    return f"<sip:{user}@{hostport}>"
 
 
 def parse_via(s: str) -> Via:

@@ -1,14 +1,40 @@
-"""SDP (RFC 4566) as GB/T 28181 uses it: one video m-line, PS over RTP, plus the ``y=`` (SSRC) and
-``f=`` (media format) lines GB/T 28181 adds. Sans-IO: text in, dataclasses out; only :class:`SdpError`
-escapes the parser."""
+"""SDP (RFC 4566) as GB/T 28181 uses it: a data model, a parser and a serialiser.
+
+GB/T 28181 sessions have one video m-line carrying PS over RTP (UDP ``RTP/AVP`` or TCP ``TCP/RTP/AVP``
+with ``a=setup``/``a=connection``), ``s=Play|Playback|Download``, ``u=`` and a ``t=`` window for playback
+and download, plus two lines of its own after the media: ``y=`` (the SSRC) and ``f=`` (media format).
+
+:class:`Sdp` / :class:`Media` model a session; :func:`parse_sdp` reads one (only :class:`SdpError` escapes
+it, whatever the input) and :meth:`Sdp.to_bytes` writes one, so that ``parse_sdp(sdp.to_bytes()) == sdp``
+for every well-formed model (values without line breaks or surrounding white space, see
+tests/sip/test_sdp_roundtrip.py). :func:`gb_sdp` builds the GB/T 28181 shape both ends use: the
+platform's offers (:func:`build_offer`) and the device's answers. Sans-IO.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+__all__ = [
+    "SdpError",
+    "Media",
+    "Sdp",
+    "parse_sdp",
+    "serialise_sdp",
+    "gb_sdp",
+    "gb_offer",
+    "build_offer",
+    "origin_field",
+    "OFFER_PAYLOADS",
+]
 
 
 class SdpError(ValueError):
     pass
+
+
+Attr = tuple[str, str | None]  # a=name:value, or a=name (value None)
 
 
 @dataclass
@@ -17,8 +43,8 @@ class Media:
     port: int
     proto: str  # "RTP/AVP" | "TCP/RTP/AVP"
     formats: list[str]
-    attrs: list[tuple[str, str | None]] = field(default_factory=list)
-    connection: str | None = None
+    attrs: list[Attr] = field(default_factory=list)
+    connection: str | None = None  # c= of this media description (address only)
 
     def attr(self, name: str) -> str | None:
         for k, v in self.attrs:
@@ -42,17 +68,28 @@ class Media:
                 return k
         return None
 
+    def lines(self) -> list[str]:
+        """This media description as SDP lines (no line ends)."""
+        fmts = "".join(f" {f}" for f in self.formats)
+        out = [f"m={self.kind} {self.port} {self.proto}{fmts}"]
+        if self.connection is not None:
+            out.append(_conn_line(self.connection))
+        out += [_attr_line(a) for a in self.attrs]
+        return out
+
 
 @dataclass
 class Sdp:
-    origin: str = ""
-    session_name: str = ""
-    connection: str | None = None
-    time: str = "0 0"
+    origin: str = ""  # o= as written: "<username> <sess-id> <sess-version> IN IP4 <address>"
+    session_name: str = ""  # s=: Play | Playback | Download (GB/T 28181), anything from devices
+    connection: str | None = None  # session-level c= (address only)
+    time: str = "0 0"  # t=: "0 0" for live view, "<start> <stop>" (epoch seconds) for playback/download
     media: list[Media] = field(default_factory=list)
     ssrc: str | None = None  # y=
     media_format: str | None = None  # f=
-    uri: str | None = None  # u= (playback: channel id and parameter)
+    uri: str | None = None  # u= (playback/download: "<channel id>:<parameter>")
+    info: str | None = None  # session-level i=
+    attrs: list[Attr] = field(default_factory=list)  # session-level a= lines
 
     @property
     def video(self) -> Media | None:
@@ -68,12 +105,65 @@ class Sdp:
             return None
         return ip, v.port
 
+    @property
+    def time_range(self) -> tuple[int, int] | None:
+        """``t=`` as (start, stop) epoch seconds; (0, 0) for live view; None when not two integers."""
+        parts = self.time.split()
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
+            return None
+        return int(parts[0]), int(parts[1])
 
-def _conn_ip(value: str) -> str:
+    def lines(self) -> list[str]:
+        """The session as SDP lines in RFC 4566 order (v o s i u c t a, media), then GB/T 28181's y= f=."""
+        out = ["v=0", f"o={self.origin}", f"s={self.session_name}"]
+        if self.info is not None:
+            out.append(f"i={self.info}")
+        if self.uri is not None:
+            out.append(f"u={self.uri}")
+        if self.connection is not None:
+            out.append(_conn_line(self.connection))
+        out.append(f"t={self.time}")
+        out += [_attr_line(a) for a in self.attrs]
+        for m in self.media:
+            out += m.lines()
+        if self.ssrc is not None:
+            out.append(f"y={self.ssrc}")
+        if self.media_format is not None:
+            out.append(f"f={self.media_format}")
+        return out
+
+    def to_bytes(self) -> bytes:
+        """Serialise with CRLF line ends (the inverse of :func:`parse_sdp`)."""
+        return ("\r\n".join(self.lines()) + "\r\n").encode()
+
+
+def serialise_sdp(sdp: Sdp) -> bytes:
+    return sdp.to_bytes()
+
+
+def _addrtype(address: str) -> str:
+    return "IP6" if ":" in address else "IP4"
+
+
+def _conn_line(address: str) -> str:
+    return f"c=IN {_addrtype(address)} {address}"
+
+
+def _attr_line(attr: Attr) -> str:
+    name, value = attr
+    return f"a={name}" if value is None else f"a={name}:{value}"
+
+
+def origin_field(username: str, address: str, sess_id: str = "0", sess_version: str = "0") -> str:
+    """An ``o=`` value: ``<username> <sess-id> <sess-version> IN IP4|IP6 <address>``."""
+    return f"{username} {sess_id} {sess_version} IN {_addrtype(address)} {address}"
+
+
+def _conn_ip(value: str) -> str | None:
     parts = value.split()
     if len(parts) < 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise SdpError(f"bad c= line: {value!r}")
-    return parts[2].split("/")[0]
+    return parts[2].split("/")[0] or None  # "IN IP4 /x" names no address
 
 
 def parse_sdp(body: bytes | str) -> Sdp:
@@ -97,6 +187,9 @@ def parse_sdp(body: bytes | str) -> Sdp:
             sdp.origin = value
         elif kind == "s":
             sdp.session_name = value
+        elif kind == "i":
+            if current is None:
+                sdp.info = value  # media titles are not kept
         elif kind == "c":
             ip = _conn_ip(value)
             if current is None:
@@ -110,16 +203,14 @@ def parse_sdp(body: bytes | str) -> Sdp:
             if len(parts) < 3:
                 raise SdpError(f"bad m= line: {value!r}")
             port_text = parts[1].split("/")[0]
-            if not port_text.isdigit() or int(port_text) > 65535:
+            if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
                 raise SdpError(f"bad m= port: {value!r}")
             current = Media(parts[0].lower(), int(port_text), parts[2], parts[3:])
             sdp.media.append(current)
         elif kind == "a":
             name, sep, val = value.partition(":")
             entry = (name.strip(), val.strip() if sep else None)
-            if current is None:
-                continue  # session-level attributes are not used by GB/T 28181 devices
-            current.attrs.append(entry)
+            (sdp.attrs if current is None else current.attrs).append(entry)
         elif kind == "y":
             sdp.ssrc = value
         elif kind == "f":
@@ -131,34 +222,52 @@ def parse_sdp(body: bytes | str) -> Sdp:
     return sdp
 
 
+# --------------------------------------------------------------------------- GB/T 28181 builders
+# what the platform offers: PS first, then the elementary streams some devices send instead
+OFFER_PAYLOADS: tuple[tuple[str, str], ...] = (("96", "PS/90000"), ("98", "H264/90000"), ("97", "MPEG4/90000"))
+
+
+def gb_sdp(*, origin_id: str, ip: str, port: int, ssrc: str | None, payloads: Iterable[tuple[int | str, str]],
+           direction: str, tcp: bool = False, setup: str | None = None, session_name: str = "Play",
+           time: str = "0 0", uri: str | None = None, media_format: str | None = None,
+           extra_attrs: Iterable[Attr] = ()) -> Sdp:
+    """A GB/T 28181 session (GB/T 28181-2016 appendix F): one video m-line at ``ip``:``port``.
+
+    ``payloads``: (payload type, rtpmap encoding) in offer order. ``direction``: ``recvonly`` (the platform
+    receives) or ``sendonly`` (the device sends). For TCP, ``setup`` is this side's role (``active`` connects,
+    ``passive`` listens) and ``a=connection:new`` follows it. ``extra_attrs`` (e.g. ``downloadspeed``) come
+    last.
+    """
+    pts = [(str(pt), enc) for pt, enc in payloads]
+    attrs: list[Attr] = [(direction, None)]
+    attrs += [("rtpmap", f"{pt} {enc}") for pt, enc in pts]
+    if tcp:
+        if setup:
+            attrs.append(("setup", setup))
+        attrs.append(("connection", "new"))
+    attrs += list(extra_attrs)
+    video = Media("video", port, "TCP/RTP/AVP" if tcp else "RTP/AVP", [pt for pt, _ in pts], attrs)
+    return Sdp(origin=origin_field(origin_id, ip), session_name=session_name, connection=ip, time=time,
+               media=[video], ssrc=ssrc, media_format=media_format, uri=uri)
+
+
+def gb_offer(*, origin_id: str, ip: str, port: int, ssrc: str, transport: str = "udp", session_name: str = "Play",
+             time: str = "0 0", uri: str | None = None, speed: int | None = None) -> Sdp:
+    """The platform's INVITE offer to a GB/T 28181 device.
+
+    ``transport``: ``udp`` (RTP/AVP), ``tcp-passive`` (we listen, the device connects) or ``tcp-active``
+    (the device listens on the port it answers, we connect). Playback: ``session_name="Playback"``,
+    ``time="<start> <stop>"``, ``uri="<channel>:0"``; download adds ``speed`` (``a=downloadspeed``)."""
+    tcp = transport.startswith("tcp")
+    return gb_sdp(origin_id=origin_id, ip=ip, port=port, ssrc=ssrc, payloads=OFFER_PAYLOADS, direction="recvonly",
+                  tcp=tcp, setup=("passive" if transport == "tcp-passive" else "active") if tcp else None,
+                  session_name=session_name, time=time, uri=uri or None,
+                  extra_attrs=[("downloadspeed", str(speed))] if speed is not None else ())
+
+
 def build_offer(*, origin_id: str, ip: str, port: int, ssrc: str, transport: str = "udp",
                 session_name: str = "Play", time: str = "0 0", uri: str | None = None,
                 speed: int | None = None) -> bytes:
-    """The platform's INVITE offer to a GB/T 28181 device (GB/T 28181-2016 appendix F).
-
-    ``transport``: ``udp`` (RTP/AVP), ``tcp-passive`` (we listen, the device connects) or ``tcp-active``
-    (the device listens on the port it answers, we connect)."""
-    tcp = transport.startswith("tcp")
-    lines = [
-        "v=0",
-        f"o={origin_id} 0 0 IN IP4 {ip}",
-        f"s={session_name}",
-    ]
-    if uri:
-        lines.append(f"u={uri}")
-    lines += [
-        f"c=IN IP4 {ip}",
-        f"t={time}",
-        f"m=video {port} {'TCP/RTP/AVP' if tcp else 'RTP/AVP'} 96 98 97",
-        "a=recvonly",
-        "a=rtpmap:96 PS/90000",
-        "a=rtpmap:98 H264/90000",
-        "a=rtpmap:97 MPEG4/90000",
-    ]
-    if tcp:
-        lines.append("a=setup:passive" if transport == "tcp-passive" else "a=setup:active")
-        lines.append("a=connection:new")
-    if speed is not None:
-        lines.append(f"a=downloadspeed:{speed}")
-    lines.append(f"y={ssrc}")
-    return ("\r\n".join(lines) + "\r\n").encode()
+    """:func:`gb_offer` serialised: the body of the platform's INVITE."""
+    return gb_offer(origin_id=origin_id, ip=ip, port=port, ssrc=ssrc, transport=transport,
+                    session_name=session_name, time=time, uri=uri, speed=speed).to_bytes()

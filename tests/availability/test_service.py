@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gbops.ids import ChannelRef
 from ops_portal.availability.service import (
     ScopeFilter,
     _OrgScope,
@@ -16,7 +17,7 @@ from ops_portal.availability.service import (
     resolve_scope,
 )
 
-from .conftest import C1, C2A, C2B, C3, EXPECTED, EXPECTED_RATE, H, seed_day, z
+from .conftest import C1, C2A, C2B, C3, D1, D3, EXPECTED, EXPECTED_RATE, H, seed_day, z
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -70,8 +71,11 @@ async def test_scope_org_node_and_contract(registry) -> None:
     assert {f.channel_id for f in res.channels} == {C2A, C2B}
     assert res.time_weighted_rate == pytest.approx(42.5 / 46)
     # a user limited to one channel
-    res = await day_result(registry, ScopeFilter(parts=(_OrgScope(frozenset(), frozenset({C1})),)))
+    res = await day_result(registry, ScopeFilter(parts=(_OrgScope(frozenset(), frozenset({ChannelRef(D1, C1)})),)))
     assert [f.channel_id for f in res.channels] == [C1]
+    # issue 11: the same channel id on another device is another camera, out of that scope
+    res = await day_result(registry, ScopeFilter(parts=(_OrgScope(frozenset(), frozenset({ChannelRef(D3, C1)})),)))
+    assert res.channels == []
 
     from ops_portal.contracts import Contract
 

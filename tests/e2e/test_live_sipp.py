@@ -89,12 +89,13 @@ def test_sipp_camera_live_over_flv_then_bye_after_idle(live_platform, sipp_camer
 
     # the viewing is evidenced on the audit log: who, which channel, from where, which session
     def entries(action):
-        return p.get("/api/audit/entries", action=action, target=CHANNEL).json()["items"]
+        # a camera is (device, channel): audit targets name it as device_id/channel_id
+        return p.get("/api/audit/entries", action=action, target=f"{DEVICE}/{CHANNEL}").json()["items"]
 
     [start] = p.wait_for(lambda: entries("live.start"), 5, "live.start on the audit log")
     [stop] = p.wait_for(lambda: entries("live.stop"), 5, "live.stop on the audit log")
     for e in (start, stop):
-        assert e["actor"]["name"] == "admin" and e["target"] == {"type": "channel", "id": CHANNEL}
+        assert e["actor"]["name"] == "admin" and e["target"] == {"type": "channel", "id": f"{DEVICE}/{CHANNEL}"}
         assert e["detail"]["session_id"] == live["session_id"] and e["client_ip"] == "127.0.0.1"
     assert start["detail"]["device_id"] == DEVICE and start["detail"]["codec"] == "h264"
     assert stop["detail"]["duration_s"] > 4 and stop["seq"] > start["seq"]

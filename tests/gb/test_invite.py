@@ -167,3 +167,36 @@ def test_no_answer_at_all_fails_after_timer_b():
     server.handle_sip_events(1.0 + 33)
     [failed] = [e for e in events(server) if isinstance(e, InviteFailed)]
     assert failed.call_id == call_id and "did not answer" in failed.reason
+
+
+def test_platform_info_carries_mansrtsp_inside_the_dialog():
+    server = online_server()
+    call_id, req = invite(server)
+    assert server.invites.info(call_id, b"PLAY RTSP/1.0\r\nCSeq: 1\r\n\r\n", 1.5) is None  # no dialog yet
+    respond(server, req, 200, b"v=0\r\ns=Play\r\nc=IN IP4 192.168.1.64\r\nt=0 0\r\nm=video 9000 RTP/AVP 96\r\n")
+    sent(server)
+    events(server)
+    body = b"PAUSE RTSP/1.0\r\nCSeq: 2\r\nPauseTime: now\r\n\r\n"
+    assert server.invites.info(call_id, body, 3.0) is not None
+    [info] = sent(server)
+    assert info.method == "INFO" and info.headers.get("CSeq") == "2 INFO" and info.body == body
+    assert info.headers.get("Content-Type") == "Application/MANSRTSP" and "devtag" in info.headers.get("To")
+    assert info.uri == f"sip:{CHANNEL}@192.168.1.64:5060" and info.call_id == call_id
+    server.invites.end(call_id, 4.0)
+    [bye] = [m for m in sent(server) if getattr(m, "method", None) == "BYE"]
+    assert bye.headers.get("CSeq") == "3 BYE"
+
+
+def test_device_info_in_the_dialog_is_answered(sip_vectors):
+    server = online_server()
+    call_id, req = invite(server)
+    respond(server, req, 200, parse_message((sip_vectors / "dahua_sd6c3230_invite_200ok.sip").read_bytes()).body)
+    sent(server)
+    events(server)
+    info = (f"INFO sip:34020000002000000001@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP {ADDR[0]}:{ADDR[1]};branch=z9hG4bKinfo1\r\n"
+            f"From: <sip:{CHANNEL}@3402000000>;tag=devtag\r\nTo: <sip:34020000002000000001@3402000000>;tag=x\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 3 INFO\r\nContent-Type: Application/MANSRTSP\r\nContent-Length: 0\r\n\r\n").encode()
+    server.receive_datagram(info, ADDR, 5.0)
+    [ok] = sent(server)
+    assert ok.status == 200 and events(server) == []
+    assert call_id in server.invites.by_call

@@ -242,7 +242,8 @@ def test_catalog_response_vector_completes_sync(sip_vectors):
     msg = parse_message(data)
     from_user = re.search(rb"From:\s*<sip:(\w+)@", data).group(1).decode()
     server.catalog.start(from_user, manscdp.parse(msg.body).sn, 0.0)
-    server.presence.register(from_user, 0.0, 3600)
+    register(server, dev=from_user, call_id="c-cat@dev")  # from ADDR: the catalog answer is believed from there
+    server.endpoint.messages_to_send()
     out, events = feed(server, data, now=1.0)
     assert out[0].status == 200
     [done] = [e for e in events if isinstance(e, ev.CatalogFinished)]

@@ -340,7 +340,7 @@ async def test_audio_aac_and_g711(tmp_path):
         step = 1024 * 90_000 // 44_100 if codec == "aac" else 1800
         audio = [AccessUnit("audio", codec, f, i * step, i * step) for i, f in enumerate(frames)]
         merged = sorted(video + audio, key=lambda au: (au.dts, au.kind == "audio"))
-        data = await collect(flv_stream(FakeReader(merged), audio=True))
+        data = await collect(flv_stream(FakeReader(merged), audio=True, g711_to_aac=False))  # native G.711
         assert data[4] == 0x05
         atags = [t for t in iter_tags(data) if t.type == TAG_AUDIO]
         if codec == "aac":

@@ -102,7 +102,7 @@ class Portal:
         must_change_password: bool = False,
         permissions: set[str] | frozenset[str] | None = None,
         org_nodes: list[int] | None = None,
-        channels: list[str] | None = None,
+        channels: list[Any] | None = None,
         full_scope: bool | None = None,
         **attributes: Any,
     ) -> User:
@@ -128,7 +128,8 @@ class Portal:
             for node in org_nodes or []:
                 session.add(RoleOrgNode(role_id=role.id, org_node_id=node))
             for channel in channels or []:
-                session.add(RoleChannel(role_id=role.id, channel_id=channel))
+                ref = await _channel_ref(session, channel)
+                session.add(RoleChannel(role_id=role.id, device_id=ref.device_id, channel_id=ref.channel_id))
             session.add(UserRole(user_id=user.id, role_id=role.id))
             await session.commit()
             return user
@@ -142,6 +143,24 @@ class Portal:
         """Create an ordinary user and return the Authorization header of a fresh token."""
         await self.add_user(username)
         return bearer(await self.login(username))
+
+
+async def _channel_ref(session: Any, channel: Any) -> Any:
+    """A test's channel grant: a ChannelRef / (device, channel) pair, ``"device/channel"``, or a bare channel id
+    that exactly one device reports (the test data's ids are unique unless a test says otherwise); a bare id
+    no device reports becomes an unresolved grant (device '', matching nothing), as migration 0007 keeps them."""
+    from sqlalchemy import select
+
+    from device_registry.models import Channel
+    from gbops.ids import ChannelRef
+
+    if isinstance(channel, tuple):
+        return ChannelRef(*channel)
+    if "/" in channel:
+        return ChannelRef.parse(channel)
+    devices = sorted(set(await session.scalars(select(Channel.device_id).where(Channel.channel_id == channel))))
+    assert len(devices) <= 1, f"channel id {channel} is on {devices}: name the device"
+    return ChannelRef(devices[0] if devices else "", channel)
 
 
 def bearer(token: str) -> dict[str, str]:

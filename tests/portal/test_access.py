@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from gbops.db import utcnow
+from gbops.ids import ChannelRef
 from ops_portal.access import Scope, load_access
 from ops_portal.models import Role, User, UserRole
 from ops_portal.users import ADMIN_ROLE_NAME, ADMIN_USERNAME, ensure_admin
@@ -28,13 +29,14 @@ async def _headers(portal: Portal, username: str, **kw) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------ scope
 def test_scope_allows_channel_by_own_node_then_device_node() -> None:
-    scope = Scope(False, frozenset({1}), frozenset({"X"}))
-    assert scope.allows("X", None, None)
-    assert scope.allows("Y", 1, 2)
-    assert not scope.allows("Y", 2, 1)  # the channel's own node wins over its device's
-    assert scope.allows("Y", None, 1)
-    assert not scope.allows("Y", None, None)
-    assert Scope.everything().allows("anything", None, None)
+    scope = Scope(False, frozenset({1}), frozenset({ChannelRef("D1", "X")}))
+    assert scope.allows(ChannelRef("D1", "X"), None, None)
+    assert not scope.allows(ChannelRef("D2", "X"), None, None)  # the same channel id on another device
+    assert scope.allows(ChannelRef("D1", "Y"), 1, 2)
+    assert not scope.allows(ChannelRef("D1", "Y"), 2, 1)  # the channel's own node wins over its device's
+    assert scope.allows(ChannelRef("D1", "Y"), None, 1)
+    assert not scope.allows(ChannelRef("D1", "Y"), None, None)
+    assert Scope.everything().allows(ChannelRef("any", "thing"), None, None)
 
 
 async def test_scoped_user_sees_exactly_its_node(portal: Portal, tree: Tree) -> None:
@@ -291,4 +293,5 @@ async def test_no_escalation(portal: Portal, tree: Tree) -> None:
                                  json={"name": "east-live", "permissions": ["live.view"], "org_node_ids": [tree.va],
                                        "channel_ids": [CA1]})
     assert r.status_code == 201, r.text
-    assert r.json()["org_node_ids"] == [tree.va] and r.json()["channel_ids"] == [CA1]
+    # issue 11: role scopes list channels as {device_id, channel_id} (a unique bare id is still accepted)
+    assert r.json()["org_node_ids"] == [tree.va] and r.json()["channels"] == [{"device_id": NVR, "channel_id": CA1}]

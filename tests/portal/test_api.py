@@ -8,7 +8,7 @@ import pytest
 from .conftest import Portal, bearer
 
 PUBLIC = {("post", "/api/auth/login"), ("get", "/api/health"),
-          # capability URLs of a viewer session: the unguessable session id is the credential
+          # viewer-session outputs: the owner's bearer token or the single-use ?t= token (checked in the route)
           ("get", "/flv/{session_id}.flv"), ("post", "/whep/{session_id}"), ("delete", "/whep/{session_id}")}
 CORE_OPERATIONS = {
     "health", "auth_login", "auth_logout", "auth_password_change", "auth_me", "devices_list", "devices_get",
@@ -21,6 +21,8 @@ LIVE_OPERATIONS = {"live_start", "live_session_delete", "streams_list", "live_fl
                    "live_whep_delete"}  # issue 3/4: live view, streams, watermark capacity
 DOWNLOAD_OPERATIONS = {"downloads_create", "downloads_list", "downloads_get",
                        "downloads_file"}  # issue 4: watermarked downloads
+# issue 11: every channel route also as /api/devices/{device_id}/channels/{channel_id}/...
+CHANNEL_IDENTITY_OPERATIONS = {"live_start_device_channel", "downloads_create_device_channel"}
 ACCESS_OPERATIONS = {  # issue 6: users, roles, org tree, dashboard, map
     "users_list", "users_create", "users_get", "users_update", "users_delete", "users_password_reset",
     "users_sessions_revoke", "access_me", "roles_list", "roles_create", "roles_get", "roles_update", "roles_delete",
@@ -34,7 +36,7 @@ TICKET_OPERATIONS = {"tickets_list", "tickets_create", "tickets_get", "tickets_t
                      "contracts_create", "contracts_get", "contracts_update", "contracts_delete", "contracts_sla",
                      "contracts_sla_csv"}  # issue 7: tickets, contracts, quality
 EXPECTED_OPERATIONS = (CORE_OPERATIONS | LIVE_OPERATIONS | DOWNLOAD_OPERATIONS | ACCESS_OPERATIONS
-                       | AVAILABILITY_OPERATIONS | TICKET_OPERATIONS)
+                       | AVAILABILITY_OPERATIONS | TICKET_OPERATIONS | CHANNEL_IDENTITY_OPERATIONS)
 
 
 def operations(portal: Portal) -> list[tuple[str, str, dict]]:

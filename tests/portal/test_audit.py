@@ -63,6 +63,7 @@ async def test_login_and_logout(audited: Portal) -> None:
 
 
 async def test_failed_login_and_lockout(audited: Portal) -> None:
+    audited.settings.login_delay_failures = 5  # no delay before the lock (delays: test_login_lockout.py)
     user = await audited.add_user("alice")
     for i in range(4):
         n = await mark(audited)
@@ -85,6 +86,7 @@ async def test_failed_login_and_lockout(audited: Portal) -> None:
 
 async def test_unknown_user_name_is_not_recorded(audited: Portal) -> None:
     typed = "Correct-Horse-42-typed-into-the-name-field"
+    audited.settings.login_delay_failures = 5  # no delay before the lock (delays: test_login_lockout.py)
     for i in range(5):
         n = await mark(audited)
         r = await audited.client.post("/api/auth/login", json={"username": typed, "password": "x"})

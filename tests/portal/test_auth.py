@@ -10,10 +10,26 @@ import pytest
 from sqlalchemy import select, update
 
 from gbops.passwords import weak_password_reason
-from ops_portal.auth import LOCKOUT, MAX_FAILED_LOGINS
+from gbops.settings import Settings
+from ops_portal import auth
 from ops_portal.models import AuthToken, User
 
 from .conftest import GOOD_PASSWORD, Portal, bearer
+from .test_login_lockout import FakeClock, client_from
+
+#: wrong passwords from one address before that address is locked out of the account (the default)
+MAX_FAILED_LOGINS = Settings.model_fields["login_lock_failures"].default
+LOCKOUT = timedelta(minutes=Settings.model_fields["login_lock_minutes"].default)
+#: past any delay between two attempts before the lock
+PAST_DELAY = 60
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The login code's clock, which a test moves past delays and locks."""
+    fake = FakeClock()
+    monkeypatch.setattr(auth, "utcnow", fake)
+    return fake
 
 SAME_401 = "用户名或密码错误 / invalid user name or password"
 
@@ -78,11 +94,14 @@ async def test_wrong_password_and_unknown_user_look_the_same(portal: Portal) -> 
     assert (await _user(portal, "alice")).failed_logins == 1
 
 
-async def test_lockout_after_five_failures(portal: Portal) -> None:
+async def test_lockout_after_five_failures(portal: Portal, clock: FakeClock) -> None:
+    """Five wrong passwords lock the address they came from out of the account (issue 11: not the
+    account for everybody, see test_login_lockout.py)."""
     await portal.add_user("alice")
     for _ in range(MAX_FAILED_LOGINS - 1):
         r = await _login(portal, "alice", "Wrong-Password-1")
         assert r.status_code == 401
+        clock.advance(PAST_DELAY)
     r = await _login(portal, "alice", "Wrong-Password-1")
     assert r.status_code == 423
     assert r.json()["error"] == "account_locked"
@@ -91,35 +110,42 @@ async def test_lockout_after_five_failures(portal: Portal) -> None:
     # Locked: even the right password is refused, and not checked.
     r = await _login(portal, "alice", GOOD_PASSWORD)
     assert r.status_code == 423
-    user = await _user(portal, "alice")
-    assert user.locked_until is not None
-    remaining = user.locked_until - datetime.now(UTC)
+    until = portal.app.state.login_throttle.address_locked_until("alice", "127.0.0.1", clock())
+    assert until is not None
+    remaining = until - clock()
     assert LOCKOUT - timedelta(minutes=1) < remaining <= LOCKOUT
+    # ... for this address only: the account itself is not locked
+    user = await _user(portal, "alice")
+    assert user.locked_until is None and user.failed_logins == MAX_FAILED_LOGINS
+    async with client_from(portal, "192.0.2.44") as elsewhere:
+        r = await elsewhere.post("/api/auth/login", json={"username": "alice", "password": GOOD_PASSWORD})
+        assert r.status_code == 200, r.text
 
     # Once the lock has run out the right password works and the counter starts again.
-    async with portal.sessionmaker() as session:
-        await session.execute(
-            update(User).where(User.username == "alice").values(locked_until=datetime.now(UTC) - timedelta(seconds=1))
-        )
-        await session.commit()
+    clock.advance(LOCKOUT.total_seconds() + 1)
     r = await _login(portal, "alice", GOOD_PASSWORD)
     assert r.status_code == 200, r.text
     user = await _user(portal, "alice")
     assert user.failed_logins == 0 and user.locked_until is None
 
 
-async def test_success_resets_failure_count(portal: Portal) -> None:
+async def test_success_resets_failure_count(portal: Portal, clock: FakeClock) -> None:
     await portal.add_user("alice")
     for _ in range(MAX_FAILED_LOGINS - 1):
         assert (await _login(portal, "alice", "Wrong-Password-1")).status_code == 401
+        clock.advance(PAST_DELAY)
     assert (await _login(portal, "alice", GOOD_PASSWORD)).status_code == 200
     for _ in range(MAX_FAILED_LOGINS - 1):
         assert (await _login(portal, "alice", "Wrong-Password-1")).status_code == 401
+        clock.advance(PAST_DELAY)
 
 
-async def test_unknown_user_is_locked_out_too(portal: Portal) -> None:
+async def test_unknown_user_is_locked_out_too(portal: Portal, clock: FakeClock) -> None:
     """Otherwise lockout would tell which accounts exist."""
-    answers = [(await _login(portal, "ghost", "Wrong-Password-1")).status_code for _ in range(MAX_FAILED_LOGINS + 1)]
+    answers = []
+    for _ in range(MAX_FAILED_LOGINS + 1):
+        answers.append((await _login(portal, "ghost", "Wrong-Password-1")).status_code)
+        clock.advance(PAST_DELAY)
     assert answers == [401] * (MAX_FAILED_LOGINS - 1) + [423, 423]
 
 
@@ -251,20 +277,31 @@ async def test_password_change_needs_token(portal: Portal) -> None:
     assert r.status_code == 401
 
 
-async def test_wrong_old_password_counts_towards_lockout(portal: Portal) -> None:
+async def test_wrong_old_password_counts_towards_lockout(portal: Portal, clock: FakeClock) -> None:
     headers = await portal.user_token("alice")
-    for _ in range(MAX_FAILED_LOGINS - 1):
+    for i in range(MAX_FAILED_LOGINS - 1):
         r = await portal.client.post(
             "/api/auth/password", headers=headers,
             json={"old_password": "Guess-Guess-1", "new_password": "Brand-New-Secret-9"},
         )
         assert r.status_code == 403
+        if i == 2:  # past the delay threshold: the next guess must wait
+            r = await portal.client.post(
+                "/api/auth/password", headers=headers,
+                json={"old_password": GOOD_PASSWORD, "new_password": "Brand-New-Secret-9"},
+            )
+            assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        clock.advance(PAST_DELAY)
     r = await portal.client.post(
         "/api/auth/password", headers=headers,
         json={"old_password": "Guess-Guess-1", "new_password": "Brand-New-Secret-9"},
     )
     assert r.status_code == 423
     assert (await _login(portal, "alice", GOOD_PASSWORD)).status_code == 423
+    # the address is locked out, not the account
+    async with client_from(portal, "192.0.2.45") as elsewhere:
+        r = await elsewhere.post("/api/auth/login", json={"username": "alice", "password": GOOD_PASSWORD})
+        assert r.status_code == 200, r.text
 
 
 async def test_concurrent_logins_while_the_registry_writes(portal: Portal) -> None:
@@ -286,11 +323,18 @@ async def test_concurrent_logins_while_the_registry_writes(portal: Portal) -> No
         return n
 
     writer = asyncio.create_task(keepalives())
+    # the wrong passwords each from an address of its own: concurrent guesses from one address are
+    # limited to its remaining budget (test_login_lockout.py)
+    others = [client_from(portal, f"192.0.2.{i + 1}") for i in range(MAX_FAILED_LOGINS - 1)]
     try:
-        good = [_login(portal, "alice", GOOD_PASSWORD) for _ in range(8)]
-        bad = [_login(portal, "alice", "Wrong-Password-1") for _ in range(MAX_FAILED_LOGINS - 1)]
+        good = [_login(portal, "alice", GOOD_PASSWORD) for _ in range(8 - len(others))]
+        good += [c.post("/api/auth/login", json={"username": "alice", "password": GOOD_PASSWORD}) for c in others]
+        bad = [c.post("/api/auth/login", json={"username": "alice", "password": "Wrong-Password-1"})
+               for c in others]
         answers = await asyncio.gather(*good, *bad)
     finally:
         stop.set()
         assert await writer > 0
+        for c in others:
+            await c.aclose()
     assert sorted(r.status_code for r in answers) == [200] * 8 + [401] * (MAX_FAILED_LOGINS - 1)

@@ -4,7 +4,10 @@
   self-service: a new route without one fails here;
 * (a) a user holding every permission but the route's gets 403 ``forbidden`` and no data;
 * (b) a user holding every permission, whose scope excludes the channel / device / organisation node
-  named in the path, gets 403 (or 404) and no data.
+  named in the path, gets 403 (or 404) and no data;
+* (c) the same user's every list answer (every ``GET`` of the OpenAPI document without path parameters
+  that answers a list of objects) names no out-of-scope channel or device, with out-of-scope objects of
+  every kind present (tests/portal/test_scope_lists.py builds them).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from ops_portal.deps import PERMISSIONS
 from .conftest import Portal, bearer
 from .org_data import CA1, IPC, Tree, build_tree
 
-#: No token at all (capability URLs and the login itself).
+#: No permission to declare: the login, health, the console's files, and the viewer outputs (bound to the
+#: session's user by its bearer token or the URL's signed token: tests/portal/test_output_binding.py).
 PUBLIC = {("POST", "/api/auth/login"), ("GET", "/api/health"), ("GET", "/flv/{session_id}.flv"),
           ("POST", "/whep/{session_id}"), ("DELETE", "/whep/{session_id}"), ("GET", "/live/{channel_id}"),
+          ("GET", "/live/{device_id}/{channel_id}"),  # the player page: no data in it
           # the web console's static files (no data: everything comes from the API with a token)
           ("GET", "/"), ("GET", "/console"), ("GET", "/console/"), ("GET", "/console/assets/{name}")}
 #: A logged-in user acting on itself only: no permission to declare.
@@ -177,3 +182,10 @@ async def test_outside_the_scope_nothing(portal: Portal, walk: dict[str, Any]) -
     # the same user reaches what is in its scope (the walk is not vacuous)
     r = await portal.client.get(f"/api/org/tree?node_id={tree.vb}", headers=headers)
     assert r.status_code == 200 and [n["id"] for n in r.json()["nodes"]] == [tree.vb]
+
+
+@pytest.mark.parametrize("with_booleans", [False, True], ids=["defaults", "booleans-true"])
+async def test_list_answers_stay_in_scope(audited: Portal, with_booleans: bool) -> None:
+    from .test_scope_lists import walk_lists
+
+    await walk_lists(audited, with_booleans)

@@ -43,6 +43,8 @@ EXPECTED_TABLES = {
     "download_jobs",
     # issue 7: generated availability reports
     "reports",
+    # issue 11: grants split per device by migration 0007, audited at the next start
+    "role_channel_splits",
 }
 
 

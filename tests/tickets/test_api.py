@@ -120,7 +120,8 @@ async def test_snapshot_upload_limits(portal: Portal) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["snapshot_url"] == f"/api/tickets/{tid}/snapshot"
     r = await c.get(f"/api/tickets/{tid}/snapshot", headers=admin)
-    assert r.status_code == 200 and r.content == png and r.headers["content-type"] == "image/png"
+    # served watermarked for the viewer (tests/tickets/test_snapshot_evidence.py), still a PNG
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content.startswith(png[:8])
     r = await c.put(f"/api/tickets/{tid}/snapshot", content=b"\xff\xd8\xff" + b"0" * 5000,
                     headers={**admin, "content-type": "image/jpeg"})
     assert r.status_code == 413 and r.json()["error"] == "snapshot_too_large"

@@ -8,6 +8,7 @@ import pytest
 
 from device_registry.events import CatalogReported
 from device_registry.models import OrgNode
+from gbops.ids import ChannelRef
 from ops_portal.contracts import (
     Contract,
     ContractError,
@@ -69,11 +70,13 @@ async def test_contract_covering_a_channel_and_its_scope(registry) -> None:
         session.add_all([broad, strict])
         await session.commit()
 
-        assert await contract_for_channel(session, cam(1), T + timedelta(days=1)) is None
-        assert (await contract_for_channel(session, cam(2), T + timedelta(days=1))).name == "strict"  # strictest
-        assert (await contract_for_channel(session, cam(2), T + timedelta(days=31))).name == "broad"  # strict ended
+        # issue 11: a channel is (device, channel id)
+        assert await contract_for_channel(session, ChannelRef(DEV, cam(1)), T + timedelta(days=1)) is None
+        assert (await contract_for_channel(session, ChannelRef(DEV, cam(2)), T + timedelta(days=1))).name == "strict"
+        assert (await contract_for_channel(session, ChannelRef(DEV, cam(2)), T + timedelta(days=31))).name == "broad"
         scope = await contract_scope(session, broad.id)
         assert scope is not None and not scope.all
         assert scope.org_node_ids == frozenset({parent.id, child.id})  # descendants included
-        assert scope.allows(cam(2), child.id, None) and not scope.allows(cam(1), None, None)
+        assert scope.allows(ChannelRef(DEV, cam(2)), child.id, None)
+        assert not scope.allows(ChannelRef(DEV, cam(1)), None, None)
         assert await contract_scope(session, 999) is None

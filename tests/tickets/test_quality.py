@@ -170,5 +170,5 @@ async def test_findings_become_tickets_once_with_the_picture(registry, tmp_path)
             default_limit_hours=48)
         await session.commit()
         assert findings == [] and opened == []
-        base = await session.get(QualityBaseline, CH)
+        base = await session.get(QualityBaseline, (DEV, CH))  # issue 11: one baseline per camera
         assert base is not None and base.samples == 1 and base.sharpness == pytest.approx(sharpness(scene(1).y))

@@ -111,8 +111,10 @@ async def test_live_clip_download(platform, tmp_path) -> None:
         assert probe == f"h264,640,360,{final['frames_encoded']}"
 
         # the audit log: request and complete of this session, the same SHA-256
-        r = await asyncio.to_thread(platform.get, "/api/audit/downloads", channel_id=channel)
+        # (issue 11: the audit target is "device/channel"; this session's entries, whatever the filter)
+        r = await asyncio.to_thread(platform.get, "/api/audit/downloads")
         items = [i for i in r.json()["items"] if i["session_id"] == final["session_id"]]
+        assert {(i["device_id"], i["channel_id"]) for i in items} == {(device, channel)}
         by_action = {i["action"]: i for i in items}
         assert set(by_action) == {"download.request", "download.complete"}
         assert by_action["download.complete"]["sha256"] == final["sha256"]

@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 
+from gbops.ids import ChannelRef
 from media_relay.stream import Stream
 from media_relay.types import AccessUnit
 from tests.outputs._media import FakeReader, encode_access_units
@@ -85,7 +86,7 @@ async def feed(stream: Stream, aus: list[AccessUnit], interval: float = 0.004) -
 @pytest.mark.parametrize("codec", ["h264", "h265"])
 async def test_two_viewers_share_one_decoder_and_get_their_own_watermark(hub, look, codec):
     src = encode_access_units(codec, frames=FRAMES, width=W, height=H, gop=25)
-    stream = Stream("34020000001320000001", "34020000001180000001", "udp", port=0, ssrc="0")
+    stream = Stream(ChannelRef("34020000001180000001", "34020000001320000001"), "udp", port=0, ssrc="0")
     va = hub.viewer(stream, text=TEXT_A, tag=TAG_A, clock=lambda: NOW, max_frames=FRAMES + 5)
     vb = hub.viewer(stream, text=TEXT_B, tag=TAG_B, clock=lambda: NOW, max_frames=FRAMES + 5)
     assert len(hub.decoders) == 1 and len(stream.readers) == 1  # one reader, one decode for both
@@ -138,7 +139,7 @@ async def test_two_viewers_share_one_decoder_and_get_their_own_watermark(hub, lo
 
 async def test_decoder_closes_with_its_last_viewer_and_slots_come_back(hub):
     src = encode_access_units("h264", frames=50, width=320, height=240, gop=10)
-    stream = Stream("34020000001320000002", "34020000001180000001", "udp", port=0, ssrc="0")
+    stream = Stream(ChannelRef("34020000001180000001", "34020000001320000002"), "udp", port=0, ssrc="0")
     for au in src[:10]:
         stream._on_au(au)
     slot = hub.slots.reserve()

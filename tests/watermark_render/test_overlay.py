@@ -11,7 +11,7 @@ from PIL import ImageFont
 
 from watermark import font as font_mod
 from watermark.font import FontMissing, find_cjk_font
-from watermark.overlay import Overlay, WatermarkSettings, bench
+from watermark.overlay import Overlay, WatermarkSettings
 from watermark.render import WatermarkText, format_time, mask_phone, render_patch
 
 NOW = 1_790_000_000.0
@@ -242,11 +242,3 @@ def test_overlay_survives_x264() -> None:
     # ...and the decoded watermark is close to what was drawn.
     assert psnr(my[mask], ref_y[mask]) > 25
     assert np.mean(np.abs(my[~mask] - cy[~mask])) < diff_in / 3
-
-
-def test_timing_per_frame() -> None:
-    for w, h in ((1280, 720), (1920, 1080)):
-        copy_ms = bench(w, h, frames=50)
-        inplace_ms = bench(w, h, frames=50, in_place=True)
-        print(f"\nwatermark overlay {w}x{h}: {copy_ms:.2f} ms/frame (copy + draw), "
-              f"{inplace_ms:.2f} ms/frame (in place)")

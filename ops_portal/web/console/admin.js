@@ -173,7 +173,7 @@ export async function rolesView(root) {
   function scopeText(r) {
     if (r.full_scope || r.builtin) return t("roles.full_scope");
     const ns = r.org_node_ids || [];
-    const cs = r.channel_ids || [];
+    const cs = r.channels || [];
     const names = ns.map((id) => nodeName.get(id) ?? "#" + id);
     return [t("roles.scope_summary", { nodes: ns.length, channels: cs.length }), names.length ? "（" + names.join("、") + "）" : ""].join(" ");
   }
@@ -223,12 +223,13 @@ export async function rolesView(root) {
       l.style.paddingLeft = n.depth * 18 + "px";
       return l;
     });
-    const chosen = new Set(r ? r.channel_ids || [] : []);
+    // channels as "device/channel" keys: a channel id is unique only within its device
+    const chosen = new Set(r ? (r.channels || []).map((c) => `${c.device_id}/${c.channel_id}`) : []);
     const chips = h("div", { class: "chips", id: "role-channels" });
     const search = h("input", { type: "search", id: "role-channel-search", placeholder: t("roles.channel_search") });
     const results = h("div", { class: "search-results" });
     function drawChips() {
-      clear(chips).append(...[...chosen].map((id) => h("span", { class: "chip" }, id,
+      clear(chips).append(...[...chosen].map((id) => h("span", { class: "chip", title: id }, id,
         h("button", { type: "button", class: "icon", onclick: () => { chosen.delete(id); drawChips(); } }, "✕"))));
     }
     let seq = 0;
@@ -240,8 +241,10 @@ export async function rolesView(root) {
       if (mine !== seq) return;
       const ql = q.toLowerCase();
       clear(results).append(...found.filter((c) => c.channel_id.includes(q) || (c.name || "").toLowerCase().includes(ql))
-        .slice(0, 20).map((c) => h("button", { type: "button", class: "result", dataset: { channel: c.channel_id },
-          onclick: () => { chosen.add(c.channel_id); drawChips(); } }, `${c.name || ""} ${c.channel_id}`)));
+        .slice(0, 20).map((c) => h("button", { type: "button", class: "result",
+          dataset: { channel: c.channel_id, device: c.device_id },
+          onclick: () => { chosen.add(`${c.device_id}/${c.channel_id}`); drawChips(); } },
+          `${c.name || ""} ${c.channel_id} @ ${c.device_id}`)));
     });
     drawChips();
     const scopeBox = h("div", { class: "scope-pick" },
@@ -263,7 +266,10 @@ export async function rolesView(root) {
         full_scope: full.checked,
         org_node_ids: full.checked ? [] : nodeBoxes.map((l) => l.querySelector("input")).filter((i) => i.checked)
           .map((i) => Number(i.value)),
-        channel_ids: full.checked ? [] : [...chosen],
+        channels: full.checked ? [] : [...chosen].map((key) => {
+          const [device_id, channel_id] = key.split("/");
+          return { device_id, channel_id };
+        }),
       };
       if (r) await patch(`/api/roles/${r.id}`, body); else await post("/api/roles", body);
       toast(t("common.saved"), "ok");

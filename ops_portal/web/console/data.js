@@ -6,8 +6,10 @@ import { t } from "./i18n.js";
 // node: {key, type: "org"|"device"|"channel", id, name, online, children, total, up, raw}
 function channelNode(c, deviceId) {
   const id = c.channel_id ?? c.id;
-  return { key: "c:" + id, type: "channel", id, name: c.name || id, online: !!c.online,
-           deviceId: c.device_id ?? deviceId ?? null, children: [], raw: c };
+  const dev = c.device_id ?? deviceId ?? null;
+  // a channel id is unique only within its device: the key names both
+  return { key: "c:" + (dev ? dev + "/" : "") + id, type: "channel", id, name: c.name || id, online: !!c.online,
+           deviceId: dev, children: [], raw: c };
 }
 
 function deviceNode(d) {

@@ -29,11 +29,21 @@ function append(el, children) {
 
 export function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
 
+// Every time a person reads is Beijing time, whatever the browser's or the host's zone (storage is UTC).
+export const TIME_ZONE = "Asia/Shanghai";
+const TZ_OFFSET = "+08:00"; // Asia/Shanghai has no daylight saving time
+
 export function fmtTime(value) {
   if (!value) return "—";
   const d = value instanceof Date ? value : new Date(value);
   if (isNaN(d)) return String(value);
-  return d.toLocaleString(getLang() === "en" ? "en-GB" : "zh-CN", { hour12: false });
+  return d.toLocaleString(getLang() === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: TIME_ZONE });
+}
+
+// "HH:MM" of an instant in Beijing time.
+export function fmtClock(value) {
+  const d = value instanceof Date ? value : new Date(value);
+  return d.toLocaleTimeString("en-GB", { hour12: false, timeZone: TIME_ZONE, hour: "2-digit", minute: "2-digit" });
 }
 
 export function fmtPercent(x) {
@@ -98,7 +108,9 @@ export function toLocalInput(value) {
   if (!value) return "";
   const d = new Date(value);
   if (isNaN(d)) return "";
-  const p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+  // the wall time in Beijing, as a datetime-local input shows it
+  const b = new Date(d.getTime() + 8 * 3600e3);
+  return b.toISOString().slice(0, 16);
 }
-export function fromLocalInput(value) { return value ? new Date(value).toISOString() : null; }
+// a datetime-local value is Beijing wall time
+export function fromLocalInput(value) { return value ? new Date(value + TZ_OFFSET).toISOString() : null; }

@@ -37,7 +37,8 @@ function popup(c) {
     h("div", null, dot(c.online), " ", c.online ? t("common.online") : t("common.offline")),
     c.address ? h("div", { class: "muted" }, c.address) : null,
     h("div", { class: "tools" },
-      can("live.view") ? h("a", { class: "btn small", href: `#/live?channel=${encodeURIComponent(id)}` }, t("tree.play")) : null,
+      can("live.view") ? h("a", { class: "btn small", href: `#/live?channel=${encodeURIComponent(id)}` +
+        (c.device_id ? `&device=${encodeURIComponent(c.device_id)}` : "") }, t("tree.play")) : null,
       h("a", { class: "btn small ghost", href: `#/channel/${encodeURIComponent(id)}` +
                (c.device_id ? `?device=${encodeURIComponent(c.device_id)}` : "") }, t("tree.detail"))));
 }

@@ -1,4 +1,5 @@
-// One live viewer: POST /api/channels/{id}/live, then WHEP (WebRTC) or HTTP-FLV (mpegts.js) into a <video>.
+// One live viewer: POST /api/devices/{device}/channels/{id}/live, then WHEP (WebRTC) or HTTP-FLV (mpegts.js)
+// into a <video>.  A channel id is unique only within its device, so the console always names the device.
 import { api } from "./api.js";
 import { t } from "./i18n.js";
 
@@ -19,6 +20,16 @@ export function loadMpegts() {
   return mpegtsLoading;
 }
 
+// The live route of a channel: {deviceId, id} (or {device_id, channel_id}); the shorthand
+// /api/channels/{id}/live only without a device (it answers 409 ambiguous_channel when the id is not unique).
+export function liveUrl(channel) {
+  const id = typeof channel === "string" ? channel : (channel.id ?? channel.channel_id);
+  const device = typeof channel === "string" ? null : (channel.deviceId ?? channel.device_id);
+  return device
+    ? `/api/devices/${encodeURIComponent(device)}/channels/${encodeURIComponent(id)}/live`
+    : `/api/channels/${encodeURIComponent(id)}/live`;
+}
+
 export class LivePlayer {
   constructor(video, onState) {
     this.video = video;
@@ -30,10 +41,10 @@ export class LivePlayer {
     this.closed = false;
   }
 
-  async play(channelId, { transport = "udp", player = "auto" } = {}) {
+  async play(channel, { transport = "udp", player = "auto" } = {}) {
     this.onState("busy", t("live.requesting"));
     const body = transport ? { transport } : {};
-    this.session = await api("POST", `/api/channels/${encodeURIComponent(channelId)}/live`, { body });
+    this.session = await api("POST", liveUrl(channel), { body });
     if (this.closed) { await this.stop(); return; }
     const s = this.session;
     const info = [s.codec && s.codec.toUpperCase(), s.width && s.height ? `${s.width}×${s.height}` : null]
@@ -48,7 +59,7 @@ export class LivePlayer {
         if (player !== "auto") throw err;
         // WebRTC failed (no ICE path, no H.264 decoder): the same channel over HTTP-FLV with a new session.
         await this.stopMedia();
-        this.session = await api("POST", `/api/channels/${encodeURIComponent(channelId)}/live`, { body });
+        this.session = await api("POST", liveUrl(channel), { body });
         await this.playFlv(this.session);
       }
     }
@@ -60,7 +71,10 @@ export class LivePlayer {
     const pc = new RTCPeerConnection();
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
-    pc.ontrack = (ev) => { this.video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
+    pc.addTransceiver("audio", { direction: "recvonly" });  // the channel's sound (Opus), when it has any
+    // video and audio may arrive as tracks of different streams: gather both in one
+    const media = new MediaStream();
+    pc.ontrack = (ev) => { media.addTrack(ev.track); this.video.srcObject = media; };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === "failed" && !this.closed) this.onState("error", "WebRTC: " + pc.connectionState);
     };

@@ -1,7 +1,7 @@
 // Views: dashboard, organisation/device tree, device and channel details, live wall.
 import { ApiError, get } from "./api.js";
 import { channelsOf, loadTree } from "./data.js";
-import { clear, dot, fmtPercent, fmtTime, h, message } from "./dom.js";
+import { clear, dot, fmtClock, fmtPercent, fmtTime, h, message } from "./dom.js";
 import { serverText, t } from "./i18n.js";
 import { LivePlayer } from "./player.js";
 import { can } from "./session.js";
@@ -169,7 +169,8 @@ function chanTable(chans) {
       h("td", null, dot(c.online), " ", c.online ? t("common.online") : t("common.offline")),
       h("td", null, c.name), h("td", { class: "mono" }, c.id),
       h("td", null,
-        can("live.view") ? h("a", { href: `#/live?channel=${encodeURIComponent(c.id)}`, class: "btn small" }, t("tree.play")) : null,
+        can("live.view") ? h("a", { href: `#/live?channel=${encodeURIComponent(c.id)}` +
+          (c.deviceId ? `&device=${encodeURIComponent(c.deviceId)}` : ""), class: "btn small" }, t("tree.play")) : null,
         " ",
         h("a", { href: `#/channel/${encodeURIComponent(c.id)}${c.deviceId ? "?device=" + encodeURIComponent(c.deviceId) : ""}`,
                  class: "btn small ghost" }, t("tree.detail")))))));
@@ -208,8 +209,7 @@ export function timeline(events, { hours = 24, now = Date.now() } = {}) {
     bar.append(s);
   }
   const ticks = h("div", { class: "timeline-ticks" },
-    [0, 6, 12, 18, 24].map((hh) => h("span", null, new Date(start + hh * 3600e3 * (hours / 24))
-      .toTimeString().slice(0, 5))));
+    [0, 6, 12, 18, 24].map((hh) => h("span", null, fmtClock(start + hh * 3600e3 * (hours / 24)))));
   return h("div", { class: "timeline-wrap" }, bar, ticks);
 }
 
@@ -270,7 +270,7 @@ export async function channelView(root, route) {
   const player = new LivePlayer(video, (_, text) => { status.textContent = text; });
   const play = can("live.view") ? h("button", { type: "button", class: "primary", onclick: () => {
     player.closed = false;
-    player.play(id).catch((err) => { status.textContent = err.message; });
+    player.play({ id, deviceId }).catch((err) => { status.textContent = err.message; });
   } }, t("tree.play")) : null;
   root.append(
     pageHead(`${t("ch.title")}: ${ch.name || id}`,
@@ -323,6 +323,7 @@ export async function liveView(root, route) {
     pane.player = null;
     pane.channel = null;
     pane.el.dataset.channel = "";
+    pane.el.dataset.device = "";
     pane.el.classList.remove("playing", "failed");
     pane.title.textContent = "";
     if (p) await p.stop();
@@ -332,6 +333,7 @@ export async function liveView(root, route) {
     await stopPane(pane);
     pane.channel = channel;
     pane.el.dataset.channel = channel.id;
+    pane.el.dataset.device = channel.deviceId || "";
     pane.title.textContent = channel.name;
     const player = new LivePlayer(pane.video, (st, text) => {
       if (pane.player !== player) return;
@@ -341,7 +343,7 @@ export async function liveView(root, route) {
     });
     pane.player = player;
     try {
-      await player.play(channel.id, { transport: transport.value, player: playerSel.value });
+      await player.play(channel, { transport: transport.value, player: playerSel.value });
     } catch (err) {
       if (pane.player === player) {
         pane.status.textContent = err.message;
@@ -381,8 +383,10 @@ export async function liveView(root, route) {
     h("div", { class: "split live" }, panel, grid));
   setLayout(layout);
   const wanted = route.params.get("channel");
+  const wantedDevice = route.params.get("device");
   if (wanted) {
-    const ch = channelsOf(nodes).find((c) => c.id === wanted) || { id: wanted, name: wanted };
+    const ch = channelsOf(nodes).find((c) => c.id === wanted && (!wantedDevice || c.deviceId === wantedDevice))
+      || { id: wanted, name: wanted, deviceId: wantedDevice };
     play(ch);
   }
   return () => Promise.all(panes.map(stopPane));

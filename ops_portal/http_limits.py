@@ -1,0 +1,265 @@
+"""Limits on untrusted HTTP clients below the application: who the client is, how long it may take
+to send its request head, how many connections it may hold.
+
+* :func:`forwarded_client_ip` - the client address of a request: the peer, unless the peer is one of
+  ``GBOPS_TRUSTED_PROXIES``; then the right-most address of ``X-Forwarded-For`` that is not itself a
+  trusted proxy.  uvicorn's own ``proxy_headers`` (which trusts 127.0.0.1 by default: any local
+  process could write the address the audit log and the watermark show) is switched off by
+  :func:`uvicorn_config`.
+* :func:`limited_protocol` - uvicorn's h11 protocol with a request-head timeout (slow-loris: a client
+  that dribbles its request line and headers is closed with 408 after ``GBOPS_HTTP_HEADER_TIMEOUT``;
+  the same deadline bounds draining the unread body of an answered request) and a hard cap on
+  concurrent connections (``GBOPS_HTTP_MAX_CONNECTIONS``: one more is answered 503 and closed at once).
+* :func:`uvicorn_config` - the ``uvicorn.Config`` of the portal with all of the above.
+
+The request *body* limit is an ASGI middleware of the app (:mod:`ops_portal.app`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from gbops.log import get_logger
+from gbops.settings import Settings
+
+__all__ = [
+    "LOOPBACK",
+    "IPAddress",
+    "IPNetwork",
+    "address_key",
+    "forwarded_client_ip",
+    "in_networks",
+    "limited_protocol",
+    "parse_ip",
+    "parse_networks",
+    "uvicorn_config",
+]
+
+log = get_logger("gbops.portal.http")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+# ------------------------------------------------------------------------------------------ addresses
+def parse_ip(text: str | None) -> IPAddress | None:
+    """An address as written in a peer tuple or a forwarded header (``1.2.3.4``, ``1.2.3.4:80``,
+    ``[2001:db8::1]:443``, ``::ffff:1.2.3.4``), IPv4-mapped IPv6 as IPv4; None for anything else."""
+    if not text:
+        return None
+    text = text.strip()
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        if text.startswith("["):
+            host = text[1:].partition("]")[0]
+        elif text.count(":") == 1:
+            host = text.partition(":")[0]
+        else:
+            return None
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return addr.ipv4_mapped
+        if addr.scope_id:
+            addr = ipaddress.IPv6Address(str(addr).partition("%")[0])
+    return addr
+
+
+@functools.lru_cache(maxsize=32)
+def parse_networks(text: str | None) -> tuple[IPNetwork, ...]:
+    """``"10.0.0.1, 192.168.0.0/16, ::1"`` as networks (a bare address is a /32 or /128).
+
+    ``ValueError`` names an entry that is neither; empty text gives ``()``."""
+    out: list[IPNetwork] = []
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            net = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ValueError(f"not an address or network: {part!r}") from None
+        out.append(net)
+    return tuple(out)
+
+
+def in_networks(addr: IPAddress | str | None, networks: Iterable[IPNetwork]) -> bool:
+    if not isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        addr = parse_ip(addr)
+        if addr is None:
+            return False
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+def forwarded_client_ip(peer: str | None, forwarded_for: Iterable[str], trusted_proxies: str | None) -> str | None:
+    """The client address of a request that came from ``peer`` carrying the ``X-Forwarded-For``
+    header values ``forwarded_for``.
+
+    Unless ``peer`` is a trusted proxy the header is ignored (anybody can write it).  From a trusted
+    proxy, the list is walked from the right (the hop nearest to us) past every trusted proxy; the first
+    address that is not one is the client.  A malformed entry stops the walk at the last address that
+    was vouched for; a list of trusted proxies only gives its left-most entry."""
+    trusted = parse_networks(trusted_proxies)
+    peer_addr = parse_ip(peer)
+    if peer_addr is None:
+        return peer
+    if not trusted or not in_networks(peer_addr, trusted):
+        return str(peer_addr)
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    current = peer_addr
+    for hop in reversed(hops):
+        addr = parse_ip(hop)
+        if addr is None:
+            break
+        current = addr
+        if not in_networks(addr, trusted):
+            break
+    return str(current)
+
+
+def address_key(client_ip: str | None) -> str:
+    """What login throttling counts per: the address itself, or the /64 of an IPv6 address (one
+    subscriber usually holds a whole /64, so one per address would be no limit at all)."""
+    addr = parse_ip(client_ip)
+    if addr is None:
+        return client_ip or "-"
+    if isinstance(addr, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+# ------------------------------------------------------------------------------------------ protocol
+def _raw_response(status: int, reason: str, error: str, message: str, extra: dict[str, str] | None = None) -> bytes:
+    body = json.dumps({"error": error, "message": message}, ensure_ascii=False).encode("utf-8")
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        "cache-control: no-store",
+        *(f"{k}: {v}" for k, v in (extra or {}).items()),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+_TIMEOUT_RESPONSE = _raw_response(
+    408, "Request Timeout", "request_timeout",
+    "请求头发送超时，连接已关闭 / the request headers did not arrive in time: connection closed",
+)
+_BUSY_RESPONSE = _raw_response(
+    503, "Service Unavailable", "too_many_connections",
+    "连接数已达上限，请稍后再试 / too many connections: try again later", {"retry-after": "5"},
+)
+
+
+class _LimitedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a request-head deadline and a connection cap.
+
+    The deadline runs whenever the connection waits on the client without a request being answered:
+    from the connection's start, and from the end of each response, until the next request's head is
+    complete.  Bytes arriving meanwhile do not extend it (that is the slow-loris trick), so a client
+    has ``header_timeout`` seconds for each request head; after a response it also bounds the draining
+    of an unread request body (a refused upload that keeps trickling).  uvicorn's keep-alive timeout
+    still closes idle connections earlier."""
+
+    header_timeout: float = 10.0
+    max_connections: int = 1000
+
+    _deadline: asyncio.TimerHandle | None = None
+    _upgraded: bool = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            log.warning("http.connection_refused", reason="max_connections", limit=self.max_connections,
+                        client=self.client[0] if self.client else None)
+            transport.write(_BUSY_RESPONSE)
+            transport.close()
+            return
+        self._update_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._update_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._update_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._upgraded = True
+        self._cancel_deadline()
+        super().handle_websocket_upgrade(event)
+
+    # ---------------------------------------------------------------------------------- deadline
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _update_deadline(self) -> None:
+        if self._upgraded or self.transport is None or self.transport.is_closing() or self._answering():
+            self._cancel_deadline()
+        elif self._deadline is None:
+            self._deadline = self.loop.call_later(self.header_timeout, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self._upgraded or self.transport.is_closing() or self._answering():
+            return
+        waiting_for_head = self.conn.their_state is h11.IDLE
+        log.info("http.header_timeout", client=self.client[0] if self.client else None,
+                 phase="head" if waiting_for_head else "body_drain", timeout=self.header_timeout)
+        if waiting_for_head and self.conn.our_state is h11.IDLE:
+            self.transport.write(_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+
+def limited_protocol(header_timeout: float, max_connections: int) -> type[H11Protocol]:
+    """An h11 protocol class for ``uvicorn.Config(http=...)`` with these limits."""
+    return type(
+        "LimitedH11Protocol",
+        (_LimitedH11Protocol,),
+        {"header_timeout": float(header_timeout), "max_connections": int(max_connections)},
+    )
+
+
+def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
+    """The portal's ``uvicorn.Config``: host and port from ``settings``, the limited protocol, no
+    ``proxy_headers`` (the portal resolves ``X-Forwarded-For`` itself, only from trusted proxies, see
+    :func:`forwarded_client_ip`), a concurrency limit.  ``options`` override or add uvicorn options."""
+    parse_networks(settings.trusted_proxies)  # a typo fails at start, not at the first request
+    base: dict[str, Any] = {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "http": limited_protocol(settings.http_header_timeout, settings.http_max_connections),
+        "proxy_headers": False,
+        "forwarded_allow_ips": "",
+        # uvicorn answers 503 when connections + 1 or running requests reach this; the protocol
+        # itself refuses the connection beyond http_max_connections.
+        "limit_concurrency": settings.http_max_connections + 1,
+    }
+    base.update(options)
+    return uvicorn.Config(app, **base)
