@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbops.log import get_logger
+from gbcore.log import get_logger
 
 from .actions import check_action
 from .note import (

@@ -49,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gbops.db import SQLITE_BEGIN_IMMEDIATE, Base, UtcDateTime, utcnow
+from gbcore.db import SQLITE_BEGIN_IMMEDIATE, Base, UtcDateTime, utcnow
 
 from .canonical import canonical_json
 from .merkle import CompactRange, consistency_ranges, inclusion_ranges, perfect_subtrees, range_hash
@@ -214,7 +214,7 @@ class AuditStore:
         if conn.dialect.name == "sqlite" and not conn.sync_connection.get_execution_options().get(SQLITE_BEGIN_IMMEDIATE):
             raise RuntimeError(
                 "audit append on SQLite needs a transaction started with BEGIN IMMEDIATE "
-                "(gbops.db.SQLITE_BEGIN_IMMEDIATE, ops_portal.auth.begin_write)"
+                "(gbcore.db.SQLITE_BEGIN_IMMEDIATE, ops_portal.auth.begin_write)"
             )
         return conn
 

@@ -36,7 +36,8 @@ from audit_log.export import export_bundle  # noqa: E402
 from audit_log.log import Actor, AuditLog, Target  # noqa: E402
 from audit_log.note import NoteSigner  # noqa: E402
 from audit_log.verify import verify_bundle  # noqa: E402
-from gbops.db import make_engine, make_sessionmaker, migrate  # noqa: E402
+from gbcore.db import make_engine, make_sessionmaker  # noqa: E402
+from gbops.migrate import migrate  # noqa: E402
 
 
 def sha256_rate(blobs: list[bytes], repeats: int = 3) -> float:

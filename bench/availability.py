@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text  # noqa: E402
 
-from gbops.db import make_engine, make_sessionmaker, migrate  # noqa: E402
+from gbcore.db import make_engine, make_sessionmaker  # noqa: E402
+from gbops.migrate import migrate  # noqa: E402
 from ops_portal.availability.service import ScopeFilter, compute_period  # noqa: E402
 
 YEAR_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -161,7 +162,7 @@ async def measure(url: str, month_index: int, repeat: int) -> dict[str, float]:
                          "FROM presence_events WHERE at >= :s AND at < :e GROUP BY device_id, channel_id")
                 from sqlalchemy import bindparam
 
-                from gbops.db import UtcDateTime
+                from gbcore.db import UtcDateTime
 
                 q = q.bindparams(bindparam("s", type_=UtcDateTime()), bindparam("e", type_=UtcDateTime()))
                 n = len((await session.execute(q, {"s": start, "e": end})).all())

@@ -1,7 +1,7 @@
 """Benchmark: glass-to-glass latency and time to first picture, simulator -> gbops -> viewer.
 
 The simulator encodes a test pattern whose every access unit carries its capture time (epoch ms) in an
-SEI message (``sip_server.sim.media.LATENCY_SEI_UUID``; the same time is drawn into the picture). A real
+SEI message (``gbsim.media.LATENCY_SEI_UUID``; the same time is drawn into the picture). A real
 `gbops run` (subprocess) INVITEs it over the chosen transport; this script is the viewer:
 
 * HTTP-FLV: reads the FLV as a player would, and for every video tag computes ``arrival - capture``;
@@ -36,8 +36,8 @@ def pct(values: list[float], q: float) -> float:
 async def flv_latencies(base: str, url: str, seconds: float, codec: str, t_click: float) -> tuple[list[float], float]:
     import httpx
 
+    from gbsim.media import read_latency_sei
     from media_relay.nal import avcc_to_annexb
-    from sip_server.sim.media import read_latency_sei
 
     lat: list[float] = []
     first = None
@@ -99,9 +99,9 @@ async def whep_first_frame(base: str, whep_url: str) -> float:
 
 async def direct_latencies(sim, channel_id: str, seconds: float, codec: str) -> list[float]:
     """Reference: INVITE the simulator directly (no platform) and time its RTP as it arrives here."""
+    from gbsim.media import read_latency_sei
     from media_relay.ps import PsDemuxer
     from media_relay.rtp import RtpPacket
-    from sip_server.sim.media import read_latency_sei
     from sip_server.sip import Headers, SipEndpoint, SipRequest
     from sip_server.sip.sdp import build_offer
     from sip_server.transport import SipTransport
@@ -166,7 +166,7 @@ async def direct_latencies(sim, channel_id: str, seconds: float, codec: str) -> 
 async def drive(args) -> None:
     import tempfile
 
-    from sip_server.sim import SimConfig, Simulator
+    from gbsim import SimConfig, Simulator
     from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port
 
     low = free_port()

@@ -52,7 +52,7 @@ from fastapi import FastAPI, Header, HTTPException, Query
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gbops.ids import ChannelRef  # noqa: E402
+from gbcore.ids import ChannelRef  # noqa: E402
 from ops_portal.access import Scope  # noqa: E402
 from ops_portal.schemas import (  # noqa: E402
     DeviceList,
@@ -94,7 +94,8 @@ async def populate(url: str, n_devices: int, per: int, explicit: int) -> dict[st
     from sqlalchemy import insert
 
     from device_registry.models import Channel, Device, OrgNode
-    from gbops.db import make_engine, make_sessionmaker, migrate
+    from gbcore.db import make_engine, make_sessionmaker
+    from gbops.migrate import migrate
     from ops_portal.models import Role, RoleChannel, RoleOrgNode, RolePermission, UserRole
     from ops_portal.users import create_user
 
@@ -191,7 +192,7 @@ async def dump_memory(url: str, path: Path) -> None:
     from sqlalchemy import select
 
     from device_registry.models import Channel, Device, OrgNode
-    from gbops.db import make_engine, make_sessionmaker
+    from gbcore.db import make_engine, make_sessionmaker
 
     engine = make_engine(url)
     try:
@@ -316,8 +317,8 @@ def serve(args: argparse.Namespace) -> None:
         engine = None
         if args.serve == "portal":
             from device_registry.service import Registry
-            from gbops.db import make_engine, make_sessionmaker
-            from gbops.settings import Settings
+            from gbcore.db import make_engine, make_sessionmaker
+            from gbcore.settings import Settings
             from ops_portal.app import create_app
 
             engine = make_engine(args.url)
@@ -428,7 +429,7 @@ async def login(base: str) -> str:
 
 
 async def expanded_scope(url: str, nodes: list[int]) -> list[int]:
-    from gbops.db import make_engine, make_sessionmaker
+    from gbcore.db import make_engine, make_sessionmaker
     from ops_portal.access import expand_org_nodes
 
     engine = make_engine(url)

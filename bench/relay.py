@@ -83,7 +83,7 @@ def serve_forwarder(ports: list[int], sinks: list[tuple[str, int]]) -> None:
 def serve_relay(ports: list[int], viewers: int, sink_port: int) -> None:
     import uvloop
 
-    from gbops.ids import ChannelRef
+    from gbcore.ids import ChannelRef
     from media_relay.outputs.flv import flv_stream
     from media_relay.stream import Stream, _UdpIngest
 

@@ -72,7 +72,8 @@ def serve_gbops(port: int, db_dir: str) -> None:
     import uvloop
 
     from device_registry.service import Registry, RegistryWriter
-    from gbops.db import make_engine, make_sessionmaker, migrate
+    from gbcore.db import make_engine, make_sessionmaker
+    from gbops.migrate import migrate
     from sip_server.gb.server import GbConfig
     from sip_server.service import SipService
 

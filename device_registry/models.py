@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gbops.db import Base, UtcDateTime, utcnow
+from gbcore.db import Base, UtcDateTime, utcnow
 
 __all__ = ["Channel", "Device", "OrgNode", "PlatformRun", "PresenceEvent"]
 
@@ -144,6 +144,11 @@ class PresenceEvent(Base):
     __table_args__ = (
         CheckConstraint("subject IN ('device', 'channel')", name="subject"),
         Index("ix_presence_events_device_id_at", "device_id", "at"),
+        # Reports look up "the last transition of this channel (or device: channel_id NULL) before T"
+        # (migration 0005) ...
+        Index("ix_presence_events_device_id_channel_id_at", "device_id", "channel_id", "at"),
+        # ... and read one period's rows of every device.
+        Index("ix_presence_events_at", "at"),
     )
 
     id: Mapped[int] = mapped_column(

@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 import signal
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gbops.log import get_logger
-from gbops.settings import Settings
+from gbcore.log import get_logger
+from gbcore.settings import Settings
 from sip_server.gb.server import GbConfig
 
 log = get_logger("gbops.app")
@@ -69,13 +68,14 @@ class Platform:
         import uvicorn
 
         from device_registry.service import Registry, RegistryWriter
-        from gbops.db import make_engine, make_sessionmaker, migrate
+        from gbcore.db import make_engine, make_sessionmaker
+        from gbops.migrate import migrate
         from ops_portal.app import create_app
         from ops_portal.users import ensure_admin
         from sip_server.service import SipService
 
         s = self.settings
-        from gbops.timeutil import set_device_timezone
+        from gbcore.timeutil import set_device_timezone
 
         set_device_timezone(s.device_timezone)  # Beijing time at every edge, whatever the host's zone
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -114,17 +114,21 @@ class Platform:
         self.sip.restore(await self.registry.snapshot())
         await self.sip.start()
 
+        from gbops.media_signalling import SipSignalling
         from media_relay.service import MediaService
+        from ops_portal import live_audit
         from watermark.pipeline import WatermarkHub
         from watermark.policy import record_policy_change
 
         watermark = WatermarkHub.from_settings(s)  # per-viewer overlay + session tag on every live output
         if await record_policy_change(self.audit, watermark.policy) is not None:
             log.info("watermark.policy_recorded", off_roles=sorted(watermark.policy.off_roles))
-        self.media = MediaService(self.sip, rtp_ports=s.rtp_port_range, domain=s.sip_domain,
+        # signalling into media (the SIP service as media's typed port), watermark into media (the
+        # per-viewer transform factory)
+        self.media = MediaService(SipSignalling(self.sip), rtp_ports=s.rtp_port_range, domain=s.sip_domain,
                                   media_host=s.media_host, media_ip=s.media_ip,
                                   idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout,
-                                  watermark=watermark)
+                                  transforms=watermark)
         await self.media.start()
         if s.webrtc_loopback:
             from media_relay.outputs.whep import enable_loopback_candidates
@@ -133,7 +137,7 @@ class Platform:
 
         app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
                          audit=self.audit, media=self.media)
-        self.media.on_session_closed = self._record_live_stop
+        self.media.on_session_closed = live_audit.stop_recorder(self.audit, self._audit_tasks)  # live.stop
         from watermark.downloads import DownloadManager
 
         self.downloads = DownloadManager(s, sessionmaker, audit=self.audit, media=self.media)
@@ -185,26 +189,6 @@ class Platform:
                                         client_ip=addr[0], detail=detail)
             except Exception:
                 log.exception("sip.audit_security_failed", device_id=device_id, kind=kind)
-
-        task = asyncio.ensure_future(record())
-        self._audit_tasks.add(task)
-        task.add_done_callback(self._audit_tasks.discard)
-
-    def _record_live_stop(self, session: Any, reason: str) -> None:
-        """``live.stop`` on the audit log for every viewer session that ends, whatever ended it."""
-        if self.audit is None:
-            return
-        from audit_log.log import Actor, Target
-
-        async def record() -> None:
-            try:
-                await self.audit.record(
-                    actor=Actor("user", str(session.user_id), session.username), action="live.stop",
-                    target=Target("channel", session.channel.key), client_ip=session.client_ip,
-                    session_id=session.session_id,
-                    detail={"reason": reason, "duration_s": round(time.time() - session.created, 3)})
-            except Exception:
-                log.exception("live.audit_stop_failed", channel_id=session.channel_id)
 
         task = asyncio.ensure_future(record())
         self._audit_tasks.add(task)

@@ -15,7 +15,7 @@ app = typer.Typer(help="gbops: GB/T 28181 视频监控运营平台 / video-surve
 
 
 def _settings(**overrides):
-    from gbops.settings import Settings
+    from gbcore.settings import Settings
 
     try:
         return Settings(**overrides)
@@ -31,9 +31,9 @@ def run() -> None:
     """启动平台（SIP + HTTP）/ Start the platform (SIP + HTTP) in one process."""
     import uvloop
 
+    from gbcore.log import setup_logging
+    from gbcore.settings import SettingsError
     from gbops.app import Platform
-    from gbops.log import setup_logging
-    from gbops.settings import SettingsError
 
     settings = _settings()
     setup_logging(settings.log_level, settings.log_json)
@@ -90,8 +90,8 @@ def sim(
     """设备模拟器 / Simulate GB/T 28181 cameras and NVRs."""
     import uvloop
 
-    from gbops.log import setup_logging
-    from sip_server.sim import SimConfig, run_simulator
+    from gbcore.log import setup_logging
+    from gbsim import SimConfig, run_simulator
 
     setup_logging("INFO")
     host, _, port = server.rpartition(":")
@@ -126,7 +126,8 @@ async def _open_audit(settings):
 
     from audit_log.log import AuditLog
     from audit_log.note import NoteError
-    from gbops.db import make_engine, make_sessionmaker, migrate
+    from gbcore.db import make_engine, make_sessionmaker
+    from gbops.migrate import migrate
 
     if settings.database_url is None and not (settings.data_dir / "gbops.db").exists():
         raise _CannotOpen(f"数据库不存在 / no database at {settings.data_dir / 'gbops.db'} (GBOPS_DATA_DIR?)")
@@ -200,7 +201,7 @@ def audit_export(
     """导出审计日志供离线校验 / Export the audit log for offline verification."""
     import asyncio
 
-    from gbops.log import setup_logging
+    from gbcore.log import setup_logging
 
     settings = _settings()
     setup_logging("WARNING")
@@ -297,7 +298,8 @@ async def _report_online_rate(settings, req_args: dict, out: Path, fmt: str, org
     from zoneinfo import ZoneInfo
 
     from audit_log.log import AuditLog
-    from gbops.db import make_engine, make_sessionmaker, migrate
+    from gbcore.db import make_engine, make_sessionmaker
+    from gbops.migrate import migrate
     from ops_portal.availability.scheduler import ReportJobs, ReportRequest
     from ops_portal.availability.service import ScopeNotFound, period_bounds, resolve_scope
 
@@ -365,7 +367,7 @@ def report_online_rate(
     import asyncio
     from datetime import date
 
-    from gbops.log import setup_logging
+    from gbcore.log import setup_logging
 
     overrides: dict = {}
     if data_dir is not None:
@@ -399,7 +401,7 @@ def watermark_inspect(
                                          "(key and database; default: GBOPS_DATA_DIR)"),
 ) -> None:
     """查找并校验会话标签 / Find and verify the session tags in a file (exit 0 valid, 1 invalid, 2 none)."""
-    from gbops.settings import Settings
+    from gbcore.settings import Settings
     from watermark.inspect import run_inspect
 
     try:
@@ -426,7 +428,8 @@ def watermark_export(
     """为申请人导出带水印的 MP4 / Export a watermarked, tagged MP4 for a requester (prints its SHA-256)."""
     import asyncio
 
-    from gbops.log import setup_logging
+    from gbcore.log import setup_logging
+    from ops_portal.users import viewer_identity
     from watermark.downloads import run_export_command
 
     settings = _settings(**({"data_dir": data_dir} if data_dir is not None else {}))
@@ -434,7 +437,8 @@ def watermark_export(
     ts = None if start is None else (start if start.tzinfo else start.astimezone()).timestamp()
     raise typer.Exit(asyncio.run(run_export_command(
         source, out, username=user, settings=settings, open_audit=_open_audit, start_time=ts, channel_id=channel,
-        operator=_os_user(), echo=typer.echo, echo_err=lambda m: typer.echo(m, err=True))))
+        operator=_os_user(), echo=typer.echo, echo_err=lambda m: typer.echo(m, err=True),
+        find_viewer=viewer_identity)))
 
 
 def main() -> None:

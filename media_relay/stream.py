@@ -6,7 +6,7 @@ Data path (all on the event loop, no copies beyond the demuxer's): RTP datagrams
 starts with a picture at once instead of waiting for the next GOP. A reader that falls behind (queue full)
 skips to the next keyframe instead of growing memory or slowing the others.
 
-Streams are keyed by :class:`gbops.ids.ChannelRef` (device id, channel id): NVRs of two tenants routinely
+Streams are keyed by :class:`gbcore.ids.ChannelRef` (device id, channel id): NVRs of two tenants routinely
 report the same channel id, and each is its own camera with its own Stream.
 
 The manager owns the lifecycle (MediaMTX-style on-demand source): the first viewer INVITEs the device,
@@ -22,9 +22,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from gbops.ids import ChannelRef
-from gbops.log import get_logger
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
 from media_relay.ports import NoPortsLeft, PortPool, SsrcAllocator
+from media_relay.signalling import (
+    DeviceOffline,
+    DeviceRefused,
+    DeviceWentOffline,
+    SessionEnded,
+    Signalling,
+    SignallingEvent,
+)
 from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
 
 log = get_logger("gbops.media")
@@ -361,10 +369,10 @@ class _Pending:
 class StreamManager:
     """Finds or starts the channel's Stream; INVITE on the first viewer, BYE after the idle delay."""
 
-    def __init__(self, sip: Any, *, ports: PortPool, ssrcs: SsrcAllocator, media_host: str = "0.0.0.0",
+    def __init__(self, signalling: Signalling, *, ports: PortPool, ssrcs: SsrcAllocator, media_host: str = "0.0.0.0",
                  media_ip: str | None = None, idle_timeout: float = 15.0, media_timeout: float = 5.0,
                  keyframe_timeout: float = 10.0) -> None:
-        self.sip = sip
+        self.signalling = signalling
         self.ports = ports
         self.ssrcs = ssrcs
         self.media_host = media_host
@@ -376,7 +384,7 @@ class StreamManager:
         self._starting: dict[ChannelRef, asyncio.Task] = {}
         self._idle: dict[ChannelRef, asyncio.TimerHandle] = {}
         self.invites_sent = 0
-        sip.add_listener(self._on_sip_event)
+        signalling.subscribe(self._on_signalling_event)
 
     # ------------------------------------------------------------------ public
     async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> StreamReader:
@@ -427,8 +435,8 @@ class StreamManager:
 
     async def _start(self, ref: ChannelRef, transport: str) -> Stream:
         device_id, channel_id = ref
-        route = self.sip.gb.routes.get(device_id)
-        if route is None or not self.sip.is_online(device_id):
+        device_addr = self.signalling.route_address(device_id)
+        if device_addr is None or not self.signalling.is_online(device_id):
             raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}")
         try:
             port = self.ports.allocate()
@@ -451,8 +459,8 @@ class StreamManager:
                 ingest = _TcpServerIngest(stream)
                 await ingest.start(self.media_host, port)
                 stream.ingest = ingest
-            answered = await self.sip.invite(device_id, channel_id, media_ip=self._media_ip_for(route.addr),
-                                             media_port=port, ssrc=ssrc, transport=transport)
+            answered = await self.signalling.invite(ref, media_ip=self._media_ip_for(device_addr),
+                                                    media_port=port, ssrc=ssrc, transport=transport)
             self.invites_sent += 1
             stream.call_id = answered.call_id
             if answered.ssrc != ssrc:
@@ -501,9 +509,9 @@ class StreamManager:
             self._teardown(stream, reason)
             if isinstance(exc, MediaError | asyncio.CancelledError):
                 raise
-            if type(exc).__name__ == "InviteRefused":
-                raise MediaError("device_refused", str(exc), getattr(exc, "status", None)) from None
-            if type(exc).__name__ == "DeviceNotReachable":
+            if isinstance(exc, DeviceRefused):  # SignallingTimeout too: a refusal without a status
+                raise MediaError("device_refused", str(exc), exc.status) from None
+            if isinstance(exc, DeviceOffline):
                 raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}") from None
             raise MediaError("start_failed", f"无法开始直播 / cannot start the live stream: {exc}") from None
 
@@ -527,20 +535,21 @@ class StreamManager:
         was_open = not stream.closed
         stream.close(reason)
         if stream.call_id is not None:
-            self.sip.end_session(stream.call_id, reason)
+            self.signalling.bye(stream.call_id, reason)
             stream.call_id = None
         if was_open:
             self.ports.release(stream.port)
             self.ssrcs.release(stream.ssrc)
             log.info("stream.closed", channel=stream.channel.key, reason=reason)
 
-    def _on_sip_event(self, event: Any) -> None:
-        name = type(event).__name__
-        if name == "SessionEnded" and event.by == "device":
-            stream = self.streams.get(ChannelRef(event.device_id, event.channel_id))
+    def _on_signalling_event(self, event: SignallingEvent) -> None:
+        if isinstance(event, SessionEnded):
+            if event.by != "device":
+                return
+            stream = self.streams.get(ChannelRef(*event.channel))
             if stream is not None and stream.call_id == event.call_id:
                 stream.call_id = None
                 self._teardown(stream, event.reason)
-        elif name == "DeviceOffline":
+        elif isinstance(event, DeviceWentOffline):
             for stream in [s for s in self.streams.values() if s.device_id == event.device_id]:
                 self._teardown(stream, f"device offline: {event.reason}")

@@ -6,7 +6,7 @@ A user's :class:`Access` is resolved once per request (:data:`ops_portal.deps.Ac
   administrator role (``roles.builtin``) holds every permission of the catalogue, always.
 * ``scope``: the union of the roles' scopes.  A role with ``full_scope`` (the built-in role always)
   grants every channel; otherwise its organisation nodes, *with their descendants*, and its
-  explicit channels, each named by (device id, channel id) (:class:`gbops.ids.ChannelRef`): a channel id
+  explicit channels, each named by (device id, channel id) (:class:`gbcore.ids.ChannelRef`): a channel id
   alone is unique only within its device.  Outside the user's validity window the scope is empty (and the token is
   refused anyway, see :func:`ops_portal.auth.resolve_token`).
 
@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gbops.db import utcnow
-from gbops.ids import ChannelRef
+from device_registry.org import org_descendants
+from gbcore.db import utcnow
+from gbcore.ids import ChannelRef
 from ops_portal.models import (
     PTZ_LEVEL_DEFAULT,
     Role,
@@ -122,25 +123,10 @@ def in_validity_window(user: User, now: datetime | None = None) -> bool:
     return not (user.valid_until is not None and now >= user.valid_until)
 
 
-# Descendants of a set of nodes, cycles included safely (UNION, not UNION ALL).
-_DESCENDANTS = text(
-    "WITH RECURSIVE sub(id) AS ("
-    " SELECT id FROM org_nodes WHERE id IN :roots"
-    " UNION SELECT n.id FROM org_nodes n JOIN sub ON n.parent_id = sub.id"
-    ") SELECT id FROM sub"
-).bindparams(bindparam("roots", expanding=True))
-
-
 async def expand_org_nodes(session: AsyncSession, roots: Iterable[int]) -> frozenset[int]:
-    """``roots`` and every node below them (nodes that do not exist are dropped)."""
-    roots = sorted(set(roots))
-    if not roots:
-        return frozenset()
-    out: set[int] = set()
-    for start in range(0, len(roots), 500):
-        rows = await session.execute(_DESCENDANTS, {"roots": roots[start : start + 500]})
-        out.update(int(r[0]) for r in rows)
-    return frozenset(out)
+    """``roots`` and every node below them (nodes that do not exist are dropped): the registry's
+    :func:`device_registry.org.org_descendants`."""
+    return await org_descendants(session, roots)
 
 
 async def load_access(session: AsyncSession, user: User, *, now: datetime | None = None) -> Access:
@@ -360,7 +346,7 @@ async def record_grant_splits(audit: Any, sessionmaker: Any) -> int:
         return 0
     import json
 
-    from gbops.db import SQLITE_BEGIN_IMMEDIATE
+    from gbcore.db import SQLITE_BEGIN_IMMEDIATE
 
     done = 0
     async with sessionmaker() as session:

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gbops.log import get_logger
-from gbops.settings import Settings
+from gbcore.log import get_logger
+from gbcore.settings import Settings
 from ops_portal.auth import LoginThrottle
 from ops_portal.routes import api_router
 from ops_portal.schemas import ApiError
@@ -252,7 +252,7 @@ class DenialAudit:
                 if name in params:
                     ident = params[name]
                     if name == "channel_id" and "device_id" in params:
-                        ident = f"{params['device_id']}/{ident}"  # gbops.ids.ChannelRef.key
+                        ident = f"{params['device_id']}/{ident}"  # gbcore.ids.ChannelRef.key
                     target = Target(kind, ident)
                     break
             detail = {"route": f"{request.method} {template}", "error": exc.error, "params": params}

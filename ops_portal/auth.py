@@ -37,16 +37,16 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gbops.db import SQLITE_BEGIN_IMMEDIATE, utcnow
-from gbops.log import get_logger
-from gbops.passwords import weak_password_reason
+from gbcore.db import SQLITE_BEGIN_IMMEDIATE, utcnow
+from gbcore.log import get_logger
+from gbcore.passwords import weak_password_reason
 from ops_portal.http_limits import LOOPBACK, address_key, in_networks, parse_networks
 from ops_portal.models import AuthToken, Role, User, UserRole
 from ops_portal.schemas import ApiError
 
 if TYPE_CHECKING:
     from audit_log.log import AuditLog
-    from gbops.settings import Settings
+    from gbcore.settings import Settings
 
 __all__ = [
     "LOGIN_DELAY_BASE",

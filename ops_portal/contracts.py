@@ -20,8 +20,8 @@ from sqlalchemy import JSON, CheckConstraint, Float, Integer, String, Text, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gbops.db import Base, UtcDateTime, utcnow
-from gbops.ids import ChannelRef
+from gbcore.db import Base, UtcDateTime, utcnow
+from gbcore.ids import ChannelRef
 
 if TYPE_CHECKING:
     from ops_portal.access import Scope
@@ -163,10 +163,10 @@ async def list_contracts(session: AsyncSession, *, at: datetime | None = None) -
 
 
 async def org_descendants(session: AsyncSession, roots: Iterable[int]) -> frozenset[int]:
-    """The given organisation node ids with all their descendants (see ``ops_portal.access``)."""
-    from ops_portal.access import expand_org_nodes
+    """The given organisation node ids with all their descendants (:func:`device_registry.org.org_descendants`)."""
+    from device_registry.org import org_descendants as descendants
 
-    return await expand_org_nodes(session, roots)
+    return await descendants(session, roots)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ async def contract_channel_refs(session: AsyncSession, contract: Contract) -> fr
     """The channels a contract lists, as (device id, channel id).  An entry ``"device_id/channel_id"`` names
     one camera; a bare channel id (contracts written before issue 11) covers every device reporting that
     id, resolved now (a contract is a service scope, not an access grant)."""
-    from device_registry.models import Channel
+    from device_registry.queries import channel_refs_with_ids
 
     refs: set[ChannelRef] = set()
     bare: list[str] = []
@@ -193,10 +193,7 @@ async def contract_channel_refs(session: AsyncSession, contract: Contract) -> fr
         else:
             bare.append(text)
     if bare:
-        rows = await session.execute(
-            select(Channel.device_id, Channel.channel_id).where(Channel.channel_id.in_(sorted(set(bare))))
-        )
-        refs.update(ChannelRef(d, c) for d, c in rows)
+        refs.update(await channel_refs_with_ids(session, bare))
     return frozenset(refs)
 
 
@@ -229,22 +226,11 @@ def _covers(parts: _ScopeParts, ref: ChannelRef, channel_org: int | None, device
 
 async def contracts_for_channel(session: AsyncSession, channel: ChannelRef, at: datetime) -> list[Contract]:
     """Contracts in force at ``at`` whose scope covers ``channel`` (that device's channel; lowest id first)."""
-    from device_registry.models import Channel, Device
+    from device_registry.queries import channel_placement
 
     ref = ChannelRef(*channel)
-    row = (
-        await session.execute(
-            select(Channel.org_node_id, Device.org_node_id)
-            .join(Device, Device.device_id == Channel.device_id)
-            .where(Channel.device_id == ref.device_id, Channel.channel_id == ref.channel_id)
-            .limit(1)
-        )
-    ).first()
-    if row is not None:
-        channel_org, device_org = row[0], row[1]
-    else:  # the channel is gone: its device's node still says where it was
-        channel_org = None
-        device_org = await session.scalar(select(Device.org_node_id).where(Device.device_id == ref.device_id))
+    # the channel's own node and its device's (when the channel is gone, its device's node still says where it was)
+    channel_org, device_org = await channel_placement(session, ref)
     found = []
     for contract in await list_contracts(session, at=at):
         if _covers(await _scope_parts(session, contract), ref, channel_org, device_org):

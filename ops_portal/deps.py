@@ -9,7 +9,7 @@
   resolved once per request.
 * :func:`require_permission` - a route's declared permission: 403 ``forbidden`` without it.
 * :data:`ScopedChannel` / :data:`ScopedDevice` - the channel of the path as a checked
-  :class:`~gbops.ids.ChannelRef` (``/api/devices/{device_id}/channels/{channel_id}`` or the shorthand
+  :class:`~gbcore.ids.ChannelRef` (``/api/devices/{device_id}/channels/{channel_id}`` or the shorthand
   ``/api/channels/{channel_id}``, 409 ``ambiguous_channel`` when not unique) / a ``{device_id}`` path
   parameter, checked against the caller's scope before the request body is even validated.
 """
@@ -23,8 +23,8 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbops.ids import ChannelRef
-from gbops.settings import Settings
+from gbcore.ids import ChannelRef
+from gbcore.settings import Settings
 from ops_portal.access import Access, ensure_channel, ensure_device, load_access, resolve_channel
 from ops_portal.auth import AuthContext, UnknownUserThrottle, not_authenticated, resolve_token
 from ops_portal.models import User
@@ -240,7 +240,7 @@ async def _scoped_device(
     return device_id
 
 
-#: The channel of the path (:class:`gbops.ids.ChannelRef`), checked against the caller's scope (403
+#: The channel of the path (:class:`gbcore.ids.ChannelRef`), checked against the caller's scope (403
 #: ``channel_forbidden``), from ``/api/devices/{device_id}/channels/{channel_id}/...`` or from the shorthand
 #: ``/api/channels/{channel_id}/...`` (409 ``ambiguous_channel`` when several visible devices have the id).
 #: A route takes both forms by stacking two decorators, the device form with ``dependencies=[DEVICE_PATH]``.

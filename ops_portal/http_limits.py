@@ -28,8 +28,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from gbops.log import get_logger
-from gbops.settings import Settings
+from gbcore.log import get_logger
+from gbcore.settings import Settings
 
 __all__ = [
     "LOOPBACK",

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gbops.db import Base, UtcDateTime, utcnow
+from gbcore.db import Base, UtcDateTime, utcnow
 
 __all__ = [
     "AuthToken", "GrantSplit", "Role", "RoleChannel", "RoleOrgNode", "RolePermission", "User", "UserRole",

@@ -27,9 +27,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gbops.db import utcnow
-from gbops.ids import ChannelRef
-from gbops.log import get_logger
+from gbcore.db import utcnow
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
+from gbcore.periodic import PeriodicTask
 from ops_portal.scope_lists import channels_in_scope
 
 __all__ = ["CHECK_INTERVAL", "REASON", "RevocationWatcher", "trigger"]
@@ -54,39 +55,24 @@ class RevocationWatcher:
         self.media = media
         self.downloads = downloads
         self.interval = interval
-        self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        # the first check one interval after start (or at the first poke), then every interval or at once
+        # when poked; a failed check is logged and checked again at the next round (no back-off: the 5 s bound)
+        self.periodic = PeriodicTask("revocation-watcher", self.check_now, interval=lambda: self.interval,
+                                     logger=log, failure_event="revocation.check_failed")
         self.ended_sessions = 0
         self.cancelled_jobs = 0
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="revocation-watcher")
+        self.periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self.periodic.stop()
 
     def poke(self) -> None:
         """Run a check now (without waiting for it)."""
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
-            try:
-                await self.check_now()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - checked again at the next round
-                log.exception("revocation.check_failed")
+        self.periodic.trigger()
 
     # ------------------------------------------------------------------------------ the check
     def _live_sessions(self) -> list[Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gbops.ids import ChannelRef
+from gbcore.ids import ChannelRef
 
 __all__ = ["channels_in_scope", "grants_within_scope"]
 

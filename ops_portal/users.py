@@ -22,15 +22,17 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbops.db import utcnow
-from gbops.log import get_logger
-from gbops.passwords import weak_password_reason
-from gbops.settings import Settings, SettingsError
+from gbcore.db import utcnow
+from gbcore.log import get_logger
+from gbcore.passwords import weak_password_reason
+from gbcore.settings import Settings, SettingsError
 from ops_portal.auth import generate_password, hash_password
 from ops_portal.models import Role, RolePermission, User, UserRole
 from ops_portal.schemas import ApiError
+from watermark.viewer import ViewerIdentity
 
 __all__ = [
+    "viewer_identity",
     "ADMIN_ROLE_NAME",
     "ADMIN_USERNAME",
     "MANAGER_PERMISSIONS",
@@ -160,7 +162,7 @@ async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings:
 
     Returns the generated password (for the caller to print once) when one was generated; ``None``
     when the admin already existed or was created with ``settings.admin_password``.
-    Raises :class:`WeakPasswordError` (a :class:`~gbops.settings.SettingsError`) when the configured
+    Raises :class:`WeakPasswordError` (a :class:`~gbcore.settings.SettingsError`) when the configured
     admin password is weak.  The password is never logged.
     """
     async with sessionmaker() as session:
@@ -229,3 +231,13 @@ def forget_initial_admin_password(settings: Settings) -> bool:
         return False
     log.info("admin.initial_password_file_deleted", file=str(initial_password_path(settings)))
     return True
+
+
+async def viewer_identity(sessionmaker: async_sessionmaker[AsyncSession], username: str) -> ViewerIdentity | None:
+    """The user ``username`` as a watermark names them (None: no such user); a
+    :class:`watermark.viewer.FindViewer`, injected into ``watermark`` by the assembly."""
+    async with sessionmaker() as session:
+        user = (await session.scalars(select(User).where(User.username == username))).first()
+    if user is None:
+        return None
+    return ViewerIdentity(user_id=user.id, username=user.username, display_name=user.display_name, phone=user.phone)

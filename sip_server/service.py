@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from device_registry import events as reg
-from gbops.log import get_logger
+from gbcore.log import get_logger
 from sip_server.gb import events as ev
 from sip_server.gb.invite import InviteAnswered, InviteFailed, SessionEnded
 from sip_server.gb.server import GbConfig, GbServer, Route
 from sip_server.sip import SipEndpoint
+from sip_server.sip.dialog import MANSRTSP_TYPE
 from sip_server.transport import SipTransport
 
 log = get_logger("gbops.sip")
@@ -42,6 +43,10 @@ class InviteRefused(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class InviteTimeout(InviteRefused):
+    """The device did not answer the INVITE in time (a refusal without a SIP status)."""
 
 
 def _addr(addr: tuple[str, int]) -> str:
@@ -448,7 +453,7 @@ class SipService:
             self._invite_waiters.pop(call_id, None)
             self.gb.invites.end(call_id, self._now(), "no answer in time")
             self._process()
-            raise InviteRefused(f"设备 {timeout:.0f} 秒内未应答 INVITE / the device did not answer the INVITE "
+            raise InviteTimeout(f"设备 {timeout:.0f} 秒内未应答 INVITE / the device did not answer the INVITE "
                                 f"within {timeout:.0f} s") from None
         except asyncio.CancelledError:
             self._invite_waiters.pop(call_id, None)
@@ -460,6 +465,18 @@ class SipService:
         """BYE (or CANCEL) a media session."""
         self.gb.invites.end(call_id, self._now(), reason)
         self._process()
+
+    def session_info(self, call_id: str, body: bytes, content_type: str = MANSRTSP_TYPE) -> bool:
+        """INFO inside an established media session (MANSRTSP: playback PLAY / PAUSE / scale); False when
+        there is no such established session."""
+        sent = self.gb.invites.info(call_id, body, self._now(), content_type) is not None
+        self._process()
+        return sent
+
+    def route_address(self, device_id: str) -> tuple[str, int] | None:
+        """The address the device registered from; None when it has not registered here."""
+        route = self.gb.routes.get(device_id)
+        return route.addr if route is not None else None
 
     def metrics(self) -> dict[str, int]:
         m = dict(vars(self.gb.metrics))

@@ -149,7 +149,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def db_engine(db_url: str):
-    from gbops.db import make_engine, migrate
+    from gbcore.db import make_engine
+    from gbops.migrate import migrate
 
     engine = make_engine(db_url)
     try:
@@ -162,6 +163,6 @@ async def db_engine(db_url: str):
 @pytest.fixture
 async def registry(db_engine):
     from device_registry.service import Registry
-    from gbops.db import make_sessionmaker
+    from gbcore.db import make_sessionmaker
 
     return Registry(make_sessionmaker(db_engine))

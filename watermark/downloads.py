@@ -34,8 +34,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbops.ids import ChannelRef
-from gbops.log import get_logger
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
 from watermark.export import AccessUnitSpool, ExportError, ExportResult, export_mp4
 from watermark.models import DownloadJob
 from watermark.overlay import WatermarkSettings
@@ -43,6 +43,7 @@ from watermark.pipeline import session_code
 from watermark.policy import WatermarkPolicy
 from watermark.render import WatermarkText
 from watermark.tag import SessionTag, load_or_create_key
+from watermark.viewer import FindViewer
 
 __all__ = ["AuditUnavailable", "CAPTURE_SHARE", "DownloadManager", "JobProgress", "RESTARTED", "watermark_settings_for"]
 
@@ -120,7 +121,7 @@ class DownloadManager:
         self._sweeper: asyncio.Task | None = None
         self._key: Any = None
         self._stopping = False
-        self._cancel_reasons: dict[str, str] = {}  # job id -> why it was cancelled (ops_portal.revocation)
+        self._cancel_reasons: dict[str, str] = {}  # job id -> why it was cancelled (the portal's revocation)
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -291,7 +292,7 @@ class DownloadManager:
         if self.media is None:
             raise _CaptureFailed("媒体服务未运行 / the media service is not running")
         try:
-            reader = await self.media.manager.open_reader(ChannelRef(row.device_id, row.channel_id), transport)
+            reader = await self.media.open_reader(ChannelRef(row.device_id, row.channel_id), transport)
         except MediaError as exc:
             raise _CaptureFailed(f"{exc.code}: {exc}") from None
         prog.capture_started = time.monotonic()
@@ -356,7 +357,7 @@ class DownloadManager:
         """Mark the job done and append ``download.complete`` in one transaction: a crash leaves either both
         or neither (then the job is still running on the database, and the next start fails it and removes
         its file).  No evidence, no file: when the entry cannot be written the job fails."""
-        from gbops.db import SQLITE_BEGIN_IMMEDIATE
+        from gbcore.db import SQLITE_BEGIN_IMMEDIATE
 
         start = datetime.fromtimestamp(result.start_time, UTC)
         end = start + timedelta(seconds=result.duration_s)
@@ -462,15 +463,15 @@ class AuditUnavailable(Exception):
 # ------------------------------------------------------------------------------------- CLI
 async def run_export_command(source: Path, out: Path, *, username: str, settings: Any, open_audit: Any,
                              start_time: float | None = None, channel_id: str = "", operator: str = "",
-                             echo: Any = print, echo_err: Any = print) -> int:
+                             echo: Any = print, echo_err: Any = print, find_viewer: FindViewer | None = None) -> int:
     """``gbops watermark export``: export ``source`` for the platform user ``username`` (watermark with
     their name and phone, tag signed with the platform key), progress on ``echo_err``, SHA-256 on
     ``echo``; ``download.complete`` on the audit log when the installation's database is there.
 
-    ``open_audit(settings)`` -> (engine, AuditLog) or raises (the CLI's own opener).  Returns the exit
+    ``open_audit(settings)`` -> (engine, AuditLog) or raises (the CLI's own opener); ``find_viewer`` looks the
+    user up (the portal's :class:`~watermark.viewer.FindViewer`, injected by the CLI).  Returns the exit
     status: 0 done, 1 export failed, 2 unknown user, or a database that is there but cannot be opened."""
     from audit_log.log import Actor, Target, download_detail
-    from ops_portal.models import User
 
     engine = audit = None
     if settings.database_url is not None or (Path(settings.data_dir) / "gbops.db").exists():
@@ -482,12 +483,13 @@ async def run_export_command(source: Path, out: Path, *, username: str, settings
     try:
         user_id, display_name, phone = 0, username, None
         if audit is not None:
-            async with audit.sessionmaker() as session:
-                user = (await session.scalars(select(User).where(User.username == username))).first()
-            if user is None:
+            if find_viewer is None:
+                raise TypeError("run_export_command needs find_viewer to look the user up")
+            viewer = await find_viewer(audit.sessionmaker, username)
+            if viewer is None:
                 echo_err(f"用户不存在 / no such user: {username}")
                 return 2
-            user_id, display_name, phone = user.id, user.display_name or user.username, user.phone
+            user_id, display_name, phone = viewer.user_id, viewer.shown_name, viewer.phone
         else:
             echo_err("没有数据库：水印只写用户名 / no database: the watermark shows the user name only")
         session_id = f"cli-{secrets.token_hex(8)}"

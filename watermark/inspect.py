@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gbops.timeutil import to_device_time
+from gbcore.timeutil import to_device_time
 from media_relay.nal import START_CODE, NalError, avcc_to_annexb, split_annexb
 from media_relay.outputs.flv import CODEC_ID_AVC, CODEC_ID_HEVC, PKT_NALU, iter_tags
 from watermark.tag import KEY_FILE, SessionTag, TagError, find_tags, load_private_key, load_public_key
@@ -151,7 +151,7 @@ def inspect_file(path: Path | str, key: Ed25519PublicKey | None = None) -> Inspe
 async def _audit_lookup(db_url: str, session_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
     from sqlalchemy import text
 
-    from gbops.db import make_engine
+    from gbcore.db import make_engine
 
     engine = make_engine(db_url)
     out: dict[str, list[dict[str, Any]]] = {}

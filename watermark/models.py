@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gbops.db import Base, UtcDateTime, utcnow
+from gbcore.db import Base, UtcDateTime, utcnow
 
 __all__ = ["DOWNLOAD_STATES", "DownloadJob"]
 

@@ -53,6 +53,7 @@ from media_relay.outputs.audio import G711_CODECS, AacTranscoder
 from media_relay.outputs.flv import AccessUnitSource, audio_codec_of, close_source, next_au
 from media_relay.outputs.transcode import H264Encoder, QueuedOutput, VideoDecoder
 from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
+from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable, Viewer
 from watermark.overlay import DIRECT_FORMATS, Overlay, WatermarkSettings, copy_frame
 from watermark.render import WatermarkText
 from watermark.tag import SessionTag, add_tag, make_tag_nal
@@ -446,7 +447,8 @@ class WatermarkedSource(QueuedOutput):
 # ------------------------------------------------------------------------------------- the node's hub
 @dataclass
 class WatermarkPlan:
-    """What ``POST /live`` decided for one viewer session (kept in ``session.extra['watermark']``)."""
+    """What :meth:`WatermarkHub.plan` decided for one viewer session (a ``media_relay.viewers.ViewerPlan``,
+    kept as the session's ``plan``)."""
 
     on: bool
     text: WatermarkText
@@ -455,9 +457,17 @@ class WatermarkPlan:
     slot: Slot | None = None
     extra: dict = field(default_factory=dict)
 
+    def release(self) -> None:
+        """Free the reserved encoder slot (idempotent)."""
+        if self.slot is not None:
+            self.slot.release()
+
 
 class WatermarkHub:
-    """The node's live watermark service: shared decoders per Stream, encoder slots, signing key."""
+    """The node's live watermark service: shared decoders per Stream, encoder slots, signing key.
+
+    Injected into the media relay as its ``media_relay.viewers.ViewerTransformFactory``
+    (:meth:`plan`, :meth:`draw`, :meth:`tag`)."""
 
     def __init__(self, look: WatermarkSettings, key: Ed25519PrivateKey, *, max_encoders: int,
                  preset: str = "ultrafast", crf: int = 23, font_error: str | None = None) -> None:
@@ -507,6 +517,41 @@ class WatermarkHub:
                    preset=getattr(settings, "watermark_preset", "ultrafast"),
                    crf=getattr(settings, "watermark_crf", 23), font_error=font_error)
 
+    # ------------------------------------------------------------------ the media relay's transform factory
+    def plan(self, viewer: Viewer, channel: Any, session_id: str) -> WatermarkPlan:
+        """The viewer's watermark (on unless the policy switches it off for all the viewer's roles) and
+        session tag, with an encoder slot reserved when it is on. Raises ``TransformUnavailable`` (no CJK
+        font) or ``TransformCapacityExceeded`` (no encoder slot free)."""
+        device_id, channel_id = channel
+        code = session_code(session_id)
+        on = self.applies(viewer.roles)
+        text = WatermarkText(display_name=viewer.display_name or viewer.username, account=viewer.username,
+                             phone=viewer.phone, client_ip=viewer.client_ip or "-", session_code=code)
+        tag = SessionTag(session_id, viewer.user_id, channel_id, int(time.time() * 1000), device_id=device_id)
+        plan = WatermarkPlan(on=on, text=text, tag=tag, code=code)
+        if on:
+            if self.font_error:
+                raise TransformUnavailable(self.font_error)
+            plan.slot = self.slots.reserve()
+            if plan.slot is None:
+                raise TransformCapacityExceeded(self.slots.limit)
+        return plan
+
+    def draw(self, reader: Any, plan: WatermarkPlan, output: str) -> WatermarkedSource | None:
+        """The viewer's watermarked H.264 on ``reader``'s Stream (the shared decoder holds its own reader:
+        ``reader`` is closed); frees the plan's slot when it closes. None when the plan is off."""
+        if not plan.on:
+            return None
+        source = self.viewer(reader.stream, text=plan.text, tag=plan.tag)
+        source.on_close.append(plan.release)
+        reader.close()
+        return source
+
+    def tag(self, source: AccessUnitSource, plan: WatermarkPlan) -> TaggedSource:
+        """``source`` with the plan's session tag in every keyframe."""
+        return self.tagged(source, plan.tag)
+
+    # ------------------------------------------------------------------ building blocks
     def viewer(self, stream: Any, *, text: WatermarkText, tag: SessionTag,
                clock: Callable[[], float] = time.time, max_frames: int = 8) -> WatermarkedSource:
         """A new watermarked output on ``stream`` (anything with ``add_reader()``: a Stream)."""

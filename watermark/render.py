@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gbops.timeutil import to_device_time
+from gbcore.timeutil import to_device_time
 from watermark.font import font_face_index
 
 FIELDS = ("name", "phone", "ip", "session", "time")

@@ -1,8 +1,8 @@
-"""Alembic environment for gbops (configured programmatically, see gbops.db.alembic_config).
+"""Alembic environment for gbops (configured programmatically, see gbops.migrate.alembic_config).
 
 Three ways in:
 
-* ``config.attributes["connection"]``: a sync Connection handed over by gbops.db.migrate
+* ``config.attributes["connection"]``: a sync Connection handed over by gbops.migrate.migrate
   (from ``AsyncConnection.run_sync``); the caller owns the transaction.
 * ``sqlalchemy.url`` main option: an async engine is created here (development commands
   such as ``alembic.command.revision(..., autogenerate=True)``).
@@ -17,7 +17,8 @@ from typing import Any, Literal
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from gbops.db import Base, UtcDateTime, load_models, make_engine
+from gbcore.db import Base, UtcDateTime, make_engine
+from gbops.migrate import load_models
 
 load_models()
 target_metadata = Base.metadata
@@ -25,7 +26,7 @@ config = context.config
 
 
 def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
-    """Render gbops.db.UtcDateTime as plain SQLAlchemy types: migrations must not import
+    """Render gbcore.db.UtcDateTime as plain SQLAlchemy types: migrations must not import
     application code."""
     if type_ == "type" and isinstance(obj, UtcDateTime):
         if obj.precision is None:

@@ -1,29 +1,22 @@
 """Tables of the availability reports: one row per generated (or generating) report file.
 
-Also declares an index on ``presence_events`` (device, channel, time) that the reports need to find
-each channel's last state before a period without reading the whole history (migration 0005).
+The indexes of ``presence_events`` that the reports need are declared with that table
+(the registry's models): the registry owns its tables.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Float, Index, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from device_registry.models import PresenceEvent
-from gbops.db import Base, UtcDateTime, utcnow
+from gbcore.db import Base, UtcDateTime, utcnow
 
 __all__ = ["REPORT_FORMATS", "REPORT_STATES", "Report"]
 
 REPORT_FORMATS = ("pdf", "xlsx", "csv")
 REPORT_STATES = ("queued", "running", "done", "failed")
-
-# Reports look up "the last transition of this channel (or device: channel_id NULL) before T".
-Index("ix_presence_events_device_id_channel_id_at", PresenceEvent.device_id, PresenceEvent.channel_id,
-      PresenceEvent.at)
-# ... and read one period's rows of every device.
-Index("ix_presence_events_at", PresenceEvent.at)
 
 
 class Report(Base):

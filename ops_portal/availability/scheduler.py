@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from device_registry.models import PlatformRun
-from gbops.db import utcnow
-from gbops.log import get_logger
+from device_registry.presence import first_platform_start
+from gbcore.db import utcnow
+from gbcore.log import get_logger
+from gbcore.periodic import PeriodicTask
 
 from .models import REPORT_FORMATS, Report
 from .reports import Attestation, render
@@ -243,7 +244,10 @@ class ReportScheduler:
     def __init__(self, jobs: ReportJobs, settings: Any) -> None:
         self.jobs = jobs
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
+        # the first run at start (making up a missed day), then at the next scheduled time (at least 1 s
+        # later); a failed run is logged and the next one waits for the next scheduled time (no back-off)
+        self.periodic = PeriodicTask("report-scheduler", self._round, interval=self._until_next_run,
+                                     first_delay=0.0, logger=log, failure_event="report.schedule_failed")
 
     @property
     def formats(self) -> list[str]:
@@ -268,7 +272,7 @@ class ReportScheduler:
         start, end, label = period_bounds("day", tz, on=day)
         made: list[str] = []
         async with self.jobs.sessionmaker() as session:
-            first_run = await session.scalar(select(func.min(PlatformRun.started_at)))
+            first_run = await first_platform_start(session)
             if first_run is None or first_run >= end:
                 return made  # the platform did not exist that day: nothing to report
             existing = set(
@@ -286,24 +290,15 @@ class ReportScheduler:
             made.append(row.id)
         return made
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_due(utcnow())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("report.schedule_failed")
-            wait = (self.next_run(utcnow()) - utcnow()).total_seconds()
-            await asyncio.sleep(max(1.0, wait))
+    async def _round(self) -> None:
+        await self.run_due(utcnow())
+
+    def _until_next_run(self) -> float:
+        return max(1.0, (self.next_run(utcnow()) - utcnow()).total_seconds())
 
     def start(self) -> None:
-        if self.settings.report_schedule and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="report-scheduler")
+        if self.settings.report_schedule:
+            self.periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        await self.periodic.stop()

@@ -26,12 +26,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from device_registry.models import Channel, Device, OrgNode
-from gbops.db import UtcDateTime, utcnow
-from gbops.ids import ChannelRef
+from device_registry.org import get_org_node, org_descendants, org_node_names
+from device_registry.presence import platform_runs, presence_before, stream_presence
+from device_registry.queries import channel_rows, device_online_flags
+from gbcore.db import utcnow
+from gbcore.ids import ChannelRef
 
 from .compute import ChannelTimeline, Sampler, channel_timeline, merge_intervals
 
@@ -109,21 +110,6 @@ class ScopeFilter:
                 "rule": self.rule, "sample_minutes": self.sample_minutes}
 
 
-async def _descendants(session: AsyncSession, root: int) -> frozenset[int]:
-    children: dict[int, list[int]] = {}
-    for node_id, parent_id in (await session.execute(select(OrgNode.id, OrgNode.parent_id))).all():
-        if parent_id is not None:
-            children.setdefault(parent_id, []).append(node_id)
-    out = {root}
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in out:
-                out.add(child)
-                stack.append(child)
-    return frozenset(out)
-
-
 async def resolve_scope(
     session: AsyncSession,
     *,
@@ -144,13 +130,13 @@ async def resolve_scope(
         parts.append(scope)
         labels.append("用户授权范围 / the user's scope")
     if org_node_id is not None:
-        node = await session.get(OrgNode, org_node_id)
+        node = await get_org_node(session, org_node_id)
         if node is None:
             raise ScopeNotFound("org_node", org_node_id)
-        parts.append(_OrgScope(await _descendants(session, org_node_id)))
+        parts.append(_OrgScope(await org_descendants(session, [org_node_id])))
         labels.append(f"组织 / organisation {node.name} (#{node.id})")
     if contract_id is not None:
-        from ops_portal.contracts import contract_channel_refs, get_contract, org_descendants
+        from ops_portal.contracts import contract_channel_refs, get_contract
 
         contract = await get_contract(session, contract_id)
         if contract is None:
@@ -201,21 +187,13 @@ class _ChannelRef:
 
 
 async def _load_channels(session: AsyncSession, flt: ScopeFilter) -> list[_ChannelRef]:
-    stmt = (
-        select(Channel.device_id, Channel.channel_id, Channel.name, Channel.org_node_id, Device.org_node_id,
-               Channel.first_seen, Channel.removed, Channel.removed_at, Channel.online, Device.online)
-        .join(Device, Device.device_id == Channel.device_id)
-        .order_by(Channel.device_id, Channel.channel_id)
-    )
     out = []
-    for dev, ch, name, ch_org, dev_org, first, removed, removed_at, online, dev_online in (
-        await session.execute(stmt)
-    ).all():
-        if not flt.allows(ChannelRef(dev, ch), ch_org, dev_org):
+    for r in await channel_rows(session):
+        if not flt.allows(ChannelRef(r.device_id, r.channel_id), r.channel_org, r.device_org):
             continue
-        gone = removed_at.timestamp() if removed and removed_at is not None else (0.0 if removed else None)
-        out.append(_ChannelRef(dev, ch, name, ch_org, dev_org, first.timestamp(), gone, bool(online),
-                               bool(dev_online)))
+        gone = r.removed_at.timestamp() if r.removed and r.removed_at is not None else (0.0 if r.removed else None)
+        out.append(_ChannelRef(r.device_id, r.channel_id, r.name, r.channel_org, r.device_org,
+                               r.first_seen.timestamp(), gone, bool(r.online), bool(r.device_online)))
     return out
 
 
@@ -250,8 +228,7 @@ async def online_rate_now(session: AsyncSession, flt: ScopeFilter) -> NowRate:
     chans = [c for c in await _load_channels(session, flt) if c.removed_at is None]
     devices: dict[str, bool] = {}
     if flt.everything:
-        for dev_id, online in (await session.execute(select(Device.device_id, Device.online))).all():
-            devices[dev_id] = bool(online)
+        devices.update(await device_online_flags(session))
     else:
         for c in chans:
             devices[c.device_id] = c.device_online
@@ -260,7 +237,7 @@ async def online_rate_now(session: AsyncSession, flt: ScopeFilter) -> NowRate:
         g = groups.setdefault(c.org_node_id, [0, 0])
         g[0] += 1
         g[1] += c.online
-    names = dict((await session.execute(select(OrgNode.id, OrgNode.name))).all()) if groups else {}
+    names = await org_node_names(session) if groups else {}
     by_org = [
         {"org_node_id": k, "name": names.get(k) if k is not None else "未分组 / unassigned",
          "channels_total": t, "channels_online": o, "rate": o / t if t else None,
@@ -396,12 +373,6 @@ class PeriodResult:
         }
 
 
-def _epoch_ms(dialect: str) -> str:
-    if dialect == "sqlite":
-        return "CAST(ROUND((julianday(at) - 2440587.5) * 86400000.0) AS INTEGER)"
-    return "CAST(ROUND(EXTRACT(EPOCH FROM at) * 1000) AS BIGINT)"
-
-
 def _chart_step(seconds: float) -> float:
     """About 300 points, in whole minutes (at least 1)."""
     return max(60.0, math.ceil(seconds / 300 / 60) * 60.0)
@@ -430,13 +401,9 @@ async def compute_period(
     async with sessionmaker() as session:
         chans = await _load_channels(session, flt)
         chans = [c for c in chans if c.first_seen < e and (c.removed_at is None or c.removed_at > s)]
-        conn = await session.connection()
-        dialect = conn.dialect.name
-        at_param = bindparam("s", type_=UtcDateTime())
 
         # platform up-time
-        runs = (await session.execute(text("SELECT started_at, stopped_at FROM platform_runs ORDER BY id")
-                                      .columns(started_at=UtcDateTime(), stopped_at=UtcDateTime()))).all()
+        runs = await platform_runs(session)
         up = merge_intervals(((a.timestamp(), (b or now).timestamp()) for a, b in runs), s, e)
         always_up = up == [(s, e)]
         for a, b in up:
@@ -454,22 +421,12 @@ async def compute_period(
         before_dev: dict[str, bool] = {}
         before_ch: dict[tuple[str, str], bool] = {}
         if chans:
-            q_dev = text(
-                "SELECT d.device_id, (SELECT p.online FROM presence_events p WHERE p.device_id = d.device_id "
-                "AND p.channel_id IS NULL AND p.subject = 'device' AND p.at < :s ORDER BY p.at DESC, p.id DESC "
-                "LIMIT 1) FROM devices d ORDER BY d.device_id"
-            ).bindparams(at_param)
-            for dev_id, online in (await session.execute(q_dev, {"s": start})).all():
+            dev_states, ch_states = await presence_before(session, start)
+            for dev_id, online in dev_states:
                 if online is not None:
                     before_dev[dev_id] = bool(online)
                     digest.update(f"D|{dev_id}|{int(bool(online))}\n".encode())
-            q_ch = text(
-                "SELECT c.device_id, c.channel_id, (SELECT p.online FROM presence_events p "
-                "WHERE p.device_id = c.device_id AND p.channel_id = c.channel_id AND p.subject = 'channel' "
-                "AND p.at < :s ORDER BY p.at DESC, p.id DESC LIMIT 1) FROM channels c "
-                "ORDER BY c.device_id, c.channel_id"
-            ).bindparams(at_param)
-            for dev_id, ch_id, online in (await session.execute(q_ch, {"s": start})).all():
+            for dev_id, ch_id, online in ch_states:
                 if online is not None:
                     before_ch[(dev_id, ch_id)] = bool(online)
                     digest.update(f"C|{dev_id}|{ch_id}|{int(bool(online))}\n".encode())
@@ -526,11 +483,7 @@ async def compute_period(
                 progress(min(0.99, done_devices / n_devices))
 
         if e > s and chans:
-            q_rows = text(
-                f"SELECT id, subject, device_id, channel_id, CASE WHEN online THEN 1 ELSE 0 END, {_epoch_ms(dialect)} "
-                "FROM presence_events WHERE at >= :s AND at < :e ORDER BY device_id, id"
-            ).bindparams(at_param, bindparam("e", type_=UtcDateTime()))
-            result = await session.stream(q_rows, {"s": start, "e": covered_end})
+            result = await stream_presence(session, start, covered_end)
             current: str | None = None
             rows: list[tuple[float, bool, bool, str | None]] = []
             seen: set[str] = set()

@@ -25,9 +25,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbops.db import utcnow
-from gbops.ids import ChannelRef
-from gbops.log import get_logger
+from gbcore.db import utcnow
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
+from gbcore.periodic import PeriodicTask
 from ops_portal.quality.detect import (
     Finding,
     Planes,
@@ -191,26 +192,24 @@ class QualitySampler:
         self.audit = audit
         self.notifier = notifier
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
         self.sampled = 0
         self.failed = 0
+        # the first round one interval after start, then every interval; a failed round is logged, the
+        # next one comes after the interval as usual (no back-off)
+        self.periodic = PeriodicTask("quality-sampler", self._round, interval=lambda: self.interval,
+                                     logger=log, failure_event="quality.round_failed")
 
     def start(self) -> None:
-        if self.interval > 0 and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.interval > 0:
+            self.periodic.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.periodic.stop()
 
     async def grab(self, channel_id: str, device_id: str) -> list[Picture]:
         """Two keyframes at least ``freeze_gap`` apart (one if the second does not come in time)."""
         loop = asyncio.get_running_loop()
-        manager = getattr(self.media, "manager", self.media)
-        reader = await manager.open_reader(ChannelRef(device_id, channel_id), self.transport)
+        reader = await self.media.open_reader(ChannelRef(device_id, channel_id), self.transport)
         pictures: list[Picture] = []
         try:
             deadline = loop.time() + self.timeout
@@ -262,13 +261,10 @@ class QualitySampler:
 
     async def run_once(self) -> int:
         """Sample every online channel once; returns the number of tickets opened."""
-        from device_registry.models import Channel, Device
+        from device_registry.queries import online_channel_pairs
 
         async with self.sessionmaker() as session:
-            rows = (await session.execute(
-                select(Channel.channel_id, Channel.device_id).join(Device, Device.device_id == Channel.device_id)
-                .where(Channel.online.is_(True), Channel.removed.is_(False), Device.online.is_(True))
-                .order_by(Channel.device_id, Channel.channel_id))).all()
+            rows = await online_channel_pairs(session)
         gate = asyncio.Semaphore(self.concurrency)
         opened = 0
 
@@ -286,11 +282,6 @@ class QualitySampler:
         await asyncio.gather(*(one(c, d) for c, d in rows))
         return opened
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                opened = await self.run_once()
-                log.info("quality.round", sampled=self.sampled, failed=self.failed, opened=opened)
-            except Exception:
-                log.exception("quality.round_failed")
+    async def _round(self) -> None:
+        opened = await self.run_once()
+        log.info("quality.round", sampled=self.sampled, failed=self.failed, opened=opened)

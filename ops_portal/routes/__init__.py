@@ -5,7 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ops_portal.availability.routes import router as availability_router
-from ops_portal.routes import audit, auth, devices, downloads, live, sip
+from ops_portal.routes import (
+    audit,
+    auth,
+    channels,
+    dashboard,
+    devices,
+    downloads,
+    live,
+    org,
+    roles,
+    sip,
+    users,
+)
 from ops_portal.schemas import HealthOut
 from ops_portal.tickets.routes import router as tickets_router
 
@@ -29,6 +41,6 @@ api_router.include_router(audit.router)
 api_router.include_router(live.router)
 api_router.include_router(availability_router)
 api_router.include_router(downloads.router)
-for _name in ("users", "roles", "org", "channels", "dashboard"):  # issue 6: access control, tree, map
-    api_router.include_router(__import__(f"ops_portal.routes.{_name}", fromlist=["router"]).router)
+for _module in (users, roles, org, channels, dashboard):  # access control, the tree, the map, the dashboard
+    api_router.include_router(_module.router)
 api_router.include_router(tickets_router)

@@ -169,27 +169,31 @@ def visible_entries(access: Any) -> Any:
     scope = access.scope
     if scope.all:
         return None
-    from sqlalchemy import String, and_, cast, func, literal, or_, select
+    from sqlalchemy import String, and_, cast, or_, select
 
     from audit_log.store import ENTRIES
-    from device_registry.models import Channel, Device
-    from device_registry.service import channel_scope_clause, device_scope_clause
+    from device_registry.scope import (
+        channel_ids_in_scope,
+        channel_keys_in_scope,
+        channel_pairs_in_scope,
+        devices_in_scope,
+        shared_channel_ids,
+    )
     from ops_portal.tickets.models import Ticket
 
     uid = str(access.user.id)
     e = ENTRIES.c
-    in_scope = (select(Channel.device_id, Channel.channel_id)
-                .join(Device, Device.device_id == Channel.device_id).where(channel_scope_clause(scope)))
-    keys = in_scope.with_only_columns(Channel.device_id + literal("/") + Channel.channel_id)
-    bare = in_scope.with_only_columns(Channel.channel_id)
-    shared_ids = select(Channel.channel_id).group_by(Channel.channel_id).having(func.count() > 1)
-    devices = select(Device.device_id).where(device_scope_clause(scope))
+    # the registry builds the selectables over its own tables; the audit entries and tickets are composed here
+    keys = channel_keys_in_scope(scope)
+    bare = channel_ids_in_scope(scope)
+    shared_ids = shared_channel_ids()
+    devices = devices_in_scope(scope)
+    in_scope = channel_pairs_in_scope(scope).subquery("scope_pairs")
     channel_tickets = (select(cast(Ticket.id, String))
-                       .join(Channel, and_(Channel.device_id == Ticket.device_id,
-                                           Channel.channel_id == Ticket.channel_id))
-                       .join(Device, Device.device_id == Channel.device_id).where(channel_scope_clause(scope)))
-    device_tickets = (select(cast(Ticket.id, String)).join(Device, Device.device_id == Ticket.device_id)
-                      .where(Ticket.channel_id.is_(None), device_scope_clause(scope)))
+                       .join(in_scope, and_(in_scope.c.device_id == Ticket.device_id,
+                                            in_scope.c.channel_id == Ticket.channel_id)))
+    device_tickets = (select(cast(Ticket.id, String))
+                      .where(Ticket.channel_id.is_(None), Ticket.device_id.in_(devices_in_scope(scope))))
     conds = [
         and_(e.actor_type == "user", e.actor_id == uid),
         and_(e.target_type == "user", e.target_id == uid),

@@ -25,14 +25,12 @@ async def _open_tickets(session: Any, access: Any) -> int | None:
         from ops_portal.tickets.models import Ticket
     except ImportError:
         return None
-    from device_registry.models import Device
-    from device_registry.service import device_scope_clause, pairs_in
+    from device_registry.scope import devices_in_scope, pairs_in
 
     stmt = select(func.count()).select_from(Ticket).where(Ticket.state.in_(sorted(OPEN_STATES)))
     scope = access.scope
     if not scope.all:
-        visible = select(Device.device_id).where(device_scope_clause(scope))
-        conds = [Ticket.device_id.in_(visible)]
+        conds = [Ticket.device_id.in_(devices_in_scope(scope))]
         if scope.channel_refs:
             conds.append(pairs_in(Ticket.device_id, Ticket.channel_id, scope.channel_refs))
         stmt = stmt.where(or_(*conds))
@@ -51,7 +49,7 @@ async def dashboard(user: DashboardReader, access: AccessDep, registry: Registry
     streams = viewers = None
     media = getattr(request.app.state, "media", None)
     if media is not None:
-        items = media.manager.describe()
+        items = media.describe_streams()
         if not access.scope.all:
             allowed = {(c.device_id, c.channel_id) for c in await registry.scoped_channels(access.scope) or []}
             items = [i for i in items if (i.get("device_id"), i.get("channel_id")) in allowed]

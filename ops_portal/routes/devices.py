@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from gbops.log import get_logger
+from gbcore.log import get_logger
 from ops_portal.access import ensure_device
 from ops_portal.auth import begin_write
 from ops_portal.deps import (
@@ -89,7 +89,7 @@ async def list_devices(
     q: Annotated[
         str | None, Query(max_length=100, description="按编码或名称搜索 / search device id or name")
     ] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     org_node_id: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="只看分配到此组织节点的设备 / devices assigned to this node")
@@ -299,7 +299,7 @@ async def set_device_password(
     is refused (422) with the reason. `null` clears it: the device falls back to GBOPS_SIP_PASSWORD.
     The device need not exist yet (it may be added before it first registers). The change and its audit
     entry (``device.password_set``) commit together."""
-    from gbops.passwords import weak_password_reason
+    from gbcore.passwords import weak_password_reason
     from sip_server.sip import compute_ha1
 
     if body.password is not None:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from gbops.log import get_logger
+from gbcore.log import get_logger
 from ops_portal.deps import (
     DEVICE_PATH,
     AccessDep,
@@ -189,7 +189,7 @@ async def list_downloads(
     manager = _manager(request)
     rows = await manager.list_jobs(None if all_users else user.id, limit)
     if all_users and not access.scope.all:  # others' jobs: only of channels in the caller's scope
-        from gbops.ids import ChannelRef
+        from gbcore.ids import ChannelRef
         from ops_portal.scope_lists import channels_in_scope
 
         allowed = await channels_in_scope(request.app.state.registry, access.scope,
@@ -239,7 +239,7 @@ async def _audit_fetch(request: Request, user: User, row: Any) -> None:
     if audit is None:
         return
     from audit_log.log import Actor, Target
-    from gbops.ids import ChannelRef
+    from gbcore.ids import ChannelRef
 
     try:
         await audit.record(actor=Actor.user(user), action="download.fetch",

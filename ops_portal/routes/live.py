@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from gbops.log import get_logger
-from ops_portal import output_tokens
+from gbcore.log import get_logger
+from ops_portal import live_audit, output_tokens
 from ops_portal.deps import (
     DEVICE_PATH,
     AccessDep,
@@ -106,15 +106,21 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
     settings = request.app.state.settings
     transport = (body.transport if body else None) or getattr(settings, "live_transport", "udp")
     from media_relay.stream import MediaError
+    from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable, Viewer
 
-    plan = _watermark_plan(media, access, user, request, ref)
-    cleanup = [plan.slot.release] if plan is not None and plan.slot is not None else []
+    viewer = Viewer(user_id=user.id, username=user.username, display_name=user.display_name, phone=user.phone,
+                    client_ip=client_ip(request), roles=tuple(getattr(access, "roles", ())))
     try:
-        session = await media.open_session(user_id=user.id, username=user.username, channel=ref,
-                                           transport=transport,
-                                           client_ip=client_ip(request),
-                                           session_id=plan.tag.session_id if plan is not None else None,
-                                           cleanup=cleanup)
+        session = await media.open_viewer(ref, viewer, kind="live", transport=transport)
+    except TransformUnavailable as exc:
+        raise ApiError(503, "watermark_font_missing", str(exc)) from None
+    except TransformCapacityExceeded as exc:
+        retry = str(getattr(settings, "watermark_retry_after", RETRY_AFTER_DEFAULT))
+        log.warning("live.watermark_capacity", channel=ref.key, user=user.username, limit=exc.limit)
+        raise ApiError(503, "watermark_capacity",
+                       f"本节点的水印编码器已全部占用（{exc.limit} 路），请 {retry} 秒后重试，或改看子码流 / "
+                       f"all {exc.limit} watermark encoders of this node are busy: retry in {retry} s, "
+                       "or watch the channel's sub-stream", headers={"Retry-After": retry}) from None
     except MediaError as exc:
         status = _MEDIA_ERRORS.get(exc.code, 502)
         message = str(exc)
@@ -123,19 +129,12 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
         log.warning("live.failed", channel=ref.key, user=user.username, code=exc.code, reason=str(exc))
         raise ApiError(status, exc.code, message) from None
     stream = session.reader.stream
-    if plan is not None:
-        session.extra["watermark"] = plan
+    plan = session.plan
     audit = getattr(request.app.state, "audit", None)
     if audit is not None:
-        from audit_log.log import Actor, Target
-
         try:
-            await audit.record(actor=Actor.user(user), action="live.start", target=Target("channel", ref.key),
-                               client_ip=client_ip(request), session_id=session.session_id,
-                               watermark_id=plan.code if plan is not None else None,
-                               detail={"device_id": ref.device_id, "channel_id": channel_id, "transport": transport,
-                                       "codec": stream.codec,
-                                       "watermark": None if plan is None else ("on" if plan.on else "off")})
+            await live_audit.record_start(audit, user=user, session=session, transport=transport,
+                                          client_ip=client_ip(request), codec=stream.codec)
         except Exception:
             # no evidence, no video: a viewing that cannot be recorded is not handed out
             media.close_session(session.session_id, "audit log unavailable")
@@ -154,41 +153,6 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
                    watermark_id=plan.code if plan is not None else None)
 
 
-def _watermark_plan(media: Any, access: Any, user: User, request: Request, ref: Any) -> Any:
-    """The viewer's watermark (on unless the policy switches it off for all the user's roles) and session
-    tag, with an encoder slot reserved; 503 ``watermark_capacity`` (with Retry-After) when none is free."""
-    hub = getattr(media, "watermark", None)
-    if hub is None:
-        return None
-    import time
-
-    from media_relay.service import new_session_id
-    from watermark.pipeline import WatermarkPlan, session_code
-    from watermark.render import WatermarkText
-    from watermark.tag import SessionTag
-
-    session_id = new_session_id()
-    code = session_code(session_id)
-    on = hub.applies(getattr(access, "roles", ()))
-    text = WatermarkText(display_name=user.display_name or user.username, account=user.username,
-                         phone=user.phone, client_ip=client_ip(request) or "-", session_code=code)
-    tag = SessionTag(session_id, user.id, ref.channel_id, int(time.time() * 1000), device_id=ref.device_id)
-    plan = WatermarkPlan(on=on, text=text, tag=tag, code=code)
-    if on:
-        if hub.font_error:
-            raise ApiError(503, "watermark_font_missing", hub.font_error)
-        plan.slot = hub.slots.reserve()
-        if plan.slot is None:
-            retry = str(getattr(request.app.state.settings, "watermark_retry_after", RETRY_AFTER_DEFAULT))
-            log.warning("live.watermark_capacity", channel=ref.key, user=user.username,
-                        limit=hub.slots.limit)
-            raise ApiError(503, "watermark_capacity",
-                           f"本节点的水印编码器已全部占用（{hub.slots.limit} 路），请 {retry} 秒后重试，或改看子码流 / "
-                           f"all {hub.slots.limit} watermark encoders of this node are busy: retry in {retry} s, "
-                           "or watch the channel's sub-stream", headers={"Retry-After": retry})
-    return plan
-
-
 @router.delete("/api/sessions/{session_id}", operation_id="live_session_delete", status_code=204,
                summary="结束观看会话 / end a viewer session", responses=error_responses(404))
 async def delete_session(user: LiveViewer, access: AccessDep, request: Request, session_id: str) -> Response:
@@ -196,9 +160,7 @@ async def delete_session(user: LiveViewer, access: AccessDep, request: Request, 
     s = media.sessions.get(session_id)
     if s is None or (s.user_id != user.id and not access.can("user.manage")):  # others' sessions: admins
         raise ApiError(404, "session_not_found", "会话不存在 / no such session")
-    if s.output == "whep" and media.whep is not None:
-        await media.whep.close(session_id)
-    media.close_session(session_id, "deleted by the viewer")
+    await media.end_session(session_id, "deleted by the viewer")
     return Response(status_code=204)
 
 
@@ -208,11 +170,11 @@ async def list_streams(user: StreamReaderUser, access: AccessDep, registry: Regi
     """One item per upstream stream (one per channel, however many viewers): `bitrate` in bit/s over the
     last ~2 s, `loss_fraction` of expected RTP packets, `jitter_ms` per RFC 3550, `since` as RFC 3339.
     Only streams of channels in your data scope."""
-    from gbops.ids import ChannelRef
+    from gbcore.ids import ChannelRef
     from ops_portal.scope_lists import channels_in_scope
 
     media = _media(request)
-    items = media.manager.describe()
+    items = media.describe_streams()
     if not access.scope.all:
         refs = {ChannelRef(i["device_id"], i["channel_id"]) for i in items}
         allowed = await channels_in_scope(registry, access.scope, refs)
@@ -258,19 +220,6 @@ async def _output_session(request: Request, media: Any, session_id: str, t: str 
     return session
 
 
-def _end_output_with_session(session: Any, source: Any) -> None:
-    """Closing the session (revocation, DELETE, platform stop) ends the output reading ``source``: the
-    HTTP-FLV response or WebRTC track finishes instead of playing on."""
-    def close() -> None:
-        result = source.close() if hasattr(source, "close") else None
-        if hasattr(result, "__await__"):
-            import asyncio
-
-            asyncio.ensure_future(result)
-
-    session.cleanup.append(close)
-
-
 @outputs_router.get("/flv/{session_id}.flv", operation_id="live_flv", summary="HTTP-FLV 输出 / HTTP-FLV",
                     include_in_schema=True, responses=error_responses(401, 404))
 async def flv_output(request: Request, session_id: str, t: OutputToken = None) -> StreamingResponse:
@@ -280,11 +229,10 @@ async def flv_output(request: Request, session_id: str, t: OutputToken = None) -
 
     media = _media(request)
     await _output_session(request, media, session_id, t)
-    session = media.attach(session_id, "flv")
+    session = media.open_output(session_id, "flv")
     if session is None:
         raise ApiError(404, *_NO_SESSION)
-    source = await _viewer_source(session, media=media)
-    _end_output_with_session(session, source)
+    source = session.source
 
     async def body():
         try:
@@ -292,7 +240,9 @@ async def flv_output(request: Request, session_id: str, t: OutputToken = None) -
                 yield chunk
         finally:
             if hasattr(source, "close") and source is not session.reader:
-                await _maybe_await(source.close())
+                result = source.close()
+                if hasattr(result, "__await__"):
+                    await result
             media.close_session(session_id, "player disconnected")
 
     return StreamingResponse(body(), media_type="video/x-flv",
@@ -308,24 +258,15 @@ async def whep_offer(request: Request, session_id: str, t: OutputToken = None) -
         raise ApiError(415, "unsupported_media_type", "需要 application/sdp / expected application/sdp")
     offer = (await request.body()).decode("utf-8", "replace")
     await _output_session(request, media, session_id, t)
-    session = media.attach(session_id, "whep")
+    session = media.open_output(session_id, "whep")
     if session is None:
         raise ApiError(404, *_NO_SESSION)
-    from media_relay.outputs.whep import WhepRegistry, WhepSession
+    from media_relay.service import WhepNegotiationFailed
 
-    if media.whep is None:
-        media.whep = WhepRegistry()
-    source = await _viewer_source(session, h264_only=True, media=media)
-    _end_output_with_session(session, source)
-    whep = WhepSession(source)
     try:
-        answer = await whep.answer(offer)
-    except Exception as exc:
-        await whep.close()
-        media.close_session(session_id, "WHEP negotiation failed")
+        answer = await media.answer_whep(session, offer)
+    except WhepNegotiationFailed as exc:
         raise ApiError(400, "bad_offer", f"无法协商 WebRTC / cannot negotiate WebRTC: {exc}") from None
-    media.whep.add(session_id, whep)
-    whep.on_closed = lambda: media.close_session(session_id, "WebRTC peer closed")
     location = f"/whep/{session_id}" + (f"?t={t}" if t else "")
     return Response(answer, status_code=201, media_type="application/sdp", headers={"Location": location})
 
@@ -337,39 +278,9 @@ async def whep_delete(request: Request, session_id: str, t: OutputToken = None) 
     same user's bearer token."""
     media = _media(request)
     await _output_session(request, media, session_id, t, teardown=True)
-    if media.whep is None or not await media.whep.close(session_id):
+    if not await media.end_session(session_id, "WHEP DELETE", whep_only=True):
         raise ApiError(404, *_NO_SESSION)
-    media.close_session(session_id, "WHEP DELETE")
     return Response(status_code=200)
-
-
-async def _viewer_source(session: Any, h264_only: bool = False, media: Any = None) -> Any:
-    """What an output reads, on every path: the viewer's watermarked H.264 (decoded once per Stream,
-    drawn and encoded per viewer) or, when the policy switches the watermark off for this user, the
-    upstream itself (an H.264 transcoder for H.265 on WebRTC); either way with the signed session tag in
-    every keyframe. Without a watermark service (bare media service in tests): the upstream as is."""
-    reader = session.reader
-    hub = getattr(media, "watermark", None)
-    plan = session.extra.get("watermark")
-    if hub is not None and plan is not None and plan.on:
-        source = hub.viewer(reader.stream, text=plan.text, tag=plan.tag)
-        if plan.slot is not None:
-            source.on_close.append(plan.slot.release)
-        reader.close()  # the shared decoder holds its own reader on the Stream
-        return source
-    source = reader
-    if h264_only and reader.codec == "h265":
-        from media_relay.outputs.transcode import Transcoder
-
-        source = Transcoder(reader)
-    if hub is not None and plan is not None:
-        source = hub.tagged(source, plan.tag)
-    return source
-
-
-async def _maybe_await(value: Any) -> None:
-    if hasattr(value, "__await__"):
-        await value
 
 
 @outputs_router.get("/live/{device_id}/{channel_id}", operation_id="live_page_device_channel",

@@ -19,9 +19,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gbops.db import utcnow
-from gbops.ids import ChannelRef
-from gbops.log import get_logger
+from gbcore.db import utcnow
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
 from ops_portal.access import audit_change, ensure_grantable, resolve_channel_input, role_scope
 from ops_portal.auth import begin_write
 from ops_portal.deps import (

@@ -18,9 +18,9 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gbops.db import utcnow
-from gbops.log import get_logger
-from gbops.passwords import weak_password_reason
+from gbcore.db import utcnow
+from gbcore.log import get_logger
+from gbcore.passwords import weak_password_reason
 from ops_portal.access import audit_change, ensure_roles_grantable
 from ops_portal.auth import begin_write, generate_password, hash_password
 from ops_portal.deps import AccessDep, AuditDep, RegistryDep, SessionDep, client_ip, require_permission

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gbops.db import Base, UtcDateTime, utcnow
+from gbcore.db import Base, UtcDateTime, utcnow
 from ops_portal import contracts as _contracts  # noqa: F401  (the contracts table, referenced below)
 from ops_portal import models as _portal_models  # noqa: F401  (the users table)
 

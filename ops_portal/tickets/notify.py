@@ -14,7 +14,8 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from gbops.log import get_logger
+from gbcore.log import get_logger
+from gbcore.periodic import backoff_delay
 
 __all__ = ["WebhookNotifier"]
 
@@ -90,7 +91,6 @@ class WebhookNotifier:
     async def _deliver(self, payload: dict[str, Any]) -> None:
         assert self.url is not None
         body = json.dumps(payload, ensure_ascii=False, default=str).encode()
-        delay = self.first_delay
         for attempt in range(1, self.attempts + 1):
             try:
                 status = await asyncio.to_thread(_send, self.url, body, self.timeout)
@@ -102,8 +102,7 @@ class WebhookNotifier:
                 error = f"{type(exc).__name__}: {exc}"
             log.warning("ticket.webhook_failed", attempt=attempt, attempts=self.attempts, error=error,
                         kind=payload.get("kind"), ticket_id=payload.get("ticket_id"))
-            if attempt < self.attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
+            if attempt < self.attempts:  # first_delay, then doubling (no cap, no jitter)
+                await asyncio.sleep(backoff_delay(attempt, base=self.first_delay))
         self.failed += 1
         log.error("ticket.webhook_gave_up", kind=payload.get("kind"), ticket_id=payload.get("ticket_id"))

@@ -17,9 +17,9 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from gbops.db import utcnow
-from gbops.ids import ChannelRef
-from gbops.log import get_logger
+from gbcore.db import utcnow
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
 from ops_portal.access import ensure_channel, ensure_device, resolve_channel
 from ops_portal.auth import begin_write
 from ops_portal.contracts import Contract, ContractError, validate_contract
@@ -98,7 +98,7 @@ def ticket_out(ticket: Ticket, now: datetime, events: list[TicketEvent] | None =
 
 async def _visibility(access: Any, registry: Any) -> Any:
     """None (everything) or an SQL condition limiting tickets to the caller's scope."""
-    from device_registry.service import pairs_in
+    from device_registry.scope import pairs_in
 
     channels = await registry.scoped_channels(access.scope)
     if channels is None:

@@ -10,19 +10,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbops.db import utcnow
-from gbops.log import get_logger
+from gbcore.db import utcnow
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
+from gbcore.periodic import PeriodicTask
 from ops_portal.tickets import flow
 from ops_portal.tickets.models import Ticket
 from ops_portal.tickets.service import (
@@ -36,8 +36,6 @@ from ops_portal.tickets.service import (
 __all__ = ["ScanResult", "TicketScanner", "scan"]
 
 log = get_logger("gbops.tickets.scanner")
-
-_IN_CHUNK = 500
 
 
 @dataclass
@@ -60,20 +58,9 @@ async def _latest_presence(
     session: AsyncSession, subject: str, online: bool, pairs: list[tuple[str, str | None]]
 ) -> dict[tuple[str, str | None], datetime]:
     """Latest presence time (``online`` True or False) per (device_id, channel_id)."""
-    from device_registry.models import PresenceEvent as P
+    from device_registry.presence import latest_transitions
 
-    out: dict[tuple[str, str | None], datetime] = {}
-    devices = sorted({d for d, _ in pairs})
-    for start in range(0, len(devices), _IN_CHUNK):
-        rows = await session.execute(
-            select(P.device_id, P.channel_id, func.max(P.at))
-            .where(P.subject == subject, P.online.is_(online), P.device_id.in_(devices[start : start + _IN_CHUNK]))
-            .group_by(P.device_id, P.channel_id)
-        )
-        for device_id, channel_id, at in rows.all():
-            out[(device_id, channel_id)] = at
-    wanted = set(pairs)
-    return {k: v for k, v in out.items() if k in wanted}
+    return await latest_transitions(session, subject, online, pairs)
 
 
 async def _open_auto_keys(session: AsyncSession) -> dict[str, Ticket]:
@@ -85,21 +72,15 @@ async def _open_offline_tickets(
     session: AsyncSession, now: datetime, offline_after: float, default_limit_hours: float, audit: AuditBatch,
     result: ScanResult,
 ) -> None:
-    from device_registry.models import Channel, Device
+    from device_registry.queries import offline_channels_of_online_devices, offline_devices
 
     open_keys = await _open_auto_keys(session)
     cutoff = now - timedelta(seconds=offline_after)
-    offline_devices = [d for (d,) in (await session.execute(select(Device.device_id).where(Device.online.is_(False))))]
-    device_since = await _latest_presence(session, "device", False, [(d, None) for d in offline_devices])
+    device_since = await _latest_presence(session, "device", False, [(d, None) for d in await offline_devices(session)])
     candidates: list[tuple[str, str | None, datetime]] = [
         (d, None, since) for (d, _), since in device_since.items() if since <= cutoff
     ]
-    rows = await session.execute(
-        select(Channel.device_id, Channel.channel_id)
-        .join(Device, Device.device_id == Channel.device_id)
-        .where(Device.online.is_(True), Channel.online.is_(False), Channel.removed.is_(False))
-    )
-    pairs: list[tuple[str, str | None]] = [(d, c) for d, c in rows.all()]
+    pairs: list[tuple[str, str | None]] = list(await offline_channels_of_online_devices(session))
     channel_since = await _latest_presence(session, "channel", False, pairs)
     candidates += [(d, c, since) for (d, c), since in channel_since.items() if since <= cutoff]
 
@@ -129,18 +110,15 @@ async def _open_offline_tickets(
 
 
 async def _recover(session: AsyncSession, audit: AuditBatch, result: ScanResult) -> None:
-    from device_registry.models import Channel, Device
+    from device_registry.queries import channel_is_online, device_is_online
 
     for key, ticket in (await _open_auto_keys(session)).items():
         if ticket.channel_id is None:
-            online = await session.scalar(select(Device.online).where(Device.device_id == ticket.device_id))
+            online = await device_is_online(session, ticket.device_id or "")
             pair: tuple[str, str | None] = (ticket.device_id or "", None)
             subject = "device"
         else:
-            online = await session.scalar(
-                select(Channel.online).join(Device, Device.device_id == Channel.device_id).where(
-                    Channel.device_id == ticket.device_id, Channel.channel_id == ticket.channel_id,
-                    Device.online.is_(True)))
+            online = await channel_is_online(session, ChannelRef(ticket.device_id or "", ticket.channel_id))
             pair = (ticket.device_id or "", ticket.channel_id)
             subject = "channel"
         if not online:
@@ -218,30 +196,24 @@ class TicketScanner:
         self.audit = audit
         self.notifier = notifier
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
+        # the first scan one interval after start, then every interval; a failed scan is logged, the next
+        # one comes after the interval as usual (no back-off)
+        self.periodic = PeriodicTask("ticket-scanner", self._round, interval=lambda: self.interval,
+                                     logger=log, failure_event="ticket.scan_failed")
 
     def start(self) -> None:
-        if self.interval > 0 and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.interval > 0:
+            self.periodic.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.periodic.stop()
 
     async def run_once(self) -> ScanResult:
         return await scan(self.sessionmaker, now=self.clock(), offline_after=self.offline_after,
                           default_limit_hours=self.default_limit_hours, audit=self.audit, notifier=self.notifier)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                result = await self.run_once()
-                if result.opened or result.recovered or result.overdue:
-                    log.info("ticket.scan", opened=len(result.opened), recovered=len(result.recovered),
-                             overdue=len(result.overdue))
-            except Exception:
-                log.exception("ticket.scan_failed")
+    async def _round(self) -> None:
+        result = await self.run_once()
+        if result.opened or result.recovered or result.overdue:
+            log.info("ticket.scan", opened=len(result.opened), recovered=len(result.recovered),
+                     overdue=len(result.overdue))

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gbops.ids import ChannelRef
-from gbops.log import get_logger
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
 from ops_portal.contracts import Contract, contract_for_channel
 from ops_portal.tickets import flow
 from ops_portal.tickets.models import Notification, Ticket, TicketEvent
@@ -106,10 +105,10 @@ def _store_clock(ticket: Ticket, clock: flow.TicketClock) -> None:
 
 
 async def _contract_for_device(session: AsyncSession, device_id: str, at: datetime) -> Contract | None:
-    from device_registry.models import Channel
+    from device_registry.queries import channel_ids_of_device
 
     found: list[Contract] = []
-    ids = (await session.scalars(select(Channel.channel_id).where(Channel.device_id == device_id))).all()
+    ids = await channel_ids_of_device(session, device_id)
     for channel_id in ids:
         contract = await contract_for_channel(session, ChannelRef(device_id, channel_id), at)
         if contract is not None:

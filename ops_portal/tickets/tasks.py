@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbops.settings import Settings
+from gbcore.settings import Settings
 from ops_portal.quality.sampler import QualitySampler
 from ops_portal.tickets.notify import WebhookNotifier
 from ops_portal.tickets.scanner import TicketScanner

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gbops.timeutil import gb_time as _gb_time
+from gbcore.timeutil import gb_time as _gb_time
 from sip_server.gb import events as ev
 from sip_server.gb import manscdp
 from sip_server.gb.catalog import CatalogAssembler

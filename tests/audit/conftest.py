@@ -9,7 +9,7 @@ import pytest
 
 from audit_log.log import Actor, AuditLog, Target
 from audit_log.note import NoteSigner
-from gbops.db import make_sessionmaker
+from gbcore.db import make_sessionmaker
 
 ORIGIN = "gbops.test/audit"
 

@@ -15,8 +15,9 @@ from argon2 import PasswordHasher
 
 from audit_log.log import AuditLog
 from device_registry.service import Registry
-from gbops.db import make_engine, make_sessionmaker, migrate
-from gbops.settings import Settings
+from gbcore.db import make_engine, make_sessionmaker
+from gbcore.settings import Settings
+from gbops.migrate import migrate
 from ops_portal import auth
 from ops_portal.app import create_app
 from ops_portal.models import UserRole

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import text
 
 from audit_log.log import AuditLog
-from gbops.db import make_engine, make_sessionmaker, migrate
-from gbops.settings import Settings
+from gbcore.db import make_engine, make_sessionmaker
+from gbcore.settings import Settings
+from gbops.migrate import migrate
 
 from .conftest import fill
 

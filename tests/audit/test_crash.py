@@ -19,8 +19,8 @@ from audit_log.export import export_bundle
 from audit_log.log import AuditLog
 from audit_log.verify import verify_bundle
 from device_registry.models import Device
-from gbops.db import make_engine, make_sessionmaker
-from gbops.settings import Settings
+from gbcore.db import make_engine, make_sessionmaker
+from gbcore.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KILL_AFTER = 2500  # of 5000

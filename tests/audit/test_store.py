@@ -103,7 +103,7 @@ async def test_sqlite_needs_begin_immediate(audit: AuditLog) -> None:
 async def test_concurrent_writers_keep_seq_contiguous(audit: AuditLog, db_engine) -> None:
     """Transactions of their own, batched records and a second AuditLog on the same database
     (another process, as far as locks go) all at once."""
-    from gbops.db import make_engine, make_sessionmaker
+    from gbcore.db import make_engine, make_sessionmaker
 
     other_engine = make_engine(str(db_engine.url.render_as_string(hide_password=False)))
     other = AuditLog(make_sessionmaker(other_engine), audit.signer)
@@ -308,7 +308,8 @@ async def test_postgresql_role_that_can_only_read_and_append(pg_url: str, signer
     from sqlalchemy import make_url
 
     from audit_log.store import restricted_role_sql
-    from gbops.db import make_engine, make_sessionmaker, migrate
+    from gbcore.db import make_engine, make_sessionmaker
+    from gbops.migrate import migrate
 
     role = f"gbops_app_{secrets.token_hex(3)}"
     owner = make_engine(pg_url)
@@ -349,7 +350,7 @@ async def test_checkpoints_are_pushed_to_the_configured_url(db_engine, signer, d
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from gbops.db import make_sessionmaker
+    from gbcore.db import make_sessionmaker
 
     received: list[tuple[str, bytes]] = []
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from gbcore.db import make_engine, make_sessionmaker
+from gbcore.settings import Settings
 from gbops.cli import app
-from gbops.db import make_engine, make_sessionmaker, migrate
-from gbops.settings import Settings
+from gbops.migrate import migrate
 from ops_portal.availability.reports import read_csv_channels
 from ops_portal.availability.scheduler import ReportJobs, ReportScheduler
 

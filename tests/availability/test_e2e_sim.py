@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gbsim import SimConfig, Simulator
 from ops_portal.availability.reports import read_csv_channels
-from sip_server.sim import SimConfig, Simulator
 from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

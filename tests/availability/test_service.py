@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gbops.ids import ChannelRef
+from gbcore.ids import ChannelRef
 from ops_portal.availability.service import (
     ScopeFilter,
     _OrgScope,

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from gbops.passwords import is_weak, weak_password_reason
-from gbops.settings import Settings, SettingsError
+from gbcore.passwords import is_weak, weak_password_reason
+from gbcore.settings import Settings, SettingsError
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from sip_server.sim import SimConfig, Simulator
-from sip_server.sim.media import TestPattern, label_colour
+from gbsim import SimConfig, Simulator
+from gbsim.media import TestPattern, label_colour
 from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port, read_flv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

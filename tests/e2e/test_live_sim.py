@@ -8,7 +8,7 @@ import time
 import av
 import pytest
 
-from sip_server.sim import SimConfig, Simulator
+from gbsim import SimConfig, Simulator
 from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port, read_flv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

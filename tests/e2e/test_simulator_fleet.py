@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sip_server.sim import SimConfig, Simulator
+from gbsim import SimConfig, Simulator
 from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

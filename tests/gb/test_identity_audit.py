@@ -8,9 +8,9 @@ import asyncio
 from audit_log.actions import check_action
 from audit_log.log import AuditLog
 from audit_log.note import NoteSigner
+from gbcore.db import make_sessionmaker
+from gbcore.settings import Settings
 from gbops.app import Platform
-from gbops.db import make_sessionmaker
-from gbops.settings import Settings
 from tests.gb.test_identity_live import DEV, Peer, keepalive_body
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from device_registry.service import Registry, RegistryWriter
-from gbops.db import make_sessionmaker
+from gbcore.db import make_sessionmaker
+from gbsim import SimConfig, Simulator
 from sip_server.gb.server import GbConfig
 from sip_server.service import SipService
-from sip_server.sim import SimConfig, Simulator
 
 PASSWORD = "Gate-7-camera#pw"
 

@@ -8,15 +8,14 @@ import asyncio
 import socket
 import struct
 import time
-from dataclasses import dataclass
 
 import pytest
 
-from gbops.ids import ChannelRef
+from gbcore.ids import ChannelRef
 from media_relay.ports import PortPool, SsrcAllocator
 from media_relay.rtp import packetize_ps
+from media_relay.signalling import MANSRTSP_TYPE, InviteAnswer, Signalling
 from media_relay.stream import MediaError, StreamManager
-from sip_server.gb.server import Route
 
 DEV = "34020000001320000001"
 CHANNEL = "34020000001310000001"
@@ -37,23 +36,14 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class Answer:
-    call_id: str
-    ssrc: str
-    remote_media: tuple[str, int]
-    transport: str = "tcp-active"
-
-
 class LateListenerDevice:
-    """The SIP side of a device that answers the INVITE at once and opens its media listener
-    ``delay`` seconds later (None: never), then sends the PS stream over RFC 4571 framed RTP."""
+    """The signalling (:class:`media_relay.signalling.Signalling`) of a device that answers the INVITE at
+    once and opens its media listener ``delay`` seconds later (None: never), then sends the PS stream over
+    RFC 4571 framed RTP."""
 
     def __init__(self, ps: bytes, delay: float | None) -> None:
         self.ps = ps
         self.delay = delay
-        self.gb = type("Gb", (), {})()
-        self.gb.routes = {DEV: Route(("127.0.0.1", 5060), "udp", None)}
         self.port = free_tcp_port()
         self.server: asyncio.AbstractServer | None = None
         self.listening_at: float | None = None
@@ -61,22 +51,29 @@ class LateListenerDevice:
         self.ended: list[str] = []
         self._tasks: set[asyncio.Task] = set()
 
-    def add_listener(self, fn) -> None:
+    def subscribe(self, listener) -> None:
         pass
 
     def is_online(self, device_id: str) -> bool:
         return device_id == DEV
 
-    def end_session(self, call_id: str, reason: str = "") -> None:
+    def route_address(self, device_id: str) -> tuple[str, int] | None:
+        return ("127.0.0.1", 5060) if device_id == DEV else None
+
+    def bye(self, call_id: str, reason: str) -> None:
         self.ended.append(reason)
 
-    async def invite(self, device_id, channel_id, *, media_ip, media_port, ssrc, transport, timeout=10.0):
+    def info(self, call_id: str, body: bytes, content_type: str = MANSRTSP_TYPE) -> bool:
+        return False
+
+    async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
+                     transport: str) -> InviteAnswer:
         assert transport == "tcp-active"
         if self.delay is not None:
             task = asyncio.ensure_future(self._listen_later(int(ssrc)))
             self._tasks.add(task)
         self.answered_at = time.monotonic()
-        return Answer("call-1@test", ssrc, ("127.0.0.1", self.port))
+        return InviteAnswer("call-1@test", ssrc, ("127.0.0.1", self.port), "tcp-active")
 
     async def _listen_later(self, ssrc: int) -> None:
         await asyncio.sleep(self.delay)
@@ -112,8 +109,8 @@ def ps(shared_dir) -> bytes:
     return (shared_dir / "vectors" / "ps" / "zlm_h264_aac.ps").read_bytes()
 
 
-def manager(sip, media_timeout: float = 5.0) -> StreamManager:
-    return StreamManager(sip, ports=PortPool(31000, 31999, "127.0.0.1"), ssrcs=SsrcAllocator("3402000000"),
+def manager(signalling: Signalling, media_timeout: float = 5.0) -> StreamManager:
+    return StreamManager(signalling, ports=PortPool(31000, 31999, "127.0.0.1"), ssrcs=SsrcAllocator("3402000000"),
                          media_host="127.0.0.1", media_ip="127.0.0.1", media_timeout=media_timeout,
                          keyframe_timeout=5.0)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from gbops.ids import ChannelRef
+from gbcore.ids import ChannelRef
 from media_relay.ps import PsMuxer
 from media_relay.stream import Stream
 from media_relay.types import AccessUnit

@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbops.settings import Settings
+from gbcore.settings import Settings
 from ops_portal import auth
 from ops_portal.app import create_app
 from ops_portal.models import User
@@ -152,7 +152,7 @@ async def _channel_ref(session: Any, channel: Any) -> Any:
     from sqlalchemy import select
 
     from device_registry.models import Channel
-    from gbops.ids import ChannelRef
+    from gbcore.ids import ChannelRef
 
     if isinstance(channel, tuple):
         return ChannelRef(*channel)

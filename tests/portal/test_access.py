@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from gbops.db import utcnow
-from gbops.ids import ChannelRef
+from gbcore.db import utcnow
+from gbcore.ids import ChannelRef
 from ops_portal.access import Scope, load_access
 from ops_portal.models import Role, User, UserRole
 from ops_portal.users import ADMIN_ROLE_NAME, ADMIN_USERNAME, ensure_admin

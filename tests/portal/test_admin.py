@@ -10,9 +10,9 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from gbops.log import KvFormatter
-from gbops.passwords import weak_password_reason
-from gbops.settings import SettingsError
+from gbcore.log import KvFormatter
+from gbcore.passwords import weak_password_reason
+from gbcore.settings import SettingsError
 from ops_portal.models import User
 from ops_portal.users import INITIAL_PASSWORD_FILE, WeakPasswordError, ensure_admin
 

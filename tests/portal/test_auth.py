@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from gbops.passwords import weak_password_reason
-from gbops.settings import Settings
+from gbcore.passwords import weak_password_reason
+from gbcore.settings import Settings
 from ops_portal import auth
 from ops_portal.models import AuthToken, User
 

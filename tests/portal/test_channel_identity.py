@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from device_registry.events import CatalogReported, ChannelInfo
-from gbops.ids import ChannelRef
+from gbcore.ids import ChannelRef
 
 from .conftest import Portal, bearer
 from .org_data import CA1, CB1, NVR, T0, Tree, _registered, build_tree

@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from gbops.settings import Settings
+from gbcore.settings import Settings
 from ops_portal.http_limits import address_key, forwarded_client_ip, parse_networks, uvicorn_config
 from ops_portal.models import AuthToken
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from gbops.settings import Settings
+from gbcore.settings import Settings
 from ops_portal import auth
 from ops_portal.auth import LoginAttempt, LoginRefusal, LoginThrottle
 from ops_portal.models import User, UserRole

@@ -16,6 +16,7 @@ import pytest
 
 from media_relay.service import MediaService
 from ops_portal import output_tokens
+from tests.media.fake_signalling import FakeSignalling
 
 from .conftest import Portal, bearer
 from .org_data import CA1, NVR, Tree, build_tree
@@ -54,10 +55,7 @@ class FakeReader:
 async def live(audited: Portal) -> dict[str, Any]:
     tree: Tree = await build_tree(audited.registry)
     audited.sip.online.add(NVR)
-    sip = audited.sip
-    if not hasattr(sip, "add_listener"):  # the stream manager listens to SIP events (BYE from the device)
-        sip.add_listener = lambda _listener: None  # type: ignore[attr-defined]
-    media = MediaService(sip, rtp_ports=(41000, 41010), domain="3402000000")
+    media = MediaService(FakeSignalling({NVR}), rtp_ports=(41000, 41010), domain="3402000000")
     readers: list[FakeReader] = []
 
     async def open_reader(*_args: Any, **_kw: Any) -> FakeReader:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from gbops.ids import ChannelRef
+from gbcore.ids import ChannelRef
 from ops_portal.models import Role, RoleOrgNode, RolePermission, User
 from ops_portal.revocation import REASON, RevocationWatcher
 

@@ -36,8 +36,11 @@ class FakeManager:
 class FakeMedia:
     manager = FakeManager()
     sessions: dict = {}
-    watermark = None
+    transforms = None
     whep = None
+
+    def describe_streams(self) -> list[dict[str, Any]]:
+        return self.manager.describe()
 
 
 async def _populate(portal: Portal, tree: Tree) -> dict[str, Any]:

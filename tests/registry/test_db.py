@@ -1,4 +1,4 @@
-"""gbops.db: migrations, model/migration parity, UTC timestamps, engine settings."""
+"""gbcore.db: migrations, model/migration parity, UTC timestamps, engine settings."""
 
 from __future__ import annotations
 
@@ -13,15 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
 from device_registry.models import PresenceEvent
-from gbops.db import (
-    Base,
-    alembic_config,
-    default_sqlite_url,
-    load_models,
-    make_engine,
-    make_sessionmaker,
-    migrate,
-)
+from gbcore.db import Base, default_sqlite_url, make_engine, make_sessionmaker
+from gbops.migrate import alembic_config, load_models, migrate
 
 EXPECTED_TABLES = {
     "alembic_version",

@@ -11,7 +11,8 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import text
 
-from gbops.db import alembic_config, make_engine, make_sessionmaker, migrate
+from gbcore.db import make_engine, make_sessionmaker
+from gbops.migrate import alembic_config, migrate
 
 NVR_A, NVR_B, IPC = "34020000001180000001", "34020000001180000002", "34020000001320000003"
 SHARED = "34020000001310000001"  # both NVRs ship it
@@ -77,7 +78,7 @@ async def test_grants_are_kept_split_and_audited(db_url: str, tmp_path: Path) ->
 
         # the platform's start: one role.grant_split entry per recorded split, once
         from audit_log.log import AuditLog
-        from gbops.settings import Settings
+        from gbcore.settings import Settings
         from ops_portal.access import load_access, record_grant_splits
         from ops_portal.models import User, UserRole
 

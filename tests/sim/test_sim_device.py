@@ -7,9 +7,9 @@ from datetime import datetime
 
 import pytest
 
+from gbsim import SimConfig, SimDevice
+from gbsim.device import REGISTERED, STOPPED, WAITING, channel_name
 from sip_server.gb import manscdp
-from sip_server.sim import SimConfig, SimDevice
-from sip_server.sim.device import REGISTERED, STOPPED, WAITING, channel_name
 from sip_server.sip import DigestAuthenticator, SipRequest, make_response, parse_auth_params
 from tests.sim.fakes import PASSWORD, REALM, StubPlatform
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from gbsim import Fleet, SimConfig
+from gbsim.device import IDLE, STOPPED
 from sip_server.gb import manscdp
-from sip_server.sim import Fleet, SimConfig
-from sip_server.sim.device import IDLE, STOPPED
 from sip_server.sip import SipResponse, parse_message
 from tests.sim.fakes import PASSWORD, StubPlatform
 

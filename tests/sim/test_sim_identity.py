@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sip_server.sim import SimConfig
-from sip_server.sim.media import TestPattern, label_colour
+from gbsim import SimConfig
+from gbsim.media import TestPattern, label_colour
 
 
 def test_same_channel_ids_gives_every_device_the_first_devices_ids() -> None:

@@ -1,5 +1,5 @@
 """INVITE / ACK / BYE / CANCEL handling of the sans-IO fleet (no sockets, a fake clock), the SDP offer
-and answer, and the pieces of sim/media.py that need no network (picture, SEI)."""
+and answer, and the pieces of gbsim/media.py that need no network (picture, SEI)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from sip_server.sim import Fleet, SimConfig
-from sip_server.sim.device import (
+from gbsim import Fleet, SimConfig
+from gbsim.device import (
     MEDIA_TCP_CONNECT,
     MEDIA_TCP_LISTEN,
     MEDIA_UDP,
@@ -17,7 +17,7 @@ from sip_server.sim.device import (
     build_sdp_answer,
     parse_sdp_offer,
 )
-from sip_server.sim.media import (
+from gbsim.media import (
     LATENCY_SEI_UUID,
     TestPattern,
     build_latency_sei,
@@ -25,6 +25,7 @@ from sip_server.sim.media import (
     read_latency_sei,
 )
 from sip_server.sip import SipRequest, SipResponse, make_response, parse_message
+from sip_server.sip.sdp import build_offer
 from tests.sim.fakes import PASSWORD, StubPlatform
 from tests.sim.media_fakes import in_dialog, make_invite, sdp_lines
 
@@ -277,6 +278,25 @@ def test_parse_offer_session_and_media_levels() -> None:
                 b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 0 RTP/AVP 96\r\n"):
         with pytest.raises(SdpError):
             parse_sdp_offer(bad)
+
+
+def test_answer_to_the_platforms_offer_is_byte_identical() -> None:
+    """The simulator answers with the project's SDP codec (gb_sdp); the bytes are those it always sent."""
+    tcp = parse_sdp_offer(build_offer(origin_id="34020000002000000001", ip="10.0.0.1", port=30002,
+                                      ssrc="0200001234", transport="tcp-active"))
+    assert build_sdp_answer(channel_id="34020000001310000001", host="127.0.0.1", port=40000, offer=tcp, payload=96,
+                            ssrc="0200001234", codec="h264", size=(1280, 720), fps=25, bitrate=2_000_000) == (
+        b"v=0\r\no=34020000001310000001 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=video 40000 TCP/RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\na=setup:passive\r\n"
+        b"a=connection:new\r\ny=0200001234\r\nf=v/2/5/25/1/2000a///\r\n")
+    udp = parse_sdp_offer(build_offer(origin_id="34020000002000000001", ip="10.0.0.1", port=30002,
+                                      ssrc="1100000001", session_name="Playback", time="1714804996 1714806786",
+                                      uri="34020000001310000001:0"))
+    assert build_sdp_answer(channel_id="34020000001310000001", host="::1", port=40000, offer=udp, payload=96,
+                            ssrc="1100000001", codec="h265", size=(640, 360), fps=15, bitrate=500) == (
+        b"v=0\r\no=34020000001310000001 0 0 IN IP6 ::1\r\ns=Playback\r\nc=IN IP6 ::1\r\n"
+        b"t=1714804996 1714806786\r\nm=video 40000 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\n"
+        b"y=1100000001\r\nf=v/5/4/15/1/1a///\r\n")
 
 
 # ================================================================================================ media pieces

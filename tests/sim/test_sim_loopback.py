@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
+from gbsim import SimConfig, Simulator
 from sip_server.gb import events as ev
 from sip_server.gb.server import GbConfig
 from sip_server.service import SipService
-from sip_server.sim import SimConfig, Simulator
 
 PASSWORD = "Loop-Back-pw#42"
 

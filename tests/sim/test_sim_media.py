@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from gbsim import SimConfig, Simulator
+from gbsim.media import ClockEncoder, read_latency_sei, shared_encoder
 from media_relay.ps import PsDemuxer
-from sip_server.sim import SimConfig, Simulator
-from sip_server.sim.media import ClockEncoder, read_latency_sei, shared_encoder
 from tests.sim.fakes import PASSWORD
 from tests.sim.media_fakes import GbPlatform, PlatformCall, sdp_lines, until
 
@@ -189,7 +189,7 @@ async def test_media_connection_closed_by_the_platform_ends_the_call_with_bye(pl
 @pytest.mark.parametrize("mode", ["tcp-passive", "tcp-active"])
 async def test_no_media_connection_ends_the_call_with_bye(platform: GbPlatform, mode: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from sip_server.sim import media
+    from gbsim import media
 
     monkeypatch.setattr(media, "ACCEPT_TIMEOUT", 0.5)  # tcp-active: the platform never connects
     sim = Simulator(sim_cfg(platform, devices=1, size="320x180"))

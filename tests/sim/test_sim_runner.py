@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from gbsim import SimConfig, Simulator, run_simulator
 from sip_server.gb import manscdp
-from sip_server.sim import SimConfig, Simulator, run_simulator
 from tests.sim.fakes import PASSWORD, AsyncStub
 
 

@@ -80,7 +80,7 @@ def test_ipv6_media_address_is_written_as_ip6():
 
 # --------------------------------------------------------------------------- the simulator's answer
 def test_the_simulators_answer_can_be_built():
-    """What sip_server/sim/device.py build_sdp_answer writes (tcp, the device listens), built with gb_sdp."""
+    """What gbsim/device.py build_sdp_answer writes (tcp, the device listens), built with gb_sdp."""
     expected = (b"v=0\r\no=34020000001310000001 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
                 b"m=video 40000 TCP/RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\na=setup:passive\r\n"
                 b"a=connection:new\r\ny=0200001234\r\nf=v/2/5/25/1/2000a///\r\n")

@@ -8,7 +8,7 @@ import pytest
 
 from device_registry.events import CatalogReported
 from device_registry.models import OrgNode
-from gbops.ids import ChannelRef
+from gbcore.ids import ChannelRef
 from ops_portal.contracts import (
     Contract,
     ContractError,

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from gbsim.media import ClockEncoder
 from ops_portal.quality.detect import Planes, detect, sharpness, thumbnail, update_baseline
 from ops_portal.quality.sampler import decode_keyframe, record_findings, to_jpeg
 from ops_portal.tickets.models import QualityBaseline, Ticket
 from ops_portal.tickets.snapshots import snapshot_path
-from sip_server.sim.media import ClockEncoder
 
 W, H = 320, 180
 NOW = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)

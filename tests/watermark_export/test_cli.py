@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gbops.db import make_engine, make_sessionmaker, migrate
+from gbcore.db import make_engine, make_sessionmaker
+from gbops.migrate import migrate
 from ops_portal.users import create_user
 from watermark.inspect import inspect_file
 from watermark.tag import load_private_key
@@ -32,7 +33,7 @@ async def installation(tmp_path: Path) -> tuple[Path, int]:
     try:
         await migrate(engine)
         from audit_log.log import AuditLog
-        from gbops.settings import Settings
+        from gbcore.settings import Settings
 
         AuditLog.from_settings(Settings(data_dir=data), make_sessionmaker(engine))  # creates its key
         async with make_sessionmaker(engine)() as session:

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from sip_server.sim import SimConfig, Simulator
+from gbsim import SimConfig, Simulator
 from tests.conftest import need_tool
 from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port
 from watermark.inspect import inspect_file
@@ -34,7 +34,7 @@ async def platform(tmp_path):
 
 async def _add_user_with_download_permission(platform: PlatformProcess) -> None:
     """Bob: a second user whose role grants download.create on every channel (straight in the database)."""
-    from gbops.db import make_engine, make_sessionmaker
+    from gbcore.db import make_engine, make_sessionmaker
     from ops_portal.models import Role, RolePermission, UserRole
     from ops_portal.users import create_user
 

@@ -12,7 +12,7 @@ import av
 import httpx
 import pytest
 
-from sip_server.sim import SimConfig, Simulator
+from gbsim import SimConfig, Simulator
 from tests.e2e.platform import ADMIN_NEW_PASSWORD, STRONG_SIP_PASSWORD, PlatformProcess, free_port, read_flv
 from watermark.tag import SESSION_TAG_UUID
 

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from gbops.ids import ChannelRef
+from gbcore.ids import ChannelRef
 from media_relay.stream import Stream
 from media_relay.types import AccessUnit
 from tests.outputs._media import FakeReader, encode_access_units

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from gbops import timeutil
+from gbcore import timeutil
 from tests.outputs._media import encode_access_units
 from watermark.export import export_mp4
 from watermark.font import find_cjk_font

@@ -18,7 +18,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Migrations do not import application code: gbops.db.UtcDateTime is a TypeDecorator over these.
+# Migrations do not import application code: gbcore.db.UtcDateTime is a TypeDecorator over these.
 UTC_TS = sa.DateTime(timezone=True)
 UTC_TS_MS = sa.DateTime(timezone=True).with_variant(
     postgresql.TIMESTAMP(timezone=True, precision=3), "postgresql"

@@ -1,7 +1,7 @@
 """Simulated GB/T 28181 devices (IPCs and NVRs), sans-IO.
 
 Nothing here touches sockets, asyncio or the clock: every entry point takes ``now`` (monotonic seconds),
-and bytes go in and out through :class:`Fleet`.  The asyncio adapter is :mod:`sip_server.sim.runner`.
+and bytes go in and out through :class:`Fleet`.  The asyncio adapter is :mod:`gbsim.runner`.
 
 :class:`SimDevice`
     One device's behaviour: REGISTER with digest authentication, refresh at ``expires * 0.8``,
@@ -30,7 +30,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from gbops.log import get_logger
+from gbcore.log import get_logger
 from media_relay.types import VIDEO_CODECS
 from sip_server.gb import manscdp
 from sip_server.sip.digest import build_authorization
@@ -47,11 +47,15 @@ from sip_server.sip.message import (
     SipRequest,
     SipResponse,
     StreamFramer,
+    contact_value,
+    format_hostport,
     header_param,
     make_response,
     parse_name_addr,
     parse_uri,
+    via_value,
 )
+from sip_server.sip.sdp import Media, Sdp, SdpError, gb_sdp, parse_sdp
 
 log = get_logger("gbops.sim")
 
@@ -126,7 +130,7 @@ class SimConfig:
     seed: int | None = None  # deterministic Call-IDs/tags/jitter when set
     progress_interval: float = 5.0  # run_simulator: seconds between progress lines
     message_window: int = 1  # MANSCDP responses in flight per device (NVRs wait for each 200, like real ones)
-    # ---- media: what an INVITEd channel streams (one shared encoder per process, see sim/media.py)
+    # ---- media: what an INVITEd channel streams (one shared encoder per process, see gbsim/media.py)
     codec: str = "h264"  # "h264" | "h265"
     size: str = "640x360"  # WIDTHxHEIGHT, both even
     fps: int = 25
@@ -137,7 +141,7 @@ class SimConfig:
     # ...); each device then gets a socket of its own (devices_per_socket = 1), since a request for a
     # channel id alone could not tell the devices sharing a socket apart
     same_channel_ids: bool = False
-    # draw the device id and a colour of its own into the picture (sim/media.py TestPattern label): a
+    # draw the device id and a colour of its own into the picture (gbsim/media.py TestPattern label): a
     # decoded frame names its camera; costs one encoder per streaming device instead of one per process
     label_pictures: bool = False
 
@@ -260,135 +264,95 @@ _F_CODEC = {"h264": 2, "h265": 5}
 _F_RESOLUTION = ((144, 1), (288, 2), (576, 4), (720, 5))
 
 
-class SdpError(ValueError):
-    """An SDP offer the simulator cannot answer."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class SdpOffer:
-    """The parts of a GB/T 28181 INVITE offer the simulator uses (the first ``m=video``)."""
+    """What the simulator reads from a GB/T 28181 INVITE offer (parsed by :func:`parse_sdp`): the session and
+    its first ``m=video``."""
 
-    session: str = "Play"  # s=: Play | Playback | Download | Talk
-    origin: str = ""  # o= user (the platform id)
-    host: str = ""  # c= (media level over session level)
-    port: int = 0
-    proto: str = "RTP/AVP"
-    formats: list[str] = field(default_factory=list)
-    rtpmap: dict[str, str] = field(default_factory=dict)
-    setup: str | None = None  # a=setup:
-    direction: str | None = None  # recvonly / sendrecv / ...
-    ssrc: str | None = None  # y=
-    timing: str = "0 0"  # t=
+    sdp: Sdp
+    video: Media
+    host: str  # c= (media level over session level)
+
+    @property
+    def session(self) -> str:
+        """s=: Play | Playback | Download | Talk."""
+        return self.sdp.session_name or "Play"
+
+    @property
+    def origin(self) -> str:
+        """The o= user (the platform id)."""
+        parts = self.sdp.origin.split()
+        return parts[0] if parts else ""
+
+    @property
+    def port(self) -> int:
+        return self.video.port
+
+    @property
+    def ssrc(self) -> str | None:
+        """y="""
+        return self.sdp.ssrc
+
+    @property
+    def timing(self) -> str:
+        """t="""
+        return self.sdp.time or "0 0"
 
     @property
     def tcp(self) -> bool:
-        return "TCP" in self.proto.upper()
+        return "TCP" in self.video.proto.upper()
 
     @property
     def mode(self) -> str:
         if not self.tcp:
             return MEDIA_UDP
-        return MEDIA_TCP_LISTEN if (self.setup or "").lower() == "active" else MEDIA_TCP_CONNECT
+        setup = (_attr_values(self, "setup") or [""])[-1]
+        return MEDIA_TCP_LISTEN if setup.strip().lower() == "active" else MEDIA_TCP_CONNECT
 
     def ps_payload(self) -> int | None:
         """The payload type offered for MPEG-PS (``PS/90000``; a bare 96 without rtpmap counts)."""
-        for fmt in self.formats:
-            if self.rtpmap.get(fmt, "").upper().startswith("PS/"):
+        rtpmap: dict[str, str] = {}
+        for value in _attr_values(self, "rtpmap"):
+            fmt, _, enc = value.strip().partition(" ")
+            rtpmap[fmt.strip()] = enc.strip()
+        for fmt in self.video.formats:
+            if rtpmap.get(fmt, "").upper().startswith("PS/"):
                 return int(fmt)
-        if "96" in self.formats and "96" not in self.rtpmap:
+        if "96" in self.video.formats and "96" not in rtpmap:
             return 96
         return None
 
 
+def _attr_values(offer: SdpOffer, name: str) -> list[str]:
+    """The values of the session's and then the video section's ``a=<name>`` lines, in order (attribute
+    names compared case-insensitively; a later line overrides an earlier one)."""
+    return [value or "" for key, value in (*offer.sdp.attrs, *offer.video.attrs) if key.lower() == name]
+
+
 def parse_sdp_offer(body: bytes) -> SdpOffer:
-    """The first video section of an SDP offer; :class:`SdpError` when there is none usable."""
-    text = body.decode("utf-8", "replace")
-    offer = SdpOffer()
-    session_host = ""
-    media_host = ""
-    section = "session"  # "session" | "video" | "other"
-    seen_video = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if len(line) < 2 or line[1] != "=":
-            continue
-        kind, value = line[0], line[2:].strip()
-        if kind == "m":
-            if seen_video:
-                section = "other"
-                continue
-            parts = value.split()
-            if parts and parts[0].lower() == "video" and len(parts) >= 3:
-                seen_video = True
-                section = "video"
-                try:
-                    offer.port = int(parts[1].split("/")[0])
-                except ValueError as exc:
-                    raise SdpError(f"bad m= port {parts[1]!r}") from exc
-                offer.proto = parts[2]
-                offer.formats = parts[3:]
-            else:
-                section = "other"
-            continue
-        if section == "other":
-            continue
-        if kind == "s" and section == "session":
-            offer.session = value or "Play"
-        elif kind == "o" and section == "session":
-            offer.origin = value.split()[0] if value.split() else ""
-        elif kind == "t" and section == "session":
-            offer.timing = value or "0 0"
-        elif kind == "c":
-            parts = value.split()
-            host = parts[2].split("/")[0] if len(parts) >= 3 else ""
-            if section == "video":
-                media_host = host
-            else:
-                session_host = host
-        elif kind == "y":
-            offer.ssrc = value
-        elif kind == "a":
-            name, _, arg = value.partition(":")
-            name = name.strip().lower()
-            if name == "rtpmap":
-                fmt, _, enc = arg.strip().partition(" ")
-                offer.rtpmap[fmt.strip()] = enc.strip()
-            elif name == "setup":
-                offer.setup = arg.strip().lower()
-            elif name in ("recvonly", "sendonly", "sendrecv", "inactive"):
-                offer.direction = name
-    if not seen_video:
+    """The session and first video section of an SDP offer; :class:`SdpError` when there is none usable."""
+    sdp = parse_sdp(body)
+    video = sdp.video
+    if video is None:
         raise SdpError("no m=video in the offer")
-    offer.host = media_host or session_host
-    if not offer.host:
+    host = video.connection or sdp.connection
+    if not host:
         raise SdpError("no c= address in the offer")
-    if not 0 < offer.port < 65536:
-        raise SdpError(f"unusable media port {offer.port}")
-    return offer
+    if not 0 < video.port < 65536:
+        raise SdpError(f"unusable media port {video.port}")
+    return SdpOffer(sdp, video, host)
 
 
 def build_sdp_answer(*, channel_id: str, host: str, port: int, offer: SdpOffer, payload: int, ssrc: str,
                      codec: str, size: tuple[int, int], fps: int, bitrate: int) -> bytes:
     """The device's 200 OK SDP, shaped like those of real IPCs (see tests/vectors)."""
-    ip = "IP6" if ":" in host else "IP4"
-    proto = "TCP/RTP/AVP" if offer.tcp else "RTP/AVP"
-    lines = [
-        "v=0",
-        f"o={channel_id} 0 0 IN {ip} {host}",
-        f"s={offer.session}",
-        f"c=IN {ip} {host}",
-        f"t={offer.timing}",
-        f"m=video {port} {proto} {payload}",
-        "a=sendonly",
-        f"a=rtpmap:{payload} PS/90000",
-    ]
-    if offer.tcp:
-        lines.append(f"a=setup:{'passive' if offer.mode == MEDIA_TCP_LISTEN else 'active'}")
-        lines.append("a=connection:new")
-    lines.append(f"y={ssrc}")
     res = next((code for limit, code in _F_RESOLUTION if size[1] <= limit), 6)
-    lines.append(f"f=v/{_F_CODEC.get(codec, 2)}/{res}/{fps}/1/{max(1, bitrate // 1000)}a///")
-    return ("\r\n".join(lines) + "\r\n").encode()
+    return gb_sdp(
+        origin_id=channel_id, ip=host, port=port, ssrc=ssrc, payloads=[(payload, "PS/90000")], direction="sendonly",
+        tcp=offer.tcp, setup="passive" if offer.mode == MEDIA_TCP_LISTEN else "active",
+        session_name=offer.session, time=offer.timing,
+        media_format=f"v/{_F_CODEC.get(codec, 2)}/{res}/{fps}/1/{max(1, bitrate // 1000)}a///",
+    ).to_bytes()
 
 
 # Call states.
@@ -585,7 +549,7 @@ class SimDevice:
         assert self.local_addr is not None
         host, port = self.local_addr
         h = Headers()
-        h.add("Via", f"SIP/2.0/{self.cfg.transport.upper()} {host}:{port};rport;branch=z9hG4bK{self._hex(16)}")
+        h.add("Via", via_value(self.cfg.transport, host, port, branch=f"z9hG4bK{self._hex(16)}"))
         h.add("From", f"<{self.device_uri}>;tag={from_tag}")
         h.add("To", f"<{to_uri}>")
         h.add("Call-ID", call_id)
@@ -682,7 +646,7 @@ class SimDevice:
         self.cseq += 1
         h = self._base_headers(self.cseq, "REGISTER", to_uri=self.device_uri, from_tag=self.from_tag,
                                call_id=self.call_id)
-        h.add("Contact", f"<sip:{self.device_id}@{host}:{port}>")
+        h.add("Contact", contact_value(self.device_id, format_hostport(host, port)))
         h.add("Expires", str(expires))
         if authorization is not None:
             h.add(*authorization)
@@ -1041,7 +1005,7 @@ class SimDevice:
         )
         host, port = self.local_addr or (self.cfg.local_host, 5060)
         resp = make_response(call.invite, 200, to_tag=call.local_tag, headers=[
-            ("Contact", f"<sip:{call.channel_id}@{host}:{port}>"),
+            ("Contact", contact_value(call.channel_id, format_hostport(host, port))),
             ("User-Agent", self.cfg.user_agent),
             ("Content-Type", "application/sdp"),
         ], body=body)
@@ -1137,7 +1101,7 @@ class SimDevice:
         inv = call.invite.headers
         call.local_cseq += 1
         h = Headers()
-        h.add("Via", f"SIP/2.0/{self.cfg.transport.upper()} {host}:{port};rport;branch=z9hG4bK{self._hex(16)}")
+        h.add("Via", via_value(self.cfg.transport, host, port, branch=f"z9hG4bK{self._hex(16)}"))
         h.add("From", f"{inv.get('To')};tag={call.local_tag}")
         h.add("To", inv.get("From") or "")
         h.add("Call-ID", call.call_id)

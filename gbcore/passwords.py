@@ -17,7 +17,7 @@ MIN_LENGTH = 8
 
 @lru_cache(maxsize=1)
 def common_passwords() -> frozenset[str]:
-    text = resources.files("gbops.data").joinpath("common_passwords.txt").read_text("utf-8")
+    text = resources.files("gbcore.data").joinpath("common_passwords.txt").read_text("utf-8")
     return frozenset(
         line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#")
     )

@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from gbops.passwords import weak_password_reason
+from gbcore.passwords import weak_password_reason
 
 _GB_ID = re.compile(r"^\d{18,20}$")
 _DOMAIN = re.compile(r"^\d{8}$|^\d{10}$")

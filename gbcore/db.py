@@ -1,26 +1,19 @@
-"""Database plumbing: declarative base, engine/session factories and migrations.
+"""Database plumbing: declarative base, engine/session factories, write transactions.
 
 Supported back ends are SQLite (``sqlite+aiosqlite``, the default single-box deployment) and
 PostgreSQL (``postgresql+asyncpg``).  All timestamps are timezone-aware UTC, on both back ends.
 
-Migrations are applied programmatically at start with :func:`migrate`; there is no alembic.ini.
-To create a new revision during development::
-
-    from alembic import command
-    from gbops.db import alembic_config
-    command.revision(alembic_config("sqlite+aiosqlite:///dev.db"), "message", autogenerate=True)
+Migrations (and the list of every package's models they need) belong to the assembly: see
+:mod:`gbops.migrate`.  This module imports no domain package.
 """
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -28,20 +21,14 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
-    "MIGRATIONS_DIR",
     "SQLITE_BEGIN_IMMEDIATE",
     "Base",
     "UtcDateTime",
-    "alembic_config",
     "default_sqlite_url",
-    "load_models",
     "make_engine",
     "make_sessionmaker",
-    "migrate",
     "utcnow",
 ]
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: Connection execution option: on SQLite, start the transaction with ``BEGIN IMMEDIATE``
 #: (take the write lock up front) instead of a deferred ``BEGIN``.  Used by writers that read
@@ -56,9 +43,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-# Advisory lock key that serialises concurrent migrations on PostgreSQL ("gbops" in ASCII).
-_PG_MIGRATION_LOCK = 0x67626F7073
 
 
 def utcnow() -> datetime:
@@ -183,54 +167,3 @@ def make_engine(
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-def load_models() -> None:
-    """Import every module that defines tables, so that ``Base.metadata`` is complete."""
-    importlib.import_module("device_registry.models")
-    importlib.import_module("ops_portal.models")
-    importlib.import_module("audit_log.store")
-    importlib.import_module("watermark.models")
-    importlib.import_module("ops_portal.tickets.models")  # also imports ops_portal.contracts
-    importlib.import_module("ops_portal.availability.models")
-
-
-def alembic_config(url: str | None = None) -> Config:
-    """A programmatic Alembic configuration (no alembic.ini) for the gbops migrations."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("version_path_separator", "os")
-    if url is not None:
-        # ConfigParser interpolation: a literal % must be doubled.
-        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
-def _upgrade_sync(connection: Connection, revision: str) -> None:
-    if connection.dialect.name == "postgresql":
-        # Two processes starting at once must not both run the migrations.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
-    cfg = alembic_config()
-    cfg.attributes["connection"] = connection
-    command.upgrade(cfg, revision)
-
-
-async def migrate(engine_or_url: AsyncEngine | str, revision: str = "head") -> None:
-    """Bring the database schema up to ``revision`` (default: head).  Idempotent.
-
-    Runs in one transaction (on SQLite with the write lock held from the start).
-    """
-    if isinstance(engine_or_url, str):
-        engine = make_engine(engine_or_url)
-        owned = True
-    else:
-        engine = engine_or_url
-        owned = False
-    try:
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
-            async with conn.begin():
-                await conn.run_sync(_upgrade_sync, revision)
-    finally:
-        if owned:
-            await engine.dispose()

@@ -2,7 +2,7 @@
 
 :class:`TestPattern`
     Colour bars, a grey ramp, a moving box and the wall-clock time in Beijing time
-    (:func:`gbops.timeutil.to_device_time`; ``HH:MM:SS.mmm``, big 7-segment digits drawn straight into the
+    (:func:`gbcore.timeutil.to_device_time`; ``HH:MM:SS.mmm``, big 7-segment digits drawn straight into the
     YUV 4:2:0 planes with numpy, no fonts), so latency can be read off a screenshot.  With a ``label``
     (the device id) the bottom third is a colour band of that label's own colour (:func:`label_colour`)
     with the label's digits drawn on it, so a decoded frame proves which camera it came from.
@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from gbops.log import get_logger
-from gbops.timeutil import to_device_time
+from gbcore.log import get_logger
+from gbcore.timeutil import to_device_time
 from media_relay.nal import (
     H264_SEI,
     H265_SEI_PREFIX,
@@ -608,7 +608,7 @@ class _TcpMediaProtocol(asyncio.Protocol):
 
 
 class CallMedia:
-    """The media side of one call; used by :class:`~sip_server.sim.runner.Simulator`.
+    """The media side of one call; used by :class:`~gbsim.runner.Simulator`.
 
     :meth:`bind` (at the INVITE, needs a running loop) makes the local socket and returns the port for
     the SDP answer; :meth:`start` (at the ACK) starts sending; :meth:`close` stops.  *on_end(reason)* is

@@ -1,6 +1,6 @@
 """asyncio adapter for the device simulator: sockets, one timer, progress lines, signals.
 
-All behaviour is in :mod:`sip_server.sim.device` (sans-IO).  Here:
+All behaviour is in :mod:`gbsim.device` (sans-IO).  Here:
 
 * UDP: one socket per ``devices_per_socket`` devices (the platform routes by device id, the source
   ports still differ between groups).  TCP: one connection per device, as real devices do; connections
@@ -8,7 +8,7 @@ All behaviour is in :mod:`sip_server.sim.device` (sans-IO).  Here:
 * One ``loop.call_at`` handle for the whole fleet (its heap holds every device's and endpoint's timer),
   so 2,000 devices cost no task and no timer handle each.
 * Media: an INVITE makes the fleet ask for a media socket (``prepare``); a
-  :class:`~sip_server.sim.media.CallMedia` binds it and the device answers 200 OK with its port; the ACK
+  :class:`~gbsim.media.CallMedia` binds it and the device answers 200 OK with its port; the ACK
   starts RTP/PS from the process-wide shared encoder, BYE (or the simulator stopping) ends it.
 """
 
@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gbops.log import get_logger
-from sip_server.sim.device import Call, Fleet, MediaEvent, SimConfig, SimDevice
+from gbcore.log import get_logger
+from gbsim.device import Call, Fleet, MediaEvent, SimConfig, SimDevice
 
 log = get_logger("gbops.sim")
 
@@ -135,11 +135,11 @@ class Simulator:
 
     @property
     def encoder(self) -> Any:
-        """The shared :class:`~sip_server.sim.media.ClockEncoder` (None before the first INVITE)."""
+        """The shared :class:`~gbsim.media.ClockEncoder` (None before the first INVITE)."""
         return self._encoder
 
     def media_for(self, device_id: str, call_id: str) -> Any:
-        """The :class:`~sip_server.sim.media.CallMedia` of a call, or None."""
+        """The :class:`~gbsim.media.CallMedia` of a call, or None."""
         return self._media.get((device_id, call_id))
 
     def stats(self) -> dict[str, int]:
@@ -374,7 +374,7 @@ class Simulator:
     def _shared_encoder(self, device_id: str | None = None) -> Any:
         """The encoder a call streams from: one per process, or with ``label_pictures`` one per device
         (its id drawn in the picture)."""
-        from sip_server.sim import media
+        from gbsim import media
 
         width, height = self.cfg.video_size
         if self.cfg.label_pictures and device_id is not None:
@@ -393,7 +393,7 @@ class Simulator:
                 self.fleet.media_failed(call, "simulator stopping", self._loop.time())
                 return
             try:
-                from sip_server.sim import media
+                from gbsim import media
 
                 cm = media.CallMedia(
                     self._shared_encoder(call.device_id), mode=call.mode, remote=call.remote_media,

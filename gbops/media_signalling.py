@@ -1,0 +1,72 @@
+"""The SIP service as the media relay's :class:`media_relay.signalling.Signalling` (assembly).
+
+The adapter lives with the assembly, not in ``sip_server``: the media relay declares the port, the SIP
+service offers its own API, and only the assembly knows both, so neither domain imports the other
+(``sip_server`` imports nothing from ``media_relay``; ``media_relay`` nothing from ``sip_server``). It
+translates the SIP service's exceptions and events into the media relay's types, by class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gbcore.ids import ChannelRef
+from media_relay.signalling import (
+    MANSRTSP_TYPE,
+    DeviceOffline,
+    DeviceRefused,
+    DeviceWentOffline,
+    InviteAnswer,
+    SessionEnded,
+    SignallingEvent,
+    SignallingTimeout,
+)
+from sip_server.gb import events as sip_events
+from sip_server.gb.invite import SessionEnded as SipSessionEnded
+from sip_server.service import DeviceNotReachable, InviteRefused, InviteTimeout, SipService
+
+__all__ = ["SipSignalling"]
+
+
+class SipSignalling:
+    """Implements :class:`media_relay.signalling.Signalling` on a :class:`sip_server.service.SipService`."""
+
+    def __init__(self, sip: SipService) -> None:
+        self._sip = sip
+
+    def is_online(self, device_id: str) -> bool:
+        return self._sip.is_online(device_id)
+
+    def route_address(self, device_id: str) -> tuple[str, int] | None:
+        return self._sip.route_address(device_id)
+
+    async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
+                     transport: str) -> InviteAnswer:
+        device_id, channel_id = channel
+        try:
+            answered = await self._sip.invite(device_id, channel_id, media_ip=media_ip, media_port=media_port,
+                                              ssrc=ssrc, transport=transport)
+        except DeviceNotReachable:
+            raise DeviceOffline(device_id) from None
+        except InviteTimeout as exc:
+            raise SignallingTimeout(str(exc)) from None
+        except InviteRefused as exc:
+            raise DeviceRefused(exc.status, str(exc)) from None
+        return InviteAnswer(call_id=answered.call_id, ssrc=answered.ssrc, remote_media=answered.remote_media,
+                            transport=answered.transport)
+
+    def bye(self, call_id: str, reason: str) -> None:
+        self._sip.end_session(call_id, reason)
+
+    def info(self, call_id: str, body: bytes, content_type: str = MANSRTSP_TYPE) -> bool:
+        return self._sip.session_info(call_id, body, content_type)
+
+    def subscribe(self, listener: Callable[[SignallingEvent], None]) -> None:
+        def translate(event: object) -> None:
+            if isinstance(event, SipSessionEnded):
+                listener(SessionEnded(event.call_id, ChannelRef(event.device_id, event.channel_id), event.by,
+                                      event.reason))
+            elif isinstance(event, sip_events.DeviceOffline):
+                listener(DeviceWentOffline(event.device_id, event.reason))
+
+        self._sip.add_listener(translate)

@@ -1,0 +1,61 @@
+"""``live.start`` and ``live.stop`` on the audit log, in one place.
+
+``live.start`` is recorded by ``POST /api/channels/{id}/live`` before the output URLs are handed out (no
+evidence, no video); ``live.stop`` for every viewer session that ends, whatever ended it (the media
+service's ``on_session_closed``, wired at assembly with :func:`stop_recorder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gbcore.log import get_logger
+
+log = get_logger("gbops.portal.live")
+
+__all__ = ["record_start", "stop_recorder"]
+
+
+async def record_start(audit: Any, *, user: Any, session: Any, transport: str, client_ip: str | None,
+                       codec: str | None) -> None:
+    """``live.start`` for ``session`` (raises when the audit log cannot record it)."""
+    from audit_log.log import Actor, Target
+
+    plan = session.plan
+    ref = session.channel
+    await audit.record(actor=Actor.user(user), action="live.start", target=Target("channel", ref.key),
+                       client_ip=client_ip, session_id=session.session_id,
+                       watermark_id=plan.code if plan is not None else None,
+                       detail={"device_id": ref.device_id, "channel_id": ref.channel_id, "transport": transport,
+                               "codec": codec,
+                               "watermark": None if plan is None else ("on" if plan.on else "off")})
+
+
+def stop_recorder(audit: Any, tasks: set[asyncio.Task] | None = None) -> Callable[[Any, str], None]:
+    """A ``MediaService.on_session_closed`` callback recording ``live.stop`` for every viewer session that
+    ends; the recording tasks are kept in ``tasks`` (awaited at shutdown)."""
+    pending: set[asyncio.Task] = tasks if tasks is not None else set()
+
+    def on_session_closed(session: Any, reason: str) -> None:
+        if audit is None:
+            return
+        from audit_log.log import Actor, Target
+
+        async def record() -> None:
+            try:
+                await audit.record(
+                    actor=Actor("user", str(session.user_id), session.username), action="live.stop",
+                    target=Target("channel", session.channel.key), client_ip=session.client_ip,
+                    session_id=session.session_id,
+                    detail={"reason": reason, "duration_s": round(time.time() - session.created, 3)})
+            except Exception:
+                log.exception("live.audit_stop_failed", channel_id=session.channel_id)
+
+        task = asyncio.ensure_future(record())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return on_session_closed
