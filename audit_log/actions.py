@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ACTIONS", "ACTION_RE", "PENDING_ACTIONS", "WIRED_ACTIONS", "check_action"]
+__all__ = ["ACTIONS", "ACTION_RE", "PENDING_ACTIONS", "WIRED_ACTIONS", "action_label", "check_action"]
 
 ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
@@ -108,3 +108,18 @@ def check_action(action: str) -> str:
             raise ValueError(f"audit action {action!r} is not a dotted lower-case name")
         raise ValueError(f"unknown audit action {action!r}: add it to audit_log.actions")
     return action
+
+
+def action_label(action: str) -> tuple[str, str]:
+    """The words people read for ``action``: (Chinese, English), from its description without the detail
+    notes (``"开始实时预览 / live view started"`` -> ``("开始实时预览", "live view started")``).  An action
+    outside the catalogue reads as its own name in both."""
+    text = ACTIONS.get(action)
+    if text is None:
+        return action, action
+    zh, sep, en = text.partition("/ ")  # "中文 / English" (some Chinese parts end in a full-width bracket)
+    if not sep:
+        return text, text
+    cut = en.find(" (detail")
+    return zh.strip(), (en[:cut] if cut >= 0 else en).strip()
+

@@ -3,7 +3,7 @@
 Recording an action::
 
     async with sessionmaker() as session:
-        await begin_write(session)            # SQLite: BEGIN IMMEDIATE (ops_portal.auth.begin_write)
+        await begin_write(session)            # SQLite: BEGIN IMMEDIATE (gbcore.db.begin_write)
         ...the action's own writes...
         await audit.append(session, actor=Actor.user(user), action="device.password_set",
                            target=Target("device", device_id), client_ip=ip, detail={...})

@@ -214,7 +214,7 @@ class AuditStore:
         if conn.dialect.name == "sqlite" and not conn.sync_connection.get_execution_options().get(SQLITE_BEGIN_IMMEDIATE):
             raise RuntimeError(
                 "audit append on SQLite needs a transaction started with BEGIN IMMEDIATE "
-                "(gbcore.db.SQLITE_BEGIN_IMMEDIATE, ops_portal.auth.begin_write)"
+                "(gbcore.db.SQLITE_BEGIN_IMMEDIATE, gbcore.db.begin_write)"
             )
         return conn
 

@@ -69,7 +69,7 @@ async def batched(audit: AuditLog, n: int, producers: int) -> float:
 
 
 async def per_action(audit: AuditLog, n: int, producers: int) -> float:
-    from ops_portal.auth import begin_write
+    from gbcore.db import begin_write
 
     per = n // producers
 

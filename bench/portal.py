@@ -52,6 +52,7 @@ from fastapi import FastAPI, Header, HTTPException, Query
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from device_registry.org import link_visible_tree  # noqa: E402
 from gbcore.ids import ChannelRef  # noqa: E402
 from ops_portal.access import Scope  # noqa: E402
 from ops_portal.schemas import (  # noqa: E402
@@ -265,20 +266,7 @@ def memory_app(data_path: Path, token: str, scope_path: Path) -> Any:
             target = nodes.get(d.org_node_id) if d.org_node_id is not None else None
             (target if target is not None else unassigned)["devices"] += 1
         visible = {n for n in nodes if nodes[n]["in_scope"]}
-        for n in [n for n in nodes if nodes[n]["channels"] or nodes[n]["devices"]]:
-            seen: set[int] = set()
-            cur: int | None = n
-            while cur is not None and cur in nodes and cur not in seen:
-                seen.add(cur)
-                visible.add(cur)
-                cur = nodes[cur]["parent_id"]
-        children: dict[int | None, list[int]] = {}
-        for n in sorted(visible):
-            parent = nodes[n]["parent_id"]
-            children.setdefault(parent if parent in visible else None, []).append(n)
-        for parent, kids in children.items():
-            if parent is not None:
-                nodes[parent]["children"] = kids
+        children = link_visible_tree(nodes, visible, [n for n in nodes if nodes[n]["channels"] or nodes[n]["devices"]])
 
         def total(n: int) -> None:
             node = nodes[n]

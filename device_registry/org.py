@@ -17,7 +17,7 @@ from ._base import CHANNELS, DEVICES, ORG_NODES, RegistryBase, chunks
 from .models import Channel, Device, OrgNode
 from .scope import channel_scope_clause, device_scope_clause
 
-__all__ = ["OrgError", "OrgTree", "RegistryOrg", "org_descendants", "would_cycle"]
+__all__ = ["OrgError", "OrgTree", "RegistryOrg", "link_visible_tree", "org_descendants", "would_cycle"]
 
 class OrgError(Exception):
     """A refused change of the organisation tree; ``code`` says which (not_found, cycle, not_empty)."""
@@ -71,6 +71,30 @@ async def would_cycle(node_id: int, parent_id: int, parent_of: Callable[[int], A
         seen.add(current)
         current = await parent_of(current)
     return current is not None
+
+
+def link_visible_tree(
+    nodes: dict[int, dict[str, Any]], visible: set[int], holding: Iterable[int]
+) -> dict[int | None, list[int]]:
+    """Add to ``visible`` every ancestor of the ``holding`` nodes (the path down to what a user may see),
+    set each visible node's ``children`` and return the visible children by parent id (``None``: the roots,
+    and nodes whose parent is not visible).  ``nodes`` maps id -> node dict with ``parent_id`` and
+    ``children``; a cycle in stored data cannot loop."""
+    for n in holding:
+        seen: set[int] = set()
+        cur: int | None = n
+        while cur is not None and cur in nodes and cur not in seen:
+            seen.add(cur)
+            visible.add(cur)
+            cur = nodes[cur]["parent_id"]
+    children: dict[int | None, list[int]] = {}
+    for n in sorted(visible):
+        parent = nodes[n]["parent_id"]
+        children.setdefault(parent if parent in visible else None, []).append(n)
+    for parent, kids in children.items():
+        if parent is not None:
+            nodes[parent]["children"] = kids
+    return children
 
 
 async def get_org_node(session: AsyncSession, node_id: int) -> OrgNode | None:
@@ -175,23 +199,9 @@ class RegistryOrg(RegistryBase):
                 target["devices"] += int(count)
 
         visible = set(nodes) if not limited else {n for n in nodes if nodes[n]["in_scope"]}
-        if limited:
-            holding = [n for n in nodes if nodes[n]["channels"] or nodes[n]["devices"]]
-            for n in holding:
-                seen: set[int] = set()
-                cur: int | None = n
-                while cur is not None and cur in nodes and cur not in seen:
-                    seen.add(cur)
-                    visible.add(cur)
-                    cur = nodes[cur]["parent_id"]
+        holding = [n for n in nodes if nodes[n]["channels"] or nodes[n]["devices"]] if limited else []
+        children = link_visible_tree(nodes, visible, holding)
         # Subtree totals (iterative post-order; a cycle in stored data cannot loop).
-        children: dict[int | None, list[int]] = {}
-        for n in sorted(visible):
-            parent = nodes[n]["parent_id"]
-            children.setdefault(parent if parent in visible else None, []).append(n)
-        for parent, kids in children.items():
-            if parent is not None:
-                nodes[parent]["children"] = kids
         order: list[int] = []
         stack = list(children.get(None, []))
         done: set[int] = set()

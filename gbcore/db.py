@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
+    "begin_write",
     "SQLITE_BEGIN_IMMEDIATE",
     "Base",
     "UtcDateTime",
@@ -167,3 +168,16 @@ def make_engine(
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def begin_write(session: AsyncSession) -> None:
+    """End the session's read transaction, if any, and start a write transaction.
+
+    On SQLite the write transaction starts with ``BEGIN IMMEDIATE``: a deferred transaction that
+    reads and then writes fails at once ("database is locked") when another writer (the registry
+    writer, busy with keepalives) committed in between.  Password checks happen outside any
+    transaction, so the write lock is never held while argon2 runs.
+    """
+    if session.in_transaction():
+        await session.commit()
+    await session.connection(execution_options={SQLITE_BEGIN_IMMEDIATE: True})

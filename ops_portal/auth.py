@@ -37,7 +37,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gbcore.db import SQLITE_BEGIN_IMMEDIATE, utcnow
+from gbcore.db import begin_write, utcnow
 from gbcore.log import get_logger
 from gbcore.passwords import weak_password_reason
 from ops_portal.http_limits import LOOPBACK, address_key, in_networks, parse_networks
@@ -58,7 +58,6 @@ __all__ = [
     "LoginResult",
     "LoginThrottle",
     "UnknownUserThrottle",
-    "begin_write",
     "change_password",
     "generate_password",
     "hash_password",
@@ -458,19 +457,6 @@ class AuthContext:
 
     user: User
     token: AuthToken
-
-
-async def begin_write(session: AsyncSession) -> None:
-    """End the session's read transaction, if any, and start a write transaction.
-
-    On SQLite the write transaction starts with ``BEGIN IMMEDIATE``: a deferred transaction that
-    reads and then writes fails at once ("database is locked") when another writer (the registry
-    writer, busy with keepalives) committed in between.  Password checks happen outside any
-    transaction, so the write lock is never held while argon2 runs.
-    """
-    if session.in_transaction():
-        await session.commit()
-    await session.connection(execution_options={SQLITE_BEGIN_IMMEDIATE: True})
 
 
 async def _record_failure(

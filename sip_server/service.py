@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,30 +109,13 @@ class SecurityEventLimiter:
             self._sources.clear()
 
 
+# Every field of the registry's ChannelInfo but the id has the same name on manscdp.CatalogItem.
+_CHANNEL_INFO_FIELDS = tuple(f.name for f in fields(reg.ChannelInfo) if f.name != "channel_id")
+
+
 def channel_info(item: Any) -> reg.ChannelInfo:
     """manscdp.CatalogItem -> registry ChannelInfo (the registry does not import the SIP packages)."""
-    return reg.ChannelInfo(
-        channel_id=item.device_id,
-        name=item.name,
-        manufacturer=item.manufacturer,
-        model=item.model,
-        owner=item.owner,
-        civil_code=item.civil_code,
-        block=item.block,
-        address=item.address,
-        parental=item.parental,
-        parent_id=item.parent_id,
-        business_group_id=item.business_group_id,
-        safety_way=item.safety_way,
-        register_way=item.register_way,
-        secrecy=item.secrecy,
-        ip_address=item.ip_address,
-        port=item.port,
-        status=item.status,
-        ptz_type=item.ptz_type,
-        longitude=item.longitude,
-        latitude=item.latitude,
-    )
+    return reg.ChannelInfo(channel_id=item.device_id, **{name: getattr(item, name) for name in _CHANNEL_INFO_FIELDS})
 
 
 class SipService:

@@ -236,7 +236,7 @@ class QualitySampler:
         pictures = await self.grab(channel_id, device_id)
         if not pictures:
             raise TimeoutError(f"no keyframe from {device_id}/{channel_id}")
-        from ops_portal.auth import begin_write
+        from gbcore.db import begin_write
         from ops_portal.contracts import contract_for_channel
 
         batch = AuditBatch(self.audit)

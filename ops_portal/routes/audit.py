@@ -215,6 +215,26 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 # ---------------------------------------------------------------------------------------------- routes
+class ActionOut(BaseModel):
+    action: str = Field(description="动作编码 / the action's code, as in the entries")
+    zh: str = Field(description="中文名称 / what it means, in Chinese")
+    en: str = Field(description="what it means, in English")
+
+
+class ActionList(BaseModel):
+    items: list[ActionOut]
+
+
+@router.get("/actions", operation_id="audit_actions", summary="审计动作目录 / the audit actions and their names",
+            response_model=ActionList)
+async def list_actions(user: AuditReader) -> ActionList:
+    """Every action the audit log records, with the words the console shows instead of the code."""
+    from audit_log.actions import ACTIONS, action_label
+
+    return ActionList(items=[ActionOut(action=a, zh=zh, en=en) for a in sorted(ACTIONS)
+                             for zh, en in (action_label(a),)])
+
+
 @router.get("/entries", operation_id="audit_entries", summary="审计日志条目 / audit log entries",
             response_model=AuditEntryList)
 async def list_entries(

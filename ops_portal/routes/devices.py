@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from gbcore.db import begin_write
 from gbcore.log import get_logger
 from ops_portal.access import ensure_device
-from ops_portal.auth import begin_write
 from ops_portal.deps import (
     AccessDep,
     AuditDep,

@@ -18,9 +18,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import delete
 
+from gbcore.db import begin_write
 from gbcore.log import get_logger
 from ops_portal.access import audit_change, ensure_device, ensure_node, node_forbidden, resolve_channel_input
-from ops_portal.auth import begin_write
 from ops_portal.deps import AccessDep, AuditDep, RegistryDep, SessionDep, client_ip, require_permission
 from ops_portal.models import RoleOrgNode, User
 from ops_portal.schemas import (

@@ -19,11 +19,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gbcore.db import utcnow
+from gbcore.db import begin_write, utcnow
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from ops_portal.access import audit_change, ensure_grantable, resolve_channel_input, role_scope
-from ops_portal.auth import begin_write
 from ops_portal.deps import (
     PERMISSION_CATALOGUE,
     PERMISSIONS,

@@ -18,11 +18,11 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gbcore.db import utcnow
+from gbcore.db import begin_write, utcnow
 from gbcore.log import get_logger
 from gbcore.passwords import weak_password_reason
 from ops_portal.access import audit_change, ensure_roles_grantable
-from ops_portal.auth import begin_write, generate_password, hash_password
+from ops_portal.auth import generate_password, hash_password
 from ops_portal.deps import AccessDep, AuditDep, RegistryDep, SessionDep, client_ip, require_permission
 from ops_portal.models import AuthToken, Role, User, UserRole
 from ops_portal.revocation import trigger as revocation_check

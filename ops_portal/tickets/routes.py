@@ -17,11 +17,10 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from gbcore.db import utcnow
+from gbcore.db import begin_write, utcnow
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from ops_portal.access import ensure_channel, ensure_device, resolve_channel
-from ops_portal.auth import begin_write
 from ops_portal.contracts import Contract, ContractError, validate_contract
 from ops_portal.deps import (
     AccessDep,

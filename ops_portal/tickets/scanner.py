@@ -158,7 +158,7 @@ async def scan(
     notifier: Any = None,
 ) -> ScanResult:
     """One pass: recover, open, notify overdue.  Commits, then posts the webhook payloads."""
-    from ops_portal.auth import begin_write
+    from gbcore.db import begin_write
 
     result = ScanResult()
     batch = AuditBatch(audit)

@@ -751,10 +751,20 @@ def _serialize(start_line: str, headers: Headers, body: bytes) -> bytes:
 
 
 class _MessageMixin:
-    """Convenience accessors shared by requests and responses."""
+    """Serialisation and convenience accessors shared by requests and responses."""
 
     __slots__ = ()
     headers: Headers
+    body: bytes
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialise with CRLF line ends; Content-Length is written from the body."""
+        return _serialize(self.start_line(), self.headers, self.body)
+
+    __bytes__ = to_bytes
 
     @property
     def call_id(self) -> str:
@@ -805,12 +815,6 @@ class SipRequest(_MessageMixin):
     def start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
 
-    def to_bytes(self) -> bytes:
-        """Serialise with CRLF line ends; Content-Length is written from the body."""
-        return _serialize(f"{self.method} {self.uri} SIP/2.0", self.headers, self.body)
-
-    __bytes__ = to_bytes
-
 
 @dataclass(slots=True)
 class SipResponse(_MessageMixin):
@@ -823,12 +827,6 @@ class SipResponse(_MessageMixin):
 
     def start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
-
-    def to_bytes(self) -> bytes:
-        """Serialise with CRLF line ends; Content-Length is written from the body."""
-        return _serialize(f"SIP/2.0 {self.status} {self.reason}", self.headers, self.body)
-
-    __bytes__ = to_bytes
 
 
 SipMessage = SipRequest | SipResponse

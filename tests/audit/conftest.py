@@ -35,7 +35,7 @@ async def audit(db_engine, signer: NoteSigner, data_dir: Path) -> AsyncIterator[
 
 async def fill(audit: AuditLog, n: int, *, action: str = "device.password_set", prefix: str = "dev") -> None:
     """``n`` entries in one transaction each batch of 100."""
-    from ops_portal.auth import begin_write
+    from gbcore.db import begin_write
 
     done = 0
     while done < n:

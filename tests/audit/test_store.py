@@ -15,7 +15,7 @@ from audit_log.log import Actor, AuditLog, Target, download_detail
 from audit_log.merkle import verify_consistency, verify_inclusion
 from audit_log.note import open_note, parse_checkpoint
 from audit_log.store import AuditIntegrityError
-from ops_portal.auth import begin_write
+from gbcore.db import begin_write
 
 from .conftest import fill
 

@@ -205,6 +205,8 @@ def test_console_operator_scope_live_map_audit(tmp_path, request) -> None:
                                    " return rows.length > 0 && rows.every(r => r.dataset.action === 'live.start'); })()")
             rows = page.eval_on_selector_all("#audit-table tbody tr", "els => els.map(e => e.innerText)")
             assert rows and all("live.start" in r for r in rows), rows
+            # words, not only the code: the action's name in the console's language
+            assert all("开始实时预览" in r or "live view started" in r for r in rows), rows
             assert any(OPERATOR in r and channel in r for r in rows), rows
             shot(page, "07-audit")
             assert not errors, errors

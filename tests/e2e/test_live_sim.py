@@ -63,7 +63,7 @@ async def test_simulated_cameras_live_on_every_transport(platform, tmp_path, cod
             assert await asyncio.to_thread(read_flv_file, platform, live["flv_url"], 3, path) > 10_000
             name, w, h, frames = await asyncio.to_thread(decode, path)
             # every viewer is watermarked by default: H.265 cameras come out as H.264 (the passthrough
-            # of H.265 with the watermark switched off for a role is tested in tests/watermark_live)
+            # of H.265 with the watermark switched off for a role is tested in tests/watermark/live)
             assert name == "h264" and (w, h) == (640, 360)
             assert frames >= 50, (transport, frames)
         streams = (await asyncio.to_thread(platform.get, "/api/streams")).json()["items"]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.platform import PlatformProcess
-from tests.watermark_live.test_live_platform import start_platform, with_camera
+from tests.watermark.live.test_live_platform import start_platform, with_camera
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

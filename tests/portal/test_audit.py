@@ -312,3 +312,25 @@ async def test_portal_without_audit_log(portal: Portal) -> None:
     assert r.status_code == 204  # the actions work without auditing
     async with portal.sessionmaker() as session:
         assert (await session.scalar(select(Device.password_ha1_md5).where(Device.device_id == DEV))) is not None
+
+
+async def test_action_names_for_people(audited: Portal) -> None:
+    """The console shows words, not codes: every catalogued action has its Chinese and English name, without
+    the developer's detail notes; the route needs audit.read."""
+    from audit_log.actions import ACTIONS, action_label
+
+    await audited.add_user("auditor", permissions={"audit.read"})
+    r = await audited.client.get("/api/audit/actions", headers=bearer(await audited.login("auditor")))
+    assert r.status_code == 200, r.text
+    items = {i["action"]: i for i in r.json()["items"]}
+    assert set(items) == set(ACTIONS)
+    assert items["live.start"]["zh"] == "开始实时预览" and items["live.start"]["en"] == "live view started"
+    assert items["security.sip_refused"]["zh"].startswith("拒绝冒充设备")
+    assert all("detail" not in i["en"] and i["en"].isascii() and not i["zh"].isascii() for i in items.values()), items
+    assert items["org.assign"]["zh"] == "分配设备/通道到组织节点"
+    assert items["user.password_change_failed"]["en"] == "password change refused: wrong old password"
+    assert action_label("no.such_action") == ("no.such_action", "no.such_action")
+
+    await audited.add_user("viewer", permissions={"live.view"})
+    r = await audited.client.get("/api/audit/actions", headers=bearer(await audited.login("viewer")))
+    assert r.status_code == 403

@@ -142,7 +142,7 @@ def test_simulator_test_pattern_is_healthy(codec: str) -> None:
 
 
 async def test_findings_become_tickets_once_with_the_picture(registry, tmp_path) -> None:
-    from ops_portal.auth import begin_write
+    from gbcore.db import begin_write
 
     data_dir = tmp_path / "data"
     p = scene()

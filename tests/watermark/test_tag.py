@@ -259,10 +259,9 @@ _KEY = Ed25519PrivateKey.generate()
 async def test_names_audit_entry(tmp_path: Path) -> None:
     """Beside the database, inspect names the audit-log entries of the tagged session."""
     from audit_log.log import Actor, AuditLog, Target
-    from gbcore.db import make_engine, make_sessionmaker
+    from gbcore.db import begin_write, make_engine, make_sessionmaker
     from gbcore.settings import Settings
     from gbops.migrate import migrate
-    from ops_portal.auth import begin_write
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -280,8 +280,27 @@ export async function rolesView(root) {
 }
 
 // ------------------------------------------------------------------ audit log
-const ACTIONS = ["", "auth.*", "auth.login", "auth.login_failed", "auth.password_change", "live.*", "live.start",
-                 "live.stop", "device.*", "user.*", "role.*", "org.*", "download.*", "audit.*"];
+const ACTION_GROUPS = ["auth.*", "live.*", "download.*", "security.*", "access.*", "device.*", "user.*", "role.*",
+                       "org.*", "ticket.*", "audit.*"];
+let actionNames = null; // code -> {zh, en}, from GET /api/audit/actions
+
+async function loadActionNames() {
+  if (actionNames) return actionNames;
+  try {
+    const r = await get("/api/audit/actions");
+    actionNames = Object.fromEntries(r.items.map((a) => [a.action, a]));
+  } catch (_e) {
+    actionNames = {};
+  }
+  return actionNames;
+}
+
+// the words for an action (Chinese or English), its code kept beside them for people who search by it
+function actionWords(code) {
+  const a = actionNames && actionNames[code];
+  if (!a) return code;
+  return getLang() === "en" ? a.en : a.zh;
+}
 
 export async function auditView(root) {
   const f = {
@@ -298,7 +317,7 @@ export async function auditView(root) {
   const table = h("table", { class: "table compact", id: "audit-table" });
   const pager = h("div", { class: "pager" });
   const form = h("form", { class: "filters card", id: "audit-filter" },
-    h("datalist", { id: "audit-actions" }, ACTIONS.filter(Boolean).map((a) => h("option", { value: a }))),
+    h("datalist", { id: "audit-actions" }),
     field(t("audit.action"), f.action), field(t("audit.actor"), f.actor), field(t("audit.target"), f.target),
     field(t("audit.since"), f.since), field(t("audit.until"), f.until), field(t("audit.order"), f.order),
     h("button", { type: "submit", class: "primary" }, t("audit.filter")));
@@ -306,6 +325,12 @@ export async function auditView(root) {
   root.append(pageHead(t("audit.title")), form, h("section", { class: "card" }, table, pager));
 
   async function load() {
+    const names = await loadActionNames();
+    const list = form.querySelector("#audit-actions");
+    if (!list.childElementCount) {
+      list.append(...ACTION_GROUPS.map((a) => h("option", { value: a })),
+        ...Object.values(names).map((a) => h("option", { value: a.action }, actionWords(a.action))));
+    }
     const r = await get("/api/audit/entries", {
       action: f.action.value.trim(), actor: f.actor.value.trim(), target: f.target.value.trim(),
       since: fromLocalInput(f.since.value), until: fromLocalInput(f.until.value), order: f.order.value, offset, limit,
@@ -316,7 +341,10 @@ export async function auditView(root) {
       h("tbody", null, r.items.map((e) => h("tr", { dataset: { action: e.action } },
         h("td", { class: "mono" }, e.seq), h("td", null, fmtTime(e.time)),
         h("td", null, e.actor.name || e.actor.id || e.actor.type),
-        h("td", null, badge(e.action, e.action.endsWith("failed") || e.action.includes("lockout") ? "off" : "")),
+        h("td", { title: e.action },
+          badge(actionWords(e.action), e.action.endsWith("failed") || e.action.includes("lockout")
+            || e.action.startsWith("security.") || e.action === "access.denied" ? "off" : ""),
+          h("span", { class: "mono muted action-code" }, " " + e.action)),
         h("td", { class: "mono" }, [e.target.type, e.target.id].filter(Boolean).join(": ")),
         h("td", { class: "mono" }, e.client_ip || ""),
         h("td", { class: "detail-cell" }, Object.keys(e.detail || {}).length ? JSON.stringify(e.detail) : "")))));
