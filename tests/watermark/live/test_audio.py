@@ -21,11 +21,9 @@ from tests.outputs._audio_media import (
 )
 from tests.outputs.conftest import loopback_ice  # noqa: F401 - fixture
 from tests.outputs.test_audio import AvViewer
-from watermark.font import find_cjk_font
-from watermark.overlay import WatermarkSettings
-from watermark.pipeline import WatermarkHub, session_code
+from watermark.pipeline import session_code
 from watermark.render import WatermarkText
-from watermark.tag import SessionTag, find_tags, load_or_create_key
+from watermark.tag import SessionTag, find_tags
 
 NOW = 1_790_000_000.0
 TEXT_A = WatermarkText(display_name="张三", account="zhangsan", client_ip="10.1.2.3",
@@ -34,16 +32,6 @@ TEXT_B = WatermarkText(display_name="李四", account="lisi", client_ip="10.1.2.
                        session_code=session_code("session-b"))
 TAG_A = SessionTag("session-a", 7, "34020000001320000001", 1_790_000_000_000)
 TAG_B = SessionTag("session-b", 8, "34020000001320000001", 1_790_000_001_000)
-
-
-@pytest.fixture(scope="module")
-def look() -> WatermarkSettings:
-    return WatermarkSettings(font_path=find_cjk_font(), drift=0.0)
-
-
-@pytest.fixture
-def hub(look, tmp_path) -> WatermarkHub:
-    return WatermarkHub(look, load_or_create_key(tmp_path), max_encoders=4)
 
 
 async def flv_bytes(source) -> bytes:

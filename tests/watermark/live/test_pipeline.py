@@ -14,17 +14,15 @@ from gbcore.ids import ChannelRef
 from media_relay.stream import Stream
 from media_relay.types import AccessUnit
 from tests.outputs._media import FakeReader, encode_access_units
-from watermark.font import find_cjk_font
-from watermark.overlay import Overlay, WatermarkSettings
+from watermark.overlay import Overlay
 from watermark.pipeline import (
     EncoderSlots,
     TaggedSource,
-    WatermarkHub,
     default_max_encoders,
     session_code,
 )
 from watermark.render import WatermarkText
-from watermark.tag import SessionTag, find_tags, load_or_create_key
+from watermark.tag import SessionTag, find_tags
 
 NOW = 1_790_000_000.0
 W, H = 640, 360
@@ -35,16 +33,6 @@ TEXT_B = WatermarkText(display_name="李四", account="lisi", client_ip="192.168
                        session_code=session_code("session-b"))
 TAG_A = SessionTag("session-a", 7, "34020000001320000001", 1_790_000_000_000)
 TAG_B = SessionTag("session-b", 8, "34020000001320000001", 1_790_000_001_000)
-
-
-@pytest.fixture(scope="module")
-def look() -> WatermarkSettings:
-    return WatermarkSettings(font_path=find_cjk_font(), drift=0.0)
-
-
-@pytest.fixture
-def hub(look, tmp_path) -> WatermarkHub:
-    return WatermarkHub(look, load_or_create_key(tmp_path), max_encoders=4)
 
 
 def decode(aus: list[AccessUnit], codec: str = "h264") -> list[av.VideoFrame]:
