@@ -21,7 +21,6 @@ A session's output ends with it: the HTTP-FLV response and the WebRTC track clos
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -142,10 +141,11 @@ class RevocationWatcher:
     async def _end_session(self, s: Any) -> None:
         media = self.media
         log.info("revocation.session_ended", session=s.session_id[:8], user_id=s.user_id, channel_id=s.channel_id)
-        if getattr(s, "output", None) == "whep" and getattr(media, "whep", None) is not None:
-            with contextlib.suppress(Exception):
-                await media.whep.close(s.session_id)
-        media.close_session(s.session_id, REASON)
+        try:
+            await media.end_session(s.session_id, REASON)  # its WebRTC peer too
+        except Exception:
+            log.exception("revocation.end_failed", session=s.session_id[:8])
+            media.close_session(s.session_id, REASON)
         self.ended_sessions += 1
 
     async def _cancel_job(self, job_id: str) -> bool:
