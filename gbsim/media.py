@@ -56,6 +56,7 @@ from media_relay.nal import (
     H265_SEI_SUFFIX,
     insert_before_first_slice,
     nal_type,
+    sei_payloads,
     split_annexb,
     unescape_rbsp,
     user_data_sei,
@@ -267,26 +268,7 @@ def read_latency_sei(data: bytes, codec: str) -> int | None:
     for nal in split_annexb(data):
         if nal_type(codec, nal) not in sei_types:
             continue
-        body = unescape_rbsp(nal[1 if codec == "h264" else 2:])
-        pos = 0
-        while pos < len(body) and body[pos] != 0x80:
-            ptype = psize = 0
-            while pos < len(body) and body[pos] == 0xFF:
-                ptype += 255
-                pos += 1
-            if pos >= len(body):
-                break
-            ptype += body[pos]
-            pos += 1
-            while pos < len(body) and body[pos] == 0xFF:
-                psize += 255
-                pos += 1
-            if pos >= len(body):
-                break
-            psize += body[pos]
-            pos += 1
-            payload = body[pos:pos + psize]
-            pos += psize
+        for ptype, payload in sei_payloads(unescape_rbsp(nal[1 if codec == "h264" else 2:])):
             if ptype == 5 and payload[:16] == LATENCY_SEI_UUID:
                 digits = payload[16:].split(b"\x00", 1)[0]
                 if digits.isdigit():

@@ -10,7 +10,7 @@ on garbage instead of raising.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "avcc_to_annexb",
     "annexb_to_avcc",
     "unescape_rbsp",
+    "sei_payloads",
     "h264_nal_type",
     "h265_nal_type",
     "nal_type",
@@ -187,6 +188,33 @@ def escape_rbsp(rbsp: bytes) -> bytes:
         out.append(byte)
         zeros = zeros + 1 if byte == 0 else 0
     return bytes(out)
+
+
+def sei_payloads(rbsp: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(payloadType, payload)`` of each SEI message of an SEI RBSP (NAL header removed, emulation
+    prevention undone); stops at the trailing bits or at a truncated message."""
+    pos, n = 0, len(rbsp)
+    while pos < n and not (rbsp[pos] == 0x80 and pos == n - 1):
+        ptype = 0
+        while pos < n and rbsp[pos] == 0xFF:
+            ptype += 255
+            pos += 1
+        if pos >= n:
+            return
+        ptype += rbsp[pos]
+        pos += 1
+        size = 0
+        while pos < n and rbsp[pos] == 0xFF:
+            size += 255
+            pos += 1
+        if pos >= n:
+            return
+        size += rbsp[pos]
+        pos += 1
+        if pos + size > n:
+            return
+        yield ptype, rbsp[pos : pos + size]
+        pos += size
 
 
 def user_data_sei(codec: str, payload: bytes) -> bytes:

@@ -60,6 +60,7 @@ from media_relay.nal import (
     NalError,
     insert_before_first_slice,
     nal_type,
+    sei_payloads,
     split_annexb,
     unescape_rbsp,
     user_data_sei,
@@ -203,32 +204,6 @@ def add_tag(au: AccessUnit, tag_nal: bytes) -> AccessUnit:
     return replace(au, data=insert_before_first_slice(au.data, START_CODE + tag_nal, au.codec))
 
 
-def _sei_payloads(rbsp: bytes):
-    """``(payloadType, payload)`` of each SEI message of an SEI RBSP (NAL header removed)."""
-    pos, n = 0, len(rbsp)
-    while pos < n and not (rbsp[pos] == 0x80 and pos == n - 1):
-        ptype = 0
-        while pos < n and rbsp[pos] == 0xFF:
-            ptype += 255
-            pos += 1
-        if pos >= n:
-            return
-        ptype += rbsp[pos]
-        pos += 1
-        size = 0
-        while pos < n and rbsp[pos] == 0xFF:
-            size += 255
-            pos += 1
-        if pos >= n:
-            return
-        size += rbsp[pos]
-        pos += 1
-        if pos + size > n:
-            return
-        yield ptype, rbsp[pos : pos + size]
-        pos += size
-
-
 def tag_payloads(nal: bytes, codec: str) -> list[bytes]:
     """The session tag payloads (UUID first) carried by one NAL unit."""
     try:
@@ -245,7 +220,7 @@ def tag_payloads(nal: bytes, codec: str) -> list[bytes]:
         body = nal[2:]
     if SESSION_TAG_UUID[:2] not in body:  # cheap reject before unescaping
         return []
-    return [p for ptype, p in _sei_payloads(unescape_rbsp(body))
+    return [p for ptype, p in sei_payloads(unescape_rbsp(body))
             if ptype == _SEI_USER_DATA_UNREGISTERED and p[:16] == SESSION_TAG_UUID]
 
 

@@ -430,3 +430,14 @@ def test_fuzz_mutated_sps(data) -> None:
             pass  # only ValueError subclasses may escape, and parse_sps returns None anyway
     N.nal_headers_plausible("h264", [bytes(sps)])
     N.nal_headers_plausible("h265", [bytes(sps)])
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+@pytest.mark.parametrize("size", [16, 254, 255, 256, 600])
+def test_sei_payloads_read_back_what_user_data_sei_wrote(codec: str, size: int) -> None:
+    # payload sizes around the 255 boundary of the ff-coded size, zero runs that need emulation prevention
+    payload = bytes(range(16)) + bytes(size - 16)
+    nal = N.user_data_sei(codec, payload)
+    rbsp = N.unescape_rbsp(nal[1 if codec == "h264" else 2:])
+    assert list(N.sei_payloads(rbsp)) == [(5, payload)]
+    assert list(N.sei_payloads(rbsp[:-3])) == []  # truncated: nothing half-read
