@@ -147,6 +147,30 @@ class Settings(BaseSettings):
                                  description="libx264 preset of exported downloads")
     download_crf: int = Field(21, ge=0, le=51, description="libx264 CRF (quality) of exported downloads")
 
+    # --- history video: platform recording, playback, time-range downloads (issue 13) ---
+    record_dirs: str = Field("", description="recording roots, comma-separated (default <data_dir>/recordings); "
+                             "with two or more roots every segment is written to each and repaired from another")
+    record_segment_seconds: float = Field(60.0, ge=2.0, le=3600.0, description="recorded segment length (s), "
+                                          "cut at the first keyframe after it")
+    record_retention_days: int = Field(7, ge=7, le=3650, description="days a segment is kept where no contract "
+                                       "covering the channel says more (the requirement's floor is 7)")
+    record_encrypt: bool = Field(True, description="encrypt recordings at rest (AES-256-GCM); false is an "
+                                 "explicit opt-out, warned about at every start")
+    record_cipher: str = Field("aes-256-gcm", pattern="^(aes-256-gcm|sm4-gcm)$",
+                               description="cipher of recordings at rest")
+    record_key_file: str = Field("", description="the recording key (default <data_dir>/keys/record.key, "
+                                 "created 0600 when missing)")
+    record_min_free_mb: int = Field(1024, ge=0, description="below this much free space on a root, recording "
+                                    "stops (retention is never cut short) and an alert is raised")
+    record_check_interval: float = Field(60.0, gt=0, description="how often retention, free space and copies "
+                                         "are checked (s)")
+    playback_max_window_hours: float = Field(24.0, gt=0, le=24 * 31, description="longest playback or download "
+                                             "window one request may ask for (h)")
+    record_query_timeout: float = Field(10.0, gt=0, le=120, description="how long a device's RecordInfo answer "
+                                        "is waited for before the items so far are returned as incomplete (s)")
+    download_speed: int = Field(4, ge=1, le=32, description="a=downloadspeed asked of devices when they do not "
+                                "advertise their speeds")
+
     # --- access control and console (issue 6) ---
     map_tile_url: str | None = Field(
         None, description="console map tiles, e.g. https://tiles.example/{z}/{x}/{y}.png (none: plain background)")

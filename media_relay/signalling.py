@@ -24,7 +24,9 @@ __all__ = [
     "DeviceOffline",
     "DeviceRefused",
     "DeviceWentOffline",
+    "HistoryRequest",
     "InviteAnswer",
+    "MediaFileEnded",
     "SessionEnded",
     "Signalling",
     "SignallingError",
@@ -42,6 +44,20 @@ class InviteAnswer:
     ssrc: str  # the SSRC to match media by: the device's y= when it gave one, else ours
     remote_media: tuple[str, int] | None  # where the device sends from / listens (tcp-active)
     transport: str  # udp | tcp-passive | tcp-active
+    filesize: int | None = None  # a=filesize of a download answer (bytes), when the device gave it
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """What makes an INVITE a history one (GB/T 28181 s=Playback / s=Download).
+
+    ``start``/``end`` are Unix seconds (the SDP ``t=`` line, GB/T 28181-2022 Annex G); ``speed`` is the
+    ``a=downloadspeed`` of a download (None: not sent)."""
+
+    kind: str  # "playback" | "download"
+    start: int
+    end: int
+    speed: int | None = None
 
 
 # ------------------------------------------------------------------------------------- failures
@@ -92,7 +108,17 @@ class DeviceWentOffline:
     reason: str
 
 
-SignallingEvent = SessionEnded | DeviceWentOffline
+@dataclass(frozen=True, slots=True)
+class MediaFileEnded:
+    """The device said the history file it sends has ended (in-call MESSAGE, MediaStatus NotifyType 121);
+    the signalling already answered 200 OK, the media side drains and then ends the call (BYE)."""
+
+    call_id: str
+    channel: ChannelRef
+    notify_type: str = "121"
+
+
+SignallingEvent = SessionEnded | DeviceWentOffline | MediaFileEnded
 
 
 # ------------------------------------------------------------------------------------- the port
@@ -109,8 +135,9 @@ class Signalling(Protocol):
         ...
 
     async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
-                     transport: str) -> InviteAnswer:
-        """INVITE ``channel`` to send to ``media_ip:media_port`` over ``transport`` with ``ssrc``.
+                     transport: str, history: HistoryRequest | None = None) -> InviteAnswer:
+        """INVITE ``channel`` to send to ``media_ip:media_port`` over ``transport`` with ``ssrc``; live
+        (``s=Play``, ``t=0 0``) unless ``history`` makes it a playback or download.
 
         Raises :class:`DeviceOffline`, :class:`DeviceRefused` or :class:`SignallingTimeout`."""
         ...
