@@ -39,6 +39,7 @@ def gb_config(settings: Settings) -> GbConfig:
         lockout_duration=settings.sip_lockout_duration,
         catalog_timeout=settings.sip_catalog_timeout,
         query_timeout=settings.sip_query_timeout,
+        record_query_timeout=settings.record_query_timeout,
         nonce_ttl=settings.sip_nonce_ttl,
     )
 

@@ -86,6 +86,15 @@ def sim(
                                           "default ids); one socket per device"),
     label_pictures: bool = typer.Option(False, help="draw each device's id and colour into its pictures (one "
                                         "encoder per streaming device)"),
+    record_hours: float = typer.Option(24.0, help="each channel has recordings from this many hours before "
+                                       "the start (answered to RecordInfo, played back, downloaded)"),
+    record_file_minutes: int = typer.Option(10, help="length of one simulated recording file (min)"),
+    record_gap: bool = typer.Option(True, help="one hour of those recordings is missing, so gaps show"),
+    record_page_size: int = typer.Option(8, help="RecordInfo items per MESSAGE"),
+    refuse_history: int | None = typer.Option(None, help="answer every playback/download INVITE with this "
+                                              "status (488 or 486)"),
+    history_max_fps: int = typer.Option(100, help="fast playback sends at most this many pictures per second"),
+    history_bye_timeout: float = typer.Option(30.0, help="after MediaStatus 121, hang up when no BYE came (s)"),
 ) -> None:
     """设备模拟器 / Simulate GB/T 28181 cameras and NVRs."""
     import uvloop
@@ -104,6 +113,9 @@ def sim(
             transport=transport.value, charset=charset.value, keepalive=keepalive, expires=expires,
             server_id=server_id, domain=domain, first_id=first_id, local_host=local_host, register_rate=rate,
             codec=codec.value, size=size, same_channel_ids=same_channel_ids, label_pictures=label_pictures,
+            record_hours=record_hours, record_file_minutes=record_file_minutes, record_gap=record_gap,
+            record_page_size=record_page_size, refuse_history=refuse_history, history_max_fps=history_max_fps,
+            history_bye_timeout=history_bye_timeout,
         )
     except ValueError as exc:
         typer.echo(f"参数错误 / bad option: {exc}", err=True)

@@ -16,16 +16,34 @@ from media_relay.signalling import (
     DeviceOffline,
     DeviceRefused,
     DeviceWentOffline,
+    HistoryRequest,
     InviteAnswer,
+    MediaFileEnded,
     SessionEnded,
     SignallingEvent,
     SignallingTimeout,
 )
 from sip_server.gb import events as sip_events
+from sip_server.gb.invite import MediaStatusReceived
 from sip_server.gb.invite import SessionEnded as SipSessionEnded
 from sip_server.service import DeviceNotReachable, InviteRefused, InviteTimeout, SipService
 
-__all__ = ["SipSignalling"]
+__all__ = ["SipSignalling", "history_keywords"]
+
+# HistoryRequest.kind -> the INVITE's s= line
+_SESSION_NAMES = {"playback": "Playback", "download": "Download"}
+
+
+def history_keywords(history: HistoryRequest | None) -> dict:
+    """The SIP service's keywords for a live call (None) or a history one: ``session_name``, ``start``,
+    ``end`` and, for downloads only, ``speed``. Raises ValueError for an unknown kind."""
+    if history is None:
+        return {}
+    name = _SESSION_NAMES.get(history.kind)
+    if name is None:
+        raise ValueError(f"历史请求类型无效 / unknown history kind {history.kind!r}: playback or download")
+    return {"session_name": name, "start": int(history.start), "end": int(history.end),
+            "speed": history.speed if name == "Download" else None}
 
 
 class SipSignalling:
@@ -41,11 +59,12 @@ class SipSignalling:
         return self._sip.route_address(device_id)
 
     async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
-                     transport: str) -> InviteAnswer:
+                     transport: str, history: HistoryRequest | None = None) -> InviteAnswer:
         device_id, channel_id = channel
+        kw = history_keywords(history)
         try:
             answered = await self._sip.invite(device_id, channel_id, media_ip=media_ip, media_port=media_port,
-                                              ssrc=ssrc, transport=transport)
+                                              ssrc=ssrc, transport=transport, **kw)
         except DeviceNotReachable:
             raise DeviceOffline(device_id) from None
         except InviteTimeout as exc:
@@ -53,7 +72,7 @@ class SipSignalling:
         except InviteRefused as exc:
             raise DeviceRefused(exc.status, str(exc)) from None
         return InviteAnswer(call_id=answered.call_id, ssrc=answered.ssrc, remote_media=answered.remote_media,
-                            transport=answered.transport)
+                            transport=answered.transport, filesize=answered.filesize)
 
     def bye(self, call_id: str, reason: str) -> None:
         self._sip.end_session(call_id, reason)
@@ -66,6 +85,9 @@ class SipSignalling:
             if isinstance(event, SipSessionEnded):
                 listener(SessionEnded(event.call_id, ChannelRef(event.device_id, event.channel_id), event.by,
                                       event.reason))
+            elif isinstance(event, MediaStatusReceived):
+                listener(MediaFileEnded(event.call_id, ChannelRef(event.device_id, event.channel_id),
+                                        event.notify_type))
             elif isinstance(event, sip_events.DeviceOffline):
                 listener(DeviceWentOffline(event.device_id, event.reason))
 

@@ -31,6 +31,19 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from gbcore.log import get_logger
+from gbsim.records import (
+    HistoryWindow,
+    MansrtspError,
+    PlaybackControl,
+    RecordStore,
+    control_for,
+    media_status_body,
+    parse_history,
+    parse_mansrtsp,
+    parse_query_time,
+    record_info_bodies,
+    rtsp_response,
+)
 from media_relay.types import VIDEO_CODECS
 from sip_server.gb import manscdp
 from sip_server.sip.digest import build_authorization
@@ -144,6 +157,14 @@ class SimConfig:
     # draw the device id and a colour of its own into the picture (gbsim/media.py TestPattern label): a
     # decoded frame names its camera; costs one encoder per streaming device instead of one per process
     label_pictures: bool = False
+    # ---- issue 13: history video (gbsim/records.py, gbsim/playback.py)
+    record_hours: float = 24.0  # each channel has recordings from this long before the sim started
+    record_file_minutes: int = 10  # length of one recording file
+    record_gap: bool = True  # one hour missing in the middle of those hours (when record_hours >= 3)
+    record_page_size: int = 8  # RecordInfo items per MESSAGE (the pages are sent one after another)
+    refuse_history: int | None = None  # answer every s=Playback / s=Download INVITE with this (488 or 486)
+    history_max_fps: int = 100  # fast playback: at most this many pictures per wall second
+    history_bye_timeout: float = 30.0  # after MediaStatus 121, hang up ourselves when no BYE came in time
 
     def __post_init__(self) -> None:
         host, port = self.server
@@ -186,6 +207,16 @@ class SimConfig:
             raise ValueError("fps must be an integer 1..60")
         if not isinstance(self.bitrate, int) or not 10_000 <= self.bitrate <= 100_000_000:
             raise ValueError("bitrate must be 10000..100000000 bits/s")
+        if not 0 <= self.record_hours <= 24 * 366:
+            raise ValueError("record_hours must be 0..8784")
+        if not isinstance(self.record_file_minutes, int) or not 1 <= self.record_file_minutes <= 1440:
+            raise ValueError("record_file_minutes must be an integer 1..1440")
+        if not isinstance(self.record_page_size, int) or not 1 <= self.record_page_size <= 1000:
+            raise ValueError("record_page_size must be an integer 1..1000")
+        if self.refuse_history is not None and not 400 <= self.refuse_history <= 699:
+            raise ValueError("refuse_history must be a SIP error status (e.g. 488 or 486)")
+        if self.history_max_fps < 1 or not self.history_bye_timeout > 0:
+            raise ValueError("history_max_fps must be >= 1 and history_bye_timeout > 0")
 
     @property
     def video_size(self) -> tuple[int, int]:
@@ -344,7 +375,8 @@ def parse_sdp_offer(body: bytes) -> SdpOffer:
 
 
 def build_sdp_answer(*, channel_id: str, host: str, port: int, offer: SdpOffer, payload: int, ssrc: str,
-                     codec: str, size: tuple[int, int], fps: int, bitrate: int) -> bytes:
+                     codec: str, size: tuple[int, int], fps: int, bitrate: int,
+                     extra_attrs: list[tuple[str, str | None]] | tuple = ()) -> bytes:
     """The device's 200 OK SDP, shaped like those of real IPCs (see tests/vectors)."""
     res = next((code for limit, code in _F_RESOLUTION if size[1] <= limit), 6)
     return gb_sdp(
@@ -352,6 +384,7 @@ def build_sdp_answer(*, channel_id: str, host: str, port: int, offer: SdpOffer, 
         tcp=offer.tcp, setup="passive" if offer.mode == MEDIA_TCP_LISTEN else "active",
         session_name=offer.session, time=offer.timing,
         media_format=f"v/{_F_CODEC.get(codec, 2)}/{res}/{fps}/1/{max(1, bitrate // 1000)}a///",
+        extra_attrs=list(extra_attrs),
     ).to_bytes()
 
 
@@ -383,6 +416,8 @@ class Call:
     answer: SipResponse | None = None
     local_cseq: int = 0
     end_reason: str | None = None
+    history: HistoryWindow | None = None  # s=Playback / s=Download: the requested window
+    media_status_sent: bool = False  # MediaStatus 121 sent (the window was streamed completely)
 
     @property
     def mode(self) -> str:
@@ -400,10 +435,12 @@ class Call:
 @dataclass(frozen=True)
 class MediaEvent:
     """What the adapter must do for a call's media: ``prepare`` (bind a socket, then call
-    :meth:`Fleet.media_ready` or :meth:`Fleet.media_failed`), ``start`` (the ACK came: send) or ``stop``."""
+    :meth:`Fleet.media_ready` or :meth:`Fleet.media_failed`), ``start`` (the ACK came: send), ``stop``,
+    or ``control`` (a history call's MANSRTSP command: apply *control*)."""
 
     kind: str
     call: Call
+    control: PlaybackControl | None = None
 
 
 # ================================================================================================ stats
@@ -427,6 +464,11 @@ class DeviceStats:
     byes_received: int = 0
     byes_sent: int = 0
     cancels_received: int = 0
+    record_queries: int = 0
+    history_calls: int = 0
+    controls_received: int = 0
+    controls_refused: int = 0
+    media_status_sent: int = 0
 
 
 def _parse_server_date(value: str) -> float | None:
@@ -511,6 +553,8 @@ class SimDevice:
         self.calls: dict[str, Call] = {}  # by Call-ID: INVITE dialogs not ended
         self.media_out: list[MediaEvent] = []  # for the adapter (through Fleet.media_events)
         self.answers: list[tuple[Any, SipResponse, str | None]] = []  # (server txn key, response, Call-ID)
+        self.started_wall = wall()  # the simulated recordings end here (and go on while the device runs)
+        self._stores: dict[str, RecordStore] = {}
 
     # ------------------------------------------------------------------ small helpers
     def _hex(self, n: int) -> str:
@@ -905,9 +949,8 @@ class SimDevice:
             return self._on_bye(req, now)
         if method == "CANCEL":
             return self._on_cancel(req, now)
-        if method == "INFO":  # MANSRTSP playback control: nothing to control in a live test pattern
-            call = self.calls.get(_call_id(req))
-            return self._reply(req, 200 if call is not None else 481)
+        if method == "INFO":
+            return self._on_info(req, now)
         return self._reply(req, 405, headers=[("Allow", ALLOW)])
 
     # ------------------------------------------------------------------ INVITE dialogs (media)
@@ -971,6 +1014,14 @@ class SimDevice:
         payload = offer.ps_payload()
         if payload is None:
             return self._refuse(req, 488, "Not Acceptable Here (only PS/90000 is sent)")
+        history: HistoryWindow | None = None
+        if offer.session.lower() in ("playback", "download"):
+            if self.cfg.refuse_history is not None:
+                return self._refuse(req, self.cfg.refuse_history)
+            try:
+                history = parse_history(offer.session, offer.timing, [*offer.sdp.attrs, *offer.video.attrs])
+            except ValueError as exc:
+                return self._refuse(req, 488, f"Not Acceptable Here ({exc})")
         contact = req.headers.get("Contact") or req.headers.get("From") or ""
         try:
             target = str(parse_name_addr(contact).uri)
@@ -979,9 +1030,11 @@ class SimDevice:
         call = Call(
             device_id=self.device_id, channel_id=channel, call_id=call_id, key=key, invite=req, offer=offer,
             ssrc=self._call_ssrc(req, offer), payload=payload, local_tag=self._hex(10),
-            remote_target=target, route=req.headers.get_all("Record-Route"), started=now,
+            remote_target=target, route=req.headers.get_all("Record-Route"), started=now, history=history,
         )
         self.calls[call_id] = call
+        if history is not None:
+            self.stats.history_calls += 1
         self.media_out.append(MediaEvent("prepare", call))
         log.info("sim.invite", device_id=self.device_id, channel_id=channel, call_id=call_id, ssrc=call.ssrc,
                  mode=call.mode, media=f"{offer.host}:{offer.port}")
@@ -998,10 +1051,15 @@ class SimDevice:
             return
         call.local_addr = (local_addr[0], local_addr[1])
         width, height = self.cfg.video_size
+        extra: list[tuple[str, str | None]] = []
+        if call.history is not None and call.history.kind == "download":
+            h = call.history
+            seconds = self.record_store(call.channel_id).seconds_in(h.start, h.end, self.wall())
+            extra.append(("filesize", str(int(seconds * self.cfg.bitrate // 8))))
         body = build_sdp_answer(
             channel_id=call.channel_id, host=local_addr[0], port=local_addr[1], offer=call.offer,
             payload=call.payload, ssrc=call.ssrc, codec=self.cfg.codec, size=(width, height),
-            fps=self.cfg.fps, bitrate=self.cfg.bitrate,
+            fps=self.cfg.fps, bitrate=self.cfg.bitrate, extra_attrs=extra,
         )
         host, port = self.local_addr or (self.cfg.local_host, 5060)
         resp = make_response(call.invite, 200, to_tag=call.local_tag, headers=[
@@ -1047,6 +1105,67 @@ class SimDevice:
             return
         call.state = CALL_CONFIRMED
         self.media_out.append(MediaEvent("start", call))
+
+    def _on_info(self, req: SipRequest, now: float) -> SipResponse:
+        """MANSRTSP playback control (in-dialog INFO): 200 with an ``RTSP/1.0 200 OK`` body and a
+        ``control`` media event; SIP 400 (with an RTSP 400 body when the CSeq was readable) for a body
+        that is not MANSRTSP or a command that cannot be honoured.  A live call has nothing to control:
+        200 as before."""
+        call = self.calls.get(_call_id(req))
+        if call is None:
+            return self._reply(req, 481)
+        if call.history is None:
+            return self._reply(req, 200)
+        self.stats.controls_received += 1
+        try:
+            cmd = parse_mansrtsp(req.body)
+        except MansrtspError as exc:
+            self.stats.controls_refused += 1
+            return self._reply(req, 400, f"Bad Request ({exc})")
+        try:
+            control = control_for(cmd, call.history)
+        except ValueError as exc:
+            self.stats.controls_refused += 1
+            resp = self._reply(req, 400, "Bad Request")
+            resp.headers.add("Content-Type", "Application/MANSRTSP")
+            resp.body = rtsp_response(cmd.cseq, 400, f"Bad Request ({exc})")
+            return resp
+        self.media_out.append(MediaEvent("control", call, control))
+        log.info("sim.playback_control", device_id=self.device_id, call_id=call.call_id, action=control.action,
+                 position=control.position, scale=control.scale)
+        resp = self._reply(req, 200)
+        resp.headers.add("Content-Type", "Application/MANSRTSP")
+        resp.body = rtsp_response(cmd.cseq)
+        return resp
+
+    def media_finished(self, call_id: str, now: float) -> bool:
+        """The history media of a call was sent completely: send the in-dialog MESSAGE MediaStatus 121
+        (same Call-ID and tags as the INVITE's dialog, From/To as our side of it).  True when sent."""
+        call = self.calls.get(call_id)
+        if call is None or call.history is None or call.media_status_sent or self.local_addr is None:
+            return False
+        if call.state != CALL_CONFIRMED:
+            return False
+        call.media_status_sent = True
+        host, port = self.local_addr
+        inv = call.invite.headers
+        call.local_cseq += 1
+        h = Headers()
+        h.add("Via", via_value(self.cfg.transport, host, port, branch=f"z9hG4bK{self._hex(16)}"))
+        h.add("From", f"{inv.get('To')};tag={call.local_tag}")
+        h.add("To", inv.get("From") or "")
+        h.add("Call-ID", call.call_id)
+        h.add("CSeq", f"{call.local_cseq} MESSAGE")
+        for route in call.route:
+            h.add("Route", route)
+        h.add("Max-Forwards", "70")
+        h.add("User-Agent", self.cfg.user_agent)
+        h.add("Content-Type", MANSCDP_TYPE)
+        body = media_status_body(self._next_sn(), call.channel_id, 121, charset=self.charset)
+        self.out.append(("media_status", SipRequest("MESSAGE", call.remote_target, h, body)))
+        self.stats.media_status_sent += 1
+        log.info("sim.media_status", device_id=self.device_id, call_id=call.call_id, notify_type=121)
+        return True
 
     def _on_bye(self, req: SipRequest, now: float) -> SipResponse:
         call = self.calls.get(_call_id(req))
@@ -1131,7 +1250,42 @@ class SimDevice:
             types = (msg.get("ConfigType") or "").replace(",", "/").split("/")
             if "BasicParam" in (t.strip() for t in types):
                 return [self.basic_param_body(sn)]
+        if cmd == "RecordInfo":
+            return self.record_info_bodies(msg)
         return []
+
+    # ------------------------------------------------------------------ recordings (issue 13)
+    def record_store(self, channel_id: str) -> RecordStore:
+        """The simulated recordings of one of our channels (see :mod:`gbsim.records`)."""
+        store = self._stores.get(channel_id)
+        if store is None:
+            store = self._stores[channel_id] = RecordStore(
+                channel_id, origin=self.started_wall, hours=self.cfg.record_hours,
+                file_seconds=self.cfg.record_file_minutes * 60, gap=self.cfg.record_gap, bitrate=self.cfg.bitrate)
+        return store
+
+    def _record_channel(self, target: str) -> str | None:
+        if target in self.channel_ids:
+            return target
+        if target == self.device_id and len(self.channel_ids) == 1:
+            return self.channel_ids[0]
+        return None
+
+    def record_info_bodies(self, msg: manscdp.ManscdpMessage) -> list[bytes]:
+        """Response/RecordInfo pages for a query: the files overlapping StartTime..EndTime (Beijing time),
+        ``record_page_size`` per MESSAGE; an unknown channel or unreadable times get ``SumNum 0``."""
+        self.stats.record_queries += 1
+        target = msg.device_id or self.device_id
+        channel = self._record_channel(target)
+        start, end = parse_query_time(msg.get("StartTime")), parse_query_time(msg.get("EndTime"))
+        files = []
+        name = None
+        if channel is not None and start is not None and end is not None and end > start:
+            files = self.record_store(channel).files(start, end, self.wall(), msg.get("Type") or "all")
+            k = self.channel_ids.index(channel)
+            name = channel_name(self.index, k, self.cfg.channels)
+        return record_info_bodies(msg.sn, target, files, name=name, page_size=self.cfg.record_page_size,
+                                  charset=self.charset)
 
     # ------------------------------------------------------------------ MANSCDP content
     @property
@@ -1553,6 +1707,15 @@ class Fleet:
             log.warning("sim.media_failed", device_id=device.device_id, call_id=call.call_id, reason=reason)
             device.media_failed(call.call_id, reason, now)
             self._after_device(device, now)
+
+    def media_finished(self, call: Call, now: float) -> bool:
+        """The history media of *call* reached the end of its window: the device sends MediaStatus 121."""
+        device = self.by_id.get(call.device_id)
+        if device is None:
+            return False
+        sent = device.media_finished(call.call_id, now)
+        self._after_device(device, now)
+        return sent
 
     # ------------------------------------------------------------------ output
     def outgoing(self) -> list[tuple[int, bytes, tuple[str, int]]]:

@@ -83,7 +83,7 @@ _BARS = (
 # Seven segments: a (top), b (top right), c (bottom right), d (bottom), e (bottom left), f (top left), g.
 _SEGMENTS = {
     "0": "abcdef", "1": "bc", "2": "abdeg", "3": "abcdg", "4": "bcfg",
-    "5": "acdfg", "6": "acdefg", "7": "abc", "8": "abcdefg", "9": "abcdfg",
+    "5": "acdfg", "6": "acdefg", "7": "abc", "8": "abcdefg", "9": "abcdfg", "-": "g", " ": "",
 }
 
 

@@ -9,7 +9,10 @@ All behaviour is in :mod:`gbsim.device` (sans-IO).  Here:
   so 2,000 devices cost no task and no timer handle each.
 * Media: an INVITE makes the fleet ask for a media socket (``prepare``); a
   :class:`~gbsim.media.CallMedia` binds it and the device answers 200 OK with its port; the ACK
-  starts RTP/PS from the process-wide shared encoder, BYE (or the simulator stopping) ends it.
+  starts RTP/PS from the process-wide shared encoder, BYE (or the simulator stopping) ends it.  A history
+  call (``s=Playback`` / ``s=Download``) gets an encoder of its own (:class:`~gbsim.playback.HistoryEncoder`)
+  that MANSRTSP ``control`` events steer; at the end of its window the device sends MediaStatus 121 and
+  hangs up itself when no BYE comes within ``history_bye_timeout``.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class Simulator:
         self._closed = False
         self._media: dict[tuple[str, str], Any] = {}  # (device id, Call-ID) -> media.CallMedia
         self._encoder: Any = None  # media.ClockEncoder, on the first INVITE
+        self._history: dict[tuple[str, str], Any] = {}  # (device id, Call-ID) -> playback.HistoryEncoder
+        self._bye_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._in_process = False
         self._again = False
 
@@ -141,6 +146,10 @@ class Simulator:
     def media_for(self, device_id: str, call_id: str) -> Any:
         """The :class:`~gbsim.media.CallMedia` of a call, or None."""
         return self._media.get((device_id, call_id))
+
+    def history_for(self, device_id: str, call_id: str) -> Any:
+        """The :class:`~gbsim.playback.HistoryEncoder` of a history call, or None."""
+        return self._history.get((device_id, call_id))
 
     def stats(self) -> dict[str, int]:
         return self.fleet.stats()
@@ -231,6 +240,12 @@ class Simulator:
         for media in list(self._media.values()):
             media.close()
         self._media.clear()
+        for enc in self._history.values():
+            enc.stop_now()
+        self._history.clear()
+        for handle in self._bye_timers.values():
+            handle.cancel()
+        self._bye_timers.clear()
         for transport in self._udp.values():
             transport.close()
         for proto in self._tcp.values():
@@ -395,14 +410,17 @@ class Simulator:
             try:
                 from gbsim import media
 
+                encoder = (self._history_encoder(call) if call.history is not None
+                           else self._shared_encoder(call.device_id))
                 cm = media.CallMedia(
-                    self._shared_encoder(call.device_id), mode=call.mode, remote=call.remote_media,
+                    encoder, mode=call.mode, remote=call.remote_media,
                     ssrc=call.ssrc_int,
                     local_host=self.cfg.local_host, payload_type=call.payload,
                     on_end=lambda reason, call=call: self._media_ended(call, reason),
                 )
                 port = cm.bind()
             except (ImportError, OSError, ValueError) as exc:
+                self._history.pop(key, None)
                 self.fleet.media_failed(call, f"no media socket: {exc}", self._loop.time())
                 return
             self._media[key] = cm
@@ -411,10 +429,57 @@ class Simulator:
             cm = self._media.get(key)
             if cm is not None:
                 cm.start()
+        elif event.kind == "control":
+            enc = self._history.get(key)
+            if enc is not None and event.control is not None:
+                if event.control.action == "teardown":
+                    enc.stop_now()
+                else:
+                    enc.control(event.control)
         elif event.kind == "stop":
             cm = self._media.pop(key, None)
             if cm is not None:
                 cm.close()
+            enc = self._history.pop(key, None)
+            if enc is not None:
+                enc.stop_now()
+            timer = self._bye_timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _history_encoder(self, call: Call) -> Any:
+        """A history call's own encoder (each call shows its own timeline)."""
+        from gbsim import playback
+
+        device = self.fleet.by_id[call.device_id]
+        width, height = self.cfg.video_size
+        assert call.history is not None
+        enc = playback.HistoryEncoder(
+            device.record_store(call.channel_id), call.history, self.cfg.codec, width, height, self.cfg.fps,
+            self.cfg.bitrate, max_fps=self.cfg.history_max_fps, wall=self.fleet.wall,
+            on_finished=lambda call=call: self._history_finished(call),
+            label=call.device_id if self.cfg.label_pictures else None,
+        )
+        self._history[(call.device_id, call.call_id)] = enc
+        return enc
+
+    def _history_finished(self, call: Call) -> None:
+        """The window was streamed: MediaStatus 121, then wait for the platform's BYE (hang up ourselves
+        after ``history_bye_timeout``)."""
+        if self._closed or self._loop is None:
+            return
+        key = (call.device_id, call.call_id)
+        if self.fleet.media_finished(call, self._loop.time()):
+            self._bye_timers[key] = self._loop.call_later(
+                self.cfg.history_bye_timeout, self._history_no_bye, call)
+        self._process()
+
+    def _history_no_bye(self, call: Call) -> None:
+        self._bye_timers.pop((call.device_id, call.call_id), None)
+        if self._closed or self._loop is None:
+            return
+        self.fleet.media_failed(call, "no BYE after MediaStatus 121", self._loop.time())
+        self._process()
 
     def _media_ended(self, call: Call, reason: str) -> None:
         """The media of a call ended by itself (TCP refused/closed, no connection): the device hangs up."""

@@ -17,7 +17,8 @@ from typing import Any
 from device_registry import events as reg
 from gbcore.log import get_logger
 from sip_server.gb import events as ev
-from sip_server.gb.invite import InviteAnswered, InviteFailed, SessionEnded
+from sip_server.gb.invite import InviteAnswered, InviteFailed, MediaStatusReceived, SessionEnded
+from sip_server.gb.records import RecordQuery
 from sip_server.gb.server import GbConfig, GbServer, Route
 from sip_server.sip import SipEndpoint
 from sip_server.sip.dialog import MANSRTSP_TYPE
@@ -329,6 +330,13 @@ class SipService:
             fut = self._waiters.pop((event.cmd_type, event.sn), None)
             if fut is not None and not fut.done():
                 fut.set_result(event.result)
+        elif isinstance(event, ev.RecordsFinished):
+            fut = self._waiters.pop(("RecordInfo", event.sn), None)
+            if fut is not None and not fut.done():
+                fut.set_result(event.query)
+            q = event.query
+            log.info("records.finished", device_id=q.device_id, channel_id=q.channel_id, sn=q.sn,
+                     complete=q.complete, items=len(q.items), sum_num=q.sum_num, messages=q.messages)
         elif isinstance(event, ev.QueryFailed):
             fut = self._waiters.pop((event.cmd_type, event.sn), None)
             if fut is not None and not fut.done():
@@ -349,6 +357,9 @@ class SipService:
                 fut.set_exception(InviteRefused(event.reason, event.status))
             log.warning("invite.failed", device_id=event.device_id, channel_id=event.channel_id,
                         status=event.status, reason=event.reason)
+        elif isinstance(event, MediaStatusReceived):
+            log.info("session.media_status", device_id=event.device_id, channel_id=event.channel_id,
+                     call_id=event.call_id, notify_type=event.notify_type)
         elif isinstance(event, SessionEnded):
             log.info("session.ended", device_id=event.device_id, channel_id=event.channel_id, by=event.by,
                      reason=event.reason)
@@ -418,14 +429,42 @@ class SipService:
     async def device_status(self, device_id: str, channel_id: str | None = None) -> Any:
         return await self.query(device_id, "DeviceStatus", target_id=channel_id)
 
+    async def record_info(self, device_id: str, channel_id: str, start: datetime, end: datetime, *,
+                          type: str = "all", timeout: float | None = None) -> RecordQuery:
+        """The recordings ``channel_id`` of ``device_id`` holds between ``start`` and ``end`` (aware
+        datetimes), as the device reports them: all its answer MESSAGEs reassembled, sorted by start.
+        After ``timeout`` (default ``GbConfig.record_query_timeout``) what arrived comes back with
+        ``complete=False``.
+
+        Raises ValueError (naive times, end not after start, unknown type), :class:`DeviceNotReachable`
+        (offline) or :class:`QueryError` (the device refused the query)."""
+        assert self._loop is not None
+        sn = self.gb.query_records(device_id, channel_id, start, end, self._now(), type=type, timeout=timeout)
+        if sn is None:
+            raise DeviceNotReachable(device_id)
+        fut = self._loop.create_future()
+        self._waiters[("RecordInfo", sn)] = fut
+        self._process()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._waiters.pop(("RecordInfo", sn), None)
+            self.gb.records.cancel(sn)
+            raise
+
     async def invite(self, device_id: str, channel_id: str, *, media_ip: str, media_port: int, ssrc: str,
-                     transport: str, timeout: float = 10.0) -> InviteAnswered:
+                     transport: str, timeout: float = 10.0, session_name: str = "Play", start: int | None = None,
+                     end: int | None = None, speed: int | None = None) -> InviteAnswered:
         """INVITE the device to send ``channel_id`` to ``media_ip:media_port``; returns the answer.
 
-        Raises :class:`DeviceNotReachable` or :class:`InviteRefused` (refusal, no answer, bad answer)."""
+        Live by default; ``session_name="Playback"`` / ``"Download"`` with ``start``/``end`` (Unix seconds)
+        and, for a download, ``speed`` (``a=downloadspeed``) asks for a recording (the answer's
+        ``filesize`` is its ``a=filesize``). Raises ValueError (a window or speed that does not fit),
+        :class:`DeviceNotReachable` or :class:`InviteRefused` (refusal, no answer, bad answer)."""
         assert self._loop is not None
         call_id = self.gb.invites.invite(device_id, channel_id, media_ip=media_ip, media_port=media_port,
-                                         ssrc=ssrc, transport=transport, now=self._now())
+                                         ssrc=ssrc, transport=transport, now=self._now(),
+                                         session_name=session_name, start=start, end=end, speed=speed)
         if call_id is None:
             raise DeviceNotReachable(device_id)
         fut = self._loop.create_future()

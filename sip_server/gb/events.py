@@ -83,6 +83,16 @@ class QueryFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsFinished:
+    """A RecordInfo query finished: all SumNum items came (``query.complete``), or its deadline passed
+    with what arrived. ``query`` is a :class:`sip_server.gb.records.RecordQuery`."""
+
+    device_id: str
+    sn: int
+    query: Any
+
+
+@dataclass(frozen=True, slots=True)
 class RegisterRejected:
     device_id: str | None
     remote_addr: tuple[str, int]

@@ -5,6 +5,12 @@ three transports) and the device answers with where it sends from. The answer de
 answers with is the one media is matched by (some NVRs change it), a refusal or an unusable answer ends the
 session with a reason a person can read, and a 2xx that arrives after we gave up is ACKed and BYEd.
 
+History calls (``s=Playback`` / ``s=Download``) are the same dialog with a window (``t=<start> <end>``, Unix
+seconds), the channel as ``u=<channel>:0`` and, for downloads, ``a=downloadspeed``; the device may answer a
+download with ``a=filesize``. When it has sent the file to the end it says so inside the call with a
+MESSAGE carrying ``Notify/MediaStatus`` (NotifyType 121): answered 200 and reported as
+:class:`MediaStatusReceived`, so the media side drains what is queued and then ends the call (BYE).
+
 What happens when is the dialog table of the SIP core (:data:`sip_server.sip.dialog.INVITE_UAC`); this module
 routes the endpoint's events into it, carries out its actions (send, reply, report) and words the outcomes.
 """
@@ -15,12 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sip_server.gb import events as ev
+from sip_server.gb import manscdp
 from sip_server.sip import Headers, SipRequest
 from sip_server.sip.dialog import (
     CANCEL_PENDING,
     CANCELLING,
     CONFIRMED,
     MANSRTSP_TYPE,
+    TERMINATED,
     Dialog,
     IllegalTransition,
 )
@@ -38,6 +46,7 @@ class InviteAnswered:
     remote_media: tuple[str, int] | None  # where the device sends from / listens (tcp-active)
     transport: str
     sdp: Sdp
+    filesize: int | None = None  # a=filesize of a download answer (bytes), when the device gave it
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,57 @@ class SessionEnded:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class MediaStatusReceived:
+    """The device's in-call ``Notify/MediaStatus`` (already answered 200): NotifyType ``121`` means the
+    history file it sends has ended; the session stays up until someone BYEs it."""
+
+    call_id: str
+    device_id: str
+    channel_id: str
+    notify_type: str
+
+
+#: s= of the three kinds of call (GB/T 28181 9.2, 9.8, 9.9)
+SESSION_NAMES = ("Play", "Playback", "Download")
+HISTORY_SESSIONS = ("Playback", "Download")
+
+
+def history_window(session_name: str, start: int | None, end: int | None, speed: int | None) -> tuple[str, int | None]:
+    """Check a call's kind, window and speed; returns the ``t=`` value and the ``a=downloadspeed`` to send.
+
+    Live (``Play``) takes neither a window nor a speed; ``Playback`` and ``Download`` need ``start < end``
+    (Unix seconds); a speed is a download's only (None: the device's default, 1x)."""
+    if session_name not in SESSION_NAMES:
+        raise ValueError(f"会话类型无效 / unknown session name {session_name!r}: one of {', '.join(SESSION_NAMES)}")
+    if session_name == "Play":
+        if start is not None or end is not None or speed is not None:
+            raise ValueError("实时点播不带时间窗口或倍速 / a live call takes no window or speed")
+        return "0 0", None
+    if not isinstance(start, int) or not isinstance(end, int) or isinstance(start, bool) or isinstance(end, bool):
+        raise ValueError("回放/下载须给出开始和结束时间 / playback and download need start and end (Unix seconds)")
+    if start < 0 or end <= start:
+        raise ValueError("结束时间须晚于开始时间 / the end must be after the start")
+    if speed is not None:
+        if session_name != "Download":
+            raise ValueError("只有下载可指定倍速 / only a download takes a speed")
+        if not isinstance(speed, int) or isinstance(speed, bool) or not 1 <= speed <= 64:
+            raise ValueError("下载倍速须为 1 到 64 的整数 / the download speed must be an integer from 1 to 64")
+    return f"{start} {end}", speed
+
+
+def _filesize(sdp: Sdp) -> int | None:
+    """``a=filesize`` of an answer (session or video level), in bytes; None when absent or unreadable."""
+    video = sdp.video
+    for attrs in (video.attrs if video is not None else [], sdp.attrs):
+        for name, value in attrs:
+            if name.lower() == "filesize" and value:
+                text = value.strip()
+                if text.isascii() and text.isdigit() and len(text) <= 18:
+                    return int(text)
+    return None
+
+
 @dataclass
 class MediaSession:
     call_id: str
@@ -69,6 +129,7 @@ class MediaSession:
     invite_key: Any
     dialog: Dialog
     extra: dict = field(default_factory=dict)
+    session_name: str = "Play"  # Play | Playback | Download
 
     @property
     def state(self) -> str:
@@ -109,7 +170,7 @@ _WHY: dict[str, str | None] = {
     "hangup": None,
     "abort": None,
 }
-_IN_DIALOG = {"BYE": "bye_in", "INFO": "info_in", "ACK": "ack_in"}
+_IN_DIALOG = {"BYE": "bye_in", "INFO": "info_in", "ACK": "ack_in", "MESSAGE": None}
 
 
 class InviteSessions:
@@ -122,10 +183,17 @@ class InviteSessions:
 
     # ------------------------------------------------------------------ platform side
     def invite(self, device_id: str, channel_id: str, *, media_ip: str, media_port: int, ssrc: str,
-               transport: str, now: float, session_name: str = "Play", time: str = "0 0",
-               uri: str | None = None) -> str | None:
+               transport: str, now: float, session_name: str = "Play", start: int | None = None,
+               end: int | None = None, speed: int | None = None) -> str | None:
         """Send an INVITE for ``channel_id`` of ``device_id``; returns the Call-ID, or None if the device
-        cannot be reached (offline / no route)."""
+        cannot be reached (offline / no route).
+
+        Live by default; ``session_name="Playback"`` or ``"Download"`` with ``start``/``end`` (Unix seconds)
+        asks for the recording of that window (``u=<channel>:0``, ``t=<start> <end>``), ``speed`` a
+        download's ``a=downloadspeed``. The SSRC is the caller's (history ones begin with ``1``).
+        Raises ValueError for a window or speed that does not fit the kind of call."""
+        time, speed = history_window(session_name, start, end, speed)
+        uri = f"{channel_id}:0" if session_name in HISTORY_SESSIONS else None
         srv = self.server
         route = srv.routes.get(device_id)
         if route is None or not srv.presence.is_online(device_id):
@@ -135,7 +203,7 @@ class InviteSessions:
         tag = random_hex(5)
         host, port = route.addr
         body = build_offer(origin_id=cfg.sip_id, ip=media_ip, port=media_port, ssrc=ssrc, transport=transport,
-                           session_name=session_name, time=time, uri=uri)
+                           session_name=session_name, time=time, uri=uri, speed=speed)
         h = Headers()
         h.add("Via", via_value(route.transport))
         h.add("From", f"<sip:{cfg.sip_id}@{cfg.domain}>;tag={tag}")
@@ -153,7 +221,8 @@ class InviteSessions:
         # In-dialog requests go straight to the device's registered address, as they always have, so the
         # route set of a Record-Route (never seen from a device) is not echoed as Route headers.
         dialog = Dialog(req, route.transport, route_headers=False)
-        self.by_call[call_id] = MediaSession(call_id, device_id, channel_id, ssrc, transport, route, key, dialog)
+        self.by_call[call_id] = MediaSession(call_id, device_id, channel_id, ssrc, transport, route, key, dialog,
+                                             session_name=session_name)
         self.by_key[key] = call_id
         return call_id
 
@@ -252,7 +321,7 @@ class InviteSessions:
                 ssrc = digits.zfill(10)  # "630886" answered for "0000630886" by some firmwares
         s.ssrc = ssrc
         self.server._emit(InviteAnswered(s.call_id, s.device_id, s.channel_id, ssrc, sdp.media_address(),
-                                         s.transport, sdp))
+                                         s.transport, sdp, _filesize(sdp)))
 
     # ------------------------------------------------------------------ endpoint events
     def on_response(self, event: Any, now: float) -> bool:
@@ -275,7 +344,10 @@ class InviteSessions:
         return True
 
     def on_request(self, event: Any, now: float) -> bool:
-        """BYE, INFO (or a stray ACK) from the device inside one of our dialogs; True when handled."""
+        """BYE, INFO, MESSAGE (or a stray ACK) from the device inside one of our dialogs; True when handled.
+
+        A MESSAGE is ours when its Call-ID is one of our calls, and also (answered 481) when it carries a
+        MediaStatus for a call we do not have: no other part of the platform could use it."""
         req = event.request
         if req.method not in _IN_DIALOG:
             return False
@@ -285,6 +357,8 @@ class InviteSessions:
             return False
         s = self.by_call.get(call_id)
         if s is None:
+            if req.method == "MESSAGE":
+                return self._stray_media_status(event, call_id, now)
             return False
         # In-dialog requests are believed only from the device's registered peer: a BYE from anywhere
         # else (a guessed or sniffed Call-ID) must not end a viewer's session.
@@ -298,9 +372,56 @@ class InviteSessions:
             if req.method != "ACK":
                 srv._refuse_claim(event, s.device_id, now, f"{req.method} in call {call_id}")
             return True
+        if req.method == "MESSAGE":
+            return self._in_call_message(s, event, now)
         if not self._step(s, _IN_DIALOG[req.method], now, req, request_event=event) and req.method != "ACK":
             srv._reply(event, 481, now)  # the dialog is ending: no such call any more
         return True
 
+    def _in_call_message(self, s: MediaSession, event: Any, now: float) -> bool:
+        """A MESSAGE inside the call, from the session's device: MediaStatus is answered and reported here,
+        anything else goes the way of any MESSAGE (False)."""
+        srv = self.server
+        try:
+            msg = manscdp.parse(event.request.body)
+        except manscdp.ManscdpError:
+            return False  # the MESSAGE handling answers 400 and says why
+        if msg.cmd_type != "MediaStatus":
+            return False
+        try:
+            status = manscdp.as_media_status(msg)
+        except manscdp.ManscdpError as exc:
+            srv.metrics.bad_messages += 1
+            srv._reply(event, 400, now, reason="Bad MANSCDP body")
+            srv._emit(ev.MessageRejected(s.device_id, event.addr, 400, f"bad MediaStatus in call {s.call_id}: {exc}"))
+            return True
+        if s.dialog.state == TERMINATED:
+            srv._reply(event, 481, now)
+            return True
+        srv._reply(event, 200, now)
+        if s.dialog.state == CONFIRMED:  # before the answer or after our BYE there is no stream to end
+            srv._emit(MediaStatusReceived(s.call_id, s.device_id, s.channel_id, status.notify_type))
+        return True
 
-__all__ = ["InviteSessions", "InviteAnswered", "InviteFailed", "SessionEnded", "MediaSession", "ev"]
+    def _stray_media_status(self, event: Any, call_id: str, now: float) -> bool:
+        """A MESSAGE whose Call-ID is none of our calls: a MediaStatus is answered 481 (and said in the log),
+        nothing is allocated; anything else is an ordinary MESSAGE (False)."""
+        body = event.request.body
+        if b"mediastatus" not in body[:4096].lower():
+            return False
+        try:
+            msg = manscdp.parse(body)
+        except manscdp.ManscdpError:
+            return False
+        if msg.cmd_type != "MediaStatus":
+            return False
+        srv = self.server
+        srv._reply(event, 481, now)
+        claimed = srv._from_user(event.request) or msg.device_id or None
+        srv._emit(ev.MessageRejected(claimed, event.addr, 481,
+                                     f"MediaStatus for an unknown call {call_id[:80]!r}"))
+        return True
+
+
+__all__ = ["InviteSessions", "InviteAnswered", "InviteFailed", "SessionEnded", "MediaSession", "MediaStatusReceived",
+           "SESSION_NAMES", "HISTORY_SESSIONS", "history_window", "ev"]

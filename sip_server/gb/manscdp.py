@@ -41,6 +41,7 @@ __all__ = [
     "DeviceStatus",
     "Keepalive",
     "ManscdpError",
+    "MediaStatus",
     "ManscdpMessage",
     "MobilePosition",
     "RecordInfo",
@@ -50,6 +51,7 @@ __all__ = [
     "as_device_info",
     "as_device_status",
     "as_keepalive",
+    "as_media_status",
     "as_mobile_position",
     "as_record_info",
     "build_alarm_notify",
@@ -58,6 +60,7 @@ __all__ = [
     "build_device_info_response",
     "build_device_status_response",
     "build_keepalive",
+    "build_media_status_notify",
     "build_message",
     "build_mobile_position_notify",
     "build_query",
@@ -601,6 +604,16 @@ class RecordInfo:
 
 
 @dataclass(frozen=True)
+class MediaStatus:
+    """Notify/MediaStatus (A.2.5.4), sent inside a playback or download call: NotifyType ``121`` (the only
+    value the standard defines) says the history file has been sent to the end."""
+
+    device_id: str
+    sn: int
+    notify_type: str
+
+
+@dataclass(frozen=True)
 class Alarm:
     """An alarm Notify.  ``alarm_type`` comes from ``<Info><AlarmType>`` (or a top-level
     ``AlarmType``), ``event_type`` from ``<Info><AlarmTypeParam><EventType>``."""
@@ -830,6 +843,20 @@ def as_record_info(msg: ManscdpMessage) -> RecordInfo:
         items=items,
         num=num,
     )
+
+
+_NOTIFY_TYPE_RE = re.compile(r"[0-9A-Za-z_-]{1,16}", re.ASCII)
+
+
+def as_media_status(msg: ManscdpMessage) -> MediaStatus:
+    """Notify/MediaStatus.  ``NotifyType`` is required: a short code (digits in practice, ``121``)."""
+    msg, kids = _expect(msg, ("Notify",), "MediaStatus")
+    notify_type = kids.text("NotifyType")
+    if notify_type is None:
+        raise ManscdpError("MediaStatus without NotifyType")
+    if not _NOTIFY_TYPE_RE.fullmatch(notify_type):
+        raise ManscdpError(f"bad MediaStatus NotifyType {notify_type[:20]!r}")
+    return MediaStatus(device_id=msg.device_id, sn=msg.sn, notify_type=notify_type)
 
 
 def as_alarm(msg: ManscdpMessage) -> Alarm:
@@ -1171,6 +1198,13 @@ def build_record_info_response(
         + [("SumNum", _scalar(int(sum_num)), None), ("RecordList", nodes, {"Num": str(len(nodes))})]
     )
     return _encode("Response", children, charset)
+
+
+def build_media_status_notify(sn: int, device_id: str, notify_type: str | int = "121", *,
+                              charset: str = "GB2312") -> bytes:
+    """Notify/MediaStatus (the end of a history file: NotifyType 121), sent inside the call."""
+    return _encode("Notify", _header("MediaStatus", sn, device_id) + [("NotifyType", _scalar(notify_type), None)],
+                   charset)
 
 
 def build_alarm_notify(

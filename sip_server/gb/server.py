@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from gbcore.timeutil import gb_time as _gb_time
@@ -22,6 +23,7 @@ from sip_server.gb import manscdp
 from sip_server.gb.catalog import CatalogAssembler
 from sip_server.gb.lockout import LockoutTracker
 from sip_server.gb.presence import PresenceTracker
+from sip_server.gb.records import RecordCollector, RecordQuery, record_query_extra
 from sip_server.sip import (
     DigestAuthenticator,
     Headers,
@@ -57,6 +59,7 @@ class GbConfig:
     lockout_duration: float = 600.0
     catalog_timeout: float = 30.0
     query_timeout: float = 10.0
+    record_query_timeout: float = 10.0  # how long a RecordInfo answer may take (all its MESSAGEs)
     nonce_ttl: float = 300.0
     user_agent: str = "gbops/0.1"
     query_charset: str = "GB2312"
@@ -147,6 +150,7 @@ class GbServer:
         self.presence = PresenceTracker(config.keepalive_interval, config.keepalive_misses)
         self.lockout = LockoutTracker(config.lockout_failures, config.lockout_window, config.lockout_duration)
         self.catalog = CatalogAssembler(config.catalog_timeout)
+        self.records = RecordCollector()
         self.credentials: dict[str, DeviceCredentials] = {}
         self.known: set[str] = set()
         self.routes: dict[str, Route] = {}
@@ -212,7 +216,7 @@ class GbServer:
         subs = self._sub_heap
         while subs and not self._sub_live(subs[0]):
             heapq.heappop(subs)
-        timers = [t for t in (self.presence.get_timer(), self.catalog.get_timer(),
+        timers = [t for t in (self.presence.get_timer(), self.catalog.get_timer(), self.records.get_timer(),
                               heap[0][0] if heap else None, subs[0][0] if subs else None) if t is not None]
         return min(timers) if timers else None
 
@@ -223,6 +227,8 @@ class GbServer:
         for sync in self.catalog.handle_timer(now):
             self._emit(ev.CatalogFinished(sync.device_id, tuple(sync.items.values()), False, sync.state(),
                                           sync.progress()))
+        for query in self.records.handle_timer(now):
+            self._emit(ev.RecordsFinished(query.device_id, query.sn, query))
         subs = self._sub_heap
         while subs and subs[0][0] <= now:
             entry = heapq.heappop(subs)
@@ -244,8 +250,9 @@ class GbServer:
         if method == "REGISTER":
             self._on_register(event, now)
             return
-        if method in ("ACK", "BYE", "INFO") and self.invites.on_request(event, now):
-            return  # in one of our dialogs (checked against the session's device there)
+        if method in ("ACK", "BYE", "INFO", "MESSAGE") and self.invites.on_request(event, now):
+            return  # in one of our dialogs (checked against the session's device there), or a MediaStatus
+            # for a call we do not have
         if method == "ACK":
             return
         # Only an authenticated REGISTER moves a device: any other request that claims a registered
@@ -520,7 +527,13 @@ class GbServer:
         elif cmd == "DeviceStatus":
             result = manscdp.as_device_status(msg)
         elif cmd == "RecordInfo":
-            result = manscdp.as_record_info(msg)
+            page = manscdp.as_record_info(msg)
+            if msg.sn in self.records:
+                query = self.records.add_page(device_id, page)
+                if query is not None:
+                    self._emit(ev.RecordsFinished(query.device_id, query.sn, query))
+                return
+            result = page
         elif cmd == "ConfigDownload":
             result = msg
             interval, misses = _heartbeat_config(msg)
@@ -552,6 +565,29 @@ class GbServer:
         self._txn_query[key] = (cmd_type, sn, device_id)
         self.metrics.queries_sent += 1
         return sn
+
+    def query_records(self, device_id: str, channel_id: str, start: datetime, end: datetime, now: float, *,
+                      type: str = "all", timeout: float | None = None) -> int | None:
+        """Ask ``channel_id`` of ``device_id`` for its recordings between ``start`` and ``end`` (aware
+        datetimes; sent as device local time). The answer's pages are collected by SN until SumNum items
+        came (:class:`sip_server.gb.records.RecordCollector`); :class:`ev.RecordsFinished` says when, also
+        at the deadline with what arrived. Returns the SN, None when the device has no route. Raises
+        ValueError for a window or type that cannot be asked."""
+        extra = record_query_extra(start, end, type)
+        route = self.routes.get(device_id)
+        if route is None or not self.presence.is_online(device_id):
+            return None
+        sn = self.next_sn()
+        body = manscdp.build_query("RecordInfo", sn, channel_id, charset=self._charset(device_id), extra=extra)
+        key = self._send_message(device_id, route, body, now)
+        self.records.start(device_id, channel_id, sn, now, timeout or self.config.record_query_timeout)
+        self._txn_query[key] = ("RecordInfo", sn, device_id)
+        self.metrics.queries_sent += 1
+        return sn
+
+    def record_query(self, sn: int) -> RecordQuery | None:
+        """A RecordInfo query still in flight."""
+        return self.records.get(sn)
 
     def _charset(self, device_id: str) -> str:
         """Ask in the charset the device speaks (seen in its last message), else the platform default."""
@@ -677,6 +713,10 @@ class GbServer:
             if sync is not None:
                 self._emit(ev.CatalogFinished(device_id, tuple(sync.items.values()), False,
                                               f"failed: {reason}", sync.progress()))
+            self.metrics.query_failures += 1
+            self._emit(ev.QueryFailed(device_id, cmd_type, sn, reason))
+            return
+        if cmd_type == "RecordInfo" and self.records.fail(sn) is not None:
             self.metrics.query_failures += 1
             self._emit(ev.QueryFailed(device_id, cmd_type, sn, reason))
             return
