@@ -6,6 +6,11 @@ composed source an HTTP-FLV or WHEP output reads), :meth:`MediaService.answer_wh
 :meth:`MediaService.end_session`, and :meth:`MediaService.open_reader` for captures (downloads, the
 quality sampler).
 
+History video (see :mod:`media_relay.playback`): ``open_viewer(kind="playback", window=, source=)`` opens
+a session on a history Stream of its own (the device's ``s=Playback`` or the platform's storage),
+:meth:`MediaService.control` pauses / resumes / seeks / changes its speed, :meth:`MediaService.session_state`
+says where it is, and :meth:`MediaService.open_history` gives downloads a source over a window.
+
 A session holds a reader on the channel's Stream (so the upstream stays up) until an output (HTTP-FLV or
 WHEP) attaches and consumes it, the session is deleted, or it expires unattached. The session id alone
 grants nothing: the portal binds each output URL to the user who asked for the session (their bearer
@@ -15,17 +20,28 @@ token, or a short-lived single-use signed token in the URL, see ``ops_portal.out
 from __future__ import annotations
 
 import asyncio
+import inspect
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from gbcore.periodic import PeriodicTask
+from media_relay.playback import (
+    SOURCES,
+    HistoryReader,
+    PlatformStream,
+    PlaybackControl,
+    Timeline,
+    check_window,
+)
 from media_relay.ports import PortPool, SsrcAllocator
-from media_relay.signalling import Signalling
-from media_relay.stream import StreamManager, StreamReader
+from media_relay.signalling import HistoryRequest, Signalling
+from media_relay.stream import TRANSPORTS, MediaError, Stream, StreamManager, StreamReader
 from media_relay.viewers import OUTPUTS, Viewer, ViewerPlan, ViewerTransformFactory, compose_source
 
 if TYPE_CHECKING:
@@ -50,6 +66,10 @@ class ViewerSession:
     cleanup: list = field(default_factory=list)  # callables run once when the session closes (encoder slot)
     plan: ViewerPlan | None = None  # the viewer's transform, planned by the factory (None without one)
     source: AccessUnitSource | None = None  # what the attached output reads (open_output)
+    kind: str = "live"  # "live" | "playback"
+    window: tuple[datetime, datetime] | None = None  # playback: the requested window (aware, UTC)
+    history_source: str | None = None  # playback: "device" | "platform" (``session_state()["source"]``)
+    playback: PlaybackControl | None = None  # playback: pause / resume / seek / speed and the position
 
     @property
     def channel_id(self) -> str:
@@ -73,11 +93,21 @@ class MediaService:
     def __init__(self, signalling: Signalling, *, rtp_ports: tuple[int, int], domain: str,
                  media_host: str = "0.0.0.0", media_ip: str | None = None, idle_timeout: float = 15.0,
                  media_timeout: float = 5.0, attach_timeout: float = 60.0,
-                 transforms: ViewerTransformFactory | None = None) -> None:
+                 transforms: ViewerTransformFactory | None = None, recordings: Any = None,
+                 max_window_hours: float = 24.0, pause_limit: float = 3600.0, history_idle: float = 1.0,
+                 keyframe_timeout: float = 10.0) -> None:
         self.manager = StreamManager(signalling, ports=PortPool(*rtp_ports, host=media_host), ssrcs=SsrcAllocator(domain),
                                      media_host=media_host, media_ip=media_ip, idle_timeout=idle_timeout,
-                                     media_timeout=media_timeout)
+                                     media_timeout=media_timeout, keyframe_timeout=keyframe_timeout,
+                                     history_idle=history_idle)
         self.attach_timeout = attach_timeout
+        # platform storage (media_relay.recording.RecordingService at assembly): ``segments(ch, start, end)``
+        # (sync or async) and the sync ``iter_units(ch, start, end)``; None: platform sources answer an error
+        self.recordings = recordings
+        self.max_window_hours = max_window_hours  # settings.playback_max_window_hours
+        self.pause_limit = pause_limit  # a paused session is kept this long (0: for ever), output open
+        self.history_idle = history_idle
+        self.platform_streams: set[PlatformStream] = set()
         self.sessions: dict[str, ViewerSession] = {}
         # unattached sessions past their deadline, and sessions whose stream ended, every second
         self._sweeper = PeriodicTask("media-session-sweeper", self._sweep, interval=1.0, logger=log,
@@ -95,6 +125,8 @@ class MediaService:
             self.close_session(s.session_id, "platform stopping")
         if self.whep is not None:
             await self.whep.close_all()
+        for stream in list(self.platform_streams):
+            stream.close("platform stopping")
         self.manager.close_all()
 
     async def open_session(self, *, user_id: int, username: str, channel: ChannelRef,
@@ -128,16 +160,22 @@ class MediaService:
         return self.manager.describe()
 
     async def open_viewer(self, channel: ChannelRef, viewer: Viewer, *, kind: str = "live",
-                          transport: str = "udp") -> ViewerSession:
+                          transport: str = "udp", window: tuple[datetime, datetime] | None = None,
+                          source: str = "device") -> ViewerSession:
         """A viewer session of ``viewer`` on ``channel``, its transform planned (and its encoder reserved)
         by the injected factory before the Stream is opened; :meth:`open_output` composes what an output
-        reads. Raises :class:`media_relay.viewers.TransformCapacityExceeded`,
+        reads. ``kind="playback"``: the ``window`` (aware datetimes) of history from ``source`` ("device":
+        its own ``s=Playback`` call; "platform": the platform's recording), on a history Stream of its own
+        whose timestamps run at wall speed whatever the scale (see :mod:`media_relay.playback`).
+        Raises :class:`media_relay.viewers.TransformCapacityExceeded`,
         :class:`media_relay.viewers.TransformUnavailable` or :class:`media_relay.stream.MediaError`."""
+        if kind == "playback":
+            return await self._open_playback(ChannelRef(*channel), viewer, window, source, transport)
         if kind != "live":
             raise ValueError(f"unsupported viewer kind {kind!r}")
         channel = ChannelRef(*channel)
         session_id = new_session_id()
-        plan = self.transforms.plan(viewer, channel, session_id) if self.transforms is not None else None
+        plan = self._plan(viewer, channel, session_id, "live", None)
         session = await self.open_session(user_id=viewer.user_id, username=viewer.username, channel=channel,
                                           transport=transport, client_ip=viewer.client_ip,
                                           session_id=session_id if plan is not None else None,
@@ -146,6 +184,155 @@ class MediaService:
             session.plan = plan
             session.extra["watermark"] = plan
         return session
+
+    def _plan(self, viewer: Viewer, channel: ChannelRef, session_id: str, kind: str,
+              window: tuple[datetime, datetime] | None) -> ViewerPlan | None:
+        if self.transforms is None:
+            return None
+        if kind == "live":
+            return self.transforms.plan(viewer, channel, session_id)
+        if _takes_keywords(self.transforms.plan, "kind", "window"):
+            return self.transforms.plan(viewer, channel, session_id, kind=kind, window=window)
+        log.warning("media.transform_without_kind", kind=kind)  # an older factory: tag without the kind
+        return self.transforms.plan(viewer, channel, session_id)
+
+    # ------------------------------------------------------------------ history
+    def _check_history(self, window: Any, source: str, transport: str) -> tuple[datetime, datetime]:
+        window = check_window(window, self.max_window_hours)
+        if source not in SOURCES:
+            raise MediaError("bad_source", "来源无效（device 或 platform） / the source must be device or platform")
+        if transport not in TRANSPORTS:
+            raise MediaError("bad_transport", f"传输方式无效 / unknown transport {transport!r}")
+        if source == "platform" and self.recordings is None:
+            raise MediaError("no_recordings", "平台录像不可用 / platform recording is not available")
+        return window
+
+    async def _open_history_stream(self, channel: ChannelRef, window: tuple[datetime, datetime], source: str, *,
+                                   kind: str, transport: str, speed: int | None = None,
+                                   maxsize: int = 300) -> tuple[Stream, Timeline, StreamReader]:
+        """A started history Stream, its Timeline and a first reader; the caller ends the Stream
+        (:meth:`_end_history`), also when this raises nothing is left allocated."""
+        timeline = Timeline(window, retime=kind == "playback")
+        if source == "device":
+            request = HistoryRequest(kind, int(window[0].timestamp()), math.ceil(window[1].timestamp()),
+                                     speed if kind == "download" else None)
+            stream = await self.manager.open_history(channel, request, transport=transport, timeline=timeline)
+            return stream, timeline, stream.add_reader(maxsize)
+        segments = self.recordings.segments(channel, window[0], window[1])
+        if inspect.isawaitable(segments):
+            segments = await segments
+        if not segments:
+            raise MediaError("no_recording", "该时间段没有平台录像 / no platform recording in this window")
+        stream = PlatformStream(channel, self.recordings, window, timeline, paced=kind == "playback")
+        self.platform_streams.add(stream)
+        reader = stream.add_reader(maxsize)  # before the first unit: downloads lose nothing
+        stream.on_idle = self._platform_idle
+        stream.on_end = self.platform_streams.discard
+        stream.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(stream.first_keyframe), self.manager.keyframe_timeout)
+        except BaseException as exc:
+            ended = stream.closed
+            self._end_history(stream, "start failed")
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if ended or isinstance(exc, MediaError):
+                raise MediaError("no_recording", "该时间段没有可播放的平台录像 / no playable platform recording "
+                                 "in this window") from None
+            raise MediaError("no_keyframe", "平台录像中没有可解码的关键帧 / no decodable keyframe in the "
+                             "platform recording") from None
+        return stream, timeline, reader
+
+    def _platform_idle(self, stream: Stream) -> None:
+        def expired() -> None:
+            if not stream.readers:
+                self._end_history(stream, "no reader left")
+
+        asyncio.get_running_loop().call_later(self.history_idle, expired)
+
+    def _end_history(self, stream: Stream, reason: str) -> None:
+        if isinstance(stream, PlatformStream):
+            self.platform_streams.discard(stream)
+            stream.close(reason)
+        else:
+            self.manager.end_history(stream, reason)
+
+    async def _open_playback(self, channel: ChannelRef, viewer: Viewer, window: Any, source: str,
+                             transport: str) -> ViewerSession:
+        window = self._check_history(window, source, transport)
+        session_id = new_session_id()
+        plan = self._plan(viewer, channel, session_id, "playback", window)
+        try:
+            stream, timeline, reader = await self._open_history_stream(channel, window, source, kind="playback",
+                                                                       transport=transport)
+        except BaseException:
+            if plan is not None:
+                plan.release()
+            raise
+        now = time.time()
+        cleanup = [plan.release] if plan is not None else []
+        cleanup.append(lambda: self._end_history(stream, "viewer session closed"))
+        session = ViewerSession(session_id, viewer.user_id, viewer.username, channel, reader, viewer.client_ip, now,
+                                now + self.attach_timeout, cleanup=cleanup, plan=plan, kind="playback",
+                                window=window, history_source=source)
+        session.playback = PlaybackControl(stream, timeline, source, signalling=self.manager.signalling,
+                                           call_id=lambda: stream.call_id)
+        if plan is not None:
+            session.extra["watermark"] = plan
+        self.sessions[session_id] = session
+        log.info("playback.session_opened", session=session_id[:8], channel=channel.key, user=viewer.username,
+                 source=source, start=window[0].isoformat(), end=window[1].isoformat())
+        return session
+
+    async def control(self, session_id: str, action: str, *, position: float | None = None,
+                      scale: float | None = None) -> dict[str, Any]:
+        """Pause / resume / seek (``position``: seconds from the window start) / speed (``scale``: 0.25,
+        0.5, 1, 2, 4, 8) a playback session; returns :meth:`session_state`. Raises :class:`MediaError`
+        (``no_session``, ``not_playback``, ``bad_action``, ``bad_position``, ``bad_scale``,
+        ``control_refused``)."""
+        session = self.sessions.get(session_id)
+        if session is None or session.closed:
+            raise MediaError("no_session", "会话不存在或已结束 / no such session")
+        if session.playback is None:
+            raise MediaError("not_playback", "直播会话不能控制 / only a playback session can be controlled")
+        session.playback.apply(action, position=position, scale=scale)
+        log.info("playback.control", session=session_id[:8], action=action, position=position, scale=scale)
+        state = self.session_state(session_id)
+        assert state is not None
+        return state
+
+    def session_state(self, session_id: str) -> dict[str, Any] | None:
+        """``{"kind", "state", "position", "scale", "paused", "window", "source"}`` of a session (None when
+        unknown). ``state``: "waiting" (no output yet), "playing", "paused" or "ended"; ``position``:
+        seconds from the window start (None for live); ``window``: (start, end) aware datetimes or None."""
+        s = self.sessions.get(session_id)
+        if s is None:
+            return None
+        control = s.playback
+        if control is None:
+            ended = s.closed or s.reader.stream.closed
+            state = "ended" if ended else ("waiting" if s.output is None else "playing")
+            return {"kind": s.kind, "state": state, "position": None, "scale": 1.0, "paused": False,
+                    "window": None, "source": "device"}
+        state = control.state()
+        if state == "playing" and s.output is None:
+            state = "waiting"
+        return {"kind": s.kind, "state": state, "position": round(control.position, 3), "scale": control.scale,
+                "paused": control.paused, "window": s.window, "source": s.history_source}
+
+    async def open_history(self, channel: ChannelRef, window: tuple[datetime, datetime], source: str, *,
+                           speed: int = 4, transport: str = "udp") -> HistoryReader:
+        """A download's source over ``window`` of history (device: ``s=Download`` at ``speed``; platform:
+        the stored segments as fast as it is read): natural timestamps, ``get()`` raising ``EOFError`` at
+        the end. The caller closes it. Raises :class:`MediaError`."""
+        channel = ChannelRef(*channel)
+        window = self._check_history(window, source, transport)
+        if source == "device" and (not isinstance(speed, int) or not 1 <= speed <= 64):
+            raise MediaError("bad_speed", "下载倍速无效 / the download speed must be 1 to 64")
+        stream, timeline, reader = await self._open_history_stream(channel, window, source, kind="download",
+                                                                   transport=transport, speed=speed, maxsize=20000)
+        return HistoryReader(reader, timeline, filesize=stream.filesize,
+                             on_close=lambda: self._end_history(stream, "download closed"))
 
     def open_output(self, session_id: str, output: str) -> ViewerSession | None:
         """An output ("flv" or "whep") takes the session (once) and gets ``session.source``: the viewer's
@@ -225,12 +412,29 @@ class MediaService:
     async def _sweep(self) -> None:
         now = time.time()
         for s in list(self.sessions.values()):
+            control = s.playback
+            if control is not None and control.paused and not control.stream.closed:
+                # paused: no media, nothing times out (the output stays open), up to the pause limit
+                since = control.paused_since
+                if self.pause_limit and since is not None and time.monotonic() - since > self.pause_limit:
+                    self.close_session(s.session_id, "paused too long")
+                continue
             if s.output is None and now > s.attach_deadline:
                 self.close_session(s.session_id, "no player attached in time")
             elif s.output is None and s.reader.closed:
                 # attached outputs end themselves when their source ends (a watermarked output reads
                 # a shared decoder, not the session's reader, which it closes)
                 self.close_session(s.session_id, "stream ended")
+
+
+def _takes_keywords(func: Any, *names: str) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True
+    return all(n in params for n in names)
 
 
 __all__ = ["MediaService", "ViewerSession", "WhepNegotiationFailed", "new_session_id"]

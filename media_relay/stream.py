@@ -29,6 +29,8 @@ from media_relay.signalling import (
     DeviceOffline,
     DeviceRefused,
     DeviceWentOffline,
+    HistoryRequest,
+    MediaFileEnded,
     SessionEnded,
     Signalling,
     SignallingEvent,
@@ -155,6 +157,13 @@ class Stream:
         self.audio_frames = 0
         self.ingest: Any = None  # the socket adapter, closed with the stream
         self.on_idle: Any = None  # callback(stream) when its last reader leaves (the manager's idle timer)
+        # history (s=Playback / s=Download): what was asked, the filter every unit goes through before the
+        # fan-out (media_relay.playback.Timeline: re-timing, fast-playback keyframes), the answer's filesize
+        self.history: HistoryRequest | None = None
+        self.timeline: Any = None
+        self.filesize: int | None = None
+        self.last_packet: float | None = None  # monotonic time of the last RTP packet
+        self.ending = False  # the device said the file ended: draining before BYE
 
     # ------------------------------------------------------------------ properties shown in /api/streams
     @property
@@ -216,6 +225,7 @@ class Stream:
             else:
                 return
         self.stats.update(pkt, now)
+        self.last_packet = now
         if not self.first_packet.done():
             self.first_packet.set_result(now)
         lost_before = self.reorder.lost
@@ -229,8 +239,24 @@ class Stream:
         aus = self.demuxer.feed(pkt.payload)
         if pkt.marker:
             aus.extend(self.demuxer.flush())
+        self._deliver(aus)
+
+    def _deliver(self, aus: list[AccessUnit]) -> None:
+        timeline = self.timeline
         for au in aus:
+            if timeline is not None:
+                au = timeline.feed(au)
+                if au is None:
+                    continue
             self._on_au(au)
+
+    def finish(self) -> None:
+        """Hand out what is still buffered (reorder window, the demuxer's last unit): the end of a file."""
+        if self.closed:
+            return
+        for pkt in self.reorder.flush():
+            self._on_packet(pkt)
+        self._deliver(self.demuxer.flush(eof=True))
 
     def _on_au(self, au: AccessUnit) -> None:
         if au.kind != "video":
@@ -371,7 +397,8 @@ class StreamManager:
 
     def __init__(self, signalling: Signalling, *, ports: PortPool, ssrcs: SsrcAllocator, media_host: str = "0.0.0.0",
                  media_ip: str | None = None, idle_timeout: float = 15.0, media_timeout: float = 5.0,
-                 keyframe_timeout: float = 10.0) -> None:
+                 keyframe_timeout: float = 10.0, history_idle: float = 1.0, drain_quiet: float = 0.3,
+                 drain_max: float = 3.0) -> None:
         self.signalling = signalling
         self.ports = ports
         self.ssrcs = ssrcs
@@ -384,6 +411,13 @@ class StreamManager:
         self._starting: dict[ChannelRef, asyncio.Task] = {}
         self._idle: dict[ChannelRef, asyncio.TimerHandle] = {}
         self.invites_sent = 0
+        # history Streams (playback, download): one per session, not shared, not in ``streams``
+        self.history: set[Stream] = set()
+        self.history_idle = history_idle  # the last reader left: BYE after this (a composition re-opening)
+        self.drain_quiet = drain_quiet  # MediaStatus 121: BYE once no packet came for this long ...
+        self.drain_max = drain_max  # ... or after this at most
+        self._history_idle: dict[Stream, asyncio.TimerHandle] = {}
+        self._drains: set[asyncio.Task] = set()
         signalling.subscribe(self._on_signalling_event)
 
     # ------------------------------------------------------------------ public
@@ -410,9 +444,27 @@ class StreamManager:
             idle.cancel()
         return stream.add_reader()
 
+    async def open_history(self, channel: ChannelRef, history: HistoryRequest, *, transport: str = "udp",
+                           timeline: Any = None) -> Stream:
+        """A history Stream of its own for ``channel`` (``s=Playback`` / ``s=Download``, an SSRC beginning
+        with ``1``), started (media and a keyframe arrived); ``timeline`` filters its units. The caller adds
+        readers and ends it with :meth:`end_history` (also when the last reader leaves, after
+        ``history_idle``). Raises :class:`MediaError`."""
+        if not isinstance(channel, tuple) or len(channel) != 2:
+            raise TypeError(f"open_history needs a ChannelRef (device id, channel id), not {channel!r}")
+        if transport not in TRANSPORTS:
+            raise MediaError("bad_transport", f"传输方式无效 / unknown transport {transport!r}")
+        return await self._start(ChannelRef(*channel), transport, history=history, timeline=timeline)
+
+    def end_history(self, stream: Stream, reason: str) -> None:
+        """End a history Stream now: readers get EOF after what they have queued, BYE, port and SSRC free."""
+        self._teardown(stream, reason)
+
     def close_all(self, reason: str = "platform stopping") -> None:
-        for stream in list(self.streams.values()):
+        for stream in list(self.streams.values()) + list(self.history):
             self._teardown(stream, reason)
+        for task in list(self._drains):
+            task.cancel()
 
     def describe(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -433,8 +485,10 @@ class StreamManager:
             except OSError:
                 return "127.0.0.1"
 
-    async def _start(self, ref: ChannelRef, transport: str) -> Stream:
+    async def _start(self, ref: ChannelRef, transport: str, *, history: HistoryRequest | None = None,
+                     timeline: Any = None) -> Stream:
         device_id, channel_id = ref
+        what = "直播 / the live stream" if history is None else "回放 / the history stream"
         device_addr = self.signalling.route_address(device_id)
         if device_addr is None or not self.signalling.is_online(device_id):
             raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}")
@@ -443,13 +497,19 @@ class StreamManager:
         except NoPortsLeft as exc:
             raise MediaError("no_ports", str(exc)) from None
         try:
-            ssrc = self.ssrcs.allocate()
+            ssrc = self.ssrcs.allocate(history=history is not None)
         except NoPortsLeft as exc:
             self.ports.release(port)
             raise MediaError("no_ports", str(exc)) from None
         loop = asyncio.get_running_loop()
         stream = Stream(ref, transport, port=port, ssrc=ssrc)
-        stream.on_idle = self._on_idle
+        if history is None:
+            stream.on_idle = self._on_idle
+        else:
+            stream.history = history
+            stream.timeline = timeline
+            stream.on_idle = self._on_history_idle
+            self.history.add(stream)
         try:
             if transport == "udp":
                 _, proto = await loop.create_datagram_endpoint(lambda: _UdpIngest(stream),
@@ -459,8 +519,14 @@ class StreamManager:
                 ingest = _TcpServerIngest(stream)
                 await ingest.start(self.media_host, port)
                 stream.ingest = ingest
-            answered = await self.signalling.invite(ref, media_ip=self._media_ip_for(device_addr),
-                                                    media_port=port, ssrc=ssrc, transport=transport)
+            media_ip = self._media_ip_for(device_addr)
+            if history is None:
+                answered = await self.signalling.invite(ref, media_ip=media_ip, media_port=port, ssrc=ssrc,
+                                                        transport=transport)
+            else:
+                answered = await self.signalling.invite(ref, media_ip=media_ip, media_port=port, ssrc=ssrc,
+                                                        transport=transport, history=history)
+                stream.filesize = answered.filesize
             self.invites_sent += 1
             stream.call_id = answered.call_id
             if answered.ssrc != ssrc:
@@ -490,7 +556,8 @@ class StreamManager:
                         log.info("media.tcp_active_retry", channel_id=channel_id, attempt=attempt, error=str(exc))
                         await asyncio.sleep(1.0)
                 stream.ingest = proto
-            self.streams[ref] = stream
+            if history is None:
+                self.streams[ref] = stream
             try:
                 await asyncio.wait_for(asyncio.shield(stream.first_packet), self.media_timeout)
             except TimeoutError:
@@ -502,7 +569,8 @@ class StreamManager:
                 raise MediaError("no_keyframe", "收到媒体但无法解析出关键帧 / media arrives but no decodable "
                                  f"keyframe within {self.keyframe_timeout:.0f} s") from None
             log.info("stream.started", channel_id=channel_id, device_id=device_id, transport=transport,
-                     ssrc=stream.ssrc, port=port, codec=stream.codec)
+                     ssrc=stream.ssrc, port=port, codec=stream.codec,
+                     history=history.kind if history is not None else None)
             return stream
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, MediaError) else f"start failed: {exc!r}"
@@ -510,10 +578,15 @@ class StreamManager:
             if isinstance(exc, MediaError | asyncio.CancelledError):
                 raise
             if isinstance(exc, DeviceRefused):  # SignallingTimeout too: a refusal without a status
-                raise MediaError("device_refused", str(exc), exc.status) from None
+                if history is None:
+                    raise MediaError("device_refused", str(exc), exc.status) from None
+                said = f"{exc.status} {exc}" if exc.status is not None else str(exc)
+                raise MediaError("device_refused", f"设备拒绝了录像请求 / the device refused the history request: "
+                                 f"{said}", exc.status) from None
             if isinstance(exc, DeviceOffline):
                 raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}") from None
-            raise MediaError("start_failed", f"无法开始直播 / cannot start the live stream: {exc}") from None
+            cn, en = what.split(" / ")
+            raise MediaError("start_failed", f"无法开始{cn} / cannot start {en}: {exc}") from None
 
     def _on_idle(self, stream: Stream) -> None:
         if stream.closed or stream.readers:
@@ -529,9 +602,52 @@ class StreamManager:
         if not stream.readers:
             self._teardown(stream, "idle: no viewer left")
 
+    def _on_history_idle(self, stream: Stream) -> None:
+        if stream.closed or stream.readers:
+            return
+        old = self._history_idle.pop(stream, None)
+        if old is not None:
+            old.cancel()
+        self._history_idle[stream] = asyncio.get_running_loop().call_later(
+            self.history_idle, self._history_idle_expired, stream)
+
+    def _history_idle_expired(self, stream: Stream) -> None:
+        self._history_idle.pop(stream, None)
+        if not stream.readers:
+            self._teardown(stream, "no reader left")
+
+    def _drain_then_end(self, stream: Stream) -> None:
+        """The device's file ended: take what still arrives (until the port is quiet), hand out what is
+        buffered, then end (readers get EOF after their queue) and BYE."""
+        if stream.ending or stream.closed:
+            return
+        stream.ending = True
+
+        async def drain() -> None:
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + self.drain_max
+            while not stream.closed:
+                last = stream.last_packet
+                quiet = time.monotonic() - last if last is not None else self.drain_quiet
+                left = give_up - loop.time()
+                if quiet >= self.drain_quiet or left <= 0:
+                    break
+                await asyncio.sleep(min(self.drain_quiet - quiet, left))
+            if not stream.closed:
+                stream.finish()
+                self._teardown(stream, "end of file (MediaStatus 121)")
+
+        task = asyncio.ensure_future(drain())
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
     def _teardown(self, stream: Stream, reason: str) -> None:
         if self.streams.get(stream.channel) is stream:
             del self.streams[stream.channel]
+        self.history.discard(stream)
+        idle = self._history_idle.pop(stream, None)
+        if idle is not None:
+            idle.cancel()
         was_open = not stream.closed
         stream.close(reason)
         if stream.call_id is not None:
@@ -547,9 +663,26 @@ class StreamManager:
             if event.by != "device":
                 return
             stream = self.streams.get(ChannelRef(*event.channel))
-            if stream is not None and stream.call_id == event.call_id:
+            if stream is None or stream.call_id != event.call_id:
+                stream = self._history_call(event.call_id)
+            if stream is not None:
                 stream.call_id = None
+                if stream.history is not None:
+                    stream.finish()  # a device ending a history call: what arrived is still played
                 self._teardown(stream, event.reason)
+        elif isinstance(event, MediaFileEnded):
+            stream = self._history_call(event.call_id)
+            if stream is None:
+                log.info("media.file_end_unknown_call", call_id=event.call_id)
+                return
+            self._drain_then_end(stream)
         elif isinstance(event, DeviceWentOffline):
-            for stream in [s for s in self.streams.values() if s.device_id == event.device_id]:
+            streams = [s for s in list(self.streams.values()) + list(self.history) if s.device_id == event.device_id]
+            for stream in streams:
                 self._teardown(stream, f"device offline: {event.reason}")
+
+    def _history_call(self, call_id: str) -> Stream | None:
+        for stream in self.history:
+            if stream.call_id is not None and stream.call_id == call_id:
+                return stream
+        return None

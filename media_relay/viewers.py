@@ -7,6 +7,10 @@ the session; ``MediaService.open_output(session_id, output)`` then composes the 
     the viewer's own drawn picture (``factory.draw``: decoded once per Stream, drawn and encoded per viewer)
     or the upstream as is (an H.264 transcoder for H.265 on WebRTC) with the session tag (``factory.tag``)
 
+The same composition serves playback sessions unchanged: their reader is on a history Stream (see
+:mod:`media_relay.playback`) whose units are already re-timed to wall speed, so ``draw`` (which reads
+``reader.stream`` on its own) and the outputs see the playback timeline.
+
 The factory is the watermark package's (``watermark.pipeline.WatermarkHub``); this package does not import
 it. Without a factory (a bare media service in tests) the output reads the upstream as is.
 """
@@ -14,6 +18,7 @@ it. Without a factory (a bare media service in tests) the output reads the upstr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gbcore.ids import ChannelRef
@@ -82,9 +87,12 @@ class ViewerPlan(Protocol):
 class ViewerTransformFactory(Protocol):
     """Supplies the per-viewer transform (injected at assembly)."""
 
-    def plan(self, viewer: Viewer, channel: ChannelRef, session_id: str) -> ViewerPlan:
+    def plan(self, viewer: Viewer, channel: ChannelRef, session_id: str, *, kind: str = "live",
+             window: tuple[datetime, datetime] | None = None) -> ViewerPlan:
         """The plan for ``viewer`` watching ``channel`` in session ``session_id``, with what it needs
-        reserved. Raises :class:`TransformCapacityExceeded` or :class:`TransformUnavailable`."""
+        reserved; ``kind`` ("live", "playback") and the playback ``window`` go into the session tag. (The
+        media service passes ``kind``/``window`` only for history sessions, and only to a factory whose
+        ``plan`` takes them.) Raises :class:`TransformCapacityExceeded` or :class:`TransformUnavailable`."""
         ...
 
     def draw(self, reader: StreamReader, plan: ViewerPlan, output: str) -> AccessUnitSource | None:
