@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from gbcore.ids import ChannelRef
 from media_relay.signalling import (
@@ -45,7 +46,7 @@ class FakeSignalling:
         return self.routes.get(device_id, ("127.0.0.1", 5060))
 
     async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
-                     transport: str) -> InviteAnswer:
+                     transport: str, history: Any = None) -> InviteAnswer:
         channel = ChannelRef(*channel)
         self.invites.append((channel, {"media_ip": media_ip, "media_port": media_port, "ssrc": ssrc,
                                        "transport": transport}))
