@@ -82,13 +82,24 @@ WIRED_ACTIONS: dict[str, str] = {
     "org.delete": "删除组织节点 / organisation node deleted (detail: children, devices, channels, moved_to, force)",
     "org.assign": "分配设备/通道到组织节点 / devices and channels assigned to a node (detail: device_ids, "
                   "channels)",
+    # history video (issue 13; target channel:<device_id>/<channel_id>; windows in Beijing time, RFC 3339)
+    "playback.start": "开始录像回放 / playback started (detail: device_id, channel_id, start, end, source, "
+                      "transport)",
+    "playback.stop": "结束录像回放 / playback stopped (detail: device_id, channel_id, start, end, reason, "
+                     "duration_s)",
+    "playback.control": "回放控制 / playback control (detail: command = pause | resume | seek | speed, value)",
+    "record.plan": "修改录像计划 / recording plan changed (detail: device_id, channel_id, mode, stream, schedule)",
+    "record.segment": "录像片段已保存 / a recorded segment was stored (detail: channel, start, end, bytes, "
+                      "sha256 of the bytes as stored)",
+    "record.delete": "过期录像已删除 / an expired segment was deleted (detail: channel, start, end, sha256, "
+                     "retention_days)",
+    "record.repair": "录像副本已修复 / a missing or damaged copy of a segment was repaired from another root "
+                     "(detail: channel, path, root, sha256)",
+    "record.disk_full": "录像存储空间不足，录像已停止 / recording stopped: storage is full (detail: root, "
+                        "free_mb, channels)",
 }
 
 PENDING_ACTIONS: dict[str, str] = {
-    # playback (detail: channel_id, start, end, session_id, watermark_id)
-    "playback.start": "开始录像回放 / playback started",
-    "playback.stop": "结束录像回放 / playback stopped",
-    "playback.control": "回放控制 / playback control (detail: command = pause | resume | seek | speed, value)",
     # PTZ (detail: channel_id, command, speed, preset)
     "ptz.command": "云台控制 / PTZ command",
     # devices

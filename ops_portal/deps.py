@@ -164,6 +164,7 @@ PERMISSION_CATALOGUE: dict[str, tuple[str, str, str]] = {
     "live.view": ("function", "实时视频", "live video"),
     "playback.view": ("function", "录像回放", "playback"),
     "download.create": ("function", "录像下载", "download video"),
+    "record.manage": ("function", "录像计划", "recording plans"),
     "ptz.control": ("function", "云台控制", "PTZ control"),
     "ticket.read": ("function", "工单查看", "view tickets"),
     "ticket.write": ("function", "工单处理", "report and handle tickets"),

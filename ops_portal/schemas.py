@@ -58,6 +58,9 @@ class ErrorOut(BaseModel):
         default=None,
         description="ambiguous_channel only: the devices (visible to the caller) that report this channel id",
     )
+    sip_status: int | None = Field(
+        default=None, description="device_refused only: the SIP status the device answered (e.g. 488, 486)",
+    )
 
 
 class ApiError(Exception):

@@ -12,6 +12,7 @@ from ops_portal.routes import (
     dashboard,
     devices,
     downloads,
+    history,
     live,
     org,
     roles,
@@ -39,6 +40,7 @@ api_router.include_router(devices.router)
 api_router.include_router(sip.router)
 api_router.include_router(audit.router)
 api_router.include_router(live.router)
+api_router.include_router(history.router)
 api_router.include_router(availability_router)
 api_router.include_router(downloads.router)
 for _module in (users, roles, org, channels, dashboard):  # access control, the tree, the map, the dashboard

@@ -87,6 +87,10 @@ class DownloadOut(BaseModel):
     bytes: int | None = None
     session_id: str | None = None
     watermark_id: str | None = None
+    source: str | None = Field(None, description="a recorded range: device | platform (null: a live clip)")
+    window_start: str | None = Field(None, description="a recorded range: the requested window's start (RFC 3339, "
+                                     "Beijing time +08:00)")
+    window_end: str | None = Field(None, description="a recorded range: the requested window's end")
 
 
 class DownloadList(BaseModel):
@@ -275,6 +279,31 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _download_window(detail: dict[str, Any]) -> dict[str, Any]:
+    """``source``, ``window_start``, ``window_end`` of a ``download.*`` entry of a recorded range: the detail's
+    ``window`` (``{"start", "end"}``) or ``window_start`` / ``window_end``, else - an entry naming a ``source``
+    - its ``start`` / ``end``; in Beijing time."""
+    from ops_portal.timewindow import beijing
+
+    source = detail.get("source") if detail.get("source") in ("device", "platform") else None
+    window = detail.get("window") if isinstance(detail.get("window"), dict) else {}
+    start = window.get("start") or detail.get("window_start")
+    end = window.get("end") or detail.get("window_end")
+    if start is None and end is None and source is not None:
+        start, end = detail.get("start"), detail.get("end")
+
+    def local(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        return beijing(parsed) if parsed.tzinfo is not None else value
+
+    return {"source": source, "window_start": local(start), "window_end": local(end)}
+
+
 @router.get("/downloads", operation_id="audit_downloads", summary="录像下载记录 / download history",
             response_model=DownloadList)
 async def list_downloads(
@@ -318,7 +347,7 @@ async def list_downloads(
                 channel_id=detail.get("channel_id") or value["target"].get("id"),
                 start=detail.get("start"), end=detail.get("end"), sha256=detail.get("sha256"),
                 bytes=detail.get("bytes"), session_id=detail.get("session_id"),
-                watermark_id=detail.get("watermark_id"),
+                watermark_id=detail.get("watermark_id"), **_download_window(detail),
             )
         )
     return DownloadList(total=total, offset=offset, limit=limit, items=items)

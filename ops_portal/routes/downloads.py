@@ -1,5 +1,7 @@
-"""Watermarked downloads: ``POST /api/channels/{id}/downloads`` captures a live clip and exports it as an
-MP4 carrying the requester's visible watermark and signed session tag; the job's progress; the file.
+"""Watermarked downloads: ``POST /api/channels/{id}/downloads`` captures a live clip (``{"seconds"}``) or
+exports a recorded time range (``{"start", "end", "source"}``: the device's storage with ``s=Download`` or the
+platform's segments) as an MP4 carrying the requester's visible watermark and signed session tag; the job's
+progress; the file.
 
 The work is done by :class:`watermark.downloads.DownloadManager` (``app.state.downloads``, started by
 the platform; made on first use otherwise).  A job and its file are visible to the user who asked for
@@ -40,8 +42,15 @@ MIN_SECONDS, MAX_SECONDS = 5, 600
 
 
 class DownloadRequest(BaseModel):
-    seconds: int = Field(ge=MIN_SECONDS, le=MAX_SECONDS,
-                         description="片段时长（秒），从现在起录制 / clip length in seconds, captured from now on")
+    """Either ``seconds`` (a live clip from now on) or ``start`` + ``end`` (a recorded time range)."""
+
+    seconds: int | None = Field(None, ge=MIN_SECONDS, le=MAX_SECONDS,
+                                description="片段时长（秒），从现在起录制 / clip length in seconds, captured from now on")
+    start: str | None = Field(None, max_length=40, description="录像时间段开始，ISO 8601，无时区时为北京时间 / start "
+                              "of a recorded range: ISO 8601, Beijing time when without an offset")
+    end: str | None = Field(None, max_length=40, description="录像时间段结束 / end of the recorded range")
+    source: Literal["device", "platform"] | None = Field(None, description="recorded range: the device's own "
+                                                         "storage (default) or the platform's recording")
     transport: Literal["udp", "tcp-passive", "tcp-active"] | None = Field(
         default=None, description="媒体传输方式 / media transport when the stream must be started "
         "(default: the platform's live transport)")
@@ -59,6 +68,9 @@ class DownloadJobOut(BaseModel):
     user_id: int
     username: str
     seconds: int = Field(description="requested clip length (s)")
+    start: str | None = Field(None, description="recorded range: its start (RFC 3339, Beijing time +08:00)")
+    end: str | None = Field(None, description="recorded range: its end (RFC 3339, +08:00)")
+    source: str | None = Field(None, description="recorded range: device | platform; null for a live clip")
     percent: float = Field(description="overall progress 0..100: capturing covers 0..80 (seconds captured / "
                                        "seconds requested, in real time), encoding 80..100 (frames encoded / "
                                        "frames captured); 100 only when done")
@@ -120,9 +132,13 @@ def _out(manager: Any, row: Any) -> DownloadJobOut:
         frames_captured = row.frames
         frames_encoded = row.frames
     available = manager.file_path(row) is not None
+    from ops_portal.timewindow import beijing
+
     return DownloadJobOut(
         job_id=row.id, state=state, reason=row.reason, channel_id=row.channel_id, device_id=row.device_id,
         user_id=row.user_id, username=row.username, seconds=row.seconds, percent=percent,
+        start=beijing(getattr(row, "window_start", None)), end=beijing(getattr(row, "window_end", None)),
+        source=getattr(row, "source", None),
         seconds_captured=seconds_captured, frames_captured=frames_captured, frames_encoded=frames_encoded,
         eta_s=eta, created_at=row.created_at, finished_at=row.finished_at, media_start=row.media_start,
         media_end=row.media_end, duration_s=row.duration_s, size=row.size, sha256=row.sha256,
@@ -140,31 +156,64 @@ async def _visible_job(request: Request, user: User, access: Any, job_id: str) -
 
 @router.post(device_channel_path("/api/channels/{channel_id}/downloads"),
              operation_id="downloads_create_device_channel", status_code=202,
-             summary="下载直播片段（设备 + 通道，带水印）/ download a live clip of a device's channel, watermarked",
+             summary="下载录像或直播片段（设备 + 通道，带水印）/ download a recorded range or a live clip of a device's "
+             "channel, watermarked",
              response_model=DownloadJobOut, dependencies=[DEVICE_PATH], responses=error_responses(404, 409, 503))
 @router.post("/api/channels/{channel_id}/downloads", operation_id="downloads_create", status_code=202,
-             summary="下载直播片段（通道编码唯一时，带水印）/ download a live clip, watermarked (channel id unique)",
+             summary="下载录像或直播片段（通道编码唯一时，带水印）/ download a recorded range or a live clip, watermarked "
+             "(channel id unique)",
              response_model=DownloadJobOut, responses=error_responses(404, 409, 503))
 async def create_download(user: Downloader, access: AccessDep, registry: RegistryDep, sip: SipDep,
                           request: Request, ref: ScopedChannel, body: DownloadRequest) -> DownloadJobOut:
-    """Starts a job that records `seconds` of the channel's live video from now on, then exports an MP4
-    with your visible watermark and a signed session tag in every keyframe. Poll
+    """Starts a job that records `seconds` of the channel's live video from now on - or, with `start` and
+    `end` (ISO 8601, Beijing time without an offset), reads that recorded range from the device (`source`
+    `device`, the default: `s=Download`, faster than real time) or from the platform's recording
+    (`platform`) - then exports an MP4 with your visible watermark and a signed session tag in every
+    keyframe. 422 `bad_window` / `window_too_long` (over `GBOPS_PLAYBACK_MAX_WINDOW_HOURS`). Poll
     `GET /api/downloads/{job_id}`; fetch `file_url` when `state` is `done`. The shorthand
     `/api/channels/{channel_id}/downloads` answers 409 `ambiguous_channel` when several of your devices
     report that channel id: use `/api/devices/{device_id}/channels/{channel_id}/downloads`."""
+    import math
+
+    from ops_portal.timewindow import parse_window
+
+    history = body.start is not None or body.end is not None
+    if history == (body.seconds is not None):
+        raise ApiError(422, "bad_request", "请给出 seconds（直播片段）或 start 与 end（录像时间段）之一 / give either "
+                       "seconds (a live clip) or start and end (a recorded range)")
+    window = None
+    source = None
+    if history:
+        window = parse_window(body.start, body.end, max_hours=request.app.state.settings.playback_max_window_hours)
+        source = body.source or "device"
+    elif body.source is not None:
+        raise ApiError(422, "bad_request", "source 只用于录像时间段 / source applies to a recorded range only")
     if getattr(request.app.state, "media", None) is None:
         raise ApiError(503, "media_unavailable", "媒体服务未运行 / the media service is not running")
     channel_id = ref.channel_id
-    if sip is None or not sip.is_online(ref.device_id):
+    if source == "platform":
+        if getattr(request.app.state, "recordings", None) is None:
+            raise ApiError(503, "recording_unavailable", "平台录像服务未运行 / platform recording is not running")
+    elif sip is None or not sip.is_online(ref.device_id):
         raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}")
+    from media_relay.stream import MediaError
     from watermark.downloads import AuditUnavailable
 
     manager = _manager(request)
     transport = body.transport or getattr(request.app.state.settings, "live_transport", "udp")
+    extra: dict[str, Any] = {}
+    seconds = body.seconds
+    if window is not None:
+        extra = {"window": window, "source": source}
+        seconds = max(1, math.ceil((window[1] - window[0]).total_seconds()))
     try:
         row = await manager.submit(user=user, channel_id=channel_id, device_id=ref.device_id,
-                                   seconds=body.seconds, client_ip=client_ip(request), transport=transport,
-                                   roles=tuple(getattr(access, "roles", ())))
+                                   seconds=seconds, client_ip=client_ip(request), transport=transport,
+                                   roles=tuple(getattr(access, "roles", ())), **extra)
+    except MediaError as exc:
+        from ops_portal.routes.history import media_error
+
+        raise media_error(exc) from None
     except AuditUnavailable:
         log.exception("download.audit_failed", channel=ref.key, user=user.username)
         raise ApiError(503, "audit_unavailable", "审计日志不可用，无法下载 / the audit log is unavailable, "

@@ -5,12 +5,16 @@ import { getLang, setLang, t } from "./i18n.js";
 import { auditView, rolesView, usersView } from "./admin.js";
 import { channelView, dashboardView, deviceView, liveView, treeView } from "./views.js";
 import { mapView } from "./map.js";
+import { downloadsView, playbackView, recordingView } from "./history.js";
 import { can, state } from "./session.js";
 
 const NAV = [
   { route: "dashboard", label: "nav.dashboard", view: dashboardView },
   { route: "tree", label: "nav.tree", view: treeView, perm: "device.read" },
   { route: "live", label: "nav.live", view: liveView, perm: "live.view" },
+  { route: "playback", label: "nav.playback", view: playbackView, perm: "playback.view" },
+  { route: "downloads", label: "nav.downloads", view: downloadsView, perm: "download.create" },
+  { route: "recording", label: "nav.recording", view: recordingView, perm: "playback.view" },
   { route: "map", label: "nav.map", view: mapView, perm: "device.read" },
   { route: "users", label: "nav.users", view: usersView, perm: "user.manage" },
   { route: "roles", label: "nav.roles", view: rolesView, perm: "role.manage" },
