@@ -55,6 +55,7 @@ class Platform:
         self.sip: Any = None
         self.media: Any = None
         self.downloads: Any = None  # watermark.downloads.DownloadManager
+        self.recordings: Any = None  # media_relay.recording.service.RecordingService
         self.audit: Any = None
         self._audit_tasks: set[asyncio.Task] = set()
         self.http: Any = None
@@ -129,8 +130,12 @@ class Platform:
         self.media = MediaService(SipSignalling(self.sip), rtp_ports=s.rtp_port_range, domain=s.sip_domain,
                                   media_host=s.media_host, media_ip=s.media_ip,
                                   idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout,
-                                  transforms=watermark)
+                                  transforms=watermark, max_window_hours=s.playback_max_window_hours)
         await self.media.start()
+        # platform recording (issue 13): one upstream per channel shared with the viewers; playback and
+        # downloads from platform storage read it through media.recordings
+        self.recordings = self.media.recordings = self._recording_service(s, sessionmaker)
+        await self.recordings.start()
         if s.webrtc_loopback:
             from media_relay.outputs.whep import enable_loopback_candidates
 
@@ -144,6 +149,7 @@ class Platform:
         self.downloads = DownloadManager(s, sessionmaker, audit=self.audit, media=self.media)
         await self.downloads.start()  # fails the jobs a previous run left unfinished
         app.state.downloads = self.downloads
+        app.state.recordings = self.recordings
         from ops_portal.revocation import RevocationWatcher
 
         # revoked access ends running live sessions and downloads within 5 s (live.stop reason access_revoked)
@@ -175,6 +181,40 @@ class Platform:
                 self._http_task.result()  # raises the bind error
             await asyncio.sleep(0.02)
         log.info("http.listening", host=s.http_host, port=self.http_port)
+
+    def _recording_service(self, s: Settings, sessionmaker: Any) -> Any:
+        """The recording service, wired to the media relay (live Streams), the audit log and the contracts."""
+        from audit_log.log import Actor, Target
+        from gbcore.ids import ChannelRef
+        from media_relay.recording.service import RecordingService
+        from ops_portal.contracts import contracts_for_channel
+
+        roots = [r.strip() for r in s.record_dirs.split(",") if r.strip()] or [str(s.data_dir / "recordings")]
+        key_file = s.record_key_file or str(s.data_dir / "keys" / "record.key")
+        media, audit_log = self.media, self.audit
+
+        async def open_reader(channel: ChannelRef, stream: str) -> Any:
+            return await media.open_reader(channel, s.live_transport)
+
+        async def audit(action: str, target: str, detail: dict) -> None:
+            await audit_log.record(actor=Actor("system", None, "recorder"), action=action,
+                                   target=Target("channel" if "/" in target else "recording", target),
+                                   detail=detail)
+
+        async def retention_days(channel: ChannelRef) -> int | None:
+            async with sessionmaker() as session:  # the longest storage of the contracts covering it
+                found = await contracts_for_channel(session, channel, datetime.now(UTC))
+            return max((c.storage_days for c in found), default=None)
+
+        async def alert(code: str, message: str, channel: ChannelRef | None) -> None:
+            # on the audit log already (record.disk_full, record.corrupt); the recording page shows the state
+            log.error("record.alert", code=code, message=message, channel=channel.key if channel else None)
+
+        return RecordingService(sessionmaker, open_reader, roots=roots, segment_seconds=s.record_segment_seconds,
+                                retention_days_default=s.record_retention_days, encrypt=s.record_encrypt,
+                                cipher=s.record_cipher, key_file=key_file, min_free_mb=s.record_min_free_mb,
+                                check_interval=s.record_check_interval, audit=audit, alert=alert,
+                                retention_days=retention_days)
 
     def _record_sip_security(self, kind: str, device_id: str | None, addr: tuple[str, int], detail: dict) -> None:
         """``security.sip_refused`` on the audit log: a SIP request refused because it did not come from the
@@ -218,6 +258,8 @@ class Platform:
             await self.reports.jobs.close()
         if self.tickets is not None:
             await self.tickets.close()
+        if self.recordings is not None:
+            await self.recordings.stop()  # closes the open segments (hashed and audited)
         if self.media is not None:
             await self.media.close()
         if self.sip is not None:

@@ -37,6 +37,7 @@ def load_models() -> None:
     importlib.import_module("watermark.models")
     importlib.import_module("ops_portal.tickets.models")  # also imports ops_portal.contracts
     importlib.import_module("ops_portal.availability.models")
+    importlib.import_module("media_relay.recording.models")
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -4,12 +4,17 @@
 audit log, then runs it as a task:
 
 1. ``queued``: waits for one of ``download_max_jobs`` slots.
-2. ``capturing``: opens a reader on the channel's live Stream (starting it when nobody watches; no
-   viewer session is made) and spools ``seconds`` of media time of access units to disk.  The reader
-   is closed at once afterwards, so the Stream's usual idle timer ends the upstream.
+2. ``capturing``: a live clip opens a reader on the channel's live Stream (starting it when nobody
+   watches; no viewer session is made) and spools ``seconds`` of media time of access units (video and
+   audio) to disk.  The reader is closed at once afterwards, so the Stream's usual idle timer ends the
+   upstream.  A history download (issue 13: ``window`` and ``source``) reads
+   ``media.open_history(channel, window, source, speed=download_speed)`` instead (the device's
+   ``s=Download``, or the platform's recording) to its end; its progress is the reader's.
 3. ``encoding``: :func:`watermark.export.export_mp4` on a worker thread, with the requester's
-   watermark and a signed session tag (session id ``dl-<job id>``) in every keyframe.
-4. ``done`` (``download.complete`` with the file's SHA-256) or ``failed`` (``download.failed`` with
+   watermark and a signed session tag (session id ``dl-<job id>``, kind ``download`` and the window) in
+   every keyframe; audio kept (AAC as is, G.711 as AAC); a history download cut to its window.
+4. ``done`` (``download.complete`` with the file's SHA-256 and the window, in the transaction that
+   marks the job done) or ``failed`` (``download.failed`` with
    the reason).  A job still running when the platform stops is failed with "平台重启 / platform
    restarted" (at stop, or at the next start when the process died).
 
@@ -24,6 +29,8 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import inspect
+import math
 import secrets
 import threading
 import time
@@ -42,10 +49,11 @@ from watermark.overlay import WatermarkSettings
 from watermark.pipeline import session_code
 from watermark.policy import WatermarkPolicy
 from watermark.render import WatermarkText
-from watermark.tag import SessionTag, load_or_create_key
+from watermark.tag import SessionTag, load_or_create_key, window_seconds
 from watermark.viewer import FindViewer
 
-__all__ = ["AuditUnavailable", "CAPTURE_SHARE", "DownloadManager", "JobProgress", "RESTARTED", "watermark_settings_for"]
+__all__ = ["AuditUnavailable", "CAPTURE_SHARE", "DownloadManager", "HISTORY_SOURCES", "JobProgress", "RESTARTED",
+           "watermark_settings_for"]
 
 log = get_logger("gbops.downloads")
 
@@ -56,6 +64,7 @@ CAPTURE_SHARE = 0.8
 #: Assumed encoding time per captured second, for the ETA before encoding has started.
 ASSUMED_ENCODE_FACTOR = 0.2
 ACTIVE_STATES = ("queued", "capturing", "encoding")
+HISTORY_SOURCES = ("device", "platform")
 
 
 def watermark_settings_for(settings: Any, roles: tuple[str, ...] | None) -> WatermarkSettings:
@@ -77,13 +86,19 @@ class JobProgress:
     frames_total: int | None = None
     capture_started: float | None = None  # monotonic
     encode_started: float | None = None   # monotonic
+    capture_fraction: float | None = None  # a history download: the reader's progress() (0..1)
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def _captured(self, seconds: int) -> float:
+        if self.capture_fraction is not None:
+            return max(0.0, min(1.0, self.capture_fraction))
+        return min(1.0, self.seconds_captured / seconds) if seconds > 0 else 0.0
 
     def percent(self, seconds: int) -> float:
         if self.state == "done":
             return 100.0
         if self.state == "capturing":
-            return round(100 * CAPTURE_SHARE * min(1.0, self.seconds_captured / seconds), 1)
+            return round(100 * CAPTURE_SHARE * self._captured(seconds), 1)
         if self.state == "encoding":
             frac = self.frames_encoded / self.frames_total if self.frames_total else 0.0
             return round(100 * (CAPTURE_SHARE + (1 - CAPTURE_SHARE) * min(1.0, frac)), 1)
@@ -91,6 +106,12 @@ class JobProgress:
 
     def eta(self, seconds: int, now: float) -> float | None:
         if self.state == "capturing":
+            if self.capture_fraction is not None:  # history: faster than real time, from the rate so far
+                done = self._captured(seconds)
+                if done <= 0 or self.capture_started is None:
+                    return None
+                spent = max(now - self.capture_started, 1e-6)
+                return round(spent * (1 - done) / done + seconds * ASSUMED_ENCODE_FACTOR, 1)
             return round(max(0.0, seconds - self.seconds_captured) + seconds * ASSUMED_ENCODE_FACTOR, 1)
         if self.state == "encoding":
             if not self.frames_encoded or not self.frames_total or self.encode_started is None:
@@ -113,6 +134,7 @@ class DownloadManager:
         self.preset = getattr(settings, "download_preset", "ultrafast")
         self.crf = int(getattr(settings, "download_crf", 21))
         self.capture_timeout = 10.0  # no access unit this long during a capture: the job fails
+        self.speed = int(getattr(settings, "download_speed", 4))  # a device download's a=downloadspeed
         self.progress: dict[str, JobProgress] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._slots: asyncio.Semaphore | None = None
@@ -161,44 +183,73 @@ class DownloadManager:
             self._key = load_or_create_key(self.settings.data_dir)
         return self._key
 
-    async def submit(self, *, user: Any, channel_id: str, device_id: str, seconds: int, client_ip: str | None,
-                     transport: str, roles: tuple[str, ...] | None = None) -> DownloadJob:
-        """Record the job and ``download.request``, start it; raises when the audit log refuses."""
+    async def submit(self, *, user: Any, channel_id: str, device_id: str, seconds: int | None = None,
+                     client_ip: str | None, transport: str, roles: tuple[str, ...] | None = None,
+                     window: tuple[datetime, datetime] | None = None, source: str | None = None) -> DownloadJob:
+        """Record the job and ``download.request``, start it; raises when the audit log refuses.
+
+        A live clip: ``seconds`` of the live stream from now on.  A history download: ``window``
+        (aware datetimes) read from ``source`` (``device``, the default: ``s=Download`` at
+        ``download_speed``; ``platform``: the platform's recording); ``seconds`` is then the window's
+        length.  ``ValueError`` ("中文 / English") for a bad window, source or length."""
+        start_w = end_w = None
+        if window is not None:
+            start_w, end_w = window
+            if not isinstance(start_w, datetime) or not isinstance(end_w, datetime) \
+                    or start_w.tzinfo is None or end_w.tzinfo is None:
+                raise ValueError("时段须带时区 / the window's times must carry a time zone")
+            start_w, end_w = start_w.astimezone(UTC), end_w.astimezone(UTC)
+            if end_w <= start_w:
+                raise ValueError("结束时间须晚于开始时间 / the end must be after the start")
+            source = source or "device"
+            if source not in HISTORY_SOURCES:
+                raise ValueError(f"未知来源 / unknown source: {source!r} (device | platform)")
+            seconds = math.ceil((end_w - start_w).total_seconds())
+        elif source is not None:
+            raise ValueError("来源只用于时段下载 / a source needs a window")
+        elif seconds is None or seconds <= 0:
+            raise ValueError("时长须为正数 / the length must be positive")
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_jobs)
         job_id = secrets.token_hex(8)
         now = datetime.now(UTC)
         row = DownloadJob(id=job_id, user_id=user.id, username=user.username, channel_id=channel_id,
                           device_id=device_id, seconds=seconds, state="queued", session_id=f"dl-{job_id}",
-                          watermark_id=session_code(f"dl-{job_id}"), client_ip=client_ip, created_at=now)
+                          watermark_id=session_code(f"dl-{job_id}"), client_ip=client_ip, created_at=now,
+                          window_start=start_w, window_end=end_w, source=source)
         async with self.sessionmaker() as session:
             session.add(row)
             await session.commit()
+        # the range the tag and the audit entry name: the window, or the live clip's seconds from now
+        tag_window = (start_w, end_w) if start_w is not None else (now, now + timedelta(seconds=seconds))
         if self.audit is not None:
             from audit_log.log import Actor, Target, download_detail
 
-            detail = download_detail(device_id=device_id, channel_id=channel_id, start=now,
-                                     end=now + timedelta(seconds=seconds), session_id=row.session_id,
+            detail = download_detail(device_id=device_id, channel_id=channel_id, start=tag_window[0],
+                                     end=tag_window[1], session_id=row.session_id,
                                      watermark_id=row.watermark_id)
             try:
                 await self.audit.record(actor=Actor.user(user), action="download.request",
                                         target=Target("channel", ChannelRef(device_id, channel_id).key),
                                         client_ip=client_ip,
-                                        detail={**detail, "job_id": job_id, "seconds": seconds})
+                                        detail={**detail, "job_id": job_id, "seconds": seconds,
+                                                **_window_detail(row)})
             except Exception as exc:
                 await self._finish(job_id, state="failed", reason="审计日志不可用 / the audit log is unavailable")
                 raise AuditUnavailable(str(exc)) from exc
         text = WatermarkText(display_name=user.display_name or "", account=user.username, phone=user.phone,
                              client_ip=client_ip or "", session_code=row.watermark_id)
         tag = SessionTag(session_id=row.session_id, user_id=user.id, channel_id=channel_id,
-                         start_ms=int(now.timestamp() * 1000), device_id=device_id)
+                         start_ms=int(now.timestamp() * 1000), device_id=device_id, kind="download",
+                         window=window_seconds(tag_window))
         self.progress[job_id] = JobProgress()
         look = watermark_settings_for(self.settings, roles)
         task = asyncio.create_task(self._run(row, text, look, tag, transport), name=f"download-{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda _t, j=job_id: self._tasks.pop(j, None))
         log.info("download.queued", job=job_id, channel=ChannelRef(device_id, channel_id).key, user=user.username,
-                 seconds=seconds)
+                 seconds=seconds, window=[start_w.isoformat(), end_w.isoformat()] if start_w and end_w else None,
+                 source=source)
         return row
 
     def running_ids(self) -> list[str]:
@@ -245,7 +296,12 @@ class DownloadManager:
             assert self._slots is not None
             async with self._slots:
                 prog.state = "capturing"
-                start_wall, fps = await self._capture(row, prog, spool, transport)
+                clip: tuple[float, float] | None = None
+                if row.window_start is not None and row.window_end is not None:
+                    start_wall, fps = await self._capture_window(row, prog, spool, transport)
+                    clip = (row.window_start.timestamp(), row.window_end.timestamp())
+                else:
+                    start_wall, fps = await self._capture(row, prog, spool, transport)
                 prog.state = "encoding"
                 prog.frames_total = spool.frames
                 prog.encode_started = time.monotonic()
@@ -259,7 +315,8 @@ class DownloadManager:
                 export = functools.partial(
                     export_mp4, spool, out, text=text, settings=look, tag=tag,
                     key=self._signing_key(), progress=on_progress, preset=self.preset, crf=self.crf,
-                    start_time=start_wall, fps=fps, total_frames=spool.frames, threads=0, cancel=prog.cancel)
+                    start_time=start_wall, fps=fps, total_frames=spool.frames, threads=0, cancel=prog.cancel,
+                    clip=clip)
                 try:
                     result = await asyncio.get_running_loop().run_in_executor(self._executor, export)
                 except asyncio.CancelledError:
@@ -315,6 +372,8 @@ class DownloadManager:
                     raise _CaptureFailed(f"直播流已结束 / the live stream ended: "
                                          f"{reader.stream.close_reason or ''}".rstrip()) from None
                 if au.kind != "video":
+                    if first_pts is not None or first_wall is not None:
+                        spool.append(au)  # audio from the first picture on (the export drops what is earlier)
                     continue
                 arrival = time.time()
                 if au.pts is not None:
@@ -340,6 +399,77 @@ class DownloadManager:
         fps = reader.stream.fps() or 25.0
         start = offset if offset is not None else (first_wall or time.time())
         return start, fps
+
+    async def _capture_window(self, row: DownloadJob, prog: JobProgress, spool: AccessUnitSpool,
+                              transport: str) -> tuple[float, float]:
+        """Spool the window's history (video and audio) from ``media.open_history``; returns (wall clock of
+        the first picture, frame rate).  Ends at the reader's end (``EOFError``: the window's end, the
+        device's MediaStatus 121) or once the content has passed the window's end."""
+        from media_relay.outputs.flv import TimestampUnwrapper
+        from media_relay.stream import MediaError
+
+        if self.media is None:
+            raise _CaptureFailed("媒体服务未运行 / the media service is not running")
+        assert row.window_start is not None and row.window_end is not None
+        w_start, w_end = row.window_start.timestamp(), row.window_end.timestamp()
+        try:
+            reader = await self.media.open_history(ChannelRef(row.device_id, row.channel_id),
+                                                   (row.window_start, row.window_end), row.source or "device",
+                                                   speed=self.speed, transport=transport)
+        except MediaError as exc:
+            raise _CaptureFailed(f"{exc.code}: {exc}") from None
+        prog.capture_started = time.monotonic()
+        prog.capture_fraction = 0.0
+        clock = TimestampUnwrapper()
+        first_ticks: int | None = None  # the first unit's (its content time is reader.start_time)
+        content_start = w_start
+        first_video: int | None = None
+        # slowest acceptable: real time (a device's download speed is >= 1), plus the no-data allowance
+        wall_limit = time.monotonic() + (w_end - w_start) + 3 * self.capture_timeout
+        try:
+            while True:
+                try:
+                    au = await asyncio.wait_for(reader.get(), self.capture_timeout)
+                except TimeoutError:
+                    raise _CaptureFailed(f"{self.capture_timeout:.0f} 秒内没有收到录像 / no recording for "
+                                         f"{self.capture_timeout:.0f} s") from None
+                except EOFError:
+                    break
+                except MediaError as exc:
+                    raise _CaptureFailed(f"{exc.code}: {exc}") from None
+                if au.pts is None:
+                    if au.kind == "video" and first_ticks is not None:
+                        spool.append(au)  # placed by the frame rate at export
+                    continue
+                ticks = clock.unwrap(au.pts)
+                if first_ticks is None:
+                    first_ticks = ticks
+                    started = getattr(reader, "start_time", None)
+                    content_start = float(started) if started is not None else w_start
+                content = content_start + (ticks - first_ticks) / 90_000
+                if au.kind == "video":
+                    if content >= w_end + 1.0:
+                        break  # past the window: the device may send to the end of its file
+                    if first_video is None:
+                        first_video = ticks
+                    prog.seconds_captured = round(max(0.0, min(content, w_end) - w_start), 3)
+                spool.append(au)
+                prog.frames_captured = spool.frames
+                with contextlib.suppress(Exception):
+                    prog.capture_fraction = max(prog.capture_fraction or 0.0, min(1.0, float(reader.progress())))
+                if time.monotonic() > wall_limit:
+                    raise _CaptureFailed("读取录像超时 / reading the recording took too long")
+        finally:
+            closing = reader.close()
+            if inspect.isawaitable(closing):
+                with contextlib.suppress(Exception):
+                    await closing
+            spool.close()
+        if not spool.frames or first_video is None or first_ticks is None:
+            raise _CaptureFailed("该时段没有录像 / no recording in this window")
+        prog.capture_fraction = 1.0
+        fps = spool.fps() or 25.0
+        return content_start + (first_video - first_ticks) / 90_000, fps
 
     # ------------------------------------------------------------------------------ outcomes
     async def _finish(self, job_id: str, **values: Any) -> DownloadJob | None:
@@ -386,7 +516,8 @@ class DownloadManager:
                                             action="download.complete",
                                             target=Target("channel", ChannelRef(row.device_id, row.channel_id).key),
                                             client_ip=row.client_ip,
-                                            detail={**detail, "job_id": row.id, "frames": result.frames})
+                                            detail={**detail, "job_id": row.id, "frames": result.frames,
+                                                    "audio": result.audio_frames > 0, **_window_detail(row)})
                 await session.commit()
         except Exception:
             # no evidence, no file: a download that cannot be recorded is not handed out
@@ -415,7 +546,8 @@ class DownloadManager:
                                     client_ip=row.client_ip,
                                     session_id=row.session_id, watermark_id=row.watermark_id,
                                     detail={"job_id": row.id, "device_id": row.device_id,
-                                            "channel_id": row.channel_id, "reason": reason})
+                                            "channel_id": row.channel_id, "reason": reason,
+                                            **_window_detail(row)})
         except Exception:
             log.exception("download.audit_failed", job=row.id)
 
@@ -454,6 +586,13 @@ class DownloadManager:
 
 class _CaptureFailed(Exception):
     pass
+
+
+def _window_detail(row: DownloadJob) -> dict[str, Any]:
+    """What an audit entry says about a history download's window (nothing for a live clip)."""
+    if row.window_start is None or row.window_end is None:
+        return {}
+    return {"window_start": row.window_start, "window_end": row.window_end, "source": row.source}
 
 
 class AuditUnavailable(Exception):
@@ -498,7 +637,7 @@ async def run_export_command(source: Path, out: Path, *, username: str, settings
         # --channel: "device_id/channel_id" names the camera (a bare channel id is kept as given)
         device_id, _, bare_channel = channel_id.rpartition("/")
         tag = SessionTag(session_id=session_id, user_id=user_id, channel_id=bare_channel,
-                         start_ms=int(now.timestamp() * 1000), device_id=device_id)
+                         start_ms=int(now.timestamp() * 1000), device_id=device_id, kind="download")
         text = WatermarkText(display_name=display_name, account=username, phone=phone, client_ip="",
                              session_code=code)
         look = dataclasses.replace(WatermarkPolicy.from_settings(settings).look, enabled=True)

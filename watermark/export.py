@@ -25,13 +25,16 @@ encoder's Annex B output, SEI included, so ``gbops watermark inspect OUT.mp4`` f
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import hashlib
+import io
 import math
 import os
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,6 +89,7 @@ class ExportResult:
     width: int
     height: int
     start_time: float    # wall clock (Unix seconds) drawn on the first frame
+    audio_frames: int = 0  # AAC frames written (0: the file has no audio)
 
     @property
     def speed(self) -> float:
@@ -103,31 +107,59 @@ def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
 
 # ------------------------------------------------------------------------------------- spool file
 class AccessUnitSpool:
-    """Video access units on disk, in arrival order (a live capture must not sit in memory).
+    """Video and audio access units on disk, in arrival order (a capture must not sit in memory).
 
-    Record layout (big-endian): ``pts`` int64 (-1: none), flags uint8 (bit 0 keyframe, bit 1 H.265),
-    length uint32, then the Annex B bytes.
+    Record layout (big-endian): ``pts`` int64 (-1: none), flags uint8 (bit 0 keyframe, bit 1 H.265, bit 2
+    audio, bits 3-4 the audio codec: 0 AAC, 1 G.711 A-law, 2 G.711 mu-law), length uint32, then the bytes
+    (Annex B for video, as the demuxer gave them for audio: ADTS for AAC, the raw samples for G.711).
+    ``frames`` counts the video pictures, ``audio_units`` the audio access units.
     """
 
     _HEAD = struct.Struct(">qBI")
+    _AUDIO = ("aac", "g711a", "g711u")
+    _FPS_SAMPLE = 250  # pictures whose timestamps give the frame rate
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.frames = 0
+        self.audio_units = 0
         self.codec: str | None = None
+        self.audio_codec: str | None = None
         self._f: BinaryIO | None = None
+        self._video_pts: list[int] = []
 
     def append(self, au: AccessUnit) -> None:
-        if au.kind != "video" or au.codec not in _DECODERS:
+        if au.kind == "video" and au.codec in _DECODERS:
+            flags = (1 if au.keyframe else 0) | (2 if au.codec == "h265" else 0)
+        elif au.kind == "audio" and au.codec in self._AUDIO:
+            flags = 4 | (self._AUDIO.index(au.codec) << 3)
+        else:
             return
         if self._f is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-        flags = (1 if au.keyframe else 0) | (2 if au.codec == "h265" else 0)
         self._f.write(self._HEAD.pack(-1 if au.pts is None else au.pts, flags, len(au.data)))
         self._f.write(au.data)
-        self.frames += 1
-        self.codec = self.codec or au.codec
+        if au.kind == "video":
+            self.frames += 1
+            self.codec = self.codec or au.codec
+            if au.pts is not None and len(self._video_pts) < self._FPS_SAMPLE:
+                self._video_pts.append(au.pts)
+        else:
+            self.audio_units += 1
+            self.audio_codec = self.audio_codec or au.codec
+
+    def fps(self) -> float | None:
+        """The frame rate the video timestamps show (median picture interval), None when unknown."""
+        from media_relay.outputs.flv import TimestampUnwrapper
+
+        clock = TimestampUnwrapper()
+        ticks = sorted(clock.unwrap(p) for p in self._video_pts)
+        steps = sorted(b - a for a, b in zip(ticks, ticks[1:], strict=False) if b > a)
+        if not steps:
+            return None
+        fps = 90_000 / steps[len(steps) // 2]
+        return round(fps, 3) if 1 <= fps <= 240 else None
 
     def close(self) -> None:
         if self._f is not None:
@@ -146,8 +178,12 @@ class AccessUnitSpool:
                 data = f.read(n)
                 if len(data) < n:
                     return
-                yield AccessUnit("video", "h265" if flags & 2 else "h264", data, None if pts < 0 else pts,
-                                 None, bool(flags & 1))
+                ts = None if pts < 0 else pts
+                if flags & 4:
+                    if (flags >> 3) & 3 < len(self._AUDIO):
+                        yield AccessUnit("audio", self._AUDIO[(flags >> 3) & 3], data, ts, ts)
+                else:
+                    yield AccessUnit("video", "h265" if flags & 2 else "h264", data, ts, None, bool(flags & 1))
 
     def remove(self) -> None:
         self.close()
@@ -155,9 +191,20 @@ class AccessUnitSpool:
 
 
 # ------------------------------------------------------------------------------------- decoding
+@dataclass(frozen=True, slots=True)
+class _AacFrame:
+    """One raw AAC frame (ADTS header removed) on the source's unwrapped 90 kHz clock."""
+
+    ticks: int
+    payload: bytes
+    asc: bytes  # AudioSpecificConfig (from the ADTS header)
+    rate: int
+    channels: int
+
+
 @dataclass(slots=True)
 class _Decoded:
-    frames: Iterator[av.VideoFrame]
+    items: Iterator[tuple[str, Any]]  # ("video", av.VideoFrame) | ("audio", _AacFrame)
     total: int | None
     fps: float
     creation_time: float | None
@@ -202,27 +249,75 @@ def _decode_file(path: Path, threads: int) -> _Decoded:
     stream.codec_context.thread_count = threads
     created = _creation_time(container)
 
-    def frames() -> Iterator[av.VideoFrame]:
+    def items() -> Iterator[tuple[str, Any]]:
         with container:
             for packet in container.demux(stream):
                 try:
-                    yield from packet.decode()  # a flush packet (size 0) drains the decoder
+                    for frame in packet.decode():  # a flush packet (size 0) drains the decoder
+                        yield "video", frame
                 except av.FFmpegError:
                     continue  # undecodable picture (e.g. before the first keyframe): skipped
 
-    return _Decoded(frames(), total or None, fps, created)
+    return _Decoded(items(), total or None, fps, created)
+
+
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+def _adts_frames(data: bytes) -> Iterator[tuple[bytes, bytes, int, int]]:
+    """``(AudioSpecificConfig, raw frame, sample rate, channels)`` per ADTS frame; stops at the first
+    byte that is not an ADTS frame (hostile or damaged input ends the unit, nothing is guessed)."""
+    i = 0
+    while i + 7 <= len(data):
+        if data[i] != 0xFF or (data[i + 1] & 0xF6) != 0xF0:
+            return
+        header = 7 if data[i + 1] & 1 else 9
+        profile = data[i + 2] >> 6
+        sfi = (data[i + 2] >> 2) & 0x0F
+        channels = ((data[i + 2] & 1) << 2) | (data[i + 3] >> 6)
+        length = ((data[i + 3] & 3) << 11) | (data[i + 4] << 3) | (data[i + 5] >> 5)
+        if length <= header or i + length > len(data) or sfi >= len(_AAC_RATES) or not channels:
+            return
+        asc = struct.pack(">H", ((profile + 1) << 11) | (sfi << 7) | (channels << 3))
+        yield asc, data[i + header : i + length], _AAC_RATES[sfi], channels
+        i += length
 
 
 def _decode_units(units: Iterable[AccessUnit], threads: int, fps: float, total: int | None) -> _Decoded:
+    """Decoded pictures and AAC audio frames (G.711 transcoded) of an access-unit source, video and
+    audio timestamps unwrapped on one clock so that they stay in step."""
+    from media_relay.outputs.audio import AacTranscoder
     from media_relay.outputs.flv import TimestampUnwrapper
 
-    def frames() -> Iterator[av.VideoFrame]:
+    def items() -> Iterator[tuple[str, Any]]:
         dec: av.CodecContext | None = None
         codec: str | None = None
         clock = TimestampUnwrapper()
         last: int | None = None
         step = round(90_000 / fps)
+        g711: AacTranscoder | None = None
+
+        def aac(au: AccessUnit) -> Iterator[tuple[str, Any]]:
+            if au.pts is None:
+                return  # audio without a timestamp cannot be placed against the video
+            ticks = clock.unwrap(au.pts)
+            for asc, payload, rate, channels in _adts_frames(au.data):
+                yield "audio", _AacFrame(ticks, payload, asc, rate, channels)
+                ticks += 1024 * 90_000 // rate
+
         for au in units:
+            if au.kind == "audio":
+                if au.codec == "aac":
+                    yield from aac(au)
+                elif au.codec in ("g711a", "g711u"):
+                    g711 = g711 or AacTranscoder()
+                    try:
+                        encoded = g711.feed(au)
+                    except av.FFmpegError:
+                        continue
+                    for out in encoded:
+                        yield from aac(out)
+                continue
             if au.kind != "video" or au.codec not in _DECODERS:
                 continue
             if dec is None or codec != au.codec:
@@ -242,17 +337,21 @@ def _decode_units(units: Iterable[AccessUnit], threads: int, fps: float, total: 
             except av.FFmpegError:
                 continue
             yield from _timed(decoded)
+        if g711 is not None:
+            with contextlib.suppress(av.FFmpegError):
+                for out in g711.flush():
+                    yield from aac(out)
         if dec is not None:
             yield from _timed(_drain(dec))
 
-    return _Decoded(frames(), total, fps, None)
+    return _Decoded(items(), total, fps, None)
 
 
-def _timed(frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+def _timed(frames: Iterable[av.VideoFrame]) -> Iterator[tuple[str, av.VideoFrame]]:
     """A bare decoder context leaves the frames' time base unset: they carry our 90 kHz pts."""
     for frame in frames:
         frame.time_base = TIME_BASE
-        yield frame
+        yield "video", frame
 
 
 def _drain(dec: av.CodecContext) -> Iterator[av.VideoFrame]:
@@ -260,6 +359,118 @@ def _drain(dec: av.CodecContext) -> Iterator[av.VideoFrame]:
         yield from dec.decode(None)
     except av.FFmpegError:
         return
+
+
+# ------------------------------------------------------------------------------------- muxing
+class _Mp4Writer:
+    """The MP4 output: H.264 from the encoder (tagged keyframes) and AAC passed through.
+
+    An MP4's tracks are fixed when its header is written (at the first packet), and the audio track
+    needs its AudioSpecificConfig, known only from the first audio frame.  So encoded video is held back
+    until audio has shown up or ``AUDIO_WAIT`` seconds of video went by without any (then the file has
+    no audio track; later audio is dropped).  Audio waits in a queue until the video has reached its
+    time, so the two are written roughly interleaved; audio before the first picture or after the last
+    is dropped (the file's duration is the video's).
+    """
+
+    AUDIO_WAIT = 3.0
+
+    def __init__(self, output: Any, tag_nal: bytes) -> None:
+        self.output = output
+        self.tag_nal = tag_nal
+        self.vstream: Any = None
+        self.astream: Any = None
+        self.started = False
+        self.held: list[av.Packet] = []
+        self.audio: deque[_AacFrame] = deque()
+        self.audio_frames = 0
+        self.audio_dropped = 0
+        self.zero_ticks: int | None = None  # source clock (90 kHz) of the output's time 0
+        self._last_audio = -1
+        self._saw_audio = False
+
+    # audio ---------------------------------------------------------------------------------------
+    def add_audio(self, frame: _AacFrame) -> None:
+        if self.started and self.astream is None:
+            self.audio_dropped += 1
+            return
+        if self.astream is None:
+            self._open_audio(frame)
+        self._saw_audio = True
+        self.audio.append(frame)
+
+    def _open_audio(self, frame: _AacFrame) -> None:
+        # a template stream from one ADTS frame gives the codec parameters; the muxer wants raw frames
+        # and the AudioSpecificConfig as extradata
+        from media_relay.outputs.audio import adts_header
+
+        adts = adts_header(len(frame.payload), frame.rate, frame.channels) + frame.payload
+        probe = av.open(io.BytesIO(adts * 2), format="aac")
+        try:
+            self.astream = self.output.add_stream_from_template(probe.streams.audio[0])
+        finally:
+            probe.close()
+        self.astream.time_base = TIME_BASE
+        self.astream.codec_context.extradata = frame.asc
+
+    def _mux_audio(self, until: float | None, end: float | None) -> None:
+        """Write queued audio up to output time ``until`` (None: all), dropping what lies before 0 or
+        at/after ``end``."""
+        if not self.started or self.zero_ticks is None:
+            return
+        while self.audio:
+            frame = self.audio[0]
+            t = (frame.ticks - self.zero_ticks) / 90_000
+            if until is not None and t > until:
+                return
+            self.audio.popleft()
+            pts = frame.ticks - self.zero_ticks
+            if self.astream is None or t < 0 or (end is not None and t >= end) or pts <= self._last_audio:
+                self.audio_dropped += 1
+                continue
+            packet = av.Packet(frame.payload)
+            packet.pts = packet.dts = pts
+            packet.duration = 1024 * 90_000 // frame.rate
+            packet.time_base = TIME_BASE
+            packet.stream = self.astream
+            self.output.mux(packet)
+            self._last_audio = pts
+            self.audio_frames += 1
+
+    # video ---------------------------------------------------------------------------------------
+    def add_video(self, packets: list[av.Packet], now: float) -> None:
+        """Encoded pictures; ``now``: the output time (seconds) of the newest picture given to the encoder."""
+        tagged = [self._tag(p) for p in packets]
+        if not self.started:
+            self.held.extend(tagged)
+            if self._saw_audio or now >= self.AUDIO_WAIT:
+                self._start()
+            return
+        self.output.mux(tagged)
+        self._mux_audio(now, None)
+
+    def _start(self) -> None:
+        self.started = True
+        held, self.held = self.held, []
+        self.output.mux(held)
+
+    def finish(self, end: float) -> None:
+        """All video given (its packets flushed from the encoder through :meth:`add_video`): write what
+        was held back and the rest of the audio, up to ``end`` seconds."""
+        if not self.started:
+            self._start()
+        self._mux_audio(None, end)
+
+    def _tag(self, packet: av.Packet) -> av.Packet:
+        if not packet.is_keyframe:
+            return packet
+        data = insert_before_first_slice(bytes(packet), self.tag_nal, "h264")
+        tagged = av.Packet(data)
+        tagged.pts, tagged.dts, tagged.duration = packet.pts, packet.dts, packet.duration
+        tagged.time_base = packet.time_base
+        tagged.is_keyframe = True
+        tagged.stream = self.vstream
+        return tagged
 
 
 # ------------------------------------------------------------------------------------- export
@@ -280,6 +491,7 @@ def export_mp4(
     total_frames: int | None = None,
     threads: int = 0,
     cancel: threading.Event | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> ExportResult:
     """Export ``source`` to an MP4 at ``out_path`` with the watermark of ``text`` and the signed
     ``tag`` in every keyframe.  Blocking (run it on a worker thread); raises :class:`ExportError`.
@@ -287,7 +499,11 @@ def export_mp4(
     ``start_time``: wall clock (Unix seconds) of the first frame, drawn in the picture and advanced
     with the media timestamps.  ``fps``/``total_frames``: nominal rate and picture count of an
     access-unit source (a file knows its own).  ``threads``: decoder and encoder threads (0 = auto).
-    ``cancel``: set it from another thread to stop; the partial file is removed.
+    ``cancel``: set it from another thread to stop; the partial file is removed.  ``clip``: keep only
+    the pictures (and audio) whose wall clock lies in ``[start, end)`` (Unix seconds): a history
+    source starts at the keyframe before the window and may run past its end.
+
+    Audio of an access-unit source is kept: AAC as it is, G.711 transcoded to AAC.
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
@@ -303,8 +519,10 @@ def export_mp4(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part")
     frames = 0
-    first_t: float | None = None
+    first_t: float | None = None  # source time (s) of the first decoded picture
+    base_rel: float | None = None  # its offset of the first picture kept (the output's time 0)
     last_rel = -1.0
+    last_out = -1.0
     last_pts = -1
     width = height = 0
     last_report = 0.0
@@ -319,19 +537,24 @@ def export_mp4(
             total = frames if final else decoded.total
             if total is not None and not final:
                 total = max(total, frames)
-            progress(frames, total, max(last_rel, 0.0) + (step if frames else 0.0))
+            progress(frames, total, max(last_out, 0.0) + (step if frames else 0.0))
 
     try:
         output = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
     except av.FFmpegError as exc:
         raise ExportError(f"无法写入输出文件 / cannot write the output: {exc}") from None
     ok = False
+    writer = _Mp4Writer(output, tag_nal)
     try:
         with output:
             vstream: Any = None
-            for frame in decoded.frames:
+            for kind, item in decoded.items:
                 if cancel is not None and cancel.is_set():
                     raise ExportCancelled("导出已取消 / export cancelled")
+                if kind == "audio":
+                    writer.add_audio(item)
+                    continue
+                frame = item
                 t = frame.time
                 if t is None or math.isnan(t):
                     rel = last_rel + step
@@ -341,27 +564,39 @@ def export_mp4(
                     rel = t - first_t
                     if rel <= last_rel:
                         rel = last_rel + step / 2  # timestamps going backwards: keep them increasing
+                last_rel = rel
+                if clip is not None:
+                    wall = start_time + rel
+                    if wall < clip[0] - step / 2:
+                        continue
+                    if wall >= clip[1] - step / 2:
+                        break  # past the end: the rest of the source is not needed
+                if base_rel is None:
+                    base_rel = rel
+                    writer.zero_ticks = round(((first_t or 0.0) + rel) * 90_000)
+                out_rel = rel - base_rel
                 if vstream is None:
                     width, height = frame.width & ~1, frame.height & ~1
-                    vstream = _open_stream(output, width, height, decoded.fps, preset, crf, gop_seconds,
-                                           threads)
-                last_rel = rel
+                    vstream = writer.vstream = _open_stream(output, width, height, decoded.fps, preset, crf,
+                                                            gop_seconds, threads)
                 frame = overlay.apply(frame, start_time + rel)
                 if frame.format.name != "yuv420p" or (frame.width, frame.height) != (width, height):
                     frame = frame.reformat(width=width, height=height, format="yuv420p")
-                pts = round(rel * 90_000)
+                pts = round(out_rel * 90_000)
                 if pts <= last_pts:
                     pts = last_pts + 1
                 last_pts = pts
+                last_out = out_rel
                 frame.pts = pts
                 frame.time_base = TIME_BASE
                 frame.pict_type = av.video.frame.PictureType.NONE
-                _mux(output, vstream, vstream.encode(frame), tag_nal)
+                writer.add_video(vstream.encode(frame), out_rel)
                 frames += 1
                 report()
             if vstream is None:
                 raise ExportError("输入中没有可解码的视频帧 / no decodable video picture in the input")
-            _mux(output, vstream, vstream.encode(None), tag_nal)
+            writer.add_video(vstream.encode(None), last_out)
+            writer.finish(last_out + step)
         ok = True
     except av.FFmpegError as exc:
         raise ExportError(f"编码或写入失败 / encoding or writing failed: {exc}") from None
@@ -372,8 +607,9 @@ def export_mp4(
     digest = file_sha256(out_path)
     report(final=True)
     return ExportResult(path=out_path, sha256=digest, bytes=out_path.stat().st_size, frames=frames,
-                        duration_s=round(last_rel + step, 6), wall_s=time.perf_counter() - t0,
-                        width=width, height=height, start_time=start_time)
+                        duration_s=round(last_out + step, 6), wall_s=time.perf_counter() - t0,
+                        width=width, height=height, start_time=start_time + (base_rel or 0.0),
+                        audio_frames=writer.audio_frames)
 
 
 def _open_stream(output: Any, width: int, height: int, fps: float, preset: str, crf: int,
@@ -388,16 +624,3 @@ def _open_stream(output: Any, width: int, height: int, fps: float, preset: str, 
     cc.thread_count = threads
     cc.options = {"preset": preset, "crf": str(crf)}
     return stream
-
-
-def _mux(output: Any, stream: Any, packets: list[av.Packet], tag_nal: bytes) -> None:
-    for packet in packets:
-        if packet.is_keyframe:
-            data = insert_before_first_slice(bytes(packet), tag_nal, "h264")
-            tagged = av.Packet(data)
-            tagged.pts, tagged.dts, tagged.duration = packet.pts, packet.dts, packet.duration
-            tagged.time_base = packet.time_base
-            tagged.is_keyframe = True
-            tagged.stream = stream
-            packet = tagged
-        output.mux(packet)

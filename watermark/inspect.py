@@ -195,6 +195,30 @@ def _local(ms: int) -> str:
         return f"{ms} ms"
 
 
+_KIND_TEXT = {"live": "直播 / live", "playback": "回放 / playback", "download": "下载 / download"}
+
+
+def _kind_text(kind: str) -> str:
+    if not kind:
+        return "- (旧版标签 / older tag version)"
+    return _KIND_TEXT.get(kind, f"未知 / unknown ({kind})")
+
+
+def _window_text(window: tuple[int, int] | None) -> str:
+    """The window in Beijing time, ``2025-01-01T08:00:00+08:00 ~ 2025-01-01T08:10:00+08:00 (600 s)``."""
+    if window is None:
+        return "-"
+    start, end = window
+
+    def local(seconds: int) -> str:
+        try:
+            return to_device_time(seconds).isoformat(timespec="seconds")
+        except (OverflowError, OSError, ValueError):
+            return f"{seconds} s"
+
+    return f"{local(start)} ~ {local(end)} ({end - start} s)"
+
+
 def _verifier(key_path: Path | None, data_dir: Path | None) -> tuple[Ed25519PublicKey | None, str]:
     if key_path is not None:
         return load_public_key(key_path.read_bytes()), str(key_path)
@@ -234,6 +258,8 @@ def run_inspect(path: Path, *, key_path: Path | None = None, data_dir: Path | No
         echo(f"  设备 / device:    {tag.device_id or '-'}")
         echo(f"  通道 / channel:   {tag.channel_id}")
         echo(f"  开始 / start:     {_local(tag.start_ms)}")
+        echo(f"  类型 / kind:      {_kind_text(tag.kind)}")
+        echo(f"  时段 / window:    {_window_text(tag.window)}")
         echo(f"  密钥 / key id:    {tag.key_id.hex()}")
         echo(f"  关键帧 / keyframes: {found.keyframes}")
         echo(f"  签名 / signature: {sig}")

@@ -2,7 +2,9 @@
 
 One row per job, written when it is asked for and again when it ends; progress while it runs is kept
 in memory by :class:`watermark.downloads.DownloadManager`.  A job that was running when the platform
-stopped is marked failed at the next start.  The audit log, not this table, is the evidence: rows
+stopped is marked failed at the next start.  A live clip has ``seconds`` and no window; a history
+download (issue 13) has ``window_start``/``window_end`` (UTC) and ``source`` (device or platform), its
+``seconds`` the window's length.  The audit log, not this table, is the evidence: rows
 may be removed by retention, audit entries never are.
 """
 
@@ -47,3 +49,7 @@ class DownloadJob(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # file removed after this
     file_removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # issue 13: a time-range download of history (None for a live clip); source "device" | "platform"
+    window_start: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    window_end: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    source: Mapped[str | None] = mapped_column(String(16))

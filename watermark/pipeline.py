@@ -56,7 +56,7 @@ from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
 from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable, Viewer
 from watermark.overlay import DIRECT_FORMATS, Overlay, WatermarkSettings, copy_frame
 from watermark.render import WatermarkText
-from watermark.tag import SessionTag, add_tag, make_tag_nal
+from watermark.tag import KINDS, SessionTag, TagError, add_tag, make_tag_nal, window_seconds
 
 log = logging.getLogger("gbops.watermark.pipeline")
 
@@ -518,16 +518,24 @@ class WatermarkHub:
                    crf=getattr(settings, "watermark_crf", 23), font_error=font_error)
 
     # ------------------------------------------------------------------ the media relay's transform factory
-    def plan(self, viewer: Viewer, channel: Any, session_id: str) -> WatermarkPlan:
+    def plan(self, viewer: Viewer, channel: Any, session_id: str, *, kind: str = "live",
+             window: tuple[Any, Any] | None = None) -> WatermarkPlan:
         """The viewer's watermark (on unless the policy switches it off for all the viewer's roles) and
         session tag, with an encoder slot reserved when it is on. Raises ``TransformUnavailable`` (no CJK
-        font) or ``TransformCapacityExceeded`` (no encoder slot free)."""
+        font) or ``TransformCapacityExceeded`` (no encoder slot free).
+
+        ``kind`` (live / playback / download) and ``window`` (the history shown: aware datetimes or Unix
+        seconds) are signed into the tag; ``ValueError`` (a :class:`~watermark.tag.TagError`) for an
+        unknown kind or a window ending before it starts."""
         device_id, channel_id = channel
+        if kind not in KINDS:
+            raise TagError(f"unknown session kind {kind!r}")
         code = session_code(session_id)
         on = self.applies(viewer.roles)
         text = WatermarkText(display_name=viewer.display_name or viewer.username, account=viewer.username,
                              phone=viewer.phone, client_ip=viewer.client_ip or "-", session_code=code)
-        tag = SessionTag(session_id, viewer.user_id, channel_id, int(time.time() * 1000), device_id=device_id)
+        tag = SessionTag(session_id, viewer.user_id, channel_id, int(time.time() * 1000), device_id=device_id,
+                         kind=kind, window=window_seconds(window))
         plan = WatermarkPlan(on=on, text=text, tag=tag, code=code)
         if on:
             if self.font_error:

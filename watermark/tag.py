@@ -9,7 +9,7 @@ Byte layout of the SEI payload (all integers big-endian)::
 
     offset  size  field
     0       16    uuid_iso_iec_11578 = SESSION_TAG_UUID (6f1e2a9c-4b57-4d0b-9a8e-53e55a10c7a6)
-    16      1     version = 2
+    16      1     version = 3 (1 and 2 are still read, see below)
     17      1     algorithm = 1 (Ed25519)
     18      8     key id: first 8 bytes of SHA-256 over the raw 32-byte Ed25519 public key
     26      8     start time, Unix epoch milliseconds (unsigned)
@@ -23,9 +23,19 @@ Byte layout of the SEI payload (all integers big-endian)::
     45+S+C  D     device id, UTF-8 (empty when the source is not a platform channel)
     45+S+C+D 64   Ed25519 signature over bytes [0, 45+S+C+D) of this payload (UUID included)
 
-So the payload is ``109 + S + C + D`` bytes.  Version 1 tags (written before issue 11) have no device
-field (the signature follows the channel id, payload ``108 + S + C`` bytes); they are still read and
-verified, with ``device_id`` ''.  The SEI NAL unit around it is::
+Version 3 (issue 13, history video) adds what the viewer was given, signed with the rest, between the
+device id and the signature::
+
+    45+S+C+D 1    kind: 1 live, 2 playback, 3 download
+    46+S+C+D 8    window start, Unix epoch seconds (unsigned; 0 when the session has no window)
+    54+S+C+D 8    window end, Unix epoch seconds (unsigned; 0 when the session has no window)
+    62+S+C+D 64   Ed25519 signature over bytes [0, 62+S+C+D) of this payload
+
+So a version 3 payload is ``126 + S + C + D`` bytes, a version 2 payload (issue 11, no kind, no
+window) ``109 + S + C + D``.  Version 1 tags (written before issue 11) have no device field either (the
+signature follows the channel id, payload ``108 + S + C`` bytes).  Versions 1 and 2 are still read and
+verified, with ``device_id`` '' (version 1), ``kind`` '' and ``window`` None.  The SEI NAL unit around
+it is::
 
     H.264:  06 | 05 | payloadSize | payload | 80            (NAL header, payloadType, ..., RBSP stop bit)
     H.265:  4E 01 | 05 | payloadSize | payload | 80        (prefix SEI, nuh_layer_id 0, TemporalId 0)
@@ -43,10 +53,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 import os
 import struct
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -70,6 +83,7 @@ from media_relay.types import AccessUnit
 __all__ = [
     "SESSION_TAG_UUID",
     "KEY_FILE",
+    "KINDS",
     "TagError",
     "SessionTag",
     "key_id_of",
@@ -82,11 +96,16 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "public_key_text",
+    "window_seconds",
 ]
 
 SESSION_TAG_UUID = bytes.fromhex("6f1e2a9c4b574d0b9a8e53e55a10c7a6")
-VERSION = 2
-VERSIONS = (1, 2)  # read; version 1 has no device id
+VERSION = 3
+VERSIONS = (1, 2, 3)  # read; version 1 has no device id, versions 1 and 2 no kind and no window
+#: what the viewer was given (version 3): the code in the payload per kind
+KINDS = {"live": 1, "playback": 2, "download": 3}
+_KIND_NAMES = {v: k for k, v in KINDS.items()}
+_V3 = struct.Struct(">BQQ")  # kind, window start s, window end s
 ALG_ED25519 = 1
 KEY_FILE = "watermark-tag.key"
 SIG_LEN = 64
@@ -111,16 +130,37 @@ class SessionTag:
     version: int = VERSION
     signature: bytes = b""  # set when parsed from a stream
     device_id: str = ""  # the channel's device (version 2); '' in version 1 tags and for non-channel sources
+    kind: str = "live"  # live | playback | download (version 3); '' in version 1 and 2 tags
+    window: tuple[int, int] | None = None  # (start, end) Unix seconds of the history shown (version 3)
 
     @property
     def signed_fields(self) -> tuple:
         return (self.version, self.key_id, self.start_ms, self.user_id, self.session_id, self.channel_id,
-                self.device_id)
+                self.device_id, self.kind, self.window)
 
     @property
     def channel_key(self) -> str:
         """``device_id/channel_id`` (the audit target of the session), or the bare channel id without a device."""
         return f"{self.device_id}/{self.channel_id}" if self.device_id else self.channel_id
+
+
+def window_seconds(window: tuple[Any, Any] | None) -> tuple[int, int] | None:
+    """``(start, end)`` as whole Unix seconds (start rounded down, end up) from aware datetimes or numbers;
+    None stays None.  Raises TagError for a naive datetime or an end before the start."""
+    if window is None:
+        return None
+    out = []
+    for i, value in enumerate(window):
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise TagError("window times must carry a time zone")
+            value = value.timestamp()
+        value = float(value)
+        out.append(math.floor(value) if i == 0 else math.ceil(value))
+    start, end = out
+    if not 0 <= start <= end <= _MAX_U64:
+        raise TagError("window end before its start, or out of range")
+    return start, end
 
 
 def key_id_of(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
@@ -145,10 +185,19 @@ def _signed_part(tag: SessionTag) -> bytes:
         raise TagError(f"unknown session tag version {tag.version}")
     if tag.version == 1 and tag.device_id:
         raise TagError("a version 1 session tag cannot carry a device id")
+    if tag.version < 3 and (tag.kind not in ("", "live") or tag.window is not None):
+        raise TagError(f"a version {tag.version} session tag cannot carry a kind or a window")
     body = (SESSION_TAG_UUID + _FIXED.pack(tag.version, ALG_ED25519, tag.key_id, tag.start_ms, tag.user_id)
             + _short_str(tag.session_id, "session id") + _short_str(tag.channel_id, "channel id"))
     if tag.version >= 2:
         body += _short_str(tag.device_id, "device id")
+    if tag.version >= 3:
+        if tag.kind not in KINDS:
+            raise TagError(f"unknown session kind {tag.kind!r}")
+        start, end = tag.window if tag.window is not None else (0, 0)
+        if not 0 <= start <= end <= _MAX_U64:
+            raise TagError("window end before its start, or out of range")
+        body += _V3.pack(KINDS[tag.kind], start, end)
     return body
 
 
@@ -181,12 +230,21 @@ def parse_payload(payload: bytes) -> tuple[SessionTag, bytes]:
         except UnicodeDecodeError:
             raise TagError("session tag string is not UTF-8") from None
         pos = end
+    kind, window = "", None
+    if version >= 3:
+        if pos + _V3.size > len(payload):
+            raise TagError("session tag truncated")
+        code, w_start, w_end = _V3.unpack_from(payload, pos)
+        pos += _V3.size
+        # a kind this reader does not know is still shown (and the signature still checked)
+        kind = _KIND_NAMES.get(code, f"#{code}")
+        window = None if (w_start, w_end) == (0, 0) else (w_start, w_end)
     signature = payload[pos : pos + SIG_LEN]
-    if len(signature) != SIG_LEN:
-        raise TagError("session tag signature truncated")
+    if len(signature) != SIG_LEN or len(payload) != pos + SIG_LEN:
+        raise TagError("session tag signature truncated or trailing bytes")
     tag = SessionTag(session_id=fields[0], user_id=user_id, channel_id=fields[1], start_ms=start_ms,
                      key_id=key_id, version=version, signature=signature,
-                     device_id=fields[2] if version >= 2 else "")
+                     device_id=fields[2] if version >= 2 else "", kind=kind, window=window)
     return tag, payload[:pos]
 
 

@@ -25,6 +25,8 @@ EXPECTED_TABLES = {
     "channels",
     "devices",
     "org_nodes",
+    "record_plans",
+    "record_segments",
     "platform_runs",
     "presence_events",
     "users",

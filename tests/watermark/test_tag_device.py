@@ -21,7 +21,7 @@ from watermark.tag import (
 
 KEY = Ed25519PrivateKey.generate()
 TAG = SessionTag(session_id="dl-0123456789abcdef", user_id=7, channel_id="34020000001310000001",
-                 start_ms=1_790_000_000_000, device_id="34020000001180000002")
+                 start_ms=1_790_000_000_000, device_id="34020000001180000002", version=2)
 
 
 def test_version_2_carries_and_signs_the_device() -> None:
