@@ -58,6 +58,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/overlay.py
 	$(BIN)/python bench/watermark_export.py
 	$(BIN)/python bench/portal.py
+	$(BIN)/python bench/recorder.py
+	$(BIN)/python bench/playback.py
 	$(BIN)/python bench/availability.py
 
 clean:
