@@ -171,6 +171,21 @@ class Settings(BaseSettings):
     download_speed: int = Field(4, ge=1, le=32, description="a=downloadspeed asked of devices when they do not "
                                 "advertise their speeds")
 
+    # --- device control: PTZ with priority, presets, tours, alarms (issue 14) ---
+    ptz_lock_seconds: float = Field(30.0, ge=1.0, le=3600.0, description="a channel's PTZ stays with whoever "
+                                    "moved it last this long after their last command (s)")
+    ptz_max_move: float = Field(10.0, ge=0.5, le=600.0, description="a move without a following stop is "
+                                "stopped by the platform after this long (s)")
+    ptz_restore_below_level: int = Field(0, ge=0, le=10, description="when the lock of a user below this PTZ "
+                                         "level ends, the channel's home preset is called (0: never restore)")
+    device_control_timeout: float = Field(2.0, gt=0, le=30, description="how long a device's DeviceControl "
+                                          "Result is waited for (s)")
+    preset_query_timeout: float = Field(4.0, gt=0, le=30, description="how long a PresetQuery answer is "
+                                        "waited for (s)")
+    alarm_ticket_min_priority: int = Field(0, ge=0, le=4, description="alarms of this priority or more urgent "
+                                           "(1 = most urgent ... 4) open a fault ticket; 0: alarms open none")
+    alarm_retention_days: int = Field(180, ge=7, description="days alarms and position tracks are kept")
+
     # --- access control and console (issue 6) ---
     map_tile_url: str | None = Field(
         None, description="console map tiles, e.g. https://tiles.example/{z}/{x}/{y}.png (none: plain background)")

@@ -1,0 +1,1 @@
+"""Alarms and positions reported by devices: stored, searchable, acknowledged, fanned out live."""
