@@ -40,6 +40,8 @@ def gb_config(settings: Settings) -> GbConfig:
         catalog_timeout=settings.sip_catalog_timeout,
         query_timeout=settings.sip_query_timeout,
         record_query_timeout=settings.record_query_timeout,
+        device_control_timeout=settings.device_control_timeout,
+        preset_query_timeout=settings.preset_query_timeout,
         nonce_ttl=settings.sip_nonce_ttl,
     )
 

@@ -95,6 +95,10 @@ def sim(
                                               "status (488 or 486)"),
     history_max_fps: int = typer.Option(100, help="fast playback sends at most this many pictures per second"),
     history_bye_timeout: float = typer.Option(30.0, help="after MediaStatus 121, hang up when no BYE came (s)"),
+    alarm_every: float = typer.Option(0.0, help="每台设备每 N 秒报警一次 / each device raises an alarm every N "
+                                      "seconds (0: only on demand)"),
+    position_every: float = typer.Option(0.0, help="每 N 秒发送移动位置 / MobilePosition every N seconds (0: off)"),
+    alarm_latch: bool = typer.Option(True, help="after a device alarm, send no new one until AlarmCmd ResetAlarm"),
 ) -> None:
     """设备模拟器 / Simulate GB/T 28181 cameras and NVRs."""
     import uvloop
@@ -115,7 +119,8 @@ def sim(
             codec=codec.value, size=size, same_channel_ids=same_channel_ids, label_pictures=label_pictures,
             record_hours=record_hours, record_file_minutes=record_file_minutes, record_gap=record_gap,
             record_page_size=record_page_size, refuse_history=refuse_history, history_max_fps=history_max_fps,
-            history_bye_timeout=history_bye_timeout,
+            history_bye_timeout=history_bye_timeout, alarm_every=alarm_every or None,
+            position_every=position_every or None, alarm_latch=alarm_latch,
         )
     except ValueError as exc:
         typer.echo(f"参数错误 / bad option: {exc}", err=True)

@@ -31,6 +31,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from gbcore.log import get_logger
+from gbcore.timeutil import from_device_time, to_device_time
+from gbsim.control import Controls
+from gbsim.ptz import PtzLogEntry, PtzView
 from gbsim.records import (
     HistoryWindow,
     MansrtspError,
@@ -73,7 +76,7 @@ from sip_server.sip.sdp import Media, Sdp, SdpError, gb_sdp, parse_sdp
 log = get_logger("gbops.sim")
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
-ALLOW = "REGISTER, MESSAGE, ACK, BYE, CANCEL, OPTIONS, INVITE, INFO"
+ALLOW = "REGISTER, MESSAGE, ACK, BYE, CANCEL, OPTIONS, INVITE, INFO, SUBSCRIBE"
 MANUFACTURER = "gbops-sim"
 FIRMWARE = "V5.7.3 build 240815"
 
@@ -165,6 +168,11 @@ class SimConfig:
     refuse_history: int | None = None  # answer every s=Playback / s=Download INVITE with this (488 or 486)
     history_max_fps: int = 100  # fast playback: at most this many pictures per wall second
     history_bye_timeout: float = 30.0  # after MediaStatus 121, hang up ourselves when no BYE came in time
+    # ---- issue 14: domes, alarms, positions (gbsim/control.py, gbsim/ptz.py, gbsim/ptzpicture.py)
+    alarm_every: float | None = None  # each device raises an alarm every this many seconds (None: on demand only)
+    position_every: float | None = None  # each device sends Notify/MobilePosition every this many seconds
+    alarm_latch: bool = True  # a device alarm (method 2) holds back the next one until AlarmCmd ResetAlarm
+    ptz_log_size: int = 1000  # PTZ commands (and DeviceControls) remembered per channel (per device)
 
     def __post_init__(self) -> None:
         host, port = self.server
@@ -217,6 +225,12 @@ class SimConfig:
             raise ValueError("refuse_history must be a SIP error status (e.g. 488 or 486)")
         if self.history_max_fps < 1 or not self.history_bye_timeout > 0:
             raise ValueError("history_max_fps must be >= 1 and history_bye_timeout > 0")
+        for name in ("alarm_every", "position_every"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and 0.05 <= value <= 86400):
+                raise ValueError(f"{name} must be 0.05..86400 seconds (or None)")
+        if not isinstance(self.ptz_log_size, int) or not 1 <= self.ptz_log_size <= 100_000:
+            raise ValueError("ptz_log_size must be an integer 1..100000")
 
     @property
     def video_size(self) -> tuple[int, int]:
@@ -436,7 +450,9 @@ class Call:
 class MediaEvent:
     """What the adapter must do for a call's media: ``prepare`` (bind a socket, then call
     :meth:`Fleet.media_ready` or :meth:`Fleet.media_failed`), ``start`` (the ACK came: send), ``stop``,
-    or ``control`` (a history call's MANSRTSP command: apply *control*)."""
+    ``control`` (a history call's MANSRTSP command: apply *control*), ``ptz`` (the channel was moved: stream
+    its own dome picture from now on, see :meth:`SimDevice.ptz_moved`) or ``iframe`` (IFrameCmd: an IDR
+    soon)."""
 
     kind: str
     call: Call
@@ -472,12 +488,12 @@ class DeviceStats:
 
 
 def _parse_server_date(value: str) -> float | None:
-    """Epoch seconds from a ``Date:`` header: GB/T 28181 ``2026-11-21T13:50:00.123`` (local time) or
-    RFC 1123."""
+    """Epoch seconds from a ``Date:`` header: GB/T 28181 ``2026-11-21T13:50:00.123`` (Beijing time, whatever
+    the host's zone) or RFC 1123."""
     dt = manscdp.parse_gb_time(value)
     if dt is not None:
         try:
-            return dt.timestamp()
+            return from_device_time(dt).timestamp()
         except (OverflowError, OSError, ValueError):
             return None
     try:
@@ -555,6 +571,7 @@ class SimDevice:
         self.answers: list[tuple[Any, SipResponse, str | None]] = []  # (server txn key, response, Call-ID)
         self.started_wall = wall()  # the simulated recordings end here (and go on while the device runs)
         self._stores: dict[str, RecordStore] = {}
+        self.controls = Controls(self)  # DeviceControl, PresetQuery, alarms, subscriptions (gbsim/control.py)
 
     # ------------------------------------------------------------------ small helpers
     def _hex(self, n: int) -> str:
@@ -578,7 +595,8 @@ class SimDevice:
 
     @property
     def wakeup(self) -> float | None:
-        times = [t for t in (self.retry_at, self.refresh_at, self.keepalive_at, self.stop_at) if t is not None]
+        times = [t for t in (self.retry_at, self.refresh_at, self.keepalive_at, self.stop_at, self.controls.wakeup)
+                 if t is not None]
         return min(times) if times else None
 
     @property
@@ -643,6 +661,7 @@ class SimDevice:
         self.ka_ok = False
         self.ka_failures = 0
         self.retry_at = self.refresh_at = self.keepalive_at = None
+        self.controls.on_unregistered()
 
     def _set_stopped(self) -> None:
         self._clear_registration()
@@ -671,6 +690,8 @@ class SimDevice:
                 self.keepalive_at = nxt if nxt > now else now + self.cfg.keepalive
             else:
                 self.keepalive_at = None
+        if self.registered or self.controls.wakeup is not None:
+            self.controls.handle_timer(now)
 
     # ------------------------------------------------------------------ registration
     def _begin_register(self, now: float, *, refresh: bool) -> None:
@@ -789,6 +810,7 @@ class SimDevice:
             if at is not None:
                 self.clock_offset = at - self.wall()
         self.refresh_at = now + max(1.0, expires * self.cfg.refresh_ratio)
+        self.controls.on_registered(now, first=not refresh)
         if not refresh or self.keepalive_at is None:
             self.ka_failures = 0
             self.keepalive_at = now + self.rng.uniform(0.0, min(self.cfg.keepalive, self.cfg.first_keepalive_max))
@@ -894,6 +916,8 @@ class SimDevice:
         elif purpose == "message":
             self.msg_inflight = max(0, self.msg_inflight - 1)
             self._pump()
+        elif purpose == "notify":
+            self.controls.on_notify_response(resp)
 
     def on_timeout(self, purpose: str, now: float, request: SipRequest | None = None) -> None:
         """No final response came (transaction timeout)."""
@@ -915,6 +939,8 @@ class SimDevice:
         elif purpose == "message":
             self.msg_inflight = max(0, self.msg_inflight - 1)
             self._pump()
+        elif purpose == "notify" and request is not None:  # RFC 6665 4.2.2: a NOTIFY timeout ends it
+            self.controls.on_notify_response(make_response(request, 408))
 
     # ------------------------------------------------------------------ requests from the platform
     def on_request(self, req: SipRequest, now: float, key: Any = None) -> SipResponse | None:
@@ -940,7 +966,11 @@ class SimDevice:
                     for body in bodies:
                         self.queue_message(body)
                 return resp
+            if msg.root == "Control":
+                return self.controls.on_control(req, msg, now)
             return self._reply(req, 200)
+        if method == "SUBSCRIBE":
+            return self.controls.on_subscribe(req, now)
         if method == "OPTIONS":
             return self._reply(req, 200, headers=[("Allow", ALLOW)])
         if method == "INVITE":
@@ -1252,7 +1282,26 @@ class SimDevice:
                 return [self.basic_param_body(sn)]
         if cmd == "RecordInfo":
             return self.record_info_bodies(msg)
+        if cmd == "PresetQuery" and self.controls.channel_for(msg.device_id) is not None:
+            return self.controls.preset_bodies(msg)
         return []
+
+    # ------------------------------------------------------------------ domes and alarms (issue 14)
+    def ptz_moved(self, channel_id: str) -> bool:
+        """True once the channel was moved (its live picture is its own dome view from then on)."""
+        return self.controls.moved(channel_id)
+
+    def ptz_log(self, channel_id: str) -> list[PtzLogEntry]:
+        """The PTZ commands the channel received, oldest first (at most ``ptz_log_size``)."""
+        return self.controls.ptz_log(channel_id)
+
+    def ptz_view(self, channel_id: str, now: float) -> PtzView:
+        """Where the channel's dome looks at *now*."""
+        return self.controls.state(channel_id).view(now)
+
+    def raise_alarm(self, source: str | None, now: float, **kw: Any) -> bool:
+        """An alarm from *source* (a channel, or the device); see :meth:`gbsim.control.Controls.raise_alarm`."""
+        return self.controls.raise_alarm(source, now, **kw)
 
     # ------------------------------------------------------------------ recordings (issue 13)
     def record_store(self, channel_id: str) -> RecordStore:
@@ -1343,11 +1392,15 @@ class SimDevice:
         )
 
     def device_time(self) -> datetime:
-        return datetime.fromtimestamp(self.wall() + self.clock_offset)
+        """The device's clock (the platform's Date plus the time since), naive Beijing time."""
+        return to_device_time(self.wall() + self.clock_offset).replace(tzinfo=None)
 
     def device_status_body(self, sn: int, target: str | None = None) -> bytes:
+        target = target or self.device_id
+        recording = self.controls.recording
+        record = "ON" if target in recording or (target == self.device_id and recording) else "OFF"
         return manscdp.build_device_status_response(
-            sn, target or self.device_id, online=True, status="OK", record="OFF",
+            sn, target, online=True, status="OK", record=record,
             device_time=self.device_time(), charset=self.charset,
         )
 
@@ -1499,7 +1552,7 @@ class Fleet:
     def stats(self) -> dict[str, int]:
         total: dict[str, int] = {}
         for d in self.devices:
-            for k, v in vars(d.stats).items():
+            for k, v in (*vars(d.stats).items(), *vars(d.controls.stats).items()):
                 total[k] = total.get(k, 0) + v
         total.update(vars(self.counters))
         total.update(devices=len(self.devices), registered=self.registered, online=self.online,
@@ -1714,6 +1767,16 @@ class Fleet:
         if device is None:
             return False
         sent = device.media_finished(call.call_id, now)
+        self._after_device(device, now)
+        return sent
+
+    # ------------------------------------------------------------------ alarms
+    def raise_alarm(self, device_id: str, source: str | None, now: float, **kw: Any) -> bool:
+        """Device *device_id* raises an alarm from *source* (see :meth:`SimDevice.raise_alarm`)."""
+        device = self.by_id.get(device_id)
+        if device is None:
+            raise KeyError(f"no simulated device {device_id!r}")
+        sent = device.raise_alarm(source, now, **kw)
         self._after_device(device, now)
         return sent
 

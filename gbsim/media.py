@@ -362,6 +362,14 @@ class ClockEncoder:
             if not self._subs and self._stop is not None:
                 self._stop.set()  # the thread ends after the frame in hand; nobody waits for it
 
+    def request_idr(self) -> None:
+        """Make the next picture an IDR (a device's IFrameCmd), within ``idr_min_interval``."""
+        self._want_idr = True
+
+    def _make_pattern(self) -> Any:
+        """The picture source of the encoding thread (an object with ``render(index, wall)``)."""
+        return TestPattern(self.width, self.height, self.label)
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for a stopping encoder thread to end (tests); True when no thread runs."""
         t = self._thread
@@ -415,7 +423,7 @@ class ClockEncoder:
         from media_relay.ps import PsMuxer
 
         ctx = self._open()
-        pattern = TestPattern(self.width, self.height, self.label)
+        pattern = self._make_pattern()
         muxer = PsMuxer(self.codec)
         period = 1.0 / self.fps
         tick = 90000 // self.fps
@@ -519,6 +527,8 @@ class RtpStream:
         self._send = send
         self._sub: Subscription | None = None
         self._synced = False
+        self._last_ts: int | None = None
+        self._rebase = False
         self.frames = 0
         self.packets = 0
         self.bytes = 0
@@ -535,6 +545,21 @@ class RtpStream:
         sub, self._sub = self._sub, None
         if sub is not None:
             self.encoder.unsubscribe(sub)
+
+    def switch(self, encoder: ClockEncoder, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Stream from *encoder* from its next keyframe on (a dome that was moved gets pictures of its own);
+        the RTP timestamps go on from the last one sent, one frame later."""
+        if encoder is self.encoder:
+            return
+        active = self._sub is not None
+        if active and loop is None:
+            loop = self._sub.loop  # type: ignore[union-attr]
+        self.stop()
+        self.encoder = encoder
+        self._synced = False
+        self._rebase = self._last_ts is not None
+        if active:
+            self.start(loop)
 
     def resync(self) -> None:
         """Send nothing until the next keyframe (after frames had to be dropped)."""
@@ -556,7 +581,12 @@ class RtpStream:
     def packetize(self, frame: EncodedFrame) -> list[bytes]:
         from media_relay.rtp import packetize_ps
 
+        if self._rebase and self._last_ts is not None:
+            self._rebase = False
+            step = 90000 // max(1, self.encoder.fps)
+            self.ts_base = (self._last_ts + step - (frame.au.pts or 0)) & 0xFFFFFFFF
         ts = (self.ts_base + (frame.au.pts or 0)) & 0xFFFFFFFF
+        self._last_ts = ts
         pkts = packetize_ps(frame.ps, ssrc=self.ssrc, sequence=self.sequence, timestamp=ts,
                             payload_type=self.payload_type)
         self.sequence = (self.sequence + len(pkts)) & 0xFFFF

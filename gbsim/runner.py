@@ -13,6 +13,11 @@ All behaviour is in :mod:`gbsim.device` (sans-IO).  Here:
   call (``s=Playback`` / ``s=Download``) gets an encoder of its own (:class:`~gbsim.playback.HistoryEncoder`)
   that MANSRTSP ``control`` events steer; at the end of its window the device sends MediaStatus 121 and
   hangs up itself when no BYE comes within ``history_bye_timeout``.
+* Domes (issue 14): a live call of a channel that was moved (PTZCmd, preset call, PTZPreciseCtrl) streams
+  from that channel's own :class:`~gbsim.ptzpicture.PtzEncoder` (its view of the panorama, the preset
+  number, a readable PTZ code); a call already streaming switches over at the move (``ptz`` media event).
+  Untouched channels keep the shared encoder.  :meth:`Simulator.raise_alarm` sends an alarm now;
+  ``alarm_every`` / ``position_every`` make every device send alarms / positions on its own.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 from gbcore.log import get_logger
 from gbsim.device import Call, Fleet, MediaEvent, SimConfig, SimDevice
+from gbsim.ptz import PtzLogEntry, PtzView
 
 log = get_logger("gbops.sim")
 
@@ -100,6 +106,7 @@ class Simulator:
         self._encoder: Any = None  # media.ClockEncoder, on the first INVITE
         self._history: dict[tuple[str, str], Any] = {}  # (device id, Call-ID) -> playback.HistoryEncoder
         self._bye_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._ptz_encoders: dict[tuple[str, str], Any] = {}  # (device id, channel id) -> ptzpicture.PtzEncoder
         self._in_process = False
         self._again = False
 
@@ -154,11 +161,49 @@ class Simulator:
     def stats(self) -> dict[str, int]:
         return self.fleet.stats()
 
+    # ------------------------------------------------------------------ domes and alarms (issue 14)
+    def _device(self, device_id: str) -> SimDevice:
+        device = self.fleet.by_id.get(device_id)
+        if device is None:
+            raise KeyError(f"no simulated device {device_id!r}")
+        return device
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def ptz_log(self, device_id: str, channel_id: str) -> list[PtzLogEntry]:
+        """The PTZ commands a channel received, decoded, each with its wall time (oldest first)."""
+        return self._device(device_id).ptz_log(channel_id)
+
+    def ptz_view(self, device_id: str, channel_id: str) -> PtzView:
+        """Where a channel's dome looks now (pan, tilt, zoom, last called preset, moving)."""
+        return self._device(device_id).ptz_view(channel_id, self._now())
+
+    def ptz_encoder(self, device_id: str, channel_id: str) -> Any:
+        """The :class:`~gbsim.ptzpicture.PtzEncoder` of a moved channel that streamed, or None."""
+        return self._ptz_encoders.get((device_id, channel_id))
+
+    def raise_alarm(self, device_id: str, channel_id: str | None = None, priority: int = 1, method: int = 2,
+                    alarm_type: int | None = None, description: str | None = "模拟报警 / simulated alarm", *,
+                    event_type: int | None = None) -> bool:
+        """Send an alarm (Notify/Alarm MESSAGE, and NOTIFY to alarm subscribers) from *channel_id* (None:
+        the device itself) of *device_id* now.  False when the device is not registered or a latched device
+        alarm (method 2, see ``SimConfig.alarm_latch``) held it back."""
+        sent = self.fleet.raise_alarm(device_id, channel_id, self._now(), priority=priority, method=method,
+                                      alarm_type=alarm_type, description=description, event_type=event_type)
+        self._process()
+        return sent
+
     def progress_line(self) -> str:
         line = (f"sim: {self.registered}/{self.cfg.devices} registered, {self.online} online, "
                 f"{self.failed} failed, {self.queries_answered} queries answered")
         if self._media:
             line += f", {len(self._media)} streams"
+        stats = self.fleet.stats()
+        if stats.get("ptz_commands"):
+            line += f", {stats['ptz_commands']} PTZ commands"
+        if stats.get("alarms_sent"):
+            line += f", {stats['alarms_sent']} alarms"
         return line
 
     @property
@@ -410,8 +455,12 @@ class Simulator:
             try:
                 from gbsim import media
 
-                encoder = (self._history_encoder(call) if call.history is not None
-                           else self._shared_encoder(call.device_id))
+                if call.history is not None:
+                    encoder = self._history_encoder(call)
+                elif self.fleet.by_id[call.device_id].ptz_moved(call.channel_id):
+                    encoder = self._ptz_encoder(call)
+                else:
+                    encoder = self._shared_encoder(call.device_id)
                 cm = media.CallMedia(
                     encoder, mode=call.mode, remote=call.remote_media,
                     ssrc=call.ssrc_int,
@@ -429,6 +478,18 @@ class Simulator:
             cm = self._media.get(key)
             if cm is not None:
                 cm.start()
+        elif event.kind == "ptz":
+            cm = self._media.get(key)
+            if cm is not None and call.history is None:
+                try:
+                    cm.stream.switch(self._ptz_encoder(call), self._loop)
+                except (ImportError, ValueError) as exc:
+                    log.warning("sim.ptz_picture_failed", device_id=call.device_id, channel_id=call.channel_id,
+                                error=str(exc))
+        elif event.kind == "iframe":
+            cm = self._media.get(key)
+            if cm is not None:
+                cm.stream.encoder.request_idr()
         elif event.kind == "control":
             enc = self._history.get(key)
             if enc is not None and event.control is not None:
@@ -446,6 +507,22 @@ class Simulator:
             timer = self._bye_timers.pop(key, None)
             if timer is not None:
                 timer.cancel()
+
+    def _ptz_encoder(self, call: Call) -> Any:
+        """The moved channel's own encoder (made on first use, kept for later calls)."""
+        key = (call.device_id, call.channel_id)
+        enc = self._ptz_encoders.get(key)
+        if enc is None:
+            from gbsim import ptzpicture
+
+            width, height = self.cfg.video_size
+            state = self.fleet.by_id[call.device_id].controls.state(call.channel_id)
+            loop = self._loop
+            enc = self._ptz_encoders[key] = ptzpicture.PtzEncoder(
+                state, self.cfg.codec, width, height, self.cfg.fps, self.cfg.bitrate,
+                mono=loop.time if loop is not None else time.monotonic,
+                label=call.device_id if self.cfg.label_pictures else None, channel_id=call.channel_id)
+        return enc
 
     def _history_encoder(self, call: Call) -> Any:
         """A history call's own encoder (each call shows its own timeline)."""

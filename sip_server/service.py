@@ -150,6 +150,8 @@ class SipService:
         self._waiters: dict[tuple[str, int], asyncio.Future] = {}
         self._catalog_waiters: dict[str, list[asyncio.Future]] = {}
         self._invite_waiters: dict[str, asyncio.Future] = {}
+        self._control_waiters: dict[int, tuple[bool, asyncio.Future]] = {}  # sn -> (wait for Result, future)
+        self._alarm_sub_waiters: dict[str, list[asyncio.Future]] = {}
         self._listeners: list[Callable[[Any], None]] = []
         self._wall = wall_clock
         # host[:port] for Via/Contact behind NAT or in a cloud (port absent: the listening port)
@@ -188,7 +190,7 @@ class SipService:
             self._timer.cancel()
         if self.transport is not None:
             await self.transport.close()
-        for fut in self._waiters.values():
+        for fut in [*self._waiters.values(), *(f for _, f in self._control_waiters.values())]:
             if not fut.done():
                 fut.cancel()
 
@@ -326,6 +328,39 @@ class SipService:
                     changed.append(channel_info(item))
             if changed:
                 self._submit(reg.CatalogReported(event.device_id, at, tuple(changed), False, "notify"))
+        elif isinstance(event, ev.ControlDelivered):
+            waiter = self._control_waiters.get(event.sn)
+            if waiter is not None and not waiter[0]:  # fire and forget: the SIP 200 is all there is
+                self._control_waiters.pop(event.sn, None)
+                if not waiter[1].done():
+                    waiter[1].set_result((None, True))
+        elif isinstance(event, ev.QueryAnswered) and event.cmd_type == "DeviceControl":
+            waiter = self._control_waiters.pop(event.sn, None)
+            if waiter is not None and not waiter[1].done():
+                waiter[1].set_result((event.result.result, True))
+            log.info("control.result", device_id=event.device_id, sn=event.sn, result=event.result.result)
+        elif isinstance(event, ev.QueryFailed) and event.cmd_type == "DeviceControl":
+            waiter = self._control_waiters.pop(event.sn, None)
+            if waiter is not None and not waiter[1].done():
+                if event.reason == "timeout":  # no Result in time: said plainly, not an error
+                    waiter[1].set_result((None, False))
+                else:
+                    waiter[1].set_exception(QueryError(
+                        f"设备拒绝控制命令 / the device refused the DeviceControl: {event.reason}"))
+            log.warning("control.failed", device_id=event.device_id, sn=event.sn, reason=event.reason)
+        elif isinstance(event, ev.AlarmReceived):
+            a = event.alarm
+            log.info("alarm.received", device_id=event.device_id, source=a.device_id, priority=a.alarm_priority,
+                     method=a.alarm_method, type=a.alarm_type, time=a.alarm_time)
+        elif isinstance(event, ev.PositionReceived):
+            p = event.position
+            log.debug("position.received", device_id=event.device_id, source=p.device_id, lon=p.longitude,
+                      lat=p.latitude)
+        elif isinstance(event, ev.SubscriptionAnswered):
+            for fut in self._alarm_sub_waiters.pop(event.device_id, []):
+                if not fut.done():
+                    fut.set_result(event)
+            log.info("alarm.subscription", device_id=event.device_id, state=event.state, reason=event.reason)
         elif isinstance(event, ev.QueryAnswered):
             fut = self._waiters.pop((event.cmd_type, event.sn), None)
             if fut is not None and not fut.done():
@@ -425,6 +460,82 @@ class SipService:
         self._waiters[(cmd_type, sn)] = fut
         self._process()
         return await fut
+
+    def gb_version(self, device_id: str) -> str | None:
+        """``X-GB-ver`` of the device's last REGISTER ("2.0": GB/T 28181-2016, "3.0": -2022), None if it sent
+        none."""
+        return self.gb.gb_version(device_id)
+
+    async def device_control(self, device_id: str, target_id: str | None, element: str, value: Any, *,
+                             wait: bool, timeout: float | None = None, **build: Any) -> tuple[str | None, bool]:
+        """Send Control/DeviceControl ``element`` (``PTZCmd``, ``TeleBoot``, ``RecordCmd``, ``GuardCmd``,
+        ``AlarmCmd``, ``IFameCmd``/``IFrameCmd`` (spelt as the device's version wants), ``HomePosition``...)
+        with ``value`` to ``target_id`` (a channel; None: the device itself). ``build``: ``preset_name``,
+        ``cruise_track_name``, ``info``, ``siblings``, ``extra_info`` (see
+        :func:`sip_server.gb.manscdp.build_device_control`).
+
+        ``wait`` False (commands the standard answers with SIP 200 only): returns ``(None, True)`` once the
+        device accepted the MESSAGE. ``wait`` True: returns the device's Response/DeviceControl Result,
+        ``("OK" | "ERROR", True)`` (None for a Result that is neither). Nothing within ``timeout`` (default
+        ``GbConfig.device_control_timeout``): ``(None, False)``.
+
+        Raises ValueError (ManscdpError: a command that cannot be sent), :class:`DeviceNotReachable` (offline)
+        or :class:`QueryError` (the device refused the MESSAGE, or the transaction failed)."""
+        assert self._loop is not None
+        timeout = timeout or self.config.device_control_timeout
+        sn = self.gb.device_control(device_id, target_id, element, value, self._now(), wait=wait, timeout=timeout,
+                                    **build)
+        if sn is None:
+            raise DeviceNotReachable(device_id)
+        fut = self._loop.create_future()
+        self._control_waiters[sn] = (wait, fut)
+        self._process()
+        try:
+            # the core's own deadline answers a waiting command; this one covers the SIP answer
+            return await asyncio.wait_for(asyncio.shield(fut), timeout + (0.5 if wait else 0))
+        except TimeoutError:
+            return None, False
+        finally:
+            if self._control_waiters.get(sn, (None, fut))[1] is fut:
+                self._control_waiters.pop(sn, None)
+            self.gb.cancel_query("DeviceControl", sn)
+
+    async def preset_query(self, device_id: str, channel_id: str | None = None,
+                           timeout: float | None = None) -> list[tuple[int, str | None]]:
+        """The presets of ``channel_id`` (PresetQuery): ``(number, name or None)`` sorted by number.
+        Raises :class:`DeviceNotReachable`, or :class:`QueryError` (refused, or no answer in ``timeout``,
+        default ``GbConfig.preset_query_timeout``)."""
+        timeout = timeout or self.config.preset_query_timeout
+        try:
+            result = await asyncio.wait_for(self.query(device_id, "PresetQuery", target_id=channel_id,
+                                                       timeout=timeout), timeout + 1)
+        except TimeoutError:
+            raise QueryError(f"PresetQuery to {device_id} failed: timeout") from None
+        return result.pairs()
+
+    async def subscribe_alarms(self, device_id: str, expires: int = 3600, *, timeout: float = 5.0) -> Any:
+        """SUBSCRIBE to the device's alarms (all priorities and methods) for ``expires`` seconds, refreshed
+        before it lapses and renewed whenever the device registers again; its notifications come as
+        :class:`sip_server.gb.events.AlarmReceived`. Returns the subscription once the device answered.
+        Raises :class:`DeviceNotReachable` (offline; it is subscribed when it registers) or
+        :class:`QueryError` (refused, or no answer in ``timeout``)."""
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        if self.gb.subscribe_alarms(device_id, self._now(), expires) is None:
+            raise DeviceNotReachable(device_id)
+        self._alarm_sub_waiters.setdefault(device_id, []).append(fut)
+        self._process()
+        try:
+            answer = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise QueryError(f"alarm SUBSCRIBE to {device_id}: no answer") from None
+        if answer.state != "active":
+            raise QueryError(f"设备拒绝报警订阅 / the device refused the alarm subscription: {answer.reason}")
+        return self.gb.alarm_subscription(device_id)
+
+    def unsubscribe_alarms(self, device_id: str) -> None:
+        """Stop renewing the device's alarm subscription (it lapses at its expiry)."""
+        self.gb.unsubscribe_alarms(device_id)
 
     async def device_status(self, device_id: str, channel_id: str | None = None) -> Any:
         return await self.query(device_id, "DeviceStatus", target_id=channel_id)

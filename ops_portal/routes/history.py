@@ -17,7 +17,6 @@ when there is no offset.  Times out: RFC 3339 in Beijing time (``+08:00``).
 
 from __future__ import annotations
 
-import inspect
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -72,12 +71,15 @@ MEDIA_ERRORS = {
     "bad_window": 422,
     "window_too_long": 422,
     "no_recording": 404,
-    "recording_unavailable": 503,
+    "no_recordings": 503,
+    "bad_source": 422,
+    "bad_speed": 422,
+    "bad_action": 422,
     "not_playback": 409,
     "bad_scale": 422,
     "bad_position": 422,
     "control_refused": 502,
-    "session_not_found": 404,
+    "no_session": 404,
 }
 
 
@@ -95,20 +97,9 @@ def media_error(exc: Exception) -> ApiError:
     return ApiError(status, code, message, extra=extra)
 
 
-async def _resolved(value: Any) -> Any:
-    """``value``, awaited when it is awaitable (the recording service's reads may be sync or async)."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
 def source_name(session: Any) -> str | None:
     """A playback session's source, ``device`` or ``platform`` (None for live)."""
-    for value in (getattr(session, "source", None), getattr(session, "history_source", None),
-                  getattr(getattr(session, "playback", None), "source", None)):
-        if value in ("device", "platform"):
-            return value
-    return None
+    return getattr(session, "history_source", None)
 
 
 def _media(request: Request) -> Any:
@@ -179,20 +170,18 @@ def _platform_items(segments: list[Any]) -> list[RecordItemOut]:
 
 async def _device_records(request: Request, sip: Any, ref: ChannelRef, start: datetime, end: datetime,
                           record_type: str) -> Any:
+    from sip_server.service import DeviceNotReachable, QueryError
+
     _require_online(sip, ref.device_id)
-    query = getattr(sip, "record_info", None)
-    if query is None:
-        raise ApiError(503, "record_query_unavailable", "SIP 服务不支持录像查询 / the SIP service cannot query "
-                       "recordings")
-    timeout = getattr(request.app.state.settings, "record_query_timeout", None)
+    timeout = request.app.state.settings.record_query_timeout
     try:
-        return await query(ref.device_id, ref.channel_id, start, end, type=record_type, timeout=timeout)
-    except Exception as exc:
-        if type(exc).__name__ == "DeviceNotReachable":
-            raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}") from None
-        log.warning("records.device_query_failed", channel=ref.key, error=repr(exc))
-        raise ApiError(502, "record_query_failed", f"设备录像查询失败 / the device's record query failed: "
-                       f"{type(exc).__name__}") from None
+        return await sip.record_info(ref.device_id, ref.channel_id, start, end, type=record_type, timeout=timeout)
+    except DeviceNotReachable:
+        raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}") from None
+    except QueryError as exc:
+        log.warning("records.device_query_failed", channel=ref.key, error=str(exc))
+        raise ApiError(502, "record_query_failed", f"设备拒绝录像查询 / the device refused the record query: "
+                       f"{exc}") from None
 
 
 @router.get(device_channel_path("/api/channels/{channel_id}/records"), operation_id="records_device_channel",
@@ -235,7 +224,7 @@ async def list_records(
             sum_num += int(getattr(query, "sum_num", 0) or 0)
     if source in ("platform", "all"):
         try:
-            segments = list(await _resolved(_recordings(request).segments(ref, s, e)))
+            segments = list(await _recordings(request).segments(ref, s, e))
         except ApiError as exc:
             if source == "platform":
                 raise
@@ -296,8 +285,8 @@ async def _recording_out(service: Any, ref: ChannelRef, plan: Any | None = None)
     from media_relay.recording.types import RecordingError
 
     try:
-        plan = plan or await _resolved(service.get_plan(ref))
-        status = await _resolved(service.status(ref))
+        plan = plan or await service.get_plan(ref)
+        status = await service.status(ref)
     except RecordingError as exc:
         raise ApiError(422, exc.code, str(exc)) from None
     return RecordingOut(
@@ -342,7 +331,7 @@ async def put_recording(user: RecordManager, audit: AuditDep, request: Request, 
                       schedule=tuple(ScheduleWindow(tuple(sorted(set(w.days))), w.from_, w.to) for w in body.schedule)
                       if body.mode == "schedule" else ())
     try:
-        saved = await _resolved(service.set_plan(plan, user.username))
+        saved = await service.set_plan(plan, user.username)
     except RecordingError as exc:
         raise ApiError(422, exc.code, str(exc)) from None
     if audit is not None:
@@ -495,16 +484,10 @@ def _when(value: Any) -> datetime | None:
 
 
 def _session_out(media: Any, s: Any) -> SessionOut:
-    state: dict[str, Any] = {}
-    reader = getattr(media, "session_state", None)
-    if reader is not None:
-        try:
-            state = dict(reader(s.session_id) or {})
-        except Exception as exc:
-            if getattr(exc, "code", None) == "session_not_found" or isinstance(exc, KeyError):
-                raise ApiError(404, "session_not_found", "会话不存在 / no such session") from None
-            raise
-    window = state.get("window") or getattr(s, "window", None) or (None, None)
+    state = media.session_state(s.session_id)
+    if state is None:  # ended meanwhile
+        raise ApiError(404, "session_not_found", "会话不存在 / no such session")
+    window = state.get("window") or (None, None)
     kind = state.get("kind") or getattr(s, "kind", "live")
     return SessionOut(session_id=s.session_id, kind=kind, state=state.get("state"), position=state.get("position"),
                       scale=state.get("scale"), paused=state.get("paused"), start=beijing(_when(window[0])),

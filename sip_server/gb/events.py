@@ -111,7 +111,7 @@ class MessageRejected:
 
 @dataclass(frozen=True, slots=True)
 class NotifyReceived:
-    """An Alarm / MobilePosition / other notification parsed but not yet acted on by later issues."""
+    """A notification no typed event covers (not Keepalive, Catalog, Alarm or MobilePosition), parsed."""
 
     device_id: str
     cmd_type: str
@@ -132,3 +132,42 @@ class SecurityEvent:
     transport: str
     method: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmReceived:
+    """An alarm notification from a device (MESSAGE or subscription NOTIFY), answered 200; ``alarm`` is a
+    :class:`sip_server.gb.manscdp.Alarm` with priority 1..4, method 1..7 and a readable (device local, Beijing)
+    time. Its ``device_id`` is the alarm source (the device or one of its channels / alarm inputs)."""
+
+    device_id: str
+    alarm: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PositionReceived:
+    """A MobilePosition notification with coordinates; ``position`` is a
+    :class:`sip_server.gb.manscdp.MobilePosition` (its ``device_id`` the device or channel that moved)."""
+
+    device_id: str
+    position: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ControlDelivered:
+    """The device accepted a DeviceControl MESSAGE (SIP ``status`` 2xx)."""
+
+    device_id: str
+    sn: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionAnswered:
+    """An alarm SUBSCRIBE was answered: ``state`` "active" or "refused" (``reason`` says why)."""
+
+    device_id: str
+    kind: str
+    sn: int
+    state: str
+    reason: str | None

@@ -34,38 +34,59 @@ from typing import Any
 __all__ = [
     "MAX_BODY_BYTES",
     "ROOTS",
+    "CONTROL_WITH_RESULT",
+    "DEVICE_CONTROL_ELEMENTS",
     "Alarm",
     "CatalogItem",
+    "ControlResult",
+    "CruisePoint",
+    "CruiseTrack",
+    "DeviceControl",
     "CatalogPage",
     "DeviceInfo",
     "DeviceStatus",
+    "HomePositionInfo",
     "Keepalive",
     "ManscdpError",
     "MediaStatus",
     "ManscdpMessage",
     "MobilePosition",
+    "PresetItem",
+    "PresetList",
     "RecordInfo",
     "RecordItem",
     "as_alarm",
     "as_catalog",
+    "as_control_result",
+    "as_cruise_track",
+    "as_cruise_tracks",
+    "as_device_control",
     "as_device_info",
     "as_device_status",
+    "as_home_position",
     "as_keepalive",
     "as_media_status",
     "as_mobile_position",
+    "as_preset_list",
     "as_record_info",
     "build_alarm_notify",
+    "build_alarm_response",
+    "build_alarm_subscribe",
     "build_catalog_notify",
     "build_catalog_response",
+    "build_control_response",
+    "build_device_control",
     "build_device_info_response",
     "build_device_status_response",
     "build_keepalive",
     "build_media_status_notify",
     "build_message",
     "build_mobile_position_notify",
+    "build_preset_response",
     "build_query",
     "build_record_info_response",
     "canonical_charset",
+    "check_alarm",
     "decode_body",
     "format_gb_time",
     "parse",
@@ -1266,3 +1287,373 @@ def build_mobile_position_notify(
         + _opt("Altitude", altitude)
     )
     return _encode("Notify", children, charset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device control (GB/T 28181 A.2.3.1), its Result (A.2.6.2), PresetQuery (A.2.4.8 / A.2.6.10), alarms
+# ---------------------------------------------------------------------------------------------
+
+#: DeviceControl sub-commands (A.2.3.1); both spellings of the key-frame command (2016 ``IFameCmd``, 2022
+#: ``IFrameCmd``).
+DEVICE_CONTROL_ELEMENTS = (
+    "PTZCmd", "TeleBoot", "RecordCmd", "GuardCmd", "AlarmCmd", "IFameCmd", "IFrameCmd", "DragZoomIn",
+    "DragZoomOut", "HomePosition", "PTZPreciseCtrl", "DeviceUpgrade", "FormatSDCard", "TargetTrack",
+)
+#: The sub-commands a device answers with a Response/DeviceControl Result (A.2.6.2); the rest are fire and
+#: forget (SIP 200 only).
+CONTROL_WITH_RESULT = frozenset({"RecordCmd", "GuardCmd", "AlarmCmd", "HomePosition", "DeviceUpgrade"})
+# The only values the standard gives the one-word commands.
+_CONTROL_VALUES = {
+    "TeleBoot": ("Boot",),
+    "RecordCmd": ("Record", "StopRecord"),
+    "GuardCmd": ("SetGuard", "ResetGuard"),
+    "AlarmCmd": ("ResetAlarm",),
+    "IFameCmd": ("Send",),
+    "IFrameCmd": ("Send",),
+}
+_CONTROL_BY_LOWER = {e.lower(): e for e in DEVICE_CONTROL_ELEMENTS}
+_EXTRA_INFO_MAX = 1024
+_NAME_MAX_BYTES = 32  # PresetName / CruiseTrackName (A.2.3.1.2)
+
+
+def _control_error(message: str) -> ManscdpError:
+    return ManscdpError(message)
+
+
+def _home_position_nodes(value: Any) -> list[_Node]:
+    if not isinstance(value, Mapping):
+        raise _control_error("HomePosition 须为 Enabled/ResetTime/PresetIndex / HomePosition needs a mapping of "
+                             "Enabled, ResetTime, PresetIndex")
+    enabled = value.get("Enabled")
+    if isinstance(enabled, bool):
+        enabled = int(enabled)
+    if enabled not in (0, 1):
+        raise _control_error(f"HomePosition Enabled 须为 0 或 1 / Enabled must be 0 or 1, got {enabled!r:.20}")
+    nodes: list[_Node] = [("Enabled", str(enabled), None)]
+    if enabled:
+        reset, index = value.get("ResetTime"), value.get("PresetIndex")
+        if isinstance(reset, bool) or not isinstance(reset, int) or not 0 <= reset <= 86400:
+            raise _control_error(f"ResetTime 须为 0..86400 秒 / ResetTime must be 0..86400 s, got {reset!r:.20}")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 255:
+            raise _control_error(f"PresetIndex 须为 0..255 / PresetIndex must be 0..255, got {index!r:.20}")
+        nodes += [("ResetTime", str(reset), None), ("PresetIndex", str(index), None)]
+    return nodes
+
+
+def _short_name(tag: str, value: str) -> _Node:
+    if not isinstance(value, str) or not value.strip():
+        raise _control_error(f"{tag} 不能为空 / {tag} must be a non-empty string")
+    if len(value.encode("gb18030")) > _NAME_MAX_BYTES:
+        raise _control_error(f"{tag} 超过 {_NAME_MAX_BYTES} 字节 / {tag} is longer than {_NAME_MAX_BYTES} bytes")
+    return (tag, value, None)
+
+
+def build_device_control(
+    sn: int,
+    device_id: str,
+    element: str,
+    value_or_children: Any = None,
+    *,
+    preset_name: str | None = None,
+    cruise_track_name: str | None = None,
+    info: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+    siblings: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+    extra_info: Iterable[str] = (),
+    charset: str = "GB2312",
+) -> bytes:
+    """Control/DeviceControl with one sub-command (A.2.3.1.1) to ``device_id`` (the channel or device).
+
+    ``element`` is one of :data:`DEVICE_CONTROL_ELEMENTS`; ``value_or_children`` its text or, for
+    ``HomePosition`` / ``DragZoomIn`` / ``PTZPreciseCtrl`` ..., a mapping of its children. ``PTZCmd`` must be a
+    valid PTZCmd (:func:`sip_server.gb.ptz.parse_ptzcmd`; sent upper-case) and may carry ``preset_name`` /
+    ``cruise_track_name`` in ``PTZCmdParams`` (2022, at most 32 bytes). The one-word commands take only the
+    standard's values (``TeleBoot`` Boot, ``RecordCmd`` Record / StopRecord, ``GuardCmd`` SetGuard /
+    ResetGuard, ``AlarmCmd`` ResetAlarm, ``IFameCmd`` / ``IFrameCmd`` Send); ``info`` becomes ``<Info>`` (the
+    AlarmCmd's AlarmMethod / AlarmType), ``siblings`` further elements after the command (RecordCmd's
+    ``StreamNumber``), ``extra_info`` repeated ``ExtraInfo`` (each at most 1024 characters).
+    Raises :class:`ManscdpError` ("中文 / English") for anything else."""
+    from sip_server.gb.ptz import PtzCmdError, parse_ptzcmd
+
+    if not isinstance(element, str) or element not in DEVICE_CONTROL_ELEMENTS:
+        raise _control_error(f"未知控制命令 / unknown DeviceControl element {element!r:.40}")
+    children = _header("DeviceControl", sn, device_id)
+    if element == "PTZCmd":
+        try:
+            children.append(("PTZCmd", parse_ptzcmd(value_or_children).hex, None))
+        except PtzCmdError as exc:
+            raise _control_error(str(exc)) from None
+        params = []
+        if preset_name is not None:
+            params.append(_short_name("PresetName", preset_name))
+        if cruise_track_name is not None:
+            params.append(_short_name("CruiseTrackName", cruise_track_name))
+        if params:
+            children.append(("PTZCmdParams", params, None))
+    elif preset_name is not None or cruise_track_name is not None:
+        raise _control_error("PresetName/CruiseTrackName 只用于 PTZCmd / PresetName and CruiseTrackName go with "
+                             "a PTZCmd only")
+    elif element in _CONTROL_VALUES:
+        allowed = _CONTROL_VALUES[element]
+        if value_or_children not in allowed:
+            raise _control_error(f"{element} 的值须为 {'/'.join(allowed)} / {element} must be one of "
+                                 f"{', '.join(allowed)}, got {value_or_children!r:.40}")
+        children.append((element, value_or_children, None))
+    elif element == "HomePosition":
+        children.append(("HomePosition", _home_position_nodes(value_or_children), None))
+    elif isinstance(value_or_children, Mapping) or (
+            isinstance(value_or_children, list | tuple) and not isinstance(value_or_children, str)):
+        children.append((element, _nodes_from(value_or_children), None))
+    elif value_or_children is None:
+        raise _control_error(f"{element} 缺少取值 / {element} needs a value")
+    else:
+        children.append((element, _scalar(value_or_children), None))
+    if info is not None:
+        nodes = _nodes_from(info)
+        if nodes:
+            children.append(("Info", nodes, None))
+    children += _nodes_from(siblings)
+    if isinstance(extra_info, str):
+        extra_info = (extra_info,)
+    for text in extra_info:
+        if not isinstance(text, str) or len(text) > _EXTRA_INFO_MAX:
+            raise _control_error(f"ExtraInfo 须为不超过 {_EXTRA_INFO_MAX} 字符的字符串 / ExtraInfo must be a "
+                                 f"string of at most {_EXTRA_INFO_MAX} characters")
+        children.append(("ExtraInfo", text, None))
+    return _encode("Control", children, charset)
+
+
+@dataclass(frozen=True)
+class DeviceControl:
+    """A Control/DeviceControl as a device receives it: the first sub-command found (``element``, canonical
+    spelling; ``value`` its text, None when it has children, which are in ``children``), the PTZCmd's
+    parameters, ``info`` (the children of ``<Info>``) and the ``ExtraInfo`` texts."""
+
+    device_id: str
+    sn: int
+    element: str
+    value: str | None
+    children: dict[str, str] = field(default_factory=dict)
+    preset_name: str | None = None
+    cruise_track_name: str | None = None
+    info: dict[str, str] = field(default_factory=dict)
+    extra_info: tuple[str, ...] = ()
+
+    @property
+    def wants_result(self) -> bool:
+        """The standard has the device answer this one with a Response/DeviceControl Result."""
+        return self.element in CONTROL_WITH_RESULT
+
+
+def as_device_control(msg: ManscdpMessage) -> DeviceControl:
+    """Control/DeviceControl (the receiving side: simulators, lower platforms). Raises :class:`ManscdpError`
+    when no known sub-command is present."""
+    msg, kids = _expect(msg, ("Control",), "DeviceControl")
+    assert msg.element is not None
+    found: ET.Element | None = None
+    element = ""
+    for child in msg.element:
+        name = _CONTROL_BY_LOWER.get(_local(child.tag).lower())
+        if name is not None:
+            found, element = child, name
+            break
+    if found is None:
+        raise ManscdpError("DeviceControl without a known sub-command")
+    value = (found.text or "").strip() if len(found) == 0 else None
+    params = kids.el("PTZCmdParams")
+    params_kids = _Children(params) if params is not None else None
+    info = kids.el("Info")
+    extra = tuple((child.text or "").strip() for child in msg.element if _local(child.tag).lower() == "extrainfo")
+    return DeviceControl(
+        device_id=msg.device_id,
+        sn=msg.sn,
+        element=element,
+        value=value,
+        children=_simple_fields(found),
+        preset_name=params_kids.text("PresetName") if params_kids is not None else None,
+        cruise_track_name=params_kids.text("CruiseTrackName") if params_kids is not None else None,
+        info=_simple_fields(info) if info is not None else {},
+        extra_info=extra,
+    )
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """A Response/DeviceControl (or DeviceConfig) Result: ``result`` "OK" or "ERROR" (upper-cased), None when
+    the device sent something else (its text is in ``raw["Result"]``)."""
+
+    device_id: str
+    sn: int
+    cmd_type: str
+    result: str | None
+    raw: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "OK"
+
+
+def as_control_result(msg: ManscdpMessage) -> ControlResult:
+    """Response/DeviceControl or Response/DeviceConfig."""
+    if isinstance(msg, ManscdpMessage) and msg.cmd_type == "DeviceConfig":
+        msg, kids = _expect(msg, ("Response",), "DeviceConfig")
+    else:
+        msg, kids = _expect(msg, ("Response",), "DeviceControl")
+    text = (kids.text("Result") or "").upper()
+    return ControlResult(device_id=msg.device_id, sn=msg.sn, cmd_type=msg.cmd_type,
+                         result=text if text in ("OK", "ERROR") else None, raw=dict(msg.fields))
+
+
+def build_control_response(sn: int, device_id: str, result: str = "OK", *, cmd_type: str = "DeviceControl",
+                           charset: str = "GB2312") -> bytes:
+    """Response/DeviceControl (or DeviceConfig) with ``Result`` OK / ERROR (A.2.6.2)."""
+    if result not in ("OK", "ERROR"):
+        raise ManscdpError(f"Result must be OK or ERROR, got {result!r:.20}")
+    return _encode("Response", _header(cmd_type, sn, device_id) + [("Result", result, None)], charset)
+
+
+@dataclass(frozen=True)
+class PresetItem:
+    preset_id: int  # 1..255
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class PresetList:
+    """A Response/PresetQuery: ``items`` sorted by number, one per number (the first name wins); items whose
+    PresetID is not 1..255 are skipped. ``sum_num`` as the device says (SumNum, else PresetList@Num)."""
+
+    device_id: str
+    sn: int
+    sum_num: int
+    items: list[PresetItem]
+
+    def pairs(self) -> list[tuple[int, str | None]]:
+        return [(item.preset_id, item.name) for item in self.items]
+
+
+def as_preset_list(msg: ManscdpMessage) -> PresetList:
+    """Response/PresetQuery (A.2.6.10)."""
+    msg, kids = _expect(msg, ("Response",), "PresetQuery")
+    container = kids.el("PresetList")
+    seen: dict[int, PresetItem] = {}
+    for el in _items(container):
+        item_kids = _Children(el)
+        number = _to_int(item_kids.text("PresetID"))
+        if number is None or not 1 <= number <= 255 or number in seen:
+            continue
+        seen[number] = PresetItem(number, item_kids.text("PresetName"))
+    items = [seen[k] for k in sorted(seen)]
+    return PresetList(device_id=msg.device_id, sn=msg.sn, sum_num=_sum_num(kids, _num_attr(container), len(items)),
+                      items=items)
+
+
+def build_preset_response(sn: int, device_id: str, presets: Iterable[tuple[int, str | None]], *,
+                          sum_num: int | None = None, charset: str = "GB2312") -> bytes:
+    """Response/PresetQuery listing ``(number, name)`` pairs (a None name leaves PresetName out)."""
+    nodes: list[_Node] = [("Item", [("PresetID", _scalar(int(number)), None)] + _opt("PresetName", name), None)
+                          for number, name in presets]
+    children = _header("PresetQuery", sn, device_id) + [
+        ("SumNum", _scalar(len(nodes) if sum_num is None else int(sum_num)), None),
+        ("PresetList", nodes, {"Num": str(len(nodes))}),
+    ]
+    return _encode("Response", children, charset)
+
+
+def build_alarm_subscribe(sn: int, device_id: str, *, start_priority: int = 0, end_priority: int = 0,
+                          method: str = "0", alarm_type: str | None = None, charset: str = "GB2312") -> bytes:
+    """Query/Alarm, the body of an alarm SUBSCRIBE (A.2.4.6): priorities 0 (all) or 1..4, ``method`` 0 (all)
+    or a combination such as "1/2"."""
+    children = _header("Alarm", sn, device_id) + [
+        ("StartAlarmPriority", _scalar(int(start_priority)), None),
+        ("EndAlarmPriority", _scalar(int(end_priority)), None),
+        ("AlarmMethod", _scalar(method), None),
+    ] + _opt("AlarmType", alarm_type)
+    return _encode("Query", children, charset)
+
+
+def build_alarm_response(sn: int, device_id: str, result: str = "OK", *, charset: str = "GB2312") -> bytes:
+    """Response/Alarm, the platform's acknowledgement of an alarm notification (A.2.6.3)."""
+    return _encode("Response", _header("Alarm", sn, device_id) + [("Result", _scalar(result), None)], charset)
+
+
+def check_alarm(alarm: Alarm) -> Alarm:
+    """An alarm notification the platform can act on: ``AlarmPriority`` 1..4, ``AlarmMethod`` 1..7 and a
+    readable ``AlarmTime`` (all mandatory, A.2.5.3). Raises :class:`ManscdpError` ("中文 / English")."""
+    if alarm.alarm_priority is None or not 1 <= alarm.alarm_priority <= 4:
+        raise ManscdpError(f"报警级别须为 1..4 / AlarmPriority must be 1..4, got "
+                           f"{alarm.raw.get('AlarmPriority', '')[:20]!r}")
+    if alarm.alarm_method is None or not 1 <= alarm.alarm_method <= 7:
+        raise ManscdpError(f"报警方式须为 1..7 / AlarmMethod must be 1..7, got {alarm.raw.get('AlarmMethod', '')[:20]!r}")
+    if alarm.alarm_datetime is None:
+        raise ManscdpError(f"报警时间无效 / AlarmTime missing or unreadable: {(alarm.alarm_time or '')[:40]!r}")
+    return alarm
+
+
+@dataclass(frozen=True)
+class HomePositionInfo:
+    """A Response/HomePositionQuery (2022): the watch position a dome returns to after ``reset_time`` s idle."""
+
+    device_id: str
+    sn: int
+    enabled: bool | None
+    reset_time: int | None
+    preset_index: int | None
+
+
+def as_home_position(msg: ManscdpMessage) -> HomePositionInfo:
+    """Response/HomePositionQuery (its ``HomePosition`` element, or the fields at the top level)."""
+    msg, kids = _expect(msg, ("Response",), "HomePositionQuery")
+    home = kids.el("HomePosition")
+    inner = _Children(home) if home is not None else kids
+    enabled = _to_int(inner.text("Enabled"))
+    return HomePositionInfo(device_id=msg.device_id, sn=msg.sn, enabled=None if enabled is None else enabled == 1,
+                            reset_time=_to_int(inner.text("ResetTime")), preset_index=_to_int(inner.text("PresetIndex")))
+
+
+@dataclass(frozen=True)
+class CruisePoint:
+    preset_index: int
+    stay_time: int | None  # seconds
+    speed: int | None  # 1..15
+
+
+@dataclass(frozen=True)
+class CruiseTrack:
+    """A dome's own cruise track: from CruiseTrackListQuery (``number``, ``name``) or CruiseTrackQuery (with
+    ``points``)."""
+
+    number: int
+    name: str | None = None
+    points: tuple[CruisePoint, ...] = ()
+
+
+def as_cruise_tracks(msg: ManscdpMessage) -> list[CruiseTrack]:
+    """Response/CruiseTrackListQuery (2022): the dome's tracks, sorted by number."""
+    msg, kids = _expect(msg, ("Response",), "CruiseTrackListQuery")
+    container = kids.el("CruiseTrackList")
+    tracks: dict[int, CruiseTrack] = {}
+    for el in container if container is not None else ():
+        if _local(el.tag).lower() not in ("cruisetrack", "item"):
+            continue
+        track_kids = _Children(el)
+        number = _to_int(track_kids.text("Number"))
+        if number is not None and 0 <= number <= 255 and number not in tracks:
+            tracks[number] = CruiseTrack(number, track_kids.text("Name"))
+    return [tracks[k] for k in sorted(tracks)]
+
+
+def as_cruise_track(msg: ManscdpMessage) -> CruiseTrack:
+    """Response/CruiseTrackQuery (2022): one track with its points (those without a PresetIndex skipped)."""
+    msg, kids = _expect(msg, ("Response",), "CruiseTrackQuery")
+    number = _to_int(kids.text("Number"))
+    if number is None:
+        raise ManscdpError("CruiseTrackQuery response without Number")
+    container = kids.el("CruisePointList")
+    points = []
+    for el in container if container is not None else ():
+        point_kids = _Children(el)
+        index = _to_int(point_kids.text("PresetIndex"))
+        if index is None or not 0 <= index <= 255:
+            continue
+        points.append(CruisePoint(index, _to_int(point_kids.text("StayTime")), _to_int(point_kids.text("Speed"))))
+    return CruiseTrack(number, kids.text("Name"), tuple(points))

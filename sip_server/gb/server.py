@@ -64,6 +64,9 @@ class GbConfig:
     user_agent: str = "gbops/0.1"
     query_charset: str = "GB2312"
     catalog_subscribe_expires: int = 3600  # 0: do not subscribe to catalog changes
+    device_control_timeout: float = 2.0  # how long a DeviceControl waits for its Result (or the SIP answer)
+    preset_query_timeout: float = 4.0
+    alarm_response: bool = True  # answer a MESSAGE alarm with the Response/Alarm MESSAGE (A.2.6.3) after the 200
     # host[:port] put in the Contact of our requests (SUBSCRIBE, INVITE); None: the endpoint's local address
     # towards the device (the advertised address, the listening address, or the interface facing the device)
     contact_host: str | None = None
@@ -99,7 +102,7 @@ class PendingQuery:
 
 @dataclass(slots=True)
 class Subscription:
-    """A catalog subscription (GB/T 28181 9.11): the device NOTIFYs channel changes until it expires."""
+    """A subscription (GB/T 28181 9.11): the device NOTIFYs catalog changes (or alarms) until it expires."""
 
     device_id: str
     sn: int
@@ -107,6 +110,18 @@ class Subscription:
     state: str = "pending"  # pending | active | refused
     expires_at: float = 0.0
     reason: str | None = None
+    kind: str = "Catalog"  # Catalog | Alarm
+    expires: int = 0  # asked for
+
+
+@dataclass(slots=True)
+class PendingControl:
+    """A DeviceControl MESSAGE in flight: its SIP answer, and (``wait``) its Response/DeviceControl Result."""
+
+    device_id: str
+    sn: int
+    element: str
+    wait: bool
 
 
 @dataclass
@@ -162,8 +177,12 @@ class GbServer:
         self._pending_heap: list[tuple[float, str, int]] = []  # (deadline, cmd_type, sn), lazily pruned
         self._txn_query: dict[Any, tuple[str, int, str]] = {}  # txn key -> (cmd_type, sn, device_id)
         self._subs: dict[str, Subscription] = {}  # device_id -> catalog subscription
-        self._sub_txn: dict[Any, str] = {}  # SUBSCRIBE client transaction -> device_id
-        self._sub_heap: list[tuple[float, str, int]] = []  # (refresh at, device_id, generation)
+        self._alarm_subs: dict[str, Subscription] = {}  # device_id -> alarm subscription
+        self._alarm_wanted: dict[str, int] = {}  # device_id -> Expires asked for (re-subscribed on registering)
+        self._sub_txn: dict[Any, tuple[str, str]] = {}  # SUBSCRIBE client transaction -> (kind, device_id)
+        self._sub_heap: list[tuple[float, str, str, int]] = []  # (refresh at, kind, device_id, generation)
+        self._control_txn: dict[Any, PendingControl] = {}  # DeviceControl MESSAGE transaction -> control
+        self.gb_versions: dict[str, str] = {}  # device_id -> X-GB-ver of its last REGISTER ("2.0", "3.0")
         self._sn = itertools.count(int(time.time()) % 100000 + 1)
         from sip_server.gb.invite import InviteSessions
 
@@ -223,6 +242,7 @@ class GbServer:
     def handle_timer(self, now: float) -> None:
         for device_id, reason in self.presence.handle_timer(now):
             self._subs.pop(device_id, None)
+            self._alarm_subs.pop(device_id, None)
             self._emit(ev.DeviceOffline(device_id, reason))
         for sync in self.catalog.handle_timer(now):
             self._emit(ev.CatalogFinished(sync.device_id, tuple(sync.items.values()), False, sync.state(),
@@ -232,8 +252,11 @@ class GbServer:
         subs = self._sub_heap
         while subs and subs[0][0] <= now:
             entry = heapq.heappop(subs)
-            if self._sub_live(entry):
-                self.subscribe_catalog(entry[1], now)  # refresh before it lapses
+            if self._sub_live(entry):  # refresh before it lapses
+                if entry[1] == "Alarm":
+                    self.subscribe_alarms(entry[2], now, self._alarm_wanted.get(entry[2], 3600))
+                else:
+                    self.subscribe_catalog(entry[2], now)
         heap = self._pending_heap
         while heap and heap[0][0] <= now:
             _, cmd_type, sn = heapq.heappop(heap)
@@ -428,6 +451,7 @@ class GbServer:
             self._reply(event, 200, now, headers=[("Date", gb_time(self._wall())), ("Expires", "0")])
             if self.presence.unregister(device_id):
                 self._subs.pop(device_id, None)
+                self._alarm_subs.pop(device_id, None)
                 self._emit(ev.DeviceOffline(device_id, "unregistered"))
             return
         if expires < self.config.min_expires:
@@ -442,6 +466,11 @@ class GbServer:
         m.registrations_ok += 1
         transition = self.presence.register(device_id, now, expires)
         self._set_route(device_id, Route(addr, event.transport.lower(), contact))
+        version = (req.headers.get("X-GB-ver") or "").strip()
+        if version and len(version) <= 8 and version.replace(".", "").isdigit():
+            self.gb_versions[device_id] = version
+        else:
+            self.gb_versions.pop(device_id, None)
         self._emit(ev.DeviceOnline(device_id, addr, event.transport, contact, expires,
                                    req.headers.get("User-Agent"), transition))
         if transition:
@@ -449,6 +478,8 @@ class GbServer:
             self.query(device_id, "ConfigDownload", now, extra={"ConfigType": "BasicParam"})
             self.sync_catalog(device_id, now)
             self.subscribe_catalog(device_id, now)
+            if device_id in self._alarm_wanted:
+                self.subscribe_alarms(device_id, now, self._alarm_wanted[device_id])
 
     def _on_message(self, event: RequestReceived, now: float, device_id: str | None) -> None:
         """A MESSAGE or NOTIFY; ``device_id`` is the From user (already checked against its route)."""
@@ -488,6 +519,9 @@ class GbServer:
             self._reply(event, 403, now, reason="Forbidden (not registered)")
             self._emit(ev.MessageRejected(device_id, addr, 403, f"{msg.root}/{cmd} from unregistered device"))
             return
+        if msg.root == "Notify" and cmd == "Alarm":
+            self._on_alarm(event, now, device_id, msg)
+            return
         self._reply(event, 200, now)
         self.charsets[device_id] = msg.charset
         try:
@@ -514,13 +548,18 @@ class GbServer:
                     self._emit(ev.CatalogProgress(device_id, current.progress()))
             return
         if root != "Response":
-            if cmd in ("Alarm", "MobilePosition"):
-                viewer = manscdp.as_alarm if cmd == "Alarm" else manscdp.as_mobile_position
-                self._emit(ev.NotifyReceived(device_id, cmd, viewer(msg)))
+            if cmd == "MobilePosition":
+                position = manscdp.as_mobile_position(msg)
+                if position.longitude is not None and position.latitude is not None:
+                    self._emit(ev.PositionReceived(device_id, position))
             else:
                 self._emit(ev.NotifyReceived(device_id, cmd, msg))
             return
-        pending = self._pending.pop((cmd, msg.sn), None)
+        pending = self._pending.get((cmd, msg.sn))
+        if pending is not None and pending.device_id != device_id:
+            pending = None  # another device's SN: not an answer to our query
+        elif pending is not None:
+            del self._pending[(cmd, msg.sn)]
         if cmd == "DeviceInfo":
             result: Any = manscdp.as_device_info(msg)
             self._emit(ev.DeviceInfoReceived(device_id, result))
@@ -534,6 +573,12 @@ class GbServer:
                     self._emit(ev.RecordsFinished(query.device_id, query.sn, query))
                 return
             result = page
+        elif cmd == "DeviceControl":
+            result = manscdp.as_control_result(msg)
+        elif cmd == "PresetQuery":
+            result = manscdp.as_preset_list(msg)
+        elif cmd == "MobilePosition":
+            result = manscdp.as_mobile_position(msg)
         elif cmd == "ConfigDownload":
             result = msg
             interval, misses = _heartbeat_config(msg)
@@ -606,9 +651,12 @@ class GbServer:
     def subscription(self, device_id: str) -> Subscription | None:
         return self._subs.get(device_id)
 
-    def _sub_live(self, entry: tuple[float, str, int]) -> bool:
-        sub = self._subs.get(entry[1])
-        return sub is not None and sub.generation == entry[2] and sub.state == "active"
+    def alarm_subscription(self, device_id: str) -> Subscription | None:
+        return self._alarm_subs.get(device_id)
+
+    def _sub_live(self, entry: tuple[float, str, str, int]) -> bool:
+        sub = (self._alarm_subs if entry[1] == "Alarm" else self._subs).get(entry[2])
+        return sub is not None and sub.generation == entry[3] and sub.state == "active"
 
     def subscribe_catalog(self, device_id: str, now: float) -> int | None:
         """SUBSCRIBE to the device's catalog changes (Event: Catalog); it NOTIFYs ADD/DEL/ON/OFF/... items."""
@@ -626,27 +674,127 @@ class GbServer:
             ("Expires", str(expires)),
             ("Contact", self.contact(route)),
         ])
-        self._sub_txn[key] = device_id
+        self._sub_txn[key] = ("Catalog", device_id)
         return sn
 
-    def _on_subscribe_answer(self, device_id: str, response: Any, now: float) -> None:
-        sub = self._subs.get(device_id)
+    def subscribe_alarms(self, device_id: str, now: float, expires: int = 3600) -> int | None:
+        """SUBSCRIBE to the device's alarms (``Event: presence`` with a Query/Alarm body for all priorities
+        and methods, A.2.4.6); refreshed before it lapses, and again whenever the device registers anew.
+        Returns the SN, None when the device has no route (it is subscribed when it registers)."""
+        if isinstance(expires, bool) or not isinstance(expires, int) or expires < 30:
+            raise ValueError("订阅时长须至少 30 秒 / the subscription must last at least 30 s")
+        self._alarm_wanted[device_id] = expires
+        route = self.routes.get(device_id)
+        if route is None or not self.presence.is_online(device_id):
+            return None
+        sn = self.next_sn()
+        old = self._alarm_subs.get(device_id)
+        generation = old.generation + 1 if old else 1
+        self._alarm_subs[device_id] = Subscription(device_id, sn, generation, kind="Alarm", expires=expires)
+        body = manscdp.build_alarm_subscribe(sn, device_id, charset=self._charset(device_id))
+        key = self._send_message(device_id, route, body, now, method="SUBSCRIBE", extra=[
+            ("Event", f"presence;id={sn}"),
+            ("Expires", str(expires)),
+            ("Contact", self.contact(route)),
+        ])
+        self._sub_txn[key] = ("Alarm", device_id)
+        return sn
+
+    def unsubscribe_alarms(self, device_id: str) -> None:
+        """Stop refreshing (and re-making) the device's alarm subscription; it lapses at its expiry."""
+        self._alarm_wanted.pop(device_id, None)
+        self._alarm_subs.pop(device_id, None)
+
+    def _on_subscribe_answer(self, kind: str, device_id: str, response: Any, now: float) -> None:
+        sub = (self._alarm_subs if kind == "Alarm" else self._subs).get(device_id)
         if sub is None:
             return
         if 200 <= response.status < 300:
             try:
                 granted = int((response.headers.get("Expires") or "").strip())
             except ValueError:
-                granted = self.config.catalog_subscribe_expires
+                granted = sub.expires if kind == "Alarm" else self.config.catalog_subscribe_expires
             if granted <= 0:
                 sub.state, sub.reason = "refused", "device granted Expires: 0"
-                return
-            sub.state, sub.expires_at, sub.reason = "active", now + granted, None
-            heapq.heappush(self._sub_heap, (now + max(granted * 0.8, granted - 60), device_id, sub.generation))
+            else:
+                sub.state, sub.expires_at, sub.reason = "active", now + granted, None
+                heapq.heappush(self._sub_heap, (now + max(granted * 0.8, granted - 60), kind, device_id,
+                                                sub.generation))
         else:
             # Many devices do not support catalog subscription; the catalog query on each registration and
             # the manual sync still keep the channels right.
             sub.state, sub.reason = "refused", f"{response.status} {response.reason}"
+        if kind == "Alarm":
+            self._emit(ev.SubscriptionAnswered(device_id, kind, sub.sn, sub.state, sub.reason))
+
+    # ------------------------------------------------------------------ device control
+    def gb_version(self, device_id: str) -> str | None:
+        """The device's ``X-GB-ver`` from its last REGISTER ("2.0" GB/T 28181-2016, "3.0" -2022)."""
+        return self.gb_versions.get(device_id)
+
+    def iframe_element(self, device_id: str) -> str:
+        """The key-frame command as the device's version spells it: ``IFrameCmd`` (2022, X-GB-ver 3.0 and
+        later), else the 2016 ``IFameCmd``."""
+        version = self.gb_versions.get(device_id, "")
+        try:
+            major = int(version.split(".")[0]) if version else 0
+        except ValueError:
+            major = 0
+        return "IFrameCmd" if major >= 3 else "IFameCmd"
+
+    def device_control(self, device_id: str, target_id: str | None, element: str, value: Any, now: float, *,
+                       wait: bool, timeout: float | None = None, **build: Any) -> int | None:
+        """Send Control/DeviceControl ``element`` = ``value`` to ``target_id`` (a channel; None: the device)
+        of ``device_id``. ``IFameCmd``/``IFrameCmd`` are sent as the device's version spells them. Its SIP
+        answer comes as :class:`ev.ControlDelivered` or :class:`ev.QueryFailed`; with ``wait`` the device's
+        Response/DeviceControl comes as :class:`ev.QueryAnswered` (a ``manscdp.ControlResult``, keyed by
+        CmdType + SN) or a ``timeout`` QueryFailed after ``timeout``. ``build`` goes to
+        :func:`manscdp.build_device_control` (``preset_name``, ``info``, ``extra_info``...). Returns the SN, None
+        when the device has no route; raises :class:`manscdp.ManscdpError` for a command that cannot be sent."""
+        route = self.routes.get(device_id)
+        if route is None or not self.presence.is_online(device_id):
+            return None
+        if element in ("IFameCmd", "IFrameCmd"):
+            element = self.iframe_element(device_id)
+        sn = self.next_sn()
+        body = manscdp.build_device_control(sn, target_id or device_id, element, value,
+                                            charset=self._charset(device_id), **build)
+        key = self._send_message(device_id, route, body, now)
+        self._control_txn[key] = PendingControl(device_id, sn, element, wait)
+        if wait:
+            deadline = now + (timeout or self.config.device_control_timeout)
+            self._pending[("DeviceControl", sn)] = PendingQuery(device_id, "DeviceControl", sn, deadline)
+            heapq.heappush(self._pending_heap, (deadline, "DeviceControl", sn))
+        return sn
+
+    def cancel_query(self, cmd_type: str, sn: int) -> None:
+        """Nobody waits for this answer any more: forget it (a late answer is ignored)."""
+        self._pending.pop((cmd_type, sn), None)
+
+    def _control_failed(self, control: PendingControl, reason: str) -> None:
+        self._pending.pop(("DeviceControl", control.sn), None)
+        self.metrics.query_failures += 1
+        self._emit(ev.QueryFailed(control.device_id, "DeviceControl", control.sn, reason))
+
+    # ------------------------------------------------------------------ alarms
+    def _on_alarm(self, event: RequestReceived, now: float, device_id: str, msg: manscdp.ManscdpMessage) -> None:
+        """Notify/Alarm (MESSAGE, or NOTIFY of an alarm subscription): 400 and nothing else when it lacks what
+        the standard makes mandatory; else 200, :class:`ev.AlarmReceived`, and for a MESSAGE the Response/Alarm
+        acknowledgement (A.2.6.3)."""
+        try:
+            alarm = manscdp.check_alarm(manscdp.as_alarm(msg))
+        except manscdp.ManscdpError as exc:
+            self.metrics.bad_messages += 1
+            self._reply(event, 400, now, reason="Bad Alarm body")
+            self._emit(ev.MessageRejected(device_id, event.addr, 400, f"bad Alarm: {exc}"))
+            return
+        self._reply(event, 200, now)
+        self.charsets[device_id] = msg.charset
+        self._emit(ev.AlarmReceived(device_id, alarm))
+        route = self.routes.get(device_id)
+        if self.config.alarm_response and event.request.method == "MESSAGE" and route is not None:
+            body = manscdp.build_alarm_response(msg.sn, msg.device_id, charset=self._charset(device_id))
+            self._send_message(device_id, route, body, now)
 
     def contact_host(self, route: Route) -> str:
         """host:port for the Contact of a request to a device: the configured (advertised) address, else
@@ -684,9 +832,16 @@ class GbServer:
         status = event.response.status
         if status < 200:
             return
-        sub_device = self._sub_txn.pop(event.key, None)
-        if sub_device is not None:
-            self._on_subscribe_answer(sub_device, event.response, now)
+        sub_ref = self._sub_txn.pop(event.key, None)
+        if sub_ref is not None:
+            self._on_subscribe_answer(sub_ref[0], sub_ref[1], event.response, now)
+            return
+        control = self._control_txn.pop(event.key, None)
+        if control is not None:
+            if status < 300:
+                self._emit(ev.ControlDelivered(control.device_id, control.sn, status))
+            else:
+                self._control_failed(control, f"{status} {event.response.reason}")
             return
         ref = self._txn_query.pop(event.key, None)
         if ref is None or status < 300:
@@ -696,11 +851,18 @@ class GbServer:
     def _on_timeout(self, event: TransactionTimeout, now: float) -> None:
         if self.invites.on_timeout(event, now):
             return
-        sub_device = self._sub_txn.pop(event.key, None)
-        if sub_device is not None:
-            sub = self._subs.get(sub_device)
+        sub_ref = self._sub_txn.pop(event.key, None)
+        if sub_ref is not None:
+            kind, sub_device = sub_ref
+            sub = (self._alarm_subs if kind == "Alarm" else self._subs).get(sub_device)
             if sub is not None:
                 sub.state, sub.reason = "refused", "no answer to SUBSCRIBE"
+                if kind == "Alarm":
+                    self._emit(ev.SubscriptionAnswered(sub_device, kind, sub.sn, sub.state, sub.reason))
+            return
+        control = self._control_txn.pop(event.key, None)
+        if control is not None:
+            self._control_failed(control, "no response (transaction timeout)")
             return
         ref = self._txn_query.pop(event.key, None)
         if ref is not None:

@@ -166,6 +166,7 @@ class FakeSession:
     output: str | None = None
     plan: FakePlan | None = field(default_factory=FakePlan)
     source: Any = None  # what the attached output reads (as in media_relay.service.ViewerSession)
+    history_source: str | None = None  # playback: device | platform
     closed: bool = False
 
     @property
@@ -198,7 +199,8 @@ class FakeMedia:
         sid = f"sess{self._n:04d}xxxxxxxxxxxxxxxxxxxx"
         s = FakeSession(sid, viewer.user_id, viewer.username, channel, EofReader(), viewer.client_ip, time.time(),
                         time.time() + 60, kind=kind, window=window,
-                        playback=FakePlayback(source) if kind == "playback" else None)
+                        playback=FakePlayback(source) if kind == "playback" else None,
+                        history_source=source if kind == "playback" else None)
         self.sessions[sid] = s
         return s
 
@@ -235,7 +237,7 @@ class FakeMedia:
                       scale: float | None = None) -> dict[str, Any]:
         s = self.sessions.get(session_id)
         if s is None:
-            raise MediaError("session_not_found", "no such session")
+            raise MediaError("no_session", "no such session")
         if s.playback is None:
             raise MediaError("not_playback", "not a playback session")
         self.controls.append((session_id, action, position, scale))

@@ -129,15 +129,16 @@ async def test_partial_answer_and_unreachable_sources(audited: Portal, rec: dict
     # the device vanishing between the check and the query (DeviceNotReachable) is 409 too
     sip.online.add(NVR)
 
-    class DeviceNotReachable(Exception):
-        pass
+    from sip_server.service import DeviceNotReachable, QueryError
 
     sip.fail_with = DeviceNotReachable(NVR)
     r = await audited.client.get(f"/api/channels/{CA1}/records", headers=rec["east"], params={**DAY, "source": "device"})
     assert r.status_code == 409 and r.json()["error"] == "device_offline"
-    sip.fail_with = RuntimeError("secret internals /etc/passwd")
+    # the device refusing the query MESSAGE
+    sip.fail_with = QueryError("device refused RecordInfo: 403 Forbidden")
     r = await audited.client.get(f"/api/channels/{CA1}/records", headers=rec["east"], params={**DAY, "source": "device"})
     assert r.status_code == 502 and r.json()["error"] == "record_query_failed"
+    assert "403" in r.json()["message"]
     assert "/etc/passwd" not in r.text
 
 
