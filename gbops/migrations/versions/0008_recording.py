@@ -1,6 +1,6 @@
 """Platform recording (issue 13): the recording plan of each channel and the segments stored.
 
-Revision ID: 0008_recording
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-30
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_recording"
+revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -4,7 +4,7 @@
 (``device`` | ``platform``; NULL for a live clip).  Existing rows are live clips and stay as they are.
 
 Revision ID: 0009
-Revises: 0008_recording
+Revises: 0008
 Create Date: 2026-11-24
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0008_recording"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
