@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import av
 import httpx
@@ -25,26 +25,40 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FIRST = "34020000001320000001"
 
 
+def sim_config(p: PlatformProcess, **extra) -> SimConfig:
+    return SimConfig(server=("127.0.0.1", p.sip_port), devices=1, channels=1, password=STRONG_SIP_PASSWORD,
+                     size="320x180", fps=10, bitrate=300_000, first_id=FIRST, record_hours=3,
+                     history_bye_timeout=5, **extra)
+
+
+async def start_sim(p: PlatformProcess, **extra) -> tuple[Simulator, str, str]:
+    sim = Simulator(sim_config(p, **extra))
+    await sim.start()
+    assert await sim.wait_until(lambda s: s.registered == 1, 20), sim.progress_line()
+    device = sim.device_ids[0]
+    channel = sim.cfg.channel_ids(0)[0]
+    await asyncio.to_thread(p.wait_for, lambda: any(
+        c["channel_id"] == channel for c in p.get(f"/api/devices/{device}/channels").json()["items"]),
+        20, "the catalog")
+    return sim, device, channel
+
+
 @pytest.fixture
-async def rig(tmp_path):
+async def platform(tmp_path):
     low = free_port()
     p = PlatformProcess(tmp_path / "data", GBOPS_RTP_PORTS=f"{low}-{low + 60}", GBOPS_MEDIA_HOST="127.0.0.1",
                         GBOPS_LIVE_IDLE_TIMEOUT="1", GBOPS_RECORD_SEGMENT_SECONDS="3", TZ="UTC").start()
-    sim = Simulator(SimConfig(server=("127.0.0.1", p.sip_port), devices=1, channels=1,
-                              password=STRONG_SIP_PASSWORD, size="320x180", fps=10, bitrate=300_000,
-                              first_id=FIRST, record_hours=3, history_bye_timeout=5))
-    await sim.start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+async def rig(platform):
+    sim, device, channel = await start_sim(platform)
     try:
-        assert await sim.wait_until(lambda s: s.registered == 1, 20), sim.progress_line()
-        device = sim.device_ids[0]
-        channel = sim.cfg.channel_ids(0)[0]
-        await asyncio.to_thread(p.wait_for, lambda: any(
-            c["channel_id"] == channel for c in p.get(f"/api/devices/{device}/channels").json()["items"]),
-            20, "the catalog")
-        yield p, sim, device, channel
+        yield platform, sim, device, channel
     finally:
         await sim.stop()
-        p.stop()
 
 
 def _iso(t: float) -> str:
@@ -215,6 +229,11 @@ async def test_device_playback_ends_with_media_status(rig, tmp_path):
     assert sim.stats().get("media_status_sent", 0) >= 1
     codes = [c for _, c in await asyncio.to_thread(frames_with_codes, tmp_path / "b.flv") if c is not None]
     assert codes and abs(codes[0] - start) <= 1 and codes[-1] >= start + 4
+    # the viewer's signed tag names them, says playback and carries the window (Beijing time)
+    text = await asyncio.to_thread(inspect, p, tmp_path / "b.flv")
+    assert "admin" in text and "playback" in text, text
+    window_start = datetime.fromtimestamp(start, UTC).astimezone(timezone(timedelta(hours=8))).strftime("%Y-%m-%dT%H:%M:%S")
+    assert window_start in text, text
     entries = await asyncio.to_thread(p.wait_for, lambda: p.get("/api/audit/entries",
                                                                  action="playback.stop").json()["items"],
                                       10, "playback.stop on the audit log")
@@ -295,3 +314,92 @@ async def test_platform_recording_playback_and_download(rig, tmp_path):
     assert r.status_code == 200
     entries = (await asyncio.to_thread(p.get, "/api/audit/entries", action="record.segment")).json()["items"]
     assert len(entries) >= 3 and all(e["detail"].get("sha256") for e in entries)
+    # the files: encrypted (no PS pack start, no MP4 box in the clear), their SHA-256 the audited one, and
+    # the frames' timestamps continuous across the segment boundaries
+    await asyncio.to_thread(p.wait_for, lambda: all(not i.get("open") for i in p.get(
+        base + "/records", start=_iso(begin - 60), end=_iso(time.time()), source="platform").json()["items"]),
+        10, "the open segment closed")
+    files = await asyncio.to_thread(check_recorded_files, p.data_dir, {e["detail"]["sha256"] for e in entries})
+    assert len(files) >= 3
+
+
+def check_recorded_files(data_dir, audited: set[str]) -> list:
+    import hashlib
+
+    from media_relay.recording.crypto import load_key
+    from media_relay.recording.store import read_units
+
+    root = data_dir / "recordings"
+    key = load_key(data_dir / "keys" / "record.key", create=False)
+    files = sorted(root.rglob("*.gbr"))
+    pts: list[int] = []
+    for path in files:
+        raw = path.read_bytes()
+        assert b"\x00\x00\x01\xba" not in raw and b"ftyp" not in raw, path
+        assert hashlib.sha256(raw).hexdigest() in audited, path
+        with open(path, "rb") as f:
+            pts += [au.pts for au in read_units(f, "aes-256-gcm", key, str(path.relative_to(root)))
+                    if au.kind == "video"]
+    steps = {b - a for a, b in zip(pts, pts[1:], strict=False)}
+    assert steps == {9000}, sorted(steps)[:10]  # 10 fps: every frame once, none lost at the boundaries
+    assert len(pts) / 10 >= 10, len(pts)
+    return files
+
+
+async def test_device_refusal_and_bad_input_leave_nothing_allocated(platform, tmp_path):
+    p = platform
+    sim, device, channel = await start_sim(p, refuse_history=486)
+    try:
+        base = f"/api/devices/{device}/channels/{channel}"
+        start = time.time() - 1800
+        r = await asyncio.to_thread(p.post, base + "/playback", {"start": _iso(start), "end": _iso(start + 60),
+                                                                 "source": "device"})
+        assert r.status_code == 502, r.text
+        assert r.json()["error"] == "device_refused" and r.json()["sip_status"] == 486, r.json()
+        for body, code in (({"start": _iso(start + 60), "end": _iso(start)}, "bad_window"),
+                           ({"start": _iso(start - 25 * 3600), "end": _iso(start)}, "window_too_long"),
+                           ({"start": "yesterday", "end": _iso(start)}, "bad_time")):
+            r = await asyncio.to_thread(p.post, base + "/playback", {**body, "source": "device"})
+            assert r.status_code == 422 and r.json()["error"] == code, r.text
+        r = await asyncio.to_thread(p.post, "/api/devices/34020000001320009999/channels/34020000001320009999"
+                                    "/playback", {"start": _iso(start), "end": _iso(start + 60)})
+        assert r.status_code == 404, r.text
+        # a download the device refuses fails with the reason
+        r = await asyncio.to_thread(p.post, base + "/downloads", {"start": _iso(start), "end": _iso(start + 10),
+                                                                  "source": "device"})
+        assert r.status_code in (201, 202), r.text
+        job = await asyncio.to_thread(p.wait_for, lambda: _job_done(p, r.json()["job_id"]), 30, "the download")
+        assert job["state"] == "failed" and "486" in job["reason"], job
+        # nothing left: no stream, no session, no call at the device
+        assert (await asyncio.to_thread(p.get, "/api/streams")).json()["items"] == []
+        assert sim.stats().get("calls", 0) == 0
+    finally:
+        await sim.stop()
+
+
+async def test_recorder_survives_the_device_going_away(platform):
+    p = platform
+    sim, device, channel = await start_sim(p)
+    base = f"/api/devices/{device}/channels/{channel}"
+    try:
+        r = await asyncio.to_thread(lambda: httpx.put(p.base + base + "/recording", json={"mode": "continuous"},
+                                                      headers={"Authorization": f"Bearer {p.login()}"}, timeout=10))
+        assert r.status_code == 200, r.text
+        await asyncio.to_thread(p.wait_for, lambda: p.get(base + "/recording").json()["state"] == "recording",
+                                15, "recording")
+    finally:
+        await sim.stop()  # unregisters: the device is gone
+    await asyncio.to_thread(p.wait_for, lambda: p.get(base + "/recording").json()["state"] in ("waiting", "failed"),
+                            20, "the recorder notices")
+    before = (await asyncio.to_thread(p.get, base + "/recording")).json()["segments"]
+    sim, device, channel = await start_sim(p)  # the device comes back
+    try:
+        back = time.time()
+        state = await asyncio.to_thread(p.wait_for, lambda: (lambda s: s if s["state"] == "recording" else None)(
+            p.get(base + "/recording").json()), 75, "recording again")
+        await asyncio.sleep(8)
+        items = (await asyncio.to_thread(p.get, base + "/records", start=_iso(back - 5), end=_iso(time.time()),
+                                         source="platform")).json()["items"]
+        assert items and (await asyncio.to_thread(p.get, base + "/recording")).json()["segments"] > before, state
+    finally:
+        await sim.stop()
