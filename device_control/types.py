@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from gbcore.ids import ChannelRef
 
 __all__ = [
-    "ACTIONS", "DEVICE_COMMANDS", "CommandResult", "ControlError", "DeviceCommands", "LockState", "Operator",
-    "Preset", "PtzLocked", "Tour", "TourPoint",
+    "ACTIONS", "DEVICE_COMMANDS", "PRESET_OPS", "TOUR_MODES", "CommandResult", "ControlError", "DeviceCommands",
+    "Home", "LockState", "Operator", "Preset", "PtzLocked", "Tour", "TourPoint",
 ]
 
 #: PTZ actions of ``POST .../ptz`` (the portal's words; the codec turns them into PTZCmd bits).
@@ -22,6 +23,10 @@ ACTIONS = ("up", "down", "left", "right", "up_left", "up_right", "down_left", "d
 #: ``POST /api/devices/{id}/control`` commands.
 DEVICE_COMMANDS = ("teleboot", "record_start", "record_stop", "guard", "unguard", "alarm_reset", "iframe",
                    "home_position")
+#: ``POST .../presets`` actions.
+PRESET_OPS = ("set", "call", "delete")
+#: How a tour runs: the platform calls the presets, or the dome runs its own cruise.
+TOUR_MODES = ("platform", "device")
 
 
 class ControlError(Exception):
@@ -91,6 +96,25 @@ class Tour:
     owner: str | None = None  # username of whoever created / started it
     owner_level: int = 1
     running: bool = False
+    group: int | None = None  # the device cruise group (mode "device")
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """Where a channel goes back to after a low-level operator's lock ends.
+
+    ``mode`` "preset": the platform calls ``preset`` when the lock of an operator below
+    ``GBOPS_PTZ_RESTORE_BELOW_LEVEL`` ends; "device": the dome's own HomePosition (``Enabled``,
+    ``ResetTime`` = ``reset_time`` s, ``PresetIndex`` = ``preset`` or 0) set through DeviceControl, the dome
+    returns by itself."""
+
+    channel: ChannelRef
+    preset: int | None = None
+    enabled: bool = False
+    mode: str = "preset"
+    reset_time: int = 60
+    updated_by: str | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

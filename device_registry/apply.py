@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,7 +54,7 @@ from .events import (
 )
 from .org import would_cycle
 
-__all__ = ["BatchApplier", "RegistryWrites", "org_kind_of"]
+__all__ = ["BatchApplier", "RegistryWrites", "org_kind_of", "set_channel_location"]
 
 log = logging.getLogger("device_registry.service")
 
@@ -691,3 +692,34 @@ class RegistryWrites(RegistryBase):
             conn = await self._write_connection(session)
             await conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(stopped_at=at, clean=clean))
             await session.commit()
+
+
+# ------------------------------------------------------------------------------ writes for other packages
+async def set_channel_location(
+    session: AsyncSession, device_id: str, channel_id: str | None, longitude: float, latitude: float
+) -> list[str]:
+    """Move a channel to where a position report (MobilePosition) says it is, in the caller's transaction
+    (the caller commits; on SQLite it starts it with BEGIN IMMEDIATE, :func:`gbcore.db.begin_write`).
+
+    ``channel_id`` None: the device reported its own position, and every (not removed) channel of it moves
+    with it.  Removed channels stay where they were.  A location is volatile state, like ``last_seen``:
+    ``updated_at`` stays.  Coordinates must be finite, longitude in -180..180 and latitude in -90..90
+    (``ValueError`` otherwise).  Returns the ids of the channels moved (unchanged ones excluded)."""
+    lon, lat = float(longitude), float(latitude)
+    if not (math.isfinite(lon) and math.isfinite(lat) and -180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        raise ValueError(f"not a position: longitude {longitude!r}, latitude {latitude!r}")
+    conds = [CHANNELS.c.device_id == device_id, CHANNELS.c.removed.is_(False)]
+    if channel_id is not None:
+        conds.append(CHANNELS.c.channel_id == channel_id)
+    # compare first: a parked vehicle reporting every few seconds must not rewrite its rows
+    moved = or_(CHANNELS.c.longitude.is_(None), CHANNELS.c.latitude.is_(None),
+                CHANNELS.c.longitude != lon, CHANNELS.c.latitude != lat)
+    conn = await session.connection()
+    ids = list((await conn.execute(select(CHANNELS.c.channel_id).where(*conds, moved)
+                                   .order_by(CHANNELS.c.channel_id))).scalars())
+    if ids:
+        await conn.execute(
+            update(CHANNELS).where(*conds, CHANNELS.c.channel_id.in_(ids))
+            .values(longitude=lon, latitude=lat, updated_at=CHANNELS.c.updated_at)
+        )
+    return ids

@@ -58,6 +58,8 @@ class Platform:
         self.media: Any = None
         self.downloads: Any = None  # watermark.downloads.DownloadManager
         self.recordings: Any = None  # media_relay.recording.service.RecordingService
+        self.control: Any = None  # device_control.service.ControlService
+        self.alarms: Any = None  # alarms.service.AlarmService
         self.audit: Any = None
         self._audit_tasks: set[asyncio.Task] = set()
         self.http: Any = None
@@ -152,6 +154,7 @@ class Platform:
         await self.downloads.start()  # fails the jobs a previous run left unfinished
         app.state.downloads = self.downloads
         app.state.recordings = self.recordings
+        await self._start_control(s, sessionmaker, app)
         from ops_portal.revocation import RevocationWatcher
 
         # revoked access ends running live sessions and downloads within 5 s (live.stop reason access_revoked)
@@ -183,6 +186,53 @@ class Platform:
                 self._http_task.result()  # raises the bind error
             await asyncio.sleep(0.02)
         log.info("http.listening", host=s.http_host, port=self.http_port)
+
+    async def _start_control(self, s: Settings, sessionmaker: Any, app: Any) -> None:
+        """PTZ arbitration, tours and device commands over the SIP service (issue 14); alarms and positions
+        from the SIP service into the alarm store and its live feed."""
+        from alarms.service import AlarmService
+        from audit_log.log import Actor, Target
+        from device_control.service import ControlService
+        from gbops.device_commands import AlarmFeed, SipDeviceCommands
+
+        audit_log = self.audit
+
+        async def audit(action: str, target: str, detail: dict) -> None:
+            await audit_log.record(actor=Actor("system", None, "device-control"), action=action,
+                                   target=Target("channel" if "/" in target else "device", target), detail=detail)
+
+        self.control = app.state.control = ControlService(
+            SipDeviceCommands(self.sip), sessionmaker, lock_seconds=s.ptz_lock_seconds, max_move=s.ptz_max_move,
+            restore_below_level=s.ptz_restore_below_level, audit=audit)
+        await self.control.start()
+        self.alarms = app.state.alarms = AlarmService(sessionmaker, open_ticket=self._alarm_ticket(s, sessionmaker),
+                                                      ticket_min_priority=s.alarm_ticket_min_priority,
+                                                      retention_days=s.alarm_retention_days)
+        await self.alarms.start()
+        self.alarm_feed = AlarmFeed(self.alarms)
+        self.sip.add_listener(self.alarm_feed)
+
+    def _alarm_ticket(self, s: Settings, sessionmaker: Any) -> Any:
+        """An alarm at or above GBOPS_ALARM_TICKET_MIN_PRIORITY opens a fault ticket on its channel (or device)."""
+        if not s.alarm_ticket_min_priority:
+            return None
+
+        async def open_ticket(record: Any) -> None:
+            from gbcore.db import begin_write
+            from ops_portal.tickets.service import ActorRef, create_ticket
+
+            async with sessionmaker() as session:
+                await begin_write(session)
+                await create_ticket(session, kind="fault", source="auto_alarm", now=datetime.now(UTC),
+                                    default_limit_hours=s.ticket_repair_limit_hours, actor=ActorRef.system(),
+                                    device_id=record.device_id, channel_id=record.channel_id,
+                                    note=f"设备报警 / device alarm: {record.description or ''}".strip(),
+                                    detail={"alarm_id": record.id, "priority": record.priority,
+                                            "method": record.method, "type": record.type},
+                                    open_key=f"alarm:{record.id}")
+                await session.commit()
+
+        return open_ticket
 
     def _recording_service(self, s: Settings, sessionmaker: Any) -> Any:
         """The recording service, wired to the media relay (live Streams), the audit log and the contracts."""
@@ -260,6 +310,10 @@ class Platform:
             await self.reports.jobs.close()
         if self.tickets is not None:
             await self.tickets.close()
+        if self.control is not None:
+            await self.control.stop()
+        if self.alarms is not None:
+            await self.alarms.stop()
         if self.recordings is not None:
             await self.recordings.stop()  # closes the open segments (hashed and audited)
         if self.media is not None:

@@ -38,6 +38,8 @@ def load_models() -> None:
     importlib.import_module("ops_portal.tickets.models")  # also imports ops_portal.contracts
     importlib.import_module("ops_portal.availability.models")
     importlib.import_module("media_relay.recording.models")
+    importlib.import_module("device_control.models")
+    importlib.import_module("alarms.models")
 
 
 def alembic_config(url: str | None = None) -> Config:
