@@ -1,9 +1,8 @@
 """Audit action names: what each entry's ``action`` may be.
 
 Names are dotted and lower-case (``<area>.<what>``).  :data:`WIRED_ACTIONS` are recorded today;
-:data:`PENDING_ACTIONS` belong to features that do not exist yet (live video, playback, download,
-PTZ, tickets, reports, user administration): they are accepted by :meth:`AuditLog.append` now so
-that those features only have to call it.  Detail fields each feature should record are listed in
+:data:`PENDING_ACTIONS` belong to features that do not exist yet (device and settings administration):
+they are accepted by :meth:`AuditLog.append` now so that those features only have to call it.  Detail fields each feature should record are listed in
 the descriptions; ``GET /api/audit/downloads`` reads the ``download.*`` fields below.
 """
 
@@ -97,11 +96,21 @@ WIRED_ACTIONS: dict[str, str] = {
                      "(detail: channel, path, root, sha256)",
     "record.disk_full": "录像存储空间不足，录像已停止 / recording stopped: storage is full (detail: root, "
                         "free_mb, channels)",
+    # device control (issue 14; target channel:<device_id>/<channel_id> or device:<id>; refused: true when the
+    # platform refused it - the PTZ held by another operator - and nothing was sent; error: the device's failure)
+    "ptz.control": "云台控制 / PTZ command (detail: device_id, channel_id, action, speed, level, refused, holder, "
+                   "seconds_left, error)",
+    "ptz.preset": "预置位操作 / preset set, called or deleted (detail: device_id, channel_id, action, preset, "
+                  "name, level, refused, holder, seconds_left, error)",
+    "ptz.tour": "巡航操作 / preset tour created, started, stopped or deleted; home position set (detail: "
+                "device_id, channel_id, action = create | start | stop | delete | home, tour_id, name, points, "
+                "preset, enabled, refused, error)",
+    "device.control": "设备控制命令 / device control command (detail: device_id, command, params, result, "
+                      "answered, error)",
+    "alarm.ack": "确认报警 / alarm acknowledged (detail: alarm_id, device_id, channel_id, priority, type, note)",
 }
 
 PENDING_ACTIONS: dict[str, str] = {
-    # PTZ (detail: channel_id, command, speed, preset)
-    "ptz.command": "云台控制 / PTZ command",
     # devices
     "device.add": "添加设备 / device added",
     "device.edit": "修改设备 / device changed (detail: fields)",

@@ -77,7 +77,7 @@ async def per_action(audit: AuditLog, n: int, producers: int) -> float:
         for i in range(per):
             async with audit.sessionmaker() as session:
                 await begin_write(session)
-                await audit.append(session, actor=Actor("user", "7", "operator"), action="ptz.command",
+                await audit.append(session, actor=Actor("user", "7", "operator"), action="ptz.control",
                                    target=Target("channel", f"ch{k}"), client_ip="192.0.2.10", detail=detail(i))
                 await session.commit()
 

@@ -216,23 +216,9 @@ class Platform:
         """An alarm at or above GBOPS_ALARM_TICKET_MIN_PRIORITY opens a fault ticket on its channel (or device)."""
         if not s.alarm_ticket_min_priority:
             return None
+        from ops_portal.tickets.alarm_tickets import alarm_ticket_opener
 
-        async def open_ticket(record: Any) -> None:
-            from gbcore.db import begin_write
-            from ops_portal.tickets.service import ActorRef, create_ticket
-
-            async with sessionmaker() as session:
-                await begin_write(session)
-                await create_ticket(session, kind="fault", source="auto_alarm", now=datetime.now(UTC),
-                                    default_limit_hours=s.ticket_repair_limit_hours, actor=ActorRef.system(),
-                                    device_id=record.device_id, channel_id=record.channel_id,
-                                    note=f"设备报警 / device alarm: {record.description or ''}".strip(),
-                                    detail={"alarm_id": record.id, "priority": record.priority,
-                                            "method": record.method, "type": record.type},
-                                    open_key=f"alarm:{record.id}")
-                await session.commit()
-
-        return open_ticket
+        return alarm_ticket_opener(sessionmaker, default_limit_hours=s.ticket_repair_limit_hours, audit=self.audit)
 
     def _recording_service(self, s: Settings, sessionmaker: Any) -> Any:
         """The recording service, wired to the media relay (live Streams), the audit log and the contracts."""

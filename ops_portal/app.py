@@ -194,7 +194,7 @@ REFUSAL_CODES = frozenset({"forbidden", "channel_forbidden", "device_forbidden",
 #: Path parameters that name the target of a refused request, in order of preference.
 _TARGET_PARAMS = (("channel_id", "channel"), ("device_id", "device"), ("node_id", "org_node"),
                   ("user_id", "user"), ("role_id", "role"), ("ticket_id", "ticket"), ("contract_id", "contract"),
-                  ("job_id", "download"), ("session_id", "session"))
+                  ("job_id", "download"), ("session_id", "session"), ("alarm_id", "alarm"))
 
 
 def is_refusal(code: str) -> bool:
@@ -361,13 +361,18 @@ def create_app(
     sip: Any | None = None,
     audit: Any | None = None,
     media: Any | None = None,
+    control: Any | None = None,
+    alarms: Any | None = None,
 ) -> FastAPI:
     """The portal app.
 
     ``registry`` is a :class:`device_registry.service.Registry`; ``sip`` the running SIP service
     (``None`` when there is none: catalog sync then answers 503); ``audit`` the platform's
     :class:`audit_log.log.AuditLog` (``None``: actions are not audited and ``/api/audit`` answers 503);
-    ``media`` the :class:`media_relay.service.MediaService` (``None``: live requests answer 503).
+    ``media`` the :class:`media_relay.service.MediaService` (``None``: live requests answer 503);
+    ``control`` the :class:`device_control.service.ControlService` (``None``: PTZ and device control answer
+    503); ``alarms`` the :class:`alarms.service.AlarmService` (``None``: the alarm list is empty, the live
+    feed and acknowledging answer 503).
     """
     app = FastAPI(
         title="gbops",
@@ -383,6 +388,8 @@ def create_app(
     app.state.sip = sip
     app.state.audit = audit
     app.state.media = media
+    app.state.control = control
+    app.state.alarms = alarms
     app.state.login_throttle = LoginThrottle(settings)
     app.state.denial_audit = DenialAudit(settings)
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from ops_portal.availability.routes import router as availability_router
 from ops_portal.routes import (
+    alarms,
     audit,
     auth,
     channels,
@@ -15,6 +16,7 @@ from ops_portal.routes import (
     history,
     live,
     org,
+    ptz,
     roles,
     sip,
     users,
@@ -43,6 +45,8 @@ api_router.include_router(live.router)
 api_router.include_router(history.router)
 api_router.include_router(availability_router)
 api_router.include_router(downloads.router)
+api_router.include_router(ptz.router)  # device control: PTZ, presets, tours, home, device commands
+api_router.include_router(alarms.router)
 for _module in (users, roles, org, channels, dashboard):  # access control, the tree, the map, the dashboard
     api_router.include_router(_module.router)
 api_router.include_router(tickets_router)

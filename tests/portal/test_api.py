@@ -35,8 +35,19 @@ TICKET_OPERATIONS = {"tickets_list", "tickets_create", "tickets_get", "tickets_t
                      "tickets_snapshot_upload", "tickets_snapshot_get", "notifications_list", "contracts_list",
                      "contracts_create", "contracts_get", "contracts_update", "contracts_delete", "contracts_sla",
                      "contracts_sla_csv"}  # issue 7: tickets, contracts, quality
+# issue 13: history video (records, platform recording, playback sessions and their control)
+HISTORY_OPERATIONS = {"records", "recording_get", "recording_put", "playback_start", "session_get", "session_control"}
+# issue 14: PTZ with priority, presets, tours, home, device commands, alarms
+CONTROL_OPERATIONS = {"ptz_command", "ptz_lock_state", "ptz_presets", "ptz_preset", "ptz_tours", "ptz_tour_create",
+                      "ptz_tour_start", "ptz_tour_stop", "ptz_tour_delete", "ptz_home", "ptz_home_set",
+                      "device_control", "alarms_list", "alarm_ack", "alarms_stream"}
+CHANNEL_IDENTITY_OPERATIONS |= {f"{op}_device_channel" for op in (
+    "records", "recording_get", "recording_put", "playback_start", "ptz_command", "ptz_lock_state", "ptz_presets",
+    "ptz_preset", "ptz_tours", "ptz_tour_create", "ptz_tour_start", "ptz_tour_stop", "ptz_tour_delete", "ptz_home",
+    "ptz_home_set")}
 EXPECTED_OPERATIONS = (CORE_OPERATIONS | LIVE_OPERATIONS | DOWNLOAD_OPERATIONS | ACCESS_OPERATIONS
-                       | AVAILABILITY_OPERATIONS | TICKET_OPERATIONS | CHANNEL_IDENTITY_OPERATIONS)
+                       | AVAILABILITY_OPERATIONS | TICKET_OPERATIONS | CHANNEL_IDENTITY_OPERATIONS
+                       | HISTORY_OPERATIONS | CONTROL_OPERATIONS)
 
 
 def operations(portal: Portal) -> list[tuple[str, str, dict]]:

@@ -4,10 +4,11 @@ import { serverText } from "./i18n.js";
 const TOKEN_KEY = "gbops.token";
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, body) {
     super(message);
     this.status = status;
     this.code = code;
+    this.body = body || null; // the whole error answer (e.g. holder and seconds_left of 423 ptz_locked)
   }
 }
 
@@ -48,7 +49,7 @@ export async function api(method, path, { body, params, auth = true } = {}) {
   if (!r.ok) {
     const code = data && data.error ? data.error : "http_" + r.status;
     const message = data && data.message ? serverText(data.message) : "HTTP " + r.status;
-    const err = new ApiError(r.status, code, message);
+    const err = new ApiError(r.status, code, message, data && typeof data === "object" ? data : null);
     if (r.status === 401 && auth) onUnauthorized(err);
     throw err;
   }
@@ -59,6 +60,7 @@ export const get = (path, params) => api("GET", path, { params });
 export const post = (path, body) => api("POST", path, { body: body ?? {} });
 export const patch = (path, body) => api("PATCH", path, { body });
 export const del = (path, params) => api("DELETE", path, { params });
+export const put = (path, body) => api("PUT", path, { body });
 
 // Fetch every page of a paged list ({total, items}) up to `max` items.
 export async function getAll(path, params = {}, max = 5000) {

@@ -5,6 +5,7 @@ import { getLang, setLang, t } from "./i18n.js";
 import { auditView, rolesView, usersView } from "./admin.js";
 import { channelView, dashboardView, deviceView, liveView, treeView } from "./views.js";
 import { mapView } from "./map.js";
+import { alarmsView } from "./alarms.js";
 import { downloadsView, playbackView, recordingView } from "./history.js";
 import { can, state } from "./session.js";
 
@@ -16,6 +17,7 @@ const NAV = [
   { route: "downloads", label: "nav.downloads", view: downloadsView, perm: "download.create" },
   { route: "recording", label: "nav.recording", view: recordingView, perm: "playback.view" },
   { route: "map", label: "nav.map", view: mapView, perm: "device.read" },
+  { route: "alarms", label: "nav.alarms", view: alarmsView, perm: "alarm.read" },
   { route: "users", label: "nav.users", view: usersView, perm: "user.manage" },
   { route: "roles", label: "nav.roles", view: rolesView, perm: "role.manage" },
   { route: "audit", label: "nav.audit", view: auditView, perm: "audit.read" },

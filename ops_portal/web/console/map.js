@@ -1,5 +1,6 @@
 // Channel map: Leaflet served by the platform (/static/leaflet, fetched from npm by `make run`), tiles only when
 // GBOPS_MAP_TILE_URL is set (a plain background otherwise: nothing is fetched from the internet).
+import { alarmLayer } from "./alarms.js";
 import { loadChannels } from "./data.js";
 import { dot, h, message } from "./dom.js";
 import { t } from "./i18n.js";
@@ -75,5 +76,6 @@ export async function mapView(root) {
     const el = marker.getElement();
     if (el) el.dataset.channel = c.channel_id;
   }
-  return () => map.remove();
+  const stopAlarms = await alarmLayer(L, map, located);  // unacknowledged alarms, and new ones as they come
+  return () => { stopAlarms(); map.remove(); };
 }

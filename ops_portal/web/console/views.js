@@ -4,6 +4,7 @@ import { channelsOf, loadTree } from "./data.js";
 import { clear, dot, fmtClock, fmtPercent, fmtTime, h, message } from "./dom.js";
 import { serverText, t } from "./i18n.js";
 import { LivePlayer } from "./player.js";
+import { canPtz, ptzPanel } from "./ptz.js";
 import { can } from "./session.js";
 
 function pageHead(title, ...tools) {
@@ -311,10 +312,24 @@ export async function liveView(root, route) {
     const full = h("button", { type: "button", class: "icon", title: t("live.fullscreen"), "aria-label": t("live.fullscreen"),
                                onclick: (e) => { e.stopPropagation(); el.requestFullscreen && el.requestFullscreen(); } },
                    h("span", { class: "fs" }));
-    const el = h("div", { class: "pane", dataset: { pane: i } }, video,
-      h("div", { class: "pane-bar" }, title, h("span", { class: "pane-buttons" }, full, close)), status);
-    const pane = { i, el, video, title, status, player: null, channel: null };
+    // PTZ: a pad over the picture, opened with the pane's 云台 button; the arrow keys while the pane is focused
+    const ptz = canPtz() ? ptzPanel(() => pane.channel) : null;
+    const ptzBtn = ptz ? h("button", { type: "button", class: "icon ptz-toggle", title: t("ptz.title"),
+                                       "aria-label": t("ptz.title"), onclick: (e) => {
+      e.stopPropagation();
+      if (!pane.channel) return;
+      if (ptz.open) ptz.hide(); else ptz.show();
+    } }, t("ptz.button")) : null;
+    const el = h("div", { class: "pane", dataset: { pane: i }, tabindex: 0 }, video,
+      h("div", { class: "pane-bar" }, title, h("span", { class: "pane-buttons" }, ptzBtn, full, close)), status,
+      ptz ? ptz.el : null);
+    const pane = { i, el, video, title, status, player: null, channel: null, ptz };
     el.addEventListener("click", () => { selected = pane.i; mark(); });
+    if (ptz) {
+      el.addEventListener("keydown", (e) => { if (e.target === el && ptz.key(e, true)) e.stopPropagation(); });
+      el.addEventListener("keyup", (e) => { if (e.target === el) ptz.key(e, false); });
+      el.addEventListener("blur", () => ptz.release());
+    }
     return pane;
   }
 
@@ -326,6 +341,7 @@ export async function liveView(root, route) {
     pane.el.dataset.device = "";
     pane.el.classList.remove("playing", "failed");
     pane.title.textContent = "";
+    if (pane.ptz) pane.ptz.hide();
     if (p) await p.stop();
   }
 
