@@ -185,6 +185,8 @@ class Settings(BaseSettings):
     alarm_ticket_min_priority: int = Field(0, ge=0, le=4, description="alarms of this priority or more urgent "
                                            "(1 = most urgent ... 4) open a fault ticket; 0: alarms open none")
     alarm_retention_days: int = Field(180, ge=7, description="days alarms and position tracks are kept")
+    alarm_subscribe: bool = Field(False, description="SUBSCRIBE to every device's alarms when it registers "
+                                  "(devices send alarms as MESSAGE without one; some want a subscription)")
 
     # --- access control and console (issue 6) ---
     map_tile_url: str | None = Field(

@@ -209,7 +209,7 @@ class Platform:
                                                       ticket_min_priority=s.alarm_ticket_min_priority,
                                                       retention_days=s.alarm_retention_days)
         await self.alarms.start()
-        self.alarm_feed = AlarmFeed(self.alarms)
+        self.alarm_feed = AlarmFeed(self.alarms, sip=self.sip, subscribe=s.alarm_subscribe)
         self.sip.add_listener(self.alarm_feed)
 
     def _alarm_ticket(self, s: Settings, sessionmaker: Any) -> Any:

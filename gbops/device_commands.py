@@ -9,6 +9,7 @@ know no SIP, ``sip_server`` knows neither of them. PTZCmd strings come from the 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from device_control.types import CommandResult, ControlError, Preset, TourPoint
@@ -133,18 +134,46 @@ class AlarmFeed:
     """SIP ``AlarmReceived`` / ``PositionReceived`` events into the alarm service (the listener is synchronous:
     each event is recorded by a task of its own, kept until done)."""
 
-    def __init__(self, alarms: Any) -> None:
+    def __init__(self, alarms: Any, *, sip: SipService | None = None, subscribe: bool = False) -> None:
         self.alarms = alarms
+        self.sip = sip
+        self.subscribe = subscribe and sip is not None
+        self.subscribed: set[str] = set()  # the SIP service renews these itself at every new registration
         self.tasks: set[asyncio.Task] = set()
         self.rejected = 0
+        self._recent: dict[tuple[str, int], float] = {}
 
     def __call__(self, event: Any) -> None:
         from sip_server.gb import events as ev
 
         if isinstance(event, ev.AlarmReceived):
+            if self._seen(event.device_id, event.alarm.sn):
+                return  # the same alarm twice: as a MESSAGE and as a NOTIFY of the subscription
             self._spawn(self._alarm(event))
         elif isinstance(event, ev.PositionReceived):
             self._spawn(self._position(event))
+        elif self.subscribe and isinstance(event, ev.DeviceOnline) and event.device_id not in self.subscribed:
+            self.subscribed.add(event.device_id)
+            self._spawn(self._subscribe(event.device_id))
+
+    def _seen(self, device_id: str, sn: int) -> bool:
+        """Whether this (device, SN) alarm came in the last minute (kept for 4096 alarms at most)."""
+        now = time.monotonic()
+        key = (device_id, sn)
+        seen = self._recent.get(key)
+        self._recent[key] = now
+        if len(self._recent) > 4096:
+            for k in [k for k, t in self._recent.items() if now - t > 60] or list(self._recent)[:1024]:
+                self._recent.pop(k, None)
+        return seen is not None and now - seen <= 60
+
+    async def _subscribe(self, device_id: str) -> None:
+        assert self.sip is not None
+        try:
+            await self.sip.subscribe_alarms(device_id)
+            log.info("alarm.subscribed", device_id=device_id)
+        except (DeviceNotReachable, QueryError) as exc:  # kept wanted: made again when it registers
+            log.warning("alarm.subscribe_failed", device_id=device_id, error=str(exc))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -58,7 +58,8 @@ def make_user(p: PlatformProcess, name: str, level: int, device: str, channel: s
 async def rig(tmp_path):
     low = free_port()
     p = PlatformProcess(tmp_path / "data", GBOPS_PTZ_MAX_MOVE="1.5", GBOPS_PTZ_LOCK_SECONDS="2",
-                        GBOPS_PTZ_RESTORE_BELOW_LEVEL="5", GBOPS_RTP_PORTS=f"{low}-{low + 10}", TZ="UTC").start()
+                        GBOPS_PTZ_RESTORE_BELOW_LEVEL="5", GBOPS_RTP_PORTS=f"{low}-{low + 10}", TZ="UTC",
+                        GBOPS_ALARM_SUBSCRIBE="true").start()
     sim = Simulator(SimConfig(server=("127.0.0.1", p.sip_port), devices=1, channels=2,
                               password=STRONG_SIP_PASSWORD, first_id=FIRST, size="320x180", fps=10,
                               alarm_latch=False))
@@ -211,3 +212,8 @@ async def test_alarm_reaches_the_api_and_the_live_feed_within_a_second(rig):
     items = (await asyncio.to_thread(p.get, "/api/alarms", device_id=device)).json()["items"]
     assert items and items[0]["description"] == "越界报警" and items[0]["method"] == 5
     assert items[0]["channel_id"] == channel and items[0]["time"].endswith("+08:00")
+    # the platform subscribed to the device's alarms (GBOPS_ALARM_SUBSCRIBE): the device sent this alarm as a
+    # MESSAGE and as a NOTIFY of the subscription, and it is stored once
+    stats = sim.stats()
+    assert stats["subscriptions"] >= 1 and stats["alarm_notifies"] >= 1, stats
+    assert len(items) == 1, items
