@@ -75,7 +75,7 @@ async def console_page(request: Request) -> Response:
     page = _read("index.html")
     if page is None:  # pragma: no cover - the package always ships it
         raise ApiError(404, "not_found", "控制台未安装 / the console is not installed")
-    tile_url = getattr(request.app.state.settings, "map_tile_url", None) or ""
+    tile_url = request.app.state.settings.map_tile_url or ""
     text = page.decode("utf-8").replace("{{MAP_TILE_URL}}", html.escape(tile_url, quote=True))
     return Response(text, media_type="text/html; charset=utf-8",
                     headers={"Cache-Control": "no-store", "Content-Security-Policy": _csp(tile_url),

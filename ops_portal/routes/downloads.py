@@ -200,7 +200,7 @@ async def create_download(user: Downloader, access: AccessDep, registry: Registr
     from watermark.downloads import AuditUnavailable
 
     manager = _manager(request)
-    transport = body.transport or getattr(request.app.state.settings, "live_transport", "udp")
+    transport = body.transport or request.app.state.settings.live_transport
     extra: dict[str, Any] = {}
     seconds = body.seconds
     if window is not None:

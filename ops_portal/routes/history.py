@@ -397,7 +397,7 @@ async def start_playback(user: PlaybackViewer, access: AccessDep, sip: SipDep, s
         _require_online(sip, ref.device_id)
     elif getattr(request.app.state, "recordings", None) is None:
         raise ApiError(503, "recording_unavailable", "平台录像服务未运行 / platform recording is not running")
-    transport = body.transport or getattr(settings, "live_transport", "udp")
+    transport = body.transport or settings.live_transport
     from media_relay.stream import MediaError
     from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable, Viewer
 
@@ -409,7 +409,7 @@ async def start_playback(user: PlaybackViewer, access: AccessDep, sip: SipDep, s
     except TransformUnavailable as exc:
         raise ApiError(503, "watermark_font_missing", str(exc)) from None
     except TransformCapacityExceeded as exc:
-        retry = str(getattr(settings, "watermark_retry_after", 30))
+        retry = str(settings.watermark_retry_after)
         raise ApiError(503, "watermark_capacity", f"本节点的水印编码器已全部占用（{exc.limit} 路），请 {retry} 秒后"
                        f"重试 / all {exc.limit} watermark encoders of this node are busy: retry in {retry} s",
                        headers={"Retry-After": retry}) from None

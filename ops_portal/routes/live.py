@@ -51,8 +51,6 @@ _MEDIA_ERRORS = {
     "start_failed": 502,
 }
 
-RETRY_AFTER_DEFAULT = 30
-
 
 class LiveRequest(BaseModel):
     transport: Literal["udp", "tcp-passive", "tcp-active"] | None = Field(
@@ -104,7 +102,7 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
     if sip is None or not sip.is_online(ref.device_id):
         raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}")
     settings = request.app.state.settings
-    transport = (body.transport if body else None) or getattr(settings, "live_transport", "udp")
+    transport = (body.transport if body else None) or settings.live_transport
     from media_relay.stream import MediaError
     from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable, Viewer
 
@@ -115,7 +113,7 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
     except TransformUnavailable as exc:
         raise ApiError(503, "watermark_font_missing", str(exc)) from None
     except TransformCapacityExceeded as exc:
-        retry = str(getattr(settings, "watermark_retry_after", RETRY_AFTER_DEFAULT))
+        retry = str(settings.watermark_retry_after)
         log.warning("live.watermark_capacity", channel=ref.key, user=user.username, limit=exc.limit)
         raise ApiError(503, "watermark_capacity",
                        f"本节点的水印编码器已全部占用（{exc.limit} 路），请 {retry} 秒后重试，或改看子码流 / "

@@ -420,7 +420,7 @@ def _home_out(request: Request, ref: ChannelRef, home: Any) -> HomeOut:
         preset, enabled = None, False
     else:
         preset, enabled = getattr(home, "preset", None), getattr(home, "enabled", False)
-    below = int(getattr(request.app.state.settings, "ptz_restore_below_level", 0) or 0)
+    below = request.app.state.settings.ptz_restore_below_level
     return HomeOut(device_id=ref.device_id, channel_id=ref.channel_id, preset=preset, enabled=bool(enabled),
                    restore_below_level=below)
 

@@ -333,7 +333,7 @@ async def _watermarked_snapshot(request: Request, settings: Any, audit: Any, use
     from watermark.still import watermark_still
 
     try:
-        font = find_cjk_font(getattr(settings, "watermark_font_path", None))
+        font = find_cjk_font(settings.watermark_font_path)
     except FontMissing as exc:
         raise ApiError(503, "watermark_font_missing", str(exc)) from None
     fetch_id = f"snap-{secrets.token_urlsafe(12)}"
@@ -342,7 +342,7 @@ async def _watermarked_snapshot(request: Request, settings: Any, audit: Any, use
                          client_ip=client_ip(request) or "-", session_code=code)
     data = await asyncio.to_thread(path.read_bytes)
     image, media_type = await asyncio.to_thread(watermark_still, data, text, font_path=font,
-                                                scale=float(getattr(settings, "watermark_font_scale", 0.028)))
+                                                scale=settings.watermark_font_scale)
     if audit is not None:
         from audit_log.log import Actor, Target
 
