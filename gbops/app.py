@@ -123,10 +123,12 @@ class Platform:
         from gbops.media_signalling import SipSignalling
         from media_relay.service import MediaService
         from ops_portal import live_audit
+        from watermark.config import WatermarkConfig
         from watermark.pipeline import WatermarkHub
         from watermark.policy import record_policy_change
 
-        watermark = WatermarkHub.from_settings(s)  # per-viewer overlay + session tag on every live output
+        watermark_config = WatermarkConfig.from_settings(s)  # the package's typed config, built once
+        watermark = WatermarkHub.from_config(watermark_config)  # per-viewer overlay + session tag on every output
         if await record_policy_change(self.audit, watermark.policy) is not None:
             log.info("watermark.policy_recorded", off_roles=sorted(watermark.policy.off_roles))
         # signalling into media (the SIP service as media's typed port), watermark into media (the
@@ -150,7 +152,7 @@ class Platform:
         self.media.on_session_closed = live_audit.stop_recorder(self.audit, self._audit_tasks)  # live.stop
         from watermark.downloads import DownloadManager
 
-        self.downloads = DownloadManager(s, sessionmaker, audit=self.audit, media=self.media)
+        self.downloads = DownloadManager(watermark_config, sessionmaker, audit=self.audit, media=self.media)
         await self.downloads.start()  # fails the jobs a previous run left unfinished
         app.state.downloads = self.downloads
         app.state.recordings = self.recordings

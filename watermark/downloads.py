@@ -36,7 +36,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -51,6 +51,10 @@ from watermark.policy import WatermarkPolicy
 from watermark.render import WatermarkText
 from watermark.tag import SessionTag, load_or_create_key, window_seconds
 from watermark.viewer import FindViewer
+
+if TYPE_CHECKING:
+    from gbcore.settings import Settings
+    from watermark.config import WatermarkConfig
 
 __all__ = ["AuditUnavailable", "CAPTURE_SHARE", "DownloadManager", "HISTORY_SOURCES", "JobProgress", "RESTARTED",
            "watermark_settings_for"]
@@ -67,10 +71,9 @@ ACTIVE_STATES = ("queued", "capturing", "encoding")
 HISTORY_SOURCES = ("device", "platform")
 
 
-def watermark_settings_for(settings: Any, roles: tuple[str, ...] | None) -> WatermarkSettings:
-    """The live watermark's look and policy (:mod:`watermark.policy`) for a user holding ``roles``
+def watermark_settings_for(policy: WatermarkPolicy, roles: tuple[str, ...] | None) -> WatermarkSettings:
+    """The live watermark's look under ``policy`` (:mod:`watermark.policy`) for a user holding ``roles``
     (None: unknown, the watermark stays on).  The session tag is added whatever this says."""
-    policy = WatermarkPolicy.from_settings(settings)
     on = True if roles is None else policy.applies(roles)
     return dataclasses.replace(policy.look, enabled=on)
 
@@ -122,19 +125,19 @@ class JobProgress:
 
 
 class DownloadManager:
-    def __init__(self, settings: Any, sessionmaker: async_sessionmaker[AsyncSession], *, audit: Any = None,
+    def __init__(self, config: WatermarkConfig, sessionmaker: async_sessionmaker[AsyncSession], *, audit: Any = None,
                  media: Any = None) -> None:
-        self.settings = settings
+        self.config = config
         self.sessionmaker = sessionmaker
         self.audit = audit
         self.media = media
-        self.dir = Path(settings.data_dir) / "downloads"
-        self.max_jobs = int(getattr(settings, "download_max_jobs", 2))
-        self.retention = timedelta(hours=float(getattr(settings, "download_retention_hours", 72.0)))
-        self.preset = getattr(settings, "download_preset", "ultrafast")
-        self.crf = int(getattr(settings, "download_crf", 21))
+        self.dir = config.data_dir / "downloads"
+        self.max_jobs = config.download_max_jobs
+        self.retention = timedelta(hours=config.download_retention_hours)
+        self.preset = config.download_preset
+        self.crf = config.download_crf
         self.capture_timeout = 10.0  # no access unit this long during a capture: the job fails
-        self.speed = int(getattr(settings, "download_speed", 4))  # a device download's a=downloadspeed
+        self.speed = config.download_speed  # a device download's a=downloadspeed
         self.progress: dict[str, JobProgress] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._slots: asyncio.Semaphore | None = None
@@ -180,7 +183,7 @@ class DownloadManager:
     # ------------------------------------------------------------------------------ jobs
     def _signing_key(self) -> Any:
         if self._key is None:
-            self._key = load_or_create_key(self.settings.data_dir)
+            self._key = load_or_create_key(self.config.data_dir)
         return self._key
 
     async def submit(self, *, user: Any, channel_id: str, device_id: str, seconds: int | None = None,
@@ -243,7 +246,7 @@ class DownloadManager:
                          start_ms=int(now.timestamp() * 1000), device_id=device_id, kind="download",
                          window=window_seconds(tag_window))
         self.progress[job_id] = JobProgress()
-        look = watermark_settings_for(self.settings, roles)
+        look = watermark_settings_for(self.config.policy, roles)
         task = asyncio.create_task(self._run(row, text, look, tag, transport), name=f"download-{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda _t, j=job_id: self._tasks.pop(j, None))
@@ -600,7 +603,7 @@ class AuditUnavailable(Exception):
 
 
 # ------------------------------------------------------------------------------------- CLI
-async def run_export_command(source: Path, out: Path, *, username: str, settings: Any, open_audit: Any,
+async def run_export_command(source: Path, out: Path, *, username: str, settings: Settings, open_audit: Any,
                              start_time: float | None = None, channel_id: str = "", operator: str = "",
                              echo: Any = print, echo_err: Any = print, find_viewer: FindViewer | None = None) -> int:
     """``gbops watermark export``: export ``source`` for the platform user ``username`` (watermark with
@@ -651,8 +654,7 @@ async def run_export_command(source: Path, out: Path, *, username: str, settings
 
         export = functools.partial(
             export_mp4, source, out, text=text, settings=look, tag=tag, key=load_or_create_key(settings.data_dir),
-            progress=progress, preset=getattr(settings, "download_preset", "ultrafast"),
-            crf=int(getattr(settings, "download_crf", 21)), start_time=start_time)
+            progress=progress, preset=settings.download_preset, crf=settings.download_crf, start_time=start_time)
         try:
             result = await asyncio.to_thread(export)
         except ExportError as exc:

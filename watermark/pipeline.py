@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -57,6 +57,9 @@ from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable,
 from watermark.overlay import DIRECT_FORMATS, Overlay, WatermarkSettings, copy_frame
 from watermark.render import WatermarkText
 from watermark.tag import KINDS, SessionTag, TagError, add_tag, make_tag_nal, window_seconds
+
+if TYPE_CHECKING:
+    from watermark.config import WatermarkConfig
 
 log = logging.getLogger("gbops.watermark.pipeline")
 
@@ -485,22 +488,14 @@ class WatermarkHub:
         return True if self.policy is None else self.policy.applies(roles)
 
     @classmethod
-    def from_settings(cls, settings: Any, look: WatermarkSettings | None = None) -> WatermarkHub:
-        """The hub of ``gbops run``: look and policy from the ``GBOPS_WATERMARK_*`` settings, key from
-        ``<data_dir>/watermark-tag.key``.  A missing CJK font does not stop the platform: it is logged
+    def from_config(cls, config: WatermarkConfig, look: WatermarkSettings | None = None) -> WatermarkHub:
+        """The hub of ``gbops run``: look and policy from the package config (``GBOPS_WATERMARK_*``), key
+        from ``<data_dir>/watermark-tag.key``.  A missing CJK font does not stop the platform: it is logged
         and every watermarked live request is answered 503 ``watermark_font_missing``."""
-        from watermark.policy import WatermarkPolicy
-
-        policy = WatermarkPolicy.from_settings(settings)
-        hub = cls._from_settings(settings, look or policy.look)
-        hub.policy = policy
-        return hub
-
-    @classmethod
-    def _from_settings(cls, settings: Any, look: WatermarkSettings) -> WatermarkHub:
         from watermark.font import FontMissing, find_cjk_font
         from watermark.tag import load_or_create_key
 
+        look = look or config.policy.look
         font_error = None
         try:
             font = find_cjk_font(look.font_path)
@@ -511,11 +506,11 @@ class WatermarkHub:
             from dataclasses import replace
 
             look = replace(look, font_path=font)
-        per_core = getattr(settings, "watermark_encoders_per_core", DEFAULT_ENCODERS_PER_CORE)
-        limit = getattr(settings, "watermark_max_encoders", None) or default_max_encoders(per_core)
-        return cls(look, load_or_create_key(settings.data_dir), max_encoders=limit,
-                   preset=getattr(settings, "watermark_preset", "ultrafast"),
-                   crf=getattr(settings, "watermark_crf", 23), font_error=font_error)
+        limit = config.max_encoders or default_max_encoders(config.encoders_per_core)
+        hub = cls(look, load_or_create_key(config.data_dir), max_encoders=limit, preset=config.preset,
+                  crf=config.crf, font_error=font_error)
+        hub.policy = config.policy
+        return hub
 
     # ------------------------------------------------------------------ the media relay's transform factory
     def plan(self, viewer: Viewer, channel: Any, session_id: str, *, kind: str = "live",

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watermark.overlay import WatermarkSettings
 from watermark.render import FIELDS
+
+if TYPE_CHECKING:
+    from gbcore.settings import Settings
 
 __all__ = ["WatermarkPolicy", "parse_names", "record_policy_change", "settings_from", "POLICY_ACTION"]
 
@@ -38,21 +41,21 @@ def parse_names(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def settings_from(settings: Any) -> WatermarkSettings:
+def settings_from(settings: Settings) -> WatermarkSettings:
     """The overlay look from the platform settings (``GBOPS_WATERMARK_*``)."""
-    fields = parse_names(getattr(settings, "watermark_fields", None)) or FIELDS
+    fields = parse_names(settings.watermark_fields) or FIELDS
     unknown = [f for f in fields if f not in FIELDS]
     if unknown:
         raise ValueError(f"unknown watermark field(s) {unknown}; choose among {list(FIELDS)}")
-    font = getattr(settings, "watermark_font_path", None)
+    font = settings.watermark_font_path
     return WatermarkSettings(
         enabled=True,
         font_path=str(font) if font else None,
-        font_scale=getattr(settings, "watermark_font_scale", 0.028),
-        opacity=getattr(settings, "watermark_opacity", 0.35),
-        tiles_x=getattr(settings, "watermark_tiles_x", 3),
-        tiles_y=getattr(settings, "watermark_tiles_y", 3),
-        drift=getattr(settings, "watermark_drift", 0.01),
+        font_scale=settings.watermark_font_scale,
+        opacity=settings.watermark_opacity,
+        tiles_x=settings.watermark_tiles_x,
+        tiles_y=settings.watermark_tiles_y,
+        drift=settings.watermark_drift,
         fields=fields,
     )
 
@@ -63,9 +66,8 @@ class WatermarkPolicy:
     look: WatermarkSettings = field(default_factory=WatermarkSettings)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> WatermarkPolicy:
-        return cls(off_roles=frozenset(parse_names(getattr(settings, "watermark_off_roles", None))),
-                   look=settings_from(settings))
+    def from_settings(cls, settings: Settings) -> WatermarkPolicy:
+        return cls(off_roles=frozenset(parse_names(settings.watermark_off_roles)), look=settings_from(settings))
 
     def applies(self, roles: Iterable[str]) -> bool:
         """True when a user holding ``roles`` gets the visible watermark."""

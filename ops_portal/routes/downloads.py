@@ -105,10 +105,11 @@ class DownloadJobList(BaseModel):
 def _manager(request: Request) -> Any:
     manager = getattr(request.app.state, "downloads", None)
     if manager is None:
+        from watermark.config import WatermarkConfig
         from watermark.downloads import DownloadManager
 
         state = request.app.state
-        manager = DownloadManager(state.settings, state.sessionmaker, audit=getattr(state, "audit", None),
+        manager = DownloadManager(WatermarkConfig.from_settings(state.settings), state.sessionmaker, audit=getattr(state, "audit", None),
                                   media=getattr(state, "media", None))
         state.downloads = manager
     return manager

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.portal.conftest import bearer
+from watermark.config import WatermarkConfig
 from watermark.downloads import RESTARTED, DownloadManager
 from watermark.export import ExportResult
 from watermark.models import DownloadJob
@@ -113,7 +114,7 @@ async def test_a_crash_between_file_and_done_never_leaves_done_without_evidence(
                           duration_s=1.0, wall_s=0.5, width=640, height=360, start_time=time.time() - 2)
 
     sessions = CrashingSessions(audited.sessionmaker)
-    manager = DownloadManager(audited.settings, sessions, audit=audited.audit)
+    manager = DownloadManager(WatermarkConfig.from_settings(audited.settings), sessions, audit=audited.audit)
     if crash == "commit":
         sessions.armed = True
     elif crash in ("audit_append", "killed_after_append"):
@@ -136,7 +137,7 @@ async def test_a_crash_between_file_and_done_never_leaves_done_without_evidence(
     sessions.armed = False
 
     # restart: the next platform start fails whatever was left running, and removes its files
-    restarted = DownloadManager(audited.settings, audited.sessionmaker, audit=audited.audit)
+    restarted = DownloadManager(WatermarkConfig.from_settings(audited.settings), audited.sessionmaker, audit=audited.audit)
     await restarted.start()
     try:
         async with audited.sessionmaker() as s:

@@ -23,6 +23,7 @@ import pytest
 
 from gbcore.ids import ChannelRef
 from media_relay.types import AccessUnit
+from watermark.config import WatermarkConfig
 from watermark.downloads import DownloadManager
 from watermark.inspect import inspect_file, run_inspect
 from watermark.models import DownloadJob
@@ -113,7 +114,7 @@ async def _entries(portal: Any, action: str) -> list[dict[str, Any]]:
 
 async def _manager(portal: Any, media: Any) -> DownloadManager:
     portal.settings.download_speed = 4
-    manager = DownloadManager(portal.settings, portal.sessionmaker, audit=portal.audit, media=media)
+    manager = DownloadManager(WatermarkConfig.from_settings(portal.settings), portal.sessionmaker, audit=portal.audit, media=media)
     await manager.start()
     return manager
 
@@ -238,7 +239,7 @@ async def test_a_window_without_recording_fails_with_a_reason(audited: Any) -> N
     assert media.readers[0].closed
     (failed,) = await _entries(audited, "download.failed")
     assert datetime.fromisoformat(failed["detail"]["window_start"]) == W_START
-    assert not list(DownloadManager(audited.settings, audited.sessionmaker).dir.glob(f"{row.id}*"))
+    assert not list(DownloadManager(WatermarkConfig.from_settings(audited.settings), audited.sessionmaker).dir.glob(f"{row.id}*"))
 
 
 def test_mp4_pictures_show_the_window(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.portal.conftest import bearer
+from watermark.config import WatermarkConfig
 from watermark.downloads import RESTARTED, DownloadManager, JobProgress
 from watermark.models import DownloadJob
 
@@ -76,7 +77,7 @@ async def test_restart_fails_interrupted_jobs_and_keeps_finished_ones(audited) -
     done = await _job(audited, alice.id, "done", frames=250, duration_s=10.0, sha256="00" * 32, size=1)
     for state in ("queued", "capturing", "encoding"):
         await _job(audited, alice.id, state)
-    manager = DownloadManager(audited.settings, audited.sessionmaker, audit=audited.audit)
+    manager = DownloadManager(WatermarkConfig.from_settings(audited.settings), audited.sessionmaker, audit=audited.audit)
     await manager.start()
     try:
         h = bearer(await audited.login("alice"))
