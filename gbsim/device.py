@@ -1177,19 +1177,7 @@ class SimDevice:
         if call.state != CALL_CONFIRMED:
             return False
         call.media_status_sent = True
-        host, port = self.local_addr
-        inv = call.invite.headers
-        call.local_cseq += 1
-        h = Headers()
-        h.add("Via", via_value(self.cfg.transport, host, port, branch=f"z9hG4bK{self._hex(16)}"))
-        h.add("From", f"{inv.get('To')};tag={call.local_tag}")
-        h.add("To", inv.get("From") or "")
-        h.add("Call-ID", call.call_id)
-        h.add("CSeq", f"{call.local_cseq} MESSAGE")
-        for route in call.route:
-            h.add("Route", route)
-        h.add("Max-Forwards", "70")
-        h.add("User-Agent", self.cfg.user_agent)
+        h = self._in_call_headers(call, "MESSAGE")
         h.add("Content-Type", MANSCDP_TYPE)
         body = media_status_body(self._next_sn(), call.channel_id, 121, charset=self.charset)
         self.out.append(("media_status", SipRequest("MESSAGE", call.remote_target, h, body)))
@@ -1244,7 +1232,9 @@ class SimDevice:
         log.info("sim.call_ended", device_id=self.device_id, channel_id=call.channel_id, call_id=call.call_id,
                  reason=reason)
 
-    def _send_bye(self, call: Call) -> None:
+    def _in_call_headers(self, call: Call, method: str) -> Headers:
+        """Headers of a request we send inside ``call`` (we are the INVITE's callee: From/To swapped, the
+        Record-Route as Route, the next CSeq of our side)."""
         assert self.local_addr is not None
         host, port = self.local_addr
         inv = call.invite.headers
@@ -1254,11 +1244,15 @@ class SimDevice:
         h.add("From", f"{inv.get('To')};tag={call.local_tag}")
         h.add("To", inv.get("From") or "")
         h.add("Call-ID", call.call_id)
-        h.add("CSeq", f"{call.local_cseq} BYE")
+        h.add("CSeq", f"{call.local_cseq} {method}")
         for route in call.route:
             h.add("Route", route)
         h.add("Max-Forwards", "70")
         h.add("User-Agent", self.cfg.user_agent)
+        return h
+
+    def _send_bye(self, call: Call) -> None:
+        h = self._in_call_headers(call, "BYE")
         self.out.append(("bye", SipRequest("BYE", call.remote_target, h, b"")))
         self.stats.byes_sent += 1
 

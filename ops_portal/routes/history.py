@@ -39,11 +39,12 @@ from ops_portal.deps import (
     device_channel_path,
     require_permission,
 )
+from ops_portal.media_errors import media_error
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
 from ops_portal.timewindow import beijing, parse_window
 
-__all__ = ["MEDIA_ERRORS", "media_error", "router", "source_name"]
+__all__ = ["router", "source_name"]
 
 log = get_logger("gbops.portal.history")
 
@@ -56,46 +57,6 @@ SessionIdPath = Annotated[str, Path(min_length=1, max_length=64, description="�
 #: The longest range one record query may cover (days): a month of a device's files.
 RECORD_QUERY_MAX_DAYS = 31
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-
-#: MediaError codes of playback and control -> HTTP status (unknown codes: 502).
-MEDIA_ERRORS = {
-    "device_offline": 409,
-    "device_refused": 502,
-    "no_media": 504,
-    "no_keyframe": 504,
-    "no_ports": 503,
-    "bad_transport": 422,
-    "bad_answer": 502,
-    "stream_closed": 502,
-    "start_failed": 502,
-    "bad_window": 422,
-    "window_too_long": 422,
-    "no_recording": 404,
-    "no_recordings": 503,
-    "bad_source": 422,
-    "bad_speed": 422,
-    "bad_action": 422,
-    "not_playback": 409,
-    "bad_scale": 422,
-    "bad_position": 422,
-    "control_refused": 502,
-    "no_session": 404,
-}
-
-
-def media_error(exc: Exception) -> ApiError:
-    """A :class:`media_relay.stream.MediaError` as the API's error: the status by code, the device's SIP
-    status (``sip_status``) when it refused."""
-    code = getattr(exc, "code", "media_error")
-    status = MEDIA_ERRORS.get(code, 502)
-    message = str(exc)
-    extra = None
-    if code == "device_refused":
-        sip_status = getattr(exc, "status", None)
-        message = f"设备拒绝 / the device refused{f' ({sip_status})' if sip_status else ''}: {exc}"
-        extra = {"sip_status": sip_status} if sip_status else None
-    return ApiError(status, code, message, extra=extra)
-
 
 def source_name(session: Any) -> str | None:
     """A playback session's source, ``device`` or ``platform`` (None for live)."""

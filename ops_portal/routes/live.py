@@ -27,6 +27,7 @@ from ops_portal.deps import (
     device_channel_path,
     require_permission,
 )
+from ops_portal.media_errors import media_error
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
 
@@ -39,17 +40,6 @@ LiveViewer = Annotated[User, Depends(require_permission("live.view"))]
 StreamReaderUser = Annotated[User, Depends(require_permission("device.read"))]
 ChannelIdPath = Annotated[str, Path(min_length=1, max_length=32, description="通道编码 / channel id")]
 
-_MEDIA_ERRORS = {
-    "device_offline": 409,
-    "device_refused": 502,
-    "no_media": 504,
-    "no_keyframe": 504,
-    "no_ports": 503,
-    "bad_transport": 422,
-    "bad_answer": 502,
-    "stream_closed": 502,
-    "start_failed": 502,
-}
 
 
 class LiveRequest(BaseModel):
@@ -120,12 +110,8 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
                        f"all {exc.limit} watermark encoders of this node are busy: retry in {retry} s, "
                        "or watch the channel's sub-stream", headers={"Retry-After": retry}) from None
     except MediaError as exc:
-        status = _MEDIA_ERRORS.get(exc.code, 502)
-        message = str(exc)
-        if exc.code == "device_refused":
-            message = f"设备拒绝 / the device refused: {exc}"
         log.warning("live.failed", channel=ref.key, user=user.username, code=exc.code, reason=str(exc))
-        raise ApiError(status, exc.code, message) from None
+        raise media_error(exc) from None
     stream = session.reader.stream
     plan = session.plan
     audit = getattr(request.app.state, "audit", None)
