@@ -42,6 +42,7 @@ from media_relay.playback import (
 from media_relay.ports import PortPool, SsrcAllocator
 from media_relay.signalling import HistoryRequest, Signalling
 from media_relay.stream import TRANSPORTS, MediaError, Stream, StreamManager, StreamReader
+from media_relay.types import VideoParams
 from media_relay.viewers import OUTPUTS, Viewer, ViewerPlan, ViewerTransformFactory, compose_source
 
 if TYPE_CHECKING:
@@ -78,6 +79,16 @@ class ViewerSession:
     @property
     def device_id(self) -> str:
         return self.channel.device_id
+
+    @property
+    def codec(self) -> str | None:
+        """The upstream's video codec (what the camera sends, before any transform)."""
+        return self.reader.codec
+
+    @property
+    def params(self) -> VideoParams | None:
+        """The upstream's parameter sets and picture size."""
+        return self.reader.params
 
 
 def new_session_id() -> str:

@@ -377,9 +377,7 @@ async def start_playback(user: PlaybackViewer, access: AccessDep, sip: SipDep, s
     except MediaError as exc:
         log.warning("playback.failed", channel=ref.key, user=user.username, code=exc.code, reason=str(exc))
         raise media_error(exc) from None
-    stream = getattr(session.reader, "stream", None)
-    codec = getattr(stream, "codec", None)
-    params = getattr(stream, "params", None)
+    codec, params = session.codec, session.params
     audit = getattr(request.app.state, "audit", None)
     if audit is not None:
         try:

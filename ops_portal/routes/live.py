@@ -112,26 +112,25 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
     except MediaError as exc:
         log.warning("live.failed", channel=ref.key, user=user.username, code=exc.code, reason=str(exc))
         raise media_error(exc) from None
-    stream = session.reader.stream
     plan = session.plan
     audit = getattr(request.app.state, "audit", None)
     if audit is not None:
         try:
             await live_audit.record_start(audit, user=user, session=session, transport=transport,
-                                          client_ip=client_ip(request), codec=stream.codec)
+                                          client_ip=client_ip(request), codec=session.codec)
         except Exception:
             # no evidence, no video: a viewing that cannot be recorded is not handed out
             media.close_session(session.session_id, "audit log unavailable")
             log.exception("live.audit_failed", channel=ref.key, user=user.username)
             raise ApiError(503, "audit_unavailable", "审计日志不可用，无法开始观看 / the audit log is "
                            "unavailable, the live view cannot start") from None
-    params = stream.params
+    params = session.params
     # the output URLs carry a short-lived single-use token bound to this session and user (never the bearer)
     url_token = output_tokens.issue(session.session_id, user.id,
                                     expires=min(session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
     return LiveOut(session_id=session.session_id, whep_url=f"/whep/{session.session_id}?t={url_token}",
                    flv_url=f"/flv/{session.session_id}.flv?t={url_token}", expires_at=_iso(session.attach_deadline),
-                   channel_id=channel_id, device_id=ref.device_id, codec=stream.codec,
+                   channel_id=channel_id, device_id=ref.device_id, codec=session.codec,
                    width=params.width if params else None, height=params.height if params else None,
                    watermark=plan.on if plan is not None else None,
                    watermark_id=plan.code if plan is not None else None)

@@ -167,6 +167,8 @@ class FakeSession:
     plan: FakePlan | None = field(default_factory=FakePlan)
     source: Any = None  # what the attached output reads (as in media_relay.service.ViewerSession)
     history_source: str | None = None  # playback: device | platform
+    codec: str | None = None  # the upstream's video codec and parameters (none: nothing decoded yet)
+    params: Any = None
     closed: bool = False
 
     @property
