@@ -8,9 +8,7 @@ Screenshots are kept under ``$GBOPS_TEST_ARTIFACTS`` (``tmp_path`` when unset)."
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +18,8 @@ import pytest
 
 from gbcore.ids import ChannelRef
 from tests.conftest import need
-from tests.portal.org_data import CA1, NVR, build_tree
+from tests.e2e.console_support import CHROMIUM, ConsoleServer, console_page
+from tests.portal.org_data import CA1, NVR
 from tests.portal.test_playback_fakes import (
     DAY_START,
     FakeMedia,
@@ -32,7 +31,6 @@ from tests.portal.test_playback_fakes import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 USER, PASSWORD = "replayer", "Replay-Night-Owl-42"
 REF = ChannelRef(NVR, CA1)
 
@@ -87,53 +85,18 @@ class SteppingDownloads:
         return None
 
 
-class Server:
-    """The portal app with the fakes, on uvicorn in a thread of its own (its own event loop)."""
+class Server(ConsoleServer):
+    """The portal app with fake media, recordings and downloads behind the history routes."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = 0
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
+        super().__init__(tmp)
         self.media = FakeMedia()
         self.recordings = FakeRecordings()
         self.downloads = SteppingDownloads()
-        self.server: Any = None
 
-    def start(self) -> Server:
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        if not self.ready.wait(60) or self.error is not None:
-            raise RuntimeError(f"the portal did not start: {self.error!r}")
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        self.thread.join(15)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # pragma: no cover - reported by start()
-            self.error = exc
-            self.ready.set()
-
-    async def _main(self) -> None:
-        import uvicorn
-
-        from device_registry.service import Registry
-        from gbcore.db import make_engine, make_sessionmaker
-        from gbcore.settings import Settings
-        from gbops.migrate import migrate
+    async def make_app(self, settings: Any, registry: Any) -> tuple[Any, Any]:
         from ops_portal.app import create_app
-        from tests.portal.conftest import Portal
 
-        settings = Settings(data_dir=self.tmp / "data")
-        engine = make_engine(f"sqlite+aiosqlite:///{self.tmp / 'portal.db'}")
-        await migrate(engine)
-        registry = Registry(make_sessionmaker(engine))
-        await build_tree(registry)
         sip = HistorySip(online={NVR})
         # 08:00-12:00 Beijing in files of 10 minutes, 10:00-11:00 missing; every fifth an alarm file
         sip.records[(NVR, CA1)] = device_files(NVR, DAY_START + timedelta(hours=8), 24, skip=range(12, 18))
@@ -142,19 +105,10 @@ class Server:
                          media=self.media)
         app.state.recordings = self.recordings
         app.state.downloads = self.downloads
-        portal = Portal(app, None, registry.sessionmaker, registry, settings, sip)  # type: ignore[arg-type]
+        return app, sip
+
+    async def add_users(self, portal: Any) -> None:
         await portal.add_user(USER, PASSWORD)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        task = asyncio.create_task(self.server._serve())
-        while not self.server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.ready.set()
-        await task
-        await engine.dispose()
 
 
 def test_playback_page_timeline_play_and_download(tmp_path: Path) -> None:
@@ -170,19 +124,7 @@ def test_playback_page_timeline_play_and_download(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{server.port}"
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                         "--disable-background-networking"])
-            # a browser in another zone: every time shown must still be Beijing time
-            page = browser.new_page(viewport={"width": 1400, "height": 900}, bypass_csp=True,
-                                    timezone_id="America/Los_Angeles")
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/console/")
-            page.wait_for_selector("#login-form")
-            page.fill("#login-username", USER)
-            page.fill("#login-password", PASSWORD)
-            page.click("#login-submit")
-            page.wait_for_selector(".sidenav")
+            browser, page, errors = console_page(pw, base, USER, PASSWORD)
             nav = page.eval_on_selector_all(".sidenav a", "els => els.map(e => e.dataset.route)")
             assert {"playback", "downloads", "recording"} <= set(nav), nav
             assert page.text_content("a[data-route=playback]") == "录像回放"

@@ -8,10 +8,8 @@ Screenshots are kept under ``$GBOPS_TEST_ARTIFACTS`` (``tmp_path`` when unset)."
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,86 +19,35 @@ import pytest
 from device_control.types import Operator, Preset
 from gbcore.ids import ChannelRef
 from tests.conftest import need
-from tests.portal.org_data import CA1, CB1, NVR, build_tree
+from tests.e2e.console_support import CHROMIUM, ConsoleServer, console_page
+from tests.portal.org_data import CA1, CB1, NVR
 from tests.portal.test_alarms_fakes import FakeAlarms
 from tests.portal.test_ptz_fakes import FakeControl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 USER, PASSWORD = "dome-operator", "Pan-Tilt-Zoom-Owl-42"
 REF = ChannelRef(NVR, CA1)
 
 
-class Server:
-    """The portal app with the fakes, on uvicorn in a thread of its own (its own event loop)."""
+class Server(ConsoleServer):
+    """The portal app with fake device control and alarms."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = 0
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
+        super().__init__(tmp)
         self.control = FakeControl()
         self.alarms = FakeAlarms()
-        self.server: Any = None
-        self.loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self) -> Server:
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        if not self.ready.wait(60) or self.error is not None:
-            raise RuntimeError(f"the portal did not start: {self.error!r}")
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        self.thread.join(15)
-
-    def call(self, coro: Any) -> Any:
-        """Run ``coro`` on the server's loop (the fakes' queues belong to it)."""
-        assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # pragma: no cover - reported by start()
-            self.error = exc
-            self.ready.set()
-
-    async def _main(self) -> None:
-        import uvicorn
-
-        from device_registry.service import Registry
-        from gbcore.db import make_engine, make_sessionmaker
-        from gbcore.settings import Settings
-        from gbops.migrate import migrate
+    async def make_app(self, settings: Any, registry: Any) -> tuple[Any, Any]:
         from ops_portal.app import create_app
-        from tests.portal.conftest import FakeSip, Portal
+        from tests.portal.conftest import FakeSip
 
-        self.loop = asyncio.get_running_loop()
-        settings = Settings(data_dir=self.tmp / "data")
-        engine = make_engine(f"sqlite+aiosqlite:///{self.tmp / 'portal.db'}")
-        await migrate(engine)
-        registry = Registry(make_sessionmaker(engine))
-        await build_tree(registry)
         sip = FakeSip(online={NVR})
-        app = create_app(settings=settings, sessionmaker=registry.sessionmaker, registry=registry, sip=sip,
-                         control=self.control, alarms=self.alarms)
-        portal = Portal(app, None, registry.sessionmaker, registry, settings, sip)  # type: ignore[arg-type]
+        return create_app(settings=settings, sessionmaker=registry.sessionmaker, registry=registry, sip=sip,
+                          control=self.control, alarms=self.alarms), sip
+
+    async def add_users(self, portal: Any) -> None:
         await portal.add_user(USER, PASSWORD, ptz_level=3, display_name="值班员")
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        task = asyncio.create_task(self.server._serve())
-        while not self.server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.ready.set()
-        await task
-        await engine.dispose()
 
 
 def _actions(server: Server) -> list[str]:
@@ -121,19 +68,8 @@ def test_ptz_pad_lock_line_and_live_alarms(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{server.port}"
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                         "--disable-background-networking",
-                                                                         "--autoplay-policy=no-user-gesture-required"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900}, bypass_csp=True,
-                                    timezone_id="America/Los_Angeles")
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/console/")
-            page.wait_for_selector("#login-form")
-            page.fill("#login-username", USER)
-            page.fill("#login-password", PASSWORD)
-            page.click("#login-submit")
-            page.wait_for_selector(".sidenav")
+            browser, page, errors = console_page(pw, base, USER, PASSWORD,
+                                                 extra_args=("--autoplay-policy=no-user-gesture-required",))
             assert page.text_content("a[data-route=alarms]") == "报警"
 
             # --- the live wall with the channel in pane 0 (no media service here: the picture fails, PTZ works)
