@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,20 @@ async def registry(db_engine):
     from gbcore.db import make_sessionmaker
 
     return Registry(make_sessionmaker(db_engine))
+
+
+@pytest.fixture
+def utc_host():
+    """The host's zone is UTC (a container, a cloud VM) for the duration of the test: Beijing time at the
+    edges must not come from the host's zone."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = old
+        time.tzset()

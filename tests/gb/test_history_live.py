@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -28,19 +27,6 @@ service = live.service  # the SipService fixture (real sockets on 127.0.0.1)
 
 T0 = datetime(2025, 1, 1, 0, 0, tzinfo=UTC)  # 08:00 Beijing
 _seq = itertools.count(500)
-
-
-@pytest.fixture
-def utc_host():
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
 
 
 def record_items(n: int) -> list[manscdp.RecordItem]:

@@ -4,7 +4,6 @@ real host:port. The same checks over real sockets are in tests/gb/test_identity_
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -230,17 +229,6 @@ def test_a_device_failing_from_its_own_address_locks_only_itself_there():
 
 
 # ------------------------------------------------------------------------------------------ Date, Contact
-@pytest.fixture
-def utc_host():
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
 
 
 def test_register_date_header_is_beijing_time_on_a_utc_host(utc_host):

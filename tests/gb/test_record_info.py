@@ -3,7 +3,6 @@ SN/SumNum and sorted, SumNum 0, the timeout partial, refusals; the collector fuz
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,19 +20,6 @@ from tests.gb.test_server import make_server as _make_server
 
 CHANNEL = "34020000001310000001"
 T0 = datetime(2025, 1, 1, 0, 0, tzinfo=UTC)  # 2025-01-01T08:00:00 in Beijing
-
-
-@pytest.fixture
-def utc_host():
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
 
 
 def online_server(**cfg):

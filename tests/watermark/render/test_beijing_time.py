@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from datetime import UTC, datetime
 
@@ -27,20 +26,9 @@ TEXT = WatermarkText(display_name="张三", account="zhangsan", client_ip="10.1.
 
 
 @pytest.fixture
-def utc_host():
-    """The host's zone is UTC (a container, a cloud VM) for the duration of the test."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    try:
-        assert time.strftime("%H:%M:%S", time.localtime(NOW)) == "14:13:20"  # the host really is UTC
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
+def utc_host(utc_host):  # noqa: F811 - the shared one (tests/conftest.py), checked here on a known instant
+    assert time.strftime("%H:%M:%S", time.localtime(NOW)) == "14:13:20"  # the host really is UTC
+    yield
 
 
 @pytest.fixture(scope="module")
