@@ -325,7 +325,8 @@ class DownloadManager:
                 except asyncio.CancelledError:
                     prog.cancel.set()
                     raise
-            prog.state = "done"
+            # "done" comes from the row, written with download.complete in one transaction: a poll between the
+            # export and that commit still reads "encoding" (never "done" without the file's figures)
             await self._complete(row, result)
         except asyncio.CancelledError:
             prog.cancel.set()
