@@ -18,14 +18,12 @@ from sip_server.gb.ptz import parse_ptzcmd, preset_command, ptz_command
 from sip_server.gb.server import GbConfig
 from sip_server.service import SipService
 from tests.conftest import need_tool
-from tests.e2e.platform import free_port
+from tests.gb.sipp_device import spawn_sipp_device
 from tests.gb.test_identity_live import until
 
 PASSWORD = "Gate-7-camera#pw"
 DEV = "34020000001320000081"
 CHANNEL = "34020000001310000081"
-SERVER_ID = "34020000002000000001"
-DOMAIN = "3402000000"
 HERE = Path(__file__).resolve().parent.parent / "sipp"
 ACTIONS = ("up", "down", "left", "right", "up_left", "up_right", "down_left", "down_right", "zoom_in", "zoom_out",
            "focus_near", "focus_far", "iris_open", "iris_close", "stop")
@@ -38,15 +36,10 @@ async def test_sipp_dome_receives_the_exact_ptzcmds(shared_dir, tmp_path):
     events: list = []
     svc.add_listener(events.append)
     await svc.start()
-    port = free_port("udp")
     seconds = 8
-    proc = await asyncio.create_subprocess_exec(
-        sipp, f"127.0.0.1:{svc.bound_port}", "-sf", str(HERE / "gb_dome_uac.xml"),
-        "-oocsf", str(HERE / "gb_dome_ooc.xml"), "-i", "127.0.0.1", "-p", str(port), "-mp", str(port + 1000),
-        "-m", "1", "-d", str(seconds * 1000 // 4), "-nd", "-nostdin", "-timeout", f"{seconds}s",
-        "-au", DEV, "-ap", PASSWORD, "-set", "devid", DEV, "-set", "srvid", SERVER_ID, "-set", "domain", DOMAIN,
-        "-set", "ka_count", "3", "-set", "chid", CHANNEL, "-set", "ver", "3.0", "-trace_msg", "-trace_err",
-        "-trace_logs", cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = await spawn_sipp_device(sipp, svc.bound_port, uac=HERE / "gb_dome_uac.xml", ooc=HERE / "gb_dome_ooc.xml",
+                                   device_id=DEV, channel_id=CHANNEL, password=PASSWORD, cwd=tmp_path,
+                                   seconds=seconds, extra=("-set", "ver", "3.0", "-trace_logs"))
     try:
         assert await until(lambda: svc.is_online(DEV), 5), "the SIPp dome did not register"
         assert svc.gb_version(DEV) == "3.0"

@@ -17,13 +17,12 @@ from sip_server.gb.server import GbConfig
 from sip_server.service import SipService
 from tests.conftest import need_tool
 from tests.e2e.platform import free_port
+from tests.gb.sipp_device import spawn_sipp_device
 from tests.gb.test_identity_live import until
 
 PASSWORD = "Gate-7-camera#pw"
 DEV = "34020000001320000071"
 CHANNEL = "34020000001310000071"
-SERVER_ID = "34020000002000000001"
-DOMAIN = "3402000000"
 HERE = Path(__file__).resolve().parent.parent / "sipp"
 
 
@@ -33,15 +32,10 @@ async def test_sipp_device_records_and_playback_end(shared_dir, tmp_path):
     events: list = []
     svc.add_listener(events.append)
     await svc.start()
-    port = free_port("udp")
     seconds = 8
-    proc = await asyncio.create_subprocess_exec(
-        sipp, f"127.0.0.1:{svc.bound_port}", "-sf", str(shared_dir / "peers" / "sipp" / "gb_dev_uac.xml"),
-        "-oocsf", str(HERE / "gb_dev_history_ooc.xml"), "-i", "127.0.0.1", "-p", str(port), "-mp", str(port + 1000),
-        "-m", "1", "-d", str(seconds * 1000 // 4), "-nd", "-nostdin", "-timeout", f"{seconds}s",
-        "-au", DEV, "-ap", PASSWORD, "-set", "devid", DEV, "-set", "srvid", SERVER_ID, "-set", "domain", DOMAIN,
-        "-set", "ka_count", "3", "-set", "chid", CHANNEL, "-trace_msg", "-trace_err",
-        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = await spawn_sipp_device(sipp, svc.bound_port, uac=shared_dir / "peers" / "sipp" / "gb_dev_uac.xml",
+                                   ooc=HERE / "gb_dev_history_ooc.xml", device_id=DEV, channel_id=CHANNEL,
+                                   password=PASSWORD, cwd=tmp_path, seconds=seconds)
     try:
         assert await until(lambda: svc.is_online(DEV), 5), "the SIPp device did not register"
         t0 = datetime(2025, 1, 1, 0, 0, tzinfo=UTC)  # 08:00 Beijing
