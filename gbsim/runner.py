@@ -63,6 +63,7 @@ class _TcpProtocol(asyncio.Protocol):
         self.index = index
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = sim.cfg.server
+        self.lost = False  # connection_lost came (possibly before _connect resumed after create_connection)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
@@ -75,6 +76,7 @@ class _TcpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self.sim._on_tcp_lost(self.index, self)
 
 
@@ -357,6 +359,12 @@ class Simulator:
                 return
         if self._stopping:
             transport.close()
+            return
+        if proto.lost:
+            # The platform closed it at once (a connection cap, say) before this task resumed: the link never
+            # came up, and registering on it would wait out Timer F on a dead socket, again and again.
+            self.fleet.link_failed(index, f"connection to {host}:{port} closed by the peer at once")
+            self._schedule_connect(index, self.fleet.link_backoff(index))
             return
         with contextlib.suppress(OSError):
             transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -85,6 +85,35 @@ async def test_tcp_reconnects_after_the_connection_drops(stub: AsyncStub) -> Non
         await sim.stop()
 
 
+async def test_tcp_connection_closed_before_connect_returns_is_retried(stub: AsyncStub, monkeypatch) -> None:
+    """A platform over its per-address cap accepts and closes at once; under load the close lands before the
+    connect task resumes. The device must try a new connection, not register on the dead one (which left it
+    waiting out Timer F again and again: CI's 100-device fleet saw 5 devices never register)."""
+    loop = asyncio.get_running_loop()
+    real = loop.create_connection
+    closed_early = []
+
+    async def cap_first_three(factory, *args, **kw):
+        transport, proto = await real(factory, *args, **kw)
+        if len(closed_early) < 3:
+            closed_early.append(transport.get_extra_info("sockname"))
+            transport.abort()
+            for _ in range(3):  # connection_lost runs before the caller resumes
+                await asyncio.sleep(0)
+            assert proto.lost
+        return transport, proto
+
+    monkeypatch.setattr(loop, "create_connection", cap_first_three)
+    sim = Simulator(sim_cfg(stub, devices=3, transport="tcp", retry_min=0.2, retry_max=0.5, start_spread=0))
+    await sim.start()
+    try:
+        assert await sim.wait_until(lambda s: s.online == 3, 10), sim.progress_line()
+        assert len(closed_early) == 3
+        assert sim.fleet.stats()["register_failures"] >= 3  # each early close counted as a failed link
+    finally:
+        await sim.stop()
+
+
 async def test_tcp_connect_refused_counts_failed() -> None:
     stub = AsyncStub()
     await stub.start()
