@@ -6,6 +6,7 @@ under ``CI=true`` they fail instead, because CI installs and starts everything t
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -184,3 +185,16 @@ def utc_host():
         else:
             os.environ["TZ"] = old
         time.tzset()
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """CLI tests run ``gbops ...`` in-process, and its ``setup_logging`` points the root logger at the test's
+    captured stderr; once pytest closes that stream, every later log line printed "--- Logging error ---".
+    Each test leaves the root logger as it found it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
