@@ -108,6 +108,30 @@ WIRED_ACTIONS: dict[str, str] = {
     "device.control": "设备控制命令 / device control command (detail: device_id, command, params, result, "
                       "answered, error)",
     "alarm.ack": "确认报警 / alarm acknowledged (detail: alarm_id, device_id, channel_id, priority, type, note)",
+    # cascade upward (issue 15): target cascade:<platform id> for configuration, the channel for media; every
+    # upper request names platform_id and server_id; never a password
+    "cascade.platform_add": "添加上级平台 / upper platform added (detail: platform_id, name, server_id, host, port, "
+                            "transport; never the password)",
+    "cascade.platform_edit": "修改上级平台 / upper platform changed (detail: platform_id, fields; a password change "
+                             "is named, never its value)",
+    "cascade.platform_delete": "删除上级平台 / upper platform deleted (detail: platform_id, name, server_id)",
+    "cascade.share": "修改上级平台共享范围 / what an upper platform sees changed (detail: platform_id, org_nodes, "
+                     "channels, before_count, after_count)",
+    "cascade.register": "向上级平台注册 / registration with an upper platform changed state (detail: platform_id, "
+                        "server_id, state, reason)",
+    "cascade.catalog": "上级平台查询目录 / an upper platform's catalog query answered (detail: platform_id, "
+                       "server_id, sn, items, result)",
+    "cascade.query": "上级平台查询设备信息或状态 / an upper platform's DeviceInfo, DeviceStatus or RecordInfo query "
+                     "(detail: platform_id, server_id, cmd_type, device_id, result)",
+    "cascade.invite": "上级平台请求视频 / an upper platform's INVITE for live, playback or download (detail: "
+                      "platform_id, server_id, upward_id, device_id, channel_id, kind, start, end, transport, "
+                      "result, status)",
+    "cascade.bye": "上级平台视频结束 / a stream to an upper platform ended (detail: platform_id, server_id, call_id, "
+                   "by, reason, duration_s, bytes)",
+    "cascade.control": "上级平台云台或设备控制 / an upper platform's PTZ or device control (detail: platform_id, "
+                       "server_id, upward_id, command, level, result)",
+    "cascade.refused": "拒绝上级平台请求 / an upper platform's request refused (detail: platform_id, server_id, "
+                       "method, target, status, reason)",
 }
 
 PENDING_ACTIONS: dict[str, str] = {

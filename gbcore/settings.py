@@ -188,6 +188,24 @@ class Settings(BaseSettings):
     alarm_subscribe: bool = Field(False, description="SUBSCRIBE to every device's alarms when it registers "
                                   "(devices send alarms as MESSAGE without one; some want a subscription)")
 
+    # --- cascade upward: this platform as a lower platform (issue 15) ---
+    cascade_catalog_items_udp: int = Field(1, ge=1, le=50, description="catalog items per MESSAGE to an upper "
+                                           "platform over UDP (1 keeps each MESSAGE far below the MTU)")
+    cascade_catalog_items_tcp: int = Field(8, ge=1, le=200, description="catalog items per MESSAGE to an upper "
+                                           "platform over TCP")
+    cascade_notify_batch: int = Field(100, ge=1, le=1000, description="catalog changes gathered into one NOTIFY "
+                                      "to a subscribed upper platform (sent at this many, or after the interval)")
+    cascade_notify_interval: float = Field(60.0, gt=0, le=3600, description="longest a catalog change waits "
+                                           "before its NOTIFY to an upper platform (s)")
+    cascade_push_unsubscribed: bool = Field(False, description="send catalog changes to upper platforms that "
+                                            "have no catalog subscription too (some uppers never subscribe)")
+    cascade_echo_ssrc: bool = Field(False, description="answer an upper's INVITE with the SSRC of its y= line "
+                                    "instead of our own (for uppers that match on their own value)")
+    cascade_retry_initial: float = Field(5.0, gt=0, le=60, description="first REGISTER retry to an upper "
+                                         "platform at start (s, doubling up to the failure back-off)")
+    cascade_retry: float = Field(60.0, ge=60, le=3600, description="REGISTER retry to an upper platform after "
+                                 "it was registered and failed, or after a refusal (s, >= 60)")
+
     # --- access control and console (issue 6) ---
     map_tile_url: str | None = Field(
         None, description="console map tiles, e.g. https://tiles.example/{z}/{x}/{y}.png (none: plain background)")

@@ -158,6 +158,7 @@ PERMISSION_CATALOGUE: dict[str, tuple[str, str, str]] = {
     "settings.manage": ("admin", "系统设置", "system settings"),
     "contract.manage": ("admin", "合同管理", "manage service contracts"),
     "system.metrics": ("admin", "运行指标", "service metrics"),
+    "cascade.manage": ("admin", "级联平台", "upper platforms (cascade)"),
     # system functions
     "device.read": ("function", "设备查看", "view devices"),
     "device.catalog_sync": ("function", "目录同步", "catalog sync"),
