@@ -54,7 +54,7 @@ from .events import (
 )
 from .org import would_cycle
 
-__all__ = ["BatchApplier", "RegistryWrites", "org_kind_of", "set_channel_location"]
+__all__ = ["BatchApplier", "RegistryWrites", "is_system_item", "org_kind_of", "set_channel_location"]
 
 log = logging.getLogger("device_registry.service")
 
@@ -71,6 +71,12 @@ _CHANNEL_INFO_FIELDS = [
 
 # Changes that alone do not count as an update of a row (updated_at stays).
 _VOLATILE = frozenset({"last_seen", "remote_addr", "register_expires_at"})
+
+
+def is_system_item(code: str, device_id: str) -> bool:
+    """A catalog item that stands for the reporting platform itself (GB/T 28181 type code 200, or the
+    device's own id): lower platforms list themselves first in their catalog."""
+    return code == device_id or (len(code) == 20 and code.isascii() and code.isdigit() and code[10:13] == "200")
 
 
 def org_kind_of(code: str) -> str | None:
@@ -324,6 +330,8 @@ class BatchApplier:
         org_items: list[tuple[ChannelInfo, str]] = []
         channel_items: dict[str, ChannelInfo] = {}
         for item in ev.channels:
+            if is_system_item(item.channel_id, device_id):
+                continue  # a lower platform's own entry (type 200): the device itself, not a channel
             kind = org_kind_of(item.channel_id)
             if kind is None:
                 channel_items[item.channel_id] = item  # a repeated id: the last one wins

@@ -103,3 +103,22 @@ async def test_org_parent_cycles_are_refused(registry) -> None:
     nodes = await _org_nodes(registry)
     assert nodes[VORG2].parent_id == nodes[VORG].id
     assert nodes[VORG].parent_id is None
+
+
+async def test_a_lower_platforms_own_entry_is_not_a_channel(registry) -> None:
+    """A lower platform (type 200) lists itself first in its catalog; that entry is the device, not a channel."""
+    lower = "34020000002000000009"
+    other_platform = "34020000002000000010"
+    items = (
+        item(lower, "ON", name="下级平台"),
+        item(other_platform, "ON", name="另一平台"),
+        item(BG, None, name="公安业务分组"),
+        item(cam(1), "ON", name="南门", parent_id=lower),
+        item(cam(2), "ON", name="北门", parent_id=BG, business_group_id=BG),
+    )
+    await registry.apply([reg(lower, 0), CatalogReported(lower, t(1), items, True, "complete 5/5")])
+    chans = {c.channel_id: c for c in await registry.list_channels(lower)}
+    assert set(chans) == {cam(1), cam(2)}
+    nodes = await _org_nodes(registry)
+    assert set(nodes) == {BG} and chans[cam(2)].org_node_id == nodes[BG].id
+    assert chans[cam(1)].org_node_id is None
