@@ -43,6 +43,13 @@ def gb_config(settings: Settings) -> GbConfig:
         device_control_timeout=settings.device_control_timeout,
         preset_query_timeout=settings.preset_query_timeout,
         nonce_ttl=settings.sip_nonce_ttl,
+        cascade_catalog_items_udp=settings.cascade_catalog_items_udp,
+        cascade_catalog_items_tcp=settings.cascade_catalog_items_tcp,
+        cascade_notify_batch=settings.cascade_notify_batch,
+        cascade_notify_interval=settings.cascade_notify_interval,
+        cascade_push_unsubscribed=settings.cascade_push_unsubscribed,
+        cascade_retry_initial=settings.cascade_retry_initial,
+        cascade_retry=settings.cascade_retry,
     )
 
 

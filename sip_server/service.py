@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from sip_server.gb import events as ev
 from sip_server.gb.invite import InviteAnswered, InviteFailed, MediaStatusReceived, SessionEnded
 from sip_server.gb.records import RecordQuery
 from sip_server.gb.server import GbConfig, GbServer, Route
+from sip_server.gb.upper import CatalogEntry, UpperAnswer, UpperConfig
 from sip_server.sip import SipEndpoint
 from sip_server.sip.dialog import MANSRTSP_TYPE
 from sip_server.transport import SipTransport
@@ -186,6 +187,8 @@ class SipService:
                  sip_id=self.config.sip_id, domain=self.config.domain)
 
     async def close(self) -> None:
+        if self.gb.uppers.links and self.transport is not None and self._loop is not None:
+            self.set_upper_platforms([])  # un-REGISTER, BYE their calls (best effort)
         if self._timer is not None:
             self._timer.cancel()
         if self.transport is not None:
@@ -249,7 +252,7 @@ class SipService:
         self._process()
 
     def _on_connection_lost(self, addr: tuple[str, int], transport: str) -> None:
-        self.gb.connection_lost(addr, transport)
+        self.gb.connection_lost(addr, transport, self._now())
         self._process()
 
     def _on_timer(self) -> None:
@@ -406,6 +409,15 @@ class SipService:
                         status=event.status, reason=event.reason)
         elif isinstance(event, ev.SecurityEvent):
             self._security_event(event)
+        elif isinstance(event, ev.UpperStateChanged):
+            level = log.warning if event.state == "offline" else log.info
+            level("upper.state", platform_id=event.platform_id, state=event.state, reason=event.reason)
+        elif isinstance(event, ev.UpperCatalogSent):
+            if event.error:
+                log.warning("upper.catalog_failed", platform_id=event.platform_id, sn=event.sn, sent=event.sent,
+                            total=event.total, error=event.error)
+            else:
+                log.info("upper.catalog_sent", platform_id=event.platform_id, sn=event.sn, total=event.total)
 
     def _security_event(self, event: ev.SecurityEvent) -> None:
         suppressed = self.security_limiter.admit(event.remote_addr[0], self._now())
@@ -622,3 +634,62 @@ class SipService:
             m["tcp_refused"] = self.transport.tcp_refused
             m["tcp_idle_closed"] = self.transport.tcp_idle_closed
         return m
+
+    # ------------------------------------------------------------------ toward upper platforms (cascade)
+    def _upper(self, fn: Callable[..., Any], *args: Any) -> Any:
+        result = fn(*args, self._now())
+        self._process()
+        return result
+
+    def set_upper_platforms(self, configs: list[UpperConfig]) -> None:
+        """The whole set of enabled upper platforms: new ones start registering, a changed one registers
+        again, a removed one is un-registered (Expires 0, best effort) and its calls get BYE."""
+        self._upper(self.gb.uppers.configure, list(configs))
+
+    def upper_status(self, platform_id: int) -> dict | None:
+        """``{"state", "last_error", "last_keepalive", "registered_until", "calls"}`` (wall-clock Unix
+        seconds), None for an upper that is not configured."""
+        return self.gb.uppers.status(platform_id)
+
+    def answer_catalog(self, platform_id: int, sn: int, entries: Sequence[CatalogEntry]) -> None:
+        """Answer the upper's catalog query: serial MESSAGEs, each after the previous one's 200; ends with
+        :class:`sip_server.gb.events.UpperCatalogSent`."""
+        self._upper(self.gb.uppers.answer_catalog, platform_id, sn, list(entries))
+
+    def notify_catalog(self, platform_id: int, entries: Sequence[CatalogEntry], *, immediate: bool = False) -> None:
+        """Catalog changes (``event`` set) for the upper, batched (NOTIFY in its subscription; MESSAGE when
+        ``cascade_push_unsubscribed``; else dropped); ``immediate``: send what is queued now (the initial
+        NOTIFY of offline items after :class:`sip_server.gb.events.UpperCatalogSubscribed`)."""
+        self.gb.uppers.notify_catalog(platform_id, list(entries), self._now(), immediate=immediate)
+        self._process()
+
+    def answer_device_info(self, platform_id: int, sn: int, device_id: str, fields: dict[str, str]) -> None:
+        self._upper(self.gb.uppers.answer_device_info, platform_id, sn, device_id, fields)
+
+    def answer_device_status(self, platform_id: int, sn: int, device_id: str, fields: dict[str, str]) -> None:
+        self._upper(self.gb.uppers.answer_device_status, platform_id, sn, device_id, fields)
+
+    def answer_record_info(self, platform_id: int, sn: int, device_id: str, name: str,
+                           items: list[dict[str, str]]) -> None:
+        self._upper(self.gb.uppers.answer_record_info, platform_id, sn, device_id, name, items)
+
+    def answer_control(self, platform_id: int, sn: int, device_id: str, ok: bool) -> None:
+        self._upper(self.gb.uppers.answer_control, platform_id, sn, device_id, ok)
+
+    def answer_upper_invite(self, call_id: str, status: int, answer: UpperAnswer | None = None,
+                            reason: str | None = None) -> None:
+        """The final answer to an upper's INVITE (:class:`sip_server.gb.events.UpperInvite`): 2xx with our SDP
+        from ``answer``, or an error ``status``. Nothing happens for a call that is gone (cancelled)."""
+        self.gb.uppers.answer_invite(call_id, status, answer, reason, self._now())
+        self._process()
+
+    def bye_upper(self, call_id: str, reason: str) -> None:
+        """End an upper's call from our side (BYE; an unanswered one is answered 480)."""
+        self.gb.uppers.bye(call_id, self._now(), reason)
+        self._process()
+
+    def upper_media_status(self, call_id: str, notify_type: str = "121") -> bool:
+        """Relay MediaStatus (the end of a history file) into the upper's call; False when there is none."""
+        sent = self.gb.uppers.media_status(call_id, self._now(), notify_type)
+        self._process()
+        return sent

@@ -171,3 +171,105 @@ class SubscriptionAnswered:
     sn: int
     state: str
     reason: str | None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Toward upper platforms (this platform as a lower platform; sip_server/gb/upper.py). Every one names the upper
+# by its API ``platform_id``.
+
+
+@dataclass(frozen=True, slots=True)
+class UpperStateChanged:
+    """The registration toward an upper changed: ``state`` registering | registered | offline | disabled."""
+
+    platform_id: int
+    state: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpperCatalogQuery:
+    """Query/Catalog from the upper (answered 200); answer with ``SipService.answer_catalog``."""
+
+    platform_id: int
+    sn: int
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpperCatalogSubscribed:
+    """A catalog SUBSCRIBE from the upper was accepted (``expires`` > 0: new subscription) or ended
+    (``expires`` 0: unsubscribed, lapsed or refused by the upper's NOTIFY answer)."""
+
+    platform_id: int
+    sn: int
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpperDeviceQuery:
+    """Query DeviceInfo | DeviceStatus | RecordInfo from the upper (answered 200); ``message`` is the parsed
+    :class:`sip_server.gb.manscdp.ManscdpMessage`."""
+
+    platform_id: int
+    sn: int
+    cmd_type: str
+    device_id: str
+    message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class UpperInvite:
+    """An INVITE from the upper (100 Trying sent); ``offer`` is a :class:`sip_server.gb.upper.UpperOffer`.
+    Answer with ``SipService.answer_upper_invite``."""
+
+    platform_id: int
+    call_id: str
+    target_id: str
+    offer: Any
+
+
+@dataclass(frozen=True, slots=True)
+class UpperAck:
+    platform_id: int
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpperBye:
+    """The upper's call ended without us: its BYE, its CANCEL, or no ACK to our 200 in time."""
+
+    platform_id: int
+    call_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpperInfo:
+    """INFO inside an upper's call (answered 200): ``body`` is MANSRTSP."""
+
+    platform_id: int
+    call_id: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UpperControl:
+    """Control/DeviceControl from the upper (the SIP 200 is already sent); ``message`` parsed MANSCDP."""
+
+    platform_id: int
+    sn: int
+    target_id: str
+    message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class UpperCatalogSent:
+    """An answer to the upper's catalog query ended: ``sent`` of ``total`` items got their 200; ``error``
+    None when all did."""
+
+    platform_id: int
+    sn: int
+    sent: int
+    total: int
+    error: str | None

@@ -25,6 +25,7 @@ from sip_server.gb.lockout import LockoutTracker
 from sip_server.gb.presence import PresenceTracker
 from sip_server.gb.records import RecordCollector, RecordQuery, record_query_extra
 from sip_server.sip import (
+    AckTimeout,
     DigestAuthenticator,
     Headers,
     MessageDropped,
@@ -70,6 +71,15 @@ class GbConfig:
     # host[:port] put in the Contact of our requests (SUBSCRIBE, INVITE); None: the endpoint's local address
     # towards the device (the advertised address, the listening address, or the interface facing the device)
     contact_host: str | None = None
+    # toward upper platforms (sip_server/gb/upper.py; the GBOPS_CASCADE_* settings)
+    cascade_catalog_items_udp: int = 1  # catalog / record items per answer MESSAGE over UDP
+    cascade_catalog_items_tcp: int = 8  # ... over TCP
+    cascade_notify_batch: int = 100  # catalog changes gathered into one NOTIFY
+    cascade_notify_interval: float = 60.0  # longest a catalog change waits for its NOTIFY
+    cascade_push_unsubscribed: bool = False  # changes as MESSAGE Notify/Catalog to uppers with no subscription
+    cascade_retry_initial: float = 5.0  # first REGISTER retry after a failure at first start (doubling)
+    cascade_retry: float = 60.0  # REGISTER retry after a refusal, or once registered before
+    cascade_keepalive_misses: int = 3  # failed keepalives before the upper counts as lost
 
 
 @dataclass(slots=True)
@@ -187,6 +197,9 @@ class GbServer:
         from sip_server.gb.invite import InviteSessions
 
         self.invites = InviteSessions(self)
+        from sip_server.gb.upper import UpperPlatforms
+
+        self.uppers = UpperPlatforms(self)
         self._tag = secrets.token_hex(4)
         self._wall = wall_clock
         self._local_uri = f"sip:{config.sip_id}@{config.domain}"
@@ -214,6 +227,8 @@ class GbServer:
             self._on_response(event, now)
         elif isinstance(event, TransactionTimeout):
             self._on_timeout(event, now)
+        elif isinstance(event, AckTimeout):
+            self.uppers.on_ack_timeout(event, now)
         elif isinstance(event, MessageDropped):
             self.metrics.bad_messages += 1
 
@@ -236,10 +251,12 @@ class GbServer:
         while subs and not self._sub_live(subs[0]):
             heapq.heappop(subs)
         timers = [t for t in (self.presence.get_timer(), self.catalog.get_timer(), self.records.get_timer(),
-                              heap[0][0] if heap else None, subs[0][0] if subs else None) if t is not None]
+                              heap[0][0] if heap else None, subs[0][0] if subs else None,
+                              self.uppers.get_timer()) if t is not None]
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
+        self.uppers.handle_timer(now)
         for device_id, reason in self.presence.handle_timer(now):
             self._subs.pop(device_id, None)
             self._alarm_subs.pop(device_id, None)
@@ -273,6 +290,8 @@ class GbServer:
         if method == "REGISTER":
             self._on_register(event, now)
             return
+        if self.uppers.on_request(event, now):
+            return  # from (or claiming to be) a configured upper platform, or in one of its calls
         if method in ("ACK", "BYE", "INFO", "MESSAGE") and self.invites.on_request(event, now):
             return  # in one of our dialogs (checked against the session's device there), or a MediaStatus
             # for a call we do not have
@@ -320,12 +339,15 @@ class GbServer:
         if route.transport == "tcp":
             self._tcp_peers.setdefault(route.addr, set()).add(device_id)
 
-    def connection_lost(self, addr: tuple[str, int], transport: str = "tcp") -> None:
+    def connection_lost(self, addr: tuple[str, int], transport: str = "tcp", now: float | None = None) -> None:
         """The transport lost the stream connection to ``addr``: devices that registered on it must
         register again before anything else they send is believed (a new connection, even from the same
-        ip:port, is not the one they authenticated on)."""
+        ip:port, is not the one they authenticated on); an upper platform on it is offline and registered
+        again (with ``now``)."""
         if transport.lower() != "tcp":
             return
+        if now is not None:
+            self.uppers.connection_lost(addr, now)
         for device_id in self._tcp_peers.pop(addr, ()):
             route = self.routes.get(device_id)
             if route is not None and route.transport == "tcp" and route.addr == addr:
@@ -827,7 +849,7 @@ class GbServer:
 
     # ================================================================== responses to our requests
     def _on_response(self, event: ResponseReceived, now: float) -> None:
-        if self.invites.on_response(event, now):
+        if self.invites.on_response(event, now) or self.uppers.on_response(event, now):
             return
         status = event.response.status
         if status < 200:
@@ -849,7 +871,7 @@ class GbServer:
         self._fail(ref, f"{status} {event.response.reason}", now)
 
     def _on_timeout(self, event: TransactionTimeout, now: float) -> None:
-        if self.invites.on_timeout(event, now):
+        if self.invites.on_timeout(event, now) or self.uppers.on_timeout(event, now):
             return
         sub_ref = self._sub_txn.pop(event.key, None)
         if sub_ref is not None:
