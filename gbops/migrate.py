@@ -40,6 +40,7 @@ def load_models() -> None:
     importlib.import_module("media_relay.recording.models")
     importlib.import_module("device_control.models")
     importlib.import_module("alarms.models")
+    importlib.import_module("cascade.models")
 
 
 def alembic_config(url: str | None = None) -> Config:

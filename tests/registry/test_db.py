@@ -17,6 +17,8 @@ from gbcore.db import Base, default_sqlite_url, make_engine, make_sessionmaker
 from gbops.migrate import alembic_config, load_models, migrate
 
 EXPECTED_TABLES = {
+    # issue 15: cascade upward
+    "cascade_platforms", "cascade_share_nodes", "cascade_share_channels",
     "alembic_version",
     "audit_checkpoints",
     "audit_entries",
