@@ -24,6 +24,7 @@ import inspect
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -39,10 +40,11 @@ from media_relay.playback import (
     Timeline,
     check_window,
 )
-from media_relay.ports import PortPool, SsrcAllocator
+from media_relay.ports import NoPortsLeft, PortPool, SsrcAllocator
 from media_relay.signalling import HistoryRequest, Signalling
 from media_relay.stream import TRANSPORTS, MediaError, Stream, StreamManager, StreamReader
 from media_relay.types import VideoParams
+from media_relay.upward import UpwardLeg, UpwardTarget, check_target
 from media_relay.viewers import OUTPUTS, Viewer, ViewerPlan, ViewerTransformFactory, compose_source
 
 if TYPE_CHECKING:
@@ -126,12 +128,17 @@ class MediaService:
         self.whep: Any = None  # media_relay.outputs.whep.WhepRegistry, created lazily
         self.on_session_closed: Any = None  # callback(session, reason): the audit log's live.stop
         self.transforms = transforms  # per-viewer transform (watermark.pipeline.WatermarkHub at assembly)
+        self.upward: dict[str, UpwardLeg] = {}  # media legs toward upper platforms (cascade), by leg id
+        self.upward_connect_timeout = 10.0  # TCP active: keep retrying the upper's port this long
+        self.upward_accept_timeout = 10.0  # TCP passive: the upper must connect within this
 
     async def start(self) -> None:
         self._sweeper.start()
 
     async def close(self) -> None:
         await self._sweeper.stop()
+        for leg in list(self.upward.values()):
+            await leg.close("platform stopping")
         for s in list(self.sessions.values()):
             self.close_session(s.session_id, "platform stopping")
         if self.whep is not None:
@@ -220,10 +227,12 @@ class MediaService:
 
     async def _open_history_stream(self, channel: ChannelRef, window: tuple[datetime, datetime], source: str, *,
                                    kind: str, transport: str, speed: int | None = None,
-                                   maxsize: int = 300) -> tuple[Stream, Timeline, StreamReader]:
+                                   maxsize: int = 300, retime: bool | None = None,
+                                   ) -> tuple[Stream, Timeline, StreamReader]:
         """A started history Stream, its Timeline and a first reader; the caller ends the Stream
-        (:meth:`_end_history`), also when this raises nothing is left allocated."""
-        timeline = Timeline(window, retime=kind == "playback")
+        (:meth:`_end_history`), also when this raises nothing is left allocated. ``retime``: wall-speed
+        timestamps (default: for playback)."""
+        timeline = Timeline(window, retime=kind == "playback" if retime is None else retime)
         if source == "device":
             request = HistoryRequest(kind, int(window[0].timestamp()), math.ceil(window[1].timestamp()),
                                      speed if kind == "download" else None)
@@ -344,6 +353,109 @@ class MediaService:
                                                                    transport=transport, speed=speed, maxsize=20000)
         return HistoryReader(reader, timeline, filesize=stream.filesize,
                              on_close=lambda: self._end_history(stream, "download closed"))
+
+    # ------------------------------------------------------------------ upward (cascade)
+    async def open_upward(self, channel: ChannelRef, viewer: Viewer, target: UpwardTarget, *, kind: str = "live",
+                          window: tuple[datetime, datetime] | None = None, source: str = "device",
+                          visible_watermark: bool = False, on_end: Callable[[str], None] | None = None,
+                          speed: int = 4) -> UpwardLeg:
+        """A media leg sending ``channel`` to an upper platform at ``target`` as RTP/PS (see
+        :mod:`media_relay.upward`); :meth:`UpwardLeg.start` on the ACK begins sending. Live: a reader of the
+        channel's shared Stream (one upstream for local viewers, the recorder and uppers; its idle delay
+        runs once the last of them has gone). ``kind="playback"`` / ``"download"``: the ``window`` of
+        history from ``source`` on a history Stream of its own, natural timestamps (the upper paces and
+        scales itself; ``speed``: the device's download speed). The picture is tagged for ``viewer`` (the
+        platform) and also redrawn when ``visible_watermark``. ``on_end(reason)``: once, when the leg ends
+        by itself. Raises :class:`MediaError` (``bad_target``, ``no_ports``, the Stream's errors) and the
+        transform's errors like :meth:`open_viewer`."""
+        channel = ChannelRef(*channel)
+        problem = check_target(target)
+        if problem is not None:
+            raise MediaError("bad_target", f"上级平台的媒体地址无效 / unusable media target: {problem}")
+        if kind not in ("live", "playback", "download"):
+            raise ValueError(f"unsupported upward kind {kind!r}")
+        leg_id = new_session_id()
+        cleanup: list[Callable[[], None]] = []
+        reader: StreamReader | None = None
+        try:
+            if kind == "live":
+                plan = self._plan(viewer, channel, leg_id, "live", None)
+                if plan is not None:
+                    cleanup.append(plan.release)
+                reader = await self.manager.open_reader(channel, "udp")
+            else:
+                window = self._check_history(window, source, "udp")
+                if source == "device" and kind == "download" and (not isinstance(speed, int)
+                                                                   or not 1 <= speed <= 64):
+                    raise MediaError("bad_speed", "下载倍速无效 / the download speed must be 1 to 64")
+                plan = self._plan(viewer, channel, leg_id, kind, window)
+                if plan is not None:
+                    cleanup.append(plan.release)
+                stream, _, reader = await self._open_history_stream(
+                    channel, window, source, kind=kind, transport="udp", speed=speed, retime=False, maxsize=3000)
+                cleanup.append(lambda: self._end_history(stream, "upward leg closed"))
+            try:
+                port = self.manager.ports.allocate()
+            except NoPortsLeft as exc:
+                raise MediaError("no_ports", str(exc)) from None
+            cleanup.append(lambda: self.manager.ports.release(port))
+        except BaseException:
+            if reader is not None:
+                reader.close()
+            for callback in reversed(cleanup):
+                callback()
+            raise
+        if plan is not None and plan.on and not visible_watermark:
+            plan.release()  # the tag only: the encoder slot the plan reserved is not needed
+        if plan is not None and not visible_watermark:
+            composed = self.transforms.tag(reader, plan)  # type: ignore[union-attr]
+        else:
+            composed = compose_source(reader, plan, self.transforms, "flv")
+        cleanup.append(lambda: self.upward.pop(leg_id, None))
+
+        def ended(reason: str) -> None:
+            log.info("cascade.upward_ended", leg=leg_id[:8], channel=channel.key, reason=reason)
+            if on_end is not None:
+                on_end(reason)
+
+        leg = UpwardLeg(leg_id, channel, target, composed, reader=reader, kind=kind,
+                        local_ip=self.manager._media_ip_for((target.ip, target.port or 9)),
+                        local_port=port, host=self.manager.media_host, on_end=ended, cleanup=cleanup,
+                        connect_timeout=self.upward_connect_timeout, accept_timeout=self.upward_accept_timeout)
+        self.upward[leg_id] = leg
+        try:
+            await leg.open()
+        except BaseException as exc:
+            await leg.close("open failed")
+            if isinstance(exc, OSError):
+                raise MediaError("no_ports", f"媒体端口不可用 / cannot use media port {port}: {exc}") from None
+            raise
+        return leg
+
+    def upward_legs(self) -> list[dict[str, Any]]:
+        """One item per media leg toward an upper platform (the cascade status page)."""
+        out = []
+        for leg in self.upward.values():
+            st = leg.stats()
+            out.append({"id": leg.id, "channel": leg.channel.key, "kind": leg.kind,
+                        "target": f"{leg.target.ip}:{leg.target.port}", "transport": leg.transport,
+                        "setup": leg.setup, "ssrc": leg.ssrc, "local_port": leg.local_port,
+                        "packets": st["packets"], "bytes": st["bytes"], "dropped": st["dropped"],
+                        "send_errors": st["send_errors"], "codec": st["codec"], "started_at": st["started_at"],
+                        "state": st["state"]})
+        return out
+
+    def upward_info(self, leg_id: str, body: bytes, content_type: str | None = None) -> bool:
+        """Forward the upper's MANSRTSP (an INFO on its playback call) to the device call under the leg;
+        False when there is none (a live leg, a platform source, an unknown leg)."""
+        leg = self.upward.get(leg_id)
+        stream = getattr(leg.reader, "stream", None) if leg is not None else None
+        call_id = getattr(stream, "call_id", None)
+        if leg is None or leg.kind == "live" or call_id is None:
+            return False
+        if content_type is None:
+            return self.manager.signalling.info(call_id, body)
+        return self.manager.signalling.info(call_id, body, content_type)
 
     def open_output(self, session_id: str, output: str) -> ViewerSession | None:
         """An output ("flv" or "whep") takes the session (once) and gets ``session.source``: the viewer's
