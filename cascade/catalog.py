@@ -6,7 +6,8 @@ ParentID), then the shared nodes as administrative regions (their civil code, Na
 ParentID only when the parent is a virtual organisation), parents before children; then the channels,
 whose ParentID is the nearest shared node (or our system id).  A node the operator made (no code) is sent
 as a virtual organisation with an id made from our domain, 216 and its node id.  Only shared things are
-named: a reference to a node that is not shared is left out.
+named, plus the ancestors of shared nodes as structure (so a shared virtual organisation has its business
+group); a channel's ParentID is a node only when that node itself is shared.
 """
 
 from __future__ import annotations
@@ -120,15 +121,27 @@ def _org_entries(nodes: Mapping[int, OrgInfo], shared: frozenset[int], local_id:
     return out
 
 
-def channel_entry(facts: ChannelFacts, share: ShareMap, nodes: Mapping[int, OrgInfo], local_id: str) -> CatalogEntry:
-    """One shared channel's item (ids mapped, the share's overrides applied)."""
+def structure(shared: frozenset[int], nodes: Mapping[int, OrgInfo]) -> frozenset[int]:
+    """The shared nodes and their ancestors: an upper can only place a shared virtual organisation under its
+    business group (and a region under its parent region) when those are in the catalog too. Ancestors add
+    structure (names), never a channel."""
+    out: set[int] = set()
+    for n in shared:
+        out.update(node.id for node in _ancestors(n, nodes))
+    return frozenset(out | shared)
+
+
+def channel_entry(facts: ChannelFacts, share: ShareMap, nodes: Mapping[int, OrgInfo], local_id: str,
+                  org: frozenset[int] | None = None) -> CatalogEntry:
+    """One shared channel's item (ids mapped, the share's overrides applied); ``org`` is
+    :func:`structure` of the share when the caller has it."""
     shared = share.by_ref[facts.ref]
     node = nodes.get(facts.node_id) if facts.node_id is not None else None
     parent_id = local_id
     group_id = None
     if node is not None and node.id in share.org_nodes:
         parent_id = node_upward_id(node, local_id)
-        group = _group_of(node.id, nodes, share.org_nodes)
+        group = _group_of(node.id, nodes, org if org is not None else structure(share.org_nodes, nodes))
         group_id = node_upward_id(group, local_id) if group is not None else None
     civil = (shared.civil_code or (facts.civil_code or "").strip() or _civil_code_above(facts.node_id, nodes)
              or local_id[:6])
@@ -155,11 +168,12 @@ def build_entries(share: ShareMap, nodes: Mapping[int, OrgInfo], *, local_id: st
                   system_name: str) -> list[CatalogEntry]:
     """Every item of the catalog an upper gets, in the order it gets them."""
     out = [system_entry(local_id, system_name)]
-    out.extend(_org_entries(nodes, share.org_nodes, local_id))
+    org = structure(share.org_nodes, nodes)
+    out.extend(_org_entries(nodes, org, local_id))
     for ref in sorted(share.by_ref):
         facts = share.facts.get(ref)
         if facts is not None:
-            out.append(channel_entry(facts, share, nodes, local_id))
+            out.append(channel_entry(facts, share, nodes, local_id, org))
     return out
 
 

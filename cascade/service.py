@@ -652,6 +652,23 @@ class CascadeService:
         if platform is None:
             self._sip.answer_upper_invite(ev.call_id, 403, reason="platform disabled")
             return
+        # Taken before the first await, so INVITEs for one source are set up in the order they arrived (the
+        # later one wins) and a CANCEL / BYE is remembered from the start.
+        key = (platform.id, ev.target_id)
+        held = self._invite_locks.setdefault(key, [asyncio.Lock(), 0])
+        held[1] += 1
+        self._pending[ev.call_id] = key
+        try:
+            async with held[0]:  # one INVITE per source and platform at a time
+                await self._invite_locked(ev, platform)
+        finally:
+            self._pending.pop(ev.call_id, None)
+            self._cancelled.discard(ev.call_id)
+            held[1] -= 1
+            if held[1] == 0:
+                self._invite_locks.pop(key, None)
+
+    async def _invite_locked(self, ev: sev.UpperInvite, platform: _Platform) -> None:
         offer = ev.offer
         share, _tree = await self.share_map(platform.id)
         shared = share.by_upward.get(ev.target_id)
@@ -679,19 +696,7 @@ class CascadeService:
             await self._audit("cascade.invite", shared.ref.key, {**detail, "result": problem, "status": 488}, None)
             return
         assert kind is not None
-        key = (platform.id, shared.upward_id)
-        held = self._invite_locks.setdefault(key, [asyncio.Lock(), 0])
-        held[1] += 1
-        self._pending[ev.call_id] = key  # a CANCEL / BYE from now on is remembered
-        try:
-            async with held[0]:  # one INVITE per source and platform at a time
-                await self._set_up_call(ev, platform, shared, kind, window, detail)
-        finally:
-            self._pending.pop(ev.call_id, None)
-            self._cancelled.discard(ev.call_id)
-            held[1] -= 1
-            if held[1] == 0:
-                self._invite_locks.pop(key, None)
+        await self._set_up_call(ev, platform, shared, kind, window, detail)
 
     async def _set_up_call(self, ev: sev.UpperInvite, platform: _Platform, shared: SharedChannel, kind: str,
                            window: tuple[datetime, datetime] | None, detail: dict[str, Any]) -> None:
@@ -756,16 +761,34 @@ class CascadeService:
             await self._end_call(ev.call_id, ev.reason, by="upper", send_bye=False)
 
     async def _on_info(self, ev: sev.UpperInfo) -> None:
-        # MANSRTSP toward the device leg needs a playback control port on the upward leg (not in the seams yet).
-        log.info("cascade.info_ignored", platform_id=ev.platform_id, call_id=ev.call_id[:16], size=len(ev.body))
+        """MANSRTSP (pause, resume, speed, seek) on an upper's playback call goes to the device call under
+        its leg; a live call or a platform-storage source has none (logged)."""
+        call = self._calls.get(ev.call_id)
+        forwarded = (call is not None and call.platform_id == ev.platform_id
+                     and self._media.upward_info(call.leg.id, ev.body))
+        if not forwarded:
+            log.info("cascade.info_not_forwarded", platform_id=ev.platform_id, call_id=ev.call_id[:16],
+                     size=len(ev.body))
 
     def _leg_ended(self, call_id: str, reason: str) -> None:
-        """The leg ended by itself (upstream gone, TCP peer gone): BYE up and record it."""
-        call = self._calls.pop(call_id, None)
+        """The leg ended by itself (upstream gone, TCP peer gone): BYE up and record it. At the end of a
+        history file the upper gets MediaStatus 121 first and hangs up itself (BYE from us after a grace)."""
+        call = self._calls.get(call_id)
         if call is None:
             return
+        if getattr(call.leg, "file_ended", False) and self._sip.upper_media_status(call_id, "121"):
+            self._spawn(self._bye_after_file_end(call_id, reason), "cascade-file-end")
+            return
+        self._calls.pop(call_id, None)
         self._sip.bye_upper(call_id, reason)
         self._spawn(self._audit_bye(call, reason, "media"), "cascade-bye-audit")
+
+    async def _bye_after_file_end(self, call_id: str, reason: str, grace: float = 5.0) -> None:
+        await asyncio.sleep(grace)
+        call = self._calls.pop(call_id, None)
+        if call is not None:  # the upper did not hang up after MediaStatus 121
+            self._sip.bye_upper(call_id, reason)
+            await self._audit_bye(call, reason, "file_end")
 
     async def _end_call(self, call_id: str, reason: str, *, by: str, send_bye: bool = True) -> None:
         call = self._calls.pop(call_id, None)

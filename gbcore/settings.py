@@ -189,6 +189,8 @@ class Settings(BaseSettings):
                                   "(devices send alarms as MESSAGE without one; some want a subscription)")
 
     # --- cascade upward: this platform as a lower platform (issue 15) ---
+    platform_name: str = Field("视频监控运营服务平台", min_length=1, max_length=64, description="this platform's "
+                               "name as upper platforms see it (the first item of the catalog we send them)")
     cascade_catalog_items_udp: int = Field(1, ge=1, le=50, description="catalog items per MESSAGE to an upper "
                                            "platform over UDP (1 keeps each MESSAGE far below the MTU)")
     cascade_catalog_items_tcp: int = Field(8, ge=1, le=200, description="catalog items per MESSAGE to an upper "

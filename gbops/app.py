@@ -67,6 +67,8 @@ class Platform:
         self.recordings: Any = None  # media_relay.recording.service.RecordingService
         self.control: Any = None  # device_control.service.ControlService
         self.alarms: Any = None  # alarms.service.AlarmService
+        self.cascade: Any = None  # cascade.service.CascadeService
+        self.cascade_feed: Any = None  # gbops.cascade_wiring.RegistryFeed
         self.audit: Any = None
         self._audit_tasks: set[asyncio.Task] = set()
         self.http: Any = None
@@ -164,6 +166,7 @@ class Platform:
         app.state.downloads = self.downloads
         app.state.recordings = self.recordings
         await self._start_control(s, sessionmaker, app)
+        await self._start_cascade(s, sessionmaker, app)
         from ops_portal.revocation import RevocationWatcher
 
         # revoked access ends running live sessions and downloads within 5 s (live.stop reason access_revoked)
@@ -220,6 +223,22 @@ class Platform:
         await self.alarms.start()
         self.alarm_feed = AlarmFeed(self.alarms, sip=self.sip, subscribe=s.alarm_subscribe)
         self.sip.add_listener(self.alarm_feed)
+
+    async def _start_cascade(self, s: Settings, sessionmaker: Any, app: Any) -> None:
+        """This platform as a lower platform (issue 15): the upper platforms' configuration and shares, their
+        SIP links (the SIP service), their media legs (the media service), PTZ at their level (device control)
+        and the catalog changes they are notified of (SIP events, once the registry has applied them)."""
+        from cascade.service import CascadeService
+        from gbops.cascade_wiring import CascadeControl, RegistryFeed, cascade_audit
+
+        self.cascade = app.state.cascade = CascadeService(
+            sessionmaker, self.sip, self.media, audit=cascade_audit(self.audit), settings=s, system_id=s.sip_id,
+            system_name=s.platform_name, key_path=s.data_dir / "keys" / "cascade.key",
+            control=CascadeControl(self.control))
+        self.sip.add_listener(self.cascade.on_event)
+        self.cascade_feed = RegistryFeed(self.cascade, self.writer)
+        self.sip.add_listener(self.cascade_feed)
+        await self.cascade.start()
 
     def _alarm_ticket(self, s: Settings, sessionmaker: Any) -> Any:
         """An alarm at or above GBOPS_ALARM_TICKET_MIN_PRIORITY opens a fault ticket on its channel (or device)."""
@@ -305,6 +324,10 @@ class Platform:
             await self.reports.jobs.close()
         if self.tickets is not None:
             await self.tickets.close()
+        if self.cascade is not None:
+            await self.cascade.close()  # BYE to the uppers' calls, unregister
+        if self.cascade_feed is not None:
+            await self.cascade_feed.close()
         if self.control is not None:
             await self.control.stop()
         if self.alarms is not None:

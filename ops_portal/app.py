@@ -194,7 +194,8 @@ REFUSAL_CODES = frozenset({"forbidden", "channel_forbidden", "device_forbidden",
 #: Path parameters that name the target of a refused request, in order of preference.
 _TARGET_PARAMS = (("channel_id", "channel"), ("device_id", "device"), ("node_id", "org_node"),
                   ("user_id", "user"), ("role_id", "role"), ("ticket_id", "ticket"), ("contract_id", "contract"),
-                  ("job_id", "download"), ("session_id", "session"), ("alarm_id", "alarm"))
+                  ("job_id", "download"), ("session_id", "session"), ("alarm_id", "alarm"),
+                  ("platform_id", "cascade_platform"))
 
 
 def is_refusal(code: str) -> bool:

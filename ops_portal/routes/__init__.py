@@ -9,6 +9,7 @@ from ops_portal.routes import (
     alarms,
     audit,
     auth,
+    cascade,
     channels,
     dashboard,
     devices,
@@ -47,6 +48,7 @@ api_router.include_router(availability_router)
 api_router.include_router(downloads.router)
 api_router.include_router(ptz.router)  # device control: PTZ, presets, tours, home, device commands
 api_router.include_router(alarms.router)
+api_router.include_router(cascade.router)  # upper platforms (cascade upward)
 for _module in (users, roles, org, channels, dashboard):  # access control, the tree, the map, the dashboard
     api_router.include_router(_module.router)
 api_router.include_router(tickets_router)

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from alarms.service import AlarmService
+from alarms.types import AlarmRecord
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from ops_portal.access import Access, Scope
@@ -52,15 +52,15 @@ HEARTBEAT_S = 15.0
 _SCOPE_TTL = 60.0
 
 
-def _service(request: Request, *, required: bool = True) -> Any:
-    service = getattr(request.app.state, "alarms", None)
-    if service is None and required:
+def _alarms(request: Request) -> AlarmService | None:
+    return getattr(request.app.state, "alarms", None)
+
+
+def _service(request: Request) -> AlarmService:
+    service = _alarms(request)
+    if service is None:
         raise ApiError(503, "alarms_unavailable", "报警服务未运行 / the alarm service is not running")
     return service
-
-
-async def _maybe(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class AlarmOut(BaseModel):
@@ -89,40 +89,14 @@ class AlarmList(BaseModel):
     items: list[AlarmOut]
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _time(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime | int | float):
-        return beijing(value)
-    return str(value)
-
-
-def alarm_out(record: Any) -> AlarmOut:
-    """An :class:`alarms.service.AlarmRecord` (or anything with its fields) as the API's item."""
-    get = record.get if isinstance(record, dict) else (lambda k, d=None: getattr(record, k, d))
-    ack_at = get("acknowledged_at")
-    ack_by = get("acknowledged_by")
-    acknowledged = get("acknowledged")
-    if acknowledged is None:
-        acknowledged = ack_at is not None or ack_by is not None
-    lon, lat = get("longitude", get("lon")), get("latitude", get("lat"))
+def alarm_out(record: AlarmRecord) -> AlarmOut:
+    """An :class:`alarms.types.AlarmRecord` as the API's item."""
     return AlarmOut(
-        id=int(get("id")), device_id=str(get("device_id")), channel_id=_text(get("channel_id")) or None,
-        priority=get("priority"), method=get("method"), type=get("type"), time=_time(get("time")),
-        description=get("description"), longitude=float(lon) if lon is not None else None,
-        latitude=float(lat) if lat is not None else None, acknowledged=bool(acknowledged),
-        acknowledged_by=_text(ack_by), acknowledged_at=_time(ack_at), note=get("note", get("ack_note")),
-        received_at=_time(get("received_at")))
-
-
-def _ref_of(record: Any) -> tuple[str, str | None]:
-    get = record.get if isinstance(record, dict) else (lambda k, d=None: getattr(record, k, d))
-    channel = get("channel_id")
-    return str(get("device_id")), (str(channel) if channel else None)
+        id=record.id, device_id=record.device_id, channel_id=record.channel_id, priority=record.priority,
+        method=record.method, type=record.type, time=beijing(record.time), description=record.description,
+        longitude=record.longitude, latitude=record.latitude, acknowledged=record.acknowledged,
+        acknowledged_by=record.acknowledged_by, acknowledged_at=beijing(record.acknowledged_at), note=record.ack_note,
+        received_at=beijing(record.received_at))
 
 
 async def _allowed(registry: Any, scope: Scope, device_id: str, channel_id: str | None) -> bool:
@@ -140,19 +114,6 @@ async def _refs_filter(registry: Any, access: Access) -> frozenset[ChannelRef] |
         return None
     rows = await registry.scoped_channels(access.scope) or []
     return frozenset(ChannelRef(c.device_id, c.channel_id) for c in rows)
-
-
-def _page(found: Any, offset: int) -> tuple[list[Any], int]:
-    """(items, total) of whatever the service's search answered: a list, (total, items), (items, total), or
-    an object with ``items`` and ``total``."""
-    if isinstance(found, tuple) and len(found) == 2:
-        a, b = found
-        return (list(b), int(a)) if isinstance(a, int) else (list(a), int(b))
-    if hasattr(found, "items") and not isinstance(found, dict | list):
-        items = list(found.items)
-        return items, int(getattr(found, "total", offset + len(items)))
-    items = list(found or [])
-    return items, offset + len(items)
 
 
 @router.get("/api/alarms", operation_id="alarms_list", summary="报警列表 / alarms", response_model=AlarmList)
@@ -174,16 +135,16 @@ async def list_alarms(
     t1 = parse_time(end, "end") if end else None
     if t0 is not None and t1 is not None and t1 <= t0:
         raise ApiError(422, "bad_window", "结束时间必须晚于开始时间 / the end must be after the start")
-    service = _service(request, required=False)
+    service = _alarms(request)
     if service is None:
         return AlarmList(total=0, offset=offset, limit=limit, items=[])
     refs = await _refs_filter(registry, access)
     if refs is not None and not refs:
         return AlarmList(total=0, offset=offset, limit=limit, items=[])
-    found = await service.search(refs_filter=refs, device_id=device_id, channel_id=channel_id, start=t0, end=t1,
-                                 priority=priority, limit=limit, offset=offset)
-    items, total = _page(found, offset)
-    visible = [r for r in items if await _allowed(registry, access.scope, *_ref_of(r))]  # never trust one layer
+    total, items = await service.search(refs_filter=refs, device_id=device_id, channel_id=channel_id, start=t0,
+                                        end=t1, priority=priority, limit=limit, offset=offset)
+    # never trust one layer
+    visible = [r for r in items if await _allowed(registry, access.scope, r.device_id, r.channel_id)]
     return AlarmList(total=total - (len(items) - len(visible)), offset=offset, limit=limit,
                      items=[alarm_out(r) for r in visible])
 
@@ -192,13 +153,6 @@ class AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str = Field("", max_length=500, description="处理说明 / what was done")
-
-
-async def _get_alarm(service: Any, alarm_id: int) -> Any:
-    getter = getattr(service, "get", None)
-    if getter is None:  # pragma: no cover - the seams name get()
-        raise ApiError(503, "alarms_unavailable", "报警服务不支持查询单条报警 / the alarm service cannot look one up")
-    return await _maybe(getter(alarm_id))
 
 
 def _not_found(alarm_id: int) -> ApiError:
@@ -212,18 +166,13 @@ async def acknowledge(user: AlarmHandler, access: AccessDep, registry: RegistryD
     """Marks the alarm handled, with a note; on the audit log (`alarm.ack`). An alarm outside your scope is
     answered as if it did not exist (404)."""
     service = _service(request)
-    record = await _get_alarm(service, alarm_id)
-    if record is None or not await _allowed(registry, access.scope, *_ref_of(record)):
+    record = await service.get(alarm_id)
+    if record is None or not await _allowed(registry, access.scope, record.device_id, record.channel_id):
         raise _not_found(alarm_id)
     note = body.note.strip()
-    try:
-        done = await _maybe(service.acknowledge(alarm_id, user.username, note))
-    except LookupError:
-        raise _not_found(alarm_id) from None
+    done = await service.acknowledge(alarm_id, user.username, note)
     if done is None:
-        done = await _get_alarm(service, alarm_id)
-        if done is None:
-            raise _not_found(alarm_id)
+        raise _not_found(alarm_id)
     out = alarm_out(done)
     audit = getattr(request.app.state, "audit", None)
     if audit is not None:
@@ -264,7 +213,7 @@ class _ScopeCache:
         return ok
 
 
-def _event(record: Any) -> bytes:
+def _event(record: AlarmRecord) -> bytes:
     out = alarm_out(record)
     data = json.dumps(out.model_dump(), ensure_ascii=False, separators=(",", ":"))
     return f"id: {out.id}\nevent: alarm\ndata: {data}\n\n".encode()
@@ -281,8 +230,9 @@ async def _token_valid(request: Request, token: str) -> bool:
     return not ctx.user.must_change_password
 
 
-async def _feed(request: Request, service: Any, cache: _ScopeCache, token: str, user: str) -> AsyncIterator[bytes]:
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
+async def _feed(request: Request, service: AlarmService, cache: _ScopeCache, token: str,
+                user: str) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[AlarmRecord | None] = asyncio.Queue(maxsize=256)
     subscription = service.subscribe()
 
     async def pump() -> None:
@@ -308,16 +258,13 @@ async def _feed(request: Request, service: Any, cache: _ScopeCache, token: str, 
                 continue
             if record is None:  # the service ended the subscription (shutdown)
                 return
-            if await cache.allows(*_ref_of(record)):
+            if await cache.allows(record.device_id, record.channel_id):
                 yield _event(record)
     finally:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        closer = getattr(subscription, "aclose", None)
-        if closer is not None:
-            with contextlib.suppress(Exception):
-                await closer()
+        await subscription.aclose()
         log.info("alarms.feed_closed", user=user)
 
 

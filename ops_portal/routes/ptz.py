@@ -17,19 +17,20 @@ Every channel route exists as ``/api/devices/{device_id}/channels/{channel_id}/.
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from device_control.service import ControlService
 from device_control.types import (
     ACTIONS,
     DEVICE_COMMANDS,
     ControlError,
+    Home,
     LockState,
     Operator,
     PtzLocked,
@@ -62,21 +63,18 @@ PtzUser = Annotated[User, Depends(require_permission("ptz.control"))]
 DeviceController = Annotated[User, Depends(require_permission("device.control"))]
 TourIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="巡航编号 / tour id")]
 
+T = TypeVar("T")
+
 Action = Literal[ACTIONS]  # type: ignore[valid-type]
 DeviceCommand = Literal[DEVICE_COMMANDS]  # type: ignore[valid-type]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _control(request: Request) -> Any:
-    service = getattr(request.app.state, "control", None)
+def _control(request: Request) -> ControlService:
+    service: ControlService | None = getattr(request.app.state, "control", None)
     if service is None:
         raise ApiError(503, "control_unavailable", "设备控制服务未运行 / device control is not running")
     return service
-
-
-async def _maybe(value: Any) -> Any:
-    """The service's answer, awaited when it is awaitable (reads may be plain methods)."""
-    return await value if inspect.isawaitable(value) else value
 
 
 def operator(user: User, access: Access) -> Operator:
@@ -109,6 +107,14 @@ def locked_error(state: LockState) -> ApiError:
 def _control_error(exc: ControlError) -> ApiError:
     status = exc.status if 400 <= int(exc.status) <= 599 else 502
     return ApiError(status, exc.code, str(exc))
+
+
+async def _read(call: Awaitable[T]) -> T:
+    """A read of the control service (not audited), its errors as the API's."""
+    try:
+        return await call
+    except ControlError as exc:
+        raise _control_error(exc) from None
 
 
 class HolderOut(BaseModel):
@@ -159,11 +165,11 @@ def _channel_detail(ref: ChannelRef, access: Access, **more: Any) -> dict[str, A
 
 
 async def _run(request: Request, user: User, action: str, ref: ChannelRef, detail: dict[str, Any],
-               call: Callable[[], Any]) -> Any:
+               call: Callable[[], Awaitable[T]]) -> T:
     """Run a command of the control service: audited (``refused`` and the holder on a 423, ``error`` on a
     failure), the service's errors as the API's."""
     try:
-        result = await _maybe(call())
+        result = await call()
     except PtzLocked as exc:
         h = exc.state.holder
         await _audit(request, user, action, ref, {**detail, "refused": True, "error": "ptz_locked",
@@ -218,8 +224,6 @@ async def ptz_command(user: PtzUser, access: AccessDep, request: Request, ref: S
     detail = _channel_detail(ref, access, action=body.action, speed=body.speed)
     state = await _run(request, user, "ptz.control", ref, detail,
                        lambda: control.ptz(operator(user, access), ref, body.action, body.speed))
-    if not isinstance(state, LockState):
-        state = await _maybe(control.lock_state(ref))
     return PtzOut(lock=lock_body(state, user))
 
 
@@ -227,7 +231,7 @@ async def ptz_command(user: PtzUser, access: AccessDep, request: Request, ref: S
                 response_model=PtzOut, responses=error_responses(404, 409, 503))
 async def ptz_lock_state(user: PtzUser, request: Request, ref: ScopedChannel) -> PtzOut:
     control = _control(request)
-    return PtzOut(lock=lock_body(await _maybe(control.lock_state(ref)), user))
+    return PtzOut(lock=lock_body(control.lock_state(ref), user))
 
 
 # ---------------------------------------------------------------------------------------------- presets
@@ -258,12 +262,8 @@ class PresetActionOut(BaseModel):
                 response_model=PresetList, responses=error_responses(404, 409, 502, 503, 504))
 async def list_presets(user: PtzUser, request: Request, ref: ScopedChannel) -> PresetList:
     """The device's presets (PresetQuery) with the names set on the platform."""
-    control = _control(request)
-    try:
-        presets = await _maybe(control.presets(ref))
-    except ControlError as exc:
-        raise _control_error(exc) from None
-    return PresetList(items=[PresetOut(preset=p.number, name=p.name) for p in sorted(presets, key=lambda p: p.number)])
+    presets = await _read(_control(request).presets(ref))
+    return PresetList(items=[PresetOut(preset=p.number, name=p.name) for p in presets])
 
 
 @_channel_route("post", "/api/channels/{channel_id}/presets", "ptz_preset", "预置位：设置、调用、删除 / set, call or "
@@ -279,8 +279,7 @@ async def preset_action(user: PtzUser, access: AccessDep, request: Request, ref:
     detail = _channel_detail(ref, access, action=body.action, preset=body.preset, name=name)
     await _run(request, user, "ptz.preset", ref, detail,
                lambda: control.preset(operator(user, access), ref, body.action, body.preset, name))
-    state = await _maybe(control.lock_state(ref))
-    return PresetActionOut(action=body.action, preset=body.preset, lock=lock_body(state, user))
+    return PresetActionOut(action=body.action, preset=body.preset, lock=lock_body(control.lock_state(ref), user))
 
 
 # ---------------------------------------------------------------------------------------------- tours
@@ -329,20 +328,11 @@ def _tour_out(tour: Tour) -> TourOut:
                    mode=tour.mode, owner=tour.owner, owner_level=tour.owner_level, running=tour.running)
 
 
-async def _tour_after(control: Any, ref: ChannelRef, tour_id: int, result: Any) -> TourOut:
-    if isinstance(result, Tour):
-        return _tour_out(result)
-    for tour in await _maybe(control.list_tours(ref)):
-        if tour.id == tour_id:
-            return _tour_out(tour)
-    raise ApiError(404, "tour_not_found", f"巡航不存在 / no such tour: {tour_id}")
-
-
 @_channel_route("get", "/api/channels/{channel_id}/tours", "ptz_tours", "巡航列表 / preset tours",
                 response_model=TourList, responses=error_responses(404, 409, 503))
 async def list_tours(user: PtzUser, request: Request, ref: ScopedChannel) -> TourList:
     control = _control(request)
-    return TourList(items=[_tour_out(t) for t in await _maybe(control.list_tours(ref))])
+    return TourList(items=[_tour_out(t) for t in await control.list_tours(ref)])
 
 
 @_channel_route("post", "/api/channels/{channel_id}/tours", "ptz_tour_create", "新建巡航 / create a preset tour",
@@ -368,8 +358,7 @@ async def _tour_command(request: Request, user: User, access: Access, ref: Chann
     op = operator(user, access)
     call = control.start_tour if command == "start" else control.stop_tour
     detail = _channel_detail(ref, access, action=command, tour_id=tour_id)
-    result = await _run(request, user, "ptz.tour", ref, detail, lambda: call(op, ref, tour_id))
-    return await _tour_after(control, ref, tour_id, result)
+    return _tour_out(await _run(request, user, "ptz.tour", ref, detail, lambda: call(op, ref, tour_id)))
 
 
 @_channel_route("post", "/api/channels/{channel_id}/tours/{tour_id}/start", "ptz_tour_start",
@@ -392,7 +381,8 @@ async def delete_tour(user: PtzUser, access: AccessDep, request: Request, ref: S
                       tour_id: TourIdPath) -> Response:
     control = _control(request)
     detail = _channel_detail(ref, access, action="delete", tour_id=tour_id)
-    await _run(request, user, "ptz.tour", ref, detail, lambda: control.delete_tour(operator(user, access), ref, tour_id))
+    await _run(request, user, "ptz.tour", ref, detail,
+               lambda: control.delete_tour(operator(user, access), ref, tour_id))
     return Response(status_code=204)
 
 
@@ -413,27 +403,15 @@ class HomeOut(BaseModel):
                                                  "of an operator below this level ends (0: never)")
 
 
-def _home_out(request: Request, ref: ChannelRef, home: Any) -> HomeOut:
-    if isinstance(home, dict):
-        preset, enabled = home.get("preset"), home.get("enabled", False)
-    elif home is None:
-        preset, enabled = None, False
-    else:
-        preset, enabled = getattr(home, "preset", None), getattr(home, "enabled", False)
-    below = request.app.state.settings.ptz_restore_below_level
-    return HomeOut(device_id=ref.device_id, channel_id=ref.channel_id, preset=preset, enabled=bool(enabled),
-                   restore_below_level=below)
+def _home_out(request: Request, ref: ChannelRef, home: Home) -> HomeOut:
+    return HomeOut(device_id=ref.device_id, channel_id=ref.channel_id, preset=home.preset, enabled=home.enabled,
+                   restore_below_level=request.app.state.settings.ptz_restore_below_level)
 
 
 @_channel_route("get", "/api/channels/{channel_id}/ptz/home", "ptz_home", "归位设置 / the channel's home (restore)",
                 response_model=HomeOut, responses=error_responses(404, 409, 503))
 async def get_home(user: PtzUser, request: Request, ref: ScopedChannel) -> HomeOut:
-    control = _control(request)
-    try:
-        home = await _maybe(control.get_home(ref))
-    except ControlError as exc:
-        raise _control_error(exc) from None
-    return _home_out(request, ref, home)
+    return _home_out(request, ref, await _read(_control(request).get_home(ref)))
 
 
 @_channel_route("put", "/api/channels/{channel_id}/ptz/home", "ptz_home_set", "修改归位设置 / set the channel's home",
@@ -445,8 +423,6 @@ async def set_home(user: PtzUser, access: AccessDep, request: Request, ref: Scop
     detail = _channel_detail(ref, access, action="home", preset=body.preset, enabled=body.enabled)
     home = await _run(request, user, "ptz.tour", ref, detail,
                       lambda: control.set_home(operator(user, access), ref, body.preset, body.enabled))
-    if home is None:
-        home = await _maybe(control.get_home(ref))
     return _home_out(request, ref, home)
 
 
@@ -501,7 +477,7 @@ async def device_control(user: DeviceController, access: AccessDep, registry: Re
     detail = {"device_id": device_id, "channel_id": body.channel_id, "command": body.command, "params": params,
               "level": access.ptz_level}
     try:
-        result = await _maybe(control.device_command(operator(user, access), device_id, body.command, params))
+        result = await control.device_command(operator(user, access), device_id, body.command, params)
     except ControlError as exc:
         await _audit(request, user, "device.control", None, {**detail, "error": exc.code}, device_id=device_id)
         raise _control_error(exc) from None

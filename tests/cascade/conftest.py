@@ -121,6 +121,10 @@ class FakeSip:
     def bye_upper(self, call_id, reason) -> None:
         self.sent.append(("bye", call_id, reason))
 
+    def upper_media_status(self, call_id, notify_type="121") -> bool:
+        self.sent.append(("media_status", call_id, notify_type))
+        return True
+
     def of(self, kind: str) -> list[tuple]:
         return [s for s in self.sent if s[0] == kind]
 
@@ -141,6 +145,7 @@ class FakeLeg:
         self.ssrc = target.ssrc
         self.started = False
         self.closed: str | None = None
+        self.file_ended = False
 
     def start(self) -> None:
         self.started = True
@@ -158,6 +163,12 @@ class FakeMedia:
     legs: list[FakeLeg] = field(default_factory=list)
     viewers: list[Any] = field(default_factory=list)
     fail: MediaError | None = None
+    infos: list[tuple] = field(default_factory=list)
+
+    def upward_info(self, leg_id, body, content_type=None) -> bool:
+        self.infos.append((leg_id, body))
+        leg = next((x for x in self.legs if x.id == leg_id), None)
+        return leg is not None and leg.kind != "live"
 
     async def open_upward(self, channel, viewer, target, *, kind="live", window=None, source="device",
                           visible_watermark=False, on_end=None):

@@ -74,17 +74,20 @@ async def test_order_and_parents(env, tree) -> None:
     assert CAM5 not in by_id  # never shared
 
 
-async def test_unshared_structure_is_not_named(env, tree) -> None:
-    # only VO2 and CAM4 explicitly: VO2's parent and group are not shared, CAM4's region is not shared
+async def test_shared_nodes_bring_their_ancestors_as_structure_only(env, tree) -> None:
+    # only VO2 and CAM4 explicitly: VO2's parent VO1 and its group come along as structure (the upper must be
+    # able to place VO2), but nothing under them that is not shared; CAM4's node is not shared
     pid = await _platform(env, tree, nodes=(VO2,), channels=[CAM4])
     entries = await env.service.catalog_preview(pid)
     by_id = {e["device_id"]: e for e in entries}
-    manual = f"{LOCAL_ID[:10]}216{tree.ids['manual']:07d}"
-    assert [e["device_id"] for e in entries] == [LOCAL_ID, VO2, manual, CAM2, CAM3, CAM4]
-    assert (by_id[VO2]["parent_id"], by_id[VO2]["business_group_id"]) == (None, None)
+    order = [e["device_id"] for e in entries]
+    assert order[0] == LOCAL_ID and order.index(GROUP) < order.index(VO1) < order.index(VO2)
+    assert (by_id[VO2]["parent_id"], by_id[VO2]["business_group_id"]) == (VO1, GROUP)
+    assert (by_id[VO1]["parent_id"], by_id[VO1]["business_group_id"]) == (None, GROUP)
+    channels = {e["device_id"] for e in entries if e["kind"] == "channel"}
+    assert CAM1 not in channels and CAM5 not in channels  # under the ancestors, not shared
     assert by_id[CAM4]["parent_id"] == LOCAL_ID  # none of its nodes is shared: our system
     assert by_id[CAM4]["civil_code"] == CITY  # still placed by its region
-    assert {VO1, GROUP, REGION, CITY, CAM1} & set(by_id) == set()
 
 
 async def test_status_follows_channel_and_device(env, tree, registry) -> None:

@@ -146,6 +146,24 @@ async def test_media_end_sends_bye_up(env, pid) -> None:
     assert len(env.sip.of("bye")) == 1
 
 
+async def test_mansrtsp_goes_to_the_playback_call_and_file_end_is_mediastatus_121(env, pid) -> None:
+    start = int(datetime(2026, 3, 1, 0, 0, tzinfo=UTC).timestamp())
+    await invite(env, pid, "p1", CAM1, offer("Playback", start=start, end=start + 600))
+    await invite(env, pid, "l1", CAM2)
+    playback, live = env.media.legs
+    body = b"PAUSE RTSP/1.0\r\nCSeq: 2\r\nPauseTime: now\r\n\r\n"
+    await env.service._on_info(sev.UpperInfo(pid, "p1", body))
+    await env.service._on_info(sev.UpperInfo(pid, "l1", body))  # live: nothing to forward to
+    await env.service._on_info(sev.UpperInfo(pid + 1, "p1", body))  # another platform's claim: ignored
+    assert env.media.infos == [(playback.id, body), (live.id, body)]
+    playback.file_ended = True
+    playback.on_end("end of file")
+    assert env.sip.of("media_status") == [("media_status", "p1", "121")]
+    assert env.sip.of("bye") == []  # the upper hangs up after MediaStatus 121
+    await env.service._on_bye(sev.UpperBye(pid, "p1", "bye from the upper"))
+    assert env.audit.of("cascade.bye")[-1][2]["by"] == "upper"
+
+
 async def test_disable_and_unshare_end_streams(env, tree, pid) -> None:
     await invite(env, pid, "c1", CAM1)
     await invite(env, pid, "c2", CAM2)

@@ -21,7 +21,7 @@ from gbcore.ids import ChannelRef
 from tests.conftest import need
 from tests.e2e.console_support import CHROMIUM, ConsoleServer, console_page
 from tests.portal.org_data import CA1, CB1, NVR
-from tests.portal.test_alarms_fakes import FakeAlarms
+from tests.portal.test_alarms_fakes import FakeAlarms, alarm
 from tests.portal.test_ptz_fakes import FakeControl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -143,10 +143,10 @@ def test_ptz_pad_lock_line_and_live_alarms(tmp_path: Path) -> None:
                 if server.alarms.subscribers:
                     break
                 page.wait_for_timeout(20)
-            server.call(server.alarms.record(NVR, CB1, priority=2, description="西门越界",
-                                             time=datetime(2025, 3, 1, 6, 5, 9, tzinfo=UTC)))
-            server.call(server.alarms.record(NVR, CA1, priority=1, method=5, type=2, description="东门移动侦测",
-                                             time=datetime(2025, 3, 1, 6, 5, 9, tzinfo=UTC)))
+            at = datetime(2025, 3, 1, 6, 5, 9, tzinfo=UTC)
+            server.call(server.alarms.record(NVR, alarm(CB1, priority=2, description="西门越界", time=at)))
+            server.call(server.alarms.record(NVR, alarm(CA1, priority=1, method=5, type=2, description="东门移动侦测",
+                                                        time=at)))
             page.wait_for_selector("tr.alarm-row[data-alarm='2']", timeout=5000)
             row = page.inner_text("tr.alarm-row[data-alarm='2']")
             assert "东门移动侦测" in row and "一级警情" in row and "视频报警 · 运动目标检测" in row, row
@@ -159,7 +159,7 @@ def test_ptz_pad_lock_line_and_live_alarms(tmp_path: Path) -> None:
             page.wait_for_function("document.querySelector(\"tr.alarm-row[data-alarm='2']\").textContent"
                                    ".includes('已处理')")
             acked = next(a for a in server.alarms.items if a.id == 2)
-            assert acked.acknowledged and acked.note == "已通知保安" and acked.acknowledged_by == USER
+            assert acked.acknowledged and acked.ack_note == "已通知保安" and acked.acknowledged_by == USER
             page.screenshot(path=str(shots / "ptz-04-acked.png"))
             assert not errors, errors
             browser.close()

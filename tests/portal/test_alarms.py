@@ -1,5 +1,5 @@
 """Alarms through the portal (issue 14), on SQLite and PostgreSQL, with a fake alarm service
-(tests/portal/test_alarms_fakes.py): the list cut to the caller's scope with its filters and Beijing times,
+(tests/portal/test_alarms_fakes.py; the real one in test_alarms_service.py): the list cut to the caller's scope with its filters and Beijing times,
 acknowledging with a note (audited; another tenant's alarm is 404), and the live feed as Server-Sent Events
 (an in-scope alarm arrives, an out-of-scope one does not, heartbeats, the end when the client goes or the
 token ends).  The feed is read straight from the ASGI app (httpx's ASGI transport buffers whole answers)."""
@@ -17,7 +17,7 @@ from ops_portal.routes import alarms as alarm_routes
 
 from .conftest import Portal, bearer
 from .org_data import CA1, CA2, CB1, CX1, IPC, NVR, build_tree
-from .test_alarms_fakes import FakeAlarms
+from .test_alarms_fakes import FakeAlarms, alarm
 
 T = datetime(2025, 3, 1, 6, 5, 9, tzinfo=UTC)  # 14:05:09 Beijing time
 
@@ -32,11 +32,11 @@ async def al(audited: Portal) -> dict[str, Any]:
     tree = await build_tree(audited.registry)
     service = FakeAlarms()
     audited.app.state.alarms = service
-    await service.record(NVR, CA1, priority=1, method=5, type=2, time=T, description="东门移动侦测",
-                         longitude=108.94, latitude=34.34)
-    await service.record(NVR, CB1, priority=2, method=5, type=6, time=T, description="西门入侵")
-    await service.record(IPC, CX1, priority=3, method=2, type=1, time=T, description="独立相机视频丢失")
-    await service.record(NVR, CA2, priority=4, method=6, type=1, time=datetime(2025, 3, 2, tzinfo=UTC))
+    await service.record(NVR, alarm(CA1, priority=1, method=5, type=2, time=T, description="东门移动侦测",
+                                    longitude=108.94, latitude=34.34))
+    await service.record(NVR, alarm(CB1, priority=2, method=5, type=6, time=T, description="西门入侵"))
+    await service.record(IPC, alarm(CX1, priority=3, method=2, type=1, time=T, description="独立相机视频丢失"))
+    await service.record(NVR, alarm(CA2, priority=4, method=6, type=1, time=datetime(2025, 3, 2, tzinfo=UTC)))
     await audited.add_user("east", permissions={"alarm.read", "alarm.ack"}, org_nodes=[tree.va])
     await audited.add_user("chief", permissions={"alarm.read", "alarm.ack"})
     await audited.add_user("reader", permissions={"alarm.read"}, org_nodes=[tree.va])
@@ -53,7 +53,7 @@ async def test_list_in_scope_with_filters(audited: Portal, al: dict[str, Any]) -
     assert first == {"id": 1, "device_id": NVR, "channel_id": CA1, "priority": 1, "method": 5, "type": 2,
                      "time": "2025-03-01T14:05:09+08:00", "description": "东门移动侦测", "longitude": 108.94,
                      "latitude": 34.34, "acknowledged": False, "acknowledged_by": None, "acknowledged_at": None,
-                     "note": None, "received_at": None}
+                     "note": None, "received_at": "2025-03-01T14:05:10+08:00"}
     # the service was asked for the caller's channels only
     refs = al["service"].searches[-1]["refs_filter"]
     assert {(r.device_id, r.channel_id) for r in refs} == {(NVR, CA1), (NVR, CA2)}
@@ -186,10 +186,10 @@ async def test_feed_delivers_in_scope_alarms_only(audited: Portal, al: dict[str,
             if service.subscribers:
                 break
             await asyncio.sleep(0.01)
-        await service.record(NVR, CB1, priority=1, description="西门（别人的）")   # outside: must not arrive
-        await service.record(IPC, CX1, priority=1)                                # outside
-        await service.record(IPC, None, priority=1)                               # a device outside
-        await service.record(NVR, CA1, priority=2, method=5, type=2, time=T, description="东门又一次")
+        await service.record(NVR, alarm(CB1, priority=1, description="西门（别人的）"))  # outside: must not arrive
+        await service.record(IPC, alarm(CX1, priority=1))                               # outside
+        await service.record(IPC, alarm(None, priority=1))                              # a device outside
+        await service.record(NVR, alarm(CA1, priority=2, method=5, type=2, time=T, description="东门又一次"))
         chunk = await feed.next()
         events = _events(chunk)
         assert len(events) == 1, chunk
@@ -208,7 +208,7 @@ async def test_feed_full_scope_and_heartbeat_and_token_end(audited: Portal, al: 
     async with Feed(audited, al["chief"]) as feed:
         await feed.next()
         assert await feed.next() == ": heartbeat\n\n"
-        await service.record(IPC, CX1, priority=3)
+        await service.record(IPC, alarm(CX1, priority=3))
         text = ""
         while "event: alarm" not in text:
             text = await feed.next()
@@ -239,7 +239,7 @@ async def test_list_walk_with_alarms_everywhere(audited: Portal) -> None:
 
     service = FakeAlarms()
     for d, c in sorted(OUT_PAIRS | {IN_PAIR}):
-        await service.record(d, c, priority=1, time=T)
+        await service.record(d, alarm(c, priority=1, time=T))
     audited.app.state.alarms = service
     await walk_lists(audited, False)
     assert service.searches, "GET /api/alarms was not walked"

@@ -41,13 +41,17 @@ HISTORY_OPERATIONS = {"records", "recording_get", "recording_put", "playback_sta
 CONTROL_OPERATIONS = {"ptz_command", "ptz_lock_state", "ptz_presets", "ptz_preset", "ptz_tours", "ptz_tour_create",
                       "ptz_tour_start", "ptz_tour_stop", "ptz_tour_delete", "ptz_home", "ptz_home_set",
                       "device_control", "alarms_list", "alarm_ack", "alarms_stream"}
+# issue 15: upper platforms (cascade upward)
+CASCADE_OPERATIONS = {"cascade_platform_create", "cascade_platforms_list", "cascade_platform_get",
+                      "cascade_platform_update", "cascade_platform_delete", "cascade_platform_status",
+                      "cascade_share_get", "cascade_share_put", "cascade_catalog_preview", "cascade_requests"}
 CHANNEL_IDENTITY_OPERATIONS |= {f"{op}_device_channel" for op in (
     "records", "recording_get", "recording_put", "playback_start", "ptz_command", "ptz_lock_state", "ptz_presets",
     "ptz_preset", "ptz_tours", "ptz_tour_create", "ptz_tour_start", "ptz_tour_stop", "ptz_tour_delete", "ptz_home",
     "ptz_home_set")}
 EXPECTED_OPERATIONS = (CORE_OPERATIONS | LIVE_OPERATIONS | DOWNLOAD_OPERATIONS | ACCESS_OPERATIONS
                        | AVAILABILITY_OPERATIONS | TICKET_OPERATIONS | CHANNEL_IDENTITY_OPERATIONS
-                       | HISTORY_OPERATIONS | CONTROL_OPERATIONS)
+                       | HISTORY_OPERATIONS | CONTROL_OPERATIONS | CASCADE_OPERATIONS)
 
 
 def operations(portal: Portal) -> list[tuple[str, str, dict]]:

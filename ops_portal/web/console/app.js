@@ -6,6 +6,7 @@ import { auditView, rolesView, usersView } from "./admin.js";
 import { channelView, dashboardView, deviceView, liveView, treeView } from "./views.js";
 import { mapView } from "./map.js";
 import { alarmsView } from "./alarms.js";
+import { cascadeView } from "./cascade.js";
 import { downloadsView, playbackView, recordingView } from "./history.js";
 import { can, state } from "./session.js";
 
@@ -21,6 +22,7 @@ const NAV = [
   { route: "users", label: "nav.users", view: usersView, perm: "user.manage" },
   { route: "roles", label: "nav.roles", view: rolesView, perm: "role.manage" },
   { route: "audit", label: "nav.audit", view: auditView, perm: "audit.read" },
+  { route: "cascade", label: "nav.cascade", view: cascadeView, perm: "cascade.manage" },
 ];
 const HIDDEN = {
   device: deviceView,
