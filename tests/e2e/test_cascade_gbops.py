@@ -65,8 +65,9 @@ async def test_upper_gbops_sees_shared_channels_and_plays_live_through_the_lower
         chans = await asyncio.to_thread(lower.wait_for, lambda: (items := lower.get(
             f"/api/devices/{nvr}/channels").json()["items"]) and len(items) == 2 and items, 20, "the NVR's catalog")
         shared, unshared = chans[0]["channel_id"], chans[1]["channel_id"]
-        await asyncio.to_thread(lower.wait_for, lambda: len(lower.get(
-            f"/api/devices/{other}/channels").json()["items"]) == 2, 20, "the second device's catalog")
+        other_chans = await asyncio.to_thread(lower.wait_for, lambda: (items := lower.get(
+            f"/api/devices/{other}/channels").json()["items"]) and len(items) == 2 and items, 20,
+            "the second device's catalog")
 
         # the lower registers to the upper as a platform (the upper's device password is its default one)
         r = await asyncio.to_thread(call, lower, "POST", "/api/cascade/platforms", {
@@ -80,7 +81,7 @@ async def test_upper_gbops_sees_shared_channels_and_plays_live_through_the_lower
         assert "password" not in r.text.lower().replace('"has_password"', "")
         r = await asyncio.to_thread(call, lower, "PUT", f"/api/cascade/platforms/{pid}/share", {
             "org_nodes": [], "channels": [{"device_id": nvr, "channel_id": shared},
-                                          {"device_id": other, "channel_id": chans[0]["channel_id"],
+                                          {"device_id": other, "channel_id": other_chans[0]["channel_id"],
                                            "upward_id": "34020000001310009999"}]})
         assert r.status_code == 200, r.text
 
@@ -122,7 +123,7 @@ async def test_upper_gbops_sees_shared_channels_and_plays_live_through_the_lower
         assert len([s for s in streams if (s["device_id"], s["channel_id"]) == (nvr, shared)]) == 1, streams
         assert sim.calls == 1, "the lower's viewer and the upper share one INVITE to the device"
         status = lower.get(f"/api/cascade/platforms/{pid}/status").json()
-        assert len(status["streams"]) == 1
+        assert status["streams"] == 1
 
         # evidence at the lower: the upper's INVITE, naming the platform and the channel
         requests = lower.get(f"/api/cascade/platforms/{pid}/requests").json()["items"]
@@ -130,11 +131,11 @@ async def test_upper_gbops_sees_shared_channels_and_plays_live_through_the_lower
         assert invites and invites[0]["detail"]["channel_id"] == shared
         assert STRONG_SIP_PASSWORD not in lower.get("/api/audit/entries", limit=500).text
 
-        # the upper's viewer leaves: the upward leg ends (BYE up the chain)
+        # the upper's viewer has left (its player closed): after the upper's idle delay its BYE ends the leg
         r = await asyncio.to_thread(call, upper, "DELETE", f"/api/sessions/{live.json()['session_id']}")
-        assert r.status_code == 204, r.text
+        assert r.status_code in (204, 404), r.text  # 404: the session ended with its player already
         await asyncio.to_thread(lower.wait_for, lambda: lower.get(
-            f"/api/cascade/platforms/{pid}/status").json()["streams"] == [], 20, "the upward leg ended")
+            f"/api/cascade/platforms/{pid}/status").json()["streams"] == 0, 20, "the upward leg ended")
     finally:
         await sim.stop()
 
