@@ -229,12 +229,12 @@ class Platform:
         SIP links (the SIP service), their media legs (the media service), PTZ at their level (device control)
         and the catalog changes they are notified of (SIP events, once the registry has applied them)."""
         from cascade.service import CascadeService
-        from gbops.cascade_wiring import CascadeControl, RegistryFeed, cascade_audit
+        from gbops.cascade_wiring import CascadeControl, CascadeRecords, RegistryFeed, cascade_audit
 
         self.cascade = app.state.cascade = CascadeService(
             sessionmaker, self.sip, self.media, audit=cascade_audit(self.audit), settings=s, system_id=s.sip_id,
             system_name=s.platform_name, key_path=s.data_dir / "keys" / "cascade.key",
-            control=CascadeControl(self.control))
+            control=CascadeControl(self.control), records=CascadeRecords(self.sip, self.recordings, s.sip_id))
         self.sip.add_listener(self.cascade.on_event)
         self.cascade_feed = RegistryFeed(self.cascade, self.writer)
         self.sip.add_listener(self.cascade_feed)

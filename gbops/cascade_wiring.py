@@ -52,6 +52,53 @@ class CascadeControl:
         return False
 
 
+class CascadeRecords:
+    """``cascade.ports.RecordsPort``: an upper's RecordInfo for a shared channel is the device's own answer
+    (forwarded, all its pages) merged with the platform's recordings of that channel (one item per stored
+    segment, ``Type`` time, ``RecorderID`` our system id), sorted by start. Times go out in Beijing time."""
+
+    MAX_ITEMS = 2000  # an upper asking for a year of one-minute segments gets the first 2,000
+
+    def __init__(self, sip: Any, recordings: Any | None, system_id: str) -> None:
+        self.sip = sip
+        self.recordings = recordings
+        self.system_id = system_id
+
+    async def record_items(self, channel: ChannelRef, message: Any) -> list[dict[str, str]]:
+        from gbcore.timeutil import from_device_time, gb_time
+        from sip_server.gb.manscdp import parse_gb_time
+
+        start, end = parse_gb_time(message.get("StartTime")), parse_gb_time(message.get("EndTime"))
+        if start is None or end is None or end <= start:
+            return []
+        start, end = from_device_time(start), from_device_time(end)
+        kind = (message.get("Type") or "all").strip() or "all"
+        items: list[tuple[str, dict[str, str]]] = []
+        try:
+            found = await self.sip.record_info(channel.device_id, channel.channel_id, start, end, type=kind)
+        except Exception as exc:  # noqa: BLE001 - offline or refusing device: the platform's copies still count
+            log.info("cascade.device_records_failed", channel=channel.key, error=str(exc)[:200])
+        else:
+            for item in found.items:
+                fields = {k: v for k, v in {
+                    "DeviceID": item.device_id, "Name": item.name, "FilePath": item.file_path,
+                    "Address": item.address, "StartTime": item.start_time, "EndTime": item.end_time,
+                    "Secrecy": None if item.secrecy is None else str(item.secrecy), "Type": item.type,
+                    "RecorderID": item.recorder_id,
+                    "FileSize": None if item.file_size is None else str(item.file_size)}.items() if v is not None}
+                items.append((item.start_time or "", fields))
+        if self.recordings is not None and kind in ("all", "time"):
+            for seg in await self.recordings.segments(channel, start, end):
+                begin = gb_time(seg.start, millis=False)
+                items.append((begin, {"DeviceID": channel.channel_id, "Name": channel.channel_id,
+                                      "FilePath": f"platform/{seg.id}", "Address": "platform",
+                                      "StartTime": begin, "EndTime": gb_time(seg.end, millis=False),
+                                      "Secrecy": "0", "Type": "time", "RecorderID": self.system_id,
+                                      "FileSize": str(seg.bytes)}))
+        items.sort(key=lambda pair: pair[0])
+        return [fields for _, fields in items[: self.MAX_ITEMS]]
+
+
 def cascade_audit(audit_log: Any) -> Any:
     """The cascade's ``audit(action, target, detail, actor)``: a portal user for configuration, the upper
     platform itself (named by its SIP id) for its requests."""

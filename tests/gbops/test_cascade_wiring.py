@@ -69,3 +69,47 @@ async def test_audit_names_the_upper_platform_or_the_user():
         "platform", UPPER.server_id, "channel", CH.key)
     assert (second["actor"].type, second["actor"].id, second["client_ip"]) == ("user", "9", "10.0.0.8")
     assert (second["target"].type, second["target"].id) == ("cascade_platform", "3")
+
+
+async def test_record_info_merges_the_devices_answer_and_the_platforms_segments():
+    from datetime import UTC, datetime
+
+    from gbops.cascade_wiring import CascadeRecords
+    from media_relay.recording.types import SegmentInfo
+    from sip_server.gb.records import RecordQuery
+
+    asked = []
+
+    class Sip:
+        async def record_info(self, device_id, channel_id, start, end, *, type="all"):
+            asked.append((device_id, channel_id, start, end, type))
+            q = RecordQuery(device_id, channel_id, 1, 0.0)
+            q.items = [manscdp.RecordItem(CH.channel_id, name="设备录像", start_time="2026-03-01T08:10:00",
+                                          end_time="2026-03-01T08:20:00", type="time", file_size=1234)]
+            return q
+
+    class Recordings:
+        async def segments(self, channel, start, end):
+            return [SegmentInfo(7, channel, datetime(2026, 3, 1, 0, 0, tzinfo=UTC),
+                                datetime(2026, 3, 1, 0, 5, tzinfo=UTC), 4096, None, "h264")]
+
+    query = manscdp.parse(manscdp.build_query("RecordInfo", 9, CH.channel_id, extra={
+        "StartTime": "2026-03-01T08:00:00", "EndTime": "2026-03-01T09:00:00", "Type": "all"}))
+    items = await CascadeRecords(Sip(), Recordings(), "34020000002000000001").record_items(CH, query)
+    # Beijing time on the wire, UTC to the device query
+    assert asked == [(CH.device_id, CH.channel_id, datetime(2026, 3, 1, 0, 0, tzinfo=UTC),
+                      datetime(2026, 3, 1, 1, 0, tzinfo=UTC), "all")]
+    assert [(i["StartTime"], i["EndTime"], i.get("RecorderID")) for i in items] == [
+        ("2026-03-01T08:00:00", "2026-03-01T08:05:00", "34020000002000000001"),
+        ("2026-03-01T08:10:00", "2026-03-01T08:20:00", None)]
+    assert items[0]["FileSize"] == "4096" and items[1]["Name"] == "设备录像"
+
+    class Offline:
+        async def record_info(self, *a, **kw):
+            raise RuntimeError("device offline")
+
+    items = await CascadeRecords(Offline(), Recordings(), "34020000002000000001").record_items(CH, query)
+    assert len(items) == 1  # the platform's copy still answers
+    bad = manscdp.parse(manscdp.build_query("RecordInfo", 9, CH.channel_id, extra={
+        "StartTime": "2026-03-01T09:00:00", "EndTime": "2026-03-01T08:00:00"}))
+    assert await CascadeRecords(Sip(), Recordings(), "x").record_items(CH, bad) == []
