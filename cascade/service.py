@@ -821,6 +821,22 @@ class CascadeService:
         """Every stream being sent up (for the console and tests)."""
         return [{"platform_id": c.platform_id, **self._call_info(c)} for c in self._calls.values()]
 
+    # ------------------------------------------------------------------ alarms
+    async def forward_alarm(self, channel: ChannelRef, alarm: Any) -> list[int]:
+        """A device's alarm on ``channel`` goes to every registered upper sharing that channel, named by the
+        id that upper knows (GB/T 28181 9.4: alarms reach the upper without a subscription too); the
+        platforms it went to."""
+        sent: list[int] = []
+        for platform in [p for p in self._platforms.values() if p.enabled]:
+            share, _tree = await self.share_map(platform.id)
+            shared = share.by_ref.get(ChannelRef(*channel))
+            if shared is not None and self._sip.upper_alarm(platform.id, shared.upward_id, alarm):
+                sent.append(platform.id)
+        if sent:
+            log.info("cascade.alarm_forwarded", channel=ChannelRef(*channel).key, platforms=sent,
+                     priority=getattr(alarm, "alarm_priority", None))
+        return sent
+
     # ------------------------------------------------------------------ registry changes
     async def on_device_presence(self, device_id: str, online: bool) -> None:
         """A device went offline (its shared channels OFF) or came back (ON) for every platform sharing them.

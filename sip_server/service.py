@@ -688,6 +688,13 @@ class SipService:
         self.gb.uppers.bye(call_id, self._now(), reason)
         self._process()
 
+    def upper_alarm(self, platform_id: int, device_id: str, alarm: Any) -> bool:
+        """Forward a device's alarm (``manscdp.Alarm``) to a registered upper, the source named ``device_id``
+        (the id that upper knows); False when it is not registered."""
+        sent = self.gb.uppers.send_alarm(platform_id, device_id, alarm, self._now())
+        self._process()
+        return sent
+
     def upper_media_status(self, call_id: str, notify_type: str = "121") -> bool:
         """Relay MediaStatus (the end of a history file) into the upper's call; False when there is none."""
         sent = self.gb.uppers.media_status(call_id, self._now(), notify_type)

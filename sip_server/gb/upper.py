@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sip_server.gb import events as ev
+from gbcore.timeutil import gb_time
 from sip_server.gb import manscdp
 from sip_server.sip import (
     Headers,
@@ -666,6 +667,20 @@ class UpperPlatforms:
         if link is None:
             return False
         body = manscdp.build_control_response(sn, device_id, "OK" if ok else "ERROR", charset=link.cfg.charset)
+        self._send(link, self._message(link, body), now, "answer")
+        return True
+
+    def send_alarm(self, platform_id: int, device_id: str, alarm: manscdp.Alarm, now: float) -> bool:
+        """A device's alarm forwarded to a registered upper as MESSAGE Notify/Alarm (GB/T 28181 9.4), the
+        source named by the id the upper knows (``device_id``); False when the upper is not registered."""
+        link = self.links.get(platform_id)
+        if link is None or link.state != "registered":
+            return False
+        body = manscdp.build_alarm_notify(
+            self.server.next_sn(), device_id, alarm_priority=alarm.alarm_priority or 4,
+            alarm_method=alarm.alarm_method or 1, alarm_time=alarm.alarm_time or gb_time(self._wall()),
+            alarm_description=alarm.alarm_description, longitude=alarm.longitude, latitude=alarm.latitude,
+            alarm_type=alarm.alarm_type, event_type=alarm.event_type, charset=link.cfg.charset)
         self._send(link, self._message(link, body), now, "answer")
         return True
 

@@ -121,6 +121,10 @@ class FakeSip:
     def bye_upper(self, call_id, reason) -> None:
         self.sent.append(("bye", call_id, reason))
 
+    def upper_alarm(self, platform_id, device_id, alarm) -> bool:
+        self.sent.append(("alarm", platform_id, device_id, alarm))
+        return True
+
     def upper_media_status(self, call_id, notify_type="121") -> bool:
         self.sent.append(("media_status", call_id, notify_type))
         return True

@@ -294,3 +294,12 @@ async def test_device_presence_notifies_its_shared_channels(env, pid) -> None:
     await env.service.on_device_presence(NVR_B, False)
     (_, p, entries) = env.sip.of("notify")[-1]
     assert p == pid and [(e.device_id, e.event) for e in entries] == [(UP_B1, "OFF"), (CAM3, "OFF")]
+
+
+async def test_alarms_on_shared_channels_reach_the_upper_by_its_ids(env, pid) -> None:
+    alarm = object()
+    assert await env.service.forward_alarm(ChannelRef(NVR_B, CAM1), alarm) == [pid]
+    assert env.sip.of("alarm") == [("alarm", pid, UP_B1, alarm)]  # the upward id, not the device's
+    assert await env.service.forward_alarm(ChannelRef(NVR_A, CAM5), alarm) == []  # never shared
+    assert len(env.sip.of("alarm")) == 1
+

@@ -619,6 +619,19 @@ def test_teleboot_from_the_upper_is_refused_with_403():
     assert (ctl.sn, ctl.target_id, ctl.message.get("TeleBoot")) == (62, channel, "Boot")
 
 
+def test_alarm_forwarded_to_a_registered_upper_with_its_id_and_charset():
+    rig = Rig()
+    alarm = manscdp.Alarm("34020000001340000001", 5, 1, 5, "2026-03-01T08:00:00", f"周界{KUN}越界", 118.1, 24.5, 2)
+    assert not rig.server.uppers.send_alarm(PID, "34020000001310009999", alarm, rig.now)  # not registered yet
+    rig.register()
+    assert rig.server.uppers.send_alarm(PID, "34020000001310009999", alarm, rig.now)
+    [m] = rig.sent("MESSAGE")
+    got = manscdp.as_alarm(body_of(m))
+    assert (got.device_id, got.alarm_priority, got.alarm_method, got.alarm_time, got.alarm_description) == (
+        "34020000001310009999", 1, 5, "2026-03-01T08:00:00", f"周界{KUN}越界")
+    assert got.alarm_type == 2
+
+
 def test_bad_manscdp_from_the_upper_is_400():
     rig = Rig()
     rig.register()

@@ -113,3 +113,36 @@ async def test_record_info_merges_the_devices_answer_and_the_platforms_segments(
     bad = manscdp.parse(manscdp.build_query("RecordInfo", 9, CH.channel_id, extra={
         "StartTime": "2026-03-01T09:00:00", "EndTime": "2026-03-01T08:00:00"}))
     assert await CascadeRecords(Sip(), Recordings(), "x").record_items(CH, bad) == []
+
+
+async def test_registry_feed_forwards_alarms_and_presence_after_the_registry_has_them():
+    import asyncio
+
+    from gbops.cascade_wiring import RegistryFeed
+    from sip_server.gb import events as ev
+
+    order = []
+
+    class Writer:
+        async def flush(self):
+            order.append("flush")
+
+    class Cascade:
+        async def forward_alarm(self, channel, alarm):
+            order.append(("alarm", channel))
+
+        async def on_device_presence(self, device_id, online):
+            order.append(("presence", device_id, online))
+
+        async def on_registry_change(self, changes):
+            order.append(("change", changes))
+
+    feed = RegistryFeed(Cascade(), Writer())
+    alarm = manscdp.Alarm(CH.channel_id, 5, 1, 5, "2026-03-01T08:00:00", None, None, None, None)
+    feed(ev.AlarmReceived(CH.device_id, alarm))
+    feed(ev.DeviceOffline(CH.device_id, "keepalive_timeout"))
+    feed(object())  # anything else: ignored
+    await feed.close()
+    await asyncio.sleep(0)
+    assert ("alarm", CH) in order
+    assert order.index("flush") < order.index(("presence", CH.device_id, False))
