@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sip_server.gb import events as ev
 from gbcore.timeutil import gb_time
+from sip_server.gb import events as ev
 from sip_server.gb import manscdp
 from sip_server.sip import (
     Headers,
