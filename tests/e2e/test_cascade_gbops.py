@@ -131,6 +131,15 @@ async def test_upper_gbops_sees_shared_channels_and_plays_live_through_the_lower
         assert invites and invites[0]["detail"]["channel_id"] == shared
         assert STRONG_SIP_PASSWORD not in lower.get("/api/audit/entries", limit=500).text
 
+        if transport == "udp":
+            # a share change reaches the upper by its catalog subscription (NOTIFY ADD, batched for 1 s here)
+            r = await asyncio.to_thread(call, lower, "PUT", f"/api/cascade/platforms/{pid}/share", {
+                "org_nodes": [], "channels": [{"device_id": nvr, "channel_id": shared},
+                                              {"device_id": nvr, "channel_id": unshared}]})
+            assert r.status_code == 200, r.text
+            await asyncio.to_thread(upper.wait_for, lambda: unshared in {c["channel_id"] for c in upper.get(
+                f"/api/devices/{LOWER_ID}/channels").json()["items"]}, 30, "the newly shared channel at the upper")
+
         # the upper's viewer has left (its player closed): after the upper's idle delay its BYE ends the leg
         r = await asyncio.to_thread(call, upper, "DELETE", f"/api/sessions/{live.json()['session_id']}")
         assert r.status_code in (204, 404), r.text  # 404: the session ended with its player already
