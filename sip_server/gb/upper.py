@@ -18,7 +18,7 @@ event queue, and the server's wall clock for the times people see.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,8 +259,8 @@ class _Serial:
 
     sn: int
     kind: str  # catalog | records | other
-    pages: list[bytes]
-    counts: list[int]
+    parts: list[Sequence[Any]]  # the items of each page; a page's bytes are built when it is sent (10,000 items
+    build: Callable[[Any], bytes]  # built at once would hold the event loop for a third of a second)
     total: int
     index: int = 0
     sent: int = 0
@@ -595,7 +595,7 @@ class UpperPlatforms:
         self._send_page(link, job, now)
 
     def _send_page(self, link: _Link, job: _Serial, now: float) -> None:
-        key = self._send(link, self._message(link, job.pages[job.index]), now, "serial")
+        key = self._send(link, self._message(link, job.build(job.parts[job.index])), now, "serial")
         self._serials[key] = job
 
     def _on_serial_answer(self, link: _Link, key: Any, status: int | None, reason: str, now: float) -> None:
@@ -603,9 +603,9 @@ class UpperPlatforms:
         if job is None:
             return
         if status is not None and 200 <= status < 300:
-            job.sent += job.counts[job.index]
+            job.sent += len(job.parts[job.index])
             job.index += 1
-            if job.index < len(job.pages):
+            if job.index < len(job.parts):
                 self._send_page(link, job, now)
                 return
             error = None
@@ -622,11 +622,14 @@ class UpperPlatforms:
             return False
         cfg = link.cfg
         device_id = link.queries.pop(sn, cfg.local_id)
-        items = [catalog_item(e) for e in entries]
-        parts = chunks(items, self._items_per_message(link))
-        pages = [manscdp.build_catalog_response(sn, device_id, len(items), part, charset=cfg.charset)
-                 for part in parts]
-        self._start_serial(link, _Serial(sn, "catalog", pages, [len(p) for p in parts], len(items)), now)
+        total = len(entries)
+
+        def build(part: list[CatalogEntry]) -> bytes:
+            return manscdp.build_catalog_response(sn, device_id, total, [catalog_item(e) for e in part],
+                                                  charset=cfg.charset)
+
+        parts = chunks(list(entries), self._items_per_message(link))
+        self._start_serial(link, _Serial(sn, "catalog", parts, build, total), now)
         return True
 
     def answer_record_info(self, platform_id: int, sn: int, device_id: str, name: str,
@@ -635,11 +638,15 @@ class UpperPlatforms:
         link = self.links.get(platform_id)
         if link is None:
             return False
-        records = [record_item(i, device_id) for i in items]
-        parts = chunks(records, self._items_per_message(link))
-        pages = [manscdp.build_record_info_response(sn, device_id, len(records), part, name=name,
-                                                    charset=link.cfg.charset) for part in parts]
-        self._start_serial(link, _Serial(sn, "records", pages, [len(p) for p in parts], len(records)), now)
+        charset = link.cfg.charset
+
+        def build(part: list[dict[str, str]]) -> bytes:
+            return manscdp.build_record_info_response(sn, device_id, len(items), [record_item(i, device_id)
+                                                                                  for i in part],
+                                                      name=name, charset=charset)
+
+        self._start_serial(link, _Serial(sn, "records", chunks(list(items), self._items_per_message(link)), build,
+                                         len(items)), now)
         return True
 
     def _answer(self, platform_id: int, cmd_type: str, sn: int, device_id: str, fields: dict[str, str],
