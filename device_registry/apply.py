@@ -73,10 +73,10 @@ _CHANNEL_INFO_FIELDS = [
 _VOLATILE = frozenset({"last_seen", "remote_addr", "register_expires_at"})
 
 
-def is_system_item(code: str, device_id: str) -> bool:
-    """A catalog item that stands for the reporting platform itself (GB/T 28181 type code 200, or the
-    device's own id): lower platforms list themselves first in their catalog."""
-    return code == device_id or (len(code) == 20 and code.isascii() and code.isdigit() and code[10:13] == "200")
+def is_system_item(code: str) -> bool:
+    """A catalog item that stands for a platform (GB/T 28181 type code 200): lower platforms list themselves
+    first in their catalog. (A camera that lists its own id is a channel: it is played by that id.)"""
+    return len(code) == 20 and code.isascii() and code.isdigit() and code[10:13] == "200"
 
 
 def org_kind_of(code: str) -> str | None:
@@ -330,8 +330,8 @@ class BatchApplier:
         org_items: list[tuple[ChannelInfo, str]] = []
         channel_items: dict[str, ChannelInfo] = {}
         for item in ev.channels:
-            if is_system_item(item.channel_id, device_id):
-                continue  # a lower platform's own entry (type 200): the device itself, not a channel
+            if is_system_item(item.channel_id):
+                continue  # a platform's entry (type 200, a lower platform's own first item): not a channel
             kind = org_kind_of(item.channel_id)
             if kind is None:
                 channel_items[item.channel_id] = item  # a repeated id: the last one wins
