@@ -127,8 +127,9 @@ def test_cascade_page_add_share_preview_requests(tmp_path: Path) -> None:
 
             page.click("#cascade-detail button[data-tab=preview]")
             page.wait_for_selector("#cascade-preview")
-            # our system, the shared virtual organisation 东区, its two channels (西区's 西门 is not shared)
-            assert page.inner_text("#cas-preview-summary") == "上级将收到 4 条目录，其中通道 2 个"
+            # our system, 东区's parent node (structure only), the shared 东区, its two channels (西区's 西门 is
+            # not shared)
+            assert page.inner_text("#cas-preview-summary") == "上级将收到 5 条目录，其中通道 2 个"
             rows = page.inner_text("#cascade-preview tbody")
             assert "本平台（系统）" in rows and "虚拟组织" in rows and "东区" in rows, rows
             assert "东门" in rows and "东区停车场" in rows and "西门" not in rows, rows
