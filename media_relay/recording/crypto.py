@@ -25,7 +25,6 @@ Sans-IO in spirit: writers hand back the bytes to store; readers take a binary f
 
 from __future__ import annotations
 
-import os
 import secrets
 import struct
 from collections.abc import Iterator
@@ -84,38 +83,15 @@ def sm4_available() -> bool:
 
 def load_key(path: str | Path, *, create: bool = True) -> bytes:
     """The master key in ``path`` (64 hex digits); a fresh one is written 0600 when the file is missing
-    and ``create``.  Raises :class:`RecordingError` (``key_file``) for an unreadable or malformed file
-    (the message never contains key material)."""
-    path = Path(path)
+    and ``create`` (:func:`gbcore.secretbox.load_key`).  Raises :class:`RecordingError` (``key_file``) for an
+    unreadable or malformed file (the message never contains key material)."""
+    from gbcore.secretbox import SecretBoxError
+    from gbcore.secretbox import load_key as load
+
     try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        if not create:
-            raise RecordingError("key_file", f"录像密钥文件不存在 / the recording key file is missing: {path}") from None
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = secrets.token_bytes(KEY_SIZE)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it meanwhile: use theirs
-            return load_key(path, create=False)
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            os.write(fd, key.hex().encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return key
-    except OSError as exc:
-        raise RecordingError("key_file", f"无法读取录像密钥文件 / cannot read the recording key file {path}: "
-                             f"{exc.strerror}") from None
-    try:
-        key = bytes.fromhex(text.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) != KEY_SIZE:
-        raise RecordingError("key_file", f"录像密钥文件格式错误（应为 64 个十六进制字符）/ the recording key file {path} "
-                             "is malformed (expected 64 hex digits)")
-    return key
+        return load(path, create=create)
+    except SecretBoxError as exc:
+        raise RecordingError("key_file", f"录像密钥 / recording key: {exc}") from None
 
 
 def _header(cipher_id: int, chunk_size: int, salt: bytes) -> bytes:

@@ -178,7 +178,8 @@ async def test_disable_and_unshare_end_streams(env, tree, pid) -> None:
     assert status == 403
 
 
-async def test_cancel_while_opening(env, pid) -> None:
+def hold_open_upward(env) -> asyncio.Event:
+    """Media opens legs only once the returned event is set."""
     gate = asyncio.Event()
     real = env.media.open_upward
 
@@ -187,6 +188,11 @@ async def test_cancel_while_opening(env, pid) -> None:
         return await real(*args, **kw)
 
     env.media.open_upward = slow
+    return gate
+
+
+async def test_cancel_while_opening(env, pid) -> None:
+    gate = hold_open_upward(env)
     task = asyncio.ensure_future(env.service.handle_event(sev.UpperInvite(pid, "c1", CAM1, offer())))
     await asyncio.sleep(0.01)
     await env.service.handle_event(sev.UpperBye(pid, "c1", "cancel"))
@@ -267,14 +273,7 @@ async def test_no_password_anywhere_in_evidence(env, pid, caplog) -> None:
 
 
 async def test_on_event_schedules_and_two_invites_at_once_keep_one_leg(env, pid) -> None:
-    gate = asyncio.Event()
-    real = env.media.open_upward
-
-    async def slow(*args, **kw):
-        await gate.wait()
-        return await real(*args, **kw)
-
-    env.media.open_upward = slow
+    gate = hold_open_upward(env)
     env.service.on_event(sev.UpperInvite(pid, "a", CAM1, offer()))
     env.service.on_event(sev.UpperInvite(pid, "b", CAM1, offer()))
     env.service.on_event(object())  # not ours: ignored
