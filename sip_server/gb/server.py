@@ -507,6 +507,10 @@ class GbServer:
         """A MESSAGE or NOTIFY; ``device_id`` is the From user (already checked against its route)."""
         req, addr = event.request, event.addr
         self.metrics.messages += 1
+        if (req.method == "NOTIFY" and not req.body.strip()
+                and "terminated" in (req.headers.get("Subscription-State") or "").lower()):
+            self._reply(event, 200, now)  # RFC 6665 4.2.2: the final NOTIFY may carry no body
+            return
         try:
             msg = manscdp.parse(req.body)
         except manscdp.ManscdpError as exc:

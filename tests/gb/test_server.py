@@ -230,6 +230,23 @@ def test_malformed_manscdp_gets_400_and_no_crash():
     assert resp.status == 400 and isinstance(events[0], ev.MessageRejected)
 
 
+def test_final_notify_without_a_body_is_accepted():
+    """RFC 6665: the NOTIFY that ends a subscription may carry no body (a lower platform shutting down sends
+    one); it is answered 200, not refused as bad MANSCDP."""
+    server = make_server()
+    register(server)
+
+    def notify(state: str, cseq: int) -> bytes:
+        data = message_bytes(DEV, b"", cseq=cseq).replace(b"MESSAGE sip:", b"NOTIFY sip:", 1).replace(
+            f"CSeq: {cseq} MESSAGE".encode(), f"CSeq: {cseq} NOTIFY".encode())
+        return data.replace(b"Content-Length: 0", f"Subscription-State: {state}\r\nContent-Length: 0".encode())
+
+    [resp], events = feed(server, notify("terminated;reason=noresource", 70), now=1)
+    assert resp.status == 200 and not any(isinstance(e, ev.MessageRejected) for e in events)
+    [resp], events = feed(server, notify("active;expires=600", 71), now=2)
+    assert resp.status == 400  # an active NOTIFY still needs its body
+
+
 # ------------------------------------------------------------------------------------------ queries
 def body_of(sip_vectors, name) -> bytes:
     return parse_message(vector(sip_vectors, name)).body
