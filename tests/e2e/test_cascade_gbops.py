@@ -45,6 +45,11 @@ def call(p: PlatformProcess, method: str, path: str, json=None) -> httpx.Respons
                          timeout=10)
 
 
+def read_flv_file(p: PlatformProcess, url: str, seconds: float, path) -> int:
+    with open(path, "wb") as f:
+        return read_flv(p, url, seconds, f)
+
+
 def decode(path) -> tuple[str, int]:
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
@@ -114,8 +119,7 @@ async def test_upper_gbops_sees_shared_channels_and_plays_live_through_the_lower
         assert live.status_code == 201, (live.text, lower.log()[-3000:])
         started = time.monotonic() - t0
         path = tmp_path / f"upper-{transport}.flv"
-        with open(path, "wb") as f:
-            n = await asyncio.to_thread(read_flv, upper, live.json()["flv_url"], 3, f)
+        n = await asyncio.to_thread(read_flv_file, upper, live.json()["flv_url"], 3, path)
         assert n > 10_000
         name, frames = await asyncio.to_thread(decode, path)
         assert name == "h264" and frames >= 30, (frames, started)
