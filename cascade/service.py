@@ -837,6 +837,16 @@ class CascadeService:
                      priority=getattr(alarm, "alarm_priority", None))
         return sent
 
+    async def forward_position(self, channel: ChannelRef, position: Any) -> list[int]:
+        """A device's MobilePosition on ``channel`` to every upper sharing it that subscribed to positions."""
+        sent: list[int] = []
+        for platform in [p for p in self._platforms.values() if p.enabled]:
+            share, _tree = await self.share_map(platform.id)
+            shared = share.by_ref.get(ChannelRef(*channel))
+            if shared is not None and self._sip.upper_position(platform.id, shared.upward_id, position):
+                sent.append(platform.id)
+        return sent
+
     # ------------------------------------------------------------------ registry changes
     async def on_device_presence(self, device_id: str, online: bool) -> None:
         """A device went offline (its shared channels OFF) or came back (ON) for every platform sharing them.

@@ -122,8 +122,8 @@ def cascade_audit(audit_log: Any) -> Any:
 
 class RegistryFeed:
     """SIP listener: device presence and catalog NOTIFYs, once the registry has them, become catalog changes
-    for the upper platforms sharing those channels (ON / OFF / ADD / DEL / UPDATE); device alarms on shared
-    channels are forwarded to them."""
+    for the upper platforms sharing those channels (ON / OFF / ADD / DEL / UPDATE); device alarms and
+    positions on shared channels are forwarded to them."""
 
     def __init__(self, cascade: Any, writer: Any) -> None:
         self.cascade = cascade
@@ -139,6 +139,8 @@ class RegistryFeed:
             work = self._presence(event.device_id, False)
         elif isinstance(event, ev.AlarmReceived) and getattr(event.alarm, "device_id", None):
             work = self._alarm(ChannelRef(event.device_id, event.alarm.device_id), event.alarm)
+        elif isinstance(event, ev.PositionReceived) and getattr(event.position, "device_id", None):
+            work = self._position(ChannelRef(event.device_id, event.position.device_id), event.position)
         elif isinstance(event, ev.CatalogChanged):
             changes = [(ChannelRef(event.device_id, item.device_id), (item.event or "UPDATE").upper())
                        for item in event.items if getattr(item, "device_id", None)]
@@ -169,6 +171,12 @@ class RegistryFeed:
             await self.cascade.forward_alarm(channel, alarm)
         except Exception:
             log.exception("cascade.alarm_forward_failed", channel=channel.key)
+
+    async def _position(self, channel: ChannelRef, position: Any) -> None:
+        try:
+            await self.cascade.forward_position(channel, position)
+        except Exception:
+            log.exception("cascade.position_forward_failed", channel=channel.key)
 
     async def close(self) -> None:
         if self._tasks:

@@ -695,6 +695,12 @@ class SipService:
         self._process()
         return sent
 
+    def upper_position(self, platform_id: int, device_id: str, position: Any) -> bool:
+        """Forward a device's MobilePosition to an upper that subscribed to positions; False otherwise."""
+        sent = self.gb.uppers.send_position(platform_id, device_id, position, self._now())
+        self._process()
+        return sent
+
     def upper_media_status(self, call_id: str, notify_type: str = "121") -> bool:
         """Relay MediaStatus (the end of a history file) into the upper's call; False when there is none."""
         sent = self.gb.uppers.media_status(call_id, self._now(), notify_type)

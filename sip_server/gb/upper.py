@@ -313,6 +313,7 @@ class _Link:
     pending: list[CatalogEntry] = field(default_factory=list)
     notify_due: float | None = None
     sub: _Sub | None = None
+    event_subs: dict[str, _Sub] = field(default_factory=dict)  # "Alarm" / "MobilePosition" -> the upper's
     queries: dict[int, str] = field(default_factory=dict)  # sn -> DeviceID of the upper's query
 
     @property
@@ -400,6 +401,9 @@ class UpperPlatforms:
         if link.sub is not None:
             self._notify(link, link.sub, b"", now, terminated="noresource")
             link.sub = None
+        for esub in link.event_subs.values():
+            self._notify(link, esub, b"", now, terminated="noresource")
+        link.event_subs.clear()
         if link.state == "registered":
             self._send_register(link, now, 0, track=False)
         for key in [k for k, v in self._txns.items() if v[1] is link]:
@@ -688,7 +692,28 @@ class UpperPlatforms:
             alarm_method=alarm.alarm_method or 1, alarm_time=alarm.alarm_time or gb_time(self._wall()),
             alarm_description=alarm.alarm_description, longitude=alarm.longitude, latitude=alarm.latitude,
             alarm_type=alarm.alarm_type, event_type=alarm.event_type, charset=link.cfg.charset)
-        self._send(link, self._message(link, body), now, "answer")
+        sub = link.event_subs.get("Alarm")
+        if sub is not None:  # subscribed: in its dialog (GB/T 28181 9.11), else as a MESSAGE (9.4)
+            self._notify(link, sub, body, now)
+        else:
+            self._send(link, self._message(link, body), now, "answer")
+        return True
+
+    def send_position(self, platform_id: int, device_id: str, position: manscdp.MobilePosition,
+                      now: float) -> bool:
+        """A device's MobilePosition, NOTIFYed to an upper that subscribed to positions (GB/T 28181 9.11);
+        False when it has no live subscription or the position has no coordinates."""
+        link = self.links.get(platform_id)
+        sub = link.event_subs.get("MobilePosition") if link is not None else None
+        if link is None or sub is None or link.state != "registered":
+            return False
+        if position.longitude is None or position.latitude is None:
+            return False
+        body = manscdp.build_mobile_position_notify(
+            self.server.next_sn(), device_id, time=position.time or gb_time(self._wall()),
+            longitude=position.longitude, latitude=position.latitude, speed=position.speed,
+            direction=position.direction, altitude=position.altitude, charset=link.cfg.charset)
+        self._notify(link, sub, body, now)
         return True
 
     # ------------------------------------------------------------------ catalog changes
@@ -761,6 +786,7 @@ class UpperPlatforms:
             times += [t for t in (link.register_at, link.ka_at, link.notify_due) if t is not None]
             if link.sub is not None:
                 times.append(link.sub.expires_at)
+            times += [esub.expires_at for esub in link.event_subs.values()]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -781,6 +807,10 @@ class UpperPlatforms:
                 link.sub = None
                 self._notify(link, sub, b"", now, terminated="timeout")
                 self._emit(ev.UpperCatalogSubscribed(link.cfg.platform_id, sub.sn, 0))
+            for kind, esub in list(link.event_subs.items()):
+                if esub.expires_at <= now:
+                    del link.event_subs[kind]
+                    self._notify(link, esub, b"", now, terminated="timeout")
 
     # ------------------------------------------------------------------ answers to our requests
     def on_response(self, event: Any, now: float) -> bool:
@@ -940,8 +970,22 @@ class UpperPlatforms:
         same = sub is not None and sub.call_id == req.call_id
         tag = sub.tag if same and sub is not None else new_tag()
         headers = [("Expires", str(expires)), ("Contact", self._contact(link))]
-        if msg.cmd_type != "Catalog":  # Alarm / MobilePosition: accepted and answered
+        if msg.cmd_type != "Catalog":  # Alarm / MobilePosition: kept, their notifications go in its dialog
+            old = link.event_subs.get(msg.cmd_type)
+            same = old is not None and old.call_id == req.call_id
+            tag = old.tag if same and old is not None else tag
             self._reply_tagged(event, 200, now, tag, headers, body)
+            if expires == 0:
+                if same:
+                    del link.event_subs[msg.cmd_type]
+            elif same and old is not None:
+                old.expires_at = now + expires
+            elif msg.cmd_type in ("Alarm", "MobilePosition"):
+                to = req.headers.get("To") or ""
+                link.event_subs[msg.cmd_type] = _Sub(
+                    req.call_id, f"{to};tag={tag}" if ";tag=" not in to else to, req.headers.get("From") or "",
+                    _uri(req.headers.get("Contact")), (req.headers.get("Event") or msg.cmd_type).strip(), msg.sn,
+                    msg.device_id, now + expires, tag)
             return
         self._reply_tagged(event, 200, now, tag, headers, body)
         if expires == 0:

@@ -121,6 +121,10 @@ class FakeSip:
     def bye_upper(self, call_id, reason) -> None:
         self.sent.append(("bye", call_id, reason))
 
+    def upper_position(self, platform_id, device_id, position) -> bool:
+        self.sent.append(("position", platform_id, device_id, position))
+        return True
+
     def upper_alarm(self, platform_id, device_id, alarm) -> bool:
         self.sent.append(("alarm", platform_id, device_id, alarm))
         return True

@@ -301,4 +301,8 @@ async def test_alarms_on_shared_channels_reach_the_upper_by_its_ids(env, pid) ->
     assert env.sip.of("alarm") == [("alarm", pid, UP_B1, alarm)]  # the upward id, not the device's
     assert await env.service.forward_alarm(ChannelRef(NVR_A, CAM5), alarm) == []  # never shared
     assert len(env.sip.of("alarm")) == 1
+    position = object()
+    assert await env.service.forward_position(ChannelRef(NVR_B, CAM1), position) == [pid]
+    assert env.sip.of("position") == [("position", pid, UP_B1, position)]
+    assert await env.service.forward_position(ChannelRef(NVR_A, CAM5), position) == []
 

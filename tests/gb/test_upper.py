@@ -570,6 +570,35 @@ def test_alarm_and_position_subscriptions_are_accepted():
         assert body_of(ok).cmd_type == cmd and body_of(ok).get("Result") == "OK"
 
 
+def test_positions_and_alarms_go_in_the_uppers_subscriptions():
+    rig = Rig()
+    rig.register()
+    pos = manscdp.MobilePosition("34020000001320000001", 1, "2026-03-01T08:00:00", 118.1, 24.5, 30.0, 90.0, None)
+    up = rig.server.uppers
+    assert not up.send_position(PID, "34020000001310009999", pos, rig.now)  # no subscription: nothing sent
+    assert rig.sent("NOTIFY") == [] and rig.sent("MESSAGE") == []
+    for cmd, sn in (("MobilePosition", 50), ("Alarm", 51)):
+        rig.request("SUBSCRIBE", manscdp.build_query(cmd, sn, LOCAL_ID), call_id=f"{cmd}@upper", cseq=sn,
+                    headers=(("Event", "presence"), ("Expires", "60")))
+        [ok] = rig.sent("")
+        assert ok.status == 200
+    assert up.send_position(PID, "34020000001310009999", pos, rig.now)
+    [n] = rig.sent("NOTIFY")
+    assert n.headers.get("Call-ID") == "MobilePosition@upper" and n.headers.get("Event") == "presence"
+    got = manscdp.as_mobile_position(body_of(n))
+    assert (got.device_id, got.longitude, got.latitude) == ("34020000001310009999", 118.1, 24.5)
+    alarm = manscdp.Alarm("34020000001340000001", 5, 1, 5, "2026-03-01T08:00:00", "越界", None, None, None)
+    assert up.send_alarm(PID, "34020000001310009998", alarm, rig.now)
+    [n] = rig.sent("NOTIFY")  # in the alarm subscription's dialog, not a MESSAGE
+    assert n.headers.get("Call-ID") == "Alarm@upper" and manscdp.as_alarm(body_of(n)).alarm_priority == 1
+    assert rig.sent("MESSAGE") == []
+    rig.advance(rig.now + 61)  # not refreshed: both end
+    assert {m.headers.get("Call-ID") for m in rig.sent("NOTIFY")} == {"MobilePosition@upper", "Alarm@upper"}
+    assert not up.send_position(PID, "34020000001310009999", pos, rig.now)
+    assert up.send_alarm(PID, "34020000001310009998", alarm, rig.now)
+    assert len(rig.sent("MESSAGE")) == 1  # back to MESSAGE without a subscription
+
+
 # ================================================================================== queries and control
 def test_device_queries_and_control_and_their_answers():
     rig = Rig()

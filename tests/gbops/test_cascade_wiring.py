@@ -131,6 +131,9 @@ async def test_registry_feed_forwards_alarms_and_presence_after_the_registry_has
         async def forward_alarm(self, channel, alarm):
             order.append(("alarm", channel))
 
+        async def forward_position(self, channel, position):
+            order.append(("position", channel))
+
         async def on_device_presence(self, device_id, online):
             order.append(("presence", device_id, online))
 
@@ -141,8 +144,10 @@ async def test_registry_feed_forwards_alarms_and_presence_after_the_registry_has
     alarm = manscdp.Alarm(CH.channel_id, 5, 1, 5, "2026-03-01T08:00:00", None, None, None, None)
     feed(ev.AlarmReceived(CH.device_id, alarm))
     feed(ev.DeviceOffline(CH.device_id, "keepalive_timeout"))
+    feed(ev.PositionReceived(CH.device_id, manscdp.MobilePosition(CH.channel_id, 6, None, 118.1, 24.5, None, None,
+                                                                  None)))
     feed(object())  # anything else: ignored
     await feed.close()
     await asyncio.sleep(0)
-    assert ("alarm", CH) in order
+    assert ("alarm", CH) in order and ("position", CH) in order
     assert order.index("flush") < order.index(("presence", CH.device_id, False))
