@@ -160,6 +160,7 @@ class CascadeService:
         self._ssrc_seq = itertools.count(1)
         self._invite_locks: dict[tuple[int, str], list[Any]] = {}  # (platform, upward id) -> [lock, users]
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._maps: dict[int, tuple[float, ShareMap]] = {}  # platform -> (when, share) for alarms and positions
 
     # ------------------------------------------------------------------ life
     @property
@@ -204,6 +205,7 @@ class CascadeService:
             gb_version=row.gb_version, name=row.name)
 
     def _push(self) -> None:
+        self._maps.clear()
         self._sip.set_upper_platforms([self._configs[pid] for pid in sorted(self._configs)])
 
     @staticmethod
@@ -454,6 +456,7 @@ class CascadeService:
                                              channel_id=s.ref.channel_id, upward_id=s.upward_id, name=s.name,
                                              civil_code=s.civil_code) for s in explicit.values()])
             await session.commit()
+            self._maps.pop(platform_id, None)
             after = await self._share(session, platform_id, local_id)
             tree = await all_org_nodes(session)
         await self._audit("cascade.share", f"cascade:{platform_id}",
@@ -822,13 +825,26 @@ class CascadeService:
         return [{"platform_id": c.platform_id, **self._call_info(c)} for c in self._calls.values()]
 
     # ------------------------------------------------------------------ alarms
+    _MAP_TTL = 10.0  # s: alarms and positions map ids from a share at most this old (a share change clears it)
+
+    async def _mapping(self, platform_id: int) -> ShareMap:
+        """The platform's share for mapping ids of frequent events (positions every few seconds from many
+        devices must not resolve the whole share each time)."""
+        now = time.monotonic()
+        cached = self._maps.get(platform_id)
+        if cached is not None and now - cached[0] < self._MAP_TTL:
+            return cached[1]
+        share, _tree = await self.share_map(platform_id)
+        self._maps[platform_id] = (now, share)
+        return share
+
     async def forward_alarm(self, channel: ChannelRef, alarm: Any) -> list[int]:
         """A device's alarm on ``channel`` goes to every registered upper sharing that channel, named by the
         id that upper knows (GB/T 28181 9.4: alarms reach the upper without a subscription too); the
         platforms it went to."""
         sent: list[int] = []
         for platform in [p for p in self._platforms.values() if p.enabled]:
-            share, _tree = await self.share_map(platform.id)
+            share = await self._mapping(platform.id)
             shared = share.by_ref.get(ChannelRef(*channel))
             if shared is not None and self._sip.upper_alarm(platform.id, shared.upward_id, alarm):
                 sent.append(platform.id)
@@ -841,7 +857,7 @@ class CascadeService:
         """A device's MobilePosition on ``channel`` to every upper sharing it that subscribed to positions."""
         sent: list[int] = []
         for platform in [p for p in self._platforms.values() if p.enabled]:
-            share, _tree = await self.share_map(platform.id)
+            share = await self._mapping(platform.id)
             shared = share.by_ref.get(ChannelRef(*channel))
             if shared is not None and self._sip.upper_position(platform.id, shared.upward_id, position):
                 sent.append(platform.id)

@@ -305,4 +305,7 @@ async def test_alarms_on_shared_channels_reach_the_upper_by_its_ids(env, pid) ->
     assert await env.service.forward_position(ChannelRef(NVR_B, CAM1), position) == [pid]
     assert env.sip.of("position") == [("position", pid, UP_B1, position)]
     assert await env.service.forward_position(ChannelRef(NVR_A, CAM5), position) == []
+    # the mapping is cached for frequent events, and a share change clears it at once
+    await env.service.put_share(pid, [], [], actor=ACTOR)
+    assert await env.service.forward_alarm(ChannelRef(NVR_B, CAM1), alarm) == []
 
