@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from device_registry.org import link_visible_tree  # noqa: E402
 from gbcore.ids import ChannelRef  # noqa: E402
 from ops_portal.access import Scope  # noqa: E402
-from ops_portal.schemas import (  # noqa: E402
+from ops_portal.devices.schemas import (  # noqa: E402
     DeviceList,
     DeviceOut,
     OrgChannelOut,

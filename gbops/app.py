@@ -131,7 +131,7 @@ class Platform:
 
         from gbops.media_signalling import SipSignalling
         from media_relay.service import MediaService
-        from ops_portal import live_audit
+        from ops_portal.live import live_audit
         from watermark.config import WatermarkConfig
         from watermark.pipeline import WatermarkHub
         from watermark.policy import record_policy_change

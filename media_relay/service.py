@@ -14,7 +14,7 @@ says where it is, and :meth:`MediaService.open_history` gives downloads a source
 A session holds a reader on the channel's Stream (so the upstream stays up) until an output (HTTP-FLV or
 WHEP) attaches and consumes it, the session is deleted, or it expires unattached. The session id alone
 grants nothing: the portal binds each output URL to the user who asked for the session (their bearer
-token, or a short-lived single-use signed token in the URL, see ``ops_portal.output_tokens``).
+token, or a short-lived single-use signed token in the URL, see ``ops_portal.live.output_tokens``).
 """
 
 from __future__ import annotations

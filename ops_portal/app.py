@@ -23,8 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gbcore.log import get_logger
 from gbcore.settings import Settings
+from ops_portal.api import api_router
 from ops_portal.auth import LoginThrottle
-from ops_portal.routes import api_router
 from ops_portal.schemas import ApiError
 
 __all__ = ["UPLOAD_ROUTES", "BodyTooLarge", "DenialAudit", "create_app"]
@@ -403,8 +403,8 @@ def create_app(
     app.add_middleware(_NoStoreHeaders)
 
     app.include_router(api_router)
-    from ops_portal.routes.console import router as console_router
-    from ops_portal.routes.live import outputs_router
+    from ops_portal.console import router as console_router
+    from ops_portal.live.routes import outputs_router
 
     app.include_router(outputs_router)  # bound to the session's user: their bearer token or the single-use ?t= token
     app.include_router(console_router)  # the web console's pages and assets (public: no data in them)

@@ -15,7 +15,7 @@ with the same reason).
   runs the same check at once.
 
 A session's output ends with it: the HTTP-FLV response and the WebRTC track close
-(:func:`ops_portal.routes.live._end_output_with_session`).
+(:func:`ops_portal.live.routes._end_output_with_session`).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def test_console_pages_and_headers(tmp_path) -> None:
         assert 'content="https://{s}.tiles.example.org/{z}/{x}/{y}.png"' in r.text
         r = httpx.get(p.base + "/console/assets/app.js")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
-        for bad in ("../routes/console.py", "..%2Froutes%2Fconsole.py", "index.html", "App.js", ".hidden.js"):
+        for bad in ("../../console.py", "..%2F..%2Fconsole.py", "index.html", "App.js", ".hidden.js"):
             assert httpx.get(p.base + "/console/assets/" + bad).status_code == 404, bad
     finally:
         p.stop()

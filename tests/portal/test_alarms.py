@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ops_portal.routes import alarms as alarm_routes
+from ops_portal.control import alarm_routes
 
 from .conftest import Portal, bearer
 from .org_data import CA1, CA2, CB1, CX1, IPC, NVR, build_tree

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from media_relay.service import MediaService
-from ops_portal import output_tokens
+from ops_portal.live import output_tokens
 from tests.media.fake_signalling import FakeSignalling
 
 from .conftest import Portal, bearer

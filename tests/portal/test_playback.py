@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from media_relay.stream import MediaError
-from ops_portal import live_audit
+from ops_portal.live import live_audit
 
 from .conftest import Portal, bearer
 from .org_data import CA1, CB1, NVR, build_tree

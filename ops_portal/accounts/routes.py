@@ -22,13 +22,8 @@ from gbcore.db import begin_write, utcnow
 from gbcore.log import get_logger
 from gbcore.passwords import weak_password_reason
 from ops_portal.access import audit_change, ensure_roles_grantable
-from ops_portal.auth import generate_password, hash_password
-from ops_portal.deps import AccessDep, AuditDep, RegistryDep, SessionDep, client_ip, require_permission
-from ops_portal.models import AuthToken, Role, User, UserRole
-from ops_portal.revocation import trigger as revocation_check
-from ops_portal.schemas import (
+from ops_portal.accounts.schemas import (
     AccessMeOut,
-    ApiError,
     PasswordResetOut,
     RevokeOut,
     UserCreatedOut,
@@ -36,8 +31,12 @@ from ops_portal.schemas import (
     UserDetailOut,
     UserListOut,
     UserUpdateRequest,
-    error_responses,
 )
+from ops_portal.auth import generate_password, hash_password
+from ops_portal.deps import AccessDep, AuditDep, RegistryDep, SessionDep, client_ip, require_permission
+from ops_portal.models import AuthToken, Role, User, UserRole
+from ops_portal.revocation import trigger as revocation_check
+from ops_portal.schemas import ApiError, error_responses
 from ops_portal.users import check_managers_remain
 
 log = get_logger("gbops.portal.users")

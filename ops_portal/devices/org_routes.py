@@ -22,9 +22,7 @@ from gbcore.db import begin_write
 from gbcore.log import get_logger
 from ops_portal.access import audit_change, ensure_device, ensure_node, node_forbidden, resolve_channel_input
 from ops_portal.deps import AccessDep, AuditDep, RegistryDep, SessionDep, client_ip, require_permission
-from ops_portal.models import RoleOrgNode, User
-from ops_portal.schemas import (
-    ApiError,
+from ops_portal.devices.schemas import (
     OrgChannelOut,
     OrgDeviceOut,
     OrgMembersOut,
@@ -36,8 +34,9 @@ from ops_portal.schemas import (
     OrgNodeUpdateRequest,
     OrgTreeOut,
     OrgUnassignedOut,
-    error_responses,
 )
+from ops_portal.models import RoleOrgNode, User
+from ops_portal.schemas import ApiError, error_responses
 
 log = get_logger("gbops.portal.org")
 

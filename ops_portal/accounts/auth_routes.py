@@ -7,8 +7,9 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 
 from ops_portal import auth
+from ops_portal.accounts.schemas import LoginRequest, PasswordChangeRequest, TokenOut, UserOut
 from ops_portal.deps import AnyAuth, AuditDep, CurrentUser, SessionDep, SettingsDep, ThrottleDep, client_ip
-from ops_portal.schemas import LoginRequest, PasswordChangeRequest, TokenOut, UserOut, error_responses
+from ops_portal.schemas import error_responses
 from ops_portal.users import ADMIN_USERNAME, forget_initial_admin_password
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])

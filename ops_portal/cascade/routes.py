@@ -28,7 +28,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from gbcore.log import get_logger
-from ops_portal.cascade_schemas import (
+from ops_portal.cascade.schemas import (
     CatalogPreviewOut,
     PlatformCreate,
     PlatformList,

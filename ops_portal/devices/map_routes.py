@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Query
 
 from ops_portal.access import ensure_node, expand_org_nodes
 from ops_portal.deps import AccessDep, RegistryDep, SessionDep, require_permission
+from ops_portal.devices.schemas import MapChannelList, MapChannelOut
 from ops_portal.models import User
-from ops_portal.schemas import MapChannelList, MapChannelOut, error_responses
+from ops_portal.schemas import error_responses
 
 router = APIRouter(tags=["channels"], responses=error_responses(401, 403, 422))
 

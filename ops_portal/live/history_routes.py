@@ -27,7 +27,6 @@ from pydantic import BaseModel, Field
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from gbcore.timeutil import from_device_time
-from ops_portal import live_audit, output_tokens
 from ops_portal.deps import (
     DEVICE_PATH,
     AccessDep,
@@ -39,7 +38,8 @@ from ops_portal.deps import (
     device_channel_path,
     require_permission,
 )
-from ops_portal.media_errors import media_error
+from ops_portal.live import live_audit, output_tokens
+from ops_portal.live.media_errors import media_error
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
 from ops_portal.timewindow import beijing, parse_window

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import func, or_, select
 
+from ops_portal.dashboard.schemas import DashboardOut
 from ops_portal.deps import AccessDep, RegistryDep, SessionDep, require_permission
 from ops_portal.models import User
-from ops_portal.schemas import DashboardOut, error_responses
+from ops_portal.schemas import error_responses
 
 router = APIRouter(tags=["dashboard"], responses=error_responses(401, 403))
 

@@ -23,6 +23,15 @@ from gbcore.db import begin_write, utcnow
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from ops_portal.access import audit_change, ensure_grantable, resolve_channel_input, role_scope
+from ops_portal.accounts.schemas import (
+    ChannelRefOut,
+    PermissionList,
+    PermissionOut,
+    RoleCreateRequest,
+    RoleList,
+    RoleOut,
+    RoleUpdateRequest,
+)
 from ops_portal.deps import (
     PERMISSION_CATALOGUE,
     PERMISSIONS,
@@ -34,17 +43,7 @@ from ops_portal.deps import (
     require_permission,
 )
 from ops_portal.models import Role, RoleChannel, RoleOrgNode, RolePermission, User, UserRole
-from ops_portal.schemas import (
-    ApiError,
-    ChannelRefOut,
-    PermissionList,
-    PermissionOut,
-    RoleCreateRequest,
-    RoleList,
-    RoleOut,
-    RoleUpdateRequest,
-    error_responses,
-)
+from ops_portal.schemas import ApiError, error_responses
 from ops_portal.users import check_managers_remain
 
 log = get_logger("gbops.portal.roles")

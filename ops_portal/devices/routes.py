@@ -25,9 +25,7 @@ from ops_portal.deps import (
     client_ip,
     require_permission,
 )
-from ops_portal.models import User
-from ops_portal.schemas import (
-    ApiError,
+from ops_portal.devices.schemas import (
     CatalogProgressOut,
     ChannelList,
     ChannelOut,
@@ -36,8 +34,9 @@ from ops_portal.schemas import (
     DevicePasswordRequest,
     PresenceList,
     PresenceOut,
-    error_responses,
 )
+from ops_portal.models import User
+from ops_portal.schemas import ApiError, error_responses
 
 log = get_logger("gbops.portal.devices")
 

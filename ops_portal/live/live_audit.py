@@ -38,7 +38,7 @@ async def record_start(audit: Any, *, user: Any, session: Any, transport: str, c
 
 def playback_window(session: Any) -> dict[str, Any]:
     """``start`` / ``end`` (Beijing time, RFC 3339) and ``source`` of a playback session, for its entries."""
-    from ops_portal.routes.history import source_name
+    from ops_portal.live.history_routes import source_name
     from ops_portal.timewindow import beijing
 
     window = getattr(session, "window", None) or (None, None)

@@ -212,7 +212,7 @@ async def create_download(user: Downloader, access: AccessDep, registry: Registr
                                    seconds=seconds, client_ip=client_ip(request), transport=transport,
                                    roles=tuple(getattr(access, "roles", ())), **extra)
     except MediaError as exc:
-        from ops_portal.media_errors import media_error
+        from ops_portal.live.media_errors import media_error
 
         raise media_error(exc) from None
     except AuditUnavailable:

@@ -16,7 +16,6 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from gbcore.log import get_logger
-from ops_portal import live_audit, output_tokens
 from ops_portal.deps import (
     DEVICE_PATH,
     AccessDep,
@@ -27,7 +26,8 @@ from ops_portal.deps import (
     device_channel_path,
     require_permission,
 )
-from ops_portal.media_errors import media_error
+from ops_portal.live import live_audit, output_tokens
+from ops_portal.live.media_errors import media_error
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
 
@@ -176,7 +176,7 @@ _NO_SESSION = ("session_not_found", "会话不存在、已被使用或不属于�
 async def _output_session(request: Request, media: Any, session_id: str, t: str | None, *,
                           teardown: bool = False) -> Any:
     """The viewer session named in an output URL, if the caller is the user who opened it: the same user's
-    bearer token, or the URL's signed token (:mod:`ops_portal.output_tokens`; consumed unless
+    bearer token, or the URL's signed token (:mod:`ops_portal.live.output_tokens`; consumed unless
     ``teardown``).  No credential: 401; a credential that does not match the session: 404 (the session
     id alone grants nothing and does not reveal whether the session exists)."""
     from fastapi.security.utils import get_authorization_scheme_param

@@ -1,0 +1,1 @@
+"""``/api/audit``: the audit log as the console shows it."""

@@ -1,0 +1,1 @@
+"""Device control (PTZ, presets, tours, home, device commands) and alarms: routes."""

@@ -1,0 +1,1 @@
+"""The console's home page figures: route and schema."""
