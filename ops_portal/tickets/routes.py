@@ -36,6 +36,7 @@ from ops_portal.schemas import ApiError, error_responses
 from ops_portal.tickets import flow
 from ops_portal.tickets.models import Notification, Ticket, TicketEvent
 from ops_portal.tickets.schemas import (
+    ID_PATTERN,
     ContractIn,
     ContractList,
     ContractOut,
@@ -144,8 +145,8 @@ async def list_tickets(
     open: Annotated[bool | None, Query(description="只看待修复 (true) / 已修复 (false) / waiting for repair")] = None,
     overdue: Annotated[bool | None, Query(description="只看超期 / only overdue (or not)")] = None,
     kind: Annotated[str | None, Query(pattern="^(fault|quality)$")] = None,
-    channel_id: Annotated[str | None, Query(max_length=32)] = None,
-    device_id: Annotated[str | None, Query(max_length=32, description="按设备 / by device")] = None,
+    channel_id: Annotated[str | None, Query(max_length=32, pattern=ID_PATTERN)] = None,
+    device_id: Annotated[str | None, Query(max_length=32, pattern=ID_PATTERN, description="按设备 / by device")] = None,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TicketList:

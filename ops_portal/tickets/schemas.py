@@ -17,12 +17,19 @@ REPAIR_TIME = (
 Anomaly = Literal["black", "overexposed", "frozen", "blur", "color_cast", "occlusion", "low_resolution", "other"]
 
 
+#: a device or channel id as a filter or a ticket's subject: no control characters reach the database
+#: (PostgreSQL refuses a NUL byte in text, which was a 500)
+ID_PATTERN = r"^[0-9A-Za-z_-]+$"
+
+
 class TicketCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    channel_id: str | None = Field(None, min_length=1, max_length=32, description="故障通道 / the faulty channel")
+    channel_id: str | None = Field(None, min_length=1, max_length=32, pattern=ID_PATTERN,
+                                   description="故障通道 / the faulty channel")
     device_id: str | None = Field(
-        None, min_length=1, max_length=32, description="故障设备（无通道时） / the faulty device (no channel)")
+        None, min_length=1, max_length=32, pattern=ID_PATTERN,
+        description="故障设备（无通道时） / the faulty device (no channel)")
     kind: Literal["fault", "quality"] = Field(
         "fault", description="fault: 点位故障 / point fault; quality: 视频质量异常 / video-quality anomaly")
     anomaly: Anomaly | None = Field(None, description="质量异常类型（kind=quality） / anomaly type")

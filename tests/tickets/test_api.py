@@ -133,6 +133,19 @@ async def test_snapshot_upload_limits(portal: Portal) -> None:
     assert len(files) == 1  # refused uploads leave nothing behind
 
 
+async def test_control_characters_in_ids_are_refused_not_a_server_error(portal: Portal) -> None:
+    """A NUL byte in a ticket filter or subject used to reach PostgreSQL (which refuses it in text: 500)."""
+    _clock, admin = await _setup(portal)
+    c = portal.client
+    for params in ({"device_id": "3402\x00"}, {"channel_id": "\x00"}):
+        r = await c.get("/api/tickets", params=params, headers=admin)
+        assert r.status_code == 422, r.text
+    r = await c.post("/api/tickets", json={"channel_id": "34020000001310000001\x00"}, headers=admin)
+    assert r.status_code == 422, r.text
+    r = await c.get("/api/tickets", params={"device_id": cam(1)}, headers=admin)
+    assert r.status_code == 200
+
+
 async def test_scope_and_permissions(portal: Portal) -> None:
     _, admin = await _setup(portal)
     c = portal.client
