@@ -5,11 +5,28 @@ Chromium login every console test starts with."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
+
+
+def browser_ready(tmp_path: Path) -> tuple[Any, Path]:
+    """Playwright's ``sync_playwright`` and the folder for screenshots (``GBOPS_TEST_ARTIFACTS`` or the test's
+    own); fails under CI (skips elsewhere) when Debian's chromium or Playwright is missing."""
+    from tests.conftest import need
+
+    need(os.path.exists(CHROMIUM), "Debian chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover
+        need(False, "playwright is not installed")
+        raise
+    shots = Path(os.environ.get("GBOPS_TEST_ARTIFACTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    return sync_playwright, shots
 
 
 class ConsoleServer:

@@ -10,14 +10,12 @@ Screenshots are kept under ``$GBOPS_TEST_ARTIFACTS`` (``tmp_path`` when unset)."
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import need
-from tests.e2e.console_support import CHROMIUM, ConsoleServer, console_page
+from tests.e2e.console_support import ConsoleServer, browser_ready, console_page
 from tests.portal.org_data import CA1, CA2, NVR
 from tests.portal.test_cascade_routes import SYSTEM_ID, real_service
 
@@ -49,16 +47,9 @@ class Server(ConsoleServer):
 
 
 def test_cascade_page_add_share_preview_requests(tmp_path: Path) -> None:
-    need(os.path.exists(CHROMIUM), "Debian chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        need(False, "playwright is not installed")
-        raise
     from audit_log.log import Actor, Target
 
-    shots = Path(os.environ.get("GBOPS_TEST_ARTIFACTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
+    sync_playwright, shots = browser_ready(tmp_path)
     server = Server(tmp_path).start()
     base = f"http://127.0.0.1:{server.port}"
     try:

@@ -8,7 +8,6 @@ Screenshots are kept under ``$GBOPS_TEST_ARTIFACTS`` (``tmp_path`` when unset)."
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 import pytest
 
 from gbcore.ids import ChannelRef
-from tests.conftest import need
-from tests.e2e.console_support import CHROMIUM, ConsoleServer, console_page
+from tests.e2e.console_support import ConsoleServer, browser_ready, console_page
 from tests.portal.org_data import CA1, NVR
 from tests.portal.test_playback_fakes import (
     DAY_START,
@@ -112,14 +110,7 @@ class Server(ConsoleServer):
 
 
 def test_playback_page_timeline_play_and_download(tmp_path: Path) -> None:
-    need(os.path.exists(CHROMIUM), "Debian chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        need(False, "playwright is not installed")
-        raise
-    shots = Path(os.environ.get("GBOPS_TEST_ARTIFACTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
+    sync_playwright, shots = browser_ready(tmp_path)
     server = Server(tmp_path).start()
     base = f"http://127.0.0.1:{server.port}"
     try:

@@ -8,7 +8,6 @@ Screenshots are kept under ``$GBOPS_TEST_ARTIFACTS`` (``tmp_path`` when unset)."
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +17,7 @@ import pytest
 
 from device_control.types import Operator, Preset
 from gbcore.ids import ChannelRef
-from tests.conftest import need
-from tests.e2e.console_support import CHROMIUM, ConsoleServer, console_page
+from tests.e2e.console_support import ConsoleServer, browser_ready, console_page
 from tests.portal.org_data import CA1, CB1, NVR
 from tests.portal.test_alarms_fakes import FakeAlarms, alarm
 from tests.portal.test_ptz_fakes import FakeControl
@@ -55,14 +53,7 @@ def _actions(server: Server) -> list[str]:
 
 
 def test_ptz_pad_lock_line_and_live_alarms(tmp_path: Path) -> None:
-    need(os.path.exists(CHROMIUM), "Debian chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        need(False, "playwright is not installed")
-        raise
-    shots = Path(os.environ.get("GBOPS_TEST_ARTIFACTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
+    sync_playwright, shots = browser_ready(tmp_path)
     server = Server(tmp_path).start()
     server.control.device_presets[REF] = [Preset(1, "东门"), Preset(2, "停车场")]
     base = f"http://127.0.0.1:{server.port}"
