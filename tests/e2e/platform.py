@@ -108,13 +108,15 @@ class PlatformProcess:
         self.token = token
         return token
 
+    # API calls wait up to 30 s: a loaded CI machine registering 600 devices into SQLite can hold an answer
+    # for seconds (the tests that assert latency time it themselves)
     def get(self, path: str, **params) -> httpx.Response:
         return httpx.get(self.base + path, params=params, headers={"Authorization": f"Bearer {self.login()}"},
-                         timeout=10)
+                         timeout=30)
 
     def post(self, path: str, json=None) -> httpx.Response:
         return httpx.post(self.base + path, json=json, headers={"Authorization": f"Bearer {self.login()}"},
-                          timeout=10)
+                          timeout=30)
 
     def wait_for(self, predicate, timeout: float, what: str, interval: float = 0.25):
         deadline = time.monotonic() + timeout
