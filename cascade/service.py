@@ -864,13 +864,18 @@ class CascadeService:
         return sent
 
     # ------------------------------------------------------------------ registry changes
+    @property
+    def active(self) -> bool:
+        """Whether any upper platform is enabled (else device events need no cascade work at all)."""
+        return any(p.enabled for p in self._platforms.values())
+
     async def on_device_presence(self, device_id: str, online: bool) -> None:
         """A device went offline (its shared channels OFF) or came back (ON) for every platform sharing them.
         Call it once the registry has applied the change."""
         event = "ON" if online else "OFF"
         refs: set[ChannelRef] = set()
         for platform in [p for p in self._platforms.values() if p.enabled]:
-            share, _tree = await self.share_map(platform.id)
+            share = await self._mapping(platform.id)
             refs.update(r for r in share.by_ref if r.device_id == device_id)
         await self.on_registry_change([(r, event) for r in sorted(refs)])
 

@@ -133,6 +133,8 @@ class RegistryFeed:
     def __call__(self, event: Any) -> None:
         from sip_server.gb import events as ev
 
+        if not self.cascade.active:
+            return  # no enabled upper: no registry flush and no share lookups in a burst of 600 registrations
         if isinstance(event, ev.DeviceOnline) and event.transition:
             work = self._presence(event.device_id, True)
         elif isinstance(event, ev.DeviceOffline):

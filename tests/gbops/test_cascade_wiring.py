@@ -128,6 +128,8 @@ async def test_registry_feed_forwards_alarms_and_presence_after_the_registry_has
             order.append("flush")
 
     class Cascade:
+        active = True
+
         async def forward_alarm(self, channel, alarm):
             order.append(("alarm", channel))
 
@@ -151,3 +153,10 @@ async def test_registry_feed_forwards_alarms_and_presence_after_the_registry_has
     await asyncio.sleep(0)
     assert ("alarm", CH) in order and ("position", CH) in order
     assert order.index("flush") < order.index(("presence", CH.device_id, False))
+    # no enabled upper: nothing is scheduled, not even the registry flush
+    order.clear()
+    feed.cascade.active = False
+    feed(ev.DeviceOffline(CH.device_id, "keepalive_timeout"))
+    feed(ev.AlarmReceived(CH.device_id, alarm))
+    await feed.close()
+    assert order == []
