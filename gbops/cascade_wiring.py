@@ -11,11 +11,6 @@ from gbcore.log import get_logger
 
 log = get_logger("gbops.cascade")
 
-#: PTZCmd actions of one axis that the control service takes as they are
-_SINGLE = {"up", "down", "left", "right", "up_left", "up_right", "down_left", "down_right", "zoom_in", "zoom_out",
-           "focus_near", "focus_far", "iris_open", "iris_close", "stop"}
-
-
 class CascadeControl:
     """``cascade.ports.ControlPort`` over ``device_control.service.ControlService``: an upper platform is an
     operator of kind "platform" at its configured PTZ level, so the control issue's priority and lock apply."""
@@ -24,7 +19,7 @@ class CascadeControl:
         self.control = control
 
     async def upper_control(self, operator: Any, channel: ChannelRef, message: Any) -> bool:
-        from device_control.types import Operator
+        from device_control.types import ACTIONS, Operator
         from sip_server.gb.ptz import PtzCmdError, parse_ptzcmd
 
         op = Operator(id=f"platform:{operator.platform_id}", username=f"platform:{operator.server_id}",
@@ -44,7 +39,7 @@ class CascadeControl:
         if action == "fi_stop":
             action = "stop"
         first = action.split("+")[0]
-        if cmd.kind in ("ptz", "fi") and first in _SINGLE:
+        if cmd.kind in ("ptz", "fi") and first in ACTIONS:
             speeds = [s for s in (cmd.pan_speed, cmd.tilt_speed, cmd.focus_speed, cmd.iris_speed) if s]
             speed = max(speeds, default=0) or (cmd.zoom_speed or 0) * 17 or 0x80
             await self.control.ptz(op, channel, first, max(1, min(255, speed)))
