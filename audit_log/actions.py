@@ -132,6 +132,11 @@ WIRED_ACTIONS: dict[str, str] = {
                        "server_id, upward_id, command, level, result)",
     "cascade.refused": "拒绝上级平台请求 / an upper platform's request refused (detail: platform_id, server_id, "
                        "method, target, status, reason)",
+    # security monitoring (issue 16, helper A)
+    # accounts: second factor, password age (issue 16, helper C)
+    # time: NTP and device clocks (issue 16, helper B)
+    # backup and restore (issue 16, helper E)
+    # security check (issue 16, helper D)
 }
 
 PENDING_ACTIONS: dict[str, str] = {

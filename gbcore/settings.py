@@ -208,6 +208,64 @@ class Settings(BaseSettings):
     cascade_retry: float = Field(60.0, ge=60, le=3600, description="REGISTER retry to an upper platform after "
                                  "it was registered and failed, or after a refusal (s, >= 60)")
 
+    # --- HTTPS and SIP over TLS (issue 16) ---
+    tls_cert_file: Path | None = Field(None, description="PEM certificate (chain) of the portal and of SIP over TLS "
+                                       "(default: a self-signed one generated at first start in <data_dir>/tls)")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    https_port: int = Field(8443, ge=0, le=65535, description="HTTPS port of the portal and its video outputs "
+                            "(http_port then only redirects here)")
+    http_plain: bool = Field(False, description="serve plain HTTP on http_port even on a non-loopback address: "
+                             "only behind a reverse proxy that terminates TLS (list it in trusted_proxies)")
+    hsts_max_age: int = Field(31536000, ge=0, description="Strict-Transport-Security max-age of HTTPS answers (s)")
+    sip_tls_port: int = Field(5061, ge=0, le=65535, description="SIP over TLS (sips) port for devices and upper "
+                              "platforms that support it (0: off)")
+    # (helper F adds further TLS settings here)
+
+    # --- security monitoring (issue 16) ---
+    security_webhook_url: str | None = Field(None, description="POST every security alert here as JSON (optional)")
+    security_autoblock: bool = Field(False, description="an alert whose rule allows it blocks its source address "
+                                     "for security_autoblock_minutes (HTTP and SIP)")
+    security_autoblock_minutes: float = Field(30.0, gt=0, description="how long an automatic block lasts (min)")
+    security_retention_days: int = Field(180, ge=30, description="days security events and alerts are kept")
+    # (helper A adds the rule thresholds here)
+
+    # --- accounts: password age, idle sessions, second factor, management networks (issue 16) ---
+    password_max_age_days: int = Field(90, ge=0, description="a password older than this must be changed at the "
+                                       "next login (0: never)")
+    session_idle_minutes: float = Field(30.0, ge=0, description="a console session unused this long ends "
+                                        "(0: only the token lifetime ends it)")
+    admin_allow_cidrs: str = Field("", description="comma-separated networks from which management (administration "
+                                   "permissions) is allowed (empty: everywhere)")
+    totp_required_roles: str = Field("", description="comma-separated role names whose users must use a TOTP second "
+                                     "factor (RFC 6238)")
+    account_unused_days: int = Field(90, ge=1, description="an account not used for this many days is a finding of "
+                                     "the security check")
+    # (helper C adds further account settings here)
+
+    # --- time: NTP server and client, device clock skew (issue 16) ---
+    ntp_host: str | None = Field(None, description="address the NTP server listens on (default: sip_host)")
+    ntp_port: int = Field(123, ge=0, le=65535, description="NTP server port (0: off; when 123 cannot be bound the "
+                          "platform says so and runs without it)")
+    ntp_servers: str = Field("", description="comma-separated NTP servers the platform checks its own clock against "
+                             "(empty: the host clock is the reference)")
+    ntp_local_stratum: int = Field(10, ge=1, le=15, description="stratum the NTP server reports when its host "
+                                   "clock is the reference")
+    ntp_check_interval: float = Field(300.0, gt=0, description="how often the platform's own offset is measured (s)")
+    clock_check_interval: float = Field(300.0, gt=0, description="how often each online device's clock is sampled "
+                                        "with DeviceStatus (s)")
+    clock_skew_limit: float = Field(1.0, gt=0, description="largest acceptable device clock error (s)")
+    clock_skew_ticket: bool = Field(False, description="a device over the clock limit also opens a fault ticket")
+    # (helper B adds further time settings here)
+
+    # --- backup and restore (issue 16) ---
+    backup_dir: Path | None = Field(None, description="where scheduled backups go (default: <data_dir>/backups)")
+    backup_passphrase_file: Path | None = Field(None, description="file holding the passphrase of scheduled "
+                                                "backups (none: no scheduled backups)")
+    backup_schedule: str = Field("02:30", pattern=r"^$|^([01]\d|2[0-3]):[0-5]\d$",
+                                 description="daily backup at HH:MM Beijing time ('' disables)")
+    backup_keep: int = Field(7, ge=1, description="scheduled backups kept")
+    # (helper E adds further backup settings here)
+
     # --- access control and console (issue 6) ---
     map_tile_url: str | None = Field(
         None, description="console map tiles, e.g. https://tiles.example/{z}/{x}/{y}.png (none: plain background)")

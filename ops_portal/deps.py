@@ -159,6 +159,8 @@ PERMISSION_CATALOGUE: dict[str, tuple[str, str, str]] = {
     "contract.manage": ("admin", "合同管理", "manage service contracts"),
     "system.metrics": ("admin", "运行指标", "service metrics"),
     "cascade.manage": ("admin", "级联平台", "upper platforms (cascade)"),
+    "security.read": ("admin", "安全监控", "security events, alerts and checks"),
+    "security.manage": ("admin", "安全处置", "acknowledge alerts, unblock addresses, backups"),
     # system functions
     "device.read": ("function", "设备查看", "view devices"),
     "device.catalog_sync": ("function", "目录同步", "catalog sync"),

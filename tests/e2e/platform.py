@@ -47,6 +47,9 @@ class PlatformProcess:
             "GBOPS_HTTP_PORT": str(self.http_port),
             "GBOPS_SIP_PASSWORD": STRONG_SIP_PASSWORD,
             "GBOPS_CONFIG": str(data_dir / "none.toml"),
+            # optional listeners on fixed ports, off unless a test asks for them (tests run side by side)
+            "GBOPS_NTP_PORT": "0",
+            "GBOPS_SIP_TLS_PORT": "0",
             **env,
         }
         self.log_path = data_dir / "platform.log"

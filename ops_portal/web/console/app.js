@@ -7,6 +7,9 @@ import { channelView, dashboardView, deviceView, liveView, treeView } from "./vi
 import { mapView } from "./map.js";
 import { alarmsView } from "./alarms.js";
 import { cascadeView } from "./cascade.js";
+import { securityView } from "./security.js";
+import { securityCheckView } from "./security_check.js";
+import { clockView } from "./clock.js";
 import { downloadsView, playbackView, recordingView } from "./history.js";
 import { can, state } from "./session.js";
 
@@ -23,6 +26,9 @@ const NAV = [
   { route: "roles", label: "nav.roles", view: rolesView, perm: "role.manage" },
   { route: "audit", label: "nav.audit", view: auditView, perm: "audit.read" },
   { route: "cascade", label: "nav.cascade", view: cascadeView, perm: "cascade.manage" },
+  { route: "security", label: "nav.security", view: securityView, perm: "security.read" },
+  { route: "security-check", label: "nav.security_check", view: securityCheckView, perm: "security.read" },
+  { route: "time", label: "nav.time", view: clockView, perm: "device.read" },
 ];
 const HIDDEN = {
   device: deviceView,

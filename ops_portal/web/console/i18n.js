@@ -921,6 +921,12 @@ const en = {
 
 export const dictionaries = { zh, en };
 
+// A console module adds its own words (its keys must be new): extend({ "x.y": "中文" }, { "x.y": "English" }).
+export function extend(zhWords, enWords) {
+  Object.assign(zh, zhWords);
+  Object.assign(en, enWords);
+}
+
 let lang = localStorage.getItem("gbops.lang") === "en" ? "en" : "zh";
 
 export function getLang() { return lang; }
