@@ -3,7 +3,9 @@
 Each domain's request and response bodies live in its folder (``ops_portal/<domain>/schemas.py``).  Response
 models list their fields explicitly and are built from ORM rows with ``from_attributes``: a column that is not
 named there (device password HA1, user password hash, token hash) can never reach a response, whatever the table
-grows.
+grows.  Where a response mirrors a domain's value type (a channel's catalog attributes, a cascade catalog
+entry), its fields are taken from that dataclass with :func:`dataclass_fields`: still an explicit list (the
+dataclass's, never a table's columns), written once.
 
 Times are RFC 3339 strings in UTC with millisecond precision and a ``Z`` suffix,
 e.g. ``2024-05-01T08:30:00.000Z``.
@@ -11,6 +13,9 @@ e.g. ``2024-05-01T08:30:00.000Z``.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -26,6 +31,7 @@ __all__ = [
     "HealthOut",
     "NodeId",
     "UtcTime",
+    "dataclass_fields",
     "error_responses",
     "rfc3339",
 ]
@@ -39,6 +45,31 @@ def rfc3339(value: datetime) -> str:
 
 
 UtcTime = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json")]
+
+
+# ---------------------------------------------------------------------------------------------- derived models
+def dataclass_fields(
+    source: type, *, skip: Collection[str] = (), describe: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The fields of the dataclass ``source`` as :func:`pydantic.create_model` field definitions, in their
+    declaration order: ``name -> (type, default)`` (required where the dataclass has no default), less the
+    names in ``skip``; ``describe`` gives a field an OpenAPI description.  A response model that mirrors a
+    domain's value type is built from these, so that the field list is written once, in the domain."""
+    hints = typing.get_type_hints(source)
+    describe = describe or {}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(source):
+        if f.name in skip:
+            continue
+        spec: dict[str, Any] = {}
+        if f.default_factory is not dataclasses.MISSING:
+            spec["default_factory"] = f.default_factory
+        elif f.default is not dataclasses.MISSING:
+            spec["default"] = f.default
+        if f.name in describe:
+            spec["description"] = describe[f.name]
+        out[f.name] = (hints[f.name], Field(**spec))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- errors

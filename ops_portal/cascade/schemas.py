@@ -12,9 +12,11 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
+from ops_portal.schemas import dataclass_fields
 from ops_portal.timewindow import beijing
+from sip_server.gb.upper import CatalogEntry
 
 __all__ = [
     "EXPIRES_FLOOR",
@@ -263,29 +265,17 @@ class ShareOut(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------- catalog preview
-class CatalogEntryOut(BaseModel):
-    """One catalog item as the upper receives it (ids already mapped)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    device_id: str
-    name: str
-    kind: str = Field(description="system | region | business_group | virtual_org | channel")
-    parent_id: str | None = None
-    business_group_id: str | None = None
-    civil_code: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    owner: str | None = None
-    address: str | None = None
-    parental: int = 0
-    register_way: int = 1
-    secrecy: int = 0
-    status: str = "ON"
-    longitude: float | None = None
-    latitude: float | None = None
-    source_device_id: str | None = Field(None, description="本平台的设备编码 / our device id (channels)")
-    source_channel_id: str | None = Field(None, description="本平台的通道编码 / our channel id (channels)")
+#: One catalog item as the upper receives it: the fields of :class:`sip_server.gb.upper.CatalogEntry` (what the
+#: SIP side sends up; its NOTIFY-only ``event`` left out) and where a channel comes from on this platform.
+CatalogEntryOut = create_model(
+    "CatalogEntryOut",
+    __doc__="One catalog item as the upper receives it (ids already mapped).",
+    __config__=ConfigDict(extra="ignore"),
+    **dataclass_fields(CatalogEntry, skip=("event",),
+                       describe={"kind": "system | region | business_group | virtual_org | channel"}),
+    source_device_id=(str | None, Field(None, description="本平台的设备编码 / our device id (channels)")),
+    source_channel_id=(str | None, Field(None, description="本平台的通道编码 / our channel id (channels)")),
+)
 
 
 class CatalogPreviewOut(BaseModel):

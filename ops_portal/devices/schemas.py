@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ops_portal.schemas import CHANNELS_DOC, ChannelIdStr, ChannelItemIn, NodeId, UtcTime
+from device_registry.events import ChannelInfo
+from ops_portal.schemas import CHANNELS_DOC, ChannelIdStr, ChannelItemIn, NodeId, UtcTime, dataclass_fields
 
 
 class DeviceOut(BaseModel):
@@ -42,36 +43,29 @@ class DeviceList(BaseModel):
     items: list[DeviceOut]
 
 
-class ChannelOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+#: Shown first in a channel; the rest of the registry's catalog attributes (``ChannelInfo``) follow in its order.
+_CHANNEL_HEAD = ("channel_id", "name", "status", "longitude", "latitude")
+_channel_info = dataclass_fields(ChannelInfo)
 
-    channel_id: str
-    device_id: str | None = None
-    name: str | None = None
-    status: str | None = None
-    online: bool
-    longitude: float | None = None
-    latitude: float | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    owner: str | None = None
-    civil_code: str | None = None
-    block: str | None = None
-    address: str | None = None
-    parental: int | None = None
-    parent_id: str | None = None
-    business_group_id: str | None = None
-    safety_way: int | None = None
-    register_way: int | None = None
-    secrecy: int | None = None
-    ip_address: str | None = None
-    port: int | None = None
-    ptz_type: int | None = None
-    org_node_id: int | None = None
-    removed: bool
-    removed_at: UtcTime | None = None
-    first_seen: UtcTime | None = None
-    updated_at: UtcTime | None = None
+#: A channel: the catalog attributes the registry keeps (:class:`device_registry.events.ChannelInfo`, the one
+#: list of them), plus its device, presence, organisation node and bookkeeping times.
+ChannelOut = create_model(
+    "ChannelOut",
+    __config__=ConfigDict(from_attributes=True),
+    channel_id=_channel_info["channel_id"],
+    device_id=(str | None, None),
+    name=_channel_info["name"],
+    status=_channel_info["status"],
+    online=(bool, ...),
+    longitude=_channel_info["longitude"],
+    latitude=_channel_info["latitude"],
+    **dataclass_fields(ChannelInfo, skip=_CHANNEL_HEAD),
+    org_node_id=(int | None, None),
+    removed=(bool, ...),
+    removed_at=(UtcTime | None, None),
+    first_seen=(UtcTime | None, None),
+    updated_at=(UtcTime | None, None),
+)
 
 
 class ChannelList(BaseModel):
