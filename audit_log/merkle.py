@@ -210,6 +210,27 @@ def _check_hash(what: str, value: bytes) -> None:
         raise ProofError(f"{what} is {len(value)} bytes, not {HASH_SIZE}")
 
 
+def _sides(fn: int, sn: int, count: int, what: str) -> list[bool]:
+    """The walk up the tree that RFC 9162 2.1.3.2 and 2.1.4.2 share: starting at node ``fn`` of a tree whose
+    last node is ``sn``, for each of ``count`` proof hashes whether it is the left sibling (hashed before the
+    running value) or the right one; :class:`ProofError` when the proof is longer or shorter than the walk."""
+    sides: list[bool] = []
+    for _ in range(count):
+        if sn == 0:
+            raise ProofError(f"{what} proof is too long")
+        left = bool(fn & 1) or fn == sn
+        sides.append(left)
+        if left and not fn & 1:
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError(f"{what} proof is too short")
+    return sides
+
+
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
     """RFC 9162 2.1.3.2: raise :class:`ProofError` unless ``proof`` proves ``leaf`` at ``index``
     in the tree of ``size`` leaves with ``root``."""
@@ -219,22 +240,9 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
     _check_hash("root", root)
     for p in proof:
         _check_hash("proof hash", p)
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if sn == 0:
-            raise ProofError("inclusion proof is too long")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("inclusion proof is too short")
+    r = leaf
+    for p, left in zip(proof, _sides(index, size - 1, len(proof), "inclusion"), strict=True):
+        r = node_hash(p, r) if left else node_hash(r, p)
     if r != root:
         raise ProofError("inclusion proof does not lead to the root")
 
@@ -264,22 +272,12 @@ def verify_consistency(old: int, new: int, proof: Sequence[bytes], old_root: byt
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ProofError("consistency proof is too long")
-        if fn & 1 or fn == sn:
+    for c, left in zip(path[1:], _sides(fn, sn, len(path) - 1, "consistency"), strict=True):
+        if left:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
         else:
             sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("consistency proof is too short")
     if fr != old_root:
         raise ProofError("consistency proof does not lead to the old root")
     if sr != new_root:
