@@ -202,6 +202,9 @@ class AuditLog:
         self._checkpointer: asyncio.Task[None] | None = None
         self._last_alarm: str | None = None
         self._file_lock = asyncio.Lock()
+        # observers of appended records (the security monitor's config-change events): called with each
+        # record's dict once it is appended (in the caller's transaction for append/append_many), never raise
+        self.listeners: list[Any] = []
 
     @classmethod
     def from_settings(
@@ -240,11 +243,23 @@ class AuditLog:
         """Append one entry in ``session``'s transaction (see the module docstring)."""
         record = build_record(actor=actor, action=action, target=target, client_ip=client_ip, detail=detail,
                               session_id=session_id, watermark_id=watermark_id)
-        return (await self.store.append(session, [record]))[0]
+        entry = (await self.store.append(session, [record]))[0]
+        self._notify([record])
+        return entry
 
     async def append_many(self, session: AsyncSession, records: Sequence[dict[str, Any]]) -> list[AuditEntry]:
         """Append records made by :func:`build_record` in ``session``'s transaction, in order."""
-        return await self.store.append(session, records)
+        entries = await self.store.append(session, records)
+        self._notify(records)
+        return entries
+
+    def _notify(self, records: Sequence[dict[str, Any]]) -> None:
+        for fn in self.listeners:
+            for record in records:
+                try:
+                    fn(record)
+                except Exception:
+                    log.exception("audit.listener_failed", action=record.get("action"))
 
     async def record(
         self,
@@ -304,6 +319,7 @@ class AuditLog:
                 async with self.sessionmaker() as session:
                     entries = await self.store.append(session, records, savepoint=False)
                     await session.commit()
+                    self._notify(records)
                     return entries
             except IntegrityError:  # another writer took the seq: the whole transaction again
                 if attempt == 2:

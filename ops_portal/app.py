@@ -58,6 +58,7 @@ def _error_response(exc: ApiError) -> JSONResponse:
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     if exc.status_code == 403 and is_refusal(exc.error):
+        _security_event(request, "access_denied", error=exc.error)  # every one (the audit entry is rate-limited)
         denials: DenialAudit | None = getattr(request.app.state, "denial_audit", None)
         if denials is not None:
             await denials.refused(request, exc)  # access.denied on the audit log (rate-limited per user)
@@ -71,6 +72,8 @@ async def _on_body_too_large(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code in (404, 405):  # no such route (or method): what a scanner hits
+        _security_event(request, "route_unknown", error=str(exc.status_code))
     code, message = _HTTP_ERRORS.get(exc.status_code, ("http_error", "请求失败 / request failed"))
     return _error_response(ApiError(exc.status_code, code, message, headers=exc.headers))
 
@@ -183,6 +186,72 @@ class _BodyLimit:
             if started:
                 raise
             await _error_response(exc.api_error())(scope, receive, send)
+
+
+# ------------------------------------------------------------------------------------------ security events
+def _security_event(request: Request, kind: str, *, error: str) -> None:
+    """One event on ``app.state.security``: ``access_denied`` (a 403 for permission or scope) or
+    ``route_unknown``; ``detail.path`` (the concrete path) is what the scanning rule counts per address."""
+    sink = getattr(request.app.state, "security", None)
+    if sink is None:
+        return
+    try:
+        from ops_portal.deps import client_ip
+
+        user = getattr(request.state, "user", None)
+        route = request.scope.get("route")
+        template = getattr(route, "path", None)
+        detail: dict[str, Any] = {"method": request.method, "path": request.url.path[:200], "error": error}
+        if template:
+            detail["route"] = template
+        sink.emit(kind, source_ip=client_ip(request), user=getattr(user, "username", None), detail=detail)
+    except Exception:
+        log.exception("security.emit_failed", kind=kind)
+
+
+class _BlockedAddresses:
+    """Every HTTP (and WebSocket) request from an address the security monitor blocked is answered 403
+    ``address_blocked``, before anything else runs; one ``blocked_request`` event per address and minute."""
+
+    EVENT_EVERY = 60.0
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI, clock: Any = time.monotonic) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.clock = clock
+        self._last: dict[str, float] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sink = getattr(self.fastapi_app.state, "security", None)
+        if scope["type"] not in ("http", "websocket") or sink is None:
+            await self.app(scope, receive, send)
+            return
+        from ops_portal.http_limits import forwarded_client_ip
+
+        client = scope.get("client")
+        peer = client[0] if client else None
+        forwarded = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
+        settings = getattr(self.fastapi_app.state, "settings", None)
+        ip = forwarded_client_ip(peer, forwarded, settings.trusted_proxies if settings is not None else "")
+        if ip is None or not sink.is_blocked(ip):
+            await self.app(scope, receive, send)
+            return
+        now = self.clock()
+        last = self._last.get(ip)
+        if last is None or now - last >= self.EVENT_EVERY:
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[ip] = now
+            try:
+                sink.emit("blocked_request", source_ip=ip,
+                          detail={"method": scope.get("method", "WS"), "path": str(scope.get("path", ""))[:200]})
+            except Exception:
+                log.exception("security.emit_failed", kind="blocked_request")
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await _error_response(ApiError(403, "address_blocked", "来源地址已被封禁 / source address blocked"))(
+            scope, receive, send)
 
 
 # ------------------------------------------------------------------------------------------ refusals
@@ -364,6 +433,7 @@ def create_app(
     media: Any | None = None,
     control: Any | None = None,
     alarms: Any | None = None,
+    security: Any | None = None,
 ) -> FastAPI:
     """The portal app.
 
@@ -373,7 +443,8 @@ def create_app(
     ``media`` the :class:`media_relay.service.MediaService` (``None``: live requests answer 503);
     ``control`` the :class:`device_control.service.ControlService` (``None``: PTZ and device control answer
     503); ``alarms`` the :class:`alarms.service.AlarmService` (``None``: the alarm list is empty, the live
-    feed and acknowledging answer 503).
+    feed and acknowledging answer 503); ``security`` the :class:`security.events.SecuritySink` (``None``: a
+    :class:`security.events.NullSink`; the platform sets its monitor on ``app.state.security``).
     """
     app = FastAPI(
         title="gbops",
@@ -391,6 +462,9 @@ def create_app(
     app.state.media = media
     app.state.control = control
     app.state.alarms = alarms
+    from security.events import NullSink
+
+    app.state.security = security if security is not None else NullSink()
     app.state.login_throttle = LoginThrottle(settings)
     app.state.denial_audit = DenialAudit(settings)
 
@@ -401,6 +475,7 @@ def create_app(
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(_BodyLimit, settings=settings)
     app.add_middleware(_NoStoreHeaders)
+    app.add_middleware(_BlockedAddresses, fastapi_app=app)  # outermost: a blocked address reaches nothing
 
     app.include_router(api_router)
     from ops_portal.console import router as console_router

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["EVENT_KINDS", "SEVERITIES", "ListSink", "NullSink", "SecurityEvent", "SecuritySink"]
+__all__ = ["EVENT_KINDS", "SEVERITIES", "ListSink", "NullSink", "SecurityEvent", "SecuritySink", "kind_words",
+           "severity_rank"]
 
 #: Severity of an event or alert, lowest first.
 SEVERITIES = ("info", "warning", "critical")
@@ -33,6 +34,8 @@ EVENT_KINDS: dict[str, tuple[str, str, str]] = {
     "off_hours_access": ("非工作时间回放或下载", "playback or download outside working hours", "info"),
     "config_change": ("配置变更", "configuration changed", "info"),
     "blocked_request": ("被封禁地址的请求", "request from a blocked address", "info"),
+    "route_unknown": ("访问不存在的接口", "request for a route that does not exist", "info"),
+    "download": ("视频下载请求", "video download requested", "info"),
     # devices
     "sip_auth_failed": ("设备认证失败", "device digest authentication failed", "warning"),
     "sip_locked": ("设备认证锁定", "device id or address locked out", "critical"),
@@ -43,6 +46,20 @@ EVENT_KINDS: dict[str, tuple[str, str, str]] = {
     "clock_skew": ("设备时钟偏差超限", "device clock beyond the limit", "warning"),
     "ntp_unsynced": ("平台时钟未同步", "platform clock not synchronised", "critical"),
 }
+
+
+SEVERITY_WORDS: dict[str, tuple[str, str]] = {"info": ("提示", "info"), "warning": ("警告", "warning"),
+                                              "critical": ("严重", "critical")}
+
+
+def kind_words(kind: str) -> tuple[str, str]:
+    """(Chinese, English) words of an event kind (the kind itself when unknown)."""
+    words = EVENT_KINDS.get(kind)
+    return (words[0], words[1]) if words else (kind, kind)
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,3 +74,63 @@ export async function getAll(path, params = {}, max = 5000) {
     if (!got.length || offset >= (page.total ?? offset) || items.length >= max) return items;
   }
 }
+
+// ------------------------------------------------------------------ server-sent events
+// A live feed read with fetch(): EventSource cannot send the bearer token, and a token in the URL would end up
+// in logs.  onEvent(name, data) for each event with JSON data, onState("open" | "closed" | "denied"); the
+// feed reconnects after the server's retry delay until close().  Returns { close() }.
+export function openEventStream(path, onEvent, onState = () => {}) {
+  let stopped = false;
+  let ctrl = null;
+  let retry = 3000;
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function handle(block) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const i = line.indexOf(":");
+      const name = i < 0 ? line : line.slice(0, i);
+      const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+      if (name === "event") event = value;
+      else if (name === "data") data.push(value);
+      else if (name === "retry" && /^\d+$/.test(value)) retry = Number(value);
+    }
+    if (data.length) {
+      try { onEvent(event, JSON.parse(data.join("\n"))); } catch (_) { /* a malformed event is skipped */ }
+    }
+  }
+
+  (async () => {
+    while (!stopped) {
+      ctrl = new AbortController();
+      try {
+        const r = await fetch(path, { headers: { Authorization: "Bearer " + (token.get() || ""),
+                                                 Accept: "text/event-stream" }, signal: ctrl.signal });
+        if (r.status === 401 || r.status === 403) { onState("denied"); return; }
+        if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
+        onState("open");
+        const reader = r.body.getReader();
+        const decoder = new TextDecoder();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+          let i;
+          while ((i = buf.indexOf("\n\n")) >= 0) {
+            handle(buf.slice(0, i));
+            buf = buf.slice(i + 2);
+          }
+        }
+      } catch (_) {
+        if (stopped) return;
+      }
+      if (stopped) return;
+      onState("closed");
+      await sleep(retry);
+    }
+  })();
+  return { close() { stopped = true; if (ctrl) ctrl.abort(); } };
+}
