@@ -217,7 +217,7 @@ class Controls:
         return round(116.3 + (i % 100) * 0.001, 6), round(39.9 + (i // 100) * 0.001, 6)
 
     def _device_time(self) -> str:
-        return gb_time(self.dev.wall() + self.dev.clock_offset, millis=False)
+        return gb_time(self.dev.wall() + self.dev.clock_offset + self.dev.cfg.clock_error, millis=False)
 
     # ------------------------------------------------------------------ DeviceControl
     def on_control(self, req: SipRequest, msg: manscdp.ManscdpMessage, now: float) -> SipResponse:

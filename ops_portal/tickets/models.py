@@ -27,7 +27,7 @@ class Ticket(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))  # fault | quality
-    source: Mapped[str] = mapped_column(String(16))  # user | auto_offline | auto_quality | auto_alarm
+    source: Mapped[str] = mapped_column(String(16))  # user | auto_offline | auto_quality | auto_alarm | auto_clock
     state: Mapped[str] = mapped_column(String(16), index=True)
     device_id: Mapped[str | None] = mapped_column(String(20), index=True)
     channel_id: Mapped[str | None] = mapped_column(String(20), index=True)

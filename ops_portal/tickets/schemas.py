@@ -59,7 +59,7 @@ class TicketEventOut(BaseModel):
 class TicketOut(BaseModel):
     id: int
     kind: str = Field(description="fault 点位故障 / quality 视频质量异常")
-    source: str = Field(description="user 人工上报 / auto_offline 离线自动 / auto_quality 质量检测自动 / auto_alarm 报警自动")
+    source: str = Field(description="user 人工上报 / auto_offline 离线自动 / auto_quality 质量检测自动 / auto_alarm 报警自动 / auto_clock 设备时钟偏差自动")
     state: str = Field(description="reported / acknowledged / repairing / repaired / confirmed / reopened")
     channel_id: str | None
     device_id: str | None

@@ -33,7 +33,7 @@ __all__ = [
 log = get_logger("gbops.tickets")
 
 KINDS = ("fault", "quality")
-SOURCES = ("user", "auto_offline", "auto_quality", "auto_alarm")
+SOURCES = ("user", "auto_offline", "auto_quality", "auto_alarm", "auto_clock")
 
 
 @dataclass(frozen=True)

@@ -273,3 +273,16 @@ class UpperCatalogSent:
     sent: int
     total: int
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTimeReported:
+    """A DeviceStatus answer arrived (whoever asked for it): ``device_time`` its ``DeviceTime`` text (None when
+    it gave none), ``sent`` when the platform sent the query it answers (wall clock, POSIX seconds; None when
+    it answers no query of ours), ``received`` when it arrived (same clock).  The clock-skew sample (issue 16)."""
+
+    device_id: str
+    sn: int
+    device_time: str | None
+    sent: float | None
+    received: float

@@ -47,6 +47,9 @@ class InviteAnswered:
     transport: str
     sdp: Sdp
     filesize: int | None = None  # a=filesize of a download answer (bytes), when the device gave it
+    # a history answer's t= against the offer: 0 the same window, +-N*3600 the same window shifted by whole
+    # hours (NVRs that build t= from local time as if it were UTC: +28800), None not comparable / different
+    window_shift_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,27 @@ class MediaStatusReceived:
 #: s= of the three kinds of call (GB/T 28181 9.2, 9.8, 9.9)
 SESSION_NAMES = ("Play", "Playback", "Download")
 HISTORY_SESSIONS = ("Playback", "Download")
+
+
+#: The largest whole-hour shift of an answer's ``t=`` window taken for a time-zone mistake (UTC-12..UTC+14).
+MAX_WINDOW_SHIFT_HOURS = 14
+
+
+def window_shift(offered: tuple[int, int] | None, answered: tuple[int, int] | None) -> int | None:
+    """How an answer's ``t=`` window relates to the offered one: 0 when equal; the shift in seconds when it is
+    the same window moved by a whole number of hours (at most :data:`MAX_WINDOW_SHIFT_HOURS`), as NVRs that
+    write local (Beijing) time as if it were UTC answer (+28800 s); None otherwise (absent, ``0 0``, or some
+    other window: a device may answer with the recording it actually has)."""
+    if offered is None or answered is None or answered == (0, 0):
+        return None
+    shift = answered[0] - offered[0]
+    if answered[1] - offered[1] != shift:
+        return None
+    if shift == 0:
+        return 0
+    if shift % 3600 == 0 and abs(shift) <= MAX_WINDOW_SHIFT_HOURS * 3600:
+        return shift
+    return None
 
 
 def history_window(session_name: str, start: int | None, end: int | None, speed: int | None) -> tuple[str, int | None]:
@@ -223,6 +247,8 @@ class InviteSessions:
         dialog = Dialog(req, route.transport, route_headers=False)
         self.by_call[call_id] = MediaSession(call_id, device_id, channel_id, ssrc, transport, route, key, dialog,
                                              session_name=session_name)
+        if start is not None and end is not None:
+            self.by_call[call_id].extra["window"] = (start, end)  # the answer's t= is compared with it
         self.by_key[key] = call_id
         return call_id
 
@@ -320,8 +346,12 @@ class InviteSessions:
             if digits.isdigit():
                 ssrc = digits.zfill(10)  # "630886" answered for "0000630886" by some firmwares
         s.ssrc = ssrc
+        offered = s.extra.get("window")
+        shift = window_shift(offered, sdp.time_range) if offered is not None else None
+        # a history answer is accepted whatever its t= (the stream is what counts); a whole-hour shift or a
+        # different window is said in the log by the adapter (window_shift_s)
         self.server._emit(InviteAnswered(s.call_id, s.device_id, s.channel_id, ssrc, sdp.media_address(),
-                                         s.transport, sdp, _filesize(sdp)))
+                                         s.transport, sdp, _filesize(sdp), shift))
 
     # ------------------------------------------------------------------ endpoint events
     def on_response(self, event: Any, now: float) -> bool:
@@ -424,4 +454,4 @@ class InviteSessions:
 
 
 __all__ = ["InviteSessions", "InviteAnswered", "InviteFailed", "SessionEnded", "MediaSession", "MediaStatusReceived",
-           "SESSION_NAMES", "HISTORY_SESSIONS", "history_window", "ev"]
+           "SESSION_NAMES", "HISTORY_SESSIONS", "history_window", "window_shift", "ev"]
