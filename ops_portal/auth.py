@@ -17,6 +17,14 @@
   Unknown user names and wrong passwords get the same answer, take the same time (a dummy hash is
   verified) and are throttled and locked the same way, so the login route does not tell whether an
   account exists.
+* Issue 16.  A user with the TOTP second factor on (:mod:`ops_portal.totp`) sends its code as ``otp``: a
+  missing one answers 401 ``totp_required`` (the password was right; the console then asks for the code),
+  a wrong or replayed one 401 ``totp_invalid``, counted by the throttle like a wrong password.  A password
+  older than ``GBOPS_PASSWORD_MAX_AGE_DAYS`` must be changed (``must_change_password`` is set at login).
+  A holder of an administration permission logs in only from ``GBOPS_ADMIN_ALLOW_CIDRS`` (when set).  A
+  token unused for ``GBOPS_SESSION_IDLE_MINUTES`` is refused (401 ``session_idle``); its ``last_used_at`` is
+  written at most once a minute.  Every refusal is also a security event (``security.events``) sent to the
+  sink the caller passes.
 """
 
 from __future__ import annotations
@@ -36,10 +44,12 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from gbcore.db import begin_write, utcnow
 from gbcore.log import get_logger
 from gbcore.passwords import weak_password_reason
+from ops_portal.accounts import second_factor
 from ops_portal.http_limits import LOOPBACK, address_key, in_networks, parse_networks
 from ops_portal.models import AuthToken, Role, User, UserRole
 from ops_portal.schemas import ApiError
@@ -63,7 +73,9 @@ __all__ = [
     "hash_password",
     "hash_token",
     "login",
+    "emit",
     "new_token",
+    "password_age_reason",
     "resolve_token",
     "revoke_token",
     "verify_password",
@@ -77,6 +89,8 @@ LOGIN_DELAY_BASE = 1.0
 LOGIN_DELAY_MAX = 300.0
 #: Expired or revoked tokens are deleted this long after they stopped working.
 TOKEN_RETENTION = timedelta(days=7)
+#: ``auth_tokens.last_used_at`` is written at most this often per token.
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 
 _hasher = PasswordHasher()
 _dummy_hash: str | None = None
@@ -443,12 +457,79 @@ def invalid_token() -> ApiError:
     )
 
 
+def session_idle() -> ApiError:
+    return ApiError(
+        401,
+        "session_idle",
+        "会话空闲超时，请重新登录 / session idle timeout, log in again",
+        headers=_BEARER_INVALID,
+    )
+
+
+def _totp_required() -> ApiError:
+    return ApiError(
+        401,
+        "totp_required",
+        "此账户已启用两步验证，请输入验证器应用中的 6 位动态验证码 / this account uses two-step verification: "
+        "enter the 6-digit code from your authenticator app",
+        headers=_BEARER,
+    )
+
+
+def _totp_invalid() -> ApiError:
+    return ApiError(
+        401,
+        "totp_invalid",
+        "动态验证码错误或已使用过，请输入验证器应用中当前显示的验证码 / the verification code is wrong or was "
+        "already used: enter the code your authenticator app shows now",
+        headers=_BEARER,
+    )
+
+
+def admin_network_refused() -> ApiError:
+    return ApiError(
+        403,
+        "admin_network_refused",
+        "管理操作只允许从指定的管理网络进行，当前地址不在允许范围内 / management is only allowed from the "
+        "administration networks (GBOPS_ADMIN_ALLOW_CIDRS): this address is not one of them",
+    )
+
+
+def password_age_reason(user: User, settings: Settings, now: datetime) -> str | None:
+    """Why ``user`` must change the password because of its age (None: not too old, or no policy)."""
+    days = settings.password_max_age_days
+    changed = user.password_changed_at
+    if days <= 0 or changed is None or now - changed < timedelta(days=days):
+        return None
+    return f"密码已超过 {days} 天未修改，请设置新密码 / the password is older than {days} days: choose a new one"
+
+
+# ------------------------------------------------------------------------------------------ security events
+def emit(sink: Any, kind: str, *, client_ip: str | None, user: str | None, **detail: Any) -> None:
+    """Send one security event to ``sink`` (None: nowhere); never raises into the request."""
+    if sink is None:
+        return
+    try:
+        sink.emit(kind, source_ip=client_ip, user=user, detail=detail)
+    except Exception:  # a monitor fault must not fail a login
+        log.exception("security.emit_failed", kind=kind)
+
+
+def _admin_network_allowed(client_ip: str | None, settings: Settings) -> bool:
+    networks = parse_networks(settings.admin_allow_cidrs)
+    return not networks or in_networks(client_ip, networks)
+
+
 # ------------------------------------------------------------------------------------------ login
 @dataclass(frozen=True, slots=True)
 class LoginResult:
     token: str
     expires_at: datetime
     user: User
+    #: set when the password must be changed because of its age (the words to show)
+    password_change_reason: str | None = None
+    #: the user's role requires the second factor and it is not set up: the token may only enrol
+    totp_setup_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,15 +694,19 @@ async def login(
     client_ip: str | None,
     throttle: LoginThrottle,
     audit: AuditLog | None = None,
+    otp: str | None = None,
+    sink: Any = None,
 ) -> LoginResult:
     """Check the credentials and issue a token, or raise :class:`ApiError` (401/403/423/429).
 
     With ``audit``, every outcome but throttling is on the audit log, in the same transaction as its
     effect: ``auth.login``, ``auth.login_failed`` (reason ``unknown_user``, ``bad_credentials``,
-    ``locked``, ``disabled``, ``account_expired``, ``account_not_yet_valid``) or ``auth.lockout`` (a
-    failure that locks the address out of the account, detail ``scope: address``, or the account itself,
-    ``scope: account``).  A user name that does not exist is not recorded (it may be a password typed
-    into the wrong field)."""
+    ``locked``, ``disabled``, ``account_expired``, ``account_not_yet_valid``, ``totp_failed``,
+    ``admin_network``) or ``auth.lockout`` (a failure that locks the address out of the account, detail
+    ``scope: address``, or the account itself, ``scope: account``).  A user name that does not exist is not
+    recorded (it may be a password typed into the wrong field).  With ``sink`` (a
+    :class:`security.events.SecuritySink`), refusals are security events too: ``login_failed``,
+    ``login_locked``, ``totp_failed``, ``outside_validity``, ``admin_network``."""
     settings = throttle.settings
     now = utcnow()
     admitted = throttle.begin(username, client_ip, now)  # before any await: concurrent attempts count
@@ -632,8 +717,11 @@ async def login(
         user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
         await session.commit()  # no snapshot held while argon2 runs
         actor = _anonymous()
+        name = user.username if user is not None else None  # an unknown name may be a mistyped password
 
         if isinstance(admitted, LoginRefusal):
+            emit(sink, "login_locked", client_ip=client_ip, user=name, scope="address",
+                 locked_until=admitted.until.isoformat())
             raise await _refused(admitted, session=session, audit=audit, actor=actor, target_user=user,
                                  client_ip=client_ip, username=username, audited=True)
         attempt = admitted
@@ -644,6 +732,8 @@ async def login(
                 await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=None,
                                    client_ip=client_ip,
                                    detail={"reason": "locked", "scope": "account", "locked_until": until})
+                emit(sink, "login_locked", client_ip=client_ip, user=None, scope="account",
+                     locked_until=until.isoformat())
                 raise _locked(until)
             await _burn_verify(password)
             failed_at = utcnow()
@@ -662,6 +752,8 @@ async def login(
                     await _audit(audit, session, action, actor=actor, target_user=None, client_ip=client_ip,
                                  detail=detail)
                 await session.commit()
+            _emit_failure(sink, failure, account_until, client_ip=client_ip, user=None, kind="login_failed",
+                          reason="unknown_user")
             if failure.address_locked_until is not None:
                 raise _locked(failure.address_locked_until, address=True)
             if account_until is not None:
@@ -674,35 +766,44 @@ async def login(
             await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=user,
                                client_ip=client_ip,
                                detail={"reason": "locked", "scope": "account", "locked_until": account_until})
+            emit(sink, "login_locked", client_ip=client_ip, user=name, scope="account",
+                 locked_until=account_until.isoformat())
             raise _locked(account_until)
 
-        ok, needs_rehash = await asyncio.to_thread(_verify_sync, user.password_hash, password)
-        if not ok:
+        async def count_failure(reason: str, kind: str, error: ApiError) -> ApiError:
+            """A wrong password or second-factor code: counted, audited, an event; the error to raise."""
             failed_at = utcnow()
             failure = attempt.failed(failed_at)
 
             async def audit_failure(account_until: datetime | None) -> None:
-                for action, detail in _failure_audits(failure, account_until, reason="bad_credentials",
+                for action, detail in _failure_audits(failure, account_until, reason=reason,
                                                       failed_action="auth.login_failed",
                                                       window_minutes=settings.login_lock_minutes):
                     await _audit(audit, session, action, actor=actor, target_user=user, client_ip=client_ip,
                                  detail=detail)
 
+            assert user is not None
             account_until = await _record_failure(session, user, failure, failed_at, throttle.lock_duration,
                                                   on_recorded=audit_failure)
-            log.info("login.failed", username=username, client_ip=client_ip, reason="bad_credentials",
+            log.info("login.failed", username=username, client_ip=client_ip, reason=reason,
                      address_failures=failure.address_failures, account_failures=failure.account_failures,
                      address_locked=failure.address_locked_until is not None, account_locked=account_until is not None)
+            _emit_failure(sink, failure, account_until, client_ip=client_ip, user=name, kind=kind, reason=reason)
             if failure.address_locked_until is not None:
-                raise _locked(failure.address_locked_until, address=True)
+                return _locked(failure.address_locked_until, address=True)
             if account_until is not None and await _account_lock(session, user, client_ip, settings, failed_at):
-                raise _locked(account_until)
-            raise _bad_credentials()
+                return _locked(account_until)
+            return error
+
+        ok, needs_rehash = await asyncio.to_thread(_verify_sync, user.password_hash, password)
+        if not ok:
+            raise await count_failure("bad_credentials", "login_failed", _bad_credentials())
 
         if user.disabled:
             log.info("login.refused", username=username, client_ip=client_ip, reason="disabled")
             await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=user,
                                client_ip=client_ip, detail={"reason": "disabled"})
+            emit(sink, "login_failed", client_ip=client_ip, user=name, reason="disabled")
             raise ApiError(403, "account_disabled", "账户已停用，请联系管理员 / the account is disabled")
 
         outside = _validity_error(user, now, 403)
@@ -710,18 +811,47 @@ async def login(
             log.info("login.refused", username=username, client_ip=client_ip, reason=outside.error)
             await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=user,
                                client_ip=client_ip, detail={"reason": outside.error})
+            emit(sink, "outside_validity", client_ip=client_ip, user=name, reason=outside.error, at="login")
             raise outside
 
-        attempt.succeeded()
+        totp_step: int | None = None
+        if user.totp_enabled_at is not None:
+            if not (otp or "").strip():
+                # The password was right; the client did not know a code is needed (not a failure).
+                log.info("login.totp_required", username=username, client_ip=client_ip)
+                raise _totp_required()
+            totp_step = second_factor.code_step(second_factor.totp_box(settings), user, otp, utcnow())
+            if totp_step is None:
+                raise await count_failure("totp_failed", "totp_failed", _totp_invalid())
+
+        if not _admin_network_allowed(client_ip, settings) and await _holds_admin_permission(session, user):
+            log.info("login.refused", username=username, client_ip=client_ip, reason="admin_network")
+            await _audit_alone(audit, session, "auth.login_failed", actor=actor, target_user=user,
+                               client_ip=client_ip, detail={"reason": "admin_network"})
+            emit(sink, "admin_network", client_ip=client_ip, user=name, at="login")
+            raise admin_network_refused()
+
+        totp_setup = user.totp_enabled_at is None and await second_factor.requires_totp(session, user, settings)
+        if session.in_transaction():
+            await session.commit()
         new_hash = await hash_password(password) if needs_rehash else None
         await begin_write(session)
         now = utcnow()
+        if totp_step is not None and not await second_factor.claim_step(session, user, totp_step):
+            await session.commit()  # nothing written: the same code used by a request that got there first
+            raise await count_failure("totp_failed", "totp_failed", _totp_invalid())
+        attempt.succeeded()
         if new_hash is not None:
             user.password_hash = new_hash
         user.failed_logins = 0
         if user.locked_until is not None and user.locked_until <= now:
             # An administrator let in despite an account-wide lock leaves it in place for the others.
             user.locked_until = None
+        user.last_login_at = now
+        user.password_weak = weak_password_reason(password, user.username) is not None
+        age_reason = password_age_reason(user, settings, now)
+        if age_reason is not None:
+            user.must_change_password = True
         token = new_token()
         expires_at = now + ttl
         token_row = AuthToken(
@@ -730,12 +860,20 @@ async def login(
             created_at=now,
             expires_at=expires_at,
             client_ip=client_ip,
+            last_used_at=now,
         )
         session.add(token_row)
         if audit is not None:
             await session.flush()  # the token row's id, for the audit entry
+            detail: dict[str, Any] = {"token_id": token_row.id, "expires_at": expires_at}
+            if totp_step is not None:
+                detail["second_factor"] = "totp"
+            if age_reason is not None:
+                detail["password_expired"] = True
+            if totp_setup:
+                detail["totp_setup_required"] = True
             await _audit(audit, session, "auth.login", actor=_as_actor(user), target_user=user,
-                         client_ip=client_ip, detail={"token_id": token_row.id, "expires_at": expires_at})
+                         client_ip=client_ip, detail=detail)
         # Housekeeping: this user's tokens that stopped working a while ago.
         await session.execute(
             delete(AuthToken).where(
@@ -744,15 +882,60 @@ async def login(
             )
         )
         await session.commit()
-        log.info("login.ok", username=username, user_id=user.id, client_ip=client_ip)
-        return LoginResult(token=token, expires_at=expires_at, user=user)
+        log.info("login.ok", username=username, user_id=user.id, client_ip=client_ip,
+                 second_factor=totp_step is not None)
+        return LoginResult(token=token, expires_at=expires_at, user=user, password_change_reason=age_reason,
+                           totp_setup_required=totp_setup)
     finally:
         if isinstance(admitted, LoginAttempt):
             admitted.release()
 
 
-async def resolve_token(session: AsyncSession, token: str) -> AuthContext:
-    """The user and token row behind a bearer token, or :class:`ApiError` 401."""
+def _emit_failure(sink: Any, failure: LoginFailure, account_until: datetime | None, *, client_ip: str | None,
+                  user: str | None, kind: str, reason: str) -> None:
+    emit(sink, kind, client_ip=client_ip, user=user, reason=reason, failed_logins=failure.address_failures)
+    if failure.address_locked_until is not None:
+        emit(sink, "login_locked", client_ip=client_ip, user=user, scope="address", reason=reason,
+             locked_until=failure.address_locked_until.isoformat())
+    if account_until is not None:
+        emit(sink, "login_locked", client_ip=client_ip, user=user, scope="account", reason=reason,
+             failures=failure.account_failures, locked_until=account_until.isoformat())
+
+
+async def _holds_admin_permission(session: AsyncSession, user: User) -> bool:
+    """Whether ``user`` holds any administration-level permission (the built-in role holds them all)."""
+    from ops_portal.deps import PERMISSION_CATALOGUE
+    from ops_portal.models import RolePermission
+
+    admin = sorted(name for name, (level, *_rest) in PERMISSION_CATALOGUE.items() if level == "admin")
+    hit = (
+        await session.execute(
+            select(Role.id)
+            .join(UserRole, UserRole.role_id == Role.id)
+            .outerjoin(RolePermission, RolePermission.role_id == Role.id)
+            .where(UserRole.user_id == user.id,
+                   (Role.builtin.is_(True)) | (RolePermission.permission.in_(admin)))
+            .limit(1)
+        )
+    ).first()
+    return hit is not None
+
+
+async def resolve_token(
+    session: AsyncSession,
+    token: str,
+    *,
+    idle: timedelta | None = None,
+    sink: Any = None,
+    client_ip: str | None = None,
+    touch: bool = True,
+) -> AuthContext:
+    """The user and token row behind a bearer token, or :class:`ApiError` 401.
+
+    With ``idle`` (``GBOPS_SESSION_IDLE_MINUTES``), a token whose last use is older is refused (401
+    ``session_idle``), and, with ``touch``, its ``last_used_at`` is moved to now when it is more than a minute
+    old.  With ``sink``, refusals are security events: ``token_forged`` (no such token), ``token_revoked``,
+    ``token_expired`` (lifetime or idle), ``outside_validity``."""
     now = utcnow()
     row = (
         await session.execute(
@@ -763,14 +946,53 @@ async def resolve_token(session: AsyncSession, token: str) -> AuthContext:
     ).one_or_none()
     await session.commit()  # end the read transaction; the rows stay usable
     if row is None:
+        emit(sink, "token_forged", client_ip=client_ip, user=None)
         raise invalid_token()
     tok, user = row
-    if tok.revoked_at is not None or tok.expires_at <= now or user.disabled:
+    if tok.revoked_at is not None:
+        emit(sink, "token_revoked", client_ip=client_ip, user=user.username, token_id=tok.id)
+        raise invalid_token()
+    if tok.expires_at <= now:
+        emit(sink, "token_expired", client_ip=client_ip, user=user.username, token_id=tok.id, reason="lifetime")
+        raise invalid_token()
+    if user.disabled:
         raise invalid_token()
     outside = _validity_error(user, now, 401)
     if outside is not None:
+        emit(sink, "outside_validity", client_ip=client_ip, user=user.username, reason=outside.error, at="request")
         raise outside
+    last = tok.last_used_at or tok.created_at
+    if idle is not None and idle > timedelta(0) and last is not None and now - last >= idle:
+        emit(sink, "token_expired", client_ip=client_ip, user=user.username, token_id=tok.id, reason="idle",
+             idle_minutes=round(idle.total_seconds() / 60, 1))
+        raise session_idle()
+    if touch and (tok.last_used_at is None or now - tok.last_used_at >= TOKEN_TOUCH_INTERVAL):
+        await _touch(session, tok, now)
     return AuthContext(user=user, token=tok)
+
+
+async def _touch(session: AsyncSession, tok: AuthToken, now: datetime) -> None:
+    """``last_used_at`` = now: one small write a minute per token, on a connection of its own (a failure
+    there must not expire the request session's rows); a busy database only delays the next one."""
+    stmt = (
+        update(AuthToken)
+        .where(AuthToken.id == tok.id,
+               (AuthToken.last_used_at.is_(None)) | (AuthToken.last_used_at < now - TOKEN_TOUCH_INTERVAL))
+        .values(last_used_at=now)
+    )
+    engine = session.bind
+    try:
+        if engine is None:  # pragma: no cover - every portal session is bound to the engine
+            await begin_write(session)
+            await session.execute(stmt.execution_options(synchronize_session=False))
+            await session.commit()
+        else:
+            async with engine.begin() as conn:
+                await conn.execute(stmt)
+    except Exception:
+        log.warning("token.touch_failed", token_id=tok.id, exc_info=True)
+        return
+    set_committed_value(tok, "last_used_at", now)  # written already: nothing for the session to flush
 
 
 async def revoke_token(
@@ -878,6 +1100,8 @@ async def change_password(
     user.failed_logins = 0
     user.locked_until = None
     user.updated_at = now
+    user.password_changed_at = now
+    user.password_weak = False  # weak passwords were refused above
     revoked = await session.execute(
         update(AuthToken)
         .where(

@@ -4,7 +4,12 @@
 * :data:`AnyAuth` - the caller's token and user, **including** a user who still has to change
   their password.  Only the password-change and logout routes use it.
 * :data:`Auth` / :data:`CurrentUser` - an authenticated user who is allowed to use the portal:
-  a user with ``must_change_password`` gets 403 ``password_change_required`` here.
+  a user with ``must_change_password`` gets 403 ``password_change_required`` here, and a user whose role
+  requires the TOTP second factor (``GBOPS_TOTP_REQUIRED_ROLES``) and who has not set it up 403
+  ``totp_setup_required``.  :data:`EnrolAuth` lets the latter through (the enrolment routes only).
+* Every token is checked for idleness (``GBOPS_SESSION_IDLE_MINUTES``, 401 ``session_idle``); a permission
+  of the administration level asked from outside ``GBOPS_ADMIN_ALLOW_CIDRS`` (when set) answers 403
+  ``admin_network_refused``.  Refusals are security events on ``app.state.security``.
 * :data:`AccessDep` - the caller's :class:`~ops_portal.access.Access` (permissions, roles, data scope),
   resolved once per request.
 * :func:`require_permission` - a route's declared permission: 403 ``forbidden`` without it.
@@ -17,16 +22,28 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gbcore.db import utcnow
 from gbcore.ids import ChannelRef
 from gbcore.settings import Settings
 from ops_portal.access import Access, ensure_channel, ensure_device, load_access, resolve_channel
-from ops_portal.auth import AuthContext, UnknownUserThrottle, not_authenticated, resolve_token
+from ops_portal.accounts.second_factor import requires_totp
+from ops_portal.auth import (
+    AuthContext,
+    UnknownUserThrottle,
+    admin_network_refused,
+    emit,
+    not_authenticated,
+    password_age_reason,
+    resolve_token,
+)
+from ops_portal.http_limits import in_networks, parse_networks
 from ops_portal.models import User
 from ops_portal.schemas import ApiError
 
@@ -41,6 +58,7 @@ __all__ = [
     "AuditDep",
     "Auth",
     "CurrentUser",
+    "EnrolAuth",
     "RegistryDep",
     "SessionDep",
     "SettingsDep",
@@ -49,6 +67,7 @@ __all__ = [
     "client_ip",
     "device_channel_path",
     "require_permission",
+    "security_sink",
 ]
 
 
@@ -79,6 +98,11 @@ def _audit(request: Request) -> Any | None:
     return getattr(request.app.state, "audit", None)
 
 
+def security_sink(request: Request) -> Any | None:
+    """The platform's :class:`security.events.SecuritySink` (None when the portal runs without one)."""
+    return getattr(request.app.state, "security", None)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 RegistryDep = Annotated[Any, Depends(_registry)]
@@ -86,6 +110,12 @@ SipDep = Annotated[Any | None, Depends(_sip)]
 ThrottleDep = Annotated[UnknownUserThrottle, Depends(_throttle)]
 #: The platform's :class:`audit_log.log.AuditLog`, or None when the portal runs without one.
 AuditDep = Annotated[Any | None, Depends(_audit)]
+
+
+def idle_limit(request: Request) -> timedelta | None:
+    """``GBOPS_SESSION_IDLE_MINUTES`` as the ``idle`` of :func:`resolve_token` (None: no idle limit)."""
+    minutes = request.app.state.settings.session_idle_minutes
+    return timedelta(minutes=minutes) if minutes > 0 else None
 
 
 def client_ip(request: Request) -> str | None:
@@ -115,7 +145,8 @@ async def _authenticate(
 ) -> AuthContext:
     if credentials is None or not credentials.credentials:
         raise not_authenticated()
-    ctx = await resolve_token(session, credentials.credentials)
+    ctx = await resolve_token(session, credentials.credentials, idle=idle_limit(request), sink=security_sink(request),
+                              client_ip=client_ip(request))
     # Who is calling, for what happens outside the route (the access.denied audit of a 403).
     request.state.user = ctx.user
     return ctx
@@ -124,14 +155,40 @@ async def _authenticate(
 AnyAuth = Annotated[AuthContext, Depends(_authenticate)]
 
 
-async def _require_active(ctx: AnyAuth) -> AuthContext:
+def _password_changed(ctx: AuthContext, request: Request) -> None:
     if ctx.user.must_change_password:
+        reason = password_age_reason(ctx.user, request.app.state.settings, utcnow())
         raise ApiError(
             403,
             "password_change_required",
+            f"{reason} (POST /api/auth/password)" if reason else
             "请先修改密码（POST /api/auth/password）后再使用平台 / "
             "change your password first (POST /api/auth/password)",
         )
+
+
+async def _require_enrol(ctx: AnyAuth, request: Request) -> AuthContext:
+    _password_changed(ctx, request)
+    return ctx
+
+
+#: A user who changed their password but may still have to set up the second factor (enrolment routes).
+EnrolAuth = Annotated[AuthContext, Depends(_require_enrol)]
+
+
+async def _require_active(ctx: AnyAuth, request: Request, session: SessionDep) -> AuthContext:
+    _password_changed(ctx, request)
+    settings: Settings = request.app.state.settings
+    if ctx.user.totp_enabled_at is None and settings.totp_required_roles.strip():
+        required = await requires_totp(session, ctx.user, settings)
+        await session.commit()
+        if required:
+            raise ApiError(
+                403,
+                "totp_setup_required",
+                "您的角色要求两步验证：请先在“我的账户”中绑定验证器应用（POST /api/auth/totp/setup）/ your role "
+                "requires two-step verification: set up an authenticator app first (POST /api/auth/totp/setup)",
+            )
     return ctx
 
 
@@ -198,15 +255,34 @@ def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, Use
     if permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")
 
-    async def _check(access: AccessDep) -> User:
+    admin_level = PERMISSION_CATALOGUE[permission][0] == "admin"
+
+    async def _check(access: AccessDep, request: Request) -> User:
         if not access.can(permission):
             zh, en = PERMISSION_CATALOGUE[permission][1:]
             raise ApiError(403, "forbidden", f"无权执行此操作（需要“{zh}”权限）/ permission denied (needs {en}: {permission})")
+        if admin_level:
+            _check_admin_network(request, access.user, permission)
         return access.user
 
     _check.__name__ = f"require_{permission.replace('.', '_')}"
     _check.permission = permission  # type: ignore[attr-defined]
     return _check
+
+
+def _check_admin_network(request: Request, user: User, permission: str) -> None:
+    """403 ``admin_network_refused`` (and a security event ``admin_network``) for management from outside
+    ``GBOPS_ADMIN_ALLOW_CIDRS``; nothing when the setting is empty."""
+    networks = parse_networks(request.app.state.settings.admin_allow_cidrs)
+    if not networks:
+        return
+    ip = client_ip(request)
+    if in_networks(ip, networks):
+        return
+    route = request.scope.get("route")
+    emit(security_sink(request), "admin_network", client_ip=ip, user=user.username, permission=permission,
+         route=f"{request.method} {getattr(route, 'path', None) or request.url.path}")
+    raise admin_network_refused()
 
 
 # ------------------------------------------------------------------------------------------ scope

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gbcore.db import Base, UtcDateTime, utcnow
@@ -44,6 +44,23 @@ class User(Base):
     # Validity window: outside [valid_from, valid_until) the user cannot log in and tokens stop working.
     valid_from: Mapped[datetime | None] = mapped_column(UtcDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Accounts (issue 16).  When the password was last set (by its user, an administrator or at creation):
+    # past GBOPS_PASSWORD_MAX_AGE_DAYS the next login must change it.
+    password_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Whether the password in use is weak (gbcore.passwords), judged from the plain password at every
+    # successful login and every change or reset; None: not known yet.  The plain password is never kept.
+    password_weak: Mapped[bool | None] = mapped_column(Boolean)
+    # TOTP second factor (RFC 6238): the base32 secret sealed with <data_dir>/keys/totp.key (AAD: the user
+    # id); totp_enabled_at set once a code confirmed it (None: off, or set up but not confirmed yet);
+    # totp_last_step the time step of the last code accepted (a code is accepted once).
+    totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    @property
+    def totp_enabled(self) -> bool:
+        return self.totp_enabled_at is not None
 
     def __repr__(self) -> str:
         return f"User({self.username!r})"
@@ -61,6 +78,9 @@ class AuthToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     client_ip: Mapped[str | None] = mapped_column(String(64))
+    # Last request made with the token (updated at most once a minute): idle sessions end after
+    # GBOPS_SESSION_IDLE_MINUTES.
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Role(Base):

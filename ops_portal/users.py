@@ -73,15 +73,16 @@ async def create_user(
     check_strength: bool = True,
 ) -> User:
     """Add a user (not committed).  Weak passwords raise :class:`WeakPasswordError`."""
-    if check_strength:
-        reason = weak_password_reason(password, username)
-        if reason:
-            raise WeakPasswordError(reason)
+    reason = weak_password_reason(password, username)
+    if check_strength and reason:
+        raise WeakPasswordError(reason)
     user = User(
         username=username,
         display_name=display_name,
         password_hash=await hash_password(password),
         must_change_password=must_change_password,
+        password_changed_at=utcnow(),
+        password_weak=reason is not None,
     )
     session.add(user)
     return user

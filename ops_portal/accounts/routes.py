@@ -2,7 +2,7 @@
 
 Every change is on the audit log in the same transaction as the change (``user.create``,
 ``user.update``, ``user.disable``, ``user.enable``, ``user.delete``, ``user.password_reset``,
-``user.sessions_revoke``, ``grant.add`` / ``grant.remove`` for roles given or taken).  A manager can
+``user.sessions_revoke``, ``user.totp_reset``, ``grant.add`` / ``grant.remove`` for roles given or taken).  A manager can
 only manage users whose roles it could grant itself, and only grant such roles
 (:func:`ops_portal.access.ensure_roles_grantable`); no change may leave the platform without an active
 holder of ``user.manage`` and ``role.manage`` (409 ``last_manager``).
@@ -26,6 +26,7 @@ from ops_portal.accounts.schemas import (
     AccessMeOut,
     PasswordResetOut,
     RevokeOut,
+    TotpResetOut,
     UserCreatedOut,
     UserCreateRequest,
     UserDetailOut,
@@ -166,7 +167,7 @@ async def create_user(
     await begin_write(session)
     new = User(username=body.username, display_name=body.display_name, phone=body.phone, ptz_level=body.ptz_level,
                valid_from=valid_from, valid_until=valid_until, disabled=body.disabled, password_hash=password_hash,
-               must_change_password=True)
+               must_change_password=True, password_changed_at=utcnow(), password_weak=False)
     session.add(new)
     try:
         await session.flush()
@@ -317,6 +318,8 @@ async def reset_password(
     target, _ = await _manageable_user(session, access, registry, user_id)
     target.password_hash = password_hash
     target.must_change_password = True
+    target.password_changed_at = utcnow()
+    target.password_weak = False  # a generated password
     target.failed_logins = 0
     target.locked_until = None
     throttle = getattr(request.app.state, "login_throttle", None)
@@ -352,6 +355,36 @@ async def revoke_sessions(
     await session.commit()
     revocation_check(request.app.state, [user_id])  # its live sessions and downloads end too
     return RevokeOut(revoked_tokens=revoked)
+
+
+@router.post("/api/users/{user_id}/totp/reset", operation_id="users_totp_reset",
+             summary="重置用户的两步验证 / reset a user's second factor", response_model=TotpResetOut,
+             responses=error_responses(404))
+async def reset_totp(
+    user: UserManager,
+    access: AccessDep,
+    registry: RegistryDep,
+    session: SessionDep,
+    audit: AuditDep,
+    request: Request,
+    user_id: UserIdPath,
+) -> TotpResetOut:
+    """Removes the user's TOTP secret (a lost or replaced phone) and ends every session of the user: the
+    next login needs no code, or, when a role of the user requires the second factor, sets it up anew."""
+    await begin_write(session)
+    target, _ = await _manageable_user(session, access, registry, user_id)
+    was_enabled = target.totp_enabled_at is not None
+    target.totp_secret = None
+    target.totp_enabled_at = None
+    target.totp_last_step = None
+    target.updated_at = utcnow()
+    revoked = await _revoke_all(session, user_id)
+    await audit_change(audit, session, user, "user.totp_reset", ("user", str(user_id)), client_ip(request),
+                       {"was_enabled": was_enabled, "revoked_tokens": revoked})
+    await session.commit()
+    log.info("user.totp_reset", user_id=user_id, by=user.username, was_enabled=was_enabled)
+    revocation_check(request.app.state, [user_id])
+    return TotpResetOut(revoked_tokens=revoked)
 
 
 @router.get("/api/access/me", operation_id="access_me", summary="我的权限与数据范围 / my permissions and scope",

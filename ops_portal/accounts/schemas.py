@@ -16,6 +16,11 @@ class LoginRequest(BaseModel):
 
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+    otp: str | None = Field(default=None, max_length=16, description="两步验证码（已启用时必填，6 位数字）/ the "
+                            "6-digit TOTP code (required when two-step verification is on)")
+
+    def __repr__(self) -> str:
+        return f"LoginRequest(username={self.username!r}, password=***, otp=***)"
 
 
 class TokenOut(BaseModel):
@@ -23,6 +28,10 @@ class TokenOut(BaseModel):
     token_type: str = "bearer"
     expires_at: UtcTime
     must_change_password: bool
+    password_change_reason: str | None = Field(default=None, description="须修改密码的原因（如密码已超期）/ why the "
+                                               "password must be changed (e.g. its age)")
+    totp_setup_required: bool = Field(default=False, description="角色要求两步验证而尚未绑定：此令牌只能用于绑定 / "
+                                      "the role requires two-step verification: this token may only enrol")
 
 
 class PasswordChangeRequest(BaseModel):
@@ -43,6 +52,46 @@ class UserOut(BaseModel):
     disabled: bool
     created_at: UtcTime
     updated_at: UtcTime
+    totp_enabled: bool = False
+    password_changed_at: UtcTime | None = None
+    last_login_at: UtcTime | None = None
+
+
+# ---------------------------------------------------------------------------------------------- second factor
+class TotpSetupOut(BaseModel):
+    """A new secret, not active until a code from it is confirmed (POST /api/auth/totp/enable)."""
+
+    secret: str = Field(description="Base32 密钥（手工输入验证器应用）/ the base32 secret to type into an app")
+    secret_grouped: str = Field(description="每 4 个字符一组 / the secret in groups of 4")
+    otpauth_uri: str = Field(description="otpauth:// URI（验证器应用扫码）/ what authenticator apps scan")
+    issuer: str
+    account: str
+    digits: int
+    period: int
+
+
+class TotpCodeRequest(BaseModel):
+    """Turning the second factor on or off: the password again (a stolen session alone cannot change the
+    account's second factor) and a current code from the app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=1, max_length=1024, description="当前密码 / the current password")
+    code: str = Field(min_length=6, max_length=16, description="验证器应用显示的 6 位验证码 / the 6-digit code")
+
+    def __repr__(self) -> str:
+        return "TotpCodeRequest(password=***, code=***)"
+
+
+class TotpStateOut(BaseModel):
+    enabled: bool
+    enabled_at: UtcTime | None = None
+    required: bool = Field(description="角色要求两步验证 / a role of the user requires it")
+    pending: bool = Field(description="已生成密钥但尚未确认 / a secret was set up but not confirmed yet")
+
+
+class TotpResetOut(BaseModel):
+    revoked_tokens: int
 
 
 # ---------------------------------------------------------------------------------------------- users and roles
@@ -73,6 +122,9 @@ class UserDetailOut(BaseModel):
     locked_until: UtcTime | None = None
     created_at: UtcTime
     updated_at: UtcTime
+    totp_enabled: bool = False
+    last_login_at: UtcTime | None = None
+    password_changed_at: UtcTime | None = None
     role_ids: list[int] = []
     roles: list[str] = []
 

@@ -30,7 +30,7 @@ from alarms.types import AlarmRecord
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from ops_portal.access import Access, Scope
-from ops_portal.deps import AccessDep, Auth, RegistryDep, client_ip, require_permission
+from ops_portal.deps import AccessDep, Auth, RegistryDep, client_ip, idle_limit, require_permission
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
 from ops_portal.timewindow import beijing, parse_time
@@ -222,9 +222,9 @@ def _event(record: AlarmRecord) -> bytes:
 async def _token_valid(request: Request, token: str) -> bool:
     from ops_portal.auth import resolve_token
 
-    try:
+    try:  # the idle limit applies; the stream itself is not a use (touch=False)
         async with request.app.state.sessionmaker() as db:
-            ctx = await resolve_token(db, token)
+            ctx = await resolve_token(db, token, idle=idle_limit(request), touch=False)
     except ApiError:
         return False
     return not ctx.user.must_change_password

@@ -24,6 +24,7 @@ from ops_portal.deps import (
     SipDep,
     client_ip,
     device_channel_path,
+    idle_limit,
     require_permission,
 )
 from ops_portal.live import live_audit, output_tokens
@@ -186,8 +187,8 @@ async def _output_session(request: Request, media: Any, session_id: str, t: str 
     scheme, bearer = get_authorization_scheme_param(request.headers.get("authorization"))
     session = media.sessions.get(session_id)
     if scheme.lower() == "bearer" and bearer:
-        async with request.app.state.sessionmaker() as db:
-            ctx = await resolve_token(db, bearer)
+        async with request.app.state.sessionmaker() as db:  # an idle console session opens no output
+            ctx = await resolve_token(db, bearer, idle=idle_limit(request), touch=False)
         ok = session is not None and ctx.user.id == session.user_id and not ctx.user.must_change_password
     elif t:
         if session is None:

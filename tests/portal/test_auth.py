@@ -54,7 +54,8 @@ async def test_login_ok(portal: Portal) -> None:
     r = await _login(portal, "alice", GOOD_PASSWORD)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"access_token", "token_type", "expires_at", "must_change_password"}
+    assert set(body) == {"access_token", "token_type", "expires_at", "must_change_password",
+                         "password_change_reason", "totp_setup_required"}  # the last two: issue 16
     assert body["token_type"] == "bearer"
     assert body["must_change_password"] is False
     assert len(body["access_token"]) >= 43  # 32 random bytes, base64url

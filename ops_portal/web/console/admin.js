@@ -2,7 +2,26 @@
 import { del, get, getAll, patch, post } from "./api.js";
 import { loadChannels, normaliseTree } from "./data.js";
 import { badge, clear, field, fmtTime, fromLocalInput, h, modal, toLocalInput, toast } from "./dom.js";
-import { getLang, t } from "./i18n.js";
+import { extend, getLang, t } from "./i18n.js";
+
+// Words of the account columns and the second-factor reset (issue 16).
+extend({
+  "users.last_login": "最后登录",
+  "users.password_changed": "密码修改时间",
+  "users.never": "从未登录",
+  "users.totp_on": "两步验证",
+  "users.totp_reset": "重置两步验证",
+  "users.totp_reset_confirm": "重置“{name}”的两步验证？该用户的所有会话将失效，下次登录无需验证码（若其角色要求，则须重新绑定）。",
+  "users.totp_reset_done": "两步验证已重置，该用户的会话已全部失效",
+}, {
+  "users.last_login": "Last login",
+  "users.password_changed": "Password changed",
+  "users.never": "never",
+  "users.totp_on": "two-step",
+  "users.totp_reset": "Reset two-step verification",
+  "users.totp_reset_confirm": "Reset two-step verification of \u201c{name}\u201d? Every session of the user ends; the next login needs no code (or a new set-up where a role requires it).",
+  "users.totp_reset_done": "Two-step verification reset; every session of the user has ended",
+});
 
 function pageHead(title, ...tools) {
   return h("div", { class: "page-head" }, h("h1", null, title), h("div", { class: "tools" }, tools));
@@ -42,19 +61,25 @@ export async function usersView(root) {
   function draw() {
     clear(table).append(
       h("thead", null, h("tr", null, ["users.username", "users.display_name", "users.phone", "users.roles",
-        "users.state", "users.valid_until", "common.actions"].map((k) => h("th", null, t(k))))),
+        "users.state", "users.valid_until", "users.last_login", "users.password_changed", "common.actions"]
+        .map((k) => h("th", null, t(k))))),
       h("tbody", null, users.map((u) => h("tr", { dataset: { user: u.username } },
         h("td", { class: "mono" }, u.username), h("td", null, u.display_name || ""), h("td", null, u.phone || ""),
         h("td", null, roleNamesOf(u, roles).map((n) => badge(n))),
         h("td", null, u.disabled ? badge(t("users.disabled"), "off") : badge(t("users.active"), "on"),
-          u.must_change_password ? badge(t("users.must_change"), "warn") : null),
+          u.must_change_password ? badge(t("users.must_change"), "warn") : null,
+          u.totp_enabled ? badge(t("users.totp_on"), "on") : null),
         h("td", null, u.valid_until ? fmtTime(u.valid_until) : "—"),
+        h("td", { class: "last-login" }, u.last_login_at ? fmtTime(u.last_login_at) : t("users.never")),
+        h("td", { class: "password-changed" }, u.password_changed_at ? fmtTime(u.password_changed_at) : "—"),
         h("td", { class: "actions" },
           h("button", { type: "button", class: "small", onclick: () => editUser(u) }, t("common.edit")),
           h("button", { type: "button", class: "small", onclick: () => toggle(u) },
             u.disabled ? t("users.enable") : t("users.disable")),
           h("button", { type: "button", class: "small", onclick: () => reset(u) }, t("users.reset")),
           h("button", { type: "button", class: "small", onclick: () => revoke(u) }, t("users.revoke")),
+          u.totp_enabled ? h("button", { type: "button", class: "small totp-reset", onclick: () => resetTotp(u) },
+            t("users.totp_reset")) : null,
           h("button", { type: "button", class: "small danger", onclick: () => remove(u) }, t("common.delete")))))));
   }
 
@@ -72,6 +97,14 @@ export async function usersView(root) {
       const r = await post(`/api/users/${u.id}/password`, {});
       const pw = oneTimePassword(r);
       if (pw) showPassword(u.username, pw); else toast(t("common.saved"), "ok");
+      await reload();
+    } catch (e) { toast(e.message, "error"); }
+  }
+  async function resetTotp(u) {
+    if (!confirm(t("users.totp_reset_confirm", { name: u.username }))) return;
+    try {
+      await post(`/api/users/${u.id}/totp/reset`, {});
+      toast(t("users.totp_reset_done"), "ok");
       await reload();
     } catch (e) { toast(e.message, "error"); }
   }

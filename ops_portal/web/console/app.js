@@ -1,7 +1,7 @@
 // gbops web console: shell, login and password change, hash router, and the views.
 import { ApiError, api, get, post, setUnauthorizedHandler, token } from "./api.js";
-import { clear, h, message, toast } from "./dom.js";
-import { getLang, setLang, t } from "./i18n.js";
+import { badge, clear, fmtTime, h, message, toast } from "./dom.js";
+import { extend, getLang, serverText, setLang, t } from "./i18n.js";
 import { auditView, rolesView, usersView } from "./admin.js";
 import { channelView, dashboardView, deviceView, liveView, treeView } from "./views.js";
 import { mapView } from "./map.js";
@@ -33,8 +33,59 @@ const NAV = [
 const HIDDEN = {
   device: deviceView,
   channel: channelView,
-  account: (root) => passwordView(root, { forced: false }),
+  account: (root) => accountView(root),
 };
+
+// Words of the second factor, the password age and idle sessions (issue 16).
+extend({
+  "login.otp": "两步验证码",
+  "login.otp_hint": "打开手机上的验证器应用，输入当前显示的 6 位数字",
+  "account.title": "我的账户",
+  "totp.title": "两步验证",
+  "totp.intro": "启用后，登录时除密码外还需输入手机验证器应用（如 Microsoft Authenticator、Google 身份验证器、FreeOTP）中的 6 位动态验证码。",
+  "totp.state_on": "已启用",
+  "totp.state_off": "未启用",
+  "totp.since": "启用时间：{time}",
+  "totp.required": "您的角色要求使用两步验证，不能停用；更换手机请联系管理员重置。",
+  "totp.start": "绑定验证器",
+  "totp.step1": "第 1 步：在验证器应用中添加账户，手工输入下面的密钥（或把链接交给支持 otpauth 的应用）。",
+  "totp.secret": "密钥（每 4 位一组，输入时空格可省略）",
+  "totp.uri": "otpauth 链接",
+  "totp.step2": "第 2 步：输入应用中显示的 6 位验证码和您的当前密码，确认绑定。",
+  "totp.code": "验证码",
+  "totp.confirm": "确认并启用",
+  "totp.enabled_ok": "两步验证已启用，以后登录需输入验证码",
+  "totp.disable": "停用两步验证",
+  "totp.disable_hint": "停用需要输入当前密码和一个验证码。",
+  "totp.password": "当前密码",
+  "totp.disabled_ok": "两步验证已停用",
+  "totp.forced_title": "请先绑定两步验证",
+  "totp.forced": "您的角色要求使用两步验证：绑定验证器应用后即可使用平台。",
+}, {
+  "login.otp": "Verification code",
+  "login.otp_hint": "Open the authenticator app on your phone and enter the 6 digits it shows now",
+  "account.title": "My account",
+  "totp.title": "Two-step verification",
+  "totp.intro": "Once on, logging in needs the 6-digit code of an authenticator app on your phone (Microsoft Authenticator, Google Authenticator, FreeOTP…) besides the password.",
+  "totp.state_on": "On",
+  "totp.state_off": "Off",
+  "totp.since": "On since {time}",
+  "totp.required": "Your role requires two-step verification: it cannot be turned off (ask an administrator to reset it for a new phone).",
+  "totp.start": "Set up an authenticator",
+  "totp.step1": "Step 1: add an account in the authenticator app by typing the key below (or give the link to an app that reads otpauth).",
+  "totp.secret": "Key (groups of 4; spaces may be left out)",
+  "totp.uri": "otpauth link",
+  "totp.step2": "Step 2: enter the 6-digit code the app shows and your current password to confirm.",
+  "totp.code": "Code",
+  "totp.confirm": "Confirm and turn on",
+  "totp.enabled_ok": "Two-step verification is on: logging in now needs a code",
+  "totp.disable": "Turn two-step verification off",
+  "totp.disable_hint": "Turning it off needs your password and a code.",
+  "totp.password": "Current password",
+  "totp.disabled_ok": "Two-step verification is off",
+  "totp.forced_title": "Set up two-step verification first",
+  "totp.forced": "Your role requires two-step verification: set up an authenticator app to use the platform.",
+});
 
 
 const app = () => document.getElementById("app");
@@ -71,40 +122,55 @@ function loginView(note) {
   const error = h("div", { class: "msg error hidden", role: "alert" });
   const user = h("input", { id: "login-username", autocomplete: "username", required: true, autofocus: true });
   const pass = h("input", { id: "login-password", type: "password", autocomplete: "current-password", required: true });
+  // the second factor: asked for once the server says this account needs it
+  const otp = h("input", { id: "login-otp", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 9,
+                           pattern: "[0-9 ]*" });
+  const otpField = h("label", { class: "field hidden", id: "login-otp-field" },
+    h("span", { class: "label" }, t("login.otp")), otp, h("small", null, t("login.otp_hint")));
   const form = h("form", { class: "card login-card", id: "login-form" },
     h("div", { class: "login-brand" }, h("span", { class: "logo big" }, "GB"),
       h("div", null, h("h1", null, "gbops"), h("p", null, t("app.title")))),
     note ? message(note, "info") : null,
     h("label", { class: "field" }, h("span", { class: "label" }, t("login.username")), user),
     h("label", { class: "field" }, h("span", { class: "label" }, t("login.password")), pass),
+    otpField,
     error,
     h("button", { type: "submit", class: "primary wide", id: "login-submit" }, t("login.submit")));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     error.classList.add("hidden");
+    const body = { username: user.value, password: pass.value };
+    if (!otpField.classList.contains("hidden") && otp.value.trim()) body.otp = otp.value.replace(/\s+/g, "");
     try {
-      const r = await api("POST", "/api/auth/login", { body: { username: user.value, password: pass.value }, auth: false });
+      const r = await api("POST", "/api/auth/login", { body, auth: false });
       token.set(r.access_token);
       if (r.must_change_password) {
-        passwordPage(pass.value);
+        passwordPage(pass.value, r.password_change_reason);
       } else {
         await start();
       }
     } catch (err) {
+      if (err.code === "totp_required" || err.code === "totp_invalid") {
+        otpField.classList.remove("hidden");
+        otp.required = true;
+        otp.value = "";
+        otp.focus();
+      }
+      // asking for the code is a step of the login, not a failure
+      error.className = "msg " + (err.code === "totp_required" ? "info" : "error");
       error.textContent = err.message || t("login.failed");
-      error.classList.remove("hidden");
     }
   });
   clear(app()).append(h("div", { class: "login-page" }, h("div", { class: "login-lang" }, langButton()), form));
 }
 
-function passwordPage(oldPassword) {
+function passwordPage(oldPassword, reason) {
   const root = h("div", { class: "login-page" }, h("div", { class: "login-lang" }, langButton()));
   clear(app()).append(root);
-  passwordView(root, { forced: true, oldPassword });
+  passwordView(root, { forced: true, oldPassword, reason: reason ? serverText(reason) : null });
 }
 
-function passwordView(root, { forced, oldPassword }) {
+function passwordView(root, { forced, oldPassword, reason }) {
   document.title = `${t("pw.title")} · gbops`;
   const error = h("div", { class: "msg error hidden", role: "alert" });
   const old = h("input", { id: "pw-old", type: "password", autocomplete: "current-password", required: true });
@@ -112,7 +178,7 @@ function passwordView(root, { forced, oldPassword }) {
   const again = h("input", { id: "pw-confirm", type: "password", autocomplete: "new-password", required: true });
   const form = h("form", { class: "card login-card", id: "password-form" },
     h("h1", null, t("pw.title")),
-    forced ? message(t("pw.forced"), "warn") : null,
+    forced ? message(reason || t("pw.forced"), "warn") : null,
     oldPassword ? null : h("label", { class: "field" }, h("span", { class: "label" }, t("pw.old")), old),
     h("label", { class: "field" }, h("span", { class: "label" }, t("pw.new")), nw, h("small", null, t("pw.rules"))),
     h("label", { class: "field" }, h("span", { class: "label" }, t("pw.confirm")), again),
@@ -136,6 +202,107 @@ function passwordView(root, { forced, oldPassword }) {
     }
   });
   root.append(form);
+}
+
+// ------------------------------------------------------------------ my account: password and second factor
+async function accountView(root) {
+  document.title = `${t("account.title")} · gbops`;
+  const pw = h("div", { id: "account-password" });
+  const second = h("div", { id: "account-totp" });
+  root.append(h("div", { class: "page-head" }, h("h1", null, t("account.title"))), pw, second);
+  passwordView(pw, { forced: false });
+  await totpCard(second, { forced: false });
+}
+
+function enrolPage() {
+  const root = h("div", { class: "login-page" }, h("div", { class: "login-lang" }, langButton()));
+  clear(app()).append(root);
+  document.title = `${t("totp.forced_title")} · gbops`;
+  totpCard(root, { forced: true }).catch((err) => root.append(message(err.message, "error")));
+}
+
+// The two-step verification card: state, set-up (key in groups of 4 + otpauth link, confirm with a code),
+// turning it off (password + code).  ``forced``: the enrolment a role requires, then on into the console.
+async function totpCard(root, { forced }) {
+  const st = await get("/api/auth/totp");
+  const card = h("section", { class: forced ? "card login-card" : "card", id: "totp-card" });
+  root.append(card);
+  const error = h("div", { class: "msg error hidden", role: "alert" });
+  const fail = (err) => { error.textContent = err.message; error.classList.remove("hidden"); };
+  const stateLine = h("p", { id: "totp-state" },
+    st.enabled ? badge(t("totp.state_on"), "on") : badge(t("totp.state_off"), "off"), " ",
+    st.enabled && st.enabled_at ? t("totp.since", { time: fmtTime(st.enabled_at) }) : "");
+  card.append(h("h2", null, forced ? t("totp.forced_title") : t("totp.title")),
+    forced ? message(t("totp.forced"), "warn") : h("p", null, t("totp.intro")), stateLine);
+
+  if (!st.enabled) {
+    const begin = h("button", { type: "button", class: "primary", id: "totp-start" }, t("totp.start"));
+    const steps = h("div", { id: "totp-steps" });
+    card.append(begin, steps, error);
+    if (forced) {  // a way out for somebody who cannot set it up now
+      card.append(h("p", null, h("button", { type: "button", class: "ghost", id: "totp-logout", onclick: logout },
+        t("nav.logout"))));
+    }
+    begin.addEventListener("click", async () => {
+      error.classList.add("hidden");
+      let setup;
+      try { setup = await post("/api/auth/totp/setup"); } catch (err) { fail(err); return; }
+      begin.classList.add("hidden");
+      const code = h("input", { id: "totp-code", inputmode: "numeric", autocomplete: "one-time-code", required: true,
+                                maxlength: 9, pattern: "[0-9 ]*" });
+      const password = h("input", { id: "totp-password", type: "password", autocomplete: "current-password",
+                                    required: true });
+      const form = h("form", { id: "totp-enable-form" },
+        h("p", null, t("totp.step1")),
+        h("label", { class: "field" }, h("span", { class: "label" }, t("totp.secret")),
+          h("div", { class: "secret", id: "totp-secret" }, h("code", null, setup.secret_grouped))),
+        h("label", { class: "field" }, h("span", { class: "label" }, t("totp.uri")),
+          h("textarea", { class: "mono", id: "totp-uri", readonly: true, rows: 3 }, setup.otpauth_uri)),
+        h("p", null, t("totp.step2")),
+        h("label", { class: "field" }, h("span", { class: "label" }, t("totp.code")), code),
+        h("label", { class: "field" }, h("span", { class: "label" }, t("totp.password")), password),
+        h("button", { type: "submit", class: "primary", id: "totp-confirm" }, t("totp.confirm")));
+      clear(steps).append(form);
+      code.focus();
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        error.classList.add("hidden");
+        try {
+          await post("/api/auth/totp/enable", { code: code.value.replace(/\s+/g, ""), password: password.value });
+        } catch (err) { fail(err); code.value = ""; return; }
+        toast(t("totp.enabled_ok"), "ok");
+        if (forced) { await start(); return; }
+        clear(root);
+        await totpCard(root, { forced: false });
+      });
+    });
+    return;
+  }
+
+  if (st.required) {
+    card.append(message(t("totp.required"), "info"));
+    return;
+  }
+  const password = h("input", { id: "totp-off-password", type: "password", autocomplete: "current-password", required: true });
+  const code = h("input", { id: "totp-off-code", inputmode: "numeric", autocomplete: "one-time-code", required: true,
+                            maxlength: 9, pattern: "[0-9 ]*" });
+  const form = h("form", { id: "totp-disable-form" },
+    h("p", null, t("totp.disable_hint")),
+    h("label", { class: "field" }, h("span", { class: "label" }, t("totp.password")), password),
+    h("label", { class: "field" }, h("span", { class: "label" }, t("totp.code")), code),
+    error,
+    h("button", { type: "submit", class: "danger", id: "totp-disable" }, t("totp.disable")));
+  card.append(form);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    error.classList.add("hidden");
+    try {
+      await post("/api/auth/totp/disable", { password: password.value, code: code.value.replace(/\s+/g, "") });
+    } catch (err) { fail(err); code.value = ""; return; }
+    toast(t("totp.disabled_ok"), "ok");
+    clear(root);
+    await totpCard(root, { forced: false });
+  });
 }
 
 async function logout() {
@@ -170,6 +337,9 @@ async function render() {
   try {
     state.cleanup = (await view(root, route)) || null;
   } catch (err) {
+    // a role given meanwhile requires the second factor, or the password must be changed: those screens
+    if (err.code === "totp_setup_required") { state.user = null; enrolPage(); return; }
+    if (err.code === "password_change_required") { state.user = null; await start(); return; }
     clear(root).append(message(err.status === 403 ? t("common.forbidden")
       : err.status === 404 ? t("common.unavailable") : `${t("common.error")}: ${err.message}`, "error"));
   }
@@ -178,6 +348,7 @@ async function render() {
 function rerender() {
   if (!state.user) {
     if (document.getElementById("password-form")) return; // keep what was typed
+    if (token.get() && document.getElementById("totp-card")) { enrolPage(); return; } // the forced enrolment
     loginView();
     return;
   }
@@ -192,7 +363,11 @@ async function start() {
     if (err instanceof ApiError && err.code === "password_change_required") {
       const root = h("div", { class: "login-page" }, h("div", { class: "login-lang" }, langButton()));
       clear(app()).append(root);
-      passwordView(root, { forced: true });
+      passwordView(root, { forced: true, reason: err.message });
+      return;
+    }
+    if (err instanceof ApiError && err.code === "totp_setup_required") {
+      enrolPage();
       return;
     }
     token.clear();
@@ -211,11 +386,12 @@ async function start() {
   await render();
 }
 
-setUnauthorizedHandler(() => {
+setUnauthorizedHandler((err) => {
   if (!state.user) return;
   token.clear();
   state.user = null;
-  loginView(t("login.title"));
+  // an idle session says so ("会话空闲超时，请重新登录"); any other 401 just asks to log in again
+  loginView(err && err.code === "session_idle" ? err.message : t("login.title"));
 });
 
 window.addEventListener("hashchange", render);

@@ -64,6 +64,11 @@ export async function dashboardView(root) {
   const grid = h("div", { class: "stats" }, message(t("common.loading")));
   const refresh = h("button", { type: "button", onclick: () => fill() }, t("common.refresh"));
   root.append(pageHead(t("nav.dashboard"), refresh), grid);
+  if (!can("device.read")) {  // the figures are device figures: not asked for (a refusal is a security event)
+    clear(grid).append(message(t("dash.no_devices_permission")));
+    refresh.disabled = true;
+    return undefined;
+  }
   const fmt = (a, b) => (a === undefined ? "—" : b === undefined ? String(a) : `${a} / ${b}`);
   async function fill() {
     const d = await dashboardData();
