@@ -23,6 +23,7 @@ from .scope import channel_scope_clause, device_scope_clause, in_list
 
 __all__ = [
     "ChannelRow",
+    "DevicePasswordFacts",
     "DeviceSnapshot",
     "RegistryQueries",
     "channel_ids_of_device",
@@ -31,6 +32,7 @@ __all__ = [
     "channel_refs_with_ids",
     "channel_rows",
     "device_is_online",
+    "device_password_facts",
     "device_online_flags",
     "offline_channels_of_online_devices",
     "offline_devices",
@@ -319,6 +321,27 @@ async def channel_rows(session: AsyncSession) -> list[ChannelRow]:
         .order_by(Channel.device_id, Channel.channel_id)
     )
     return [ChannelRow(*row) for row in (await session.execute(stmt)).all()]
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePasswordFacts:
+    """What the security check needs of a device: identity, firmware and its stored HA1 (never a password)."""
+
+    device_id: str
+    name: str | None
+    manufacturer: str | None
+    model: str | None
+    firmware: str | None
+    password_ha1_md5: str | None
+    password_ha1_sha256: str | None
+    password_realm: str | None
+
+
+async def device_password_facts(session: AsyncSession) -> list[DevicePasswordFacts]:
+    """Every device's :class:`DevicePasswordFacts`, by device id (the security check)."""
+    cols = [DEVICES.c[f.name] for f in fields(DevicePasswordFacts)]
+    result = await session.execute(select(*cols).order_by(DEVICES.c.device_id))
+    return [DevicePasswordFacts(**row) for row in result.mappings()]
 
 
 async def device_online_flags(session: AsyncSession) -> dict[str, bool]:
