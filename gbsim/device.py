@@ -124,7 +124,7 @@ class SimConfig:
     devices: int = 1
     channels: int = 4
     password: str = ""
-    transport: str = "udp"  # "udp" | "tcp"
+    transport: str = "udp"  # "udp" | "tcp" | "tls" (SIP over TLS, the platform's sips port)
     charset: str = "gb2312"  # "gb2312" | "utf-8" (MANSCDP bodies and their XML declaration)
     keepalive: float = 60.0  # keepalive interval, seconds
     expires: int = 3600  # requested registration expiry, seconds
@@ -168,11 +168,18 @@ class SimConfig:
     refuse_history: int | None = None  # answer every s=Playback / s=Download INVITE with this (488 or 486)
     history_max_fps: int = 100  # fast playback: at most this many pictures per wall second
     history_bye_timeout: float = 30.0  # after MediaStatus 121, hang up ourselves when no BYE came in time
+    # ---- issue 16: SIP over TLS (transport "tls"): the platform's certificate is checked against this CA
+    # file (None: the system's); tls_verify=False accepts any certificate (a test's self-signed one only)
+    tls_ca_file: str | None = None
+    tls_verify: bool = True
     # ---- issue 14: domes, alarms, positions (gbsim/control.py, gbsim/ptz.py, gbsim/ptzpicture.py)
     alarm_every: float | None = None  # each device raises an alarm every this many seconds (None: on demand only)
     position_every: float | None = None  # each device sends Notify/MobilePosition every this many seconds
     alarm_latch: bool = True  # a device alarm (method 2) holds back the next one until AlarmCmd ResetAlarm
     ptz_log_size: int = 1000  # PTZ commands (and DeviceControls) remembered per channel (per device)
+    # ---- issue 16: a wrong clock: every device time (DeviceStatus DeviceTime, alarm and position times) is
+    # this many seconds ahead (negative: behind) of the time the platform's Date header set
+    clock_error: float = 0.0
 
     def __post_init__(self) -> None:
         host, port = self.server
@@ -184,8 +191,8 @@ class SimConfig:
         if self.channels < 0:
             raise ValueError("channels must be >= 0")
         self.transport = self.transport.lower()
-        if self.transport not in ("udp", "tcp"):
-            raise ValueError(f"transport must be 'udp' or 'tcp', got {self.transport!r}")
+        if self.transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"transport must be 'udp', 'tcp' or 'tls', got {self.transport!r}")
         if manscdp.canonical_charset(self.charset) is None:
             raise ValueError(f"unsupported charset {self.charset!r}")
         if not self.keepalive > 0 or self.expires <= 0:
@@ -1387,7 +1394,7 @@ class SimDevice:
 
     def device_time(self) -> datetime:
         """The device's clock (the platform's Date plus the time since), naive Beijing time."""
-        return to_device_time(self.wall() + self.clock_offset).replace(tzinfo=None)
+        return to_device_time(self.wall() + self.clock_offset + self.cfg.clock_error).replace(tzinfo=None)
 
     def device_status_body(self, sn: int, target: str | None = None) -> bytes:
         target = target or self.device_id
@@ -1501,7 +1508,7 @@ class Fleet:
             link = Link(len(self.links), cfg.transport, group, endpoint_factory(),
                         by_id={d.device_id: d for d in group},
                         by_channel={ch: d for d in group for ch in d.channel_ids})
-            if cfg.transport == "tcp":
+            if cfg.transport != "udp":  # tcp, tls: one stream per device
                 link.framer = StreamFramer()
             for d in group:
                 d.link = link.index

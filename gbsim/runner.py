@@ -28,6 +28,7 @@ import math
 import resource
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -100,6 +101,7 @@ class Simulator:
         self._connecting: set[asyncio.Task] = set()
         self._reconnects: dict[int, asyncio.TimerHandle] = {}
         self._connect_sem: asyncio.Semaphore | None = None
+        self._tls: ssl.SSLContext | None = None  # client context of transport "tls"
         self._changed: asyncio.Event | None = None
         self._started = False
         self._stopping = False
@@ -344,16 +346,19 @@ class Simulator:
     async def _connect(self, index: int) -> None:
         assert self._loop is not None and self._connect_sem is not None
         host, port = self.cfg.server
+        tls: dict[str, Any] = {}
+        if self.cfg.transport == "tls":
+            tls = {"ssl": self._tls_context(), "server_hostname": host}
         async with self._connect_sem:
             if self._stopping:
                 return
             try:
                 transport, proto = await asyncio.wait_for(
                     self._loop.create_connection(lambda: _TcpProtocol(self, index), host, port,
-                                                 local_addr=(self.cfg.local_host, 0)),
+                                                 local_addr=(self.cfg.local_host, 0), **tls),
                     timeout=10.0,
                 )
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError (a refused certificate) included
                 self.fleet.link_failed(index, f"connect {host}:{port}: {exc or type(exc).__name__}")
                 self._schedule_connect(index, self.fleet.link_backoff(index))
                 return
@@ -372,6 +377,23 @@ class Simulator:
         local = transport.get_extra_info("sockname")
         self.fleet.link_up(index, (local[0], local[1]), self._loop.time())
         self._process()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Client TLS for ``transport="tls"``: the platform's certificate is verified against
+        ``cfg.tls_ca_file`` (or the system store), host name included, unless ``cfg.tls_verify`` is False."""
+        if self._tls is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.cfg.tls_verify:
+                if self.cfg.tls_ca_file:
+                    ctx.load_verify_locations(cafile=self.cfg.tls_ca_file)
+                else:
+                    ctx.load_default_certs()
+            else:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self._tls = ctx
+        return self._tls
 
     def _on_tcp_lost(self, index: int, proto: _TcpProtocol) -> None:
         if self._tcp.get(index) is not proto:
@@ -609,7 +631,7 @@ async def run_simulator(cfg: SimConfig, duration: float | None = None, *,
     """Run the simulator until SIGINT/SIGTERM or *duration* seconds, printing a progress line every
     ``cfg.progress_interval`` seconds; then unregister every device and return the final stats."""
     write = out or (lambda line: print(line, flush=True))
-    if cfg.transport == "tcp":
+    if cfg.transport != "udp":
         _raise_fd_limit(cfg.devices + 256)
     loop = asyncio.get_running_loop()
     stop_event = asyncio.Event()
@@ -628,6 +650,9 @@ async def run_simulator(cfg: SimConfig, duration: float | None = None, *,
         write(f"sim: {cfg.devices} devices ({cfg.channels} channels each) over {transport} -> "
               f"{cfg.server[0]}:{cfg.server[1]}, keepalive {cfg.keepalive:g}s, expires {cfg.expires}s"
               + (f", video {cfg.codec} {cfg.size}@{cfg.fps}" if cfg.media else ", no media"))
+        if cfg.transport == "tls" and not cfg.tls_verify:
+            write("sim: TLS certificate NOT verified (--tls-insecure): for a test platform's self-signed "
+                  "certificate only")
         deadline = None if duration is None else t0 + duration
         last_cpu, last_t = time.process_time(), loop.time()
         while not stop_event.is_set():

@@ -10,7 +10,10 @@ to send its request head, how many connections it may hold.
   that dribbles its request line and headers is closed with 408 after ``GBOPS_HTTP_HEADER_TIMEOUT``;
   the same deadline bounds draining the unread body of an answered request) and a hard cap on
   concurrent connections (``GBOPS_HTTP_MAX_CONNECTIONS``: one more is answered 503 and closed at once).
-* :func:`uvicorn_config` - the ``uvicorn.Config`` of the portal with all of the above.
+* :func:`uvicorn_config` - the ``uvicorn.Config`` of the portal with all of the above (and TLS: TLS 1.2
+  minimum, the certificate of :mod:`gbcore.tls`, ``Strict-Transport-Security`` on every answer).
+* :func:`redirect_app` - what ``http_port`` serves while the portal is HTTPS: 308 to the same path there.
+* :class:`PortalServers` - the portal's listeners (HTTPS or plain HTTP, plus the redirect) for the platform.
 
 The request *body* limit is an ASGI middleware of the app (:mod:`ops_portal.app`).
 """
@@ -18,6 +21,7 @@ The request *body* limit is an ASGI middleware of the app (:mod:`ops_portal.app`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
@@ -30,17 +34,21 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gbcore.log import get_logger
 from gbcore.settings import Settings
+from gbcore.tls import TlsMaterial, server_context
 
 __all__ = [
     "LOOPBACK",
+    "HstsMiddleware",
     "IPAddress",
     "IPNetwork",
+    "PortalServers",
     "address_key",
     "forwarded_client_ip",
     "in_networks",
     "limited_protocol",
     "parse_ip",
     "parse_networks",
+    "redirect_app",
     "uvicorn_config",
 ]
 
@@ -246,10 +254,14 @@ def limited_protocol(header_timeout: float, max_connections: int) -> type[H11Pro
     )
 
 
-def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
+def uvicorn_config(app: Any, settings: Settings, *, tls: TlsMaterial | None = None,
+                   **options: Any) -> uvicorn.Config:
     """The portal's ``uvicorn.Config``: host and port from ``settings``, the limited protocol, no
     ``proxy_headers`` (the portal resolves ``X-Forwarded-For`` itself, only from trusted proxies, see
-    :func:`forwarded_client_ip`), a concurrency limit.  ``options`` override or add uvicorn options."""
+    :func:`forwarded_client_ip`), a concurrency limit.  With ``tls``: HTTPS on ``https_port`` with
+    :func:`gbcore.tls.server_context` and HSTS on every answer; without, plain HTTP on ``http_port``
+    (HSTS only where a trusted proxy says the client came over HTTPS).  ``options`` override or add
+    uvicorn options."""
     parse_networks(settings.trusted_proxies)  # a typo fails at start, not at the first request
     base: dict[str, Any] = {
         "host": settings.http_host,
@@ -261,5 +273,172 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
         # itself refuses the connection beyond http_max_connections.
         "limit_concurrency": settings.http_max_connections + 1,
     }
+    if tls is not None:
+        context = server_context(tls)  # built (and checked) now, not at the first connection
+        base["port"] = settings.https_port
+        base["ssl_context_factory"] = lambda config, default: context
+        app = HstsMiddleware(app, settings.hsts_max_age)
+    elif settings.trusted_proxies:
+        app = HstsMiddleware(app, settings.hsts_max_age, trusted_proxies=settings.trusted_proxies)
     base.update(options)
     return uvicorn.Config(app, **base)
+
+
+# ------------------------------------------------------------------------------------------ HTTPS
+class HstsMiddleware:
+    """``Strict-Transport-Security: max-age=N`` on every HTTP answer (the portal is HTTPS), or, with
+    ``trusted_proxies`` (plain HTTP behind a TLS-terminating proxy), on the answers to requests that a
+    trusted proxy says came over HTTPS (``X-Forwarded-Proto: https``; anybody else's header is ignored).
+    WebSocket and lifespan traffic passes through untouched."""
+
+    def __init__(self, app: Any, max_age: int, *, trusted_proxies: str | None = None) -> None:
+        self.app = app
+        self.value = f"max-age={int(max_age)}".encode("latin-1")
+        self.trusted_proxies = trusted_proxies
+
+    def _applies(self, scope: dict) -> bool:
+        if self.trusted_proxies is None:
+            return True
+        peer = scope.get("client")
+        if not peer or not in_networks(peer[0], parse_networks(self.trusted_proxies)):
+            return False
+        for name, value in scope.get("headers") or ():
+            if name == b"x-forwarded-proto":
+                # the nearest hop's word counts (a proxy appends to what the client wrote)
+                return value.decode("latin-1").rsplit(",", 1)[-1].strip().lower() == "https"
+        return False
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or not self._applies(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_hsts(message: dict) -> None:
+            if message.get("type") == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"strict-transport-security"]
+                headers.append((b"strict-transport-security", self.value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_hsts)
+
+
+def _redirect_host(raw: str, https_port: int) -> str | None:
+    """The ``Host`` a client sent, with the HTTPS port instead of its own; None for anything that is not a
+    plain host name or address (a forged header must not be reflected into ``Location``)."""
+    raw = raw.strip()
+    if raw.startswith("["):
+        host, sep, _ = raw[1:].partition("]")
+        if not sep:
+            return None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        host = f"[{host}]"
+    else:
+        host = raw.rpartition(":")[0] if ":" in raw else raw
+        if not host or len(host) > 253 or not all(c.isalnum() or c in "-._" for c in host):
+            return None
+    return host if https_port == 443 else f"{host}:{https_port}"
+
+
+def redirect_app(https_port: int, fallback_host: str) -> Any:
+    """An ASGI app answering every request with ``308 Permanent Redirect`` to the same path and query on
+    ``https://<the host the client asked for>:<https_port>`` (308 keeps the method and the body)."""
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return  # a WebSocket over plain HTTP: refused (closed without accept)
+        host_header = next((v.decode("latin-1") for k, v in scope.get("headers") or () if k == b"host"), "")
+        host = _redirect_host(host_header, https_port) or _redirect_host(fallback_host, https_port)
+        path = scope.get("raw_path") or scope.get("path", "/").encode()
+        if isinstance(path, bytes):
+            path = path.decode("latin-1")
+        if not path.startswith("/") or path.startswith("//"):
+            path = "/"
+        query = scope.get("query_string") or b""
+        location = f"https://{host}{path}" + (f"?{query.decode('latin-1')}" if query else "")
+        body = json.dumps({"error": "https_required", "message": "请使用 HTTPS / use HTTPS", "location": location},
+                          ensure_ascii=False).encode("utf-8")
+        await send({"type": "http.response.start", "status": 308, "headers": [
+            (b"location", location.encode("latin-1")),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"connection", b"close"),
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the platform (which stops the servers itself)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+class PortalServers:
+    """The portal's listeners: HTTPS on ``https_port`` and the redirect on ``http_port`` (0: none) when
+    ``tls`` is given, else plain HTTP on ``http_port``.  ``options`` go to the portal's uvicorn config."""
+
+    def __init__(self, app: Any, settings: Settings, tls: TlsMaterial | None, **options: Any) -> None:
+        self.settings = settings
+        self.tls = tls
+        self.main = _Server(uvicorn_config(app, settings, tls=tls, **options))
+        self.redirect: _Server | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    @staticmethod
+    async def _serve(server: uvicorn.Server, tasks: list[asyncio.Task]) -> None:
+        task = asyncio.create_task(server.serve())
+        tasks.append(task)
+        while not server.started:
+            if task.done():
+                task.result()  # raises the bind error
+                raise OSError(f"HTTP server on {server.config.host}:{server.config.port} did not start")
+            await asyncio.sleep(0.02)
+
+    async def start(self) -> None:
+        await self._serve(self.main, self._tasks)
+        s = self.settings
+        if self.tls is not None and s.http_port:
+            config = uvicorn_config(redirect_app(self.port, s.http_host), s, log_config=None, access_log=False,
+                                    lifespan="off")
+            self.redirect = _Server(config)
+            await self._serve(self.redirect, self._tasks)
+        log.info("http.listening", host=s.http_host, port=self.port, https=self.tls is not None,
+                 redirect_port=self.redirect_port)
+
+    @staticmethod
+    def _port(server: uvicorn.Server | None) -> int | None:
+        for srv in getattr(server, "servers", None) or []:
+            for sock in srv.sockets:
+                return sock.getsockname()[1]
+        return None
+
+    @property
+    def port(self) -> int:
+        """Where the portal is served (HTTPS or plain)."""
+        return self._port(self.main) or int(self.main.config.port)
+
+    @property
+    def redirect_port(self) -> int | None:
+        """The plain-HTTP port that redirects to HTTPS (None: none)."""
+        return self._port(self.redirect)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        for server in (self.redirect, self.main):
+            if server is not None:
+                server.should_exit = True
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout)

@@ -23,6 +23,7 @@ from sip_server.gb.server import GbConfig, GbServer, Route
 from sip_server.gb.upper import CatalogEntry, UpperAnswer, UpperConfig
 from sip_server.sip import SipEndpoint
 from sip_server.sip.dialog import MANSRTSP_TYPE
+from sip_server.sip.endpoint import RequestReceived
 from sip_server.transport import SipTransport
 
 log = get_logger("gbops.sip")
@@ -137,6 +138,8 @@ class SipService:
         on_security_event: Callable[[str, str | None, tuple[str, int], dict], Any] | None = None,
         security_event_limit: int = 10,
         security_event_window: float = 60.0,
+        tls_port: int = 0,
+        tls_context: Any | None = None,
     ) -> None:
         self.config = config
         self.host = host
@@ -160,11 +163,18 @@ class SipService:
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_max_connections = tcp_max_connections
         self.tcp_max_per_address = tcp_max_per_address
+        # SIP over TLS (sips): the listener's port (0: off) and its ssl.SSLContext (gbcore.tls.server_context)
+        self.tls_port = tls_port if tls_context is not None else 0
+        self.tls_context = tls_context
         # on_security_event(kind, device_id, (ip, port), detail): a request refused because it is not from
         # the device it claims to be, or a REGISTER lockout; rate-limited per source IP (see
         # SecurityEventLimiter). The application records it on the audit log.
         self.on_security_event = on_security_event
         self.security_limiter = SecurityEventLimiter(security_event_limit, security_event_window)
+        # address_blocked(ip): the security monitor's block list; a blocked address's requests are dropped
+        # unanswered (set by the application; None: nothing is blocked)
+        self.address_blocked: Callable[[str], bool] | None = None
+        self.blocked_dropped = 0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -179,11 +189,14 @@ class SipService:
                                       tcp_registered_idle_timeout=registered_idle,
                                       tcp_max_connections=self.tcp_max_connections,
                                       tcp_max_per_address=self.tcp_max_per_address,
-                                      on_connection_lost=self._on_connection_lost)
+                                      on_connection_lost=self._on_connection_lost,
+                                      tls_port=self.tls_port or None, tls_context=self.tls_context)
         await self.transport.start()
         kinds = ("udp", "tcp")
-        log.info("sip.listening", addresses=" ".join(f"{k}/{_addr(a)}" for k, a in
-                                                     zip(kinds, self.transport.local_addresses, strict=False)),
+        bound = list(zip(kinds, self.transport.local_addresses, strict=False))
+        if self.transport.tls_address is not None:
+            bound.append(("tls", self.transport.tls_address))
+        log.info("sip.listening", addresses=" ".join(f"{k}/{_addr(a)}" for k, a in bound),
                  sip_id=self.config.sip_id, domain=self.config.domain)
 
     async def close(self) -> None:
@@ -240,7 +253,7 @@ class SipService:
                         # a TCP connection does not survive the restart: the device must register again
                         # before its messages on a new one are believed
                         self.gb.routes[snap.device_id] = Route((host.strip("[]"), int(port)), transport, None,
-                                                               connected=transport != "tcp")
+                                                               connected=transport not in ("tcp", "tls"))
         self._process()
 
     # ------------------------------------------------------------------ core plumbing
@@ -248,6 +261,10 @@ class SipService:
         return (self._loop or asyncio.get_running_loop()).time()
 
     def _on_sip_event(self, event: Any) -> None:
+        blocked = self.address_blocked
+        if blocked is not None and isinstance(event, RequestReceived) and blocked(event.addr[0]):
+            self.blocked_dropped += 1
+            return
         self.gb.handle_sip_event(event, self._now())
         self._process()
 
@@ -294,9 +311,12 @@ class SipService:
         if isinstance(event, ev.DeviceKeepalive):
             self._submit(reg.DeviceSeen(event.device_id, at, _addr(event.remote_addr)))
         elif isinstance(event, ev.DeviceOnline):
-            if event.transport.lower() == "tcp" and self.transport is not None:
+            if event.transport.lower() in ("tcp", "tls") and self.transport is not None:
                 self.transport.mark_authenticated(event.remote_addr)
-            self._submit(reg.DeviceRegistered(event.device_id, at, _addr(event.remote_addr), event.transport,
+            # the registry's transport column knows udp/tcp only: a TLS registration is stored as its TCP
+            # connection (it does not survive a restart either way; the device registers again)
+            stored = "tcp" if event.transport.lower() == "tls" else event.transport
+            self._submit(reg.DeviceRegistered(event.device_id, at, _addr(event.remote_addr), stored,
                                               event.contact, event.expires, event.user_agent))
             if event.transition:
                 log.info("device.online", device_id=event.device_id, addr=_addr(event.remote_addr),
@@ -389,6 +409,10 @@ class SipService:
                 self.gb.invites.end(event.call_id, self._now(), "no one waiting")
             log.info("invite.answered", device_id=event.device_id, channel_id=event.channel_id,
                      ssrc=event.ssrc, transport=event.transport, media=event.remote_media)
+            if event.window_shift_s:  # issue 16: a t= shifted by whole hours (local time as UTC) is accepted
+                log.warning("invite.window_shifted", device_id=event.device_id, channel_id=event.channel_id,
+                            answered=event.sdp.time, shift_s=event.window_shift_s,
+                            hours=event.window_shift_s / 3600)
         elif isinstance(event, InviteFailed):
             fut = self._invite_waiters.pop(event.call_id, None)
             if fut is not None and not fut.done():

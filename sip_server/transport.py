@@ -1,4 +1,4 @@
-"""asyncio adapters for the sans-IO :class:`sip_server.sip.SipEndpoint`: UDP and TCP.
+"""asyncio adapters for the sans-IO :class:`sip_server.sip.SipEndpoint`: UDP, TCP and TLS.
 
 This is the only module of the SIP stack that touches sockets or the event loop. It feeds received
 bytes into the endpoint, hands the endpoint's events to a callback, sends what the endpoint wants sent
@@ -17,6 +17,15 @@ on which no device has completed an authenticated REGISTER (:meth:`SipTransport.
 within ``tcp_idle_timeout`` seconds is closed; and any connection on which nothing at all arrives for
 ``tcp_registered_idle_timeout`` seconds (far longer than any keepalive interval) is closed too, so dead
 peers whose FIN never came do not hold sockets forever.
+
+TLS (SIP over TLS, ``sips``, GB/T 28181-2022 §8.2) is TCP with a TLS layer: the listener accepts plain TCP
+connections under the same caps (a connection counts against them from its accept, before and during its
+handshake) and runs TLS itself over memory BIOs (:class:`ssl.SSLObject`), so every byte from the peer goes
+through the TLS layer whatever the event loop; nothing reaches the SIP framer, and nothing is written, before
+the handshake completes, and a peer that does not complete one within ``tls_handshake_timeout`` is dropped. Messages and
+the endpoint's transport name are ``"tls"`` (Via ``SIP/2.0/TLS``); what is sent ``"tls"`` goes only over a
+TLS connection, never over a plain one to the same address. The optional TLS listener failing to bind is a
+warning, not an error.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import contextlib
 import inspect
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -77,10 +87,17 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("sip.udp_error", extra=_kv(error=str(exc)))
 
 
+STREAM_TRANSPORTS = ("tcp", "tls")
+
+
 class _TcpProtocol(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, target: Addr | None = None) -> None:
+    def __init__(self, owner: SipTransport, target: Addr | None = None, kind: str = "tcp") -> None:
         self.owner = owner
         self.target = target
+        self.kind = kind  # "tcp" | "tls"
+        # TLS: nothing goes out before the handshake (outbound connections are made with ssl=: secure at once)
+        self.secure = kind == "tcp" or target is not None
+        self.lost_handled = False
         self.framer = StreamFramer()
         self.transport: Any = None
         self.peer: Addr | None = None
@@ -90,6 +107,12 @@ class _TcpProtocol(asyncio.Protocol):
         self.counted = False  # held against the connection caps
         self.last_rx = 0.0
         self.idle_handle: asyncio.TimerHandle | None = None
+        # inbound TLS: the server side of the TLS session over memory BIOs (outbound TLS is the loop's ssl=)
+        self.tls: ssl.SSLObject | None = None
+        self._tls_in = self._tls_out = None
+        if kind == "tls" and target is None and owner.tls_context is not None:
+            self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.tls = owner.tls_context.wrap_bio(self._tls_in, self._tls_out, server_side=True)
 
     def connection_made(self, transport: Any) -> None:
         # not isinstance-checked: uvloop's transports do not subclass asyncio.Transport
@@ -103,28 +126,92 @@ class _TcpProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.last_rx = self.owner.now()
+        if self.tls is not None:
+            data = self._tls_receive(data)
+            if not data:
+                return
         try:
             messages = self.framer.feed(data)
         except SipParseError as exc:
-            self.owner._emit(MessageDropped(self.peer, "tcp", f"stream framing: {exc}", bytes(data[:4096])))
-            log.info("sip.tcp_framing_error", extra=_kv(peer=self.peer, error=str(exc)))
+            self.owner._emit(MessageDropped(self.peer, self.kind, f"stream framing: {exc}", bytes(data[:4096])))
+            log.info("sip.tcp_framing_error", extra=_kv(peer=self.peer, transport=self.kind, error=str(exc)))
             if self.transport is not None:
                 self.transport.close()
             self.owner._after_input()
             return
         for msg in messages:
-            self.owner._on_stream_message(msg, self.peer)
+            self.owner._on_stream_message(msg, self.peer, self.kind)
         self.owner._after_input()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.tls is not None and not self.secure and not self.closed:
+            self.owner._tls_handshake_failed(self, "connection closed during the TLS handshake")
         self.closed = True
         self.owner._conn_lost(self)
 
     def write(self, data: bytes) -> bool:
-        if self.closed or self.transport is None or self.transport.is_closing():
+        if self.closed or not self.secure or self.transport is None or self.transport.is_closing():
             return False
+        if self.tls is not None:
+            try:
+                self.tls.write(data)
+            except ssl.SSLError as exc:
+                self._tls_failed(exc)
+                return False
+            self._tls_flush()
+            return True
         self.transport.write(data)
         return True
+
+    # ---------------------------------------------------------------------------------- inbound TLS
+    def _tls_flush(self) -> None:
+        out = self._tls_out.read() if self._tls_out is not None else b""
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def _tls_failed(self, exc: BaseException) -> None:
+        if not self.secure:
+            self.owner._tls_handshake_failed(self, str(exc) or type(exc).__name__)
+        self._tls_flush()  # the alert, if any
+        self.closed = True
+        _abort(self.transport)
+
+    def _tls_receive(self, data: bytes) -> bytes:
+        """Ciphertext in, the plaintext it completes out (b"" while the handshake runs)."""
+        assert self.tls is not None and self._tls_in is not None
+        self._tls_in.write(data)
+        if not self.secure:
+            try:
+                self.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._tls_flush()
+                return b""
+            except (ssl.SSLError, OSError) as exc:
+                self._tls_failed(exc)
+                return b""
+            self.secure = True
+            self._tls_flush()
+            self.owner._tls_ready(self)
+        plain = bytearray()
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify
+                self._tls_flush()
+                self.closed = True
+                if self.transport is not None:
+                    self.transport.close()
+                break
+            except (ssl.SSLError, OSError) as exc:
+                self._tls_failed(exc)
+                return b""
+            if not chunk:
+                break
+            plain += chunk
+        self._tls_flush()  # session tickets, key updates
+        return bytes(plain)
 
 
 def _grow_receive_buffer(sock: Any, size: int) -> None:
@@ -186,6 +273,10 @@ class SipTransport:
         tcp_max_connections: int | None = 2000,
         tcp_max_per_address: int | None = 20,
         on_connection_lost: Callable[[Addr, str], Any] | None = None,
+        tls_port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        tls_client_context: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float = 10.0,
     ) -> None:
         self.endpoint = endpoint
         self.host = host
@@ -200,6 +291,15 @@ class SipTransport:
         self.tcp_max_connections = tcp_max_connections
         self.tcp_max_per_address = tcp_max_per_address
         self.on_connection_lost = on_connection_lost
+        # SIP over TLS: the listener (tls_port None: none; 0: any free port) with tls_context; outbound TLS
+        # connections (nothing open to a peer we must send "tls" to) with tls_client_context, or none
+        self.tls_port = tls_port if tls_context is not None else None
+        self.tls_context = tls_context
+        self.tls_client_context = tls_client_context
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self.tls_handshake_failed = 0
+        self._tls_server: asyncio.AbstractServer | None = None
+        self._tls_addr: Addr | None = None
         self.tcp_refused = 0  # connections closed at once: over a cap
         self.tcp_idle_closed = 0  # connections closed for idling (unregistered, or silent)
         self._inbound = 0
@@ -253,18 +353,40 @@ class SipTransport:
                 sock = self._server.sockets[0]
                 self._tcp_addr = _norm(sock.getsockname())
             break
+        if self.tls_port is not None:
+            await self._start_tls_listener(loop)
         self._set_local_addresses()
         if self.advertise is None:
             self.endpoint.local_address_for = self._local_address_for
-        log.debug("sip.transport_started", extra=_kv(addresses=self.local_addresses))
+        log.debug("sip.transport_started", extra=_kv(addresses=self.local_addresses, tls=self._tls_addr))
+
+    async def _start_tls_listener(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The optional SIP-over-TLS listener: a port already in use (or refused) is logged, not raised."""
+        try:
+            self._tls_server = await loop.create_server(
+                lambda: _TcpProtocol(self, kind="tls"), self.host, self.tls_port, reuse_address=True
+            )
+        except OSError as exc:
+            log.warning("sip.tls_listen_failed", extra=_kv(
+                host=self.host, port=self.tls_port, error=str(exc),
+                message="SIP over TLS 端口无法监听，TLS 未启用 / the SIP over TLS port cannot be bound: TLS is off"))
+            self._tls_server = None
+            return
+        self._tls_addr = _norm(self._tls_server.sockets[0].getsockname())
+
+    @property
+    def tls_address(self) -> Addr | None:
+        """The bound (host, port) of the SIP-over-TLS listener (None: none)."""
+        return self._tls_addr
 
     def _set_local_addresses(self) -> None:
-        for name, bound in (("udp", self._udp_addr), ("tcp", self._tcp_addr)):
+        for name, bound in (("udp", self._udp_addr), ("tcp", self._tcp_addr), ("tls", self._tls_addr)):
             if bound is None:
                 continue
             if self.advertise is not None:
                 host, port = self.advertise
-                self.endpoint.local_addresses[name] = (host, port or bound[1])
+                # one advertised port is for UDP/TCP; TLS keeps its own port
+                self.endpoint.local_addresses[name] = (host, (port if name != "tls" else 0) or bound[1])
                 continue
             host = bound[0]
             if host in ("0.0.0.0", "::", ""):
@@ -285,20 +407,21 @@ class SipTransport:
             if conn.transport is not None:
                 conn.transport.close()
         self._conns.clear()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 2.0)
+        self._server = self._tls_server = None
         await asyncio.sleep(0)
 
     def _local_address_for(self, addr: Addr, transport: str) -> Addr | None:
         """Our address as the peer at ``addr`` reaches us, when bound to a wildcard address: the local end
         of its TCP connection, or the interface the host routes towards it (cached per peer IP)."""
-        bound = self._tcp_addr if transport == "tcp" else self._udp_addr
+        bound = {"tcp": self._tcp_addr, "tls": self._tls_addr}.get(transport, self._udp_addr)
         if bound is None or bound[0] not in ("0.0.0.0", "::", ""):
             return None
-        if transport == "tcp":
+        if transport in STREAM_TRANSPORTS:
             conn = self._conns.get(_norm(addr))
             if conn is not None and conn.transport is not None:
                 sock = conn.transport.get_extra_info("sockname")
@@ -354,13 +477,21 @@ class SipTransport:
         self.endpoint.send_stateless(msg, addr, transport)
         self.flush()
 
-    async def connect_tcp(self, addr: Addr) -> None:
-        """Open (or reuse) a TCP connection to ``addr``; later sends to ``addr`` use it."""
+    async def connect_tcp(self, addr: Addr, kind: str = "tcp") -> None:
+        """Open (or reuse) a TCP (or, ``kind="tls"``, TLS) connection to ``addr``; later sends to ``addr``
+        over that transport use it."""
         addr = _norm(addr)
         conn = self._conns.get(addr)
-        if conn is not None and not conn.closed:
+        if conn is not None and not conn.closed and conn.kind == kind:
             return
         loop = self._loop or asyncio.get_running_loop()
+        if kind == "tls":
+            if self.tls_client_context is None:
+                raise OSError("no TLS client context: outbound SIP over TLS is not configured")
+            await loop.create_connection(lambda: _TcpProtocol(self, addr, "tls"), addr[0], addr[1],
+                                         ssl=self.tls_client_context, server_hostname=addr[0],
+                                         ssl_handshake_timeout=self.tls_handshake_timeout)
+            return
         await loop.create_connection(lambda: _TcpProtocol(self, addr), addr[0], addr[1])
 
     # ------------------------------------------------------------------ input paths
@@ -368,8 +499,8 @@ class SipTransport:
         self.endpoint.receive_datagram(data, addr, self.now(), "udp")
         self._after_input()
 
-    def _on_stream_message(self, msg: SipRequest | SipResponse, peer: Addr) -> None:
-        self.endpoint.receive_message(msg, peer, self.now(), "tcp")
+    def _on_stream_message(self, msg: SipRequest | SipResponse, peer: Addr, kind: str = "tcp") -> None:
+        self.endpoint.receive_message(msg, peer, self.now(), kind)
 
     def _after_input(self) -> None:
         self._dispatch()
@@ -420,30 +551,35 @@ class SipTransport:
                 self._udp.sendto(out.data, addr)
             except (OSError, ValueError, RuntimeError) as exc:
                 log.warning("sip.udp_send_failed", extra=_kv(addr=addr, error=str(exc)))
-        elif transport == "tcp":
+        elif transport in STREAM_TRANSPORTS:
             conn = self._conns.get(addr)
-            if conn is not None and conn.write(out.data):
-                return
+            if conn is not None and conn.kind == transport:
+                if conn.write(out.data):
+                    return
+                if not conn.secure and not conn.closed:  # its TLS handshake is under way
+                    self._pending.setdefault(addr, []).append(out.data)
+                    return
             self._pending.setdefault(addr, []).append(out.data)
             if addr not in self._connecting and not self._closed:
-                task = asyncio.ensure_future(self._connect_and_flush(addr))
+                task = asyncio.ensure_future(self._connect_and_flush(addr, transport))
                 self._connecting[addr] = task
         else:
             log.warning("sip.unsupported_transport", extra=_kv(transport=out.transport, addr=addr))
 
-    async def _connect_and_flush(self, addr: Addr) -> None:
+    async def _connect_and_flush(self, addr: Addr, kind: str = "tcp") -> None:
         try:
-            await self.connect_tcp(addr)
-        except OSError as exc:  # TimeoutError included
+            await self.connect_tcp(addr, kind)
+        except (OSError, ssl.SSLError) as exc:  # TimeoutError included
             dropped = self._pending.pop(addr, [])
-            log.warning("sip.tcp_connect_failed", extra=_kv(addr=addr, error=str(exc), dropped=len(dropped)))
+            log.warning("sip.tcp_connect_failed", extra=_kv(addr=addr, transport=kind, error=str(exc),
+                                                            dropped=len(dropped)))
         finally:
             self._connecting.pop(addr, None)
         self._write_pending(addr)
 
     def _write_pending(self, addr: Addr) -> None:
         conn = self._conns.get(addr)
-        if conn is None:
+        if conn is None or not conn.secure:
             return
         for data in self._pending.pop(addr, []):
             conn.write(data)
@@ -479,6 +615,26 @@ class SipTransport:
             if addr is not None:
                 self._conns[addr] = conn
                 self._write_pending(addr)
+        if not conn.secure and self._loop is not None:
+            self._loop.call_later(self.tls_handshake_timeout, self._tls_deadline, conn)
+
+    def _tls_deadline(self, conn: _TcpProtocol) -> None:
+        if not conn.secure and not conn.closed:
+            self._tls_handshake_failed(conn, f"no TLS handshake within {self.tls_handshake_timeout:g} s")
+            conn.closed = True
+            _abort(conn.transport)
+
+    def _tls_handshake_failed(self, conn: _TcpProtocol, error: str) -> None:
+        self.tls_handshake_failed += 1
+        if self.tls_handshake_failed % 100 == 1:  # a flood must not flood the log too
+            log.info("sip.tls_handshake_failed", extra=_kv(peer=conn.peer, error=error,
+                                                           failed_total=self.tls_handshake_failed))
+
+    def _tls_ready(self, conn: _TcpProtocol) -> None:
+        """An inbound TLS connection completed its handshake: what waited for it goes out now."""
+        for addr in {conn.peer, conn.target}:
+            if addr is not None and self._conns.get(addr) is conn:
+                self._write_pending(addr)
 
     def _idle_check(self, conn: _TcpProtocol) -> None:
         conn.idle_handle = None
@@ -502,6 +658,9 @@ class SipTransport:
         _abort(conn.transport)
 
     def _conn_lost(self, conn: _TcpProtocol) -> None:
+        if conn.lost_handled:
+            return
+        conn.lost_handled = True
         if conn.idle_handle is not None:
             conn.idle_handle.cancel()
             conn.idle_handle = None
@@ -517,7 +676,7 @@ class SipTransport:
                 lost = True
         if lost and conn.peer is not None and self.on_connection_lost is not None and not self._closed:
             try:
-                self.on_connection_lost(conn.peer, "tcp")
+                self.on_connection_lost(conn.peer, conn.kind)
             except Exception:  # a bad handler must not take the transport down
                 log.exception("sip.on_connection_lost_failed", extra=_kv(peer=conn.peer))
 

@@ -42,6 +42,8 @@ from sip_server.sip import (
 from sip_server.sip.message import contact_value, format_hostport, random_hex, via_value
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
+#: connection-oriented transports: a device registered on one is believed only on that connection
+STREAM_TRANSPORTS = ("tcp", "tls")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class PendingQuery:
     cmd_type: str
     sn: int
     deadline: float
+    sent_wall: float | None = None  # wall clock when sent (DeviceStatus: the clock-skew sample's send time)
 
 
 @dataclass(slots=True)
@@ -329,14 +332,14 @@ class GbServer:
     # ================================================================== device identity
     def _set_route(self, device_id: str, route: Route) -> None:
         old = self.routes.get(device_id)
-        if old is not None and old.transport == "tcp":
+        if old is not None and old.transport in STREAM_TRANSPORTS:
             ids = self._tcp_peers.get(old.addr)
             if ids is not None:
                 ids.discard(device_id)
                 if not ids:
                     del self._tcp_peers[old.addr]
         self.routes[device_id] = route
-        if route.transport == "tcp":
+        if route.transport in STREAM_TRANSPORTS:
             self._tcp_peers.setdefault(route.addr, set()).add(device_id)
 
     def connection_lost(self, addr: tuple[str, int], transport: str = "tcp", now: float | None = None) -> None:
@@ -344,13 +347,13 @@ class GbServer:
         register again before anything else they send is believed (a new connection, even from the same
         ip:port, is not the one they authenticated on); an upper platform on it is offline and registered
         again (with ``now``)."""
-        if transport.lower() != "tcp":
+        if transport.lower() not in STREAM_TRANSPORTS:
             return
         if now is not None:
             self.uppers.connection_lost(addr, now)
         for device_id in self._tcp_peers.pop(addr, ()):
             route = self.routes.get(device_id)
-            if route is not None and route.transport == "tcp" and route.addr == addr:
+            if route is not None and route.transport in STREAM_TRANSPORTS and route.addr == addr:
                 route.connected = False
 
     def is_registered_peer(self, device_id: str, addr: tuple[str, int], transport: str) -> bool:
@@ -360,7 +363,7 @@ class GbServer:
         if route is None or not self.presence.is_online(device_id):
             return False
         return (route.addr == addr and route.transport == transport.lower()
-                and (route.transport != "tcp" or route.connected))
+                and (route.transport not in STREAM_TRANSPORTS or route.connected))
 
     def _claim_ok(self, device_id: str, event: RequestReceived) -> bool:
         """A request claiming ``device_id`` may be acted on: the device is not registered here (the
@@ -375,7 +378,7 @@ class GbServer:
         self._reply(event, 403, now, reason="Forbidden (not the registered address)")
         route = self.routes.get(device_id)
         registered = (f"{route.transport} {_fmt_addr(route.addr)}"
-                      + ("" if route.transport != "tcp" or route.connected else " (connection closed)")
+                      + ("" if route.transport not in STREAM_TRANSPORTS or route.connected else " (connection closed)")
                       if route is not None else "none")
         self._emit(ev.SecurityEvent(
             "address_mismatch", device_id, event.addr, event.transport, event.request.method,
@@ -591,6 +594,8 @@ class GbServer:
             self._emit(ev.DeviceInfoReceived(device_id, result))
         elif cmd == "DeviceStatus":
             result = manscdp.as_device_status(msg)
+            self._emit(ev.DeviceTimeReported(device_id, msg.sn, result.device_time,
+                                             pending.sent_wall if pending is not None else None, self._wall()))
         elif cmd == "RecordInfo":
             page = manscdp.as_record_info(msg)
             if msg.sn in self.records:
@@ -631,7 +636,7 @@ class GbServer:
                                    extra=extra)
         key = self._send_message(device_id, route, body, now)
         deadline = now + (timeout or self.config.query_timeout)
-        self._pending[(cmd_type, sn)] = PendingQuery(device_id, cmd_type, sn, deadline)
+        self._pending[(cmd_type, sn)] = PendingQuery(device_id, cmd_type, sn, deadline, self._wall())
         heapq.heappush(self._pending_heap, (deadline, cmd_type, sn))
         self._txn_query[key] = (cmd_type, sn, device_id)
         self.metrics.queries_sent += 1
