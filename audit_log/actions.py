@@ -16,7 +16,7 @@ ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 WIRED_ACTIONS: dict[str, str] = {
     "auth.login": "登录成功 / logged in (detail: token_id)",
-    "auth.login_failed": "登录失败 / failed login (detail: reason = bad_credentials | unknown_user | locked | disabled | account_expired | account_not_yet_valid)",
+    "auth.login_failed": "登录失败 / failed login (detail: reason = bad_credentials | unknown_user | locked | disabled | account_expired | account_not_yet_valid | totp_failed | admin_network)",
     "auth.lockout": "登录失败次数过多，账户锁定 / account locked after too many failures (detail: locked_until)",
     # issue 11: a 403 for permission or scope (target: the path's object; at most
     # GBOPS_ACCESS_DENIED_AUDIT_PER_MINUTE per user a minute, then one entry with summary: true, suppressed)
@@ -132,11 +132,26 @@ WIRED_ACTIONS: dict[str, str] = {
                        "server_id, upward_id, command, level, result)",
     "cascade.refused": "拒绝上级平台请求 / an upper platform's request refused (detail: platform_id, server_id, "
                        "method, target, status, reason)",
-    # security monitoring (issue 16, helper A)
-    # accounts: second factor, password age (issue 16, helper C)
-    # time: NTP and device clocks (issue 16, helper B)
-    # backup and restore (issue 16, helper E)
-    # security check (issue 16, helper D)
+    # security monitoring (issue 16); target security_alert:<id> or address:<ip>
+    "security.alert": "安全告警 / security alert raised (detail: alert_id, rule, rule_zh, key, severity, count, "
+                      "source_ip, first_at, last_at, blocked_until)",
+    "security.alert_ack": "确认安全告警 / security alert acknowledged (detail: alert_id, rule, key, note)",
+    "security.block": "封禁来源地址 / source address blocked (detail: address, until, alert_id, rule, automatic)",
+    "security.unblock": "解除地址封禁 / address block ended (detail: address, reason = manual | expired)",
+    # accounts: second factor, password age (issue 16)
+    "auth.totp_enable": "启用两步验证 / two-step verification (TOTP) turned on (detail: method)",
+    "auth.totp_disable": "停用两步验证 / two-step verification turned off by its user (detail: by)",
+    "user.totp_reset": "管理员重置用户的两步验证 / a user's second factor reset by an administrator (detail: "
+                       "was_enabled, revoked_tokens)",
+    # backup and restore (issue 16)
+    "backup.create": "创建加密备份 / encrypted backup created (detail: file, bytes, sha256, tables, rows, files, "
+                     "revision, trigger = cli | schedule; schedule adds pruned)",
+    "backup.failed": "定时备份失败 / scheduled backup failed (detail: error)",
+    "backup.restore": "从备份恢复（记录在恢复后的日志上）/ restored from a backup, recorded on the restored log "
+                      "(detail: file, bytes, sha256, created_at, revision, tables, rows, files)",
+    # security check (issue 16); the target is the report id
+    "security.check": "导出安全检查报告 / security check report exported (detail: format, file, "
+                      "sha256, bytes, source_sha256, counts, codes)",
 }
 
 PENDING_ACTIONS: dict[str, str] = {

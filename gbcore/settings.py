@@ -227,7 +227,27 @@ class Settings(BaseSettings):
                                      "for security_autoblock_minutes (HTTP and SIP)")
     security_autoblock_minutes: float = Field(30.0, gt=0, description="how long an automatic block lasts (min)")
     security_retention_days: int = Field(180, ge=30, description="days security events and alerts are kept")
-    # (helper A adds the rule thresholds here)
+    # rule thresholds "COUNT/SECONDS": an alert once COUNT events (or distinct values) fall in SECONDS, then at
+    # most one alert per key and rule for SECONDS (see security.rules)
+    security_login_failures: str = Field("10/300", pattern=r"^\d+/\d+(\.\d+)?$",
+                                         description="failed logins from one address")
+    security_sip_failures: str = Field("10/300", pattern=r"^\d+/\d+(\.\d+)?$",
+                                       description="failed device digest authentications from one address")
+    security_sip_unknown_ids: str = Field("20/600", pattern=r"^\d+/\d+(\.\d+)?$",
+                                          description="distinct unknown device ids registering from one address")
+    security_denials: str = Field("20/300", pattern=r"^\d+/\d+(\.\d+)?$",
+                                  description="requests refused for permission or scope, per user")
+    security_forged_tokens: str = Field("5/300", pattern=r"^\d+/\d+(\.\d+)?$",
+                                        description="forged or unknown tokens from one address")
+    security_route_scan: str = Field("30/60", pattern=r"^\d+/\d+(\.\d+)?$",
+                                     description="distinct refused or unknown paths from one address")
+    security_bulk_downloads: str = Field("20/3600", pattern=r"^\d+/\d+(\.\d+)?$",
+                                         description="video downloads requested by one user")
+    security_work_hours: str = Field("07:00-20:00", pattern=r"^(\d\d:\d\d-\d\d:\d\d)?$",
+                                     description="working hours (Beijing time); playback or download outside "
+                                     "them is an event (empty: off)")
+    security_autoblock_exempt: str = Field("127.0.0.1,::1", description="comma-separated addresses or networks "
+                                           "never blocked automatically (the host's own console)")
 
     # --- accounts: password age, idle sessions, second factor, management networks (issue 16) ---
     password_max_age_days: int = Field(90, ge=0, description="a password older than this must be changed at the "
@@ -242,6 +262,19 @@ class Settings(BaseSettings):
                                      "the security check")
     # (helper C adds further account settings here)
 
+    @field_validator("admin_allow_cidrs")
+    @classmethod
+    def _check_admin_cidrs(cls, v: str) -> str:
+        import ipaddress
+
+        for part in (p.strip() for p in v.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(f"GBOPS_ADMIN_ALLOW_CIDRS: 不是地址或网段 / not an address or network: {part!r}") from None
+        return v
+
     # --- time: NTP server and client, device clock skew (issue 16) ---
     ntp_host: str | None = Field(None, description="address the NTP server listens on (default: sip_host)")
     ntp_port: int = Field(123, ge=0, le=65535, description="NTP server port (0: off; when 123 cannot be bound the "
@@ -255,6 +288,8 @@ class Settings(BaseSettings):
                                         "with DeviceStatus (s)")
     clock_skew_limit: float = Field(1.0, gt=0, description="largest acceptable device clock error (s)")
     clock_skew_ticket: bool = Field(False, description="a device over the clock limit also opens a fault ticket")
+    clock_first_check_delay: float = Field(10.0, ge=0, le=60, description="seconds after a device comes online "
+                                           "before its clock is first sampled (at most 60)")
     # (helper B adds further time settings here)
 
     # --- backup and restore (issue 16) ---

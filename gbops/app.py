@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 from datetime import UTC, datetime
@@ -70,9 +69,10 @@ class Platform:
         self.cascade: Any = None  # cascade.service.CascadeService
         self.cascade_feed: Any = None  # gbops.cascade_wiring.RegistryFeed
         self.audit: Any = None
+        self.security: Any = None  # security.monitor.SecurityMonitor (issue 16)
         self._audit_tasks: set[asyncio.Task] = set()
-        self.http: Any = None
-        self._http_task: asyncio.Task | None = None
+        self.http: Any = None  # ops_portal.http_limits.PortalServers
+        self.tls: Any = None  # gbcore.tls.TlsSetup
         self._run_id: int | None = None
         self.reports: Any = None  # availability report jobs and their daily schedule (issue 7)
         self.tickets: Any = None  # automatic tickets, overdue notices, quality sampler (issue 7)
@@ -80,8 +80,6 @@ class Platform:
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
-        import uvicorn
-
         from device_registry.service import Registry, RegistryWriter
         from gbcore.db import make_engine, make_sessionmaker
         from gbops.migrate import migrate
@@ -120,13 +118,22 @@ class Platform:
                 flush=True,
             )
 
+        from gbcore.tls import resolve as resolve_tls
+
+        self.tls = resolve_tls(s)  # HTTPS or plain (logged); the certificate (configured or self-signed)
         self.sip = SipService(gb_config(s), host=s.sip_host, port=s.sip_port, writer=self.writer,
+                              tls_port=s.sip_tls_port, tls_context=self.tls.context(),
                               advertised_address=s.sip_advertised_address,
                               tcp_idle_timeout=s.sip_tcp_idle_timeout,
                               tcp_max_connections=s.sip_tcp_max_connections,
                               tcp_max_per_address=s.sip_tcp_max_per_address,
                               on_security_event=self._record_sip_security)
         self.sip.restore(await self.registry.snapshot())
+        from gbops.security_wiring import start_security
+
+        # security events, alerts, blocks (issue 16): before the SIP service listens and the portal serves
+        self.security = await start_security(s, sessionmaker, audit_log=self.audit, sip=self.sip,
+                                             registry=self.registry)
         await self.sip.start()
 
         from gbops.media_signalling import SipSignalling
@@ -158,6 +165,7 @@ class Platform:
 
         app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
                          audit=self.audit, media=self.media)
+        app.state.security = self.security  # the portal's security sink (403s, blocked addresses, logins)
         self.media.on_session_closed = live_audit.stop_recorder(self.audit, self._audit_tasks)  # live.stop
         from watermark.downloads import DownloadManager
 
@@ -181,23 +189,33 @@ class Platform:
         from ops_portal.tickets.tasks import start_ticket_tasks
 
         self.tickets = start_ticket_tasks(s, sessionmaker, audit=self.audit, media=self.media)
+        from gbops.time_wiring import start_time
+
+        # issue 16, time: NTP server and own-clock check, device clock skew (app.state.timesync)
+        self.time = await start_time(self, s, sessionmaker, app)
         static = _static_dir()
         if static is not None:
             from fastapi.staticfiles import StaticFiles
 
             app.mount("/static", StaticFiles(directory=static), name="static")
-        from ops_portal.http_limits import uvicorn_config
+        from ops_portal.http_limits import PortalServers
 
-        # header timeout, connection cap, no uvicorn proxy_headers (X-Forwarded-For: GBOPS_TRUSTED_PROXIES)
-        config = uvicorn_config(app, s, log_config=None, access_log=False, lifespan="on")
-        self.http = uvicorn.Server(config)
-        self.http.install_signal_handlers = lambda: None  # we handle signals ourselves
-        self._http_task = asyncio.create_task(self.http.serve())
-        while not self.http.started:
-            if self._http_task.done():
-                self._http_task.result()  # raises the bind error
-            await asyncio.sleep(0.02)
-        log.info("http.listening", host=s.http_host, port=self.http_port)
+        # HTTPS (+ redirect on http_port) or plain HTTP on loopback / behind a proxy (gbcore.tls); header
+        # timeout, connection cap, no uvicorn proxy_headers (X-Forwarded-For: GBOPS_TRUSTED_PROXIES)
+        self.http = PortalServers(app, s, self.tls.material if self.tls.https else None, log_config=None,
+                                  access_log=False, lifespan="on")
+        await self.http.start()
+        from gbops.backup import BackupScheduler
+
+        # issue 16, backups: daily at GBOPS_BACKUP_SCHEDULE when GBOPS_BACKUP_PASSPHRASE_FILE is set
+        self.backups = BackupScheduler(s, self.audit)
+        self.backups.start()
+        from functools import partial
+
+        from gbops.backup import backup_status
+
+        # issue 16, security check: the backup facts live above the portal (GET /api/security/check)
+        app.state.backup_status = partial(backup_status, s)
 
     async def _start_control(self, s: Settings, sessionmaker: Any, app: Any) -> None:
         """PTZ arbitration, tours and device commands over the SIP service (issue 14); alarms and positions
@@ -303,18 +321,26 @@ class Platform:
 
     @property
     def http_port(self) -> int:
-        for server in getattr(self.http, "servers", []):
-            for sock in server.sockets:
-                return sock.getsockname()[1]
-        return self.settings.http_port
+        """The plain-HTTP port: the portal's own, or (HTTPS) the one that redirects (0: none)."""
+        if self.http is None:
+            return self.settings.http_port
+        if self.http.tls is None:
+            return self.http.port
+        return self.http.redirect_port or 0
+
+    @property
+    def https_port(self) -> int | None:
+        """The portal's HTTPS port (None: plain HTTP)."""
+        return self.http.port if self.http is not None and self.http.tls is not None else None
 
     async def stop(self) -> None:
         log.info("platform.stopping")
+        if getattr(self, "backups", None) is not None:  # issue 16, backups: a running backup may finish
+            await self.backups.stop()
+        if getattr(self, "time", None) is not None:  # issue 16, time
+            await self.time.stop()
         if self.http is not None:
-            self.http.should_exit = True
-            if self._http_task is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._http_task, 5)
+            await self.http.stop(5)
         if getattr(self, "revocation", None) is not None:
             await self.revocation.stop()
         if self.downloads is not None:
@@ -342,6 +368,9 @@ class Platform:
             await self.writer.stop(grace=30)
         if self._audit_tasks:
             await asyncio.gather(*self._audit_tasks, return_exceptions=True)
+        from gbops.security_wiring import stop_security
+
+        await stop_security(self.security)  # its last alerts still reach the audit log
         if self.audit is not None:
             await self.audit.stop()
         if self.registry is not None and self._run_id is not None:

@@ -52,6 +52,7 @@ def run() -> None:
 class Transport(StrEnum):
     udp = "udp"
     tcp = "tcp"
+    tls = "tls"  # SIP over TLS (the platform's GBOPS_SIP_TLS_PORT)
 
 
 class Charset(StrEnum):
@@ -99,6 +100,12 @@ def sim(
                                       "seconds (0: only on demand)"),
     position_every: float = typer.Option(0.0, help="每 N 秒发送移动位置 / MobilePosition every N seconds (0: off)"),
     alarm_latch: bool = typer.Option(True, help="after a device alarm, send no new one until AlarmCmd ResetAlarm"),
+    tls_ca_file: Path | None = typer.Option(None, help="--transport tls: 用此 CA/证书文件校验平台证书 / verify the "
+                                            "platform's certificate against this PEM file (default: system CAs)"),
+    tls_insecure: bool = typer.Option(False, help="--transport tls: 不校验平台证书（仅测试自签名证书）/ do NOT "
+                                      "verify the platform's certificate (a test's self-signed one only)"),
+    clock_offset: float = typer.Option(0.0, help="设备时钟偏差（秒，正数为超前）/ the devices' clocks are this many "
+                                       "seconds ahead of the platform's Date (negative: behind)"),
 ) -> None:
     """设备模拟器 / Simulate GB/T 28181 cameras and NVRs."""
     import uvloop
@@ -121,6 +128,8 @@ def sim(
             record_page_size=record_page_size, refuse_history=refuse_history, history_max_fps=history_max_fps,
             history_bye_timeout=history_bye_timeout, alarm_every=alarm_every or None,
             position_every=position_every or None, alarm_latch=alarm_latch,
+            tls_ca_file=str(tls_ca_file) if tls_ca_file else None, tls_verify=not tls_insecure,
+            clock_error=clock_offset,
         )
     except ValueError as exc:
         typer.echo(f"参数错误 / bad option: {exc}", err=True)
@@ -291,6 +300,120 @@ def audit_grants(role: str = typer.Argument(..., help="the PostgreSQL role the p
         raise typer.Exit(2) from None
 
 
+# --- backup and restore (issue 16, helper E): the work is in gbops/backup.py -------------------------------
+def _backup_passphrase(passphrase_file: Path | None, settings, *, confirm: bool) -> str:
+    """--passphrase-file, else GBOPS_BACKUP_PASSPHRASE, else GBOPS_BACKUP_PASSPHRASE_FILE, else a prompt (twice
+    when making a backup); never a command-line argument."""
+    import os
+
+    from gbops.backup import read_passphrase_file
+
+    if passphrase_file is not None:
+        return read_passphrase_file(passphrase_file)
+    if os.environ.get("GBOPS_BACKUP_PASSPHRASE"):
+        return os.environ["GBOPS_BACKUP_PASSPHRASE"]
+    if settings.backup_passphrase_file is not None:
+        return read_passphrase_file(settings.backup_passphrase_file)
+    if not sys.stdin.isatty():
+        typer.echo("需要备份口令：--passphrase-file 或 GBOPS_BACKUP_PASSPHRASE / a backup passphrase is needed: "
+                   "--passphrase-file or GBOPS_BACKUP_PASSPHRASE", err=True)
+        raise typer.Exit(2)
+    return typer.prompt("备份口令 / backup passphrase", hide_input=True, confirmation_prompt=confirm)
+
+
+async def _backup_cmd(settings, out: Path, passphrase: str) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from audit_log.log import Actor, Target
+    from gbops.backup import BackupError, create_backup, print_progress
+
+    try:
+        result = await create_backup(settings, out, passphrase, progress=print_progress)
+    except BackupError as exc:
+        typer.echo(f"无法备份 / cannot back up: {exc}", err=True)
+        return 2
+    except (DBAPIError, OSError) as exc:
+        typer.echo(f"无法备份 / cannot back up: {exc}", err=True)
+        return 1
+    typer.echo(f"已备份 / backed up: {out}\n  bytes: {result.bytes}  sha256: {result.sha256}\n"
+               f"  数据库结构 / schema: {result.revision}  表 / tables: {result.tables}  行 / rows: {result.rows}\n"
+               f"  文件 / files: {', '.join(result.files) or '-'}\n"
+               "  不含录像、下载文件和日志 / recordings, download files and logs are NOT in the backup")
+    try:
+        engine, audit = await _open_audit(settings)
+    except _CannotOpen as exc:
+        typer.echo(f"未写入审计日志 / not recorded on the audit log: {exc}", err=True)
+        return 0
+    try:
+        async with audit.sessionmaker() as session:
+            await audit.append(session, actor=Actor("system", _os_user(), "gbops backup"), action="backup.create",
+                               target=Target("backup", out.name), detail=result.audit_detail("cli"))
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return 0
+
+
+@app.command()
+def backup(
+    out: Path | None = typer.Option(None, "--out", help="备份文件（默认：备份目录下以北京时间命名）/ the file to write "
+                                    "(default: GBOPS_BACKUP_DIR, named in Beijing time)"),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="口令文件（第一行）/ a file whose "
+                                                "first line is the passphrase"),
+) -> None:
+    """加密备份数据库、密钥与审计检查点 / Encrypted backup of the database, keys and audit checkpoints."""
+    import asyncio
+    from datetime import UTC
+
+    from gbcore.log import setup_logging
+    from gbops.backup import BackupError, backup_dir, check_passphrase, default_backup_name
+
+    settings = _settings()
+    setup_logging("WARNING")
+    try:
+        passphrase = _backup_passphrase(passphrase_file, settings, confirm=True)
+    except BackupError as exc:
+        typer.echo(f"{exc}", err=True)
+        raise typer.Exit(2) from None
+    if reason := check_passphrase(passphrase):
+        typer.echo(reason, err=True)
+        raise typer.Exit(2)
+    target = (out or backup_dir(settings) / default_backup_name(datetime.now(UTC))).resolve()
+    raise typer.Exit(asyncio.run(_backup_cmd(settings, target, passphrase)))
+
+
+@app.command()
+def restore(
+    file: Path = typer.Argument(..., help="备份文件 / the backup file"),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="口令文件（第一行）/ a file whose "
+                                                "first line is the passphrase"),
+) -> None:
+    """恢复到空的数据目录和空数据库 / Restore a backup into an empty data dir and an empty database."""
+    import asyncio
+
+    from sqlalchemy.exc import DBAPIError
+
+    from gbcore.log import setup_logging
+    from gbops.backup import BackupError, print_progress, restore_backup
+
+    settings = _settings()
+    setup_logging("WARNING")
+    try:
+        passphrase = _backup_passphrase(passphrase_file, settings, confirm=False)
+        result = asyncio.run(restore_backup(settings, file, passphrase, progress=print_progress, echo=typer.echo))
+    except BackupError as exc:
+        typer.echo(f"无法恢复 / cannot restore: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (DBAPIError, OSError) as exc:
+        typer.echo(f"无法恢复 / cannot restore: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"已恢复 / restored: {result.rows} rows in {result.tables} tables, {len(result.files)} files, "
+               f"schema {result.revision} (backup made {result.created_at.isoformat()})\n"
+               "  录像、下载文件和日志不在备份中 / recordings, download files and logs were not in the backup\n"
+               "  校验审计日志 / check the audit log: gbops audit export --out DIR && gbops audit verify DIR "
+               "--key <pinned verifier.key>")
+
+
 report_app = typer.Typer(help="在线率报表 / online-rate reports", no_args_is_help=True, add_completion=False)
 app.add_typer(report_app, name="report")
 
@@ -456,6 +579,36 @@ def watermark_export(
         source, out, username=user, settings=settings, open_audit=_open_audit, start_time=ts, channel_id=channel,
         operator=_os_user(), echo=typer.echo, echo_err=lambda m: typer.echo(m, err=True),
         find_viewer=viewer_identity)))
+
+
+# --- security self-check (issue 16, helper D): the work is in gbops/security_check_cli.py ------------------
+security_app = typer.Typer(help="安全检查 / security self-check", no_args_is_help=True, add_completion=False)
+app.add_typer(security_app, name="security")
+
+
+class CheckFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@security_app.command("check")
+def security_check(
+    fmt: CheckFormat = typer.Option(CheckFormat.text, "--format", help="text | json（屏幕输出 / printed）"),
+    out: Path | None = typer.Option(None, "--out", help="写出报告 / write the report: FILE.pdf | FILE.xlsx"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="平台数据目录 / platform data dir"),
+) -> None:
+    """弱口令、账户、传输、锁定、审计、备份、时钟检查 / Weak passwords, accounts, transport, lockout, audit export,
+    backups, clock: each finding with its fix (exit 1 when a critical finding is present)."""
+    import asyncio
+
+    from gbcore.log import setup_logging
+    from gbops.security_check_cli import run_check_command
+
+    settings = _settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    setup_logging("WARNING")
+    raise typer.Exit(asyncio.run(run_check_command(
+        settings, fmt=fmt.value, out=out.resolve() if out is not None else None, echo=typer.echo,
+        echo_err=lambda m: typer.echo(m, err=True), operator=_os_user())))
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ def load_models() -> None:
     importlib.import_module("device_control.models")
     importlib.import_module("alarms.models")
     importlib.import_module("cascade.models")
+    importlib.import_module("timesync.models")  # issue 16: device clock samples
+    importlib.import_module("security.models")
 
 
 def alembic_config(url: str | None = None) -> Config:

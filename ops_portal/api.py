@@ -21,7 +21,10 @@ from ops_portal.devices import routes as device_routes
 from ops_portal.live import download_routes, history_routes
 from ops_portal.live import routes as live_routes
 from ops_portal.schemas import HealthOut
+from ops_portal.security import check_routes as security_check_routes
+from ops_portal.security import routes as security_routes
 from ops_portal.tickets import routes as ticket_routes
+from ops_portal.timesync import routes as time_routes
 
 __all__ = ["api_router"]
 
@@ -54,5 +57,8 @@ for _module in (
     map_routes,  # channels for lists and the map
     dashboard_routes,
     ticket_routes,
+    security_routes,  # security monitoring (issue 16)
+    security_check_routes,  # security self-check and its report (issue 16)
+    time_routes,  # device clocks, the 1 s compliance measure, the platform's NTP server (issue 16)
 ):
     api_router.include_router(_module.router)

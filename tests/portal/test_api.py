@@ -52,6 +52,16 @@ CHANNEL_IDENTITY_OPERATIONS |= {f"{op}_device_channel" for op in (
 EXPECTED_OPERATIONS = (CORE_OPERATIONS | LIVE_OPERATIONS | DOWNLOAD_OPERATIONS | ACCESS_OPERATIONS
                        | AVAILABILITY_OPERATIONS | TICKET_OPERATIONS | CHANNEL_IDENTITY_OPERATIONS
                        | HISTORY_OPERATIONS | CONTROL_OPERATIONS | CASCADE_OPERATIONS)
+# issue 16 (accounts): the TOTP second factor and its reset by an administrator
+EXPECTED_OPERATIONS |= {"auth_totp_state", "auth_totp_setup", "auth_totp_enable", "auth_totp_disable",
+                        "users_totp_reset"}
+# issue 16 (security monitoring, helper A): events, alerts, acknowledgement, blocks, the live feed
+EXPECTED_OPERATIONS |= {"security_vocabulary", "security_events", "security_alerts", "security_alert_ack",
+                        "security_blocks", "security_unblock", "security_stream"}
+# issue 16 (security check, helper D): the findings and their PDF/XLSX report
+EXPECTED_OPERATIONS |= {"security_check", "security_check_report"}
+# device clocks and platform time (issue 16)
+EXPECTED_OPERATIONS |= {"device_clock", "device_clock_check", "time_status", "time_devices", "time_compliance"}
 
 
 def operations(portal: Portal) -> list[tuple[str, str, dict]]:

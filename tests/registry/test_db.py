@@ -19,6 +19,7 @@ from gbops.migrate import alembic_config, load_models, migrate
 EXPECTED_TABLES = {
     # issue 15: cascade upward
     "cascade_platforms", "cascade_share_nodes", "cascade_share_channels",
+    "clock_samples",  # issue 16: device clock samples
     "alembic_version",
     "audit_checkpoints",
     "audit_entries",
@@ -47,6 +48,8 @@ EXPECTED_TABLES = {
     "reports",
     # issue 11: grants split per device by migration 0007, audited at the next start
     "role_channel_splits",
+    # issue 16: security monitoring
+    "security_events", "security_alerts", "security_blocks",
 }
 
 
