@@ -70,6 +70,8 @@ class Platform:
         self.cascade_feed: Any = None  # gbops.cascade_wiring.RegistryFeed
         self.audit: Any = None
         self.security: Any = None  # security.monitor.SecurityMonitor (issue 16)
+        self.time: Any = None  # timesync.service.TimeService (issue 16)
+        self.backups: Any = None  # gbops.backup.BackupScheduler (issue 16)
         self._audit_tasks: set[asyncio.Task] = set()
         self.http: Any = None  # ops_portal.http_limits.PortalServers
         self.tls: Any = None  # gbcore.tls.TlsSetup
@@ -335,9 +337,9 @@ class Platform:
 
     async def stop(self) -> None:
         log.info("platform.stopping")
-        if getattr(self, "backups", None) is not None:  # issue 16, backups: a running backup may finish
+        if self.backups is not None:  # a running backup may finish
             await self.backups.stop()
-        if getattr(self, "time", None) is not None:  # issue 16, time
+        if self.time is not None:
             await self.time.stop()
         if self.http is not None:
             await self.http.stop(5)
