@@ -83,7 +83,7 @@ def _check_one(field: str, value: Any) -> Any:
     if field == "port":
         return _int(field, value, 1, 65535)
     if field == "transport":
-        return _choice(field, value, {"udp": "udp", "tcp": "tcp"})
+        return _choice(field, value, {"udp": "udp", "tcp": "tcp", "tls": "tls"})
     if field == "username":
         name = _text(field, value, 64)
         if any(ch in name for ch in '"\\,'):  # goes into a Digest header as a quoted string

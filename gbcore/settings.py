@@ -207,6 +207,9 @@ class Settings(BaseSettings):
                                          "platform at start (s, doubling up to the failure back-off)")
     cascade_retry: float = Field(60.0, ge=60, le=3600, description="REGISTER retry to an upper platform after "
                                  "it was registered and failed, or after a refusal (s, >= 60)")
+    cascade_tls_ca_file: Path | None = Field(None, description="PEM CA bundle that upper platforms' SIP over TLS "
+                                             "certificates are verified against (default: the system trust store); "
+                                             "a certificate failing verification fails the registration")
 
     # --- HTTPS and SIP over TLS (issue 16) ---
     tls_cert_file: Path | None = Field(None, description="PEM certificate (chain) of the portal and of SIP over TLS "

@@ -10,6 +10,8 @@
   addresses when they are IP addresses; key file 0600) and reused afterwards.  The SHA-256 fingerprint is
   printed once when generated (users compare it with what their browser shows) and logged at every start.
 * :func:`server_context` / :func:`client_context` - TLS 1.2 minimum, forward-secret AEAD ciphers only.
+* :func:`upper_client_context` - the context SIP over TLS to upper platforms verifies them with:
+  ``GBOPS_CASCADE_TLS_CA_FILE`` (a PEM CA bundle) or the system trust store; verification is never off.
 * :func:`tls_status` - facts for the security check (nothing is generated).
 """
 
@@ -43,6 +45,7 @@ __all__ = [
     "resolve",
     "server_context",
     "tls_status",
+    "upper_client_context",
 ]
 
 log = get_logger("gbops.tls")
@@ -329,6 +332,20 @@ def client_context(ca_file: str | Path | None = None, *, verify: bool = True) ->
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def upper_client_context(settings: Settings) -> ssl.SSLContext:
+    """The client context for SIP over TLS to upper platforms: their certificate (chain and host name, the
+    configured host) is verified against ``cascade_tls_ca_file`` or, unset, the system trust store.
+    :class:`TlsError` when the configured bundle cannot be read."""
+    ca_file = settings.cascade_tls_ca_file
+    try:
+        ctx = client_context(ca_file)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise TlsError(f"GBOPS_CASCADE_TLS_CA_FILE 无法读取 / cannot be read ({ca_file}): "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    log.debug("tls.cascade_ca", ca_file=str(ca_file) if ca_file else "system trust store")
     return ctx
 
 

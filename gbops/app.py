@@ -121,10 +121,12 @@ class Platform:
             )
 
         from gbcore.tls import resolve as resolve_tls
+        from gbcore.tls import upper_client_context
 
         self.tls = resolve_tls(s)  # HTTPS or plain (logged); the certificate (configured or self-signed)
         self.sip = SipService(gb_config(s), host=s.sip_host, port=s.sip_port, writer=self.writer,
                               tls_port=s.sip_tls_port, tls_context=self.tls.context(),
+                              tls_client_context=upper_client_context(s),  # verifies uppers over TLS
                               advertised_address=s.sip_advertised_address,
                               tcp_idle_timeout=s.sip_tcp_idle_timeout,
                               tcp_max_connections=s.sip_tcp_max_connections,

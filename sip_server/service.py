@@ -140,6 +140,7 @@ class SipService:
         security_event_window: float = 60.0,
         tls_port: int = 0,
         tls_context: Any | None = None,
+        tls_client_context: Any | None = None,
     ) -> None:
         self.config = config
         self.host = host
@@ -166,6 +167,9 @@ class SipService:
         # SIP over TLS (sips): the listener's port (0: off) and its ssl.SSLContext (gbcore.tls.server_context)
         self.tls_port = tls_port if tls_context is not None else 0
         self.tls_context = tls_context
+        # outbound SIP over TLS (upper platforms configured "tls"): verifies the upper's certificate
+        # (gbcore.tls.client_context with cascade_tls_ca_file); None: no outbound TLS
+        self.tls_client_context = tls_client_context
         # on_security_event(kind, device_id, (ip, port), detail): a request refused because it is not from
         # the device it claims to be, or a REGISTER lockout; rate-limited per source IP (see
         # SecurityEventLimiter). The application records it on the audit log.
@@ -190,7 +194,9 @@ class SipService:
                                       tcp_max_connections=self.tcp_max_connections,
                                       tcp_max_per_address=self.tcp_max_per_address,
                                       on_connection_lost=self._on_connection_lost,
-                                      tls_port=self.tls_port or None, tls_context=self.tls_context)
+                                      on_connect_failed=self._on_connect_failed,
+                                      tls_port=self.tls_port or None, tls_context=self.tls_context,
+                                      tls_client_context=self.tls_client_context)
         await self.transport.start()
         kinds = ("udp", "tcp")
         bound = list(zip(kinds, self.transport.local_addresses, strict=False))
@@ -270,6 +276,10 @@ class SipService:
 
     def _on_connection_lost(self, addr: tuple[str, int], transport: str) -> None:
         self.gb.connection_lost(addr, transport, self._now())
+        self._process()
+
+    def _on_connect_failed(self, addr: tuple[str, int], transport: str, kind: str, detail: str) -> None:
+        self.gb.connect_failed(addr, transport, kind, detail, self._now())
         self._process()
 
     def _on_timer(self) -> None:

@@ -25,7 +25,11 @@ through the TLS layer whatever the event loop; nothing reaches the SIP framer, a
 the handshake completes, and a peer that does not complete one within ``tls_handshake_timeout`` is dropped. Messages and
 the endpoint's transport name are ``"tls"`` (Via ``SIP/2.0/TLS``); what is sent ``"tls"`` goes only over a
 TLS connection, never over a plain one to the same address. The optional TLS listener failing to bind is a
-warning, not an error.
+warning, not an error. Outbound TLS connections (to upper platforms) verify the peer with
+``tls_client_context``; one that cannot be made is reported to ``on_connect_failed(addr, transport, kind,
+detail)`` with ``kind`` ``certificate`` (verification failed), ``tls`` (another handshake failure) or
+``connect``. Without a TLS listener but with a client context, our TLS address in Via and Contact is the
+TCP one (answers and the peer's requests come back on the connection we opened).
 """
 
 from __future__ import annotations
@@ -214,6 +218,17 @@ class _TcpProtocol(asyncio.Protocol):
         return bytes(plain)
 
 
+def connect_failure(exc: BaseException) -> tuple[str, str]:
+    """Why an outbound connection failed: (``certificate`` | ``tls`` | ``connect``, a short detail)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "certificate", str(exc.verify_message or exc.reason or exc)
+    if isinstance(exc, ssl.SSLError):
+        return "tls", str(exc.reason or exc)
+    if isinstance(exc, TimeoutError):
+        return "connect", "timed out"
+    return "connect", str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+
+
 def _grow_receive_buffer(sock: Any, size: int) -> None:
     """A bigger UDP receive buffer, so bursts (thousands of cameras re-registering after a power cut) queue
     in the kernel instead of being dropped. SO_RCVBUF is capped by net.core.rmem_max; as root
@@ -273,6 +288,7 @@ class SipTransport:
         tcp_max_connections: int | None = 2000,
         tcp_max_per_address: int | None = 20,
         on_connection_lost: Callable[[Addr, str], Any] | None = None,
+        on_connect_failed: Callable[[Addr, str, str, str], Any] | None = None,
         tls_port: int | None = None,
         tls_context: ssl.SSLContext | None = None,
         tls_client_context: ssl.SSLContext | None = None,
@@ -291,6 +307,7 @@ class SipTransport:
         self.tcp_max_connections = tcp_max_connections
         self.tcp_max_per_address = tcp_max_per_address
         self.on_connection_lost = on_connection_lost
+        self.on_connect_failed = on_connect_failed
         # SIP over TLS: the listener (tls_port None: none; 0: any free port) with tls_context; outbound TLS
         # connections (nothing open to a peer we must send "tls" to) with tls_client_context, or none
         self.tls_port = tls_port if tls_context is not None else None
@@ -392,6 +409,10 @@ class SipTransport:
             if host in ("0.0.0.0", "::", ""):
                 host = _guess_local_ip(socket.AF_INET6 if host == "::" else socket.AF_INET)
             self.endpoint.local_addresses[name] = (host, bound[1])
+        if self._tls_addr is None and self.tls_client_context is not None and "tcp" in self.endpoint.local_addresses:
+            # no TLS listener (outbound TLS to upper platforms only): Via and Contact name our TCP address;
+            # answers and the upper's requests come back on the connection we opened
+            self.endpoint.local_addresses.setdefault("tls", self.endpoint.local_addresses["tcp"])
 
     async def close(self) -> None:
         self._closed = True
@@ -418,7 +439,8 @@ class SipTransport:
     def _local_address_for(self, addr: Addr, transport: str) -> Addr | None:
         """Our address as the peer at ``addr`` reaches us, when bound to a wildcard address: the local end
         of its TCP connection, or the interface the host routes towards it (cached per peer IP)."""
-        bound = {"tcp": self._tcp_addr, "tls": self._tls_addr}.get(transport, self._udp_addr)
+        tls_bound = self._tls_addr or (self._tcp_addr if self.tls_client_context is not None else None)
+        bound = {"tcp": self._tcp_addr, "tls": tls_bound}.get(transport, self._udp_addr)
         if bound is None or bound[0] not in ("0.0.0.0", "::", ""):
             return None
         if transport in STREAM_TRANSPORTS:
@@ -571,10 +593,19 @@ class SipTransport:
             await self.connect_tcp(addr, kind)
         except (OSError, ssl.SSLError) as exc:  # TimeoutError included
             dropped = self._pending.pop(addr, [])
+            why, detail = connect_failure(exc)
             log.warning("sip.tcp_connect_failed", extra=_kv(addr=addr, transport=kind, error=str(exc),
-                                                            dropped=len(dropped)))
+                                                            reason=why, dropped=len(dropped)))
+            self._connecting.pop(addr, None)  # what the handler sends again opens a new connection
+            if self.on_connect_failed is not None and not self._closed:
+                try:
+                    self.on_connect_failed(addr, kind, why, detail)
+                except Exception:  # a bad handler must not take the transport down
+                    log.exception("sip.on_connect_failed_failed", extra=_kv(addr=addr))
+            return
         finally:
-            self._connecting.pop(addr, None)
+            if self._connecting.get(addr) is asyncio.current_task():
+                del self._connecting[addr]
         self._write_pending(addr)
 
     def _write_pending(self, addr: Addr) -> None:

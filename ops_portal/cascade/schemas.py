@@ -83,7 +83,8 @@ Domain = Annotated[str, Field(pattern=r"^(?:[0-9]{10}|[0-9]{20})$",
 Host = Annotated[str, Field(min_length=1, max_length=253, description="上级平台地址 / the upper's IP address or host "
                             "name"), AfterValidator(_host)]
 Port = Annotated[int, Field(ge=1, le=65535, description="上级平台 SIP 端口 / the upper's SIP port")]
-Transport = Literal["udp", "tcp"]
+# tls: SIP over TLS (sips, GB/T 28181-2022 §8.2), the upper's certificate verified (GBOPS_CASCADE_TLS_CA_FILE)
+Transport = Literal["udp", "tcp", "tls"]
 # the digest user name goes into an Authorization header: printable ASCII without quote, backslash or comma
 Username = Annotated[str, Field(pattern=r'^[!#-+\--\[\]-~]{1,64}$', description="认证用户名 / digest user name")]
 Password = Annotated[str, Field(min_length=1, max_length=128, description="认证密码（只写）/ digest password (write-only)"),

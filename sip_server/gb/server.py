@@ -356,6 +356,13 @@ class GbServer:
             if route is not None and route.transport in STREAM_TRANSPORTS and route.addr == addr:
                 route.connected = False
 
+    def connect_failed(self, addr: tuple[str, int], transport: str, kind: str, detail: str, now: float) -> None:
+        """The transport could not open a ``transport`` connection to ``addr`` (``kind``: ``certificate`` |
+        ``tls`` | ``connect``): an upper platform there fails its registration with that reason; a request to
+        a device there times out as before."""
+        if transport.lower() in STREAM_TRANSPORTS:
+            self.uppers.connect_failed(addr, transport, kind, detail, now)
+
     def is_registered_peer(self, device_id: str, addr: tuple[str, int], transport: str) -> bool:
         """True when ``addr``/``transport`` is where ``device_id`` holds its live registration (for TCP:
         the connection it registered on is still open)."""

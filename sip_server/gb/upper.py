@@ -7,8 +7,13 @@ server side of what the upper asks: OPTIONS, MANSCDP queries and controls, catal
 SUBSCRIBE, INVITE (UAS: 100, our answer from the cascade layer, ACK, BYE both ways, CANCEL, INFO).
 
 A request is the upper's only when its From user is the upper's id *and* it comes from the upper's
-configured address (UDP: host and port; TCP: its host, on the connection we hold or one it opened); a request
-claiming an upper's id from anywhere else is refused 403 and reported as a :class:`ev.SecurityEvent`.
+configured address (UDP: host and port; TCP or TLS: its host, on the connection we hold or one it opened); a
+request claiming an upper's id from anywhere else is refused 403 and reported as a :class:`ev.SecurityEvent`.
+
+Over TLS (``sips``, GB/T 28181-2022 §8.2) the upper is a stream transport like TCP; the transport adapter
+verifies its certificate, and a connection that cannot be made (:meth:`UpperPlatforms.connect_failed`: the
+certificate failing verification, the TLS handshake, the TCP connect) fails the registration at once with
+that reason rather than as "no answer".
 
 :class:`UpperPlatforms` is owned and driven by :class:`sip_server.gb.server.GbServer` like
 :class:`sip_server.gb.invite.InviteSessions`: it uses the server's endpoint, clock-free ``now`` (monotonic) and
@@ -45,6 +50,14 @@ ORG_KINDS = ("system", "region", "business_group", "virtual_org")
 _STATUS_EVENTS = frozenset({"ON", "OFF", "VLOST", "DEFECT", "DEL"})
 _MAX_EXPIRES = 86400
 _MAX_QUERIES = 256  # remembered query SNs per upper (for the answer's DeviceID)
+#: connection-oriented transports toward an upper (as sip_server.gb.server.STREAM_TRANSPORTS)
+STREAM_TRANSPORTS = ("tcp", "tls")
+#: why a connection to an upper could not be made (see UpperPlatforms.connect_failed)
+CONNECT_FAILURES = {
+    "certificate": "证书校验失败 / certificate verification failed",
+    "tls": "TLS 握手失败 / TLS handshake failed",
+    "connect": "无法连接 / cannot connect",
+}
 
 
 # ================================================================================================ binding types
@@ -55,7 +68,7 @@ class UpperConfig:
     server_domain: str
     host: str
     port: int
-    transport: str  # "udp" | "tcp"
+    transport: str  # "udp" | "tcp" | "tls"
     local_id: str
     username: str
     password: str = field(repr=False)
@@ -574,8 +587,25 @@ class UpperPlatforms:
 
     def connection_lost(self, addr: tuple[str, int], now: float) -> None:
         for link in list(self.links.values()):
-            if link.cfg.transport == "tcp" and addr == link.addr and link.state in ("registered", "registering"):
-                self._lost(link, now, "连接断开 / TCP connection to the upper lost")
+            if (link.cfg.transport in STREAM_TRANSPORTS and addr == link.addr
+                    and link.state in ("registered", "registering")):
+                self._lost(link, now, f"连接断开 / {link.cfg.transport.upper()} connection to the upper lost")
+
+    def connect_failed(self, addr: tuple[str, int], transport: str, kind: str, detail: str, now: float) -> None:
+        """The transport could not open the ``transport`` connection to ``addr``; ``kind`` is ``certificate``
+        (the upper's certificate failed verification), ``tls`` (another TLS handshake failure) or ``connect``.
+        A registration in flight to that upper fails now with the reason (a certificate failure like a
+        refusal: the next try after ``cascade_retry``, since a certificate does not fix itself in seconds);
+        a registered upper is lost (offline, registering again)."""
+        reason = f"{CONNECT_FAILURES.get(kind, CONNECT_FAILURES['connect'])}: {detail}".strip().rstrip(":")
+        for link in list(self.links.values()):
+            if link.cfg.transport != transport.lower() or addr != link.addr:
+                continue
+            if link.reg_key is not None:
+                self._txns.pop(link.reg_key, None)
+                self._failed(link, now, reason, refused=kind == "certificate")
+            elif link.state == "registered":
+                self._lost(link, now, reason)
 
     # ------------------------------------------------------------------ requests we send
     def _message(self, link: _Link, body: bytes, method: str = "MESSAGE") -> SipRequest:
@@ -593,7 +623,8 @@ class UpperPlatforms:
 
     def _items_per_message(self, link: _Link) -> int:
         cfg = self._cfg
-        return cfg.cascade_catalog_items_tcp if link.cfg.transport == "tcp" else cfg.cascade_catalog_items_udp
+        stream = link.cfg.transport in STREAM_TRANSPORTS
+        return cfg.cascade_catalog_items_tcp if stream else cfg.cascade_catalog_items_udp
 
     def _start_serial(self, link: _Link, job: _Serial, now: float) -> None:
         self._send_page(link, job, now)
@@ -861,7 +892,7 @@ class UpperPlatforms:
         cfg = link.cfg
         if transport.lower() != cfg.transport:
             return False
-        if cfg.transport == "tcp":
+        if cfg.transport in STREAM_TRANSPORTS:
             return addr[0] == cfg.host
         return addr[0] == cfg.host and addr[1] == cfg.port
 

@@ -30,6 +30,20 @@ async def test_create_seals_the_password_and_pushes_the_set(env, db_engine) -> N
     assert [x["id"] for x in await env.service.list_platforms()] == [p["id"]]
 
 
+async def test_tls_platform_goes_to_signalling_as_tls_and_its_certificate_failure_is_its_status(env) -> None:
+    p = await env.service.create_platform(platform_data(transport="tls", port=5061), actor=ACTOR)
+    assert p["transport"] == "tls"
+    config = env.sip.platforms[-1][0]
+    assert (config.transport, config.port) == ("tls", 5061)
+    reason = "证书校验失败 / certificate verification failed: self-signed certificate"
+    env.sip.status[p["id"]] = {"state": "offline", "last_error": reason, "last_keepalive": None,
+                               "registered_until": None, "calls": 0}
+    status = await env.service.status(p["id"])
+    assert (status["state"], status["last_error"]) == ("offline", reason)
+    out = await env.service.update_platform(p["id"], {"transport": "tcp"}, actor=ACTOR)
+    assert out["transport"] == "tcp" and env.sip.platforms[-1][0].transport == "tcp"
+
+
 async def test_duplicate_server_id_and_not_found(env) -> None:
     await env.service.create_platform(platform_data(), actor=ACTOR)
     with pytest.raises(CascadeError) as err:

@@ -27,6 +27,9 @@ def test_defaults_and_clean_fields() -> None:
     clean, _, _ = check_platform({k: v for k, v in platform_data().items() if k != "local_id"},
                                  default_local_id=SYSTEM_ID)
     assert clean["local_id"] == SYSTEM_ID
+    # SIP over TLS (sips) is a transport of its own
+    clean, _, _ = check_platform(platform_data(transport=" TLS "))
+    assert clean["transport"] == "tls"
 
 
 @pytest.mark.parametrize(("field", "value"), [

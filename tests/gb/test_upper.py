@@ -41,7 +41,8 @@ class Rig:
 
     def __init__(self, **gb) -> None:
         self.server = GbServer(GbConfig(**gb), SipEndpoint(), secret=b"k" * 32, wall_clock=lambda: WALL)
-        self.server.endpoint.local_addresses = {"udp": ("192.0.2.10", 5060), "tcp": ("192.0.2.10", 5060)}
+        self.server.endpoint.local_addresses = {"udp": ("192.0.2.10", 5060), "tcp": ("192.0.2.10", 5060),
+                                                "tls": ("192.0.2.10", 5061)}
         self.auth = DigestAuthenticator(UPPER_DOMAIN, b"u" * 32)
         self.now = 0.0
         self.outgoing: list = []  # (message, Outgoing)
@@ -130,9 +131,10 @@ class Rig:
         return data
 
     # ------------------------------------------------------------------ registration
-    def challenge(self, req, *, qop: str | None = "auth", stale: bool = False, transport: str = "udp") -> None:
+    def challenge(self, req, *, qop: str | None = "auth", stale: bool = False, transport: str = "udp",
+                  addr=UPPER) -> None:
         self.respond(req, 401, [("WWW-Authenticate", self.auth.challenge(self.now, LOCAL_ID, qop=qop, stale=stale))],
-                     transport=transport)
+                     addr=addr, transport=transport)
 
     def verify(self, req, password: str = PW) -> bool:
         return self.auth.verify(req.headers.get("Authorization"), method="REGISTER", bind=LOCAL_ID,
@@ -332,6 +334,121 @@ def test_tcp_connection_loss_is_offline_then_register_again():
     assert "TCP connection" in rig.server.uppers.status(PID)["last_error"]
     [(req, out)] = rig.sent_with_transport()
     assert req.method == "REGISTER" and out.transport == "tcp" and out.addr == UPPER
+
+
+# ================================================================================== SIP over TLS (sips)
+UPPER_TLS = (UPPER[0], 5061)
+
+
+def tls_rig(**gb) -> Rig:
+    rig = Rig(cascade_catalog_items_tcp=8, **gb)
+    rig.configure(upper_config(port=UPPER_TLS[1], transport="tls"))
+    return rig
+
+
+def test_tls_registers_over_its_connection_and_serves_the_upper_like_tcp():
+    rig = tls_rig()
+    [(first, out)] = rig.sent_with_transport()
+    assert out.addr == UPPER_TLS and out.transport == "tls"
+    assert first.method == "REGISTER" and first.headers.get("Via").startswith("SIP/2.0/TLS 192.0.2.10:5061")
+    assert first.headers.get("Contact") == f"<sip:{LOCAL_ID}@192.0.2.10:5061>"
+    rig.challenge(first, transport="tls", addr=UPPER_TLS)
+    [(second, out)] = rig.sent_with_transport()
+    assert out.transport == "tls" and rig.verify(second)
+    rig.respond(second, 200, [("Expires", "3600")], addr=UPPER_TLS, transport="tls")
+    assert rig.state() == "registered" and rig.states() == ["registering", "registered"]
+    # keepalives go over TLS too
+    rig.answer_keepalives = False
+    rig.advance(61)
+    [(ka, out)] = [x for x in rig.sent_with_transport() if x[0].is_request]
+    assert ka.method == "MESSAGE" and out.transport == "tls" and out.addr == UPPER_TLS
+    # the upper's query on the connection (its source port is the connection's, the host is the upper's)
+    rig.request("MESSAGE", manscdp.build_query("Catalog", 31, LOCAL_ID), addr=(UPPER[0], 40123), transport="tls")
+    [ok] = rig.sent("")
+    assert ok.status == 200
+    assert rig.take(ev.UpperCatalogQuery) == [ev.UpperCatalogQuery(PID, 31, LOCAL_ID)]
+    # the catalog is paged as on a stream (8 items a MESSAGE), over TLS
+    many = [CatalogEntry(f"340200000013100{i:05d}", f"通道{i}", "channel", parent_id=LOCAL_ID) for i in range(10)]
+    rig.server.uppers.answer_catalog(PID, 31, many, rig.now)
+    [(page1, out)] = rig.sent_with_transport()
+    assert out.transport == "tls" and manscdp.as_catalog(body_of(page1)).num == 8
+    rig.respond(page1, 200, addr=UPPER_TLS, transport="tls")
+    [page2] = rig.sent("MESSAGE")
+    assert manscdp.as_catalog(body_of(page2)).num == 2
+
+
+def test_tls_upper_is_not_believed_over_plain_tcp_or_udp_or_from_another_host():
+    rig = tls_rig()
+    [first] = rig.sent("REGISTER")
+    rig.challenge(first, transport="tls", addr=UPPER_TLS)
+    [second] = rig.sent("REGISTER")
+    rig.respond(second, 200, [("Expires", "3600")], addr=UPPER_TLS, transport="tls")
+    rig.take()
+    for addr, transport in ((UPPER_TLS, "tcp"), (UPPER, "udp"), (("203.0.113.66", 5061), "tls")):
+        rig.request("MESSAGE", manscdp.build_query("Catalog", 5, LOCAL_ID), addr=addr, transport=transport)
+        [refused] = rig.sent("")
+        assert refused.status == 403, (addr, transport)
+        [sec] = rig.take(ev.SecurityEvent)
+        assert sec.kind == "address_mismatch" and "tls 198.51.100.7:5061" in sec.detail
+    assert rig.take(ev.UpperCatalogQuery) == []
+
+
+def test_certificate_failure_is_a_clear_reason_and_retried_like_a_refusal():
+    rig = tls_rig(cascade_retry=90.0)
+    [first] = rig.sent("REGISTER")
+    rig.server.connect_failed(UPPER_TLS, "tls", "certificate", "self-signed certificate", rig.now)
+    rig.collect()
+    status = rig.server.uppers.status(PID)
+    assert status["state"] == "offline"
+    assert status["last_error"] == "证书校验失败 / certificate verification failed: self-signed certificate"
+    assert [e.reason for e in rig.take(ev.UpperStateChanged)] == [
+        None, "证书校验失败 / certificate verification failed: self-signed certificate"]
+    # the REGISTER's transaction ending later (no answer) does not overwrite the reason or retry sooner
+    rig.advance(89.5)
+    assert rig.sent("REGISTER") == []
+    assert "证书校验失败" in rig.server.uppers.status(PID)["last_error"]
+    rig.advance(100)
+    [again] = rig.sent("REGISTER")
+    assert again.headers.get("Via").startswith("SIP/2.0/TLS")
+    assert rig.state() == "registering" and "证书校验失败" in rig.server.uppers.status(PID)["last_error"]
+
+
+def test_connect_failure_backs_off_and_other_peers_or_transports_are_not_touched():
+    rig = tls_rig(cascade_retry_initial=5.0)
+    rig.sent()
+    # not this upper: another address, the same address over plain TCP, or a UDP "connection"
+    rig.server.connect_failed(UPPER_TLS, "tcp", "connect", "refused", rig.now)
+    rig.server.connect_failed(("198.51.100.8", 5061), "tls", "certificate", "x", rig.now)
+    rig.server.connect_failed(UPPER_TLS, "udp", "connect", "x", rig.now)
+    assert rig.state() == "registering" and rig.server.uppers.status(PID)["last_error"] is None
+    rig.server.connect_failed(UPPER_TLS, "tls", "connect", "Connection refused", rig.now)
+    assert rig.server.uppers.status(PID)["last_error"] == "无法连接 / cannot connect: Connection refused"
+    rig.advance(4.5)
+    assert rig.sent("REGISTER") == []
+    rig.advance(6.0)  # the first start's back-off (5 s + jitter), not a refusal's minute
+    assert len(rig.sent("REGISTER")) == 1
+    rig.server.connect_failed(UPPER_TLS, "tls", "tls", "WRONG_VERSION_NUMBER", rig.now)
+    assert rig.server.uppers.status(PID)["last_error"] == "TLS 握手失败 / TLS handshake failed: WRONG_VERSION_NUMBER"
+
+
+def test_tls_connection_loss_then_a_failing_certificate_when_registering_again():
+    rig = tls_rig()
+    [first] = rig.sent("REGISTER")
+    rig.challenge(first, transport="tls", addr=UPPER_TLS)
+    [second] = rig.sent("REGISTER")
+    rig.respond(second, 200, [("Expires", "3600")], addr=UPPER_TLS, transport="tls")
+    rig.states()
+    rig.server.connection_lost(UPPER_TLS, "tls", now=rig.now)
+    rig.collect()
+    assert rig.states() == ["offline", "registering"]
+    assert rig.server.uppers.status(PID)["last_error"] == "连接断开 / TLS connection to the upper lost"
+    [(req, out)] = rig.sent_with_transport()
+    assert req.method == "REGISTER" and out.transport == "tls" and out.addr == UPPER_TLS
+    # the new connection's certificate no longer verifies: offline with that reason
+    rig.server.connect_failed(UPPER_TLS, "tls", "certificate", "certificate has expired", rig.now)
+    rig.collect()
+    assert rig.states() == ["offline"]
+    assert rig.server.uppers.status(PID)["last_error"].startswith("证书校验失败 / certificate verification failed")
 
 
 # ================================================================================== identity, OPTIONS

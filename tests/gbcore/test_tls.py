@@ -211,3 +211,18 @@ def test_server_context_refuses_tls_1_1_and_verifies_against_its_certificate(tmp
     # only forward-secret AEAD suites for TLS 1.2
     names = {c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"}
     assert names and all(n.startswith("ECDHE-") and ("GCM" in n or "CHACHA20" in n) for n in names)
+
+
+def test_upper_client_context_verifies_against_the_configured_bundle_or_the_system_store(tmp_path: Path) -> None:
+    cert, key = tmp_path / "upper.crt", tmp_path / "upper.key"
+    tls.generate_self_signed(Settings(data_dir=tmp_path / "gen"), cert, key)
+    configured = tls.upper_client_context(Settings(data_dir=tmp_path, cascade_tls_ca_file=cert))
+    assert configured.verify_mode == ssl.CERT_REQUIRED and configured.check_hostname
+    assert configured.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert [c["subject"] for c in configured.get_ca_certs()] == [
+        c["subject"] for c in tls.client_context(cert).get_ca_certs()]
+    system = tls.upper_client_context(Settings(data_dir=tmp_path))
+    assert system.verify_mode == ssl.CERT_REQUIRED and system.check_hostname
+    for bad in (tmp_path / "missing.pem", key):  # absent, or not a certificate
+        with pytest.raises(tls.TlsError, match="GBOPS_CASCADE_TLS_CA_FILE"):
+            tls.upper_client_context(Settings(data_dir=tmp_path, cascade_tls_ca_file=bad))

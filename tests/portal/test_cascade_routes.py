@@ -291,6 +291,19 @@ async def test_create_list_get_and_the_password_is_write_only(audited: Portal, c
     assert r.json()["message"].startswith("已有编码为 44000000002000000001 的上级平台 / ")
 
 
+async def test_tls_transport_and_its_certificate_failure_in_the_list(audited: Portal, cas: dict[str, Any]) -> None:
+    service: FakeCascade = cas["service"]
+    out = await _create(audited, cas["admin"], transport="tls", port=5061)
+    assert (out["transport"], out["port"]) == ("tls", 5061)
+    reason = "证书校验失败 / certificate verification failed: unable to get local issuer certificate"
+    service.states[out["id"]] = {"state": "offline", "last_error": reason, "streams": 0}
+    [listed] = (await audited.client.get(BASE, headers=cas["admin"])).json()["items"]
+    assert listed["transport"] == "tls"
+    assert (listed["status"]["state"], listed["status"]["last_error"]) == ("offline", reason)
+    r = await audited.client.patch(f"{BASE}/{out['id']}", headers=cas["admin"], json={"transport": "sips"})
+    assert r.status_code == 422 and r.json()["error"] == "validation_error"
+
+
 async def test_short_expires_is_accepted_with_a_warning(audited: Portal, cas: dict[str, Any]) -> None:
     out = await _create(audited, cas["admin"], expires=600)
     assert out["expires"] == 600

@@ -1,7 +1,8 @@
 """SipTransport over TLS: real transports on 127.0.0.1 with the platform's server context (gbcore.tls), the
 client verifying it; Via says TLS; requests go back over the peer's TLS connection and never over a plain one;
 a plain-TCP speaker on the TLS port gets nothing; the caps count a connection before its handshake; a TLS
-port that cannot be bound is a warning."""
+port that cannot be bound is a warning; an outbound TLS connection whose peer fails verification (or that
+cannot be made at all) is reported with why, and nothing is sent over it."""
 
 from __future__ import annotations
 
@@ -138,3 +139,47 @@ async def test_tls_port_in_use_is_a_warning_not_a_failure(material, caplog) -> N
             assert any(r.getMessage() == "sip.tls_listen_failed" and r.levelname == "WARNING" for r in caplog.records)
         finally:
             await transport.close()
+
+
+async def test_outbound_tls_to_a_peer_failing_verification_is_reported_and_nothing_is_sent(material, tmp_path) -> None:
+    other = tmp_path / "other.crt", tmp_path / "other.key"
+    tls.generate_self_signed(Settings(data_dir=tmp_path / "x"), *other)
+    failures: list = []
+    failed = asyncio.Event()
+
+    def on_connect_failed(*args) -> None:
+        failures.append(args)
+        failed.set()
+
+    server = TlsPeer(server=tls.server_context(material))
+    client = TlsPeer(client=tls.client_context(other[0]))  # trusts another certificate only
+    client.transport.on_connect_failed = on_connect_failed
+    await server.transport.start()
+    await client.transport.start()
+    try:
+        # no TLS listener of its own: the client's TLS address (Via, Contact) is its TCP one
+        assert client.endpoint.local_addresses["tls"] == client.transport.local_addresses[1]
+        tls_addr = server.transport.tls_address
+        client.transport.send_request(message(tls_addr, "tls"), tls_addr, "tls")
+        await asyncio.wait_for(failed.wait(), 5)
+        [(addr, transport, kind, detail)] = failures
+        assert (addr, transport, kind) == (tls_addr, "tls", "certificate")
+        assert "certificate" in detail  # e.g. "self-signed certificate" / "unable to get local issuer certificate"
+        await asyncio.sleep(0.2)
+        assert not [e for e in server.events if isinstance(e, RequestReceived)]
+        # the same peer trusted: the message arrives (the control)
+        client.transport.tls_client_context = tls.client_context(material.cert_file)
+        client.transport.send_request(message(tls_addr, "tls"), tls_addr, "tls")
+        (got,) = await server.wait_for(RequestReceived)
+        assert got.transport == "tls"
+        # nothing listening: a connect failure
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()
+        failed.clear()
+        client.transport.send_request(message(closed, "tls"), closed, "tls")
+        await asyncio.wait_for(failed.wait(), 5)
+        assert failures[1][:3] == (closed, "tls", "connect")
+    finally:
+        await client.transport.close()
+        await server.transport.close()

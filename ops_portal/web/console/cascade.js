@@ -173,7 +173,7 @@ export async function cascadeView(root) {
       server_domain: input("server_domain", { maxlength: 64, class: "mono" }),
       host: input("host", { required: true, maxlength: 253 }),
       port: input("port", { type: "number", min: 1, max: 65535, required: true, value: v("port", 5060) }),
-      transport: select("transport", ["udp", "tcp"], "udp"),
+      transport: select("transport", ["udp", "tcp", "tls"], "udp"),
       local_id: input("local_id", { pattern: "[0-9]{20}", maxlength: 20, class: "mono" }),
       username: input("username", { maxlength: 64, autocomplete: "off" }),
       password: h("input", { name: "password", id: "cas-password", type: "password", autocomplete: "new-password",
