@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gbcore.db import begin_write
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from watermark.export import AccessUnitSpool, ExportError, ExportResult, export_mp4
@@ -154,6 +155,7 @@ class DownloadManager:
         self.dir.mkdir(parents=True, exist_ok=True)
         now = datetime.now(UTC)
         async with self.sessionmaker() as session:
+            await begin_write(session)  # SQLite: a deferred read-then-write fails at once beside another writer
             rows = (await session.scalars(select(DownloadJob).where(DownloadJob.state.in_(ACTIVE_STATES)))).all()
             for row in rows:
                 row.state, row.reason, row.finished_at = "failed", RESTARTED, now
@@ -478,6 +480,7 @@ class DownloadManager:
     # ------------------------------------------------------------------------------ outcomes
     async def _finish(self, job_id: str, **values: Any) -> DownloadJob | None:
         async with self.sessionmaker() as session:
+            await begin_write(session)  # SQLite: a deferred read-then-write fails at once beside another writer
             row = await session.get(DownloadJob, job_id)
             if row is None:
                 return None
@@ -565,6 +568,7 @@ class DownloadManager:
         now = now or datetime.now(UTC)
         removed = 0
         async with self.sessionmaker() as session:
+            await begin_write(session)
             rows = (await session.scalars(select(DownloadJob).where(
                 DownloadJob.state == "done", DownloadJob.file_removed_at.is_(None),
                 DownloadJob.expires_at < now))).all()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,6 +128,16 @@ def write_csv(res: PeriodResult, att: Attestation, out: io.TextIOBase | Any) -> 
 
 
 # ---------------------------------------------------------------------------------------------- XLSX
+#: Control characters a worksheet cannot hold (openpyxl refuses the whole file); names come from devices and
+#: people, so they are replaced, not trusted.
+_XLSX_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def xlsx_row(values: list[Any]) -> list[Any]:
+    """``values`` with every text cell safe for a worksheet (each control character becomes U+FFFD)."""
+    return [_XLSX_ILLEGAL.sub("\ufffd", v) if isinstance(v, str) else v for v in values]
+
+
 def write_xlsx(res: PeriodResult, att: Attestation, path: Path) -> None:
     from openpyxl import Workbook
 
@@ -143,7 +154,7 @@ def write_xlsx(res: PeriodResult, att: Attestation, path: Path) -> None:
     ws = wb.create_sheet("点位 Channels")
     ws.append([h for _, h in CHANNEL_COLUMNS])
     for f in res.channels:
-        ws.append(_row(f))
+        ws.append(xlsx_row(_row(f)))
 
     ws = wb.create_sheet("离线记录 Outages")
     ws.append(["设备编码 / device id", "通道编码 / channel id", "开始 / start", "结束 / end", "时长(秒) / seconds"])

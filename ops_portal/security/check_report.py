@@ -63,6 +63,8 @@ def summary_pairs(report: CheckReport) -> list[tuple[str, Any]]:
 def write_xlsx(report: CheckReport, att: Attestation, path: Path) -> None:
     from openpyxl import Workbook
 
+    from ops_portal.availability.reports import xlsx_row
+
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("汇总 Summary")
     ws.append([f"{TITLE} / {TITLE_EN}"])
@@ -75,14 +77,14 @@ def write_xlsx(report: CheckReport, att: Attestation, path: Path) -> None:
     ws = wb.create_sheet("发现 Findings")
     ws.append(["级别 / severity", "代码 / code", "标题 / title", "数量 / count", "修复 / fix", "公告 / advisory"])
     for f in report.findings:
-        ws.append([SEVERITY_WORDS[f.severity], f.code, f.title, len(f.subjects), f.fix, f.ref or ""])
+        ws.append(xlsx_row([SEVERITY_WORDS[f.severity], f.code, f.title, len(f.subjects), f.fix, f.ref or ""]))
 
     ws = wb.create_sheet("对象 Subjects")
     ws.append(["级别 / severity", "代码 / code", "标题 / title", "类型 / kind", "编号 / id", "名称 / name",
                "说明 / detail"])
     for f in report.findings:
         for s in f.subjects:
-            ws.append([SEVERITY_WORDS[f.severity], f.code, f.title, s.kind, s.id, s.name, s.detail])
+            ws.append(xlsx_row([SEVERITY_WORDS[f.severity], f.code, f.title, s.kind, s.id, s.name, s.detail]))
     wb.save(path)
 
 

@@ -63,6 +63,19 @@ async def test_csv_and_xlsx_parse_back(day, tmp_path: Path) -> None:
     assert down == [("2026-10-21 10:00:00", "2026-10-21 11:00:00", 3600.0)]
 
 
+async def test_xlsx_survives_control_characters_in_names(day, tmp_path: Path) -> None:
+    """Channel names come from devices (a hostile one sends anything): a control character a worksheet cannot
+    hold is replaced, and the report is still made."""
+    from dataclasses import replace
+
+    from openpyxl import load_workbook
+
+    hostile = replace(day, channels=[replace(day.channels[0], name="门口\x01\x1f摄像机\x00")] + day.channels[1:])
+    render(hostile, ATT, "xlsx", tmp_path / "r.xlsx")
+    rows = list(load_workbook(tmp_path / "r.xlsx", read_only=True)["点位 Channels"].iter_rows(values_only=True))
+    assert rows[1][2] == "门口\ufffd\ufffd摄像机\ufffd"
+
+
 def check_pdf(path: Path, tmp_path: Path) -> str:
     """Render the first two pages to PNG and return the PDF's text."""
     pdftoppm = need_tool("pdftoppm")

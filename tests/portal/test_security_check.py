@@ -145,6 +145,8 @@ async def test_report_files_open_and_are_audited(audited: Portal, tmp_path: Path
 
     p = audited
     await p.add_user(ADMIN, ADMIN_PW)
+    # a display name with control characters (the API stores what it is given): listed, and the file still made
+    await p.add_user("ctl-name", display_name="值班\x01员\x1f")
     h = bearer(await p.login(ADMIN, ADMIN_PW))
     await p.registry.set_device_password(DEV_WEAK, p.settings.realm, "admin123")
 
