@@ -105,6 +105,19 @@ async def _revoke_all(session: AsyncSession, user_id: int) -> int:
     return int(result.rowcount or 0)
 
 
+async def _end_sessions_audited(session: AsyncSession, audit: Any, actor: User, action: str, user_id: int,
+                                request: Request, detail: dict[str, Any] | None = None) -> int:
+    """In the open write transaction: revoke every token of ``user_id``, record ``action`` (detail plus
+    ``revoked_tokens``) and commit; then the user's running live sessions and downloads end too.  Returns how
+    many tokens were revoked."""
+    revoked = await _revoke_all(session, user_id)
+    await audit_change(audit, session, actor, action, ("user", str(user_id)), client_ip(request),
+                       {**(detail or {}), "revoked_tokens": revoked})
+    await session.commit()
+    revocation_check(request.app.state, [user_id])
+    return revoked
+
+
 async def _manageable_user(session: AsyncSession, access: Any, registry: Any, user_id: int) -> tuple[User, list[Role]]:
     """The user (in the open transaction), after checking that the caller may manage it."""
     user = await session.get(User, user_id)
@@ -326,12 +339,8 @@ async def reset_password(
     if throttle is not None and hasattr(throttle, "forget"):
         throttle.forget(target.username)  # the per-address locks too (kept in memory)
     target.updated_at = utcnow()
-    revoked = await _revoke_all(session, user_id)
-    await audit_change(audit, session, user, "user.password_reset", ("user", str(user_id)), client_ip(request),
-                       {"revoked_tokens": revoked})
-    await session.commit()
+    revoked = await _end_sessions_audited(session, audit, user, "user.password_reset", user_id, request)
     log.info("user.password_reset", user_id=user_id, by=user.username)
-    revocation_check(request.app.state, [user_id])
     return PasswordResetOut(one_time_password=password, revoked_tokens=revoked)
 
 
@@ -349,11 +358,7 @@ async def revoke_sessions(
 ) -> RevokeOut:
     await begin_write(session)
     await _manageable_user(session, access, registry, user_id)
-    revoked = await _revoke_all(session, user_id)
-    await audit_change(audit, session, user, "user.sessions_revoke", ("user", str(user_id)), client_ip(request),
-                       {"revoked_tokens": revoked})
-    await session.commit()
-    revocation_check(request.app.state, [user_id])  # its live sessions and downloads end too
+    revoked = await _end_sessions_audited(session, audit, user, "user.sessions_revoke", user_id, request)
     return RevokeOut(revoked_tokens=revoked)
 
 
@@ -378,12 +383,9 @@ async def reset_totp(
     target.totp_enabled_at = None
     target.totp_last_step = None
     target.updated_at = utcnow()
-    revoked = await _revoke_all(session, user_id)
-    await audit_change(audit, session, user, "user.totp_reset", ("user", str(user_id)), client_ip(request),
-                       {"was_enabled": was_enabled, "revoked_tokens": revoked})
-    await session.commit()
+    revoked = await _end_sessions_audited(session, audit, user, "user.totp_reset", user_id, request,
+                                          {"was_enabled": was_enabled})
     log.info("user.totp_reset", user_id=user_id, by=user.username, was_enabled=was_enabled)
-    revocation_check(request.app.state, [user_id])
     return TotpResetOut(revoked_tokens=revoked)
 
 
