@@ -108,6 +108,27 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
 
+    # --- cluster: roles, nodes, leases, shared secrets (issue 17) ---
+    roles: str = Field("sip,media,portal,worker", description="comma-separated roles this node runs "
+                       "(sip, media, portal, worker; default all = the single process); `gbops run --roles`")
+    node_id: str | None = Field(None, description="this node's id in the cluster (default: generated at each start)")
+    redis_prefix: str = Field("gbops:", description="prefix of every Redis key (several platforms may share one Redis)")
+    public_url: str | None = Field(None, description="this node's URL as browsers reach it (media nodes: FLV/WHEP)")
+    cluster_heartbeat: float = Field(2.0, gt=0, description="seconds between a node's heartbeats in Redis")
+    cluster_node_ttl: float = Field(10.0, gt=0, description="a node missing its heartbeat this long is gone (s)")
+    cluster_lease_ttl: float = Field(10.0, gt=0, description="a job or ownership lease not renewed this long "
+                                     "is taken over (s)")
+    cluster_rpc_timeout: float = Field(10.0, gt=0, description="a command to another node times out after (s)")
+    media_max_streams: int = Field(0, ge=0, description="upstreams one media node takes (0: no cap)")
+    secrets_dir: Path | None = Field(None, description="folder every node is given with the shared keys (audit "
+                                     "signing, watermark tag, cascade, recording, second factor); cluster mode "
+                                     "requires it and never generates a key per node")
+    # --- cluster (issue 17) helper markers: add your settings below your own marker ---
+    # [cluster-core]
+    # [cluster-secrets]
+    # [cluster-worker]
+    # [cluster-media]
+
     # --- audit log ---
     audit_origin: str | None = Field(
         None, description="checkpoint origin and signing key name (default: gbops/<sip_id>/audit)"
@@ -348,6 +369,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)
 
+    @field_validator("roles")
+    @classmethod
+    def _check_roles(cls, v: str) -> str:
+        roles = [r.strip() for r in v.split(",") if r.strip()]
+        bad = [r for r in roles if r not in ("sip", "media", "portal", "worker")]
+        if not roles or bad:
+            raise ValueError("GBOPS_ROLES 须为 sip,media,portal,worker 中的一个或多个 / GBOPS_ROLES must name one or "
+                             f"more of sip, media, portal, worker (got {v!r})")
+        return ",".join(dict.fromkeys(roles))
+
     @field_validator("sip_id")
     @classmethod
     def _check_sip_id(cls, v: str) -> str:
@@ -401,6 +432,25 @@ class Settings(BaseSettings):
     @property
     def audit_signing_key_path(self) -> Path:
         return self.audit_key_path or self.data_dir / "audit" / "signing.key"
+
+    # the other shared keys (issue 17, helper cluster-secrets: GBOPS_SECRETS_DIR makes every node use the same)
+    @property
+    def cascade_key_path(self) -> Path:
+        return self.data_dir / "keys" / "cascade.key"
+
+    @property
+    def record_key_path(self) -> Path:
+        return Path(self.record_key_file) if self.record_key_file else self.data_dir / "keys" / "record.key"
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        """The roles of this node (``GBOPS_ROLES`` / ``--roles``)."""
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
+
+    @property
+    def clustered(self) -> bool:
+        """Cluster mode: Redis configured (presence, leases, ownership, commands between nodes)."""
+        return self.redis_url is not None
 
     @property
     def db_url(self) -> str:

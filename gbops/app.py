@@ -255,7 +255,7 @@ class Platform:
 
         self.cascade = app.state.cascade = CascadeService(
             sessionmaker, self.sip, self.media, audit=cascade_audit(self.audit), settings=s, system_id=s.sip_id,
-            system_name=s.platform_name, key_path=s.data_dir / "keys" / "cascade.key",
+            system_name=s.platform_name, key_path=s.cascade_key_path,
             control=CascadeControl(self.control), records=CascadeRecords(self.sip, self.recordings, s.sip_id))
         self.sip.add_listener(self.cascade.on_event)
         self.cascade_feed = RegistryFeed(self.cascade, self.writer)
@@ -278,7 +278,7 @@ class Platform:
         from ops_portal.contracts import contracts_for_channel
 
         roots = [r.strip() for r in s.record_dirs.split(",") if r.strip()] or [str(s.data_dir / "recordings")]
-        key_file = s.record_key_file or str(s.data_dir / "keys" / "record.key")
+        key_file = str(s.record_key_path)
         media, audit_log = self.media, self.audit
 
         async def open_reader(channel: ChannelRef, stream: str) -> Any:

@@ -57,6 +57,49 @@ def sip_vectors(shared_dir: Path) -> Path:
 
 PG_TEST_URL_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1/test"
 
+# Redis (issue 17, cluster mode): GBOPS_TEST_REDIS_URL (default below).  Each test gets its own key prefix
+# (``gbops-test:<pid>:<random>:``), deleted after it, so tests and test runs share one Redis safely.
+REDIS_TEST_URL_DEFAULT = "redis://127.0.0.1:6379/0"
+
+
+def redis_test_url() -> str:
+    return os.environ.get("GBOPS_TEST_REDIS_URL", REDIS_TEST_URL_DEFAULT)
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    """A Redis that answers (skip on a laptop without one, fail under CI)."""
+    import redis.asyncio as aioredis
+
+    url = redis_test_url()
+    client = aioredis.from_url(url)
+    try:
+        await client.ping()
+    except Exception as exc:
+        need(False, f"Redis not usable at {url}: {type(exc).__name__}: {exc}")
+    finally:
+        await client.aclose()
+    return url
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str):
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import secrets
+
+    import redis.asyncio as aioredis
+
+    prefix = f"gbops-test:{os.getpid()}:{secrets.token_hex(4)}:"
+    yield prefix
+    client = aioredis.from_url(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 
 def pg_test_url() -> str:
     return os.environ.get("GBOPS_TEST_DATABASE_URL", PG_TEST_URL_DEFAULT)

@@ -10,6 +10,7 @@ import { cascadeView } from "./cascade.js";
 import { securityView } from "./security.js";
 import { securityCheckView } from "./security_check.js";
 import { clockView } from "./clock.js";
+import { clusterView } from "./cluster.js";
 import { downloadsView, playbackView, recordingView } from "./history.js";
 import { can, state } from "./session.js";
 
@@ -29,6 +30,7 @@ const NAV = [
   { route: "security", label: "nav.security", view: securityView, perm: "security.read" },
   { route: "security-check", label: "nav.security_check", view: securityCheckView, perm: "security.read" },
   { route: "time", label: "nav.time", view: clockView, perm: "device.read" },
+  { route: "cluster", label: "nav.cluster", view: clusterView, perm: "system.metrics" },
 ];
 const HIDDEN = {
   device: deviceView,
