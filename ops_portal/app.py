@@ -27,7 +27,7 @@ from ops_portal.api import api_router
 from ops_portal.auth import LoginThrottle
 from ops_portal.schemas import ApiError
 
-__all__ = ["UPLOAD_ROUTES", "BodyTooLarge", "DenialAudit", "create_app"]
+__all__ = ["UPLOAD_ROUTES", "BodyTooLarge", "DenialAudit", "create_app", "install_http_basics"]
 
 log = get_logger("gbops.portal")
 
@@ -423,6 +423,19 @@ class _NoStoreHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def install_http_basics(app: FastAPI, settings: Settings) -> None:
+    """The one JSON error shape, the body limit, no-store headers and blocked addresses: every HTTP app of
+    the platform has them (the portal; a media node's output server, :mod:`ops_portal.live.output_app`)."""
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(BodyTooLarge, _on_body_too_large)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(_BodyLimit, settings=settings)
+    app.add_middleware(_NoStoreHeaders)
+    app.add_middleware(_BlockedAddresses, fastapi_app=app)  # outermost: a blocked address reaches nothing
+
+
 def create_app(
     *,
     settings: Settings,
@@ -468,15 +481,7 @@ def create_app(
     app.state.login_throttle = LoginThrottle(settings)
     app.state.denial_audit = DenialAudit(settings)
 
-    app.add_exception_handler(ApiError, _on_api_error)
-    app.add_exception_handler(BodyTooLarge, _on_body_too_large)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(_BodyLimit, settings=settings)
-    app.add_middleware(_NoStoreHeaders)
-    app.add_middleware(_BlockedAddresses, fastapi_app=app)  # outermost: a blocked address reaches nothing
-
+    install_http_basics(app, settings)
     app.include_router(api_router)
     from ops_portal.console import router as console_router
     from ops_portal.live.routes import outputs_router

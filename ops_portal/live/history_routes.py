@@ -17,7 +17,6 @@ when there is no offset.  Times out: RFC 3339 in Beijing time (``+08:00``).
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -38,7 +37,7 @@ from ops_portal.deps import (
     device_channel_path,
     require_permission,
 )
-from ops_portal.live import live_audit, output_tokens
+from ops_portal.live import live_audit
 from ops_portal.live.media_errors import media_error
 from ops_portal.models import User
 from ops_portal.schemas import ApiError, error_responses
@@ -388,11 +387,12 @@ async def start_playback(user: PlaybackViewer, access: AccessDep, sip: SipDep, s
             log.exception("playback.audit_failed", channel=ref.key, user=user.username)
             raise ApiError(503, "audit_unavailable", "审计日志不可用，无法回放 / the audit log is unavailable, "
                            "the playback cannot start") from None
-    url_token = output_tokens.issue(session.session_id, user.id,
-                                    expires=min(session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
+    from ops_portal.live.routes import output_url_parts
+
+    url_token, base = output_url_parts(session, user.id)  # a session on another media node: its URL (issue 17)
     plan = session.plan
-    return PlaybackOut(session_id=session.session_id, whep_url=f"/whep/{session.session_id}?t={url_token}",
-                       flv_url=f"/flv/{session.session_id}.flv?t={url_token}",
+    return PlaybackOut(session_id=session.session_id, whep_url=f"{base}/whep/{session.session_id}?t={url_token}",
+                       flv_url=f"{base}/flv/{session.session_id}.flv?t={url_token}",
                        expires_at=beijing(datetime.fromtimestamp(session.attach_deadline, UTC)) or "",
                        channel_id=ref.channel_id, device_id=ref.device_id, start=beijing(start) or "",
                        end=beijing(end) or "", source=body.source, codec=codec,

@@ -30,6 +30,11 @@ MEDIA_ERRORS = {
     "bad_position": 422,
     "control_refused": 502,
     "no_session": 404,
+    # the cluster (issue 17, gbops.cluster_media): no media node can take the stream, or it did not answer
+    "no_media_node": 503,
+    "media_node_unavailable": 503,
+    "media_node_failed": 502,
+    "media_remote": 503,
 }
 
 

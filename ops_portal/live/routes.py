@@ -126,11 +126,12 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
             raise ApiError(503, "audit_unavailable", "审计日志不可用，无法开始观看 / the audit log is "
                            "unavailable, the live view cannot start") from None
     params = session.params
-    # the output URLs carry a short-lived single-use token bound to this session and user (never the bearer)
-    url_token = output_tokens.issue(session.session_id, user.id,
-                                    expires=min(session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
-    return LiveOut(session_id=session.session_id, whep_url=f"/whep/{session.session_id}?t={url_token}",
-                   flv_url=f"/flv/{session.session_id}.flv?t={url_token}", expires_at=_iso(session.attach_deadline),
+    # the output URLs carry a short-lived single-use token bound to this session and user (never the bearer);
+    # a session on another media node (issue 17) comes with that node's URL and the token it minted
+    url_token, base = output_url_parts(session, user.id)
+    return LiveOut(session_id=session.session_id, whep_url=f"{base}/whep/{session.session_id}?t={url_token}",
+                   flv_url=f"{base}/flv/{session.session_id}.flv?t={url_token}",
+                   expires_at=_iso(session.attach_deadline),
                    channel_id=channel_id, device_id=ref.device_id, codec=session.codec,
                    width=params.width if params else None, height=params.height if params else None,
                    watermark=plan.on if plan is not None else None,
@@ -166,6 +167,23 @@ async def list_streams(user: StreamReaderUser, access: AccessDep, registry: Regi
     for item in items:
         item["since"] = _iso(item["since"])
     return {"items": items}
+
+
+def output_url_parts(session: Any, user_id: int) -> tuple[str, str]:
+    """The output URL's single-use token and base for a session: the media node's own (its public URL and
+    the token it minted, where the output is served and the token checked) for a session on another node,
+    else a token of this process and a relative URL."""
+    remote_token = getattr(session, "url_token", None)
+    if remote_token:
+        return remote_token, getattr(session, "output_base", None) or ""
+    return output_tokens.issue(session.session_id, user_id, expires=min(session.attach_deadline,
+                                                                       time.time() + output_tokens.TOKEN_TTL)), ""
+
+
+def _output_media(request: Request) -> Any:
+    """The media service whose sessions this node's outputs serve: its own (``app.state.output_media`` on a
+    node whose portal places sessions elsewhere), else the portal's."""
+    return getattr(request.app.state, "output_media", None) or _media(request)
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -211,7 +229,7 @@ async def flv_output(request: Request, session_id: str, t: OutputToken = None) -
     same user's bearer token."""
     from media_relay.outputs.flv import flv_stream
 
-    media = _media(request)
+    media = _output_media(request)
     await _output_session(request, media, session_id, t)
     session = media.open_output(session_id, "flv")
     if session is None:
@@ -237,7 +255,7 @@ async def flv_output(request: Request, session_id: str, t: OutputToken = None) -
                      summary="WHEP: 提交 SDP offer / WHEP offer", responses=error_responses(401, 404))
 async def whep_offer(request: Request, session_id: str, t: OutputToken = None) -> Response:
     """Only for the user who opened the session: its `whep_url` as returned, or the same user's bearer."""
-    media = _media(request)
+    media = _output_media(request)
     if "application/sdp" not in request.headers.get("content-type", ""):
         raise ApiError(415, "unsupported_media_type", "需要 application/sdp / expected application/sdp")
     offer = (await request.body()).decode("utf-8", "replace")
@@ -260,7 +278,7 @@ async def whep_offer(request: Request, session_id: str, t: OutputToken = None) -
 async def whep_delete(request: Request, session_id: str, t: OutputToken = None) -> Response:
     """Ends the session: the `whep_url` it was opened with (its token ends only this session), or the
     same user's bearer token."""
-    media = _media(request)
+    media = _output_media(request)
     await _output_session(request, media, session_id, t, teardown=True)
     if not await media.end_session(session_id, "WHEP DELETE", whep_only=True):
         raise ApiError(404, *_NO_SESSION)

@@ -1,0 +1,1102 @@
+"""Live view across nodes (issue 17): signalling on the SIP node, streams on media nodes, the portal between.
+
+Three kinds of node take part, each through the cluster's command bus (:mod:`cluster.bus`):
+
+* the **SIP node** (:func:`serve_signalling`) answers ``sip.device``, ``sip.invite``, ``sip.bye`` and
+  ``sip.info`` with :class:`gbops.media_signalling.SipSignalling` (the single process's adapter, wrapped, not
+  repeated) and publishes the call and presence events on the topic :data:`SIP_EVENTS`; it also records,
+  under ``device:<id>``, that the device's registration lives on this node (its NAT pinhole knows only this
+  node's address, so every INVITE for it must leave from here);
+* a **media node** runs an ordinary :class:`media_relay.service.MediaService` whose signalling is a
+  :class:`RemoteSignalling` (the media relay's port implemented over the bus) and answers ``media.*``
+  commands (:func:`serve_media`): it opens viewers for the portal, holds the channel's stream ownership
+  lease ``stream:<device_id>/<channel_id>`` while it has the upstream (so two media nodes never INVITE one
+  channel), mints the output URL's single-use token, and serves FLV/WHEP itself
+  (:mod:`ops_portal.live.output_app`) on its own ``GBOPS_PUBLIC_URL``;
+* the **portal node** uses a :class:`ClusterMedia` as its ``media``: the subset of ``MediaService`` the
+  portal routes call, placing a new stream on the channel's owner if it has one, else on the least-loaded
+  live media node (:func:`rank_media_nodes`), and forwarding over the bus.
+
+Typed failures cross the bus as :class:`cluster.bus.RemoteError` codes (:data:`SIGNALLING_CODES`, the
+media relay's :class:`media_relay.stream.MediaError` codes as ``media.<code>``, the watermark's capacity) and
+are raised again as the same typed exceptions on the caller's side, so the routes and the stream manager see
+what they see in the single process. Everything arriving over the bus is validated before use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cluster.bus import BusError, CommandBus, RemoteError
+
+from gbcore.ids import ChannelRef
+from gbcore.log import get_logger
+from gbcore.periodic import PeriodicTask
+from media_relay.signalling import (
+    MANSRTSP_TYPE,
+    DeviceOffline,
+    DeviceRefused,
+    DeviceWentOffline,
+    HistoryRequest,
+    InviteAnswer,
+    MediaFileEnded,
+    SessionEnded,
+    SignallingError,
+    SignallingEvent,
+    SignallingTimeout,
+)
+from media_relay.stream import MediaError
+
+log = get_logger("gbops.cluster_media")
+
+__all__ = [
+    "MEDIA_SESSIONS",
+    "SIGNALLING_CODES",
+    "SIP_EVENTS",
+    "ClusterMedia",
+    "DeviceHomes",
+    "LocalDeviceHomes",
+    "MediaNode",
+    "RedisDeviceHomes",
+    "RemoteSession",
+    "RemoteSignalling",
+    "SignallingNode",
+    "from_remote_media",
+    "from_remote_signalling",
+    "rank_media_nodes",
+    "serve_media",
+    "serve_signalling",
+    "stream_lease",
+    "to_remote_media",
+    "to_remote_signalling",
+]
+
+#: The SIP node's call and presence events (pub/sub topic): every media node listens.
+SIP_EVENTS = "sip.events"
+#: A media node's viewer sessions ending or attaching (pub/sub topic): the portals listen.
+MEDIA_SESSIONS = "media.sessions"
+
+_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # device, channel, node, session and call ids over the bus
+_MAX_TEXT = 2000
+
+
+def stream_lease(channel: ChannelRef) -> str:
+    """The stream ownership lease of ``channel``: held by the media node that has its upstream."""
+    return f"stream:{channel.device_id}/{channel.channel_id}"
+
+
+# ============================================================================ validation
+def _id(payload: dict, key: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not _ID.match(value):
+        raise RemoteError("bad_request", f"字段 {key} 无效 / invalid {key}")
+    return value
+
+
+def _text(payload: dict, key: str, default: str | None = None, *, limit: int = _MAX_TEXT) -> str | None:
+    value = payload.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise RemoteError("bad_request", f"字段 {key} 无效 / invalid {key}")
+    return value
+
+
+def _int(payload: dict, key: str, *, lo: int, hi: int, optional: bool = False) -> int | None:
+    value = payload.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise RemoteError("bad_request", f"字段 {key} 无效 / invalid {key}")
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _addr(value: Any) -> tuple[str, int] | None:
+    if (isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[0], str) and len(value[0]) <= 255
+            and isinstance(value[1], int) and not isinstance(value[1], bool) and 0 <= value[1] <= 65535):
+        return (value[0], value[1])
+    return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else None
+
+
+def _when(value: Any) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+# ============================================================================ typed errors
+# RemoteError carries a code and a message for people; the few facts a typed error needs besides (the SIP
+# status of a refusal, the encoder limit, the lease holder) ride after the message as one JSON line.
+def _remote(code: str, message: str, **extra: Any) -> RemoteError:
+    if extra:
+        message = f"{message}\n{json.dumps(extra, separators=(',', ':'))}"
+    return RemoteError(code, message)
+
+
+def _unpack(exc: BusError) -> tuple[str, str, dict]:
+    code = str(getattr(exc, "code", "") or "")
+    message = str(getattr(exc, "message", None) or exc)
+    text, sep, tail = message.rpartition("\n")
+    if sep and tail.startswith("{"):
+        try:
+            extra = json.loads(tail)
+        except ValueError:
+            extra = None
+        if isinstance(extra, dict):
+            return code, text, extra
+    return code, message, {}
+
+
+#: Signalling failures as RemoteError codes (the SIP node) and back (the media node).
+SIGNALLING_CODES = {"device_offline": DeviceOffline, "device_refused": DeviceRefused,
+                    "signalling_timeout": SignallingTimeout}
+
+
+def to_remote_signalling(exc: SignallingError, device_id: str) -> RemoteError:
+    """A typed signalling failure as the RemoteError the SIP node answers."""
+    if isinstance(exc, DeviceOffline):
+        return _remote("device_offline", str(exc) or device_id, device_id=exc.device_id)
+    if isinstance(exc, SignallingTimeout):
+        return _remote("signalling_timeout", str(exc))
+    if isinstance(exc, DeviceRefused):
+        return _remote("device_refused", exc.reason, status=exc.status)
+    return _remote("signalling_failed", str(exc))
+
+
+def from_remote_signalling(exc: BusError, device_id: str) -> SignallingError:
+    """What the media relay expects from its port, for a RemoteError (or any bus failure) of a SIP call.
+    A node that is gone or does not answer is a timeout: a refusal without a status, as the device's
+    silence would be."""
+    code, message, extra = _unpack(exc)
+    if not isinstance(exc, RemoteError):
+        return SignallingTimeout(f"信令节点无应答 / the signalling node did not answer: {message}")
+    if code == "device_offline":
+        return DeviceOffline(device_id, message)
+    if code == "signalling_timeout":
+        return SignallingTimeout(message)
+    if code == "device_refused":
+        status = extra.get("status")
+        return DeviceRefused(status if isinstance(status, int) and 100 <= status <= 699 else None, message)
+    return SignallingError(message)
+
+
+def to_remote_media(exc: Exception) -> RemoteError | None:
+    """A media node's typed failure as a RemoteError (None: not a typed one, the bus reports it as it is)."""
+    from media_relay.service import WhepNegotiationFailed
+    from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable
+
+    if isinstance(exc, RemoteError):
+        return exc
+    if isinstance(exc, MediaError):
+        return _remote(f"media.{exc.code}", str(exc), status=exc.status)
+    if isinstance(exc, TransformCapacityExceeded):
+        return _remote("watermark_capacity", str(exc), limit=exc.limit)
+    if isinstance(exc, TransformUnavailable):
+        return _remote("watermark_unavailable", str(exc))
+    if isinstance(exc, WhepNegotiationFailed):
+        return _remote("whep_failed", str(exc))
+    if isinstance(exc, ValueError):
+        return _remote("bad_request", str(exc))
+    return None
+
+
+def from_remote_media(exc: BusError) -> Exception:
+    """The exception the portal routes expect for a media node's RemoteError (or a bus failure)."""
+    from media_relay.service import WhepNegotiationFailed
+    from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable
+
+    code, message, extra = _unpack(exc)
+    if not isinstance(exc, RemoteError):
+        return MediaError("media_node_unavailable", f"媒体节点无应答 / the media node did not answer: {message}")
+    if code.startswith("media.") and len(code) > 6:
+        status = extra.get("status")
+        return MediaError(code[6:], message, status if isinstance(status, int) and 100 <= status <= 699 else None)
+    if code == "watermark_capacity":
+        limit = extra.get("limit")
+        return TransformCapacityExceeded(limit if isinstance(limit, int) else 0, message)
+    if code == "watermark_unavailable":
+        return TransformUnavailable(message)
+    if code == "whep_failed":
+        return WhepNegotiationFailed(message)
+    return MediaError("media_node_failed", f"媒体节点出错 / the media node failed: {message}")
+
+
+# ============================================================================ device homes
+class DeviceHomes:
+    """Which SIP node holds a device's registration (``device:<id>`` -> node id)."""
+
+    async def set(self, device_id: str, node_id: str) -> None:
+        raise NotImplementedError
+
+    async def get(self, device_id: str) -> str | None:
+        raise NotImplementedError
+
+
+class LocalDeviceHomes(DeviceHomes):
+    """In memory (tests, the single process)."""
+
+    def __init__(self) -> None:
+        self.homes: dict[str, str] = {}
+
+    async def set(self, device_id: str, node_id: str) -> None:
+        self.homes[device_id] = node_id
+
+    async def get(self, device_id: str) -> str | None:
+        return self.homes.get(device_id)
+
+
+class RedisDeviceHomes(DeviceHomes):
+    """In Redis under ``<prefix>device:<id>``; kept ``ttl`` seconds after the last write (a device that keeps
+    alive is written again, see :func:`serve_signalling`), so a device that went away leaves nothing."""
+
+    def __init__(self, redis: Any, keys: Any, *, ttl: float = 86400.0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl
+
+    async def set(self, device_id: str, node_id: str) -> None:
+        await self.redis.set(self.keys("device", device_id), node_id.encode(), px=int(self.ttl * 1000))
+
+    async def get(self, device_id: str) -> str | None:
+        raw = await self.redis.get(self.keys("device", device_id))
+        if raw is None:
+            return None
+        try:
+            value = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
+        except UnicodeDecodeError:
+            return None
+        return value if _ID.match(value) else None
+
+
+def device_homes(cluster: Any, prefix: str) -> DeviceHomes:
+    """Redis homes when the cluster has Redis, else in memory."""
+    if getattr(cluster, "redis", None) is None:
+        return LocalDeviceHomes()
+    from cluster.keys import RedisKeys
+
+    return RedisDeviceHomes(cluster.redis, RedisKeys(prefix))
+
+
+# ============================================================================ the SIP node
+class SignallingNode:
+    """What :func:`serve_signalling` started: the event forwarding and the homes it writes."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task] = set()
+        self.homes_written: dict[str, float] = {}
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        if self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+
+def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | None = None,
+                     home_refresh: float = 600.0) -> SignallingNode:
+    """Register the SIP node's ``sip.*`` handlers on ``bus`` over ``sip_service`` (a
+    :class:`sip_server.service.SipService`) and publish its media events on :data:`SIP_EVENTS`. With
+    ``homes``: a device registering (or keeping alive, at most every ``home_refresh`` s) here is recorded as
+    this node's."""
+    from gbops.media_signalling import SipSignalling
+    from sip_server.gb import events as sip_events
+
+    signalling = SipSignalling(sip_service)
+    node = SignallingNode()
+
+    async def device(payload: dict) -> dict:
+        device_id = _id(payload, "device_id")
+        addr = signalling.route_address(device_id)
+        return {"device_id": device_id, "online": signalling.is_online(device_id),
+                "route_address": list(addr) if addr is not None else None}
+
+    async def invite(payload: dict) -> dict:
+        device_id, channel_id = _id(payload, "device_id"), _id(payload, "channel_id")
+        media_ip = _text(payload, "media_ip", limit=64)
+        media_port = _int(payload, "media_port", lo=1, hi=65535)
+        ssrc = _text(payload, "ssrc", limit=10)
+        transport = _text(payload, "transport", limit=16)
+        if not media_ip or not ssrc or not ssrc.isdigit() or transport not in ("udp", "tcp-passive", "tcp-active"):
+            raise RemoteError("bad_request", "INVITE 参数无效 / invalid INVITE parameters")
+        history = None
+        if payload.get("history") is not None:
+            h = payload["history"]
+            if not isinstance(h, dict) or h.get("kind") not in ("playback", "download"):
+                raise RemoteError("bad_request", "历史请求无效 / invalid history request")
+            history = HistoryRequest(h["kind"], _int(h, "start", lo=0, hi=2**40), _int(h, "end", lo=0, hi=2**40),
+                                     _int(h, "speed", lo=1, hi=64, optional=True))
+        try:
+            answer = await signalling.invite(ChannelRef(device_id, channel_id), media_ip=media_ip,
+                                             media_port=media_port, ssrc=ssrc, transport=transport, history=history)
+        except SignallingError as exc:
+            raise to_remote_signalling(exc, device_id) from None
+        return {"call_id": answer.call_id, "ssrc": answer.ssrc, "transport": answer.transport,
+                "remote_media": list(answer.remote_media) if answer.remote_media else None,
+                "filesize": answer.filesize}
+
+    async def bye(payload: dict) -> dict:
+        signalling.bye(_text(payload, "call_id", limit=200) or "", _text(payload, "reason", "", limit=200) or "")
+        return {}
+
+    async def info(payload: dict) -> dict:
+        body = _text(payload, "body", limit=4000) or ""
+        content_type = _text(payload, "content_type", MANSRTSP_TYPE, limit=100) or MANSRTSP_TYPE
+        return {"sent": signalling.info(_text(payload, "call_id", limit=200) or "", body.encode(), content_type)}
+
+    bus.register("sip.device", device)
+    bus.register("sip.invite", invite)
+    bus.register("sip.bye", bye)
+    bus.register("sip.info", info)
+
+    def forward(event: SignallingEvent) -> None:
+        if isinstance(event, SessionEnded):
+            payload = {"type": "session_ended", "call_id": event.call_id, "device_id": event.channel.device_id,
+                       "channel_id": event.channel.channel_id, "by": event.by, "reason": event.reason}
+        elif isinstance(event, MediaFileEnded):
+            payload = {"type": "media_file_ended", "call_id": event.call_id, "device_id": event.channel.device_id,
+                       "channel_id": event.channel.channel_id, "notify_type": event.notify_type}
+        elif isinstance(event, DeviceWentOffline):
+            payload = {"type": "device_offline", "device_id": event.device_id, "reason": event.reason}
+        else:
+            return
+        node.spawn(_publish(bus, SIP_EVENTS, payload))
+
+    signalling.subscribe(forward)
+
+    if homes is not None:
+        def record_home(event: object) -> None:
+            if isinstance(event, sip_events.DeviceOnline):
+                due = True
+            elif isinstance(event, sip_events.DeviceKeepalive):
+                due = time.monotonic() - node.homes_written.get(event.device_id, -math.inf) >= home_refresh
+            else:
+                return
+            if due:
+                node.homes_written[event.device_id] = time.monotonic()
+                node.spawn(_write_home(homes, event.device_id, bus.node_id))
+
+        sip_service.add_listener(record_home)
+    return node
+
+
+async def _publish(bus: CommandBus, topic: str, payload: dict) -> None:
+    try:
+        await bus.publish(topic, payload)
+    except Exception:
+        log.exception("cluster_media.publish_failed", topic=topic)
+
+
+async def _write_home(homes: DeviceHomes, device_id: str, node_id: str) -> None:
+    try:
+        await homes.set(device_id, node_id)
+    except Exception:
+        log.exception("cluster_media.home_failed", device_id=device_id)
+
+
+# ============================================================================ the media node's signalling
+@dataclass
+class _DeviceState:
+    online: bool
+    route: tuple[str, int] | None
+    sip_node: str
+    at: float
+
+
+class RemoteSignalling:
+    """The media relay's :class:`media_relay.signalling.Signalling` on a media node, over the bus.
+
+    ``invite`` asks the SIP node holding the device's registration (``homes``, else the only live node with
+    the ``sip`` role). The port's synchronous questions (``is_online``, ``route_address``) answer from a cache
+    that :meth:`refresh` fills (the media node's ``media.open_viewer`` handler refreshes before it opens, see
+    :func:`serve_media`) and the SIP node's events keep current; ``bye`` and ``info`` are sent without waiting
+    (the call's SIP node is remembered from its INVITE)."""
+
+    def __init__(self, bus: CommandBus, directory: Any, homes: DeviceHomes | None = None, *,
+                 timeout: float = 10.0, invite_timeout: float = 20.0) -> None:
+        self.bus = bus
+        self.directory = directory
+        self.homes = homes
+        self.timeout = timeout
+        self.invite_timeout = invite_timeout
+        self.devices: dict[str, _DeviceState] = {}
+        self.calls: dict[str, str] = {}  # call id -> the SIP node that placed it
+        self._listeners: list[Callable[[SignallingEvent], None]] = []
+        self._tasks: set[asyncio.Task] = set()
+        bus.subscribe(SIP_EVENTS, self._on_event)
+
+    # ------------------------------------------------------------------ which SIP node
+    async def sip_node(self, device_id: str) -> str:
+        """The node holding ``device_id``'s registration: its recorded home when that node is live, else the
+        only live ``sip`` node. Raises :class:`DeviceOffline` when there is none."""
+        nodes = [n for n in await self.directory.nodes() if "sip" in n.roles]
+        live = {n.node_id for n in nodes}
+        home = await self.homes.get(device_id) if self.homes is not None else None
+        if home is not None and home in live:
+            return home
+        if len(nodes) == 1:
+            return nodes[0].node_id
+        if not nodes:
+            raise DeviceOffline(device_id, f"没有在线的信令节点 / no live SIP node: {device_id}")
+        raise DeviceOffline(device_id, f"设备未在任何信令节点注册 / the device is not registered on any SIP node: "
+                            f"{device_id}")
+
+    async def refresh(self, device_id: str) -> bool:
+        """Ask the device's SIP node whether it is online and where it registered from (the cache behind
+        :meth:`is_online` and :meth:`route_address`); returns whether it is online."""
+        try:
+            node = await self.sip_node(device_id)
+            reply = await self.bus.call(node, "sip.device", {"device_id": device_id}, timeout=self.timeout)
+        except (DeviceOffline, BusError) as exc:
+            log.info("cluster_media.device_unknown", device_id=device_id, reason=str(exc))
+            self.devices.pop(device_id, None)
+            return False
+        online = reply.get("online") is True
+        self.devices[device_id] = _DeviceState(online, _addr(reply.get("route_address")), node, time.monotonic())
+        return online
+
+    # ------------------------------------------------------------------ the port
+    def is_online(self, device_id: str) -> bool:
+        state = self.devices.get(device_id)
+        return state is not None and state.online
+
+    def route_address(self, device_id: str) -> tuple[str, int] | None:
+        state = self.devices.get(device_id)
+        return state.route if state is not None else None
+
+    async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
+                     transport: str, history: HistoryRequest | None = None) -> InviteAnswer:
+        device_id, channel_id = channel
+        state = self.devices.get(device_id)
+        node = state.sip_node if state is not None else await self.sip_node(device_id)
+        payload: dict[str, Any] = {"device_id": device_id, "channel_id": channel_id, "media_ip": media_ip,
+                                   "media_port": media_port, "ssrc": ssrc, "transport": transport}
+        if history is not None:
+            payload["history"] = {"kind": history.kind, "start": history.start, "end": history.end,
+                                  "speed": history.speed}
+        try:
+            reply = await self.bus.call(node, "sip.invite", payload, timeout=self.invite_timeout)
+        except BusError as exc:
+            raise from_remote_signalling(exc, device_id) from None
+        call_id = reply.get("call_id")
+        answered_ssrc = reply.get("ssrc")
+        answered_transport = reply.get("transport")
+        if (not isinstance(call_id, str) or not 0 < len(call_id) <= 200 or not isinstance(answered_ssrc, str)
+                or not answered_ssrc.isdigit() or len(answered_ssrc) > 10
+                or answered_transport not in ("udp", "tcp-passive", "tcp-active")):
+            raise DeviceRefused(None, "信令节点的应答无效 / invalid answer from the SIP node")
+        filesize = reply.get("filesize")
+        self.calls[call_id] = node
+        return InviteAnswer(call_id=call_id, ssrc=answered_ssrc, remote_media=_addr(reply.get("remote_media")),
+                            transport=answered_transport,
+                            filesize=filesize if isinstance(filesize, int) and filesize >= 0 else None)
+
+    def bye(self, call_id: str, reason: str) -> None:
+        node = self.calls.pop(call_id, None)
+        if node is not None:
+            self._spawn(self._send(node, "sip.bye", {"call_id": call_id, "reason": reason[:200]}))
+
+    def info(self, call_id: str, body: bytes, content_type: str = MANSRTSP_TYPE) -> bool:
+        node = self.calls.get(call_id)
+        if node is None:
+            return False
+        self._spawn(self._send(node, "sip.info", {"call_id": call_id, "content_type": content_type,
+                                                  "body": body.decode("utf-8", "replace")}))
+        return True
+
+    def subscribe(self, listener: Callable[[SignallingEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------------ internals
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, node: str, method: str, payload: dict) -> None:
+        try:
+            await self.bus.call(node, method, payload, timeout=self.timeout)
+        except BusError as exc:
+            log.warning("cluster_media.signalling_send_failed", method=method, node=node, error=str(exc))
+
+    def _on_event(self, payload: dict) -> None:
+        event = self._event(payload)
+        if event is None:
+            log.warning("cluster_media.bad_sip_event")
+            return
+        if isinstance(event, DeviceWentOffline):
+            state = self.devices.get(event.device_id)
+            if state is not None:
+                state.online = False
+        elif isinstance(event, SessionEnded):
+            self.calls.pop(event.call_id, None)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("cluster_media.listener_failed")
+
+    @staticmethod
+    def _event(payload: Any) -> SignallingEvent | None:
+        if not isinstance(payload, dict):
+            return None
+        kind = payload.get("type")
+        try:
+            if kind == "device_offline":
+                return DeviceWentOffline(_id(payload, "device_id"), _text(payload, "reason", "", limit=200) or "")
+            channel = ChannelRef(_id(payload, "device_id"), _id(payload, "channel_id"))
+            call_id = _text(payload, "call_id", limit=200)
+            if not call_id:
+                return None
+            if kind == "session_ended":
+                by = payload.get("by")
+                return SessionEnded(call_id, channel, by if by in ("device", "platform") else "platform",
+                                    _text(payload, "reason", "", limit=200) or "")
+            if kind == "media_file_ended":
+                return MediaFileEnded(call_id, channel, _text(payload, "notify_type", "121", limit=8) or "121")
+        except RemoteError:
+            return None
+        return None
+
+
+# ============================================================================ the media node
+class MediaNode:
+    """What :func:`serve_media` started on a media node: the ``media.*`` handlers and the renewal of its
+    stream ownership leases (renewed while the upstream exists, released once it is gone)."""
+
+    def __init__(self, bus: CommandBus, media: Any, leases: Any, signalling: RemoteSignalling | None, *,
+                 public_url: str | None, max_streams: int, lease_ttl: float) -> None:
+        self.bus = bus
+        self.media = media
+        self.leases = leases
+        self.signalling = signalling
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.max_streams = max_streams
+        self.lease_ttl = lease_ttl
+        self.held: set[ChannelRef] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._renewal = PeriodicTask("stream-leases", self.renew, interval=max(0.5, lease_ttl / 3), logger=log,
+                                     failure_event="cluster_media.renew_failed")
+
+    # ------------------------------------------------------------------ leases
+    def _has_upstream(self, ref: ChannelRef) -> bool:
+        manager = self.media.manager
+        stream = manager.streams.get(ref)
+        return (stream is not None and not stream.closed) or ref in manager._starting
+
+    def streams_in_use(self) -> int:
+        """Upstreams this node has or is starting (what ``media_max_streams`` caps)."""
+        manager = self.media.manager
+        live = {ref for ref, s in manager.streams.items() if not s.closed}
+        return len(live | set(manager._starting))
+
+    async def renew(self) -> None:
+        """Renew the leases of the upstreams this node still has; release the others."""
+        for ref in list(self.held):
+            name = stream_lease(ref)
+            if self._has_upstream(ref):
+                if not await self.leases.renew(name, self.lease_ttl):
+                    log.error("cluster_media.lease_lost", channel=ref.key)  # another node took it: ours ends
+                    self.held.discard(ref)
+                    stream = self.media.manager.streams.get(ref)
+                    if stream is not None:
+                        self.media.manager._teardown(stream, "stream ownership lost")
+            else:
+                self.held.discard(ref)
+                await self.leases.release(name)
+
+    async def _own(self, ref: ChannelRef) -> None:
+        """Take (or keep) the channel's ownership lease, or say who holds it (``stream_owned``)."""
+        name = stream_lease(ref)
+        if await self.leases.acquire(name, self.lease_ttl):
+            self.held.add(ref)
+            return
+        holder = await self.leases.holder(name)
+        raise _remote("stream_owned", f"该通道的流由节点 {holder} 承载 / node {holder} has this channel's stream",
+                      holder=holder)
+
+    async def _release_if_unused(self, ref: ChannelRef) -> None:
+        if ref in self.held and not self._has_upstream(ref):
+            self.held.discard(ref)
+            await self.leases.release(stream_lease(ref))
+
+    # ------------------------------------------------------------------ handlers
+    async def open_viewer(self, payload: dict) -> dict:
+        from media_relay.viewers import Viewer
+        from ops_portal.live import output_tokens
+
+        ref = ChannelRef(_id(payload, "device_id"), _id(payload, "channel_id"))
+        kind = payload.get("kind", "live")
+        if kind not in ("live", "playback"):
+            raise RemoteError("bad_request", "会话类型无效 / invalid session kind")
+        transport = _text(payload, "transport", "udp", limit=16) or "udp"
+        v = payload.get("viewer")
+        if not isinstance(v, dict):
+            raise RemoteError("bad_request", "缺少观看者 / missing viewer")
+        roles = v.get("roles") or []
+        if not isinstance(roles, list) or len(roles) > 64 or not all(isinstance(r, str) and len(r) <= 100
+                                                                      for r in roles):
+            raise RemoteError("bad_request", "角色无效 / invalid roles")
+        viewer = Viewer(user_id=_int(v, "user_id", lo=0, hi=2**62), username=_text(v, "username", limit=200) or "",
+                        display_name=_text(v, "display_name", limit=200), phone=_text(v, "phone", limit=64),
+                        client_ip=_text(v, "client_ip", limit=64), roles=tuple(roles))
+        window = None
+        if kind == "playback":
+            raw = payload.get("window")
+            if not isinstance(raw, list) or len(raw) != 2:
+                raise RemoteError("bad_request", "时间段无效 / invalid window")
+            window = (_when(raw[0]), _when(raw[1]))
+            if window[0] is None or window[1] is None:
+                raise RemoteError("bad_request", "时间段无效 / invalid window")
+        source = _text(payload, "source", "device", limit=16) or "device"
+        if kind == "live":
+            if (self.max_streams and not self._has_upstream(ref)
+                    and self.streams_in_use() >= self.max_streams):
+                raise _remote("node_full", f"本媒体节点已满（{self.max_streams} 路）/ this media node is full "
+                              f"({self.max_streams} streams)", limit=self.max_streams)
+            await self._own(ref)
+        try:
+            if self.signalling is not None and (kind == "live" or source == "device"):
+                await self.signalling.refresh(ref.device_id)
+            try:
+                session = await self.media.open_viewer(ref, viewer, kind=kind, transport=transport,
+                                                       window=window, source=source)
+            except Exception as exc:
+                remote = to_remote_media(exc)
+                if remote is None:
+                    raise
+                raise remote from None
+        finally:
+            if kind == "live":
+                await self._release_if_unused(ref)
+        # the output URL's single-use token: minted here, where the output is served and checked
+        token = output_tokens.issue(session.session_id, viewer.user_id,
+                                    expires=min(session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
+        params = session.params
+        plan = session.plan
+        return {"session_id": session.session_id, "node_id": self.bus.node_id, "http_url": self.public_url,
+                "url_token": token, "created": session.created, "attach_deadline": session.attach_deadline,
+                "codec": session.codec, "width": params.width if params else None,
+                "height": params.height if params else None,
+                "plan": None if plan is None else {"on": bool(plan.on), "code": plan.code},
+                "kind": session.kind, "history_source": session.history_source,
+                "state": _state_json(self.media.session_state(session.session_id))}
+
+    def _session(self, payload: dict) -> str:
+        return _text(payload, "session_id", limit=64) or ""
+
+    async def close_session(self, payload: dict) -> dict:
+        return {"closed": self.media.close_session(self._session(payload),
+                                                   _text(payload, "reason", "closed", limit=200) or "closed")}
+
+    async def end_session(self, payload: dict) -> dict:
+        ended = await self.media.end_session(self._session(payload),
+                                             _text(payload, "reason", "closed", limit=200) or "closed",
+                                             whep_only=payload.get("whep_only") is True)
+        return {"ended": ended}
+
+    async def session_state(self, payload: dict) -> dict:
+        return {"state": _state_json(self.media.session_state(self._session(payload)))}
+
+    async def control(self, payload: dict) -> dict:
+        action = _text(payload, "action", limit=16) or ""
+        try:
+            state = await self.media.control(self._session(payload), action,
+                                             position=_number(payload.get("position")),
+                                             scale=_number(payload.get("scale")))
+        except Exception as exc:
+            remote = to_remote_media(exc)
+            if remote is None:
+                raise
+            raise remote from None
+        return {"state": _state_json(state)}
+
+    async def describe(self, payload: dict) -> dict:
+        items = []
+        for item in self.media.describe_streams():
+            item = dict(item)
+            item["node_id"] = self.bus.node_id
+            items.append(item)
+        return {"items": items, "node_id": self.bus.node_id}
+
+    # ------------------------------------------------------------------ session events to the portals
+    def session_closed(self, session: Any, reason: str) -> None:
+        self._spawn(_publish(self.bus, MEDIA_SESSIONS, {"type": "closed", "session_id": session.session_id,
+                                                        "node_id": self.bus.node_id, "reason": reason[:200]}))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def start(self) -> None:
+        self._renewal.start()
+
+    async def stop(self) -> None:
+        """Stop renewing and release every lease this node holds (its streams end with it)."""
+        await self._renewal.stop()
+        for ref in list(self.held):
+            self.held.discard(ref)
+            try:
+                await self.leases.release(stream_lease(ref))
+            except Exception:
+                log.exception("cluster_media.release_failed", channel=ref.key)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _state_json(state: dict | None) -> dict | None:
+    if state is None:
+        return None
+    out = dict(state)
+    window = out.get("window")
+    if window:
+        out["window"] = [_iso(window[0]), _iso(window[1])]
+    return out
+
+
+def serve_media(bus: CommandBus, media_service: Any, leases: Any, *, signalling: RemoteSignalling | None = None,
+                public_url: str | None = None, max_streams: int = 0, lease_ttl: float = 10.0) -> MediaNode:
+    """Register a media node's ``media.*`` handlers on ``bus`` over ``media_service`` (a
+    :class:`media_relay.service.MediaService`) and start renewing its stream ownership leases. Its sessions
+    ending are published on :data:`MEDIA_SESSIONS` (chained after the service's own ``on_session_closed``,
+    which must be set before this call). ``public_url``: where browsers reach this node's FLV/WHEP."""
+    node = MediaNode(bus, media_service, leases, signalling, public_url=public_url, max_streams=max_streams,
+                     lease_ttl=lease_ttl)
+    bus.register("media.open_viewer", node.open_viewer)
+    bus.register("media.close", node.close_session)
+    bus.register("media.end", node.end_session)
+    bus.register("media.state", node.session_state)
+    bus.register("media.control", node.control)
+    bus.register("media.streams", node.describe)
+    previous = media_service.on_session_closed
+
+    def on_closed(session: Any, reason: str) -> None:
+        if previous is not None:
+            previous(session, reason)
+        node.session_closed(session, reason)
+
+    media_service.on_session_closed = on_closed
+    node.start()
+    return node
+
+
+# ============================================================================ the portal node
+def rank_media_nodes(nodes: list[Any], *, max_streams: int = 0, exclude: set[str] | frozenset[str] = frozenset()
+                     ) -> list[Any]:
+    """The live media nodes that may take a new stream, least loaded first: role ``media``, not draining,
+    under ``max_streams`` (0: no cap); ordered by streams, then watermark encoders, then CPU, then node id
+    (so that two portals ranking the same directory agree)."""
+    eligible = [n for n in nodes if "media" in n.roles and not n.draining and n.node_id not in exclude
+                and (not max_streams or n.load.streams < max_streams)]
+    return sorted(eligible, key=lambda n: (n.load.streams, n.load.encoders, round(n.load.cpu, 2), n.node_id))
+
+
+@dataclass
+class _Plan:
+    on: bool
+    code: str | None
+
+    def release(self) -> None:  # the encoder slot lives on the media node
+        return None
+
+
+@dataclass
+class _Params:
+    width: int | None
+    height: int | None
+
+
+@dataclass
+class RemoteSession:
+    """The portal's view of a viewer session on a media node (the fields the routes and the audit read)."""
+
+    session_id: str
+    node_id: str
+    user_id: int
+    username: str
+    channel: ChannelRef
+    client_ip: str | None
+    created: float
+    attach_deadline: float
+    codec: str | None
+    params: _Params | None
+    plan: _Plan | None
+    output_base: str | None  # the media node's public URL: the output URLs are absolute
+    url_token: str | None  # the single-use output token the media node minted
+    kind: str = "live"
+    window: tuple[datetime, datetime] | None = None
+    history_source: str | None = None
+    output: str | None = None
+    closed: bool = False
+    state: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device_id(self) -> str:
+        return self.channel.device_id
+
+    @property
+    def channel_id(self) -> str:
+        return self.channel.channel_id
+
+
+class ClusterMedia:
+    """The portal node's media: the part of :class:`media_relay.service.MediaService` the portal routes use,
+    with each session on a media node of the cluster (see the module docstring)."""
+
+    def __init__(self, bus: CommandBus, directory: Any, leases: Any, *, max_streams: int = 0,
+                 timeout: float = 10.0, open_timeout: float = 30.0, refresh: float = 2.0) -> None:
+        self.bus = bus
+        self.directory = directory
+        self.leases = leases
+        self.max_streams = max_streams
+        self.timeout = timeout
+        self.open_timeout = open_timeout
+        self.sessions: dict[str, RemoteSession] = {}
+        self.streams: list[dict[str, Any]] = []  # every media node's upstreams, refreshed every ``refresh`` s
+        self.on_session_closed: Any = None  # unused: live.stop is recorded on the media node
+        self.recordings: Any = None
+        self._tasks: set[asyncio.Task] = set()
+        self._refresh = PeriodicTask("cluster-streams", self.refresh_streams, interval=refresh, logger=log,
+                                     failure_event="cluster_media.streams_failed")
+        bus.subscribe(MEDIA_SESSIONS, self._on_session_event)
+
+    async def start(self) -> None:
+        self._refresh.start()
+
+    async def close(self) -> None:
+        await self._refresh.stop()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------------ placement
+    async def place(self, channel: ChannelRef, *, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """The media nodes to try for a new live session of ``channel``, in order: the holder of the channel's
+        ownership lease (its upstream is there), else the least-loaded live media nodes."""
+        nodes = await self.directory.nodes()
+        live = {n.node_id for n in nodes if "media" in n.roles}
+        holder = await self.leases.holder(stream_lease(channel))
+        if holder is not None and holder in live and holder not in exclude:
+            return [holder]
+        return [n.node_id for n in rank_media_nodes(nodes, max_streams=self.max_streams, exclude=exclude)]
+
+    async def open_viewer(self, channel: ChannelRef, viewer: Any, *, kind: str = "live", transport: str = "udp",
+                          window: tuple[datetime, datetime] | None = None, source: str = "device") -> RemoteSession:
+        """A viewer session of ``viewer`` on ``channel`` on the channel's media node (see :meth:`place`).
+        Raises what :meth:`media_relay.service.MediaService.open_viewer` raises; ``no_media_node`` when no
+        media node can take it."""
+        channel = ChannelRef(*channel)
+        payload = {"device_id": channel.device_id, "channel_id": channel.channel_id, "kind": kind,
+                   "transport": transport, "source": source,
+                   "window": [_iso(window[0]), _iso(window[1])] if window is not None else None,
+                   "viewer": {"user_id": viewer.user_id, "username": viewer.username,
+                              "display_name": viewer.display_name, "phone": viewer.phone,
+                              "client_ip": viewer.client_ip, "roles": list(viewer.roles)}}
+        tried: set[str] = set()
+        candidates = await self.place(channel)
+        while candidates:
+            node_id = candidates.pop(0)
+            if node_id in tried:
+                continue
+            tried.add(node_id)
+            try:
+                reply = await self.bus.call(node_id, "media.open_viewer", payload, timeout=self.open_timeout)
+            except RemoteError as exc:
+                code, _, extra = _unpack(exc)
+                holder = extra.get("holder")
+                if code == "stream_owned" and isinstance(holder, str) and holder not in tried:
+                    candidates.insert(0, holder)  # another node took the channel meanwhile: join it there
+                    continue
+                if code == "node_full":
+                    if not candidates:
+                        candidates = await self.place(channel, exclude=tried)
+                    continue
+                raise from_remote_media(exc) from None
+            except BusError as exc:
+                log.warning("cluster_media.node_failed", node=node_id, error=str(exc))
+                if kind != "live" or not candidates:
+                    candidates = await self.place(channel, exclude=tried)
+                continue
+            session = self._session(reply, node_id, channel, viewer, kind, window)
+            self.sessions[session.session_id] = session
+            log.info("cluster_media.session_opened", session=session.session_id[:8], node=node_id,
+                     channel=channel.key)
+            return session
+        raise MediaError("no_media_node", "没有可承载新流的媒体节点 / no media node can take a new stream")
+
+    def _session(self, reply: dict, node_id: str, channel: ChannelRef, viewer: Any, kind: str,
+                 window: tuple[datetime, datetime] | None) -> RemoteSession:
+        session_id = reply.get("session_id")
+        if not isinstance(session_id, str) or not _ID.match(session_id):
+            raise MediaError("media_node_failed", "媒体节点的应答无效 / invalid answer from the media node")
+        http_url = reply.get("http_url")
+        token = reply.get("url_token")
+        plan = reply.get("plan")
+        width, height = reply.get("width"), reply.get("height")
+        codec = reply.get("codec")
+        return RemoteSession(
+            session_id=session_id, node_id=node_id, user_id=viewer.user_id, username=viewer.username,
+            channel=channel, client_ip=viewer.client_ip, created=_number(reply.get("created")) or time.time(),
+            attach_deadline=_number(reply.get("attach_deadline")) or time.time() + 60,
+            codec=codec if isinstance(codec, str) and len(codec) <= 16 else None,
+            params=_Params(width if isinstance(width, int) else None, height if isinstance(height, int) else None),
+            plan=(_Plan(bool(plan.get("on")), plan.get("code") if isinstance(plan.get("code"), str) else None)
+                  if isinstance(plan, dict) else None),
+            output_base=http_url.rstrip("/") if isinstance(http_url, str) and http_url.startswith(("http://",
+                                                                                                   "https://"))
+            else None,
+            url_token=token if isinstance(token, str) and len(token) <= 80 else None,
+            kind=kind, window=window,
+            history_source=reply.get("history_source") if reply.get("history_source") in ("device", "platform")
+            else None,
+            state=reply.get("state") if isinstance(reply.get("state"), dict) else None)
+
+    # ------------------------------------------------------------------ sessions
+    def close_session(self, session_id: str, reason: str = "closed") -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.closed = True
+        self._spawn(self._call_quietly(session.node_id, "media.close", {"session_id": session_id,
+                                                                        "reason": reason}))
+        return True
+
+    async def end_session(self, session_id: str, reason: str, *, whep_only: bool = False) -> bool:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        try:
+            reply = await self.bus.call(session.node_id, "media.end", {"session_id": session_id, "reason": reason,
+                                                                       "whep_only": whep_only},
+                                        timeout=self.timeout)
+        except BusError as exc:
+            log.warning("cluster_media.end_failed", session=session_id[:8], error=str(exc))
+            reply = {"ended": not whep_only}
+        ended = reply.get("ended") is True
+        if ended or not whep_only:
+            self.sessions.pop(session_id, None)
+            session.closed = True
+        return ended
+
+    def session_state(self, session_id: str) -> dict | None:
+        """The session's state as last heard (opening, :meth:`control`, :meth:`refresh_states`)."""
+        session = self.sessions.get(session_id)
+        if session is None or session.closed:
+            return None
+        return _state_from_json(session.state)
+
+    async def refresh_state(self, session_id: str) -> dict | None:
+        """Ask the session's media node for its state now."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        try:
+            reply = await self.bus.call(session.node_id, "media.state", {"session_id": session_id},
+                                        timeout=self.timeout)
+        except BusError:
+            return self.session_state(session_id)
+        state = reply.get("state")
+        if not isinstance(state, dict):
+            self.sessions.pop(session_id, None)
+            return None
+        session.state = state
+        return _state_from_json(state)
+
+    async def control(self, session_id: str, action: str, *, position: float | None = None,
+                      scale: float | None = None) -> dict[str, Any]:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise MediaError("no_session", "会话不存在或已结束 / no such session")
+        try:
+            reply = await self.bus.call(session.node_id, "media.control",
+                                        {"session_id": session_id, "action": action, "position": position,
+                                         "scale": scale}, timeout=self.timeout)
+        except BusError as exc:
+            raise from_remote_media(exc) from None
+        state = reply.get("state")
+        session.state = state if isinstance(state, dict) else None
+        return _state_from_json(session.state) or {}
+
+    def describe_streams(self) -> list[dict[str, Any]]:
+        """Every media node's upstreams (each item names its ``node_id``), as last refreshed."""
+        return [dict(item) for item in self.streams]
+
+    async def refresh_streams(self) -> None:
+        items: list[dict[str, Any]] = []
+        for node in await self.directory.nodes():
+            if "media" not in node.roles:
+                continue
+            try:
+                reply = await self.bus.call(node.node_id, "media.streams", {}, timeout=self.timeout)
+            except BusError:
+                continue
+            for item in reply.get("items") or []:
+                if isinstance(item, dict) and isinstance(item.get("device_id"), str):
+                    item["node_id"] = node.node_id
+                    items.append(item)
+        self.streams = items
+
+    async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> Any:
+        """Captures (downloads, the quality sampler) run on a node with the media role."""
+        raise MediaError("media_remote", "本节点没有媒体角色，无法读取视频 / this node has no media role to read video")
+
+    # ------------------------------------------------------------------ internals
+    def _on_session_event(self, payload: dict) -> None:
+        if not isinstance(payload, dict) or payload.get("type") != "closed":
+            return
+        session_id = payload.get("session_id")
+        if isinstance(session_id, str):
+            session = self.sessions.get(session_id)
+            if session is not None and session.node_id == payload.get("node_id"):
+                self.sessions.pop(session_id, None)
+                session.closed = True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call_quietly(self, node_id: str, method: str, payload: dict) -> None:
+        try:
+            await self.bus.call(node_id, method, payload, timeout=self.timeout)
+        except BusError as exc:
+            log.warning("cluster_media.call_failed", method=method, node=node_id, error=str(exc))
+
+
+def _state_from_json(state: dict | None) -> dict | None:
+    if state is None:
+        return None
+    out = dict(state)
+    window = out.get("window")
+    if isinstance(window, list) and len(window) == 2:
+        out["window"] = (_when(window[0]), _when(window[1]))
+    return out
