@@ -124,6 +124,9 @@ class Platform:
         from gbcore.tls import upper_client_context
 
         self.tls = resolve_tls(s)  # HTTPS or plain (logged); the certificate (configured or self-signed)
+        if self._cluster_media_only():  # [cluster-media] a media-only node: no SIP, no portal (issue 17)
+            await self._start_media_node(s, sessionmaker)
+            return
         self.sip = SipService(gb_config(s), host=s.sip_host, port=s.sip_port, writer=self.writer,
                               tls_port=s.sip_tls_port, tls_context=self.tls.context(),
                               tls_client_context=upper_client_context(s),  # verifies uppers over TLS
@@ -141,7 +144,6 @@ class Platform:
         await self.sip.start()
 
         from gbops.media_signalling import SipSignalling
-        from media_relay.service import MediaService
         from ops_portal.live import live_audit
         from watermark.config import WatermarkConfig
         from watermark.pipeline import WatermarkHub
@@ -153,15 +155,16 @@ class Platform:
             log.info("watermark.policy_recorded", off_roles=sorted(watermark.policy.off_roles))
         # signalling into media (the SIP service as media's typed port), watermark into media (the
         # per-viewer transform factory)
-        self.media = MediaService(SipSignalling(self.sip), rtp_ports=s.rtp_port_range, domain=s.sip_domain,
-                                  media_host=s.media_host, media_ip=s.media_ip,
-                                  idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout,
-                                  transforms=watermark, max_window_hours=s.playback_max_window_hours)
-        await self.media.start()
-        # platform recording (issue 13): one upstream per channel shared with the viewers; playback and
-        # downloads from platform storage read it through media.recordings
-        self.recordings = self.media.recordings = self._recording_service(s, sessionmaker)
-        await self.recordings.start()
+        await self._cluster_media_sip(s)  # [cluster-media] this SIP service answers the media nodes (issue 17)
+        if self._cluster_media_remote():  # [cluster-media] no media role here: sessions on media nodes
+            self.media = await self._cluster_media_portal(s)
+        else:
+            self.media = self._media_service(s, SipSignalling(self.sip), watermark)
+            await self.media.start()
+            # platform recording (issue 13): one upstream per channel shared with the viewers; playback and
+            # downloads from platform storage read it through media.recordings
+            self.recordings = self.media.recordings = self._recording_service(s, sessionmaker)
+            await self.recordings.start()
         if s.webrtc_loopback:
             from media_relay.outputs.whep import enable_loopback_candidates
 
@@ -192,7 +195,8 @@ class Platform:
         self.reports.start()
         from ops_portal.tickets.tasks import start_ticket_tasks
 
-        self.tickets = start_ticket_tasks(s, sessionmaker, audit=self.audit, media=self.media)
+        self.tickets = start_ticket_tasks(s, sessionmaker, audit=self.audit,  # the sampler reads local video
+                                          media=None if self._cluster_media_remote() else self.media)
         from gbops.time_wiring import start_time
 
         # issue 16, time: NTP server and own-clock check, device clock skew (app.state.timesync)
@@ -220,6 +224,128 @@ class Platform:
 
         # issue 16, security check: the backup facts live above the portal (GET /api/security/check)
         app.state.backup_status = partial(backup_status, s)
+
+    # ---- [cluster-media] begin (issue 17): live view across nodes -------------------------------------------
+    # A media-only node (roles without sip and portal, with media): RemoteSignalling, the media.* handlers
+    # (gbops.cluster_media.serve_media), its own FLV/WHEP server (ops_portal.live.output_app). A node with sip
+    # answers the media nodes' sip.* commands (serve_signalling). A node with portal and no media role: the
+    # portal's media is a ClusterMedia placing sessions on the media nodes. Only in cluster mode (Redis).
+    def _cluster_media_only(self) -> bool:
+        roles = self.settings.role_set
+        return self.settings.clustered and "media" in roles and not roles & {"sip", "portal"}
+
+    def _cluster_media_remote(self) -> bool:
+        return self.settings.clustered and "media" not in self.settings.role_set
+
+    def _media_service(self, s: Settings, signalling: Any, watermark: Any) -> Any:
+        from media_relay.service import MediaService
+
+        return MediaService(signalling, rtp_ports=s.rtp_port_range, domain=s.sip_domain, media_host=s.media_host,
+                            media_ip=s.media_ip, idle_timeout=s.live_idle_timeout,
+                            media_timeout=s.live_media_timeout, transforms=watermark,
+                            max_window_hours=s.playback_max_window_hours)
+
+    async def _cluster_media_cluster(self, s: Settings) -> Any:
+        """This node's cluster (the lead's ``self.cluster`` once the role split provides it) and, until then,
+        its heartbeat in the node directory with the media load."""
+        if getattr(self, "cluster", None) is None:
+            from cluster.runtime import open_cluster
+
+            self.cluster = await open_cluster(s)
+        if getattr(self, "heartbeat", None) is None:
+            from cluster.nodes import Heartbeat, NodeInfo
+
+            from gbops.cluster_media import media_load
+
+            cluster, roles = self.cluster, tuple(sorted(s.role_set))
+            address = s.media_ip or (s.media_host if s.media_host not in ("0.0.0.0", "::") else s.sip_host)
+
+            def info() -> Any:
+                load = media_load(self.media if "media" in roles else None)
+                return NodeInfo(node_id=cluster.node_id, roles=roles, address=address,
+                                http_url=self._cluster_public_url(s), load=load)
+
+            self.heartbeat = Heartbeat(cluster.directory, info, interval=s.cluster_heartbeat, ttl=s.cluster_node_ttl)
+        return self.cluster
+
+    def _cluster_public_url(self, s: Settings) -> str:
+        if s.public_url:
+            return s.public_url.rstrip("/")
+        host = s.http_host if s.http_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        scheme = "https" if self.tls is not None and self.tls.https else "http"
+        port = s.https_port if scheme == "https" and getattr(s, "https_port", None) else s.http_port
+        return f"{scheme}://{host}:{port}"
+
+    async def _cluster_media_start_bus(self) -> None:
+        if not getattr(self, "_cluster_bus_started", False):
+            await self.cluster.bus.start()
+            self._cluster_bus_started = True
+        if getattr(self, "heartbeat", None) is not None and not getattr(self, "_cluster_heartbeat_started", False):
+            self.heartbeat.start()
+            self._cluster_heartbeat_started = True
+
+    async def _cluster_media_sip(self, s: Settings) -> None:
+        if not s.clustered:
+            return
+        from gbops.cluster_media import device_homes, serve_signalling
+
+        cluster = await self._cluster_media_cluster(s)
+        self.signalling_node = serve_signalling(cluster.bus, self.sip, homes=device_homes(cluster))
+        await self._cluster_media_start_bus()
+
+    async def _cluster_media_portal(self, s: Settings) -> Any:
+        from gbops.cluster_media import ClusterMedia
+
+        cluster = await self._cluster_media_cluster(s)
+        media = ClusterMedia(cluster.bus, cluster.directory, cluster.leases, max_streams=s.media_max_streams,
+                             timeout=s.cluster_rpc_timeout, open_timeout=s.cluster_rpc_timeout + 30)
+        await media.start()
+        await self._cluster_media_start_bus()
+        return media
+
+    async def _start_media_node(self, s: Settings, sessionmaker: Any) -> None:
+        from gbops.cluster_media import RemoteSignalling, device_homes, serve_media
+        from ops_portal.http_limits import PortalServers
+        from ops_portal.live import live_audit
+        from ops_portal.live.output_app import create_output_app
+        from watermark.config import WatermarkConfig
+        from watermark.pipeline import WatermarkHub
+
+        cluster = await self._cluster_media_cluster(s)
+        self.remote_signalling = RemoteSignalling(cluster.bus, cluster.directory, device_homes(cluster),
+                                                  timeout=s.cluster_rpc_timeout,
+                                                  invite_timeout=s.cluster_rpc_timeout + 15)
+        watermark = WatermarkHub.from_config(WatermarkConfig.from_settings(s))
+        self.media = self._media_service(s, self.remote_signalling, watermark)
+        await self.media.start()
+        self.media.on_session_closed = live_audit.stop_recorder(self.audit, self._audit_tasks)  # live.stop here
+        self.media_node = serve_media(cluster.bus, self.media, cluster.leases, signalling=self.remote_signalling,
+                                      public_url=self._cluster_public_url(s), max_streams=s.media_max_streams,
+                                      lease_ttl=s.cluster_lease_ttl)
+        await self._cluster_media_start_bus()
+        app = create_output_app(settings=s, sessionmaker=sessionmaker, media=self.media)
+        self.http = PortalServers(app, s, self.tls.material if self.tls.https else None, log_config=None,
+                                  access_log=False, lifespan="on")
+        await self.http.start()
+        log.info("cluster.media_node_started", node_id=cluster.node_id, url=self._cluster_public_url(s))
+
+    async def _cluster_media_stop(self) -> None:
+        """Before the media service closes: release the stream leases, leave the directory, close the bus."""
+        if getattr(self, "media_node", None) is not None:
+            await self.media_node.stop()
+        if getattr(self, "heartbeat", None) is not None and getattr(self, "_cluster_heartbeat_started", False):
+            await self.heartbeat.stop()
+        if self.media is not None and hasattr(self.media, "refresh_streams"):  # ClusterMedia
+            await self.media.close()
+            self.media = None
+        if getattr(self, "signalling_node", None) is not None:
+            await self.signalling_node.close()
+        if getattr(self, "remote_signalling", None) is not None:
+            await self.remote_signalling.close()
+        if getattr(self, "cluster", None) is not None and getattr(self, "_cluster_bus_started", False):
+            await self.cluster.close()
+            self._cluster_bus_started = False
+    # ---- [cluster-media] end ------------------------------------------------------------------------------
 
     async def _start_control(self, s: Settings, sessionmaker: Any, app: Any) -> None:
         """PTZ arbitration, tours and device commands over the SIP service (issue 14); alarms and positions
@@ -362,6 +488,7 @@ class Platform:
             await self.control.stop()
         if self.alarms is not None:
             await self.alarms.stop()
+        await self._cluster_media_stop()  # [cluster-media] (issue 17)
         if self.recordings is not None:
             await self.recordings.stop()  # closes the open segments (hashed and audited)
         if self.media is not None:
