@@ -1,0 +1,401 @@
+"""Live view across nodes with the in-memory cluster (gbops.cluster_media): placement, stream ownership, the
+typed errors that cross the bus, and the SIP node's handlers over a SIP service double."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from cluster.bus import LocalCommandBus, LocalNetwork, RemoteError
+from cluster.lease import LeaseTable, LocalLeases
+from cluster.nodes import LocalNodeDirectory, NodeInfo, NodeLoad
+from gbcore.ids import ChannelRef
+from gbops.cluster_media import (
+    ClusterMedia,
+    LocalDeviceHomes,
+    RemoteSignalling,
+    from_remote_media,
+    rank_media_nodes,
+    serve_media,
+    serve_signalling,
+    stream_lease,
+    to_remote_media,
+)
+from media_relay.signalling import (
+    DeviceOffline,
+    DeviceRefused,
+    DeviceWentOffline,
+    SessionEnded,
+    SignallingTimeout,
+)
+from media_relay.stream import MediaError
+from media_relay.viewers import TransformCapacityExceeded, Viewer
+
+CAM = ChannelRef("34020000001320000001", "34020000001310000001")
+CAM2 = ChannelRef("34020000001320000001", "34020000001310000002")
+VIEWER = Viewer(user_id=7, username="alice", display_name="Alice", client_ip="10.0.0.9", roles=("operator",))
+
+
+def node(node_id: str, roles: tuple[str, ...] = ("media",), *, streams: int = 0, encoders: int = 0,
+         cpu: float = 0.0, draining: bool = False) -> NodeInfo:
+    return NodeInfo(node_id=node_id, roles=roles, address="127.0.0.1", http_url=f"http://{node_id}.test:8080",
+                    load=NodeLoad(streams=streams, encoders=encoders, cpu=cpu), draining=draining)
+
+
+# ------------------------------------------------------------------------------------- placement
+def test_rank_orders_by_streams_then_encoders_then_cpu_and_skips_the_unfit() -> None:
+    nodes = [node("m1", streams=2), node("m2", streams=1, encoders=3), node("m3", streams=1, encoders=1, cpu=0.9),
+             node("m4", streams=1, encoders=1, cpu=0.1), node("m5", draining=True), node("p1", ("sip", "portal")),
+             node("m6", streams=4)]
+    assert [n.node_id for n in rank_media_nodes(nodes)] == ["m4", "m3", "m2", "m1", "m6"]
+    assert [n.node_id for n in rank_media_nodes(nodes, max_streams=2)] == ["m4", "m3", "m2"]
+    assert [n.node_id for n in rank_media_nodes(nodes, max_streams=2, exclude={"m4"})] == ["m3", "m2"]
+
+
+def test_rank_breaks_ties_by_node_id_so_portals_agree() -> None:
+    assert [n.node_id for n in rank_media_nodes([node("mb"), node("ma")])] == ["ma", "mb"]
+
+
+# ------------------------------------------------------------------------------------- typed errors
+def test_media_errors_cross_the_bus_as_the_same_types() -> None:
+    back = from_remote_media(to_remote_media(MediaError("device_refused", "busy", 486)))
+    assert isinstance(back, MediaError) and back.code == "device_refused" and back.status == 486
+    assert str(back) == "busy"
+    back = from_remote_media(to_remote_media(MediaError("no_media", "nothing came")))
+    assert isinstance(back, MediaError) and back.code == "no_media" and back.status is None
+    back = from_remote_media(to_remote_media(TransformCapacityExceeded(4, "all four busy")))
+    assert isinstance(back, TransformCapacityExceeded) and back.limit == 4
+    assert to_remote_media(RuntimeError("boom")) is None  # untyped: the bus reports it as "internal"
+    back = from_remote_media(RemoteError("internal", "RuntimeError: boom"))
+    assert isinstance(back, MediaError) and back.code == "media_node_failed"
+
+
+# ------------------------------------------------------------------------------------- SIP node double
+@dataclass
+class Answered:
+    call_id: str
+    ssrc: str
+    remote_media: tuple[str, int] | None
+    transport: str
+    filesize: int | None = None
+
+
+@dataclass
+class FakeSip:
+    """The SipService surface SipSignalling uses; ``outcome`` decides the next INVITE's fate."""
+
+    online: set[str] = field(default_factory=set)
+    outcome: str = "ok"
+    invites: list[dict] = field(default_factory=list)
+    byes: list[str] = field(default_factory=list)
+    listeners: list = field(default_factory=list)
+
+    def is_online(self, device_id: str) -> bool:
+        return device_id in self.online
+
+    def route_address(self, device_id: str) -> tuple[str, int] | None:
+        return ("192.0.2.10", 5060) if device_id in self.online else None
+
+    async def invite(self, device_id: str, channel_id: str, **kw: Any) -> Answered:
+        from sip_server.service import DeviceNotReachable, InviteRefused, InviteTimeout
+
+        self.invites.append({"device_id": device_id, "channel_id": channel_id, **kw})
+        if self.outcome == "offline":
+            raise DeviceNotReachable(device_id)
+        if self.outcome == "busy":
+            raise InviteRefused("Busy Here", 486)
+        if self.outcome == "timeout":
+            raise InviteTimeout("no answer in 10 s")
+        return Answered(f"call-{len(self.invites)}", kw["ssrc"], None, kw["transport"])
+
+    def end_session(self, call_id: str, reason: str = "") -> None:
+        self.byes.append(call_id)
+
+    def session_info(self, call_id: str, body: bytes, content_type: str) -> bool:
+        return True
+
+    def add_listener(self, fn) -> None:
+        self.listeners.append(fn)
+
+    def emit(self, event: object) -> None:
+        for fn in self.listeners:
+            fn(event)
+
+
+async def _sip_and_media(network: LocalNetwork, directory: LocalNodeDirectory, sip: FakeSip):
+    sip_bus = LocalCommandBus("sip1", network)
+    homes = LocalDeviceHomes()
+    serving = serve_signalling(sip_bus, sip, homes=homes)
+    await sip_bus.start()
+    await directory.publish(node("sip1", ("sip", "portal", "worker")), 60)
+    media_bus = LocalCommandBus("m1", network)
+    await media_bus.start()
+    return serving, RemoteSignalling(media_bus, directory, homes, timeout=2, invite_timeout=2)
+
+
+async def test_remote_signalling_invites_through_the_sip_node_and_maps_its_refusals() -> None:
+    network, directory, sip = LocalNetwork(), LocalNodeDirectory(), FakeSip(online={CAM.device_id})
+    serving, signalling = await _sip_and_media(network, directory, sip)
+    events: list = []
+    signalling.subscribe(events.append)
+
+    assert not signalling.is_online(CAM.device_id)  # nothing asked yet
+    assert await signalling.refresh(CAM.device_id)
+    assert signalling.is_online(CAM.device_id)
+    assert signalling.route_address(CAM.device_id) == ("192.0.2.10", 5060)
+
+    answer = await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30000, ssrc="0100000001",
+                                     transport="udp")
+    assert answer.call_id == "call-1" and answer.ssrc == "0100000001" and answer.transport == "udp"
+    assert sip.invites[0]["media_ip"] == "127.0.0.2" and sip.invites[0]["media_port"] == 30000
+
+    signalling.bye(answer.call_id, "viewer left")
+    await signalling.close()
+    assert sip.byes == ["call-1"]
+
+    sip.outcome = "busy"
+    with pytest.raises(DeviceRefused) as refused:
+        await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30002, ssrc="0100000002", transport="udp")
+    assert refused.value.status == 486 and not isinstance(refused.value, SignallingTimeout)
+    sip.outcome = "timeout"
+    with pytest.raises(SignallingTimeout):
+        await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30004, ssrc="0100000003", transport="udp")
+    sip.outcome = "offline"
+    with pytest.raises(DeviceOffline):
+        await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30006, ssrc="0100000004", transport="udp")
+
+    # the SIP node's events reach the media node as the relay's own types
+    from sip_server.gb import events as sip_events
+    from sip_server.gb.invite import SessionEnded as SipSessionEnded
+
+    sip.emit(SipSessionEnded("call-9", CAM.device_id, CAM.channel_id, "device", "BYE from device"))
+    sip.emit(sip_events.DeviceOffline(CAM.device_id, "keepalive timeout"))
+    await serving.close()
+    assert events == [SessionEnded("call-9", CAM, "device", "BYE from device"),
+                      DeviceWentOffline(CAM.device_id, "keepalive timeout")]
+    assert not signalling.is_online(CAM.device_id)  # the cache follows the event
+
+
+async def test_a_registration_records_the_device_home_and_invites_go_there() -> None:
+    from sip_server.gb import events as sip_events
+
+    network, directory = LocalNetwork(), LocalNodeDirectory()
+    sip_a, sip_b = FakeSip(online={CAM.device_id}), FakeSip(online={CAM.device_id})
+    homes = LocalDeviceHomes()
+    for name, sip in (("sipa", sip_a), ("sipb", sip_b)):
+        bus = LocalCommandBus(name, network)
+        serving = serve_signalling(bus, sip, homes=homes)
+        await bus.start()
+        await directory.publish(node(name, ("sip",)), 60)
+    media_bus = LocalCommandBus("m1", network)
+    await media_bus.start()
+    signalling = RemoteSignalling(media_bus, directory, homes, timeout=2, invite_timeout=2)
+
+    assert not await signalling.refresh(CAM.device_id)  # two SIP nodes, no home: not found, not guessed
+    sip_b.emit(sip_events.DeviceOnline(CAM.device_id, ("192.0.2.10", 5060), "udp", None, 3600, None, True))
+    await asyncio.sleep(0)
+    await serving.close()
+    assert homes.homes[CAM.device_id] == "sipb"
+    assert await signalling.refresh(CAM.device_id)
+    await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30000, ssrc="0100000001", transport="udp")
+    assert len(sip_b.invites) == 1 and not sip_a.invites
+
+
+# ------------------------------------------------------------------------------------- media nodes double
+class FakeStream:
+    closed = False
+
+
+class FakeManager:
+    def __init__(self) -> None:
+        self.streams: dict[ChannelRef, FakeStream] = {}
+        self._starting: dict[ChannelRef, Any] = {}
+        self.history: set = set()
+        self.invites = 0
+
+    def _teardown(self, stream: Any, reason: str) -> None:
+        for ref, s in list(self.streams.items()):
+            if s is stream:
+                del self.streams[ref]
+
+
+@dataclass
+class FakeSession:
+    session_id: str
+    user_id: int
+    channel: ChannelRef
+    attach_deadline: float
+    created: float = 0.0
+    codec: str | None = "h264"
+    params: Any = None
+    plan: Any = None
+    kind: str = "live"
+    history_source: str | None = None
+
+
+class FakeMedia:
+    """A media service whose upstream starts after a short delay (so two requests overlap)."""
+
+    def __init__(self) -> None:
+        self.manager = FakeManager()
+        self.sessions: dict[str, FakeSession] = {}
+        self.on_session_closed: Any = None
+        self.viewers: list[Viewer] = []
+
+    async def open_viewer(self, channel, viewer, *, kind="live", transport="udp", window=None, source="device"):
+        ref = ChannelRef(*channel)
+        if ref not in self.manager.streams:
+            task = self.manager._starting.get(ref)
+            if task is None:
+                self.manager.invites += 1
+                task = self.manager._starting[ref] = asyncio.ensure_future(asyncio.sleep(0.05))
+                await task
+                self.manager._starting.pop(ref, None)
+                self.manager.streams[ref] = FakeStream()
+            else:
+                await task
+        self.viewers.append(viewer)
+        session = FakeSession(f"s{len(self.viewers)}{id(self) % 1000}", viewer.user_id, ref, 4e9)
+        self.sessions[session.session_id] = session
+        return session
+
+    def session_state(self, session_id):
+        return {"kind": "live", "state": "waiting", "position": None, "scale": 1.0, "paused": False,
+                "window": None, "source": "device"} if session_id in self.sessions else None
+
+    def close_session(self, session_id, reason="closed"):
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        if self.on_session_closed is not None:
+            self.on_session_closed(session, reason)
+        return True
+
+    async def end_session(self, session_id, reason, *, whep_only=False):
+        return self.close_session(session_id, reason)
+
+    def describe_streams(self):
+        return [{"device_id": r.device_id, "channel_id": r.channel_id} for r in self.manager.streams]
+
+
+async def _cluster(max_streams: int = 0):
+    network, directory, table = LocalNetwork(), LocalNodeDirectory(), LeaseTable()
+    medias, nodes = {}, {}
+    for name in ("m1", "m2"):
+        bus = LocalCommandBus(name, network)
+        medias[name] = FakeMedia()
+        nodes[name] = serve_media(bus, medias[name], LocalLeases(name, table), public_url=f"http://{name}.test:8080/",
+                                  max_streams=max_streams, lease_ttl=30)
+        await bus.start()
+        await directory.publish(node(name), 60)
+    portal_bus = LocalCommandBus("p1", network)
+    await portal_bus.start()
+    portal = ClusterMedia(portal_bus, directory, LocalLeases("p1", table), max_streams=max_streams, timeout=2)
+    return portal, medias, nodes, directory, table
+
+
+async def test_two_concurrent_viewers_of_one_channel_cost_one_invite_on_one_node() -> None:
+    portal, medias, nodes, _, table = await _cluster()
+    a, b = await asyncio.gather(portal.open_viewer(CAM, VIEWER), portal.open_viewer(CAM, VIEWER))
+    assert a.node_id == b.node_id == "m1"  # ties go to the lowest node id; the second joins the owner
+    assert medias["m1"].manager.invites + medias["m2"].manager.invites == 1
+    assert table.current(stream_lease(CAM)) == "m1"
+    assert a.output_base == "http://m1.test:8080" and a.url_token and a.url_token != b.url_token
+    assert medias["m1"].viewers[0] == VIEWER  # the viewer (watermark identity) travelled in full
+    for n in nodes.values():
+        await n.stop()
+
+
+async def test_the_channel_owner_takes_new_viewers_whatever_the_load() -> None:
+    portal, medias, nodes, directory, table = await _cluster()
+    await directory.publish(node("m2", streams=5), 60)
+    await LocalLeases("m2", table).acquire(stream_lease(CAM), 30)  # m2 has the upstream already
+    session = await portal.open_viewer(CAM, VIEWER)
+    assert session.node_id == "m2" and medias["m1"].manager.invites == 0
+
+
+async def test_a_loaded_node_sends_the_next_channel_to_the_other_node() -> None:
+    portal, medias, nodes, directory, _ = await _cluster(max_streams=1)
+    first = await portal.open_viewer(CAM, VIEWER)
+    assert first.node_id == "m1"
+    # the directory has not heard of m1's stream yet (heartbeat): m1 itself refuses and m2 takes it
+    second = await portal.open_viewer(CAM2, VIEWER)
+    assert second.node_id == "m2"
+    # a third channel: no room anywhere
+    with pytest.raises(MediaError) as full:
+        await portal.open_viewer(ChannelRef(CAM.device_id, "34020000001310000003"), VIEWER)
+    assert full.value.code == "no_media_node"
+    # more viewers of a channel that has its upstream are still welcome on its node
+    again = await portal.open_viewer(CAM, VIEWER)
+    assert again.node_id == "m1"
+
+
+async def test_sessions_ending_on_the_media_node_leave_the_portal_and_free_the_lease() -> None:
+    portal, medias, nodes, _, table = await _cluster()
+    session = await portal.open_viewer(CAM, VIEWER)
+    assert portal.session_state(session.session_id)["state"] == "waiting"
+    medias["m1"].close_session(session.session_id, "player disconnected")
+    await asyncio.sleep(0.01)
+    assert session.session_id not in portal.sessions and portal.session_state(session.session_id) is None
+    del medias["m1"].manager.streams[CAM]  # the upstream went idle
+    await nodes["m1"].renew()
+    assert table.current(stream_lease(CAM)) is None
+    await portal.refresh_streams()
+    assert portal.describe_streams() == []
+
+
+async def test_closing_from_the_portal_reaches_the_media_node() -> None:
+    portal, medias, nodes, _, _ = await _cluster()
+    session = await portal.open_viewer(CAM, VIEWER)
+    await portal.refresh_streams()
+    assert portal.describe_streams() == [{"device_id": CAM.device_id, "channel_id": CAM.channel_id,
+                                          "node_id": "m1"}]
+    assert await portal.end_session(session.session_id, "deleted by the viewer")
+    assert medias["m1"].sessions == {} and portal.sessions == {}
+    other = await portal.open_viewer(CAM, VIEWER)
+    assert portal.close_session(other.session_id, "access revoked")
+    await portal.close()  # waits for the fire-and-forget close
+    assert medias["m1"].sessions == {}
+
+
+async def test_a_failed_open_releases_the_lease() -> None:
+    portal, medias, nodes, _, table = await _cluster()
+
+    async def refuse(*a, **kw):
+        raise MediaError("device_refused", "busy", 486)
+
+    medias["m1"].open_viewer = refuse
+    with pytest.raises(MediaError) as refused:
+        await portal.open_viewer(CAM, VIEWER)
+    assert refused.value.code == "device_refused" and refused.value.status == 486
+    assert table.current(stream_lease(CAM)) is None
+
+
+async def test_hostile_payloads_are_refused() -> None:
+    portal, medias, nodes, _, _ = await _cluster()
+    bus = portal.bus
+    with pytest.raises(RemoteError) as bad:
+        await bus.call("m1", "media.open_viewer", {"device_id": "../x", "channel_id": "1", "viewer": {}}, timeout=2)
+    assert bad.value.code == "bad_request"
+    with pytest.raises(RemoteError) as bad:
+        await bus.call("m1", "media.open_viewer", {"device_id": CAM.device_id, "channel_id": CAM.channel_id,
+                                                   "viewer": {"user_id": "7", "username": "x"}}, timeout=2)
+    assert bad.value.code == "bad_request"
+    assert medias["m1"].manager.invites == 0
+
+
+async def test_a_node_that_lost_the_race_for_a_channel_sends_the_portal_to_the_owner() -> None:
+    portal, medias, nodes, directory, table = await _cluster()
+    await directory.publish(node("m1", streams=3), 60)  # m2 looks better ...
+    await LocalLeases("m1", table).acquire(stream_lease(CAM), 30)  # ... but m1 took the channel meanwhile
+
+    async def not_yet(name: str) -> None:  # the portal's look at the lease came before m1 took it
+        return None
+
+    portal.leases.holder = not_yet
+    session = await portal.open_viewer(CAM, VIEWER)
+    assert session.node_id == "m1"
+    assert medias["m2"].manager.invites == 0 and medias["m1"].manager.invites == 1
