@@ -1,0 +1,179 @@
+"""A cluster on this machine (issue 17): one node with the sip, portal and worker roles, two media nodes on
+other loopback addresses, PostgreSQL and Redis, 50 simulated devices. A live view through the portal is
+served by a media node (its own FLV URL, frames decoded); the node directory lists all three; two concurrent
+live requests for one channel make one INVITE; with one stream per node the next channel lands on the other
+media node.
+
+The nodes share the data directory for the keys only (audit signing key, watermark tag key: the first node
+creates them, the others start after it), each with its own log file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+
+from gbsim import SimConfig, Simulator
+from tests.conftest import _reset_pg_schema, need
+from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+DEVICES = 50
+
+
+class Node(PlatformProcess):
+    """``gbops run`` with its HTTP on ``host`` (a media node on its own loopback address) and its own log."""
+
+    def __init__(self, data_dir: Path, log_path: Path, host: str = "127.0.0.1", **env: str) -> None:
+        super().__init__(data_dir, GBOPS_HTTP_HOST=host, **env)
+        self.host = host
+        self.log_path = log_path
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+
+@pytest.fixture
+async def pg_url(request: pytest.FixtureRequest) -> str:
+    holder = request.getfixturevalue("_pg_test_database")
+    try:
+        url = await holder.ensure()
+        await _reset_pg_schema(url)
+    except Exception as exc:
+        need(False, f"PostgreSQL not usable at {holder.base_url}: {type(exc).__name__}: {exc}")
+    return url
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
+    data = tmp_path / "data"
+    common = {"GBOPS_DB_URL": pg_url, "GBOPS_REDIS_URL": redis_url, "GBOPS_REDIS_PREFIX": redis_prefix,
+              "GBOPS_MEDIA_MAX_STREAMS": "1", "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2"}
+    nodes: list[Node] = []
+    try:
+        core = Node(data, tmp_path / "core.log", GBOPS_ROLES="sip,portal,worker", GBOPS_NODE_ID="core", **common)
+        nodes.append(core.start(timeout=60))
+        for name, host in (("media-a", "127.0.0.2"), ("media-b", "127.0.0.3")):
+            low = free_port()
+            node = Node(data, tmp_path / f"{name}.log", host, GBOPS_ROLES="media", GBOPS_NODE_ID=name,
+                        GBOPS_MEDIA_HOST=host, GBOPS_RTP_PORTS=f"{low}-{low + 40}", **common)
+            nodes.append(node.start(timeout=60))
+        yield nodes
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+
+
+def logs(nodes: list[Node]) -> str:
+    return "\n".join(f"--- {n.log_path.name} ---\n{n.log()[-3000:]}" for n in nodes)
+
+
+def read_flv(url: str, seconds: float) -> bytes:
+    """Read an absolute HTTP-FLV URL as a player does for ``seconds``."""
+    out = io.BytesIO()
+    deadline = time.monotonic() + seconds
+    with httpx.stream("GET", url, timeout=10) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"] == "video/x-flv"
+        for chunk in r.iter_bytes():
+            out.write(chunk)
+            if time.monotonic() > deadline:
+                break
+    return out.getvalue()
+
+
+def frames(data: bytes) -> int:
+    with av.open(io.BytesIO(data), format="flv") as c:
+        return sum(1 for _ in c.decode(c.streams.video[0]))
+
+
+async def directory_nodes(redis_url: str, prefix: str) -> list:
+    from cluster.client import connect
+    from cluster.keys import RedisKeys
+    from cluster.nodes import RedisNodeDirectory
+
+    redis = connect(redis_url)
+    try:
+        return await RedisNodeDirectory(redis, RedisKeys(prefix)).nodes()
+    finally:
+        await redis.aclose()
+
+
+async def lease_holder(redis_url: str, prefix: str, name: str) -> str | None:
+    from cluster.client import connect
+    from cluster.keys import RedisKeys
+    from cluster.lease import RedisLeases
+
+    redis = connect(redis_url)
+    try:
+        return await RedisLeases(redis, RedisKeys(prefix), "test-observer").holder(name)
+    finally:
+        await redis.aclose()
+
+
+async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
+    core, media_a, media_b = cluster
+    # the node directory lists all three with their roles and the media nodes' own URLs
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        listed = {n.node_id: n for n in await directory_nodes(redis_url, redis_prefix)}
+        if set(listed) == {"core", "media-a", "media-b"}:
+            break
+        await asyncio.sleep(0.2)
+    assert set(listed) == {"core", "media-a", "media-b"}, (listed, logs(cluster))
+    assert set(listed["core"].roles) == {"sip", "portal", "worker"}
+    assert listed["media-a"].roles == ("media",) and listed["media-a"].http_url == media_a.base
+    assert listed["media-b"].http_url == media_b.base
+
+    sim = Simulator(SimConfig(server=("127.0.0.1", core.sip_port), devices=DEVICES, channels=1,
+                              password=STRONG_SIP_PASSWORD, codec="h264", size="640x360", register_rate=100))
+    await sim.start()
+    try:
+        assert await sim.wait_until(lambda s: s.registered == DEVICES, 60), sim.progress_line()
+        devices = sim.device_ids[:2]
+        channels = [sim.cfg.channel_ids(i)[0] for i in range(2)]
+        for device, ch in zip(devices, channels, strict=True):
+            await asyncio.to_thread(core.wait_for, lambda d=device, ch=ch: any(
+                c["channel_id"] == ch for c in core.get(f"/api/devices/{d}/channels").json()["items"]),
+                30, f"the catalog of {device}")
+
+        # two concurrent live requests for one channel: one INVITE, both sessions on one media node
+        path = f"/api/devices/{devices[0]}/channels/{channels[0]}/live"
+        first, second = await asyncio.gather(asyncio.to_thread(core.post, path, {}),
+                                             asyncio.to_thread(core.post, path, {}))
+        assert first.status_code == 201 and second.status_code == 201, (first.text, second.text, logs(cluster))
+        assert sim.fleet.by_id[devices[0]].stats.invites_received == 1
+        live = first.json()
+        owner = media_a if live["flv_url"].startswith(media_a.base + "/") else media_b
+        assert live["flv_url"].startswith(owner.base + "/flv/"), live["flv_url"]
+        assert second.json()["flv_url"].startswith(owner.base + "/flv/")
+        assert live["codec"] == "h264" and (live["width"], live["height"]) == (640, 360)
+        owner_id = "media-a" if owner is media_a else "media-b"
+        assert await lease_holder(redis_url, redis_prefix, f"stream:{devices[0]}/{channels[0]}") == owner_id
+
+        # the media node serves the frames itself
+        data = await asyncio.to_thread(read_flv, live["flv_url"], 3)
+        assert len(data) > 10_000
+        assert await asyncio.to_thread(frames, data) >= 30
+        # the URL is single use, and the token means nothing on the other media node
+        other = media_b if owner is media_a else media_a
+        assert httpx.get(live["flv_url"], timeout=10).status_code == 404
+        assert httpx.get(second.json()["flv_url"].replace(owner.base, other.base), timeout=10).status_code == 404
+
+        # one stream per media node: the next channel goes to the other one
+        r = await asyncio.to_thread(core.post, f"/api/devices/{devices[1]}/channels/{channels[1]}/live", {})
+        assert r.status_code == 201, (r.text, logs(cluster))
+        assert r.json()["flv_url"].startswith(other.base + "/flv/"), r.json()["flv_url"]
+        data = await asyncio.to_thread(read_flv, r.json()["flv_url"], 2)
+        assert await asyncio.to_thread(frames, data) >= 15
+        assert sim.fleet.by_id[devices[1]].stats.invites_received == 1
+    finally:
+        await sim.stop()
