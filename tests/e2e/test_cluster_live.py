@@ -55,7 +55,7 @@ async def pg_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
     data = tmp_path / "data"
-    common = {"GBOPS_DB_URL": pg_url, "GBOPS_REDIS_URL": redis_url, "GBOPS_REDIS_PREFIX": redis_prefix,
+    common = {"GBOPS_DATABASE_URL": pg_url, "GBOPS_REDIS_URL": redis_url, "GBOPS_REDIS_PREFIX": redis_prefix,
               "GBOPS_MEDIA_MAX_STREAMS": "1", "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2"}
     nodes: list[Node] = []
     try:
@@ -121,6 +121,7 @@ async def lease_holder(redis_url: str, prefix: str, name: str) -> str | None:
 
 async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
     core, media_a, media_b = cluster
+    assert not list(core.data_dir.glob("*.db")), "the nodes must share PostgreSQL, not a SQLite file"
     # the node directory lists all three with their roles and the media nodes' own URLs
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
