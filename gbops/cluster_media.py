@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cluster.bus import BusError, CommandBus, RemoteError
-
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from gbcore.periodic import PeriodicTask
@@ -909,6 +908,7 @@ class ClusterMedia:
         self.open_timeout = open_timeout
         self.sessions: dict[str, RemoteSession] = {}
         self.streams: list[dict[str, Any]] = []  # every media node's upstreams, refreshed every ``refresh`` s
+        self._origins: list[str] = []  # the media nodes' public origins, refreshed with the streams
         self.on_session_closed: Any = None  # unused: live.stop is recorded on the media node
         self.recordings: Any = None
         self._tasks: set[asyncio.Task] = set()
@@ -1076,11 +1076,21 @@ class ClusterMedia:
         """Every media node's upstreams (each item names its ``node_id``), as last refreshed."""
         return [dict(item) for item in self.streams]
 
+    def origins(self) -> list[str]:
+        """The media nodes' origins (``scheme://host:port``) the console's player fetches outputs from (its
+        Content-Security-Policy), as last refreshed."""
+        return list(self._origins)
+
     async def refresh_streams(self) -> None:
+        """Every media node's upstreams (``media.streams``) and the media nodes' origins."""
         items: list[dict[str, Any]] = []
+        origins: set[str] = set()
         for node in await self.directory.nodes():
             if "media" not in node.roles:
                 continue
+            origin = _origin(node.http_url)
+            if origin is not None:
+                origins.add(origin)
             try:
                 reply = await self.bus.call(node.node_id, "media.streams", {}, timeout=self.timeout)
             except BusError:
@@ -1090,6 +1100,7 @@ class ClusterMedia:
                     item["node_id"] = node.node_id
                     items.append(item)
         self.streams = items
+        self._origins = sorted(origins)
 
     async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> Any:
         """Captures (downloads, the quality sampler) run on a node with the media role."""
@@ -1116,6 +1127,24 @@ class ClusterMedia:
             await self.bus.call(node_id, method, payload, timeout=self.timeout)
         except BusError as exc:
             log.warning("cluster_media.call_failed", method=method, node=node_id, error=str(exc))
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
+
+
+def _origin(url: Any) -> str | None:
+    """``scheme://host[:port]`` of a node's advertised URL, or None when it is not a plain HTTP(S) URL (it
+    arrives over Redis and ends up in a Content-Security-Policy header: nothing else may pass)."""
+    if not isinstance(url, str) or len(url) > 300:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return origin if _ORIGIN.match(origin) and "@" not in parts.netloc else None
 
 
 def _state_from_json(state: dict | None) -> dict | None:

@@ -12,6 +12,7 @@ import html
 import re
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -52,11 +53,14 @@ def _tile_source(url: str | None) -> str:
     return f"{parts.scheme}://{host}"
 
 
-def _csp(tile_url: str | None) -> str:
+def _csp(tile_url: str | None, media_origins: list[str] | tuple[str, ...] = ()) -> str:
+    """``media_origins``: the cluster's media nodes, whose FLV/WHEP outputs the player fetches (issue 17)."""
     tiles = _tile_source(tile_url)
+    media = "".join(f" {o}" for o in media_origins)
     return ("default-src 'self'; script-src 'self'; style-src 'self'; "
-            f"img-src 'self' data: blob:{' ' + tiles if tiles else ''}; media-src 'self' blob:; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+            f"img-src 'self' data: blob:{' ' + tiles if tiles else ''}; media-src 'self' blob:{media}; "
+            f"connect-src 'self'{media}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+            "form-action 'self'")
 
 
 @router.get("/")
@@ -69,6 +73,13 @@ async def console_no_slash() -> RedirectResponse:
     return RedirectResponse("/console/", status_code=307)
 
 
+def media_origins(app: Any) -> list[str]:
+    """The origins of the media nodes serving this portal's viewers (a ClusterMedia's ``origins()``; none
+    in the single process, where the outputs are on this server)."""
+    origins = getattr(getattr(app.state, "media", None), "origins", None)
+    return list(origins()) if callable(origins) else []
+
+
 @router.get("/console/")
 async def console_page(request: Request) -> Response:
     """index.html with the map tile URL injected (escaped) into a meta element."""
@@ -78,7 +89,8 @@ async def console_page(request: Request) -> Response:
     tile_url = request.app.state.settings.map_tile_url or ""
     text = page.decode("utf-8").replace("{{MAP_TILE_URL}}", html.escape(tile_url, quote=True))
     return Response(text, media_type="text/html; charset=utf-8",
-                    headers={"Cache-Control": "no-store", "Content-Security-Policy": _csp(tile_url),
+                    headers={"Cache-Control": "no-store",
+                             "Content-Security-Policy": _csp(tile_url, media_origins(request.app)),
                              "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"})
 
 

@@ -288,11 +288,15 @@ async def whep_delete(request: Request, session_id: str, t: OutputToken = None) 
 @outputs_router.get("/live/{device_id}/{channel_id}", operation_id="live_page_device_channel",
                     include_in_schema=False)
 @outputs_router.get("/live/{channel_id}", operation_id="live_page", include_in_schema=False)
-async def live_page(channel_id: ChannelIdPath) -> Response:
+async def live_page(channel_id: ChannelIdPath, request: Request) -> Response:
     """The minimal player page: logs in (token kept in sessionStorage), asks for a session, plays it."""
     from importlib import resources
 
+    from ops_portal.console import media_origins
+
+    media = "".join(f" {o}" for o in media_origins(request.app))  # the cluster's media nodes (issue 17)
     html = resources.files("ops_portal").joinpath("web/live.html").read_text("utf-8")
     return Response(html, media_type="text/html; charset=utf-8",
                     headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self'; "
-                             "script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' blob:"})
+                             f"script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' blob:"
+                             f"{media}; connect-src 'self'{media}"})

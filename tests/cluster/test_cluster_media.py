@@ -399,3 +399,18 @@ async def test_a_node_that_lost_the_race_for_a_channel_sends_the_portal_to_the_o
     session = await portal.open_viewer(CAM, VIEWER)
     assert session.node_id == "m1"
     assert medias["m2"].manager.invites == 0 and medias["m1"].manager.invites == 1
+
+
+async def test_the_console_may_fetch_from_the_media_nodes_and_nowhere_else() -> None:
+    from ops_portal.console import _csp
+
+    portal, medias, nodes, directory, _ = await _cluster()
+    hostile = NodeInfo(node_id="m3", roles=("media",), address="127.0.0.1",
+                       http_url="http://m3.test; script-src *", load=NodeLoad())
+    await directory.publish(hostile, 60)
+    await portal.refresh_streams()
+    assert portal.origins() == ["http://m1.test:8080", "http://m2.test:8080"]
+    csp = _csp(None, portal.origins())
+    assert "connect-src 'self' http://m1.test:8080 http://m2.test:8080;" in csp
+    assert "media-src 'self' blob: http://m1.test:8080 http://m2.test:8080;" in csp
+    assert "connect-src 'self';" in _csp(None)  # the single process: its own outputs only

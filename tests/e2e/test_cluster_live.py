@@ -166,8 +166,9 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
         assert await asyncio.to_thread(frames, data) >= 30
         # the URL is single use, and the token means nothing on the other media node
         other = media_b if owner is media_a else media_a
-        assert httpx.get(live["flv_url"], timeout=10).status_code == 404
-        assert httpx.get(second.json()["flv_url"].replace(owner.base, other.base), timeout=10).status_code == 404
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.get(live["flv_url"])).status_code == 404
+            assert (await client.get(second.json()["flv_url"].replace(owner.base, other.base))).status_code == 404
 
         # one stream per media node: the next channel goes to the other one
         r = await asyncio.to_thread(core.post, f"/api/devices/{devices[1]}/channels/{channels[1]}/live", {})
