@@ -177,5 +177,17 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
         data = await asyncio.to_thread(read_flv, r.json()["flv_url"], 2)
         assert await asyncio.to_thread(frames, data) >= 15
         assert sim.fleet.by_id[devices[1]].stats.invites_received == 1
+
+        # the console on the portal may fetch from the media nodes (CSP), and they answer its preflight (CORS)
+        def csp() -> str:
+            return httpx.get(core.base + "/console/", timeout=10).headers["content-security-policy"]
+
+        await asyncio.to_thread(core.wait_for, lambda: media_a.base in csp() and media_b.base in csp(), 10,
+                                "the media nodes in the console's CSP")
+        session_url = r.json()["whep_url"]
+        async with httpx.AsyncClient(timeout=10) as client:
+            pre = await client.options(session_url, headers={"Origin": core.base, "Access-Control-Request-Method":
+                                                             "POST", "Access-Control-Request-Headers": "content-type"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] in ("*", core.base)
     finally:
         await sim.stop()
