@@ -909,7 +909,9 @@ class ClusterMedia:
         self.sessions: dict[str, RemoteSession] = {}
         self.streams: list[dict[str, Any]] = []  # every media node's upstreams, refreshed every ``refresh`` s
         self._origins: list[str] = []  # the media nodes' public origins, refreshed with the streams
-        self.on_session_closed: Any = None  # unused: live.stop is recorded on the media node
+        # live.stop is recorded by the media node; this callback (the assembly's live.stop recorder) runs only
+        # for the sessions of a media node that vanished from the directory (it could not record them)
+        self.on_session_closed: Any = None
         self.recordings: Any = None
         self._tasks: set[asyncio.Task] = set()
         self._refresh = PeriodicTask("cluster-streams", self.refresh_streams, interval=refresh, logger=log,
@@ -1101,6 +1103,20 @@ class ClusterMedia:
                     items.append(item)
         self.streams = items
         self._origins = sorted(origins)
+        live = {n.node_id for n in await self.directory.nodes() if "media" in n.roles}
+        for session in [s for s in self.sessions.values() if s.node_id not in live]:
+            self._lost(session, "media node lost")
+
+    def _lost(self, session: RemoteSession, reason: str) -> None:
+        if self.sessions.pop(session.session_id, None) is None:
+            return
+        session.closed = True
+        log.warning("cluster_media.session_lost", session=session.session_id[:8], node=session.node_id)
+        if self.on_session_closed is not None:
+            try:
+                self.on_session_closed(session, reason)
+            except Exception:
+                log.exception("cluster_media.session_closed_failed", session=session.session_id[:8])
 
     async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> Any:
         """Captures (downloads, the quality sampler) run on a node with the media role."""

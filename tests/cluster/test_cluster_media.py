@@ -414,3 +414,16 @@ async def test_the_console_may_fetch_from_the_media_nodes_and_nowhere_else() -> 
     assert "connect-src 'self' http://m1.test:8080 http://m2.test:8080;" in csp
     assert "media-src 'self' blob: http://m1.test:8080 http://m2.test:8080;" in csp
     assert "connect-src 'self';" in _csp(None)  # the single process: its own outputs only
+
+
+async def test_sessions_of_a_vanished_media_node_end_with_a_reason_at_the_portal() -> None:
+    portal, medias, nodes, directory, _ = await _cluster()
+    stops: list[tuple[str, str]] = []
+    portal.on_session_closed = lambda s, reason: stops.append((s.session_id, reason))
+    session = await portal.open_viewer(CAM, VIEWER)
+    await portal.refresh_streams()
+    assert session.session_id in portal.sessions and stops == []  # m1 is alive: nothing happens
+    await directory.remove("m1")  # its heartbeat stopped (kill -9) and the entry expired
+    await portal.refresh_streams()
+    assert session.session_id not in portal.sessions and session.closed
+    assert stops == [(session.session_id, "media node lost")]
