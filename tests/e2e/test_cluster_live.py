@@ -164,6 +164,11 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
         data = await asyncio.to_thread(read_flv, live["flv_url"], 3)
         assert len(data) > 10_000
         assert await asyncio.to_thread(frames, data) >= 30
+        # the player went away: the session ended on the media node, and the portal heard of it
+        await asyncio.to_thread(core.wait_for, lambda: core.get(f"/api/sessions/{live['session_id']}").status_code
+                                == 404, 10, "the ended session to leave the portal")
+        waiting = (await asyncio.to_thread(core.get, f"/api/sessions/{second.json()['session_id']}")).json()
+        assert waiting["state"] == "waiting" and waiting["kind"] == "live", waiting
         # the URL is single use, and the token means nothing on the other media node
         other = media_b if owner is media_a else media_a
         async with httpx.AsyncClient(timeout=10) as client:
