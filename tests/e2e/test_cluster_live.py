@@ -169,6 +169,16 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
                                 == 404, 10, "the ended session to leave the portal")
         waiting = (await asyncio.to_thread(core.get, f"/api/sessions/{second.json()['session_id']}")).json()
         assert waiting["state"] == "waiting" and waiting["kind"] == "live", waiting
+        # one audit log: live.start from the portal, live.stop from the media node, same channel and user
+        def entries(action: str) -> list[dict]:
+            return core.get("/api/audit/entries", action=action, limit=20).json()["items"]
+
+        stops = await asyncio.to_thread(core.wait_for, lambda: entries("live.stop"), 10, "live.stop")
+        starts = entries("live.start")
+        key = f"{devices[0]}/{channels[0]}"
+        assert len(starts) == 2 and all(e["target"]["id"] == key for e in starts), starts
+        assert stops[0]["target"]["id"] == key and stops[0]["actor"]["name"] == "admin", stops
+        assert stops[0]["detail"]["reason"] == "player disconnected", stops
         # the URL is single use, and the token means nothing on the other media node
         other = media_b if owner is media_a else media_a
         async with httpx.AsyncClient(timeout=10) as client:
