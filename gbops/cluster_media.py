@@ -899,8 +899,10 @@ class ClusterMedia:
     with each session on a media node of the cluster (see the module docstring)."""
 
     def __init__(self, bus: CommandBus, directory: Any, leases: Any, *, max_streams: int = 0,
-                 timeout: float = 10.0, open_timeout: float = 30.0, refresh: float = 2.0) -> None:
+                 timeout: float = 10.0, open_timeout: float = 30.0, refresh: float = 2.0,
+                 lease_wait: float = 12.0) -> None:
         self.bus = bus
+        self.lease_wait = lease_wait  # how long a new stream waits for a vanished owner's lease to run out
         self.directory = directory
         self.leases = leases
         self.max_streams = max_streams
@@ -950,6 +952,7 @@ class ClusterMedia:
                               "display_name": viewer.display_name, "phone": viewer.phone,
                               "client_ip": viewer.client_ip, "roles": list(viewer.roles)}}
         tried: set[str] = set()
+        waited = False
         candidates = await self.place(channel)
         while candidates:
             node_id = candidates.pop(0)
@@ -963,6 +966,14 @@ class ClusterMedia:
                 holder = extra.get("holder")
                 if code == "stream_owned" and isinstance(holder, str) and holder not in tried:
                     candidates.insert(0, holder)  # another node took the channel meanwhile: join it there
+                    continue
+                if code == "stream_owned" and isinstance(holder, str) and not waited:
+                    # the owner was tried and did not answer (killed): its lease runs out within its ttl,
+                    # then the channel may start elsewhere
+                    waited = True
+                    await self._await_release(channel, holder)
+                    tried = {holder}
+                    candidates = await self.place(channel, exclude=tried)
                     continue
                 if code == "node_full":
                     if not candidates:
@@ -980,6 +991,15 @@ class ClusterMedia:
                      channel=channel.key)
             return session
         raise MediaError("no_media_node", "没有可承载新流的媒体节点 / no media node can take a new stream")
+
+    async def _await_release(self, channel: ChannelRef, holder: str) -> None:
+        """Wait (at most ``lease_wait`` s) until ``holder`` no longer holds the channel's lease."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.lease_wait
+        while loop.time() < give_up:  # polling Redis: a lease running out announces nothing
+            if await self.leases.holder(stream_lease(channel)) != holder:
+                return
+            await asyncio.sleep(0.25)
 
     def _session(self, reply: dict, node_id: str, channel: ChannelRef, viewer: Any, kind: str,
                  window: tuple[datetime, datetime] | None) -> RemoteSession:

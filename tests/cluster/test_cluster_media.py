@@ -427,3 +427,21 @@ async def test_sessions_of_a_vanished_media_node_end_with_a_reason_at_the_portal
     await portal.refresh_streams()
     assert session.session_id not in portal.sessions and session.closed
     assert stops == [(session.session_id, "media node lost")]
+
+
+async def test_a_channel_owned_by_a_vanished_node_starts_elsewhere_once_the_lease_runs_out() -> None:
+    clock = [0.0]
+    portal, medias, nodes, directory, table = await _cluster()
+    table.clock = lambda: clock[0]
+    await LocalLeases("m0", table).acquire(stream_lease(CAM), 10)  # m0 was killed holding the channel
+    portal.lease_wait = 5
+
+    async def expire_soon() -> None:
+        await asyncio.sleep(0.3)
+        clock[0] += 11  # the lease ttl passes
+
+    expiry = asyncio.ensure_future(expire_soon())
+    session = await portal.open_viewer(CAM, VIEWER)
+    await expiry
+    assert session.node_id == "m1" and table.current(stream_lease(CAM)) == "m1"
+    assert medias["m1"].manager.invites == 1
