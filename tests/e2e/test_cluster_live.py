@@ -186,8 +186,12 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
             assert (await client.get(second.json()["flv_url"].replace(owner.base, other.base))).status_code == 404
 
         # one stream per media node: the next channel goes to the other one
+        t0 = time.monotonic()
         r = await asyncio.to_thread(core.post, f"/api/devices/{devices[1]}/channels/{channels[1]}/live", {})
+        answered = time.monotonic() - t0
         assert r.status_code == 201, (r.text, logs(cluster))
+        print(f"cluster: POST live -> 201 in {answered:.3f} s (a new upstream on a remote media node)")
+        assert answered < 2.0, "first picture must be ready within 2 s of the click, across nodes too"
         assert r.json()["flv_url"].startswith(other.base + "/flv/"), r.json()["flv_url"]
         data = await asyncio.to_thread(read_flv, r.json()["flv_url"], 2)
         assert await asyncio.to_thread(frames, data) >= 15
