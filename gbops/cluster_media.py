@@ -111,6 +111,25 @@ def _text(payload: dict, key: str, default: str | None = None, *, limit: int = _
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+\-]{1,64}/[A-Za-z0-9!#$&^_.+\-]{1,64}$")
+
+
+def _line(payload: dict, key: str, default: str = "", *, limit: int = 200) -> str:
+    """A one-line text (a reason): control characters removed, so nothing can reach a SIP header as a line."""
+    return _CONTROL.sub(" ", _text(payload, key, default, limit=limit) or "")
+
+
+def _ip(payload: dict, key: str) -> str:
+    import ipaddress
+
+    value = _text(payload, key, limit=64) or ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise RemoteError("bad_request", f"字段 {key} 不是 IP 地址 / {key} is not an IP address") from None
+
+
 def _int(payload: dict, key: str, *, lo: int, hi: int, optional: bool = False) -> int | None:
     value = payload.get(key)
     if value is None and optional:
@@ -362,11 +381,11 @@ def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | 
 
     async def invite(payload: dict) -> dict:
         device_id, channel_id = _id(payload, "device_id"), _id(payload, "channel_id")
-        media_ip = _text(payload, "media_ip", limit=64)
+        media_ip = _ip(payload, "media_ip")  # goes into the SDP offer
         media_port = _int(payload, "media_port", lo=1, hi=65535)
         ssrc = _text(payload, "ssrc", limit=10)
         transport = _text(payload, "transport", limit=16)
-        if not media_ip or not ssrc or not ssrc.isdigit() or transport not in ("udp", "tcp-passive", "tcp-active"):
+        if not ssrc or not ssrc.isdigit() or transport not in ("udp", "tcp-passive", "tcp-active"):
             raise RemoteError("bad_request", "INVITE 参数无效 / invalid INVITE parameters")
         history = None
         if payload.get("history") is not None:
@@ -385,13 +404,15 @@ def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | 
                 "filesize": answer.filesize}
 
     async def bye(payload: dict) -> dict:
-        signalling.bye(_text(payload, "call_id", limit=200) or "", _text(payload, "reason", "", limit=200) or "")
+        signalling.bye(_line(payload, "call_id"), _line(payload, "reason"))
         return {}
 
     async def info(payload: dict) -> dict:
-        body = _text(payload, "body", limit=4000) or ""
-        content_type = _text(payload, "content_type", MANSRTSP_TYPE, limit=100) or MANSRTSP_TYPE
-        return {"sent": signalling.info(_text(payload, "call_id", limit=200) or "", body.encode(), content_type)}
+        body = _text(payload, "body", limit=4000) or ""  # MANSRTSP: several lines, sent as the body
+        content_type = _text(payload, "content_type", MANSRTSP_TYPE, limit=130) or MANSRTSP_TYPE
+        if not _CONTENT_TYPE.match(content_type):
+            raise RemoteError("bad_request", "内容类型无效 / invalid content type")
+        return {"sent": signalling.info(_line(payload, "call_id"), body.encode(), content_type)}
 
     bus.register("sip.device", device)
     bus.register("sip.invite", invite)

@@ -445,3 +445,22 @@ async def test_a_channel_owned_by_a_vanished_node_starts_elsewhere_once_the_leas
     await expiry
     assert session.node_id == "m1" and table.current(stream_lease(CAM)) == "m1"
     assert medias["m1"].manager.invites == 1
+
+
+async def test_the_sip_node_refuses_what_would_reach_the_device_malformed() -> None:
+    network, directory, sip = LocalNetwork(), LocalNodeDirectory(), FakeSip(online={CAM.device_id})
+    serving, signalling = await _sip_and_media(network, directory, sip)
+    bus = signalling.bus
+    good = {"device_id": CAM.device_id, "channel_id": CAM.channel_id, "media_ip": "127.0.0.2", "media_port": 30000,
+            "ssrc": "0100000001", "transport": "udp"}
+    for bad in ({"media_ip": "127.0.0.2\r\nm=video 1 RTP/AVP 96"}, {"ssrc": "1; x"}, {"transport": "sctp"},
+                {"media_port": 0}, {"channel_id": "1\r\nVia: x"}):
+        with pytest.raises(RemoteError) as refused:
+            await bus.call("sip1", "sip.invite", {**good, **bad}, timeout=2)
+        assert refused.value.code == "bad_request", bad
+    assert sip.invites == []
+    with pytest.raises(RemoteError):
+        await bus.call("sip1", "sip.info", {"call_id": "c1", "content_type": "a/b\r\nX: y", "body": "PLAY"}, timeout=2)
+    await bus.call("sip1", "sip.bye", {"call_id": "c1\r\nX: y", "reason": "bye\r\nX: y"}, timeout=2)
+    assert sip.byes == ["c1  X: y"]  # one line: no header can be smuggled
+    await serving.close()
