@@ -205,6 +205,9 @@ class AuditLog:
         # observers of appended records (the security monitor's config-change events): called with each
         # record's dict once it is appended (in the caller's transaction for append/append_many), never raise
         self.listeners: list[Any] = []
+        # whether this process signs checkpoints (a last one at stop): True unless a cluster node without the
+        # signer's lease (start(checkpoints=False), stop_checkpoints)
+        self.signs = True
 
     @classmethod
     def from_settings(
@@ -413,8 +416,20 @@ class AuditLog:
             except Exception as exc:
                 log.exception("audit.checkpoint_failed", error=type(exc).__name__)
 
-    async def start(self) -> None:
-        """Start the checkpoint task (a first checkpoint is signed right away)."""
+    async def start(self, *, checkpoints: bool = True) -> None:
+        """Start the log; with ``checkpoints`` also the checkpoint task (a first checkpoint is signed right away).
+
+        In a cluster every node appends but one node signs: the others start with ``checkpoints=False`` and the
+        node holding the signer's lease calls :meth:`start_checkpoints` / :meth:`stop_checkpoints`."""
+        if checkpoints:
+            await self.start_checkpoints()
+        else:
+            self.signs = False
+        log.info("audit.started", origin=self.origin, verifier_key=self.verifier_key, signer=checkpoints)
+
+    async def start_checkpoints(self) -> None:
+        """Sign a checkpoint now, then every ``checkpoint_interval`` while entries arrive."""
+        self.signs = True
         try:
             await self.checkpoint()
         except AuditIntegrityError as exc:
@@ -422,7 +437,15 @@ class AuditLog:
             self._last_alarm = str(exc)
         if self._checkpointer is None:
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="audit-checkpoints")
-        log.info("audit.started", origin=self.origin, verifier_key=self.verifier_key)
+
+    async def stop_checkpoints(self) -> None:
+        """Stop signing (this node lost the signer's lease, or stops): the task ends, no last checkpoint."""
+        self.signs = False
+        task, self._checkpointer = self._checkpointer, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def stop(self) -> None:
         """Write what is queued, sign a last checkpoint, stop the tasks."""
@@ -434,6 +457,8 @@ class AuditLog:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._checkpointer = self._batcher = None
+        if not self.signs:
+            return  # a cluster node that does not hold the signer's lease signs nothing
         try:
             await self.checkpoint()
         except Exception as exc:

@@ -429,18 +429,34 @@ class Settings(BaseSettings):
     def audit_log_origin(self) -> str:
         return self.audit_origin or f"gbops/{self.sip_id}/audit"
 
+    # The per-installation keys.  Each is resolved here and only here (``gbops.secrets.key_paths`` lists
+    # them): an explicit per-key setting wins, then the shared folder every node is given
+    # (``GBOPS_SECRETS_DIR``, fixed file names), then the historical place in the data directory.
     @property
     def audit_signing_key_path(self) -> Path:
-        return self.audit_key_path or self.data_dir / "audit" / "signing.key"
+        return self.audit_key_path or self._shared_key("audit-signing.key") or self.data_dir / "audit" / "signing.key"
 
     # the other shared keys (issue 17, helper cluster-secrets: GBOPS_SECRETS_DIR makes every node use the same)
     @property
     def cascade_key_path(self) -> Path:
-        return self.data_dir / "keys" / "cascade.key"
+        return self._shared_key("cascade.key") or self.data_dir / "keys" / "cascade.key"
 
     @property
     def record_key_path(self) -> Path:
-        return Path(self.record_key_file) if self.record_key_file else self.data_dir / "keys" / "record.key"
+        if self.record_key_file:
+            return Path(self.record_key_file)
+        return self._shared_key("record.key") or self.data_dir / "keys" / "record.key"
+
+    @property
+    def watermark_tag_key_path(self) -> Path:
+        return self._shared_key("watermark-tag.key") or self.data_dir / "watermark-tag.key"
+
+    @property
+    def totp_key_path(self) -> Path:
+        return self._shared_key("totp.key") or self.data_dir / "keys" / "totp.key"
+
+    def _shared_key(self, name: str) -> Path | None:
+        return self.secrets_dir / name if self.secrets_dir is not None else None
 
     @property
     def role_set(self) -> frozenset[str]:

@@ -52,6 +52,23 @@ def gb_config(settings: Settings) -> GbConfig:
     )
 
 
+def check_roles(settings: Settings) -> None:
+    """Refuse role sets this version cannot run (a clear message instead of a node that half works)."""
+    from gbcore.settings import SettingsError
+
+    roles = settings.role_set
+    every = {"sip", "media", "portal", "worker"}
+    if not settings.clustered and roles != every:
+        raise SettingsError(
+            f"未配置 Redis（GBOPS_REDIS_URL）时，单个节点须运行全部角色；当前角色：{','.join(sorted(roles))} / without "
+            f"Redis (GBOPS_REDIS_URL) one node must run every role (sip,media,portal,worker); got {','.join(sorted(roles))}")
+    if "portal" in roles and "sip" not in roles:
+        raise SettingsError("管理门户（portal）角色目前须与 SIP 信令（sip）角色运行在同一节点 / the portal role needs the sip "
+                            "role on the same node in this version")
+    # [cluster-media] media nodes without sip (RemoteSignalling) and sip nodes without media (the portal's
+    # ClusterMedia) work across the command bus (gbops.cluster_media)
+
+
 class Platform:
     """``gbops run``: SIP + HTTP in one asyncio process with the embedded (or configured) database."""
 
@@ -79,36 +96,60 @@ class Platform:
         self.reports: Any = None  # availability report jobs and their daily schedule (issue 7)
         self.tickets: Any = None  # automatic tickets, overdue notices, quality sampler (issue 7)
         self.admin_password: str | None = None
+        self.cluster: Any = None  # cluster.runtime.Cluster (issue 17): node id, directory, leases, command bus
+        self.media_node: Any = None  # gbops.cluster_media.MediaNode: this media node's media.* commands
+        self.signalling_node: Any = None  # gbops.cluster_media.SignallingNode: this SIP node's sip.* commands
+        self.remote_signalling: Any = None  # gbops.cluster_media.RemoteSignalling (media without sip)
+        self.heartbeat: Any = None  # cluster.nodes.Heartbeat
+        self.jobs: Any = None  # gbops.cluster_wiring.WorkerJobs (worker role)
+        self.revocation: Any = None
+        self.portal_app: Any = None  # the FastAPI app (portal role)
+        self.draining = False
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
+        """Start the parts of this node's roles (``GBOPS_ROLES``; all of them: the single process).
+
+        Roles (issue 17): ``sip`` (device and cascade signalling, the registry's writer, control, alarms, time),
+        ``media`` (RTP ingest, viewers, watermark, recording, downloads), ``portal`` (API and console) and
+        ``worker`` (schedulers, each under a cluster lease so that one node runs it)."""
         from device_registry.service import Registry, RegistryWriter
         from gbcore.db import make_engine, make_sessionmaker
         from gbops.migrate import migrate
-        from ops_portal.app import create_app
         from ops_portal.users import ensure_admin
-        from sip_server.service import SipService
 
         s = self.settings
+        roles = s.role_set
+        check_roles(s)
         from gbcore.timeutil import set_device_timezone
 
         set_device_timezone(s.device_timezone)  # Beijing time at every edge, whatever the host's zone
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        from gbops.secrets import check_shared_keys
+
+        check_shared_keys(s)  # a cluster node never generates a key of its own (GBOPS_SECRETS_DIR)
         self.engine = make_engine(s.db_url)
         await migrate(self.engine)
         sessionmaker = make_sessionmaker(self.engine)
+        from cluster.runtime import open_cluster
+
+        # node identity, directory, leases and the command bus: Redis in a cluster, in memory otherwise
+        self.cluster = await open_cluster(s)
+        log.info("cluster.node", node_id=self.cluster.node_id, roles=sorted(roles), clustered=s.clustered)
         from audit_log.log import AuditLog
 
-        self.audit = AuditLog.from_settings(s, sessionmaker)
-        await self.audit.start()
+        # every node appends to the one log; checkpoints are signed by the holder of job:audit-checkpoint
+        self.audit = AuditLog.from_settings(s, sessionmaker, create_key=not s.clustered)
+        await self.audit.start(checkpoints=not s.clustered)
         from ops_portal.access import record_grant_splits
 
         if splits := await record_grant_splits(self.audit, sessionmaker):  # migration 0007's splits, audited once
             log.info("role.grant_splits_recorded", count=splits)
         self.registry = Registry(sessionmaker)
-        self.writer = RegistryWriter(self.registry)
-        await self.writer.start()
-        self._run_id = await self.registry.start_platform_run(datetime.now(UTC))
+        if "sip" in roles:  # presence and catalog are written by the SIP node(s) only
+            self.writer = RegistryWriter(self.registry)
+            await self.writer.start()
+            self._run_id = await self.registry.start_platform_run(datetime.now(UTC))
         self.admin_password = await ensure_admin(sessionmaker, s)
         if self.admin_password:
             path = s.data_dir / "initial-admin-password.txt"
@@ -121,12 +162,56 @@ class Platform:
             )
 
         from gbcore.tls import resolve as resolve_tls
-        from gbcore.tls import upper_client_context
 
         self.tls = resolve_tls(s)  # HTTPS or plain (logged); the certificate (configured or self-signed)
-        if self._cluster_media_only():  # [cluster-media] a media-only node: no SIP, no portal (issue 17)
-            await self._start_media_node(s, sessionmaker)
-            return
+        if "sip" in roles:
+            await self._start_sip(s, sessionmaker)
+        if "media" in roles:
+            await self._start_media(s, sessionmaker)
+        await self._cluster_media_start(s)  # [cluster-media] live view across nodes (issue 17)
+        app = None
+        if "portal" in roles:
+            app = self._create_portal(s, sessionmaker)
+        if "sip" in roles:
+            await self._start_control(s, sessionmaker, app)
+            await self._start_cascade(s, sessionmaker, app)
+        if app is not None:
+            from ops_portal.revocation import RevocationWatcher
+
+            # revoked access ends running live sessions and downloads within 5 s (live.stop reason access_revoked)
+            self.revocation = app.state.revocation = RevocationWatcher(sessionmaker, self.registry, media=self.media,
+                                                                       downloads=self.downloads)
+            self.revocation.start()
+            from ops_portal.availability.scheduler import ReportJobs
+
+            app.state.report_jobs = ReportJobs(sessionmaker, s, self.audit)  # reports made on request
+        if "sip" in roles:
+            from gbops.time_wiring import start_time
+
+            # issue 16, time: NTP server and own-clock check, device clock skew (app.state.timesync)
+            self.time = await start_time(self, s, sessionmaker, app)
+        if "worker" in roles:
+            self._start_worker(s, sessionmaker, app)
+        if app is not None:
+            await self._serve_portal(s, app)
+        elif "media" in roles and s.clustered:
+            await self._cluster_media_serve_outputs(s, sessionmaker)  # [cluster-media] its own FLV/WHEP
+        if self.media_node is not None:  # [cluster-media] where browsers fetch this node's outputs
+            self.media_node.public_url = self.public_url
+        from cluster.nodes import Heartbeat
+        from gbops.cluster_wiring import node_info_source
+
+        self.heartbeat = Heartbeat(self.cluster.directory, node_info_source(self), interval=s.cluster_heartbeat,
+                                   ttl=s.cluster_node_ttl)
+        self.heartbeat.start()
+        if self.portal_app is not None:
+            self.portal_app.state.ready = True
+
+    async def _start_sip(self, s: Settings, sessionmaker: Any) -> None:
+        """Device and cascade signalling with its security monitor (issue 16)."""
+        from gbcore.tls import upper_client_context
+        from sip_server.service import SipService
+
         self.sip = SipService(gb_config(s), host=s.sip_host, port=s.sip_port, writer=self.writer,
                               tls_port=s.sip_tls_port, tls_context=self.tls.context(),
                               tls_client_context=upper_client_context(s),  # verifies uppers over TLS
@@ -143,7 +228,10 @@ class Platform:
                                              registry=self.registry)
         await self.sip.start()
 
+    async def _start_media(self, s: Settings, sessionmaker: Any) -> None:
+        """RTP ingest, viewers with the watermark, platform recording, downloads."""
         from gbops.media_signalling import SipSignalling
+        from media_relay.service import MediaService
         from ops_portal.live import live_audit
         from watermark.config import WatermarkConfig
         from watermark.pipeline import WatermarkHub
@@ -153,54 +241,49 @@ class Platform:
         watermark = WatermarkHub.from_config(watermark_config)  # per-viewer overlay + session tag on every output
         if await record_policy_change(self.audit, watermark.policy) is not None:
             log.info("watermark.policy_recorded", off_roles=sorted(watermark.policy.off_roles))
-        # signalling into media (the SIP service as media's typed port), watermark into media (the
-        # per-viewer transform factory)
-        await self._cluster_media_sip(s)  # [cluster-media] this SIP service answers the media nodes (issue 17)
-        if self._cluster_media_remote():  # [cluster-media] no media role here: sessions on media nodes
-            self.media = await self._cluster_media_portal(s)
-        else:
-            self.media = self._media_service(s, SipSignalling(self.sip), watermark)
-            await self.media.start()
-            # platform recording (issue 13): one upstream per channel shared with the viewers; playback and
-            # downloads from platform storage read it through media.recordings
-            self.recordings = self.media.recordings = self._recording_service(s, sessionmaker)
-            await self.recordings.start()
+        # signalling into media (the SIP service as media's typed port, or the SIP node's over the command bus
+        # on a node without the sip role: [cluster-media]), watermark into media (the per-viewer transform factory)
+        signalling = SipSignalling(self.sip) if self.sip is not None else self._cluster_remote_signalling(s)
+        self.media = MediaService(signalling, rtp_ports=s.rtp_port_range, domain=s.sip_domain,
+                                  media_host=s.media_host, media_ip=s.media_ip,
+                                  idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout,
+                                  transforms=watermark, max_window_hours=s.playback_max_window_hours)
+        await self.media.start()
+        # platform recording (issue 13): one upstream per channel shared with the viewers; playback and
+        # downloads from platform storage read it through media.recordings
+        self.recordings = self.media.recordings = self._recording_service(s, sessionmaker)
+        await self.recordings.start()
         if s.webrtc_loopback:
             from media_relay.outputs.whep import enable_loopback_candidates
 
             enable_loopback_candidates()
-
-        app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
-                         audit=self.audit, media=self.media)
-        app.state.security = self.security  # the portal's security sink (403s, blocked addresses, logins)
         self.media.on_session_closed = live_audit.stop_recorder(self.audit, self._audit_tasks)  # live.stop
         from watermark.downloads import DownloadManager
 
         self.downloads = DownloadManager(watermark_config, sessionmaker, audit=self.audit, media=self.media)
         await self.downloads.start()  # fails the jobs a previous run left unfinished
+
+    def _create_portal(self, s: Settings, sessionmaker: Any) -> Any:
+        """The API and console over this node's services."""
+        from ops_portal.app import create_app
+
+        app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
+                         audit=self.audit, media=self.media)
+        self.portal_app = app
+        app.state.ready = False  # GET /api/health?ready=1 answers 503 "starting" until start() ends
+        app.state.security = self.security  # the portal's security sink (403s, blocked addresses, logins)
         app.state.downloads = self.downloads
         app.state.recordings = self.recordings
-        await self._start_control(s, sessionmaker, app)
-        await self._start_cascade(s, sessionmaker, app)
-        from ops_portal.revocation import RevocationWatcher
+        app.state.cluster = self.cluster  # issue 17: GET /api/cluster/nodes
+        app.state.cluster_clustered = s.clustered
+        from gbops.cluster_wiring import JOBS
 
-        # revoked access ends running live sessions and downloads within 5 s (live.stop reason access_revoked)
-        self.revocation = app.state.revocation = RevocationWatcher(sessionmaker, self.registry, media=self.media,
-                                                                   downloads=self.downloads)
-        self.revocation.start()
-        from ops_portal.availability.scheduler import ReportJobs, ReportScheduler
+        # the single process signs checkpoints from AuditLog.start, not under a lease
+        app.state.cluster_jobs = [n for n in JOBS if s.clustered or n != "job:audit-checkpoint"]
+        app.state.cluster_job_labels = dict(JOBS)
+        return app
 
-        app.state.report_jobs = ReportJobs(sessionmaker, s, self.audit)
-        self.reports = ReportScheduler(app.state.report_jobs, s)
-        self.reports.start()
-        from ops_portal.tickets.tasks import start_ticket_tasks
-
-        self.tickets = start_ticket_tasks(s, sessionmaker, audit=self.audit,  # the sampler reads local video
-                                          media=None if self._cluster_media_remote() else self.media)
-        from gbops.time_wiring import start_time
-
-        # issue 16, time: NTP server and own-clock check, device clock skew (app.state.timesync)
-        self.time = await start_time(self, s, sessionmaker, app)
+    async def _serve_portal(self, s: Settings, app: Any) -> None:
         static = _static_dir()
         if static is not None:
             from fastapi.staticfiles import StaticFiles
@@ -213,11 +296,6 @@ class Platform:
         self.http = PortalServers(app, s, self.tls.material if self.tls.https else None, log_config=None,
                                   access_log=False, lifespan="on")
         await self.http.start()
-        from gbops.backup import BackupScheduler
-
-        # issue 16, backups: daily at GBOPS_BACKUP_SCHEDULE when GBOPS_BACKUP_PASSPHRASE_FILE is set
-        self.backups = BackupScheduler(s, self.audit)
-        self.backups.start()
         from functools import partial
 
         from gbops.backup import backup_status
@@ -225,129 +303,124 @@ class Platform:
         # issue 16, security check: the backup facts live above the portal (GET /api/security/check)
         app.state.backup_status = partial(backup_status, s)
 
-    # ---- [cluster-media] begin (issue 17): live view across nodes -------------------------------------------
-    # A media-only node (roles without sip and portal, with media): RemoteSignalling, the media.* handlers
-    # (gbops.cluster_media.serve_media), its own FLV/WHEP server (ops_portal.live.output_app). A node with sip
-    # answers the media nodes' sip.* commands (serve_signalling). A node with portal and no media role: the
-    # portal's media is a ClusterMedia placing sessions on the media nodes. Only in cluster mode (Redis).
-    def _cluster_media_only(self) -> bool:
-        roles = self.settings.role_set
-        return self.settings.clustered and "media" in roles and not roles & {"sip", "portal"}
+    # ---- [cluster-media] begin (issue 17): live view across nodes ---------------------------------------------
+    # In a cluster: a SIP node answers the media nodes' sip.* commands (serve_signalling); a media node answers
+    # the portals' media.* commands (serve_media, the stream ownership leases) and, without the portal role,
+    # serves its viewers' FLV/WHEP itself (ops_portal.live.output_app); a portal without the media role places
+    # sessions on the media nodes (ClusterMedia). See gbops.cluster_media.
+    def _cluster_remote_signalling(self, s: Settings) -> Any:
+        from gbops.cluster_media import RemoteSignalling, device_homes
 
-    def _cluster_media_remote(self) -> bool:
-        return self.settings.clustered and "media" not in self.settings.role_set
+        self.remote_signalling = RemoteSignalling(self.cluster.bus, self.cluster.directory,
+                                                  device_homes(self.cluster), timeout=s.cluster_rpc_timeout,
+                                                  invite_timeout=s.cluster_rpc_timeout + 15)
+        return self.remote_signalling
 
-    def _media_service(self, s: Settings, signalling: Any, watermark: Any) -> Any:
-        from media_relay.service import MediaService
-
-        return MediaService(signalling, rtp_ports=s.rtp_port_range, domain=s.sip_domain, media_host=s.media_host,
-                            media_ip=s.media_ip, idle_timeout=s.live_idle_timeout,
-                            media_timeout=s.live_media_timeout, transforms=watermark,
-                            max_window_hours=s.playback_max_window_hours)
-
-    async def _cluster_media_cluster(self, s: Settings) -> Any:
-        """This node's cluster (the lead's ``self.cluster`` once the role split provides it) and, until then,
-        its heartbeat in the node directory with the media load."""
-        if getattr(self, "cluster", None) is None:
-            from cluster.runtime import open_cluster
-
-            self.cluster = await open_cluster(s)
-        if getattr(self, "heartbeat", None) is None:
-            from cluster.nodes import Heartbeat, NodeInfo
-
-            from gbops.cluster_media import media_load
-
-            cluster, roles = self.cluster, tuple(sorted(s.role_set))
-            address = s.media_ip or (s.media_host if s.media_host not in ("0.0.0.0", "::") else s.sip_host)
-
-            def info() -> Any:
-                load = media_load(self.media if "media" in roles else None)
-                return NodeInfo(node_id=cluster.node_id, roles=roles, address=address,
-                                http_url=self._cluster_public_url(s), load=load)
-
-            self.heartbeat = Heartbeat(cluster.directory, info, interval=s.cluster_heartbeat, ttl=s.cluster_node_ttl)
-        return self.cluster
-
-    def _cluster_public_url(self, s: Settings) -> str:
-        if s.public_url:
-            return s.public_url.rstrip("/")
-        host = s.http_host if s.http_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        scheme = "https" if self.tls is not None and self.tls.https else "http"
-        port = s.https_port if scheme == "https" and getattr(s, "https_port", None) else s.http_port
-        return f"{scheme}://{host}:{port}"
-
-    async def _cluster_media_start_bus(self) -> None:
-        if not getattr(self, "_cluster_bus_started", False):
-            await self.cluster.bus.start()
-            self._cluster_bus_started = True
-        if getattr(self, "heartbeat", None) is not None and not getattr(self, "_cluster_heartbeat_started", False):
-            self.heartbeat.start()
-            self._cluster_heartbeat_started = True
-
-    async def _cluster_media_sip(self, s: Settings) -> None:
+    async def _cluster_media_start(self, s: Settings) -> None:
+        """Register this node's commands, give a portal without media its ClusterMedia, start the bus."""
         if not s.clustered:
             return
-        from gbops.cluster_media import device_homes, serve_signalling
+        from gbops.cluster_media import ClusterMedia, device_homes, serve_media, serve_signalling
 
-        cluster = await self._cluster_media_cluster(s)
-        self.signalling_node = serve_signalling(cluster.bus, self.sip, homes=device_homes(cluster))
-        await self._cluster_media_start_bus()
+        cluster, roles = self.cluster, s.role_set
+        if self.sip is not None:
+            self.signalling_node = serve_signalling(cluster.bus, self.sip, homes=device_homes(cluster))
+        if "media" in roles:
+            self.media_node = serve_media(cluster.bus, self.media, cluster.leases, signalling=self.remote_signalling,
+                                          max_streams=s.media_max_streams, lease_ttl=s.cluster_lease_ttl)
+        elif "portal" in roles:
+            self.media = ClusterMedia(cluster.bus, cluster.directory, cluster.leases,
+                                      max_streams=s.media_max_streams, timeout=s.cluster_rpc_timeout,
+                                      open_timeout=s.cluster_rpc_timeout + 30, lease_wait=s.cluster_lease_ttl + 2)
+            await self.media.start()
+        await cluster.bus.start()
 
-    async def _cluster_media_portal(self, s: Settings) -> Any:
-        from gbops.cluster_media import ClusterMedia
-
-        cluster = await self._cluster_media_cluster(s)
-        media = ClusterMedia(cluster.bus, cluster.directory, cluster.leases, max_streams=s.media_max_streams,
-                             timeout=s.cluster_rpc_timeout, open_timeout=s.cluster_rpc_timeout + 30)
-        await media.start()
-        await self._cluster_media_start_bus()
-        return media
-
-    async def _start_media_node(self, s: Settings, sessionmaker: Any) -> None:
-        from gbops.cluster_media import RemoteSignalling, device_homes, serve_media
+    async def _cluster_media_serve_outputs(self, s: Settings, sessionmaker: Any) -> None:
+        """A media node without the portal: its viewers' outputs and the health check on its HTTP port."""
         from ops_portal.http_limits import PortalServers
-        from ops_portal.live import live_audit
         from ops_portal.live.output_app import create_output_app
-        from watermark.config import WatermarkConfig
-        from watermark.pipeline import WatermarkHub
 
-        cluster = await self._cluster_media_cluster(s)
-        self.remote_signalling = RemoteSignalling(cluster.bus, cluster.directory, device_homes(cluster),
-                                                  timeout=s.cluster_rpc_timeout,
-                                                  invite_timeout=s.cluster_rpc_timeout + 15)
-        watermark = WatermarkHub.from_config(WatermarkConfig.from_settings(s))
-        self.media = self._media_service(s, self.remote_signalling, watermark)
-        await self.media.start()
-        self.media.on_session_closed = live_audit.stop_recorder(self.audit, self._audit_tasks)  # live.stop here
-        self.media_node = serve_media(cluster.bus, self.media, cluster.leases, signalling=self.remote_signalling,
-                                      public_url=self._cluster_public_url(s), max_streams=s.media_max_streams,
-                                      lease_ttl=s.cluster_lease_ttl)
-        await self._cluster_media_start_bus()
-        app = create_output_app(settings=s, sessionmaker=sessionmaker, media=self.media)
+        app = create_output_app(settings=s, sessionmaker=sessionmaker, media=self.media, security=self.security)
         self.http = PortalServers(app, s, self.tls.material if self.tls.https else None, log_config=None,
                                   access_log=False, lifespan="on")
         await self.http.start()
-        log.info("cluster.media_node_started", node_id=cluster.node_id, url=self._cluster_public_url(s))
 
     async def _cluster_media_stop(self) -> None:
-        """Before the media service closes: release the stream leases, leave the directory, close the bus."""
-        if getattr(self, "media_node", None) is not None:
+        """Before the media service closes: release the stream leases, close the portal's remote media."""
+        if self.media_node is not None:
             await self.media_node.stop()
-        if getattr(self, "heartbeat", None) is not None and getattr(self, "_cluster_heartbeat_started", False):
-            await self.heartbeat.stop()
-        if self.media is not None and hasattr(self.media, "refresh_streams"):  # ClusterMedia
+        if self.media is not None and hasattr(self.media, "refresh_streams"):  # a ClusterMedia
             await self.media.close()
             self.media = None
-        if getattr(self, "signalling_node", None) is not None:
+        if self.signalling_node is not None:
             await self.signalling_node.close()
-        if getattr(self, "remote_signalling", None) is not None:
+        if self.remote_signalling is not None:
             await self.remote_signalling.close()
-        if getattr(self, "cluster", None) is not None and getattr(self, "_cluster_bus_started", False):
-            await self.cluster.close()
-            self._cluster_bus_started = False
-    # ---- [cluster-media] end ------------------------------------------------------------------------------
+    # ---- [cluster-media] end ---------------------------------------------------------------------------------
 
-    async def _start_control(self, s: Settings, sessionmaker: Any, app: Any) -> None:
+    def _start_worker(self, s: Settings, sessionmaker: Any, app: Any) -> None:
+        """The schedulers, each under its cluster lease (the single process holds them all at once)."""
+        from gbops.cluster_wiring import WorkerJobs
+
+        self.jobs = WorkerJobs(self.cluster, s.cluster_lease_ttl)
+
+        async def start_reports() -> Any:
+            from ops_portal.availability.scheduler import ReportJobs, ReportScheduler
+
+            jobs = app.state.report_jobs if app is not None else ReportJobs(sessionmaker, s, self.audit)
+            scheduler = self.reports = ReportScheduler(jobs, s)
+            scheduler.start()  # makes up a missed day at once (never twice: it reads the reports table first)
+            return scheduler
+
+        async def stop_reports(scheduler: Any) -> None:
+            await scheduler.stop()
+            if app is None:
+                await scheduler.jobs.close()
+            self.reports = None
+
+        self.jobs.add("job:reports", start_reports, stop_reports)
+
+        async def start_tickets() -> Any:
+            from ops_portal.tickets.tasks import start_ticket_tasks
+
+            # the quality sampler reads video: only where this node has the media role ([cluster-media])
+            media = self.media if "media" in s.role_set else None
+            self.tickets = start_ticket_tasks(s, sessionmaker, audit=self.audit, media=media)
+            return self.tickets
+
+        async def stop_tickets(tasks: Any) -> None:
+            await tasks.close()
+            self.tickets = None
+
+        self.jobs.add("job:tickets", start_tickets, stop_tickets)
+
+        async def start_backups() -> Any:
+            from gbops.backup import BackupScheduler
+
+            # issue 16, backups: daily at GBOPS_BACKUP_SCHEDULE when GBOPS_BACKUP_PASSPHRASE_FILE is set
+            self.backups = BackupScheduler(s, self.audit)
+            self.backups.start()
+            return self.backups
+
+        async def stop_backups(backups: Any) -> None:
+            await backups.stop()  # a running backup may finish
+            self.backups = None
+
+        self.jobs.add("job:backups", start_backups, stop_backups)
+        if s.clustered:  # the single process signs from the start (AuditLog.start)
+            audit = self.audit
+
+            async def start_signer() -> Any:
+                await audit.start_checkpoints()
+                return audit
+
+            async def stop_signer(log_: Any) -> None:
+                await log_.stop_checkpoints()
+
+            self.jobs.add("job:audit-checkpoint", start_signer, stop_signer)
+        self.jobs.start()
+
+    async def _start_control(self, s: Settings, sessionmaker: Any, app: Any | None) -> None:
         """PTZ arbitration, tours and device commands over the SIP service (issue 14); alarms and positions
         from the SIP service into the alarm store and its live feed."""
         from alarms.service import AlarmService
@@ -361,28 +434,32 @@ class Platform:
             await audit_log.record(actor=Actor("system", None, "device-control"), action=action,
                                    target=Target("channel" if "/" in target else "device", target), detail=detail)
 
-        self.control = app.state.control = ControlService(
+        self.control = ControlService(
             SipDeviceCommands(self.sip), sessionmaker, lock_seconds=s.ptz_lock_seconds, max_move=s.ptz_max_move,
             restore_below_level=s.ptz_restore_below_level, audit=audit)
         await self.control.start()
-        self.alarms = app.state.alarms = AlarmService(sessionmaker, open_ticket=self._alarm_ticket(s, sessionmaker),
+        self.alarms = AlarmService(sessionmaker, open_ticket=self._alarm_ticket(s, sessionmaker),
                                                       ticket_min_priority=s.alarm_ticket_min_priority,
                                                       retention_days=s.alarm_retention_days)
         await self.alarms.start()
+        if app is not None:
+            app.state.control, app.state.alarms = self.control, self.alarms
         self.alarm_feed = AlarmFeed(self.alarms, sip=self.sip, subscribe=s.alarm_subscribe)
         self.sip.add_listener(self.alarm_feed)
 
-    async def _start_cascade(self, s: Settings, sessionmaker: Any, app: Any) -> None:
+    async def _start_cascade(self, s: Settings, sessionmaker: Any, app: Any | None) -> None:
         """This platform as a lower platform (issue 15): the upper platforms' configuration and shares, their
         SIP links (the SIP service), their media legs (the media service), PTZ at their level (device control)
         and the catalog changes they are notified of (SIP events, once the registry has applied them)."""
         from cascade.service import CascadeService
         from gbops.cascade_wiring import CascadeControl, CascadeRecords, RegistryFeed, cascade_audit
 
-        self.cascade = app.state.cascade = CascadeService(
+        self.cascade = CascadeService(
             sessionmaker, self.sip, self.media, audit=cascade_audit(self.audit), settings=s, system_id=s.sip_id,
             system_name=s.platform_name, key_path=s.cascade_key_path,
             control=CascadeControl(self.control), records=CascadeRecords(self.sip, self.recordings, s.sip_id))
+        if app is not None:
+            app.state.cascade = self.cascade
         self.sip.add_listener(self.cascade.on_event)
         self.cascade_feed = RegistryFeed(self.cascade, self.writer)
         self.sip.add_listener(self.cascade_feed)
@@ -465,21 +542,23 @@ class Platform:
 
     async def stop(self) -> None:
         log.info("platform.stopping")
-        if self.backups is not None:  # a running backup may finish
-            await self.backups.stop()
+        self.draining = True
+        if self.portal_app is not None:
+            self.portal_app.state.draining = True  # readiness 503 "draining" at once
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()  # leaves the node directory at once
+        if self.jobs is not None:
+            await self.jobs.stop()  # each job ends, then its lease is released for another worker node
         if self.time is not None:
             await self.time.stop()
         if self.http is not None:
             await self.http.stop(5)
-        if getattr(self, "revocation", None) is not None:
+        if self.revocation is not None:
             await self.revocation.stop()
         if self.downloads is not None:
             await self.downloads.stop()
-        if self.reports is not None:
-            await self.reports.stop()
-            await self.reports.jobs.close()
-        if self.tickets is not None:
-            await self.tickets.close()
+        if self.portal_app is not None and getattr(self.portal_app.state, "report_jobs", None) is not None:
+            await self.portal_app.state.report_jobs.close()
         if self.cascade is not None:
             await self.cascade.close()  # BYE to the uppers' calls, unregister
         if self.cascade_feed is not None:
@@ -488,7 +567,7 @@ class Platform:
             await self.control.stop()
         if self.alarms is not None:
             await self.alarms.stop()
-        await self._cluster_media_stop()  # [cluster-media] (issue 17)
+        await self._cluster_media_stop()  # [cluster-media] leases released, the portal's remote media closed
         if self.recordings is not None:
             await self.recordings.stop()  # closes the open segments (hashed and audited)
         if self.media is not None:
@@ -506,15 +585,37 @@ class Platform:
             await self.audit.stop()
         if self.registry is not None and self._run_id is not None:
             await self.registry.end_platform_run(self._run_id, datetime.now(UTC), True)
+        if self.cluster is not None:
+            await self.cluster.close()
         if self.engine is not None:
             await self.engine.dispose()
         log.info("platform.stopped")
+
+    @property
+    def public_url(self) -> str | None:
+        """The URL browsers reach this node's HTTP server at (``GBOPS_PUBLIC_URL``, else what it listens on)."""
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        if self.http is None:
+            return None
+        host = self.settings.http_host
+        if host in ("0.0.0.0", "::"):
+            from gbops.cluster_wiring import node_address
+
+            host = node_address(self.settings)
+        if self.https_port is not None:
+            return f"https://{host}:{self.https_port}"
+        return f"http://{host}:{self.http.port}"
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopped.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # what started before the failure stops cleanly (ports, leases, the directory)
+            raise
         try:
             await self.stopped.wait()
         finally:

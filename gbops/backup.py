@@ -405,13 +405,21 @@ def _skip_dirs(settings: Any) -> list[Path]:
     return dirs
 
 
+# backup file roles of the keys (the first two kept from format 1's first files) -> gbops.secrets key names
+_KEY_ROLES = {"audit_signing_key": "audit_signing", "record_key": "record", "watermark_tag_key": "watermark_tag",
+              "cascade_key": "cascade", "totp_key": "totp"}
+
+
 def _external_files(settings: Any) -> list[tuple[str, Path]]:
-    """(role, path) of configured key files outside the data directory."""
+    """(role, path) of configured key files outside the data directory (an explicit setting, or a cluster's
+    GBOPS_SECRETS_DIR: :func:`gbops.secrets.key_paths`)."""
+    from gbops.secrets import key_paths
+
     data = Path(settings.data_dir)
     out: list[tuple[str, Path]] = []
-    candidates = [("audit_signing_key", settings.audit_signing_key_path),
-                  ("record_key", Path(settings.record_key_file) if settings.record_key_file else None),
-                  ("tls_cert", settings.tls_cert_file), ("tls_key", settings.tls_key_file)]
+    keys = key_paths(settings)
+    candidates: list[tuple[str, Path | None]] = [(role, keys[name]) for role, name in _KEY_ROLES.items()]
+    candidates += [("tls_cert", settings.tls_cert_file), ("tls_key", settings.tls_key_file)]
     for role, path in candidates:
         if path is not None and Path(path).is_file() and not _under(Path(path), data):
             out.append((role, Path(path)))
@@ -421,16 +429,33 @@ def _external_files(settings: Any) -> list[tuple[str, Path]]:
 def _role_target(settings: Any, role: str, original: str) -> Path:
     """Where a restored outside-the-data-dir file goes: the restoring settings' path for it, else its default
     place in the data directory."""
+    from gbops.secrets import key_paths
+
     data = Path(settings.data_dir)
-    if role == "audit_signing_key":
-        return Path(settings.audit_signing_key_path)
-    if role == "record_key":
-        return Path(settings.record_key_file) if settings.record_key_file else data / "keys" / "record.key"
+    if role in _KEY_ROLES:
+        return key_paths(settings)[_KEY_ROLES[role]]
     if role == "tls_cert" and settings.tls_cert_file:
         return Path(settings.tls_cert_file)
     if role == "tls_key" and settings.tls_key_file:
         return Path(settings.tls_key_file)
     return data / "tls" / f"restored-{Path(original).name}"
+
+
+# where each key sits in a data directory when no setting moves it (a backup holds these as data files)
+_DEFAULT_KEY_FILES = {"audit/signing.key": "audit_signing", "watermark-tag.key": "watermark_tag",
+                      "keys/cascade.key": "cascade", "keys/record.key": "record", "keys/totp.key": "totp"}
+
+
+def _key_target(settings: Any, rel: Path) -> Path | None:
+    """Where a key the backup holds as a data file goes when the restoring settings keep that key elsewhere
+    (a single process's backup restored into a cluster with GBOPS_SECRETS_DIR); None: into the data dir."""
+    from gbops.secrets import key_paths
+
+    name = _DEFAULT_KEY_FILES.get(rel.as_posix())
+    if name is None:
+        return None
+    target = key_paths(settings)[name]
+    return None if target == Path(settings.data_dir) / rel else target
 
 
 def _data_files(settings: Any) -> list[tuple[str, Path]]:
@@ -848,13 +873,13 @@ async def restore_backup(settings: Any, in_path: Path | str, passphrase: str, *,
             rel = Path(f["path"])
             if rel.is_absolute() or ".." in rel.parts:
                 raise BackupError(_DAMAGED, "damaged")
-            dest = data_dir / rel
+            dest = _key_target(settings, rel) or data_dir / rel
         else:
             dest = _role_target(settings, f["role"], f["path"])
-            if dest.exists() and not _under(dest, data_dir):
-                if dest.read_bytes() != f["data"]:
-                    raise BackupError(f"{dest} 已存在且内容不同 / already exists with other content", "target")
-                continue
+        if dest.exists() and not _under(dest, data_dir):  # a key outside the data dir (shared by the nodes)
+            if dest.read_bytes() != f["data"]:
+                raise BackupError(f"{dest} 已存在且内容不同 / already exists with other content", "target")
+            continue
         targets.append((dest, f["data"]))
     _check_empty_dir(settings)
     _make_dir(data_dir)

@@ -27,23 +27,32 @@ def _settings(**overrides):
 
 
 @app.command()
-def run() -> None:
-    """启动平台（SIP + HTTP）/ Start the platform (SIP + HTTP) in one process."""
+def run(
+    roles: str | None = typer.Option(None, "--roles", help="本节点运行的角色（默认全部）/ the roles this node runs: "
+                                     "comma-separated sip,media,portal,worker (default all: the single process; "
+                                     "GBOPS_ROLES)"),
+) -> None:
+    """启动平台（SIP + HTTP）/ Start the platform (SIP + HTTP) in one process, or one node of a cluster."""
     import uvloop
 
     from gbcore.log import setup_logging
     from gbcore.settings import SettingsError
-    from gbops.app import Platform
+    from gbops.app import Platform, check_roles
+    from gbops.migrate import SchemaTooNew
 
-    settings = _settings()
+    settings = _settings(**({"roles": roles} if roles is not None else {}))
     setup_logging(settings.log_level, settings.log_json)
     try:
         settings.check_for_run()
+        check_roles(settings)
     except SettingsError as exc:
         typer.echo(f"无法启动 / cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
         uvloop.run(Platform(settings).serve())
+    except (SettingsError, SchemaTooNew) as exc:  # found while starting (shared keys, the database's schema)
+        typer.echo(f"无法启动 / cannot start: {exc}", err=True)
+        raise typer.Exit(2) from None
     except OSError as exc:
         typer.echo(f"无法启动 / cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -153,7 +162,7 @@ async def _open_audit(settings):
     from audit_log.log import AuditLog
     from audit_log.note import NoteError
     from gbcore.db import make_engine, make_sessionmaker
-    from gbops.migrate import migrate
+    from gbops.migrate import SchemaTooNew, migrate
 
     if settings.database_url is None and not (settings.data_dir / "gbops.db").exists():
         raise _CannotOpen(f"数据库不存在 / no database at {settings.data_dir / 'gbops.db'} (GBOPS_DATA_DIR?)")
@@ -165,7 +174,7 @@ async def _open_audit(settings):
         except BaseException:
             await engine.dispose()
             raise
-    except NoteError as exc:
+    except (NoteError, SchemaTooNew) as exc:
         raise _CannotOpen(str(exc)) from None
     except (DBAPIError, OSError) as exc:
         raise _CannotOpen(f"无法打开数据库 / cannot open the database: {exc}") from None
@@ -439,7 +448,7 @@ async def _report_online_rate(settings, req_args: dict, out: Path, fmt: str, org
 
     from audit_log.log import AuditLog
     from gbcore.db import make_engine, make_sessionmaker
-    from gbops.migrate import migrate
+    from gbops.migrate import SchemaTooNew, migrate
     from ops_portal.availability.scheduler import ReportJobs, ReportRequest
     from ops_portal.availability.service import ScopeNotFound, period_bounds, resolve_scope
 
@@ -458,7 +467,11 @@ async def _report_online_rate(settings, req_args: dict, out: Path, fmt: str, org
         return 2
     engine = make_engine(settings.db_url)
     try:
-        await migrate(engine)
+        try:
+            await migrate(engine)
+        except SchemaTooNew as exc:
+            typer.echo(f"无法生成报表 / cannot make the report: {exc}", err=True)
+            return 2
         sessionmaker = make_sessionmaker(engine)
         audit = None
         if settings.audit_signing_key_path.exists():
@@ -549,6 +562,8 @@ def watermark_inspect(
     except Exception:  # the database lookup is optional: inspect without it
         settings = None
     where = data_dir if data_dir is not None else settings.data_dir if settings is not None else None
+    if key is None and settings is not None and settings.watermark_tag_key_path.is_file():
+        key = settings.watermark_tag_key_path  # a cluster's shared key (GBOPS_SECRETS_DIR)
     raise typer.Exit(run_inspect(file, key_path=key, data_dir=where, settings=settings, echo=typer.echo))
 
 
@@ -584,6 +599,10 @@ def watermark_export(
 # --- security self-check (issue 16, helper D): the work is in gbops/security_check_cli.py ------------------
 security_app = typer.Typer(help="安全检查 / security self-check", no_args_is_help=True, add_completion=False)
 app.add_typer(security_app, name="security")
+
+from gbops.keys_cli import keys_app  # noqa: E402 - issue 17: gbops keys init (the shared keys of a cluster)
+
+app.add_typer(keys_app, name="keys")
 
 
 class CheckFormat(StrEnum):

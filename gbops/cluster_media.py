@@ -71,7 +71,6 @@ __all__ = [
     "device_homes",
     "from_remote_media",
     "from_remote_signalling",
-    "media_load",
     "rank_media_nodes",
     "serve_media",
     "serve_signalling",
@@ -315,32 +314,6 @@ def device_homes(cluster: Any) -> DeviceHomes:
     if getattr(cluster, "redis", None) is None or getattr(cluster, "keys", None) is None:
         return LocalDeviceHomes()
     return RedisDeviceHomes(cluster.redis, cluster.keys)
-
-
-def media_load(media: Any) -> Any:
-    """This node's :class:`cluster.nodes.NodeLoad` for the heartbeat: upstreams (live and history) and
-    watermark encoders of ``media`` (a MediaService; None: a node without media), CPU as the 1-minute load
-    average over the usable cores."""
-    import os
-
-    from cluster.nodes import NodeLoad
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        cpu = min(1.0, max(0.0, os.getloadavg()[0] / max(1, cores)))
-    except OSError:
-        cpu = 0.0
-    if media is None or not hasattr(media, "manager"):
-        return NodeLoad(cpu=cpu)
-    manager = media.manager
-    streams = len({ref for ref, s in manager.streams.items() if not s.closed} | set(manager._starting))
-    streams += len(manager.history) + len(getattr(media, "platform_streams", ()))
-    slots = getattr(getattr(media, "transforms", None), "slots", None)
-    encoders = int(getattr(slots, "in_use", 0) or 0)
-    return NodeLoad(streams=streams, encoders=encoders, cpu=cpu)
 
 
 # ============================================================================ the SIP node

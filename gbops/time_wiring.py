@@ -77,7 +77,7 @@ async def start_time(platform: Any, settings: Any, sessionmaker: Any, app: Any) 
     from security.events import NullSink
 
     sip = platform.sip
-    sink = getattr(platform, "security", None) or getattr(app.state, "security", None) or NullSink()
+    sink = getattr(platform, "security", None) or getattr(getattr(app, "state", None), "security", None) or NullSink()
     opener = None
     if settings.clock_skew_ticket:
         opener = clock_ticket_opener(sessionmaker, default_limit_hours=settings.ticket_repair_limit_hours,
@@ -89,5 +89,6 @@ async def start_time(platform: Any, settings: Any, sessionmaker: Any, app: Any) 
     )
     sip.add_listener(TimeFeed(service))
     await service.start()
-    app.state.timesync = service
+    if app is not None:  # a SIP node without the portal role (issue 17) serves no routes
+        app.state.timesync = service
     return service

@@ -6,13 +6,19 @@ The order of inclusion is the order of the routes, and of the paths in the OpenA
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
 
 from ops_portal.accounts import auth_routes, role_routes
 from ops_portal.accounts import routes as user_routes
 from ops_portal.audit import routes as audit_routes
 from ops_portal.availability import routes as availability_routes
 from ops_portal.cascade import routes as cascade_routes
+from ops_portal.cluster import routes as cluster_routes
 from ops_portal.control import alarm_routes
 from ops_portal.control import routes as control_routes
 from ops_portal.dashboard import routes as dashboard_routes
@@ -31,10 +37,48 @@ __all__ = ["api_router"]
 health_router = APIRouter(tags=["health"])
 
 
-@health_router.get("/api/health", operation_id="health", summary="健康检查 / liveness", response_model=HealthOut)
-async def health() -> HealthOut:
-    """No authentication: answers as long as the HTTP server runs."""
+@health_router.get("/api/health", operation_id="health", summary="健康检查 / liveness and readiness",
+                   response_model=HealthOut, responses={503: {"model": HealthOut, "description": "not ready"}})
+async def health(request: Request, ready: bool = Query(False, description="readiness: 503 unless this node has "
+                                                                           "started, is not draining, reaches its "
+                                                                           "database and is in the node directory")
+                 ) -> Any:
+    """No authentication.  Liveness (default): answers as long as the HTTP server runs, with no dependency checks,
+    so that a database or Redis outage does not restart every node.  ``?ready=1`` (a load balancer's readiness):
+    ``starting`` until the node has started, ``draining`` once it stops (SIGTERM) or drains, ``database`` when
+    PostgreSQL/SQLite does not answer within 2 s, ``cluster`` when this node's heartbeat is not in Redis."""
+    if not ready:
+        return HealthOut(status="ok")
+    state = request.app.state
+    problem = None
+    if getattr(state, "draining", False):
+        problem = "draining"
+    elif not getattr(state, "ready", True):
+        problem = "starting"
+    else:
+        problem = await _dependency_problem(state)
+    if problem is not None:
+        return JSONResponse(status_code=503, content={"status": problem})
     return HealthOut(status="ok")
+
+
+async def _dependency_problem(state: Any) -> str | None:
+    sessionmaker = getattr(state, "sessionmaker", None)
+    if sessionmaker is not None:
+        try:
+            async with asyncio.timeout(2), sessionmaker() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:
+            return "database"
+    cluster = getattr(state, "cluster", None)
+    if cluster is not None and getattr(state, "cluster_clustered", False):
+        try:
+            async with asyncio.timeout(2):
+                if await cluster.directory.get(cluster.node_id) is None:
+                    return "cluster"
+        except Exception:
+            return "cluster"
+    return None
 
 
 api_router = APIRouter()
@@ -58,6 +102,7 @@ for _module in (
     dashboard_routes,
     ticket_routes,
     security_routes,  # security monitoring (issue 16)
+    cluster_routes,  # the cluster's nodes and worker jobs (issue 17)
     security_check_routes,  # security self-check and its report (issue 16)
     time_routes,  # device clocks, the 1 s compliance measure, the platform's NTP server (issue 16)
 ):

@@ -18,11 +18,11 @@ import contextlib
 import os
 from pathlib import Path
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gbcore.db import utcnow
+from gbcore.db import begin_write, utcnow
 from gbcore.log import get_logger
 from gbcore.passwords import weak_password_reason
 from gbcore.settings import Settings, SettingsError
@@ -53,6 +53,8 @@ ADMIN_ROLE_NAME = "系统管理员"
 #: Somebody active must always hold each of these, or nobody could repair the accounts.
 MANAGER_PERMISSIONS = ("user.manage", "role.manage")
 INITIAL_PASSWORD_FILE = "initial-admin-password.txt"
+# PostgreSQL advisory lock key serialising ensure_admin across nodes ("gbadm" in ASCII; the migrations use "gbops")
+_PG_ADMIN_LOCK = 0x676261646D
 
 
 class WeakPasswordError(SettingsError):
@@ -158,6 +160,16 @@ async def check_managers_remain(session: AsyncSession) -> None:
             )
 
 
+async def _lock_accounts(session: AsyncSession) -> None:
+    """Start the session's write transaction holding the lock that serialises :func:`ensure_admin` across
+    processes: ``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on PostgreSQL (released at
+    commit or rollback, so a node that dies mid-way frees it)."""
+    await begin_write(session)
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_ADMIN_LOCK})
+
+
 async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> str | None:
     """Create the ``admin`` user when it does not exist yet.
 
@@ -165,6 +177,10 @@ async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings:
     when the admin already existed or was created with ``settings.admin_password``.
     Raises :class:`WeakPasswordError` (a :class:`~gbcore.settings.SettingsError`) when the configured
     admin password is weak.  The password is never logged.
+
+    Nodes of a cluster starting together all call this: the check and the creation run under one lock
+    (:func:`_lock_accounts`), so exactly one of them creates the admin (and writes the password file into
+    its own data directory); the others find it there and return ``None``.
     """
     async with sessionmaker() as session:
         exists = (
@@ -172,6 +188,7 @@ async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings:
         ).scalar_one_or_none()
     if exists is not None:
         async with sessionmaker() as session:
+            await _lock_accounts(session)
             await _grant_builtin_to_admin(session, only_if_roleless=True)
             await session.commit()
         return None
@@ -184,29 +201,40 @@ async def ensure_admin(sessionmaker: async_sessionmaker[AsyncSession], settings:
         password = configured
     else:
         password = generate_password()
+    password_hash = await hash_password(password)  # argon2 before the lock: it is never held while hashing
 
     final = initial_password_path(settings)
-    tmp = final.with_name(final.name + ".tmp")
-    if configured is None:
-        # Written before the account exists, so that a crash cannot leave an admin whose password
-        # nobody knows; it becomes the real file only once the account is committed.
-        _write_secret_file(tmp, password + "\n")
+    tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")  # processes sharing a data dir: one file each
     try:
         async with sessionmaker() as session:
-            admin = await create_user(
-                session,
-                ADMIN_USERNAME,
-                password,
+            await _lock_accounts(session)
+            created_meanwhile = (
+                await session.execute(select(User.id).where(User.username == ADMIN_USERNAME))
+            ).scalar_one_or_none()
+            if created_meanwhile is not None:  # another node won the lock first: theirs stands
+                await _grant_builtin_to_admin(session, only_if_roleless=True)
+                await session.commit()
+                log.info("admin.exists", username=ADMIN_USERNAME)
+                return None
+            if configured is None:
+                # Written before the account is committed, so that a crash cannot leave an admin whose
+                # password nobody knows; it becomes the real file only once the account is committed.
+                _write_secret_file(tmp, password + "\n")
+            admin = User(
+                username=ADMIN_USERNAME,
                 display_name="管理员",
+                password_hash=password_hash,
                 must_change_password=True,
-                check_strength=False,
+                password_changed_at=utcnow(),
+                password_weak=weak_password_reason(password, ADMIN_USERNAME) is not None,
             )
+            session.add(admin)
             role = await ensure_builtin_role(session)
             await session.flush()
             session.add(UserRole(user_id=admin.id, role_id=role.id))
             await session.commit()
     except IntegrityError:
-        # Another process created it at the same moment: theirs wins.
+        # Created by a process that does not take the lock (an older release): theirs wins.
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         log.info("admin.exists", username=ADMIN_USERNAME)

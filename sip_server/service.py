@@ -226,10 +226,15 @@ class SipService:
         self._listeners.append(fn)
 
     def restore(self, snapshots: list[Any]) -> None:
-        """Load devices from the registry at start: credentials and who is online until when."""
+        """Load devices from the registry at start: credentials and who is online until when.
+
+        Called before :meth:`start`, in the loop that will run the service: the restored devices' timers are
+        armed here, so a device that never speaks again still goes offline (without this they slept until
+        the first SIP message arrived)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         now_mono, now_wall = self._now(), self._wall()
         at = datetime.fromtimestamp(now_wall, UTC)
-        misses = self.config.keepalive_misses
         for snap in snapshots:
             ha1 = {}
             if snap.password_ha1_md5 and snap.password_realm == self.config.realm:
@@ -238,19 +243,20 @@ class SipService:
                     ha1["SHA-256"] = snap.password_ha1_sha256
             self.gb.set_device_credentials(snap.device_id, ha1 or None)
             if snap.online and snap.register_expires_at and snap.last_seen:
-                interval = snap.keepalive_interval or self.config.keepalive_interval
-                deadline = min(snap.register_expires_at.timestamp(), snap.last_seen.timestamp() + misses * interval)
-                if deadline <= now_wall:
-                    # Its registration or keepalive window ran out while the platform was down: we cannot
-                    # know when it really went away, so say so rather than blame the device.
+                if snap.register_expires_at.timestamp() <= now_wall:
+                    # Its registration ran out while the platform was down (a real offline: it must register
+                    # again); we cannot know when it really went away, so say so rather than blame the device.
                     self._submit(reg.DeviceWentOffline(snap.device_id, at, "platform_restart"))
                     continue
+                # A keepalive window that ran out during the downtime is not the device's fault: its misses
+                # are counted again from now (the registration, state in the store, stays as it was).
                 self.gb.presence.restore(
                     snap.device_id,
                     online=True,
                     expires_at=now_mono + (snap.register_expires_at.timestamp() - now_wall),
                     last_seen=now_mono + (snap.last_seen.timestamp() - now_wall),
                     interval=snap.keepalive_interval,
+                    restarted_at=now_mono,
                 )
                 if snap.remote_addr:
                     host, _, port = snap.remote_addr.rpartition(":")

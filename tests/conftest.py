@@ -193,6 +193,18 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+async def pg_url(request: pytest.FixtureRequest) -> str:
+    """This pytest process's PostgreSQL database, its schema emptied (cluster tests: every node shares it)."""
+    holder: _PgTestDatabase = request.getfixturevalue("_pg_test_database")
+    try:
+        url = await holder.ensure()
+        await _reset_pg_schema(url)
+    except Exception as exc:
+        need(False, f"PostgreSQL not usable at {holder.base_url}: {type(exc).__name__}: {exc}")
+    return url
+
+
+@pytest.fixture
 async def db_engine(db_url: str):
     from gbcore.db import make_engine
     from gbops.migrate import migrate

@@ -30,6 +30,7 @@ class WatermarkConfig:
     download_preset: str = "ultrafast"
     download_crf: int = 21
     download_speed: int = 4  # a=downloadspeed asked of devices
+    tag_key_path: Path | None = None  # the tag key (Settings.watermark_tag_key_path; None: <data_dir>/watermark-tag.key)
 
     @classmethod
     def from_settings(cls, s: Settings) -> WatermarkConfig:
@@ -38,7 +39,8 @@ class WatermarkConfig:
                    encoders_per_core=s.watermark_encoders_per_core, max_encoders=s.watermark_max_encoders,
                    preset=s.watermark_preset, crf=s.watermark_crf, download_max_jobs=s.download_max_jobs,
                    download_retention_hours=s.download_retention_hours, download_preset=s.download_preset,
-                   download_crf=s.download_crf, download_speed=s.download_speed)
+                   download_crf=s.download_crf, download_speed=s.download_speed,
+                   tag_key_path=Path(s.watermark_tag_key_path))
 
 
 def _names(value: str) -> tuple[str, ...]:

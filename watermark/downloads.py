@@ -185,7 +185,7 @@ class DownloadManager:
     # ------------------------------------------------------------------------------ jobs
     def _signing_key(self) -> Any:
         if self._key is None:
-            self._key = load_or_create_key(self.config.data_dir)
+            self._key = load_or_create_key(self.config.data_dir, path=self.config.tag_key_path)
         return self._key
 
     async def submit(self, *, user: Any, channel_id: str, device_id: str, seconds: int | None = None,
@@ -658,7 +658,7 @@ async def run_export_command(source: Path, out: Path, *, username: str, settings
                 echo_err(f"导出 / exporting: {done}/{total or '?'} 帧 / frames{pct}, {seconds:.1f} s")
 
         export = functools.partial(
-            export_mp4, source, out, text=text, settings=look, tag=tag, key=load_or_create_key(settings.data_dir),
+            export_mp4, source, out, text=text, settings=look, tag=tag, key=load_or_create_key(settings.data_dir, path=settings.watermark_tag_key_path),
             progress=progress, preset=settings.download_preset, crf=settings.download_crf, start_time=start_time)
         try:
             result = await asyncio.to_thread(export)

@@ -507,7 +507,7 @@ class WatermarkHub:
 
             look = replace(look, font_path=font)
         limit = config.max_encoders or default_max_encoders(config.encoders_per_core)
-        hub = cls(look, load_or_create_key(config.data_dir), max_encoders=limit, preset=config.preset,
+        hub = cls(look, load_or_create_key(config.data_dir, path=config.tag_key_path), max_encoders=limit, preset=config.preset,
                   crf=config.crf, font_error=font_error)
         hub.policy = config.policy
         return hub

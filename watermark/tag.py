@@ -44,8 +44,9 @@ it is::
 Emulation prevention bytes (``00 00 0x`` -> ``00 00 03 0x`` for x <= 3) are inserted over the
 whole NAL unit after its header, so an auditor first removes every ``03`` that follows ``00 00``.
 
-The platform key is an Ed25519 private key kept in ``<data_dir>/watermark-tag.key`` (PKCS#8 PEM,
-mode 0600, never logged); :func:`public_key_text` gives the public half that auditors pin.
+The platform key is an Ed25519 private key kept in ``<data_dir>/watermark-tag.key`` (a cluster's nodes:
+``GBOPS_SECRETS_DIR/watermark-tag.key``, ``Settings.watermark_tag_key_path``) (PKCS#8 PEM, mode 0600, never
+logged); :func:`public_key_text` gives the public half that auditors pin.
 """
 
 from __future__ import annotations
@@ -318,9 +319,11 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
     return key
 
 
-def load_or_create_key(data_dir: Path | str) -> Ed25519PrivateKey:
-    """The platform's tag signing key from ``<data_dir>/watermark-tag.key``, created (mode 0600) if absent."""
-    path = Path(data_dir) / KEY_FILE
+def load_or_create_key(data_dir: Path | str, *, path: Path | str | None = None) -> Ed25519PrivateKey:
+    """The platform's tag signing key, created (mode 0600) if absent: from ``path`` when given (the
+    assembly passes ``Settings.watermark_tag_key_path``: a cluster's shared ``GBOPS_SECRETS_DIR``), else
+    from ``<data_dir>/watermark-tag.key``."""
+    path = Path(path) if path is not None else Path(data_dir) / KEY_FILE
     if path.exists():
         return load_private_key(path)
     path.parent.mkdir(parents=True, exist_ok=True)

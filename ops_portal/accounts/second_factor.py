@@ -1,9 +1,10 @@
 """The TOTP second factor of portal users, stored: sealing the secret, checking a code once, role rules.
 
 The base32 secret is sealed with :class:`gbcore.secretbox.SecretBox` under ``<data_dir>/keys/totp.key``
-(created 0600 at first use), bound to the user's id, so a sealed secret copied to another user does not
-open.  A code is accepted once: the step of the last accepted code is kept in ``users.totp_last_step`` and
-advanced with a conditional UPDATE, so two requests racing with the same code cannot both pass.
+(``Settings.totp_key_path``: a cluster's nodes share ``GBOPS_SECRETS_DIR/totp.key``; created 0600 at first
+use), bound to the user's id, so a sealed secret copied to another user does not open.  A code is accepted
+once: the step of the last accepted code is kept in ``users.totp_last_step`` and advanced with a
+conditional UPDATE, so two requests racing with the same code cannot both pass.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ _lock = threading.Lock()
 
 
 def totp_box(settings: Settings) -> SecretBox:
-    """The box of ``<data_dir>/keys/totp.key`` (one per key file per process)."""
-    path = Path(settings.data_dir) / "keys" / KEY_FILE
+    """The box of ``settings.totp_key_path`` (``<data_dir>/keys/totp.key``, or ``GBOPS_SECRETS_DIR/totp.key``
+    on a cluster's nodes), one per key file per process."""
+    path = Path(settings.totp_key_path)
     with _lock:
         box = _boxes.get(path)
         if box is None:

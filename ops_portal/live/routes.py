@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gbcore.log import get_logger
 from ops_portal.deps import (
@@ -61,6 +61,43 @@ class LiveOut(BaseModel):
     watermark: bool | None = Field(default=None, description="the picture carries the viewer's visible "
                                    "watermark (every output carries the signed session tag)")
     watermark_id: str | None = Field(default=None, description="the short session code drawn in the picture")
+
+
+class StreamOut(BaseModel):
+    """One upstream stream (one per channel, however many viewers) and the node serving it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    device_id: str
+    channel_id: str
+    node_id: str | None = Field(default=None, description="承载该流的媒体节点（集群中）/ the media node serving the "
+                                "stream (issue 17); null where the platform runs no node directory")
+    transport: str | None = None
+    ssrc: str | None = None
+    port: int | None = None
+    codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    bitrate: float | None = Field(default=None, description="bit/s over the last ~2 s")
+    packets: int | None = None
+    lost: int | None = None
+    loss_fraction: float | None = None
+    jitter_ms: float | None = Field(default=None, description="RFC 3550 interarrival jitter (ms)")
+    viewers: int | None = None
+    video_frames: int | None = None
+    since: str = Field(description="RFC 3339 UTC")
+
+
+class StreamList(BaseModel):
+    items: list[StreamOut]
+
+
+def _node_id(request: Request) -> str | None:
+    """This node's id in the cluster (``app.state.cluster``), None where none is wired (a portal on its own)."""
+    cluster = getattr(request.app.state, "cluster", None)
+    node_id = getattr(cluster, "node_id", None)
+    return node_id if isinstance(node_id, str) and node_id else None
 
 
 def _media(request: Request) -> Any:
@@ -149,12 +186,13 @@ async def delete_session(user: LiveViewer, access: AccessDep, request: Request, 
     return Response(status_code=204)
 
 
-@router.get("/api/streams", operation_id="streams_list", summary="上行流列表 / upstream streams")
+@router.get("/api/streams", operation_id="streams_list", summary="上行流列表 / upstream streams",
+            response_model=StreamList)
 async def list_streams(user: StreamReaderUser, access: AccessDep, registry: RegistryDep,
                        request: Request) -> dict[str, Any]:
     """One item per upstream stream (one per channel, however many viewers): `bitrate` in bit/s over the
-    last ~2 s, `loss_fraction` of expected RTP packets, `jitter_ms` per RFC 3550, `since` as RFC 3339.
-    Only streams of channels in your data scope."""
+    last ~2 s, `loss_fraction` of expected RTP packets, `jitter_ms` per RFC 3550, `since` as RFC 3339,
+    `node_id` the cluster node serving it. Only streams of channels in your data scope."""
     from gbcore.ids import ChannelRef
     from ops_portal.scope_lists import channels_in_scope
 
@@ -164,8 +202,10 @@ async def list_streams(user: StreamReaderUser, access: AccessDep, registry: Regi
         refs = {ChannelRef(i["device_id"], i["channel_id"]) for i in items}
         allowed = await channels_in_scope(registry, access.scope, refs)
         items = [i for i in items if ChannelRef(i["device_id"], i["channel_id"]) in allowed]
+    local = _node_id(request)
     for item in items:
         item["since"] = _iso(item["since"])
+        item.setdefault("node_id", local)  # a remote node's stream names its own node
     return {"items": items}
 
 

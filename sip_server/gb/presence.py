@@ -2,7 +2,8 @@
 
 A device is online from a successful REGISTER until the first of: an unregister (``Expires: 0``), its
 registration expiring, or ``misses`` keepalive intervals passing without a keepalive. The interval is
-the device's own (DeviceInfo / configuration) or the platform default.
+the device's own (DeviceInfo / configuration) or the platform default. A restarted node counts the misses
+again from its start (:meth:`PresenceTracker.restore`): its downtime is not the devices' fault.
 
 Timers are kept in a heap keyed by deadline. A keepalive does not touch the heap: when an entry comes
 due, the real deadline is recomputed and the entry is pushed back if the device was seen since. So a
@@ -26,9 +27,16 @@ class DeviceState:
     last_seen: float
     interval: float
     queued_at: float = -1.0  # deadline of this device's live heap entry (-1: none)
+    restored_at: float = -1.0  # restored at this node's start and not judged since (-1: no)
 
 
 class PresenceTracker:
+    #: A restored device judged this many seconds after its deadline was judged by a node that could not
+    #: hear it: the rest of the platform's start keeps the loop busy after the SIP sockets listen, and what
+    #: the devices sent meanwhile waits in the sockets (a TCP device's new connection is read only after
+    #: the timers of that turn of the loop have run).
+    restore_late = 1.0
+
     def __init__(self, default_interval: float = 60.0, misses: int = 3) -> None:
         self.default_interval = default_interval
         self.misses = misses
@@ -51,9 +59,19 @@ class PresenceTracker:
 
     # ------------------------------------------------------------------ inputs
     def restore(self, device_id: str, *, online: bool, expires_at: float, last_seen: float,
-                interval: float | None = None) -> None:
-        """Load a device's state from storage at start (times on this tracker's clock)."""
+                interval: float | None = None, restarted_at: float | None = None) -> None:
+        """Load a device's state from storage at start (times on this tracker's clock).
+
+        ``restarted_at`` (this node's start): the keepalive window starts again then.  While the node was
+        down nobody could hear the device's keepalives, which is no fault of the device: counting its misses
+        from its last keepalive in the store would take every device offline after a restart longer than
+        the window (a false offline).  Its registration still ends when it ends: a registration that runs
+        out during the downtime is a real offline (the caller does not restore it online)."""
+        if restarted_at is not None:
+            last_seen = max(last_seen, restarted_at)
         st = DeviceState(device_id, online, expires_at, last_seen, interval or self.default_interval)
+        if restarted_at is not None:
+            st.restored_at = last_seen
         self._devices[device_id] = st
         if online:
             self._schedule(st)
@@ -117,6 +135,15 @@ class PresenceTracker:
             if not st.online:
                 continue
             real = self.deadline(st)
+            if real <= now and st.restored_at >= 0:
+                # First judgement of a restored device: when it comes late and nothing was heard from the device
+                # since the restart, this node was not listening at its deadline; its window starts again now,
+                # once (its registration still ends when it ends).
+                unheard = st.last_seen <= st.restored_at
+                st.restored_at = -1.0
+                if unheard and now - real > self.restore_late:
+                    st.last_seen = now
+                    real = self.deadline(st)
             if real > now:
                 st.queued_at = real
                 heapq.heappush(heap, (real, device_id))

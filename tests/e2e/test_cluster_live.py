@@ -4,14 +4,16 @@ served by a media node (its own FLV URL, frames decoded); the node directory lis
 live requests for one channel make one INVITE; with one stream per node the next channel lands on the other
 media node.
 
-The nodes share the data directory for the keys only (audit signing key, watermark tag key: the first node
-creates them, the others start after it), each with its own log file.
+Every node has a data directory of its own and the shared keys of one ``GBOPS_SECRETS_DIR`` (``gbops keys
+init``), as a cluster requires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,10 +33,9 @@ DEVICES = 50
 class Node(PlatformProcess):
     """``gbops run`` with its HTTP on ``host`` (a media node on its own loopback address) and its own log."""
 
-    def __init__(self, data_dir: Path, log_path: Path, host: str = "127.0.0.1", **env: str) -> None:
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", **env: str) -> None:
         super().__init__(data_dir, GBOPS_HTTP_HOST=host, **env)
         self.host = host
-        self.log_path = log_path
 
     @property
     def base(self) -> str:
@@ -54,16 +55,18 @@ async def pg_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
-    data = tmp_path / "data"
-    common = {"GBOPS_DATABASE_URL": pg_url, "GBOPS_REDIS_URL": redis_url, "GBOPS_REDIS_PREFIX": redis_prefix,
-              "GBOPS_MEDIA_MAX_STREAMS": "1", "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2"}
+    secrets = tmp_path / "secrets"
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gbops.cli", "keys", "init", "--dir", str(secrets)],
+                            check=True, capture_output=True)
+    common = {"GBOPS_SECRETS_DIR": str(secrets), "GBOPS_DATABASE_URL": pg_url, "GBOPS_REDIS_URL": redis_url,
+              "GBOPS_REDIS_PREFIX": redis_prefix, "GBOPS_MEDIA_MAX_STREAMS": "1", "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2"}
     nodes: list[Node] = []
     try:
-        core = Node(data, tmp_path / "core.log", GBOPS_ROLES="sip,portal,worker", GBOPS_NODE_ID="core", **common)
+        core = Node(tmp_path / "core", GBOPS_ROLES="sip,portal,worker", GBOPS_NODE_ID="core", **common)
         nodes.append(core.start(timeout=60))
         for name, host in (("media-a", "127.0.0.2"), ("media-b", "127.0.0.3")):
             low = free_port()
-            node = Node(data, tmp_path / f"{name}.log", host, GBOPS_ROLES="media", GBOPS_NODE_ID=name,
+            node = Node(tmp_path / name, host, GBOPS_ROLES="media", GBOPS_NODE_ID=name,
                         GBOPS_MEDIA_HOST=host, GBOPS_RTP_PORTS=f"{low}-{low + 40}", **common)
             nodes.append(node.start(timeout=60))
         yield nodes
@@ -73,7 +76,7 @@ async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
 
 
 def logs(nodes: list[Node]) -> str:
-    return "\n".join(f"--- {n.log_path.name} ---\n{n.log()[-3000:]}" for n in nodes)
+    return "\n".join(f"--- {n.data_dir.name} ---\n{n.log()[-3000:]}" for n in nodes)
 
 
 def read_flv(url: str, seconds: float) -> bytes:
@@ -121,7 +124,8 @@ async def lease_holder(redis_url: str, prefix: str, name: str) -> str | None:
 
 async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
     core, media_a, media_b = cluster
-    assert not list(core.data_dir.glob("*.db")), "the nodes must share PostgreSQL, not a SQLite file"
+    for node in cluster:
+        assert not list(node.data_dir.glob("*.db")), "the nodes must share PostgreSQL, not a SQLite file"
     # the node directory lists all three with their roles and the media nodes' own URLs
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -133,6 +137,8 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
     assert set(listed["core"].roles) == {"sip", "portal", "worker"}
     assert listed["media-a"].roles == ("media",) and listed["media-a"].http_url == media_a.base
     assert listed["media-b"].http_url == media_b.base
+    api = (await asyncio.to_thread(core.get, "/api/cluster/nodes")).json()
+    assert {n["node_id"] for n in api["items"]} == {"core", "media-a", "media-b"} and api["clustered"] is True
 
     sim = Simulator(SimConfig(server=("127.0.0.1", core.sip_port), devices=DEVICES, channels=1,
                               password=STRONG_SIP_PASSWORD, codec="h264", size="640x360", register_rate=100))
@@ -143,7 +149,7 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
         channels = [sim.cfg.channel_ids(i)[0] for i in range(2)]
         for device, ch in zip(devices, channels, strict=True):
             await asyncio.to_thread(core.wait_for, lambda d=device, ch=ch: any(
-                c["channel_id"] == ch for c in core.get(f"/api/devices/{d}/channels").json()["items"]),
+                c["channel_id"] == ch for c in core.get(f"/api/devices/{d}/channels").json().get("items", [])),
                 30, f"the catalog of {device}")
 
         # two concurrent live requests for one channel: one INVITE, both sessions on one media node

@@ -62,6 +62,8 @@ EXPECTED_OPERATIONS |= {"security_vocabulary", "security_events", "security_aler
 EXPECTED_OPERATIONS |= {"security_check", "security_check_report"}
 # device clocks and platform time (issue 16)
 EXPECTED_OPERATIONS |= {"device_clock", "device_clock_check", "time_status", "time_devices", "time_compliance"}
+# the cluster's nodes (issue 17)
+EXPECTED_OPERATIONS |= {"cluster_nodes"}
 
 
 def operations(portal: Portal) -> list[tuple[str, str, dict]]:
@@ -75,6 +77,32 @@ def concrete(path: str) -> str:
 async def test_health(portal: Portal) -> None:
     r = await portal.client.get("/api/health")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_readiness(portal: Portal) -> None:
+    """?ready=1 (issue 17): 200 once started; 503 while starting, draining or without the database; liveness
+    stays 200 throughout (no dependency checks)."""
+    state = portal.app.state
+    assert (await portal.client.get("/api/health", params={"ready": 1})).json() == {"status": "ok"}
+    state.ready = False
+    r = await portal.client.get("/api/health", params={"ready": 1})
+    assert r.status_code == 503 and r.json() == {"status": "starting"}
+    state.ready, state.draining = True, True
+    r = await portal.client.get("/api/health", params={"ready": 1})
+    assert r.status_code == 503 and r.json() == {"status": "draining"}
+    state.draining = False
+    real = state.sessionmaker
+
+    def broken():
+        raise ConnectionError("database down")
+
+    state.sessionmaker = broken
+    try:
+        r = await portal.client.get("/api/health", params={"ready": 1})
+        assert r.status_code == 503 and r.json() == {"status": "database"}
+        assert (await portal.client.get("/api/health")).status_code == 200  # liveness has no dependency checks
+    finally:
+        state.sessionmaker = real
 
 
 async def test_operation_ids(portal: Portal) -> None:
