@@ -485,6 +485,8 @@ class Platform:
         media, audit_log = self.media, self.audit
 
         async def open_reader(channel: ChannelRef, stream: str) -> Any:
+            if self.media_node is not None:  # [cluster-media] under the channel's ownership lease
+                return await self.media_node.open_reader(channel, s.live_transport)
             return await media.open_reader(channel, s.live_transport)
 
         async def audit(action: str, target: str, detail: dict) -> None:

@@ -484,6 +484,10 @@ class RemoteSignalling:
         raise DeviceOffline(device_id, f"设备未在任何信令节点注册 / the device is not registered on any SIP node: "
                             f"{device_id}")
 
+    async def prepare(self, device_id: str) -> None:
+        """The relay's optional hook before a Stream starts (:mod:`media_relay.signalling`): :meth:`refresh`."""
+        await self.refresh(device_id)
+
     async def refresh(self, device_id: str) -> bool:
         """Ask the device's SIP node whether it is online and where it registered from (the cache behind
         :meth:`is_online` and :meth:`route_address`); returns whether it is online."""
@@ -703,16 +707,14 @@ class MediaNode:
                               f"({self.max_streams} streams)", limit=self.max_streams)
             await self._own(ref)
         try:
-            if self.signalling is not None and (kind == "live" or source == "device"):
-                await self.signalling.refresh(ref.device_id)
-            try:
-                session = await self.media.open_viewer(ref, viewer, kind=kind, transport=transport,
-                                                       window=window, source=source)
-            except Exception as exc:
-                remote = to_remote_media(exc)
-                if remote is None:
-                    raise
-                raise remote from None
+            # (a new upstream asks the SIP node about the device first: RemoteSignalling.prepare)
+            session = await self.media.open_viewer(ref, viewer, kind=kind, transport=transport, window=window,
+                                                   source=source)
+        except Exception as exc:
+            remote = to_remote_media(exc)
+            if remote is None:
+                raise
+            raise remote from None
         finally:
             if kind == "live":
                 await self._release_if_unused(ref)
@@ -728,6 +730,21 @@ class MediaNode:
                 "plan": None if plan is None else {"on": bool(plan.on), "code": plan.code},
                 "kind": session.kind, "history_source": session.history_source,
                 "state": _state_json(self.media.session_state(session.session_id))}
+
+    async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> Any:
+        """A bare reader for this node's own captures (the platform recorder): under the channel's ownership
+        lease like a viewer, so that a channel another media node relays is recorded there, not INVITEd twice
+        (the recorder of the node that does not own it waits and retries). Raises MediaError
+        (``stream_owned`` among others)."""
+        ref = ChannelRef(*channel)
+        try:
+            await self._own(ref)
+        except RemoteError as exc:
+            raise MediaError("stream_owned", _unpack(exc)[1]) from None
+        try:
+            return await self.media.open_reader(ref, transport)
+        finally:
+            await self._release_if_unused(ref)
 
     def _session(self, payload: dict) -> str:
         return _text(payload, "session_id", limit=64) or ""

@@ -7,6 +7,10 @@ events that end its Streams: the device hung up, the device went offline.
 
 The platform's SIP service is adapted to this Protocol at assembly (``gbops.media_signalling``); tests pass
 their own doubles. Failures are the typed exceptions below, never the implementation's own classes.
+
+An implementation may also offer ``async def prepare(device_id) -> None``: the relay awaits it before it asks
+``is_online`` / ``route_address`` to start a Stream, so that a signalling on another node (a media node of a
+cluster, ``gbops.cluster_media.RemoteSignalling``) can fetch those answers first.
 """
 
 from __future__ import annotations

@@ -489,6 +489,9 @@ class StreamManager:
                      timeline: Any = None) -> Stream:
         device_id, channel_id = ref
         what = "直播 / the live stream" if history is None else "回放 / the history stream"
+        prepare = getattr(self.signalling, "prepare", None)  # optional (see media_relay.signalling)
+        if prepare is not None:
+            await prepare(device_id)
         device_addr = self.signalling.route_address(device_id)
         if device_addr is None or not self.signalling.is_online(device_id):
             raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}")

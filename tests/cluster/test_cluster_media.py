@@ -262,6 +262,13 @@ class FakeMedia:
         self.sessions[session.session_id] = session
         return session
 
+    async def open_reader(self, channel, transport="udp"):
+        ref = ChannelRef(*channel)
+        if ref not in self.manager.streams:
+            self.manager.invites += 1
+            self.manager.streams[ref] = FakeStream()
+        return object()
+
     def session_state(self, session_id):
         return {"kind": "live", "state": "waiting", "position": None, "scale": 1.0, "paused": False,
                 "window": None, "source": "device"} if session_id in self.sessions else None
@@ -464,3 +471,16 @@ async def test_the_sip_node_refuses_what_would_reach_the_device_malformed() -> N
     await bus.call("sip1", "sip.bye", {"call_id": "c1\r\nX: y", "reason": "bye\r\nX: y"}, timeout=2)
     assert sip.byes == ["c1  X: y"]  # one line: no header can be smuggled
     await serving.close()
+
+
+async def test_the_recorder_of_a_node_that_does_not_own_the_channel_waits() -> None:
+    portal, medias, nodes, directory, table = await _cluster()
+    session = await portal.open_viewer(CAM, VIEWER)  # m1 relays the channel to a viewer
+    with pytest.raises(MediaError) as owned:
+        await nodes["m2"].open_reader(CAM)  # m2's recorder: not INVITEd twice
+    assert owned.value.code == "stream_owned" and "m1" in str(owned.value)
+    assert medias["m2"].manager.invites == 0
+    await nodes["m1"].open_reader(CAM)  # m1's recorder shares m1's upstream
+    assert medias["m1"].manager.invites == 1 and session.node_id == "m1"
+    await nodes["m2"].open_reader(CAM2)  # a channel nobody relays: m2 takes it
+    assert table.current(stream_lease(CAM2)) == "m2"
