@@ -203,6 +203,14 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
         assert await asyncio.to_thread(frames, data) >= 15
         assert sim.fleet.by_id[devices[1]].stats.invites_received == 1
 
+        # GET /api/streams through the portal: every media node's upstreams, each naming its node
+        def streams() -> set:
+            return {(i["channel_id"], i["node_id"]) for i in core.get("/api/streams").json()["items"]}
+
+        other_id = "media-b" if owner is media_a else "media-a"
+        await asyncio.to_thread(core.wait_for, lambda: streams() == {(channels[0], owner_id), (channels[1], other_id)},
+                                10, "both streams in GET /api/streams")
+
         # the console on the portal may fetch from the media nodes (CSP), and they answer its preflight (CORS)
         def csp() -> str:
             return httpx.get(core.base + "/console/", timeout=10).headers["content-security-policy"]
