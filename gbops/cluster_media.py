@@ -53,6 +53,7 @@ from media_relay.signalling import (
     SignallingTimeout,
 )
 from media_relay.stream import MediaError
+from media_relay.viewers import Viewer
 
 log = get_logger("gbops.cluster_media")
 
@@ -85,6 +86,7 @@ SIP_EVENTS = "sip.events"
 MEDIA_SESSIONS = "media.sessions"
 
 _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # device, channel, node, session and call ids over the bus
+_BASE_URL = re.compile(r"^https?://[^\s\"'<>\\]{1,300}$")  # a node's public URL, prefix of the output URLs
 _MAX_TEXT = 2000
 
 
@@ -673,7 +675,6 @@ class MediaNode:
 
     # ------------------------------------------------------------------ handlers
     async def open_viewer(self, payload: dict) -> dict:
-        from media_relay.viewers import Viewer
         from ops_portal.live import output_tokens
 
         ref = ChannelRef(_id(payload, "device_id"), _id(payload, "channel_id"))
@@ -776,12 +777,15 @@ class MediaNode:
         return {"state": _state_json(state)}
 
     async def describe(self, payload: dict) -> dict:
+        """This node's upstreams and viewer sessions (a portal, restarted or another one, learns of the
+        sessions it did not open: DELETE and revocation reach them)."""
         items = []
         for item in self.media.describe_streams():
             item = dict(item)
             item["node_id"] = self.bus.node_id
             items.append(item)
-        return {"items": items, "node_id": self.bus.node_id}
+        sessions = [_session_json(s) for s in list(self.media.sessions.values()) if not s.closed]
+        return {"items": items, "sessions": sessions, "node_id": self.bus.node_id}
 
     # ------------------------------------------------------------------ session events to the portals
     def session_closed(self, session: Any, reason: str) -> None:
@@ -807,6 +811,20 @@ class MediaNode:
                 log.exception("cluster_media.release_failed", channel=ref.key)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _session_json(session: Any) -> dict:
+    plan = getattr(session, "plan", None)
+    params = getattr(session, "params", None)
+    window = getattr(session, "window", None)
+    return {"session_id": session.session_id, "user_id": session.user_id, "username": session.username,
+            "device_id": session.channel.device_id, "channel_id": session.channel.channel_id,
+            "client_ip": session.client_ip, "created": session.created, "attach_deadline": session.attach_deadline,
+            "codec": getattr(session, "codec", None), "width": getattr(params, "width", None),
+            "height": getattr(params, "height", None),
+            "plan": None if plan is None else {"on": bool(plan.on), "code": plan.code},
+            "kind": getattr(session, "kind", "live"), "history_source": getattr(session, "history_source", None),
+            "window": [_iso(window[0]), _iso(window[1])] if window else None, "output": session.output}
 
 
 def _state_json(state: dict | None) -> dict | None:
@@ -895,6 +913,7 @@ class RemoteSession:
     closed: bool = False
     state: dict | None = None
     extra: dict = field(default_factory=dict)
+    opened_at: float = field(default_factory=time.monotonic)  # when this portal learned of it
 
     @property
     def device_id(self) -> str:
@@ -1017,7 +1036,7 @@ class ClusterMedia:
         session_id = reply.get("session_id")
         if not isinstance(session_id, str) or not _ID.match(session_id):
             raise MediaError("media_node_failed", "媒体节点的应答无效 / invalid answer from the media node")
-        http_url = reply.get("http_url")
+        http_url = reply.get("http_url") if isinstance(reply.get("http_url"), str) else None
         token = reply.get("url_token")
         plan = reply.get("plan")
         width, height = reply.get("width"), reply.get("height")
@@ -1030,14 +1049,57 @@ class ClusterMedia:
             params=_Params(width if isinstance(width, int) else None, height if isinstance(height, int) else None),
             plan=(_Plan(bool(plan.get("on")), plan.get("code") if isinstance(plan.get("code"), str) else None)
                   if isinstance(plan, dict) else None),
-            output_base=http_url.rstrip("/") if isinstance(http_url, str) and http_url.startswith(("http://",
-                                                                                                   "https://"))
-            else None,
+            output_base=http_url.rstrip("/") if http_url and _BASE_URL.match(http_url) else None,
             url_token=token if isinstance(token, str) and len(token) <= 80 else None,
             kind=kind, window=window,
             history_source=reply.get("history_source") if reply.get("history_source") in ("device", "platform")
             else None,
             state=reply.get("state") if isinstance(reply.get("state"), dict) else None)
+
+    def _listed(self, item: Any, node_id: str, base: str | None) -> RemoteSession | None:
+        """A session a media node listed (``media.streams``), validated; None when malformed."""
+        if not isinstance(item, dict):
+            return None
+        try:
+            channel = ChannelRef(_id(item, "device_id"), _id(item, "channel_id"))
+            user_id = _int(item, "user_id", lo=0, hi=2**62)
+            viewer = Viewer(user_id=int(user_id or 0), username=_text(item, "username", limit=200) or "",
+                            client_ip=_text(item, "client_ip", limit=64))
+        except RemoteError:
+            return None
+        kind = item.get("kind") if item.get("kind") in ("live", "playback") else "live"
+        raw = item.get("window")
+        window = (_when(raw[0]), _when(raw[1])) if isinstance(raw, list) and len(raw) == 2 else None
+        if window is not None and (window[0] is None or window[1] is None):
+            window = None
+        try:
+            session = self._session({**item, "http_url": base, "url_token": None, "state": None}, node_id, channel,
+                                    viewer, kind, window)
+        except MediaError:
+            return None
+        session.output = item.get("output") if item.get("output") in ("flv", "whep") else None
+        return session
+
+    def _merge_sessions(self, node_id: str, base: str | None, listed: Any, asked_at: float) -> None:
+        """Sessions of ``node_id`` this portal did not know are added; those the node no longer has (and that
+        existed before the question) are dropped: a missed ``media.sessions`` event heals here."""
+        if not isinstance(listed, list):
+            return
+        seen: set[str] = set()
+        for item in listed:
+            session = self._listed(item, node_id, base)
+            if session is None:
+                continue
+            seen.add(session.session_id)
+            known = self.sessions.get(session.session_id)
+            if known is None:
+                self.sessions[session.session_id] = session
+            elif known.node_id == node_id:
+                known.output = session.output
+        for session in [s for s in self.sessions.values() if s.node_id == node_id and s.session_id not in seen]:
+            if session.opened_at < asked_at:
+                self.sessions.pop(session.session_id, None)
+                session.closed = True
 
     # ------------------------------------------------------------------ sessions
     def close_session(self, session_id: str, reason: str = "closed") -> bool:
@@ -1071,7 +1133,12 @@ class ClusterMedia:
         session = self.sessions.get(session_id)
         if session is None or session.closed:
             return None
-        return _state_from_json(session.state)
+        state = _state_from_json(session.state) if session.kind == "playback" else None
+        if state is None:  # live (its state follows the output), or a playback session learned from a listing
+            state = {"kind": session.kind, "state": "playing" if session.output else "waiting", "position": None,
+                     "scale": 1.0, "paused": False, "window": session.window,
+                     "source": session.history_source or "device"}
+        return state
 
     async def refresh_state(self, session_id: str) -> dict | None:
         """Ask the session's media node for its state now."""
@@ -1124,10 +1191,12 @@ class ClusterMedia:
             origin = _origin(node.http_url)
             if origin is not None:
                 origins.add(origin)
+            asked_at = time.monotonic()
             try:
                 reply = await self.bus.call(node.node_id, "media.streams", {}, timeout=self.timeout)
             except BusError:
                 continue
+            self._merge_sessions(node.node_id, node.http_url, reply.get("sessions"), asked_at)
             for item in reply.get("items") or []:
                 if isinstance(item, dict) and isinstance(item.get("device_id"), str):
                     item["node_id"] = node.node_id

@@ -234,6 +234,10 @@ class FakeSession:
     plan: Any = None
     kind: str = "live"
     history_source: str | None = None
+    username: str = "alice"
+    client_ip: str | None = None
+    output: str | None = None
+    closed: bool = False
 
 
 class FakeMedia:
@@ -484,3 +488,26 @@ async def test_the_recorder_of_a_node_that_does_not_own_the_channel_waits() -> N
     assert medias["m1"].manager.invites == 1 and session.node_id == "m1"
     await nodes["m2"].open_reader(CAM2)  # a channel nobody relays: m2 takes it
     assert table.current(stream_lease(CAM2)) == "m2"
+
+
+async def test_a_restarted_portal_learns_the_sessions_of_the_media_nodes() -> None:
+    portal, medias, nodes, directory, table = await _cluster()
+    session = await portal.open_viewer(CAM, VIEWER)
+    # another portal (or this one after a restart) knows nothing of it ...
+    other = ClusterMedia(portal.bus, directory, LocalLeases("p2", table), timeout=2)
+    assert other.sessions == {}
+    await other.refresh_streams()
+    learned = other.sessions[session.session_id]  # ... until the media nodes list their sessions
+    assert (learned.node_id, learned.user_id, learned.username, learned.channel) == ("m1", 7, "alice", CAM)
+    assert learned.url_token is None and other.session_state(session.session_id)["state"] == "waiting"
+    assert await other.end_session(session.session_id, "access revoked")  # revocation reaches it
+    assert medias["m1"].sessions == {}
+    await asyncio.sleep(0.01)
+    assert session.session_id not in portal.sessions  # the first portal heard the node's event
+    # a session the node no longer has, its closing event missed, leaves the portal at the next listing
+    again = await portal.open_viewer(CAM, VIEWER)
+    await portal.refresh_streams()
+    assert again.session_id in portal.sessions
+    del medias["m1"].sessions[again.session_id]  # gone without an event
+    await portal.refresh_streams()
+    assert again.session_id not in portal.sessions
