@@ -550,6 +550,11 @@ class Platform:
         if self.heartbeat is not None:
             await self.heartbeat.stop()  # leaves the node directory at once
         if self.jobs is not None:
+            if self.settings.clustered and self.audit is not None and self.audit.signs:
+                try:  # the leaving signer closes with a checkpoint; the next holder signs at once anyway
+                    await self.audit.checkpoint()
+                except Exception as exc:
+                    log.error("audit.final_checkpoint_failed", error=str(exc))
             await self.jobs.stop()  # each job ends, then its lease is released for another worker node
         if self.time is not None:
             await self.time.stop()
