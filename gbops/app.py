@@ -331,7 +331,8 @@ class Platform:
         elif "portal" in roles:
             self.media = ClusterMedia(cluster.bus, cluster.directory, cluster.leases,
                                       max_streams=s.media_max_streams, timeout=s.cluster_rpc_timeout,
-                                      open_timeout=s.cluster_rpc_timeout + 30, lease_wait=s.cluster_lease_ttl + 2)
+                                      open_timeout=s.cluster_rpc_timeout + 30, lease_wait=s.cluster_lease_ttl + 2,
+                                      stale_after=max(3 * s.cluster_heartbeat, s.cluster_node_ttl / 2))
             await self.media.start()
         await cluster.bus.start()
 

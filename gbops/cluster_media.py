@@ -930,9 +930,12 @@ class ClusterMedia:
 
     def __init__(self, bus: CommandBus, directory: Any, leases: Any, *, max_streams: int = 0,
                  timeout: float = 10.0, open_timeout: float = 30.0, refresh: float = 2.0,
-                 lease_wait: float = 12.0) -> None:
+                 lease_wait: float = 12.0, stale_after: float = 6.0) -> None:
         self.bus = bus
         self.lease_wait = lease_wait  # how long a new stream waits for a vanished owner's lease to run out
+        # a media node whose heartbeat is older than this is taken for dead (killed): no new stream goes there
+        # and no request waits for its answer (its entry stays in the directory until its ttl)
+        self.stale_after = stale_after
         self.directory = directory
         self.leases = leases
         self.max_streams = max_streams
@@ -962,12 +965,20 @@ class ClusterMedia:
     async def place(self, channel: ChannelRef, *, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
         """The media nodes to try for a new live session of ``channel``, in order: the holder of the channel's
         ownership lease (its upstream is there), else the least-loaded live media nodes."""
-        nodes = await self.directory.nodes()
+        nodes = self._fresh(await self.directory.nodes())
         live = {n.node_id for n in nodes if "media" in n.roles}
         holder = await self.leases.holder(stream_lease(channel))
         if holder is not None and holder in live and holder not in exclude:
             return [holder]
         return [n.node_id for n in rank_media_nodes(nodes, max_streams=self.max_streams, exclude=exclude)]
+
+    def _fresh(self, nodes: list[Any]) -> list[Any]:
+        now = datetime.now(UTC)
+        return [n for n in nodes if (now - n.last_seen).total_seconds() <= self.stale_after]
+
+    async def _alive(self, node_id: str) -> bool:
+        info = await self.directory.get(node_id)
+        return info is not None and "media" in info.roles and bool(self._fresh([info]))
 
     async def open_viewer(self, channel: ChannelRef, viewer: Any, *, kind: str = "live", transport: str = "udp",
                           window: tuple[datetime, datetime] | None = None, source: str = "device") -> RemoteSession:
@@ -995,8 +1006,10 @@ class ClusterMedia:
                 code, _, extra = _unpack(exc)
                 holder = extra.get("holder")
                 if code == "stream_owned" and isinstance(holder, str) and holder not in tried:
-                    candidates.insert(0, holder)  # another node took the channel meanwhile: join it there
-                    continue
+                    if await self._alive(holder):
+                        candidates.insert(0, holder)  # another node took the channel meanwhile: join it there
+                        continue
+                    tried.add(holder)  # a dead owner (killed): do not wait for its answer, wait for its lease
                 if code == "stream_owned" and isinstance(holder, str) and not waited:
                     # the owner was tried and did not answer (killed): its lease runs out within its ttl,
                     # then the channel may start elsewhere

@@ -511,3 +511,28 @@ async def test_a_restarted_portal_learns_the_sessions_of_the_media_nodes() -> No
     del medias["m1"].sessions[again.session_id]  # gone without an event
     await portal.refresh_streams()
     assert again.session_id not in portal.sessions
+
+
+async def test_a_killed_owner_still_listed_is_neither_asked_nor_given_new_streams() -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    clock = [0.0]
+    portal, medias, nodes, directory, table = await _cluster()
+    table.clock = lambda: clock[0]
+    m1_bus = portal.bus.network.buses["m1"]
+    await LocalLeases("m1", table).acquire(stream_lease(CAM), 10)  # m1 relays CAM ...
+    silent = replace(node("m1"), last_seen=datetime.now(UTC) - timedelta(seconds=30))
+    await directory.publish(silent, 60)  # ... and was killed: its entry lingers, its heartbeat stopped
+    handled = m1_bus.handled
+
+    async def expire_soon() -> None:
+        await asyncio.sleep(0.3)
+        clock[0] += 11
+
+    expiry = asyncio.ensure_future(expire_soon())
+    session = await portal.open_viewer(CAM, VIEWER)
+    await expiry
+    assert session.node_id == "m2" and m1_bus.handled == handled  # m1 was never asked (no 40 s timeout)
+    other = await portal.open_viewer(CAM2, VIEWER)
+    assert other.node_id == "m2"  # nor given a new channel, though it looks less loaded
