@@ -324,7 +324,8 @@ class Platform:
 
         cluster, roles = self.cluster, s.role_set
         if self.sip is not None:
-            self.signalling_node = serve_signalling(cluster.bus, self.sip, homes=device_homes(cluster))
+            self.signalling_node = serve_signalling(cluster.bus, self.sip, homes=device_homes(cluster),
+                                                    directory=cluster.directory, sweep=s.cluster_heartbeat)
         if "media" in roles:
             self.media_node = serve_media(cluster.bus, self.media, cluster.leases, signalling=self.remote_signalling,
                                           max_streams=s.media_max_streams, lease_ttl=s.cluster_lease_ttl)
@@ -333,6 +334,10 @@ class Platform:
                                       max_streams=s.media_max_streams, timeout=s.cluster_rpc_timeout,
                                       open_timeout=s.cluster_rpc_timeout + 30, lease_wait=s.cluster_lease_ttl + 2,
                                       stale_after=max(3 * s.cluster_heartbeat, s.cluster_node_ttl / 2))
+            from ops_portal.live import live_audit
+
+            # live.stop of the sessions whose media node vanished (the media nodes record the others)
+            self.media.on_session_closed = live_audit.stop_recorder(self.audit, self._audit_tasks)
             await self.media.start()
         await cluster.bus.start()
 

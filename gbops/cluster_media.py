@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cluster.bus import BusError, CommandBus, RemoteError
+from cluster.bus import BusError, CommandBus, NodeUnavailable, RemoteError
 from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from gbcore.periodic import PeriodicTask
@@ -320,33 +320,57 @@ def device_homes(cluster: Any) -> DeviceHomes:
 
 # ============================================================================ the SIP node
 class SignallingNode:
-    """What :func:`serve_signalling` started: the event forwarding and the homes it writes."""
+    """What :func:`serve_signalling` started: the event forwarding, the homes it writes, and the calls it placed
+    for each media node (ended, BYE, when that node leaves the directory: a killed media node leaves no call
+    running on the device)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signalling: Any = None, directory: Any = None, *, sweep: float = 2.0) -> None:
+        self.signalling = signalling
+        self.directory = directory
         self.tasks: set[asyncio.Task] = set()
         self.homes_written: dict[str, float] = {}
+        self.calls: dict[str, str] = {}  # call id -> the media node that asked for it
+        self._sweeper = (PeriodicTask("sip-orphan-calls", self.sweep, interval=sweep, logger=log,
+                                      failure_event="cluster_media.sweep_failed") if directory is not None else None)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def start(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.start()
+
+    async def sweep(self) -> None:
+        """BYE the calls placed for media nodes that are no longer in the directory."""
+        if not self.calls or self.directory is None:
+            return
+        live = {n.node_id for n in await self.directory.nodes()}
+        for call_id, node_id in list(self.calls.items()):
+            if node_id not in live:
+                self.calls.pop(call_id, None)
+                log.warning("cluster_media.orphan_call_ended", call_id=call_id[:16], node=node_id)
+                self.signalling.bye(call_id, "media node lost")
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            await self._sweeper.stop()
         if self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
 def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | None = None,
-                     home_refresh: float = 600.0) -> SignallingNode:
+                     home_refresh: float = 600.0, directory: Any = None, sweep: float = 2.0) -> SignallingNode:
     """Register the SIP node's ``sip.*`` handlers on ``bus`` over ``sip_service`` (a
     :class:`sip_server.service.SipService`) and publish its media events on :data:`SIP_EVENTS`. With
     ``homes``: a device registering (or keeping alive, at most every ``home_refresh`` s) here is recorded as
-    this node's."""
+    this node's. With ``directory``: every ``sweep`` s, the calls of media nodes gone from it are ended."""
     from gbops.media_signalling import SipSignalling
     from sip_server.gb import events as sip_events
 
     signalling = SipSignalling(sip_service)
-    node = SignallingNode()
+    node = SignallingNode(signalling, directory, sweep=sweep)
 
     async def device(payload: dict) -> dict:
         device_id = _id(payload, "device_id")
@@ -369,17 +393,23 @@ def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | 
                 raise RemoteError("bad_request", "历史请求无效 / invalid history request")
             history = HistoryRequest(h["kind"], _int(h, "start", lo=0, hi=2**40), _int(h, "end", lo=0, hi=2**40),
                                      _int(h, "speed", lo=1, hi=64, optional=True))
+        requester = payload.get("node_id")
+        requester = requester if isinstance(requester, str) and _ID.match(requester) else None
         try:
             answer = await signalling.invite(ChannelRef(device_id, channel_id), media_ip=media_ip,
                                              media_port=media_port, ssrc=ssrc, transport=transport, history=history)
         except SignallingError as exc:
             raise to_remote_signalling(exc, device_id) from None
+        if requester is not None:
+            node.calls[answer.call_id] = requester
         return {"call_id": answer.call_id, "ssrc": answer.ssrc, "transport": answer.transport,
                 "remote_media": list(answer.remote_media) if answer.remote_media else None,
                 "filesize": answer.filesize}
 
     async def bye(payload: dict) -> dict:
-        signalling.bye(_line(payload, "call_id"), _line(payload, "reason"))
+        call_id = _line(payload, "call_id")
+        node.calls.pop(call_id, None)
+        signalling.bye(call_id, _line(payload, "reason"))
         return {}
 
     async def info(payload: dict) -> dict:
@@ -396,6 +426,7 @@ def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | 
 
     def forward(event: SignallingEvent) -> None:
         if isinstance(event, SessionEnded):
+            node.calls.pop(event.call_id, None)
             payload = {"type": "session_ended", "call_id": event.call_id, "device_id": event.channel.device_id,
                        "channel_id": event.channel.channel_id, "by": event.by, "reason": event.reason}
         elif isinstance(event, MediaFileEnded):
@@ -422,6 +453,7 @@ def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | 
                 node.spawn(_write_home(homes, event.device_id, bus.node_id))
 
         sip_service.add_listener(record_home)
+    node.start()
     return node
 
 
@@ -519,7 +551,8 @@ class RemoteSignalling:
         state = self.devices.get(device_id)
         node = state.sip_node if state is not None else await self.sip_node(device_id)
         payload: dict[str, Any] = {"device_id": device_id, "channel_id": channel_id, "media_ip": media_ip,
-                                   "media_port": media_port, "ssrc": ssrc, "transport": transport}
+                                   "media_port": media_port, "ssrc": ssrc, "transport": transport,
+                                   "node_id": self.bus.node_id}  # the SIP node ends the call if this node dies
         if history is not None:
             payload["history"] = {"kind": history.kind, "start": history.start, "end": history.end,
                                   "speed": history.speed}
@@ -1001,7 +1034,7 @@ class ClusterMedia:
                 continue
             tried.add(node_id)
             try:
-                reply = await self.bus.call(node_id, "media.open_viewer", payload, timeout=self.open_timeout)
+                reply = await self._call_watching(node_id, "media.open_viewer", payload, self.open_timeout)
             except RemoteError as exc:
                 code, _, extra = _unpack(exc)
                 holder = extra.get("holder")
@@ -1034,6 +1067,21 @@ class ClusterMedia:
                      channel=channel.key)
             return session
         raise MediaError("no_media_node", "没有可承载新流的媒体节点 / no media node can take a new stream")
+
+    async def _call_watching(self, node_id: str, method: str, payload: dict, timeout: float) -> dict:
+        """``bus.call`` that gives up as soon as the node's heartbeat stops (a killed node would otherwise hold
+        the request for the whole timeout, an INVITE's worth): raises NodeUnavailable then."""
+        task = asyncio.ensure_future(self.bus.call(node_id, method, payload, timeout=timeout))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=1.0)
+                if done:
+                    return task.result()
+                if not await self._alive(node_id):
+                    raise NodeUnavailable(message=f"节点已无心跳 / node {node_id} stopped its heartbeat")
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _await_release(self, channel: ChannelRef, holder: str) -> None:
         """Wait (at most ``lease_wait`` s) until ``holder`` no longer holds the channel's lease."""

@@ -536,3 +536,23 @@ async def test_a_killed_owner_still_listed_is_neither_asked_nor_given_new_stream
     assert session.node_id == "m2" and m1_bus.handled == handled  # m1 was never asked (no 40 s timeout)
     other = await portal.open_viewer(CAM2, VIEWER)
     assert other.node_id == "m2"  # nor given a new channel, though it looks less loaded
+
+
+async def test_the_sip_node_ends_the_calls_of_a_media_node_that_left() -> None:
+    network, directory, sip = LocalNetwork(), LocalNodeDirectory(), FakeSip(online={CAM.device_id})
+    sip_bus = LocalCommandBus("sip1", network)
+    serving = serve_signalling(sip_bus, sip, homes=LocalDeviceHomes(), directory=directory, sweep=60)
+    await sip_bus.start()
+    await directory.publish(node("sip1", ("sip",)), 60)
+    await directory.publish(node("m1"), 60)
+    media_bus = LocalCommandBus("m1", network)
+    await media_bus.start()
+    signalling = RemoteSignalling(media_bus, directory, None, timeout=2, invite_timeout=2)
+    answer = await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30000, ssrc="0100000001",
+                                     transport="udp")
+    await serving.sweep()
+    assert sip.byes == []  # m1 is alive: its call goes on
+    await directory.remove("m1")  # killed: its heartbeat stopped and its entry expired
+    await serving.sweep()
+    assert sip.byes == [answer.call_id]
+    await serving.close()

@@ -224,3 +224,73 @@ async def test_live_view_across_nodes(cluster, redis_url, redis_prefix):
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] in ("*", core.base)
     finally:
         await sim.stop()
+
+
+async def test_a_killed_media_node(cluster, redis_url, redis_prefix):
+    """kill -9 a media node while a viewer watches: the session ends with a reason (on the one audit log), a new
+    live request made within 10 s answers 2xx on the other node with frames, the SIP node ends the dead node's
+    call, and the channel's ownership lease is the survivor's."""
+    import signal
+
+    core, media_a, media_b = cluster
+    sim = Simulator(SimConfig(server=("127.0.0.1", core.sip_port), devices=2, channels=1,
+                              password=STRONG_SIP_PASSWORD, codec="h264", size="640x360", register_rate=50))
+    await sim.start()
+    try:
+        assert await sim.wait_until(lambda s: s.registered == 2, 30), sim.progress_line()
+        device, channel = sim.device_ids[0], sim.cfg.channel_ids(0)[0]
+        await asyncio.to_thread(core.wait_for, lambda: any(
+            c["channel_id"] == channel for c in core.get(f"/api/devices/{device}/channels").json().get("items", [])),
+            30, f"the catalog of {device}")
+        path = f"/api/devices/{device}/channels/{channel}/live"
+        r = await asyncio.to_thread(core.post, path, {})
+        assert r.status_code == 201, (r.text, logs(cluster))
+        live = r.json()
+        victim, survivor = (media_a, media_b) if live["flv_url"].startswith(media_a.base) else (media_b, media_a)
+        survivor_id = "media-b" if survivor is media_b else "media-a"
+        watching = asyncio.ensure_future(asyncio.to_thread(read_flv_until_cut, live["flv_url"], 30))
+        await asyncio.sleep(1.5)  # the viewer is watching
+        device_sim = sim.fleet.by_id[device]
+        byes_before = device_sim.stats.byes_received
+
+        victim.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        assert (await watching) > 10_000  # it was receiving video until the node died
+
+        # a new request, made at once (well within 10 s): answered on the survivor once the lease runs out
+        r = await asyncio.to_thread(core.post, path, {})
+        assert r.status_code == 201, (r.text, logs(cluster))
+        print(f"kill -9: a new live view answered {time.monotonic() - killed:.1f} s after the kill")
+        assert r.json()["flv_url"].startswith(survivor.base + "/flv/"), r.json()["flv_url"]
+        data = await asyncio.to_thread(read_flv, r.json()["flv_url"], 2)
+        assert await asyncio.to_thread(frames, data) >= 15
+        assert await lease_holder(redis_url, redis_prefix, f"stream:{device}/{channel}") == survivor_id
+
+        # the dead node's viewer: its session ended at the portal, with a reason on the audit log
+        await asyncio.to_thread(core.wait_for, lambda: core.get(f"/api/sessions/{live['session_id']}").status_code
+                                == 404, 20, "the dead node's session to end")
+        stops = await asyncio.to_thread(core.wait_for, lambda: [
+            e for e in core.get("/api/audit/entries", action="live.stop", limit=20).json()["items"]
+            if e["detail"].get("reason") == "media node lost"], 10, "live.stop media node lost")
+        assert stops[0]["target"]["id"] == f"{device}/{channel}"
+        # the SIP node ended the dead node's call on the device
+        await sim.wait_until(lambda s: device_sim.stats.byes_received > byes_before, 20)
+        assert device_sim.stats.byes_received > byes_before
+    finally:
+        await sim.stop()
+
+
+def read_flv_until_cut(url: str, seconds: float) -> int:
+    """Bytes of an HTTP-FLV response read until the server goes away (or ``seconds``)."""
+    n = 0
+    deadline = time.monotonic() + seconds
+    try:
+        with httpx.stream("GET", url, timeout=5) as r:
+            assert r.status_code == 200
+            for chunk in r.iter_bytes():
+                n += len(chunk)
+                if time.monotonic() > deadline:
+                    break
+    except httpx.HTTPError:
+        pass
+    return n
