@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gbcore.log import get_logger
@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 log = get_logger("gbops.audit")
+
+#: how many times a batch of ``record()`` entries is tried again when SQLite stays locked past its busy timeout
+BUSY_RETRIES = 5
 
 ACTOR_TYPES = frozenset({"user", "device", "system", "platform", "anonymous"})
 AuditEntry = StoredEntry
@@ -317,7 +320,9 @@ class AuditLog:
                     fut.set_result(entry)
 
     async def _write_batch(self, records: list[dict[str, Any]]) -> list[StoredEntry]:
-        for attempt in range(3):
+        collisions = 0
+        busy = 0
+        while True:
             try:
                 async with self.sessionmaker() as session:
                     entries = await self.store.append(session, records, savepoint=False)
@@ -325,9 +330,17 @@ class AuditLog:
                     self._notify(records)
                     return entries
             except IntegrityError:  # another writer took the seq: the whole transaction again
-                if attempt == 2:
+                collisions += 1
+                if collisions == 3:
                     raise
-        raise AssertionError("unreachable")
+            except OperationalError as exc:
+                # SQLite under a heavy write load (thousands of devices): the busy timeout ran out while another
+                # writer held the database.  An entry is evidence: wait and try again rather than lose it.
+                busy += 1
+                if "locked" not in str(exc) or busy > BUSY_RETRIES:
+                    raise
+                log.warning("audit.append_retry", entries=len(records), attempt=busy)
+                await asyncio.sleep(min(5.0, 0.25 * 2 ** (busy - 1)))
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _sign(self, size: int, root: bytes) -> str:

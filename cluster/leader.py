@@ -162,7 +162,10 @@ class LeasedRole:
         self.held = False
         self.held_since = None
         self.losses += 1
-        _log.warning("cluster.role_lost", role=self.name, reason=reason)
+        if reason == "stopped":  # a clean stop hands the role over: nothing is wrong
+            _log.info("cluster.role_released", role=self.name)
+        else:
+            _log.warning("cluster.role_lost", role=self.name, reason=reason)
         try:
             await self.on_lost()
         except asyncio.CancelledError:
