@@ -170,10 +170,18 @@ def bearer(token: str) -> dict[str, str]:
 async def make_portal(
     registry: Any, settings: Settings, sip: FakeSip | None, audit: Any = None
 ) -> AsyncIterator[Portal]:
+    from cluster.runtime import open_cluster
+
     app = create_app(settings=settings, sessionmaker=registry.sessionmaker, registry=registry, sip=sip, audit=audit)
+    # the single process's cluster, as gbops.app wires it (one node, in memory): GET /api/cluster/nodes
+    app.state.cluster = cluster = await open_cluster(settings)
+    app.state.cluster_clustered = False
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client:
-        yield Portal(app, client, registry.sessionmaker, registry, settings, sip, audit)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client:
+            yield Portal(app, client, registry.sessionmaker, registry, settings, sip, audit)
+    finally:
+        await cluster.close()
 
 
 @pytest.fixture
