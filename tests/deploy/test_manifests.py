@@ -189,7 +189,15 @@ def test_k8s_roles_probes_drain_and_security() -> None:
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes[mounts["/run/secrets"]]["secret"]["secretName"] == "gbops-env"
-        assert volumes[mounts["/etc/gbops/keys"]]["secret"]["secretName"] == "gbops-keys"
+        # the keys reach the node as 0600 files of its own user (a clustered node refuses group-readable keys):
+        # an init container copies the Secret into a memory-backed folder
+        assert "emptyDir" in volumes[mounts["/etc/gbops/keys"]]
+        (init,) = pod["initContainers"]
+        init_mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+        assert init_mounts["/etc/gbops/keys"] == mounts["/etc/gbops/keys"]
+        source = [p for p, v in init_mounts.items() if "secret" in volumes[v]]
+        assert len(source) == 1 and volumes[init_mounts[source[0]]]["secret"]["secretName"] == "gbops-keys"
+        assert "install -m 0600" in " ".join(init["command"]) and source[0] in " ".join(init["command"])
         assert c["envFrom"] == [{"configMapRef": {"name": "gbops-config"}}]
     media = deps["gbops-media"]["spec"]["template"]["spec"]
     assert media["hostNetwork"] is True and media["dnsPolicy"] == "ClusterFirstWithHostNet"
