@@ -45,7 +45,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.e2e.platform import free_port  # noqa: E402 - the benches share the e2e tests' port helper
 
 PASSWORD = "Fleet-bench#2026"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -77,21 +78,6 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def free_port() -> int:
-    """A port free for UDP and TCP at once (SIP listens on both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                    u.bind(("127.0.0.1", port))
-                    return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port")
 
 
 # ---------------------------------------------------------------------------------------------- reference

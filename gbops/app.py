@@ -445,8 +445,8 @@ class Platform:
             restore_below_level=s.ptz_restore_below_level, audit=audit)
         await self.control.start()
         self.alarms = AlarmService(sessionmaker, open_ticket=self._alarm_ticket(s, sessionmaker),
-                                                      ticket_min_priority=s.alarm_ticket_min_priority,
-                                                      retention_days=s.alarm_retention_days)
+                                   ticket_min_priority=s.alarm_ticket_min_priority,
+                                   retention_days=s.alarm_retention_days)
         await self.alarms.start()
         if app is not None:
             app.state.control, app.state.alarms = self.control, self.alarms

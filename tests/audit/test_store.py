@@ -288,19 +288,6 @@ async def test_conflict_is_retried_after_reading_the_head_again(audit: AuditLog,
     check_chain(rows, [e.data async for e in audit.store.iter_entries(0, 10**9)])
 
 
-@pytest.fixture
-async def pg_url(request: pytest.FixtureRequest) -> str:
-    from tests.conftest import _reset_pg_schema, need
-
-    holder = request.getfixturevalue("_pg_test_database")
-    try:
-        url = await holder.ensure()
-        await _reset_pg_schema(url)
-    except Exception as exc:
-        need(False, f"PostgreSQL not usable: {exc}")
-    return url
-
-
 async def test_postgresql_role_that_can_only_read_and_append(pg_url: str, signer) -> None:
     """``gbops audit grants ROLE``: with the triggers gone, the role still cannot change history."""
     import secrets

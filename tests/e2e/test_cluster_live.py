@@ -22,7 +22,6 @@ import httpx
 import pytest
 
 from gbsim import SimConfig, Simulator
-from tests.conftest import _reset_pg_schema, need
 from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -40,17 +39,6 @@ class Node(PlatformProcess):
     @property
     def base(self) -> str:
         return f"http://{self.host}:{self.http_port}"
-
-
-@pytest.fixture
-async def pg_url(request: pytest.FixtureRequest) -> str:
-    holder = request.getfixturevalue("_pg_test_database")
-    try:
-        url = await holder.ensure()
-        await _reset_pg_schema(url)
-    except Exception as exc:
-        need(False, f"PostgreSQL not usable at {holder.base_url}: {type(exc).__name__}: {exc}")
-    return url
 
 
 @pytest.fixture
