@@ -1,0 +1,240 @@
+"""Drain a media node while two viewers watch (issue 17, "rolling restart with no interruption").
+
+A cluster on this machine (PostgreSQL and Redis): one node with the sip, portal and worker roles and two media
+nodes on other loopback addresses, simulated devices. Two viewers watch one channel over HTTP-FLV from the media
+node that owns it, each playing like the console's player: it reads its FLV URL and polls its session
+(``GET /api/sessions/{id}``); when the session names ``moved`` it opens the new URL while the old one still
+plays and switches on the new one's first video frame, then closes the old one. The owner gets SIGTERM: it
+drains (the other node INVITEs the channel before this one lets go), then exits cleanly. Measured: the largest
+gap between the video tags each viewer is shown, which must stay within 1 s; the stream is then on the other
+node; the audit log has one ``live.start`` per viewer, a ``live.move`` each, and no ``live.stop`` until the
+viewers close (then one each, same session ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gbsim import SimConfig, Simulator
+from tests.e2e.platform import STRONG_SIP_PASSWORD
+from tests.e2e.test_cluster_live import Node, lease_holder, logs, pg_url  # noqa: F401 - pg_url is a fixture
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+DEVICES = 50
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):  # noqa: F811
+    import subprocess
+    import sys
+
+    secrets = tmp_path / "secrets"
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gbops.cli", "keys", "init", "--dir", str(secrets)],
+                            check=True, capture_output=True)
+    common = {"GBOPS_SECRETS_DIR": str(secrets), "GBOPS_DATABASE_URL": pg_url, "GBOPS_REDIS_URL": redis_url,
+              "GBOPS_REDIS_PREFIX": redis_prefix, "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2",
+              "GBOPS_DRAIN_TIMEOUT": "30"}
+    nodes: list[Node] = []
+    try:
+        core = Node(tmp_path / "core", GBOPS_ROLES="sip,portal,worker", GBOPS_NODE_ID="core", **common)
+        nodes.append(core.start(timeout=60))
+        from tests.e2e.platform import free_port
+
+        for name, host in (("media-a", "127.0.0.2"), ("media-b", "127.0.0.3")):
+            low = free_port()
+            node = Node(tmp_path / name, host, GBOPS_ROLES="media", GBOPS_NODE_ID=name,
+                        GBOPS_MEDIA_HOST=host, GBOPS_RTP_PORTS=f"{low}-{low + 40}", **common)
+            nodes.append(node.start(timeout=60))
+        yield nodes
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+
+
+class FlvTags(threading.Thread):
+    """Reads an HTTP-FLV URL and notes the arrival (monotonic) of each video tag, until :meth:`close`."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.video: list[float] = []
+        self.status: int | None = None
+        self.error: str | None = None
+        self.ended = False
+        self._closing = threading.Event()
+
+    def run(self) -> None:
+        buf = bytearray()
+        header_done = False
+        try:
+            with httpx.stream("GET", self.url, timeout=10) as r:
+                self.status = r.status_code
+                if r.status_code != 200:
+                    return
+                for chunk in r.iter_bytes():
+                    now = time.monotonic()
+                    buf += chunk
+                    if not header_done:
+                        if len(buf) < 13:
+                            continue
+                        assert buf[:3] == b"FLV", bytes(buf[:3])
+                        del buf[:13]  # header (9) and PreviousTagSize0 (4)
+                        header_done = True
+                    while len(buf) >= 11:
+                        size = int.from_bytes(buf[1:4], "big")
+                        if len(buf) < 11 + size + 4:
+                            break
+                        if buf[0] == 9:
+                            self.video.append(now)
+                        del buf[:11 + size + 4]
+                    if self._closing.is_set():
+                        return
+        except httpx.HTTPError as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ended = True
+
+    def close(self) -> None:
+        self._closing.set()
+
+
+class Viewer:
+    """A player as the console's: plays its session's FLV, polls the session, switches when it moved."""
+
+    def __init__(self, core: Node, live: dict) -> None:
+        self.core = core
+        self.session_id = live["session_id"]
+        self.reader = FlvTags(live["flv_url"])
+        self.shown: list[float] = []  # the video tags this viewer was shown (the old reader's, then the new's)
+        self.switched_to: str | None = None
+        self.switch_at: float | None = None
+        self.old: FlvTags | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play, daemon=True)
+
+    def start(self) -> None:
+        self.reader.start()
+        self._thread.start()
+
+    def _play(self) -> None:
+        seen_moves: set[str] = set()
+        while not self._stop.wait(0.3):
+            r = self.core.get(f"/api/sessions/{self.session_id}")
+            moved = r.json().get("moved") if r.status_code == 200 else None
+            if not moved or moved["flv_url"] in seen_moves:
+                continue
+            seen_moves.add(moved["flv_url"])
+            new = FlvTags(moved["flv_url"])
+            new.start()
+            deadline = time.monotonic() + 15
+            while not new.video and time.monotonic() < deadline and not new.ended:
+                time.sleep(0.01)
+            if not new.video:
+                new.close()
+                continue
+            old, self.reader = self.reader, new
+            cut = new.video[0]
+            self.shown += [t for t in old.video if t < cut]  # the old output plays until the new one has a frame
+            old.close()
+            self.old, self.switched_to, self.switch_at = old, moved["flv_url"], cut
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.reader.close()
+        self.shown += list(self.reader.video)
+
+    def largest_gap(self) -> float:
+        return max(b - a for a, b in zip(self.shown, self.shown[1:], strict=False))
+
+
+async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_url, redis_prefix):
+    core, media_a, media_b = cluster
+    sim = Simulator(SimConfig(server=("127.0.0.1", core.sip_port), devices=DEVICES, channels=1,
+                              password=STRONG_SIP_PASSWORD, codec="h264", size="640x360", register_rate=100))
+    await sim.start()
+    viewers: list[Viewer] = []
+    try:
+        assert await sim.wait_until(lambda s: s.registered == DEVICES, 60), sim.progress_line()
+        device, channel = sim.device_ids[0], sim.cfg.channel_ids(0)[0]
+        await asyncio.to_thread(core.wait_for, lambda: any(
+            c["channel_id"] == channel for c in core.get(f"/api/devices/{device}/channels").json().get("items", [])),
+            30, f"the catalog of {device}")
+        path = f"/api/devices/{device}/channels/{channel}/live"
+        answers = []
+        for _ in range(2):
+            r = await asyncio.to_thread(core.post, path, {})
+            assert r.status_code == 201, (r.text, logs(cluster))
+            answers.append(r.json())
+        owner, other = (media_a, media_b) if answers[0]["flv_url"].startswith(media_a.base + "/") else (media_b,
+                                                                                                         media_a)
+        owner_id, other_id = ("media-a", "media-b") if owner is media_a else ("media-b", "media-a")
+        assert all(a["flv_url"].startswith(owner.base + "/flv/") for a in answers), answers
+        device_sim = sim.fleet.by_id[device]
+        assert device_sim.stats.invites_received == 1
+
+        viewers = [Viewer(core, a) for a in answers]
+        for v in viewers:
+            v.start()
+        await asyncio.to_thread(core.wait_for, lambda: all(len(v.reader.video) >= 25 for v in viewers), 15,
+                                "both viewers playing")
+
+        # SIGTERM on the owner: it drains, then exits
+        t0 = time.monotonic()
+        rc = await asyncio.to_thread(owner.stop, signal.SIGTERM, 60)
+        drained_in = time.monotonic() - t0
+        assert rc == 0, (rc, owner.log()[-4000:])
+        assert "cluster_media.drained" in owner.log() and "platform.stopped" in owner.log()
+        for v in viewers:
+            assert v.switched_to is not None and v.switched_to.startswith(other.base + "/flv/"), (
+                v.switched_to, logs(cluster))
+        # both keep receiving frames from the other node
+        counts = [len(v.reader.video) for v in viewers]
+        await asyncio.to_thread(core.wait_for, lambda: all(len(v.reader.video) >= c + 50 for v, c in
+                                                           zip(viewers, counts, strict=True)), 10,
+                                "frames from the new node")
+        for v in viewers:
+            v.stop()
+        gaps = [v.largest_gap() for v in viewers]
+        print(f"drain: the owner exited {drained_in:.2f} s after SIGTERM; largest gap between video frames "
+              f"per viewer: {', '.join(f'{g * 1000:.0f} ms' for g in gaps)}; frames shown: "
+              f"{[len(v.shown) for v in viewers]}")
+        assert max(gaps) <= 1.0, gaps
+        assert all(v.switch_at is not None and v.shown[0] < v.switch_at < v.shown[-1] for v in viewers)
+
+        # make before break: the other node INVITEd while the owner's call still ran; the owner's call ended
+        assert device_sim.stats.invites_received == 2
+        assert await lease_holder(redis_url, redis_prefix, f"stream:{device}/{channel}") in (other_id, None)
+        await sim.wait_until(lambda s: device_sim.stats.byes_received >= 1, 10)
+        assert device_sim.stats.byes_received >= 1
+
+        # the audit log: one live.start per viewer, a live.move each (owner -> other), one live.stop each once
+        # the viewers closed (the new node's, reason player disconnected), none for the move
+        def entries(action: str) -> list[dict]:
+            return core.get("/api/audit/entries", action=action, limit=50).json()["items"]
+
+        sessions = {a["session_id"] for a in answers}
+        stops = await asyncio.to_thread(core.wait_for, lambda: len(entries("live.stop")) >= 2 and entries(
+            "live.stop"), 15, "live.stop of both viewers")
+        starts, moves = entries("live.start"), entries("live.move")
+        assert {e["detail"]["session_id"] for e in starts} == sessions and len(starts) == 2, starts
+        assert {e["detail"]["session_id"] for e in moves} == sessions and len(moves) == 2, moves
+        assert all(e["detail"]["from"] == owner_id and e["detail"]["to"] == other_id for e in moves), moves
+        assert {e["detail"]["session_id"] for e in stops} == sessions and len(stops) == 2, stops
+        assert all(e["detail"]["reason"] == "player disconnected" for e in stops), stops
+        assert all(e["target"]["id"] == f"{device}/{channel}" for e in starts + moves + stops)
+        # the other node's stream ends with its last viewer; nothing left on the owner (it is gone)
+        await asyncio.to_thread(core.wait_for, lambda: core.get("/api/streams").json()["items"] == [], 15,
+                                "no stream left")
+    finally:
+        for v in viewers:
+            v.stop()
+        await sim.stop()
