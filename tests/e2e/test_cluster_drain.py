@@ -238,3 +238,78 @@ async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_u
         for v in viewers:
             v.stop()
         await sim.stop()
+
+
+# The console's own player (ops_portal/web/console/player.js) in Debian Chromium: a <video> whose presented
+# frames are timed with requestVideoFrameCallback, on whichever element the player shows (it swaps elements
+# when an FLV session moves: onVideo).
+_PLAY = """async ([device, channel, kind]) => {
+  const { LivePlayer } = await import("/console/assets/player.js");
+  const video = document.createElement("video");
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  video.style.cssText = "width:640px;height:360px";
+  document.body.append(video);
+  window.__frames = [];
+  const watch = (v) => {
+    const tick = (now) => { if (v.isConnected) { window.__frames.push(now); v.requestVideoFrameCallback(tick); } };
+    v.requestVideoFrameCallback(tick);
+  };
+  const player = new LivePlayer(video, () => {});
+  player.onVideo = (fresh) => watch(fresh);
+  window.__player = player;
+  watch(video);
+  await player.play({ id: channel, deviceId: device }, { player: kind });
+  return player.session.flv_url;
+}"""
+
+
+async def test_the_console_player_follows_a_drained_node_in_chromium(cluster, tmp_path):
+    from tests.e2e.console_support import browser_ready, console_page
+    from tests.e2e.platform import ADMIN_NEW_PASSWORD
+
+    sync_playwright, shots = browser_ready(tmp_path)
+    core, media_a, media_b = cluster
+    sim = Simulator(SimConfig(server=("127.0.0.1", core.sip_port), devices=2, channels=1,
+                              password=STRONG_SIP_PASSWORD, codec="h264", size="640x360", register_rate=50))
+    await sim.start()
+    try:
+        assert await sim.wait_until(lambda s: s.registered == 2, 30), sim.progress_line()
+        device, channel = sim.device_ids[0], sim.cfg.channel_ids(0)[0]
+        await asyncio.to_thread(core.wait_for, lambda: any(
+            c["channel_id"] == channel for c in core.get(f"/api/devices/{device}/channels").json().get("items", [])),
+            30, f"the catalog of {device}")
+        await asyncio.to_thread(core.login)  # the initial password changed: ADMIN_NEW_PASSWORD
+
+        def browse() -> dict:
+            with sync_playwright() as pw:
+                browser, page, errors = console_page(pw, core.base, "admin", ADMIN_NEW_PASSWORD,
+                                                     extra_args=("--autoplay-policy=no-user-gesture-required",))
+                try:
+                    first = page.evaluate(_PLAY, [device, channel, "flv"])
+                    page.wait_for_function("window.__frames.length >= 25", timeout=20_000)
+                    owner = media_a if first.startswith(media_a.base + "/") else media_b
+                    other = media_b if owner is media_a else media_a
+                    before = page.evaluate("window.__frames.length")
+                    rc = owner.stop(signal.SIGTERM, 60)
+                    page.wait_for_function(f"window.__player.session.flv_url.startsWith({other.base + '/'!r})",
+                                           timeout=20_000)
+                    page.wait_for_function(f"window.__frames.length >= {before} + 75", timeout=20_000)
+                    frames = page.evaluate("window.__frames")
+                    page.screenshot(path=str(shots / "cluster-drain-player.png"))
+                    page.evaluate("window.__player.stop()")
+                    return {"rc": rc, "frames": frames, "errors": errors, "owner": owner.base,
+                            "now": page.evaluate("window.__player.video.isConnected"),
+                            "videos": page.evaluate("document.querySelectorAll('video').length")}
+                finally:
+                    browser.close()
+
+        seen = await asyncio.to_thread(browse)
+        frames = seen["frames"]
+        gap = max(b - a for a, b in zip(frames, frames[1:], strict=False)) / 1000
+        print(f"drain in Chromium (console player, HTTP-FLV): largest gap between presented frames {gap * 1000:.0f} "
+              f"ms over {len(frames)} frames")
+        assert seen["rc"] == 0 and not seen["errors"], seen["errors"]
+        assert seen["videos"] == 1 and seen["now"], "the old <video> was replaced by the new one, not added to"
+        assert gap <= 1.0, gap
+    finally:
+        await sim.stop()
