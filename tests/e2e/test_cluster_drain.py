@@ -60,7 +60,8 @@ async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
 
 
 class FlvTags(threading.Thread):
-    """Reads an HTTP-FLV URL and notes the arrival (monotonic) of each video tag, until :meth:`close`."""
+    """Reads an HTTP-FLV URL and notes the arrival (monotonic) of each video frame tag (the sequence header is
+    not a picture), until :meth:`close`."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
@@ -92,8 +93,8 @@ class FlvTags(threading.Thread):
                         size = int.from_bytes(buf[1:4], "big")
                         if len(buf) < 11 + size + 4:
                             break
-                        if buf[0] == 9:
-                            self.video.append(now)
+                        if buf[0] == 9 and size >= 2 and (buf[11] & 0x0F not in (7, 12) or buf[12] == 1):
+                            self.video.append(now)  # a picture (not the AVC/HEVC sequence header)
                         del buf[:11 + size + 4]
                     if self._closing.is_set():
                         return
