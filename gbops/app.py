@@ -105,6 +105,7 @@ class Platform:
         self.revocation: Any = None
         self.portal_app: Any = None  # the FastAPI app (portal role)
         self.draining = False
+        self.output_app: Any = None  # a media node's own HTTP app (outputs and health), [cluster-media]
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -362,8 +363,9 @@ class Platform:
         if self.media_node is None or not self.settings.clustered:
             return
         self.draining = True
-        if self.portal_app is not None:
-            self.portal_app.state.draining = True
+        for app in (self.portal_app, self.output_app):
+            if app is not None:
+                app.state.draining = True  # readiness 503 "draining"
         if self.heartbeat is not None:
             try:
                 await self.heartbeat.beat()  # the portals stop placing streams here now, not at the next beat
@@ -382,6 +384,7 @@ class Platform:
         from ops_portal.live.output_app import create_output_app
 
         app = create_output_app(settings=s, sessionmaker=sessionmaker, media=self.media, security=self.security)
+        self.output_app = app  # its readiness turns 503 "draining" when the node drains or stops
         self.http = PortalServers(app, s, self.tls.material if self.tls.https else None, log_config=None,
                                   access_log=False, lifespan="on")
         await self.http.start()
@@ -586,8 +589,9 @@ class Platform:
     async def stop(self) -> None:
         log.info("platform.stopping")
         self.draining = True
-        if self.portal_app is not None:
-            self.portal_app.state.draining = True  # readiness 503 "draining" at once
+        for app in (self.portal_app, self.output_app):
+            if app is not None:
+                app.state.draining = True  # readiness 503 "draining" at once
         if self.heartbeat is not None:
             await self.heartbeat.stop()  # leaves the node directory at once
         if self.jobs is not None:

@@ -188,10 +188,25 @@ async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_u
         await asyncio.to_thread(core.wait_for, lambda: all(len(v.reader.video) >= 25 for v in viewers), 15,
                                 "both viewers playing")
 
-        # SIGTERM on the owner: it drains, then exits
+        # SIGTERM on the owner: it drains (readiness 503 "draining" meanwhile), then exits
+        readiness: list[str] = []
+
+        def probe() -> None:
+            while owner.proc.poll() is None:
+                try:
+                    r = httpx.get(owner.base + "/api/health", params={"ready": 1}, timeout=2)
+                    readiness.append(f"{r.status_code} {r.json().get('status')}")
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
         t0 = time.monotonic()
         rc = await asyncio.to_thread(owner.stop, signal.SIGTERM, 60)
         drained_in = time.monotonic() - t0
+        prober.join(5)
+        assert "200 ok" in readiness and "503 draining" in readiness, readiness
         assert rc == 0, (rc, owner.log()[-4000:])
         assert "cluster_media.drained" in owner.log() and "platform.stopped" in owner.log()
         for v in viewers:
