@@ -202,6 +202,7 @@ async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_u
 
         prober = threading.Thread(target=probe, daemon=True)
         prober.start()
+        await asyncio.to_thread(core.wait_for, lambda: readiness, 5, "the owner's readiness before the drain")
         t0 = time.monotonic()
         rc = await asyncio.to_thread(owner.stop, signal.SIGTERM, 60)
         drained_in = time.monotonic() - t0
