@@ -849,6 +849,18 @@ class MediaNode:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def output_token(self, payload: dict) -> dict:
+        """``media.token``: a new single-use output token of a session here (a portal that missed the ``moved``
+        event of a session this node adopted learns its output URL this way)."""
+        from ops_portal.live import output_tokens
+
+        session = self.media.sessions.get(_id(payload, "session_id"))
+        if session is None or session.closed or getattr(session, "output", None) is not None:
+            raise RemoteError("no_session", "会话不存在或已有播放器 / no such session, or its player attached")
+        token = output_tokens.issue(session.session_id, session.user_id, expires=min(
+            session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
+        return {"node_id": self.bus.node_id, "http_url": self.public_url, "url_token": token}
+
     # ------------------------------------------------------------------ drain (issue 17: rolling restart)
     async def adopt(self, payload: dict) -> dict:
         """``media.adopt`` (from a draining media node, which handed this node the channel's lease first): open
@@ -1089,6 +1101,7 @@ def serve_media(bus: CommandBus, media_service: Any, leases: Any, *, signalling:
     bus.register("media.control", node.control)
     bus.register("media.streams", node.describe)
     bus.register("media.adopt", node.adopt)
+    bus.register("media.token", node.output_token)
     previous = media_service.on_session_closed
 
     def on_closed(session: Any, reason: str) -> None:
@@ -1188,6 +1201,7 @@ class ClusterMedia:
         self.on_session_closed: Any = None
         self.recordings: Any = None
         self._tasks: set[asyncio.Task] = set()
+        self._healing: set[str] = set()  # sessions whose missed move is being asked for
         self._refresh = PeriodicTask("cluster-streams", self.refresh_streams, interval=refresh, logger=log,
                                      failure_event="cluster_media.streams_failed")
         bus.subscribe(MEDIA_SESSIONS, self._on_session_event)
@@ -1359,7 +1373,15 @@ class ClusterMedia:
                 continue
             seen.add(session.session_id)
             if isinstance(item, dict) and item.get("moved_to") is not None:
-                continue  # moved: its player is switching to the node it moved to
+                # moved: its player is switching to the node it moved to; a portal that missed the ``moved``
+                # event (restarted, pub/sub lost it) asks that node for the session's output URL now
+                known = self.sessions.get(session.session_id)
+                target = item.get("moved_to")
+                if (known is not None and known.node_id == node_id and isinstance(target, str)
+                        and _ID.match(target) and session.session_id not in self._healing):
+                    self._healing.add(session.session_id)
+                    self._spawn(self._heal_move(session.session_id, node_id, target))
+                continue
             known = self.sessions.get(session.session_id)
             if known is None:
                 self.sessions[session.session_id] = session
@@ -1524,6 +1546,16 @@ class ClusterMedia:
         session.output = None
         session.moved = {"node_id": target, "from": source, "at": time.time()}
         log.info("cluster_media.session_moved", session=session_id[:8], source=source, target=target)
+
+    async def _heal_move(self, session_id: str, source: str, target: str) -> None:
+        try:
+            reply = await self.bus.call(target, "media.token", {"session_id": session_id}, timeout=self.timeout)
+            self._on_moved({"type": "moved", "session_id": session_id, "node_id": source, "to": target,
+                            "http_url": reply.get("http_url"), "url_token": reply.get("url_token")})
+        except BusError as exc:
+            log.warning("cluster_media.heal_move_failed", session=session_id[:8], target=target, error=str(exc))
+        finally:
+            self._healing.discard(session_id)
 
     def moved_urls(self, session_id: str) -> dict[str, Any] | None:
         """``{"node_id", "flv_url", "whep_url"}`` of a session that moved to another media node (None when it

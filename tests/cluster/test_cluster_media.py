@@ -657,3 +657,19 @@ async def test_adopt_refuses_what_it_does_not_own_and_hostile_payloads() -> None
         with pytest.raises(RemoteError) as refused:
             await bus.call("m2", "media.adopt", bad, timeout=2)
         assert refused.value.code == "bad_request"
+
+
+async def test_a_portal_that_missed_the_moved_event_learns_the_new_home_from_the_listing() -> None:
+    portal, medias, nodes, directory, table, stops = await _draining_cluster()
+    session = await portal.open_viewer(CAM, VIEWER)
+    portal._on_moved = lambda payload: None  # the pub/sub message is lost on the way to this portal
+    drain = asyncio.ensure_future(nodes["m1"].drain(timeout=10))
+    await eventually(lambda: session.session_id in medias["m2"].sessions)
+    await asyncio.sleep(0.05)
+    assert portal.moved_urls(session.session_id) is None and portal.sessions[session.session_id].node_id == "m1"
+    del portal._on_moved
+    await portal.refresh_streams()  # m1 lists the session as moved to m2: the portal asks m2 for its URL
+    moved = await eventually(lambda: portal.moved_urls(session.session_id))
+    assert moved["node_id"] == "m2" and moved["flv_url"].startswith(f"http://m2.test:8080/flv/{session.session_id}")
+    medias["m1"].close_session(session.session_id, "player disconnected")
+    assert (await asyncio.wait_for(drain, 5))["moved"] == 1 and stops == []
