@@ -41,7 +41,7 @@ async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
                             check=True, capture_output=True)
     common = {"GBOPS_SECRETS_DIR": str(secrets), "GBOPS_DATABASE_URL": pg_url, "GBOPS_REDIS_URL": redis_url,
               "GBOPS_REDIS_PREFIX": redis_prefix, "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2",
-              "GBOPS_DRAIN_TIMEOUT": "30"}
+              "GBOPS_DRAIN_TIMEOUT": "30", "GBOPS_WEBRTC_LOOPBACK": "true"}
     nodes: list[Node] = []
     try:
         core = Node(tmp_path / "core", GBOPS_ROLES="sip,portal,worker", GBOPS_NODE_ID="core", **common)
@@ -280,7 +280,8 @@ _PLAY = """async ([device, channel, kind]) => {
 }"""
 
 
-async def test_the_console_player_follows_a_drained_node_in_chromium(cluster, tmp_path):
+@pytest.mark.parametrize("kind", ["flv", "whep"])
+async def test_the_console_player_follows_a_drained_node_in_chromium(cluster, tmp_path, kind):
     from tests.e2e.console_support import browser_ready, console_page
     from tests.e2e.platform import ADMIN_NEW_PASSWORD
 
@@ -302,7 +303,7 @@ async def test_the_console_player_follows_a_drained_node_in_chromium(cluster, tm
                 browser, page, errors = console_page(pw, core.base, "admin", ADMIN_NEW_PASSWORD,
                                                      extra_args=("--autoplay-policy=no-user-gesture-required",))
                 try:
-                    first = page.evaluate(_PLAY, [device, channel, "flv"])
+                    first = page.evaluate(_PLAY, [device, channel, kind])
                     page.wait_for_function("window.__frames.length >= 25", timeout=20_000)
                     owner = media_a if first.startswith(media_a.base + "/") else media_b
                     other = media_b if owner is media_a else media_a
@@ -312,7 +313,7 @@ async def test_the_console_player_follows_a_drained_node_in_chromium(cluster, tm
                                            timeout=20_000)
                     page.wait_for_function(f"window.__frames.length >= {before} + 75", timeout=20_000)
                     frames = page.evaluate("window.__frames")
-                    page.screenshot(path=str(shots / "cluster-drain-player.png"))
+                    page.screenshot(path=str(shots / f"cluster-drain-player-{kind}.png"))
                     page.evaluate("window.__player.stop()")
                     return {"rc": rc, "frames": frames, "errors": errors, "owner": owner.base,
                             "now": page.evaluate("window.__player.video.isConnected"),
@@ -323,7 +324,7 @@ async def test_the_console_player_follows_a_drained_node_in_chromium(cluster, tm
         seen = await asyncio.to_thread(browse)
         frames = seen["frames"]
         gap = max(b - a for a, b in zip(frames, frames[1:], strict=False)) / 1000
-        print(f"drain in Chromium (console player, HTTP-FLV): largest gap between presented frames {gap * 1000:.0f} "
+        print(f"drain in Chromium (console player, {kind}): largest gap between presented frames {gap * 1000:.0f} "
               f"ms over {len(frames)} frames")
         assert seen["rc"] == 0 and not seen["errors"], seen["errors"]
         assert seen["videos"] == 1 and seen["now"], "the old <video> was replaced by the new one, not added to"
