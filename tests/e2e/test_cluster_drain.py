@@ -148,6 +148,8 @@ class Viewer:
             self.old, self.switched_to, self.switch_at = old, moved["flv_url"], cut
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(10)
         self.reader.close()
