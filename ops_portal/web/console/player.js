@@ -30,11 +30,18 @@ export function liveUrl(channel) {
     : `/api/channels/${encodeURIComponent(id)}/live`;
 }
 
-// Resolves once `video` shows a picture (rejects after `ms`): the moment a player may swap to it.
-function firstFrame(video, ms) {
+// Resolves once `video` has played `settle` seconds of pictures (rejects after `ms`): the moment a player may swap
+// to it. Not at its very first frame: a live FLV player that just started may still pause to fill its buffer
+// (measured in Chromium: up to 0.8 s right after a swap on the first frame), while the old output plays on.
+function firstFrame(video, ms, settle = 0.5) {
   return new Promise((resolve, reject) => {
+    let first = null;
     const done = () => { clearTimeout(timer); video.removeEventListener("playing", check); video.removeEventListener("timeupdate", check); };
-    const check = () => { if (video.readyState >= 2 && video.currentTime > 0) { done(); resolve(); } };
+    const check = () => {
+      if (video.readyState < 2 || video.currentTime <= 0) return;
+      if (first === null) first = video.currentTime;
+      if (video.currentTime - first >= settle) { done(); resolve(); }
+    };
     const timer = setTimeout(() => { done(); reject(new Error("no frame from the new media node")); }, ms);
     video.addEventListener("playing", check);
     video.addEventListener("timeupdate", check);
