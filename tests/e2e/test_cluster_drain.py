@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,9 +35,6 @@ DEVICES = 50
 
 @pytest.fixture
 async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):  # noqa: F811
-    import subprocess
-    import sys
-
     secrets = tmp_path / "secrets"
     await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gbops.cli", "keys", "init", "--dir", str(secrets)],
                             check=True, capture_output=True)
@@ -159,7 +158,16 @@ class Viewer:
         return max(b - a for a, b in zip(self.shown, self.shown[1:], strict=False))
 
 
-async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_url, redis_prefix):
+def drain_command(node: Node, node_id: str) -> subprocess.CompletedProcess:
+    """``gbops node drain --node <id> --wait 60`` with the cluster's Redis settings (any machine reaching Redis)."""
+    env = {k: v for k, v in node.env.items() if not k.startswith("GBOPS_")}
+    env.update({k: node.env[k] for k in ("GBOPS_REDIS_URL", "GBOPS_REDIS_PREFIX", "GBOPS_DATA_DIR")})
+    return subprocess.run([sys.executable, "-m", "gbops.cli", "node", "drain", "--node", node_id, "--wait", "60"],
+                          env=env, capture_output=True, text=True, timeout=90)
+
+
+@pytest.mark.parametrize("trigger", ["sigterm", "gbops node drain"])
+async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_url, redis_prefix, trigger):
     core, media_a, media_b = cluster
     sim = Simulator(SimConfig(server=("127.0.0.1", core.sip_port), devices=DEVICES, channels=1,
                               password=STRONG_SIP_PASSWORD, codec="h264", size="640x360", register_rate=100))
@@ -206,7 +214,13 @@ async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_u
         prober.start()
         await asyncio.to_thread(core.wait_for, lambda: readiness, 5, "the owner's readiness before the drain")
         t0 = time.monotonic()
-        rc = await asyncio.to_thread(owner.stop, signal.SIGTERM, 60)
+        if trigger == "sigterm":
+            rc = await asyncio.to_thread(owner.stop, signal.SIGTERM, 60)
+        else:  # the command over the bus: the node drains and exits by itself, the command sees it leave
+            done = await asyncio.to_thread(drain_command, core, owner_id)
+            assert done.returncode == 0, (done.stdout, done.stderr, owner.log()[-3000:])
+            assert f"node {owner_id} has left" in done.stdout, done.stdout
+            rc = await asyncio.to_thread(owner.proc.wait, 30)
         drained_in = time.monotonic() - t0
         prober.join(5)
         assert "200 ok" in readiness and "503 draining" in readiness, readiness
@@ -223,7 +237,7 @@ async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_u
         for v in viewers:
             v.stop()
         gaps = [v.largest_gap() for v in viewers]
-        print(f"drain: the owner exited {drained_in:.2f} s after SIGTERM; largest gap between video frames "
+        print(f"drain ({trigger}): the owner exited {drained_in:.2f} s after the request; largest gap between video frames "
               f"per viewer: {', '.join(f'{g * 1000:.0f} ms' for g in gaps)}; frames shown: "
               f"{[len(v.shown) for v in viewers]}")
         assert max(gaps) <= 1.0, gaps
