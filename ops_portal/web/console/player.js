@@ -91,7 +91,7 @@ export class LivePlayer {
 
   // A session on a cluster media node (absolute output URLs) moves when that node drains (a rolling restart):
   // GET /api/sessions/{id} then names `moved`, the session's URLs on its new node. The player opens the new
-  // one while the old one still plays and swaps on its first frame (no black gap), then closes the old one
+  // one while the old one still plays and swaps once it plays (no black gap), then closes the old one
   // (which lets the draining node finish). Relative URLs (the single process): nothing moves, no polling.
   watchMoves() {
     this.stopWatch();
