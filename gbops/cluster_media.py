@@ -17,6 +17,11 @@ Three kinds of node take part, each through the cluster's command bus (:mod:`clu
   portal routes call, placing a new stream on the channel's owner if it has one, else on the least-loaded
   live media node (:func:`rank_media_nodes`), and forwarding over the bus.
 
+A media node that stops (SIGTERM, ``gbops node drain``) first drains (:meth:`MediaNode.drain`): each channel's
+lease goes to another media node (``Leases.transfer``), which adopts the viewer sessions under the same ids
+(``media.adopt``: its own upstream first, make before break); the portals hear ``moved`` on
+:data:`MEDIA_SESSIONS` and the players switch to the new output URLs (``ClusterMedia.moved_urls``).
+
 Typed failures cross the bus as :class:`cluster.bus.RemoteError` codes (:data:`SIGNALLING_CODES`, the
 media relay's :class:`media_relay.stream.MediaError` codes as ``media.<code>``, the watermark's capacity) and
 are raised again as the same typed exceptions on the caller's side, so the routes and the stream manager see
