@@ -46,3 +46,13 @@ async def test_drain_reaches_the_node_and_waits_for_it_to_leave(redis_url, redis
     finally:
         await bus.close()
         await redis.aclose()
+
+
+async def test_the_single_process_does_not_drain(tmp_path) -> None:
+    """No Redis: SIGTERM stops as before (no drain, nothing waited for, the node not marked draining early)."""
+    from gbops.app import Platform
+
+    platform = Platform(Settings(data_dir=tmp_path))
+    platform.media_node = object()  # even with something in its place, an unclustered node does not drain
+    await asyncio.wait_for(platform.drain(), 1)
+    assert platform.draining is False
