@@ -36,6 +36,8 @@ WIRED_ACTIONS: dict[str, str] = {
     # live video (detail: device_id, transport, codec; stop adds reason, duration_s)
     "live.start": "开始实时预览 / live view started",
     "live.stop": "结束实时预览 / live view stopped (detail: reason, duration_s)",
+    # issue 17: a draining media node handed the viewing to another one (same session; its live.stop comes once)
+    "live.move": "实时预览迁移到另一媒体节点 / live view moved to another media node (detail: from, to, reason)",
     # reports (issue 7)
     "report.export": "导出报表 / report exported (detail: report, kind, label, start, end, format, file, sha256, "
                      "bytes, source_sha256, checkpoint_size, checkpoint_root, rate, threshold, breach, scope)",

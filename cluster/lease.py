@@ -25,6 +25,7 @@ class Leases(Protocol):
     async def renew(self, name: str, ttl: float) -> bool: ...
     async def release(self, name: str) -> bool: ...
     async def holder(self, name: str) -> str | None: ...
+    async def transfer(self, name: str, new_owner: str, ttl: float) -> bool: ...
 
 
 def _ttl_ms(ttl: float) -> int:
@@ -51,6 +52,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS[1] the lease, ARGV[1] owner, ARGV[2] the new owner, ARGV[3] ttl in ms
+_TRANSFER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -70,6 +79,7 @@ class RedisLeases:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._transfer = redis.register_script(_TRANSFER)
 
     def _key(self, name: str) -> str:
         return self.keys("lease", name)
@@ -86,6 +96,13 @@ class RedisLeases:
     async def release(self, name: str) -> bool:
         """Give the lease up at once; False (and nothing deleted) when it is not ours."""
         return bool(await self._release(keys=[self._key(name)], args=[self.owner]))
+
+    async def transfer(self, name: str, new_owner: str, ttl: float) -> bool:
+        """Hand our lease to ``new_owner`` for ``ttl`` seconds, in one step (a draining media node gives a
+        channel to the node that takes its viewers over: the key never lapses in between, so no third node
+        can take the channel meanwhile); False (and nothing changed) when it is not ours."""
+        return bool(await self._transfer(keys=[self._key(name)],
+                                         args=[self.owner, check_part(new_owner), _ttl_ms(ttl)]))
 
     async def holder(self, name: str) -> str | None:
         raw = await self.redis.get(self._key(name))
@@ -146,6 +163,15 @@ class LocalLeases:
         if self.table.current(name) != self.owner:
             return False
         del self.table.entries[name]
+        return True
+
+    async def transfer(self, name: str, new_owner: str, ttl: float) -> bool:
+        check_part(name)
+        check_part(new_owner)
+        ms = _ttl_ms(ttl)
+        if self.table.current(name) != self.owner:
+            return False
+        self.table.entries[name] = (new_owner, self.table.clock() + ms / 1000)
         return True
 
     async def holder(self, name: str) -> str | None:

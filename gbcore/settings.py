@@ -120,6 +120,9 @@ class Settings(BaseSettings):
                                      "is taken over (s)")
     cluster_rpc_timeout: float = Field(10.0, gt=0, description="a command to another node times out after (s)")
     media_max_streams: int = Field(0, ge=0, description="upstreams one media node takes (0: no cap)")
+    drain_timeout: float = Field(60.0, gt=0, description="a clustered media node stopping (SIGTERM, `gbops node "
+                                 "drain`) moves its viewers to other media nodes for at most this long (s), then "
+                                 "stops")
     secrets_dir: Path | None = Field(None, description="folder every node is given with the shared keys (audit "
                                      "signing, watermark tag, cascade, recording, second factor); cluster mode "
                                      "requires it and never generates a key per node")

@@ -105,6 +105,7 @@ class Platform:
         self.revocation: Any = None
         self.portal_app: Any = None  # the FastAPI app (portal role)
         self.draining = False
+        self.output_app: Any = None  # a media node's own HTTP app (outputs and health), [cluster-media]
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -329,6 +330,11 @@ class Platform:
         if "media" in roles:
             self.media_node = serve_media(cluster.bus, self.media, cluster.leases, signalling=self.remote_signalling,
                                           max_streams=s.media_max_streams, lease_ttl=s.cluster_lease_ttl)
+            from ops_portal.live import live_audit
+
+            self.media_node.directory = cluster.directory  # a drain picks the nodes its streams move to
+            self.media_node.adopt_timeout = s.cluster_rpc_timeout + 30
+            self.media_node.on_session_moved = live_audit.move_recorder(self.audit, self._audit_tasks)
         elif "portal" in roles:
             self.media = ClusterMedia(cluster.bus, cluster.directory, cluster.leases,
                                       max_streams=s.media_max_streams, timeout=s.cluster_rpc_timeout,
@@ -339,7 +345,38 @@ class Platform:
             # live.stop of the sessions whose media node vanished (the media nodes record the others)
             self.media.on_session_closed = live_audit.stop_recorder(self.audit, self._audit_tasks)
             await self.media.start()
+
+        async def drain_command(payload: dict) -> dict:
+            # `gbops node drain`: this node drains (a media node moves its viewers), then stops, as on SIGTERM
+            log.info("platform.drain_requested")
+            self.stopped.set()
+            return {"node_id": cluster.node_id, "draining": True}
+
+        cluster.bus.register("node.drain", drain_command)
         await cluster.bus.start()
+
+    async def drain(self) -> None:
+        """Before a clustered media node stops (SIGTERM, ``gbops node drain``): no new stream here (the heartbeat
+        says draining, readiness answers 503), each stream moves to another media node make-before-break and
+        its players switch (:meth:`gbops.cluster_media.MediaNode.drain`), for at most ``GBOPS_DRAIN_TIMEOUT``.
+        The single process and nodes without the media role stop as before."""
+        if self.media_node is None or not self.settings.clustered:
+            return
+        self.draining = True
+        for app in (self.portal_app, self.output_app):
+            if app is not None:
+                app.state.draining = True  # readiness 503 "draining"
+        if self.heartbeat is not None:
+            try:
+                await self.heartbeat.beat()  # the portals stop placing streams here now, not at the next beat
+            except Exception:
+                log.exception("platform.drain_heartbeat_failed")
+        try:
+            result = await self.media_node.drain(timeout=self.settings.drain_timeout)
+        except Exception:
+            log.exception("platform.drain_failed")
+            return
+        log.info("platform.drained", **result)
 
     async def _cluster_media_serve_outputs(self, s: Settings, sessionmaker: Any) -> None:
         """A media node without the portal: its viewers' outputs and the health check on its HTTP port."""
@@ -347,6 +384,7 @@ class Platform:
         from ops_portal.live.output_app import create_output_app
 
         app = create_output_app(settings=s, sessionmaker=sessionmaker, media=self.media, security=self.security)
+        self.output_app = app  # its readiness turns 503 "draining" when the node drains or stops
         self.http = PortalServers(app, s, self.tls.material if self.tls.https else None, log_config=None,
                                   access_log=False, lifespan="on")
         await self.http.start()
@@ -551,8 +589,9 @@ class Platform:
     async def stop(self) -> None:
         log.info("platform.stopping")
         self.draining = True
-        if self.portal_app is not None:
-            self.portal_app.state.draining = True  # readiness 503 "draining" at once
+        for app in (self.portal_app, self.output_app):
+            if app is not None:
+                app.state.draining = True  # readiness 503 "draining" at once
         if self.heartbeat is not None:
             await self.heartbeat.stop()  # leaves the node directory at once
         if self.jobs is not None:
@@ -631,5 +670,6 @@ class Platform:
             raise
         try:
             await self.stopped.wait()
+            await self.drain()  # [cluster-media] a clustered media node moves its streams first (issue 17)
         finally:
             await self.stop()

@@ -604,6 +604,10 @@ from gbops.keys_cli import keys_app  # noqa: E402 - issue 17: gbops keys init (t
 
 app.add_typer(keys_app, name="keys")
 
+from gbops.node_cli import node_app  # noqa: E402 - issue 17: gbops node drain (a rolling restart)
+
+app.add_typer(node_app, name="node")
+
 
 class CheckFormat(StrEnum):
     text = "text"

@@ -17,6 +17,11 @@ Three kinds of node take part, each through the cluster's command bus (:mod:`clu
   portal routes call, placing a new stream on the channel's owner if it has one, else on the least-loaded
   live media node (:func:`rank_media_nodes`), and forwarding over the bus.
 
+A media node that stops (SIGTERM, ``gbops node drain``) first drains (:meth:`MediaNode.drain`): each channel's
+lease goes to another media node (``Leases.transfer``), which adopts the viewer sessions under the same ids
+(``media.adopt``: its own upstream first, make before break); the portals hear ``moved`` on
+:data:`MEDIA_SESSIONS` and the players switch to the new output URLs (``ClusterMedia.moved_urls``).
+
 Typed failures cross the bus as :class:`cluster.bus.RemoteError` codes (:data:`SIGNALLING_CODES`, the
 media relay's :class:`media_relay.stream.MediaError` codes as ``media.<code>``, the watermark's capacity) and
 are raised again as the same typed exceptions on the caller's side, so the routes and the stream manager see
@@ -660,6 +665,14 @@ class MediaNode:
         self.max_streams = max_streams
         self.lease_ttl = lease_ttl
         self.held: set[ChannelRef] = set()
+        self.viewers: dict[str, Viewer] = {}  # session id -> the viewer in full (a drain hands it over)
+        self.moved: dict[str, str] = {}  # session id -> the node it moved to (its end here is not its end)
+        self.adopt_timeout = 40.0  # media.adopt: an INVITE's worth and the first keyframe
+        self.draining = False  # no new upstream here (a drain: its streams move to other nodes)
+        self.directory: Any = None  # the node directory (a drain picks the nodes to move to)
+        # callback(session, to_node): the assembly's live.move recorder (the audit log)
+        self.on_session_moved: Any = None
+        self._switched = asyncio.Event()  # set when the last moved session has left this node
         self._tasks: set[asyncio.Task] = set()
         self._renewal = PeriodicTask("stream-leases", self.renew, interval=max(0.5, lease_ttl / 3), logger=log,
                                      failure_event="cluster_media.renew_failed")
@@ -718,13 +731,7 @@ class MediaNode:
         v = payload.get("viewer")
         if not isinstance(v, dict):
             raise RemoteError("bad_request", "缺少观看者 / missing viewer")
-        roles = v.get("roles") or []
-        if not isinstance(roles, list) or len(roles) > 64 or not all(isinstance(r, str) and len(r) <= 100
-                                                                      for r in roles):
-            raise RemoteError("bad_request", "角色无效 / invalid roles")
-        viewer = Viewer(user_id=_int(v, "user_id", lo=0, hi=2**62), username=_text(v, "username", limit=200) or "",
-                        display_name=_text(v, "display_name", limit=200), phone=_text(v, "phone", limit=64),
-                        client_ip=_text(v, "client_ip", limit=64), roles=tuple(roles))
+        viewer = _viewer(v)
         window = None
         if kind == "playback":
             raw = payload.get("window")
@@ -734,6 +741,10 @@ class MediaNode:
             if window[0] is None or window[1] is None:
                 raise RemoteError("bad_request", "时间段无效 / invalid window")
         source = _text(payload, "source", "device", limit=16) or "device"
+        if self.draining and not (kind == "live" and self._has_upstream(ref) and ref in self.held):
+            # a viewer may still join a stream that has not moved yet (it moves with it); nothing new starts
+            raise _remote("node_draining", f"媒体节点 {self.bus.node_id} 正在排空 / media node {self.bus.node_id} "
+                          "is draining")
         if kind == "live":
             if (self.max_streams and not self._has_upstream(ref)
                     and self.streams_in_use() >= self.max_streams):
@@ -752,6 +763,8 @@ class MediaNode:
         finally:
             if kind == "live":
                 await self._release_if_unused(ref)
+        if not session.closed:
+            self.viewers[session.session_id] = viewer
         # the output URL's single-use token: minted here, where the output is served and checked
         token = output_tokens.issue(session.session_id, viewer.user_id,
                                     expires=min(session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
@@ -817,11 +830,22 @@ class MediaNode:
             item = dict(item)
             item["node_id"] = self.bus.node_id
             items.append(item)
-        sessions = [_session_json(s) for s in list(self.media.sessions.values()) if not s.closed]
-        return {"items": items, "sessions": sessions, "node_id": self.bus.node_id}
+        sessions = []
+        for s in list(self.media.sessions.values()):
+            if not s.closed:
+                item = _session_json(s)
+                if s.session_id in self.moved:
+                    item["moved_to"] = self.moved[s.session_id]  # still playing here until its player switches
+                sessions.append(item)
+        return {"items": items, "sessions": sessions, "node_id": self.bus.node_id, "draining": self.draining}
 
     # ------------------------------------------------------------------ session events to the portals
     def session_closed(self, session: Any, reason: str) -> None:
+        self.viewers.pop(session.session_id, None)
+        if self.moved.pop(session.session_id, None) is not None:
+            if not self.moved:
+                self._switched.set()
+            return  # its player switched to the node it moved to: the session lives on there
         self._spawn(_publish(self.bus, MEDIA_SESSIONS, {"type": "closed", "session_id": session.session_id,
                                                         "node_id": self.bus.node_id, "reason": reason[:200]}))
 
@@ -829,6 +853,181 @@ class MediaNode:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def output_token(self, payload: dict) -> dict:
+        """``media.token``: a new single-use output token of a session here (a portal that missed the ``moved``
+        event of a session this node adopted learns its output URL this way)."""
+        from ops_portal.live import output_tokens
+
+        session = self.media.sessions.get(_id(payload, "session_id"))
+        if session is None or session.closed or getattr(session, "output", None) is not None:
+            raise RemoteError("no_session", "会话不存在或已有播放器 / no such session, or its player attached")
+        token = output_tokens.issue(session.session_id, session.user_id, expires=min(
+            session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
+        return {"node_id": self.bus.node_id, "http_url": self.public_url, "url_token": token}
+
+    # ------------------------------------------------------------------ drain (issue 17: rolling restart)
+    async def adopt(self, payload: dict) -> dict:
+        """``media.adopt`` (from a draining media node, which handed this node the channel's lease first): open
+        the channel's upstream here (a second INVITE while the draining node's call still runs: make before
+        break) and the given viewer sessions under the same ids and viewers (same watermark tag, same audit
+        session), and answer their output tokens. On failure the lease goes back to the draining node, which
+        tries another node."""
+        from ops_portal.live import output_tokens
+
+        ref = ChannelRef(_id(payload, "device_id"), _id(payload, "channel_id"))
+        source = _id(payload, "from_node")
+        transport = _text(payload, "transport", "udp", limit=16) or "udp"
+        items = payload.get("sessions")
+        if not isinstance(items, list) or not 0 < len(items) <= 1000:
+            raise RemoteError("bad_request", "会话列表无效 / invalid sessions")
+        wanted = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("viewer"), dict):
+                raise RemoteError("bad_request", "会话无效 / invalid session")
+            wanted.append((_id(item, "session_id"), _viewer(item["viewer"]), _number(item.get("created"))))
+        if self.draining:
+            raise _remote("node_draining", f"媒体节点 {self.bus.node_id} 正在排空 / media node {self.bus.node_id} "
+                          "is draining")
+        name = stream_lease(ref)
+        holder = await self.leases.holder(name)
+        if holder != self.bus.node_id:
+            raise _remote("stream_owned", f"该通道的流由节点 {holder} 承载 / node {holder} has this channel's "
+                          "stream", holder=holder)
+        self.held.add(ref)
+        opened: list[Any] = []
+        answers = []
+        try:
+            for session_id, viewer, created in wanted:
+                session = await self.media.open_viewer(ref, viewer, kind="live", transport=transport,
+                                                       session_id=session_id)
+                opened.append(session)
+                if created is not None and created <= time.time():
+                    session.created = created  # the viewing's duration counts from its start
+                self.viewers[session_id] = viewer
+                token = output_tokens.issue(session_id, viewer.user_id, expires=min(
+                    session.attach_deadline, time.time() + output_tokens.TOKEN_TTL))
+                answers.append({"session_id": session_id, "url_token": token})
+        except Exception as exc:
+            for session in opened:
+                self.moved[session.session_id] = source  # not a viewing that ended: it stays on the source
+                self.media.close_session(session.session_id, "move failed")
+            if not self._has_upstream(ref):
+                self.held.discard(ref)
+                await self.leases.transfer(name, source, self.lease_ttl)  # back: it tries another node
+            log.warning("cluster_media.adopt_failed", channel=ref.key, source=source, error=str(exc))
+            remote = to_remote_media(exc)
+            if remote is None:
+                raise
+            raise remote from None
+        log.info("cluster_media.adopted", channel=ref.key, source=source, sessions=len(answers))
+        return {"node_id": self.bus.node_id, "http_url": self.public_url, "sessions": answers}
+
+    async def drain(self, *, timeout: float = 60.0, switch_wait: float | None = None) -> dict[str, Any]:
+        """Move every live viewer session of this node to other media nodes, make before break, then wait for
+        their players to switch. Per channel: hand its lease to the least-loaded other media node (not
+        draining), which opens the upstream and the sessions (``media.adopt``); then tell the portals
+        (``moved`` on :data:`MEDIA_SESSIONS`: the new node and output token; the console's player starts the
+        new URL while the old one still plays and swaps on its first frame). This node's outputs keep
+        playing until each player has switched (its output closes here) or ``timeout`` runs out; the old
+        upstream ends with its last reader (the lease, now the other node's, is left alone). Returns
+        ``{"moved": sessions moved, "failed": channels that could not move, "left": sessions still open here
+        at the end, closed then}``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.draining = True
+        moved = 0
+        refused: dict[ChannelRef, set[str]] = {}  # per channel, the nodes that could not take it (this round)
+        while loop.time() < deadline:
+            pending = self._pending_channels()
+            if not pending:
+                break
+            for ref in pending:
+                if loop.time() >= deadline:
+                    break
+                ok, count = await self._move_channel(ref, refused.setdefault(ref, set()))
+                moved += count if ok else 0
+            if self._pending_channels():
+                await asyncio.sleep(0.5)  # a node refused (full, its INVITE failed): ask again, maybe another
+        failed = len(self._pending_channels())  # channels that could not move: their viewers' sessions end
+        wait_until = deadline if switch_wait is None else min(deadline, loop.time() + switch_wait)
+        if self.moved:  # each player closes its old output here once the new one has a frame
+            self._switched.clear()
+            try:
+                await asyncio.wait_for(self._switched.wait(), max(0.0, wait_until - loop.time()))
+            except TimeoutError:
+                log.warning("cluster_media.players_not_switched", sessions=len(self.moved))
+        left = 0
+        for sid in list(self.media.sessions):
+            left += 1
+            self.media.close_session(sid, "media node drained")
+        log.info("cluster_media.drained", moved=moved, failed=failed, left=left)
+        return {"moved": moved, "failed": failed, "left": left}
+
+    def _pending_channels(self) -> list[ChannelRef]:
+        """The channels with live viewer sessions here that have not moved yet."""
+        out: list[ChannelRef] = []
+        for s in list(self.media.sessions.values()):
+            if (not s.closed and getattr(s, "kind", "live") == "live" and s.session_id not in self.moved
+                    and s.session_id in self.viewers and s.channel not in out):
+                out.append(ChannelRef(*s.channel))
+        return out
+
+    async def _move_channel(self, ref: ChannelRef, refused: set[str]) -> tuple[bool, int]:
+        """Move the sessions of ``ref`` not moved yet; (True, sessions moved) or (False, 0)."""
+        sessions = [s for s in list(self.media.sessions.values())
+                    if ChannelRef(*s.channel) == ref and not s.closed and getattr(s, "kind", "live") == "live"
+                    and s.session_id not in self.moved and s.session_id in self.viewers]
+        if not sessions:
+            return True, 0
+        name = stream_lease(ref)
+        target = await self.leases.holder(name)
+        if target == self.bus.node_id or target is None:
+            nodes = await self.directory.nodes() if self.directory is not None else []
+            ranked = rank_media_nodes(nodes, max_streams=self.max_streams, exclude={self.bus.node_id, *refused})
+            if not ranked:
+                log.warning("cluster_media.drain_no_target", channel=ref.key)
+                refused.clear()  # next round, those that refused are asked again
+                return False, 0
+            target = ranked[0].node_id
+            if not await self.leases.transfer(name, target, self.lease_ttl):
+                if not await self.leases.acquire(name, self.lease_ttl) or not await self.leases.transfer(
+                        name, target, self.lease_ttl):
+                    log.warning("cluster_media.drain_lease_lost", channel=ref.key)
+                    return False, 0
+        self.held.discard(ref)  # the target's now: neither renewed nor released here
+        payload = {"device_id": ref.device_id, "channel_id": ref.channel_id, "from_node": self.bus.node_id,
+                   "transport": _stream_transport(sessions[0]),
+                   "sessions": [{"session_id": s.session_id, "created": s.created,
+                                 "viewer": _viewer_json(self.viewers[s.session_id])} for s in sessions]}
+        try:
+            reply = await self.bus.call(target, "media.adopt", payload, timeout=self.adopt_timeout)
+        except BusError as exc:
+            log.warning("cluster_media.move_failed", channel=ref.key, target=target, error=str(exc))
+            refused.add(target)
+            if await self.leases.holder(name) == self.bus.node_id and self._has_upstream(ref):
+                self.held.add(ref)  # given back: renewed here again until another node takes it
+            return False, 0
+        http_url = reply.get("http_url") if isinstance(reply.get("http_url"), str) else None
+        answers = {a.get("session_id"): a for a in reply.get("sessions") or [] if isinstance(a, dict)}
+        count = 0
+        for s in sessions:
+            answer = answers.get(s.session_id)
+            token = answer.get("url_token") if answer else None
+            if not isinstance(token, str):
+                continue
+            await _publish(self.bus, MEDIA_SESSIONS, {
+                "type": "moved", "session_id": s.session_id, "node_id": self.bus.node_id, "to": target,
+                "http_url": http_url, "url_token": token})
+            self.moved[s.session_id] = target
+            count += 1
+            if self.on_session_moved is not None:
+                try:
+                    self.on_session_moved(s, target, self.bus.node_id)
+                except Exception:
+                    log.exception("cluster_media.move_record_failed", session=s.session_id[:8])
+        log.info("cluster_media.moved", channel=ref.key, target=target, sessions=count)
+        return True, count
 
     def start(self) -> None:
         self._renewal.start()
@@ -870,6 +1069,28 @@ def _state_json(state: dict | None) -> dict | None:
     return out
 
 
+def _viewer(v: dict) -> Viewer:
+    """A viewer as it crossed the bus (``media.open_viewer``, ``media.adopt``), validated."""
+    roles = v.get("roles") or []
+    if not isinstance(roles, list) or len(roles) > 64 or not all(isinstance(r, str) and len(r) <= 100
+                                                                  for r in roles):
+        raise RemoteError("bad_request", "角色无效 / invalid roles")
+    return Viewer(user_id=_int(v, "user_id", lo=0, hi=2**62), username=_text(v, "username", limit=200) or "",
+                  display_name=_text(v, "display_name", limit=200), phone=_text(v, "phone", limit=64),
+                  client_ip=_text(v, "client_ip", limit=64), roles=tuple(roles))
+
+
+def _stream_transport(session: Any) -> str:
+    """The transport of the upstream a session reads (the adopting node INVITEs the same way)."""
+    transport = getattr(getattr(getattr(session, "reader", None), "stream", None), "transport", None)
+    return transport if transport in ("udp", "tcp-passive", "tcp-active") else "udp"
+
+
+def _viewer_json(viewer: Viewer) -> dict:
+    return {"user_id": viewer.user_id, "username": viewer.username, "display_name": viewer.display_name,
+            "phone": viewer.phone, "client_ip": viewer.client_ip, "roles": list(viewer.roles)}
+
+
 def serve_media(bus: CommandBus, media_service: Any, leases: Any, *, signalling: RemoteSignalling | None = None,
                 public_url: str | None = None, max_streams: int = 0, lease_ttl: float = 10.0) -> MediaNode:
     """Register a media node's ``media.*`` handlers on ``bus`` over ``media_service`` (a
@@ -884,11 +1105,13 @@ def serve_media(bus: CommandBus, media_service: Any, leases: Any, *, signalling:
     bus.register("media.state", node.session_state)
     bus.register("media.control", node.control)
     bus.register("media.streams", node.describe)
+    bus.register("media.adopt", node.adopt)
+    bus.register("media.token", node.output_token)
     previous = media_service.on_session_closed
 
     def on_closed(session: Any, reason: str) -> None:
-        if previous is not None:
-            previous(session, reason)
+        if previous is not None and session.session_id not in node.moved:
+            previous(session, reason)  # (a moved session's live.stop is the new node's, when it really ends)
         node.session_closed(session, reason)
 
     media_service.on_session_closed = on_closed
@@ -946,6 +1169,7 @@ class RemoteSession:
     closed: bool = False
     state: dict | None = None
     extra: dict = field(default_factory=dict)
+    moved: dict | None = None  # a drain moved it: {"node_id", "from", "at"} (the output URLs: moved_urls)
     opened_at: float = field(default_factory=time.monotonic)  # when this portal learned of it
 
     @property
@@ -982,6 +1206,7 @@ class ClusterMedia:
         self.on_session_closed: Any = None
         self.recordings: Any = None
         self._tasks: set[asyncio.Task] = set()
+        self._healing: set[str] = set()  # sessions whose missed move is being asked for
         self._refresh = PeriodicTask("cluster-streams", self.refresh_streams, interval=refresh, logger=log,
                                      failure_event="cluster_media.streams_failed")
         bus.subscribe(MEDIA_SESSIONS, self._on_session_event)
@@ -1051,7 +1276,7 @@ class ClusterMedia:
                     tried = {holder}
                     candidates = await self.place(channel, exclude=tried)
                     continue
-                if code == "node_full":
+                if code in ("node_full", "node_draining"):
                     if not candidates:
                         candidates = await self.place(channel, exclude=tried)
                     continue
@@ -1152,6 +1377,16 @@ class ClusterMedia:
             if session is None:
                 continue
             seen.add(session.session_id)
+            if isinstance(item, dict) and item.get("moved_to") is not None:
+                # moved: its player is switching to the node it moved to; a portal that missed the ``moved``
+                # event (restarted, pub/sub lost it) asks that node for the session's output URL now
+                known = self.sessions.get(session.session_id)
+                target = item.get("moved_to")
+                if (known is not None and known.node_id == node_id and isinstance(target, str)
+                        and _ID.match(target) and session.session_id not in self._healing):
+                    self._healing.add(session.session_id)
+                    self._spawn(self._heal_move(session.session_id, node_id, target))
+                continue
             known = self.sessions.get(session.session_id)
             if known is None:
                 self.sessions[session.session_id] = session
@@ -1285,6 +1520,9 @@ class ClusterMedia:
 
     # ------------------------------------------------------------------ internals
     def _on_session_event(self, payload: dict) -> None:
+        if isinstance(payload, dict) and payload.get("type") == "moved":
+            self._on_moved(payload)
+            return
         if not isinstance(payload, dict) or payload.get("type") != "closed":
             return
         session_id = payload.get("session_id")
@@ -1293,6 +1531,46 @@ class ClusterMedia:
             if session is not None and session.node_id == payload.get("node_id"):
                 self.sessions.pop(session_id, None)
                 session.closed = True
+
+    def _on_moved(self, payload: dict) -> None:
+        """A draining media node moved a session (``media.adopt`` answered): it now lives on ``to``, whose
+        output URLs (and single-use token) :meth:`moved_urls` gives the session's player, which switches."""
+        try:
+            session_id, source, target = _id(payload, "session_id"), _id(payload, "node_id"), _id(payload, "to")
+        except RemoteError:
+            log.warning("cluster_media.bad_moved_event")
+            return
+        session = self.sessions.get(session_id)
+        http_url, token = payload.get("http_url"), payload.get("url_token")
+        if (session is None or session.node_id != source or not isinstance(http_url, str)
+                or not _BASE_URL.match(http_url) or not isinstance(token, str) or not 0 < len(token) <= 80):
+            return
+        session.node_id = target
+        session.output_base = http_url.rstrip("/")
+        session.url_token = token
+        session.output = None
+        session.moved = {"node_id": target, "from": source, "at": time.time()}
+        log.info("cluster_media.session_moved", session=session_id[:8], source=source, target=target)
+
+    async def _heal_move(self, session_id: str, source: str, target: str) -> None:
+        try:
+            reply = await self.bus.call(target, "media.token", {"session_id": session_id}, timeout=self.timeout)
+            self._on_moved({"type": "moved", "session_id": session_id, "node_id": source, "to": target,
+                            "http_url": reply.get("http_url"), "url_token": reply.get("url_token")})
+        except BusError as exc:
+            log.warning("cluster_media.heal_move_failed", session=session_id[:8], target=target, error=str(exc))
+        finally:
+            self._healing.discard(session_id)
+
+    def moved_urls(self, session_id: str) -> dict[str, Any] | None:
+        """``{"node_id", "flv_url", "whep_url"}`` of a session that moved to another media node (None when it
+        did not): the player opens one of them while the old output still plays, then drops the old one."""
+        session = self.sessions.get(session_id)
+        if session is None or session.moved is None or not session.url_token or not session.output_base:
+            return None
+        base, token = session.output_base, session.url_token
+        return {"node_id": session.node_id, "flv_url": f"{base}/flv/{session_id}.flv?t={token}",
+                "whep_url": f"{base}/whep/{session_id}?t={token}"}
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -179,24 +179,28 @@ class MediaService:
 
     async def open_viewer(self, channel: ChannelRef, viewer: Viewer, *, kind: str = "live",
                           transport: str = "udp", window: tuple[datetime, datetime] | None = None,
-                          source: str = "device") -> ViewerSession:
+                          source: str = "device", session_id: str | None = None) -> ViewerSession:
         """A viewer session of ``viewer`` on ``channel``, its transform planned (and its encoder reserved)
         by the injected factory before the Stream is opened; :meth:`open_output` composes what an output
         reads. ``kind="playback"``: the ``window`` (aware datetimes) of history from ``source`` ("device":
         its own ``s=Playback`` call; "platform": the platform's recording), on a history Stream of its own
         whose timestamps run at wall speed whatever the scale (see :mod:`media_relay.playback`).
-        Raises :class:`media_relay.viewers.TransformCapacityExceeded`,
+        ``session_id`` (live): the id of a session another media node hands over (issue 17, a drain): the
+        viewer keeps its session id, so its watermark tag and its audit entries stay the same; it must not
+        be in use here. Raises :class:`media_relay.viewers.TransformCapacityExceeded`,
         :class:`media_relay.viewers.TransformUnavailable` or :class:`media_relay.stream.MediaError`."""
         if kind == "playback":
             return await self._open_playback(ChannelRef(*channel), viewer, window, source, transport)
         if kind != "live":
             raise ValueError(f"unsupported viewer kind {kind!r}")
         channel = ChannelRef(*channel)
-        session_id = new_session_id()
+        if session_id is not None and session_id in self.sessions:
+            raise MediaError("session_exists", "会话编号已在使用 / the session id is in use")
+        session_id = session_id or new_session_id()
         plan = self._plan(viewer, channel, session_id, "live", None)
         session = await self.open_session(user_id=viewer.user_id, username=viewer.username, channel=channel,
                                           transport=transport, client_ip=viewer.client_ip,
-                                          session_id=session_id if plan is not None else None,
+                                          session_id=session_id,
                                           cleanup=[plan.release] if plan is not None else [])
         if plan is not None:
             session.plan = plan

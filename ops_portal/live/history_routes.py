@@ -409,6 +409,12 @@ class ControlRequest(BaseModel):
     scale: float | None = Field(None, description="speed: 0.25, 0.5, 1, 2, 4 or 8")
 
 
+class MovedOut(BaseModel):
+    node_id: str = Field(description="the media node the session now lives on")
+    flv_url: str = Field(description="HTTP-FLV of the session on that node (single-use token)")
+    whep_url: str = Field(description="WHEP of the session on that node (single-use token)")
+
+
 class SessionOut(BaseModel):
     session_id: str
     kind: str = Field(description="live | playback")
@@ -422,6 +428,9 @@ class SessionOut(BaseModel):
     device_id: str
     channel_id: str
     output: str | None = Field(None, description="flv | whep once a player attached")
+    moved: MovedOut | None = Field(None, description="the session moved to another media node (a drain, a rolling "
+                                   "restart): open its `flv_url` / `whep_url` while the old output still plays, "
+                                   "switch on the first frame, then close the old one")
 
 
 def _owned_session(media: Any, session_id: str, user: User, access: Any) -> Any:
@@ -451,7 +460,15 @@ def _session_out(media: Any, s: Any) -> SessionOut:
     return SessionOut(session_id=s.session_id, kind=kind, state=state.get("state"), position=state.get("position"),
                       scale=state.get("scale"), paused=state.get("paused"), start=beijing(_when(window[0])),
                       end=beijing(_when(window[1])), source=state.get("source") or source_name(s),
-                      device_id=s.channel.device_id, channel_id=s.channel.channel_id, output=s.output)
+                      device_id=s.channel.device_id, channel_id=s.channel.channel_id, output=s.output,
+                      moved=_moved(media, s))
+
+
+def _moved(media: Any, s: Any) -> MovedOut | None:
+    """Where a session moved to (a portal placing sessions on media nodes: ``ClusterMedia.moved_urls``)."""
+    moved_urls = getattr(media, "moved_urls", None)
+    urls = moved_urls(s.session_id) if moved_urls is not None else None
+    return MovedOut(**urls) if urls else None
 
 
 @router.get("/api/sessions/{session_id}", operation_id="session_get", summary="观看会话状态 / a viewer session's state",

@@ -18,7 +18,7 @@ from gbcore.log import get_logger
 
 log = get_logger("gbops.portal.live")
 
-__all__ = ["playback_window", "record_playback_start", "record_start", "stop_recorder"]
+__all__ = ["move_recorder", "playback_window", "record_playback_start", "record_start", "stop_recorder"]
 
 
 async def record_start(audit: Any, *, user: Any, session: Any, transport: str, client_ip: str | None,
@@ -95,3 +95,31 @@ def stop_recorder(audit: Any, tasks: set[asyncio.Task] | None = None) -> Callabl
         task.add_done_callback(pending.discard)
 
     return on_session_closed
+
+
+def move_recorder(audit: Any, tasks: set[asyncio.Task] | None = None) -> Callable[[Any, str], None]:
+    """A draining media node's ``on_session_moved`` callback (issue 17): ``live.move`` (``from``, ``to`` node)
+    for a viewer session handed to another media node. The viewing goes on under the same session id: its
+    ``live.start`` stands and its ``live.stop`` comes once, when it really ends."""
+    pending: set[asyncio.Task] = tasks if tasks is not None else set()
+
+    def on_session_moved(session: Any, to_node: str, from_node: str | None = None) -> None:
+        if audit is None:
+            return
+        from audit_log.log import Actor, Target
+
+        async def record() -> None:
+            try:
+                await audit.record(
+                    actor=Actor("user", str(session.user_id), session.username), action="live.move",
+                    target=Target("channel", session.channel.key), client_ip=session.client_ip,
+                    session_id=session.session_id,
+                    detail={"from": from_node, "to": to_node, "reason": "media node draining"})
+            except Exception:
+                log.exception("live.audit_move_failed", channel_id=session.channel_id)
+
+        task = asyncio.ensure_future(record())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return on_session_moved

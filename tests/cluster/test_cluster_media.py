@@ -4,6 +4,7 @@ typed errors that cross the bus, and the SIP node's handlers over a SIP service 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from media_relay.signalling import (
 )
 from media_relay.stream import MediaError
 from media_relay.viewers import TransformCapacityExceeded, Viewer
+from tests.cluster.conftest import eventually
 
 CAM = ChannelRef("34020000001320000001", "34020000001310000001")
 CAM2 = ChannelRef("34020000001320000001", "34020000001310000002")
@@ -249,7 +251,8 @@ class FakeMedia:
         self.on_session_closed: Any = None
         self.viewers: list[Viewer] = []
 
-    async def open_viewer(self, channel, viewer, *, kind="live", transport="udp", window=None, source="device"):
+    async def open_viewer(self, channel, viewer, *, kind="live", transport="udp", window=None, source="device",
+                          session_id=None):
         ref = ChannelRef(*channel)
         if ref not in self.manager.streams:
             task = self.manager._starting.get(ref)
@@ -262,7 +265,8 @@ class FakeMedia:
             else:
                 await task
         self.viewers.append(viewer)
-        session = FakeSession(f"s{len(self.viewers)}{id(self) % 1000}", viewer.user_id, ref, 4e9)
+        session = FakeSession(session_id or f"s{len(self.viewers)}{id(self) % 1000}", viewer.user_id, ref, 4e9,
+                              created=time.time())
         self.sessions[session.session_id] = session
         return session
 
@@ -556,3 +560,116 @@ async def test_the_sip_node_ends_the_calls_of_a_media_node_that_left() -> None:
     await serving.sweep()
     assert sip.byes == [answer.call_id]
     await serving.close()
+
+
+# ------------------------------------------------------------------------------------- drain (rolling restart)
+async def _draining_cluster(refuse_on_m2: bool = False):
+    """Two media nodes whose sessions' ends are recorded (what live.stop would say), m1 to be drained."""
+    network, directory, table = LocalNetwork(), LocalNodeDirectory(), LeaseTable()
+    medias, nodes, stops = {}, {}, []
+    for name in ("m1", "m2"):
+        bus = LocalCommandBus(name, network)
+        media = medias[name] = FakeMedia()
+        media.on_session_closed = lambda session, reason, name=name: stops.append((name, session.session_id, reason))
+        nodes[name] = serve_media(bus, media, LocalLeases(name, table), public_url=f"http://{name}.test:8080/",
+                                  lease_ttl=30)
+        nodes[name].directory = directory
+        await bus.start()
+        await directory.publish(node(name), 60)
+    if refuse_on_m2:
+        async def refuse(*a, **kw):
+            raise MediaError("device_refused", "busy", 486)
+
+        medias["m2"].open_viewer = refuse
+    portal_bus = LocalCommandBus("p1", network)
+    await portal_bus.start()
+    portal = ClusterMedia(portal_bus, directory, LocalLeases("p1", table), timeout=2)
+    return portal, medias, nodes, directory, table, stops
+
+
+async def test_a_draining_node_moves_its_viewers_make_before_break() -> None:
+    portal, medias, nodes, directory, table, stops = await _draining_cluster()
+    moves = []
+    nodes["m1"].on_session_moved = lambda session, to, source: moves.append((session.session_id, source, to))
+    a, b = await asyncio.gather(portal.open_viewer(CAM, VIEWER), portal.open_viewer(CAM, VIEWER))
+    assert a.node_id == b.node_id == "m1" and medias["m1"].manager.invites == 1
+    drain = asyncio.ensure_future(nodes["m1"].drain(timeout=10))
+
+    # the portal learns the new home of both sessions, with output URLs of m2 (its own single-use token)
+    moved = await eventually(lambda: portal.moved_urls(a.session_id) and portal.moved_urls(b.session_id))
+    assert moved["node_id"] == "m2"
+    assert moved["flv_url"].startswith(f"http://m2.test:8080/flv/{b.session_id}.flv?t=")
+    assert portal.moved_urls(a.session_id)["whep_url"].startswith(f"http://m2.test:8080/whep/{a.session_id}?t=")
+    assert portal.sessions[a.session_id].node_id == "m2"
+    # m2 opened the upstream once and the same sessions (same ids: same watermark tag and audit session), for
+    # the same viewer in full; m2 holds the channel's lease; m1's upstream still plays (make before break)
+    assert medias["m2"].manager.invites == 1
+    assert set(medias["m2"].sessions) == {a.session_id, b.session_id}
+    assert medias["m2"].viewers == [VIEWER, VIEWER]
+    assert table.current(stream_lease(CAM)) == "m2"
+    assert CAM in medias["m1"].manager.streams and set(medias["m1"].sessions) == {a.session_id, b.session_id}
+    await nodes["m1"].renew()  # m1's renewal leaves the lease it gave away alone, and its upstream too
+    assert table.current(stream_lease(CAM)) == "m2" and CAM in medias["m1"].manager.streams
+    assert sorted(moves) == sorted([(a.session_id, "m1", "m2"), (b.session_id, "m1", "m2")])
+
+    # while m1 drains, a new channel goes elsewhere and a new viewer of the moved one joins m2
+    other = await portal.open_viewer(CAM2, VIEWER)
+    assert other.node_id == "m2" and medias["m1"].manager.invites == 1
+    assert (await portal.open_viewer(CAM, VIEWER)).node_id == "m2"
+
+    # the players switch: their old outputs close on m1; the drain ends; nothing recorded as an end
+    assert not drain.done()
+    medias["m1"].close_session(a.session_id, "player disconnected")
+    medias["m1"].close_session(b.session_id, "player disconnected")
+    assert await asyncio.wait_for(drain, 5) == {"moved": 2, "failed": 0, "left": 0}
+    await asyncio.sleep(0.01)
+    assert stops == [] and a.session_id in portal.sessions and portal.sessions[a.session_id].node_id == "m2"
+    # a moved session's end is recorded once, where it really ends
+    medias["m2"].close_session(a.session_id, "player disconnected")
+    await asyncio.sleep(0.01)
+    assert stops == [("m2", a.session_id, "player disconnected")] and a.session_id not in portal.sessions
+
+
+async def test_a_move_the_other_node_refuses_keeps_the_stream_until_the_drain_ends() -> None:
+    portal, medias, nodes, directory, table, stops = await _draining_cluster(refuse_on_m2=True)
+    session = await portal.open_viewer(CAM, VIEWER)
+    assert session.node_id == "m1"
+    result = await nodes["m1"].drain(timeout=1.0)
+    # the lease came back to m1 (the adoption failed), the viewer watched on until the drain's end, then the
+    # session ended with a reason (its live.stop); m2 kept nothing
+    assert result == {"moved": 0, "failed": 1, "left": 1}
+    assert stops == [("m1", session.session_id, "media node drained")]
+    assert not medias["m2"].sessions and portal.moved_urls(session.session_id) is None
+    assert table.current(stream_lease(CAM)) == "m1"
+
+
+async def test_adopt_refuses_what_it_does_not_own_and_hostile_payloads() -> None:
+    portal, medias, nodes, directory, table, stops = await _draining_cluster()
+    bus = LocalCommandBus("x", portal.bus.network)
+    viewer = {"user_id": 7, "username": "alice", "roles": []}
+    good = {"device_id": CAM.device_id, "channel_id": CAM.channel_id, "from_node": "m1",
+            "sessions": [{"session_id": "abc", "viewer": viewer}]}
+    with pytest.raises(RemoteError) as owned:  # the lease is not m2's: no INVITE
+        await bus.call("m2", "media.adopt", good, timeout=2)
+    assert owned.value.code == "stream_owned" and not medias["m2"].sessions
+    for bad in ({**good, "sessions": []}, {**good, "sessions": [{"session_id": "a b", "viewer": viewer}]},
+                {**good, "from_node": "../x"}, {**good, "sessions": [{"session_id": "abc", "viewer": "x"}]}):
+        with pytest.raises(RemoteError) as refused:
+            await bus.call("m2", "media.adopt", bad, timeout=2)
+        assert refused.value.code == "bad_request"
+
+
+async def test_a_portal_that_missed_the_moved_event_learns_the_new_home_from_the_listing() -> None:
+    portal, medias, nodes, directory, table, stops = await _draining_cluster()
+    session = await portal.open_viewer(CAM, VIEWER)
+    portal._on_moved = lambda payload: None  # the pub/sub message is lost on the way to this portal
+    drain = asyncio.ensure_future(nodes["m1"].drain(timeout=10))
+    await eventually(lambda: session.session_id in medias["m2"].sessions)
+    await asyncio.sleep(0.05)
+    assert portal.moved_urls(session.session_id) is None and portal.sessions[session.session_id].node_id == "m1"
+    del portal._on_moved
+    await portal.refresh_streams()  # m1 lists the session as moved to m2: the portal asks m2 for its URL
+    moved = await eventually(lambda: portal.moved_urls(session.session_id))
+    assert moved["node_id"] == "m2" and moved["flv_url"].startswith(f"http://m2.test:8080/flv/{session.session_id}")
+    medias["m1"].close_session(session.session_id, "player disconnected")
+    assert (await asyncio.wait_for(drain, 5))["moved"] == 1 and stops == []

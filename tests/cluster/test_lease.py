@@ -81,3 +81,28 @@ async def test_local_leases_expire_by_the_injected_clock():
     # one LocalLeases alone gets a private table with the given clock
     c = LocalLeases("node-c", clock=lambda: now[0])
     assert await c.acquire("job:audit-checkpoint", 1)
+
+
+async def test_only_the_owner_transfers_and_the_new_owner_then_holds_it(backend):
+    a, b, c = backend.leases("node-a"), backend.leases("node-b"), backend.leases("node-c")
+    assert await a.acquire("stream:dev/ch", 5)
+    assert not await c.transfer("stream:dev/ch", "node-c", 5)  # not ours: nothing changes
+    assert await a.holder("stream:dev/ch") == "node-a"
+    assert await a.transfer("stream:dev/ch", "node-b", 5)
+    assert await c.holder("stream:dev/ch") == "node-b"
+    assert not await a.renew("stream:dev/ch", 5)  # the old owner has nothing left to renew or release
+    assert not await a.release("stream:dev/ch")
+    assert not await c.acquire("stream:dev/ch", 5)
+    assert await b.renew("stream:dev/ch", 5) and await b.release("stream:dev/ch")
+    assert not await a.transfer("stream:dev/ch", "node-b", 5)  # free: no one's to give
+    assert await a.holder("stream:dev/ch") is None
+    with pytest.raises(ValueError):
+        await a.transfer("stream:dev/ch", "node-b", 0)
+
+
+async def test_a_transferred_lease_keeps_the_given_ttl(backend):
+    a, b = backend.leases("node-a"), backend.leases("node-b")
+    assert await a.acquire("stream:dev/ch2", 30)
+    assert await a.transfer("stream:dev/ch2", "node-b", 0.2)
+    await eventually(lambda: a.acquire("stream:dev/ch2", 5), timeout=3)  # the short ttl given ran out
+    assert await b.holder("stream:dev/ch2") == "node-a"

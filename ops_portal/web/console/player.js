@@ -30,9 +30,31 @@ export function liveUrl(channel) {
     : `/api/channels/${encodeURIComponent(id)}/live`;
 }
 
+// Resolves once `video` has played `settle` seconds of pictures (rejects after `ms`): the moment a player may swap
+// to it. Not at its very first frame: a live FLV player that just started may still pause to fill its buffer
+// (measured in Chromium: up to 0.8 s right after a swap on the first frame), while the old output plays on.
+function firstFrame(video, ms, settle = 0.5) {
+  return new Promise((resolve, reject) => {
+    let first = null;
+    const done = () => { clearTimeout(timer); video.removeEventListener("playing", check); video.removeEventListener("timeupdate", check); };
+    const check = () => {
+      if (video.readyState < 2 || video.currentTime <= 0) return;
+      if (first === null) first = video.currentTime;
+      if (video.currentTime - first >= settle) { done(); resolve(); }
+    };
+    const timer = setTimeout(() => { done(); reject(new Error("no frame from the new media node")); }, ms);
+    video.addEventListener("playing", check);
+    video.addEventListener("timeupdate", check);
+    check();
+  });
+}
+
+const MOVE_POLL_MS = 2000;  // how often a player placed on a cluster media node asks whether its session moved
+
 export class LivePlayer {
   constructor(video, onState) {
     this.video = video;
+    this.onVideo = () => {};  // the <video> element was replaced (an FLV session that moved): the view's reference
     this.onState = onState || (() => {});
     this.session = null;
     this.pc = null;
@@ -64,19 +86,116 @@ export class LivePlayer {
       }
     }
     this.onState("playing", `${t("live.playing")} · ${this.kind === "whep" ? "WebRTC" : "HTTP-FLV"}${info ? " · " + info : ""}`);
+    this.watchMoves();
+  }
+
+  // A session on a cluster media node (absolute output URLs) moves when that node drains (a rolling restart):
+  // GET /api/sessions/{id} then names `moved`, the session's URLs on its new node. The player opens the new
+  // one while the old one still plays and swaps once it plays (no black gap), then closes the old one
+  // (which lets the draining node finish). Relative URLs (the single process): nothing moves, no polling.
+  watchMoves() {
+    this.stopWatch();
+    const s = this.session;
+    if (!s || !/^https?:\/\//.test(s.flv_url || "")) return;
+    const sid = s.session_id;
+    this.moveTimer = setInterval(async () => {
+      if (this.closed || this.switching || !this.session || this.session.session_id !== sid) return;
+      let st = null;
+      try { st = await api("GET", "/api/sessions/" + encodeURIComponent(sid)); } catch (_) { return; }
+      const m = st && st.moved;
+      if (!m || !this.session || m.flv_url === this.session.flv_url || m.flv_url === this.failedMove) return;
+      this.switching = true;
+      try {
+        await this.follow(m);
+      } catch (err) {
+        this.failedMove = m.flv_url;  // its single-use URL is spent: the old output plays until its node stops
+        console.warn("live: could not follow the moved session", err);
+      } finally {
+        this.switching = false;
+      }
+    }, MOVE_POLL_MS);
+  }
+
+  stopWatch() {
+    if (this.moveTimer) { clearInterval(this.moveTimer); this.moveTimer = null; }
+  }
+
+  async follow(m) {
+    const old = this.session;
+    const next = { ...old, flv_url: m.flv_url, whep_url: m.whep_url, node_id: m.node_id };
+    if (this.kind === "whep") {
+      const { pc, media } = await this.connectWhep(next);
+      const probe = document.createElement("video");
+      probe.muted = true;
+      probe.srcObject = media;
+      try {
+        await probe.play().catch(() => {});
+        await firstFrame(probe, 15000);
+      } catch (err) {
+        pc.close();
+        throw err;
+      } finally {
+        probe.srcObject = null;
+      }
+      if (this.closed) { pc.close(); return; }
+      const oldPc = this.pc;
+      this.pc = pc;
+      this.video.srcObject = media;
+      if (oldPc) oldPc.close();
+      try { await fetch(old.whep_url, { method: "DELETE" }); } catch (_) { /* its node is leaving */ }
+    } else {
+      const mpegts = await loadMpegts();
+      const fresh = this.video.cloneNode(false);
+      fresh.muted = this.video.muted;
+      const shown = fresh.style.cssText;
+      fresh.style.cssText = shown + ";position:absolute;visibility:hidden;pointer-events:none";
+      this.video.after(fresh);
+      const flv = mpegts.createPlayer({ type: "flv", isLive: true, url: next.flv_url },
+                                      { enableStashBuffer: false, liveBufferLatencyChasing: true });
+      flv.attachMediaElement(fresh);
+      flv.load();
+      try {
+        await Promise.resolve(flv.play()).catch(() => {});
+        await firstFrame(fresh, 15000);
+      } catch (err) {
+        try { flv.destroy(); } catch (_) { /* gone */ }
+        fresh.remove();
+        throw err;
+      }
+      if (this.closed) { try { flv.destroy(); } catch (_) { /* gone */ } fresh.remove(); return; }
+      const oldVideo = this.video;
+      const oldFlv = this.flv;
+      fresh.style.cssText = shown;
+      this.video = fresh;
+      this.flv = flv;
+      oldVideo.remove();
+      if (oldFlv) { try { oldFlv.destroy(); } catch (_) { /* gone */ } }  // its output closes on the old node
+      this.onVideo(fresh);
+    }
+    this.session = next;
   }
 
   async playWhep(s) {
     this.kind = "whep";
+    const { media } = await this.connectWhep(s, true);
+    this.video.srcObject = media;
+    this.attached = true;
+    await this.video.play().catch(() => {});
+  }
+
+  // A WebRTC peer for the session's `whep_url`; `current`: it becomes this.pc at once (else the caller swaps).
+  async connectWhep(s, current = false) {
     const pc = new RTCPeerConnection();
-    this.pc = pc;
+    if (current) this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });  // the channel's sound (Opus), when it has any
     // video and audio may arrive as tracks of different streams: gather both in one
     const media = new MediaStream();
-    pc.ontrack = (ev) => { media.addTrack(ev.track); this.video.srcObject = media; };
+    pc.ontrack = (ev) => { media.addTrack(ev.track); if (this.pc === pc) this.video.srcObject = media; };
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "failed" && !this.closed) this.onState("error", "WebRTC: " + pc.connectionState);
+      if (pc.connectionState === "failed" && !this.closed && this.pc === pc) {
+        this.onState("error", "WebRTC: " + pc.connectionState);
+      }
     };
     await pc.setLocalDescription(await pc.createOffer());
     await new Promise((resolve) => {
@@ -86,10 +205,12 @@ export class LivePlayer {
     });
     const r = await fetch(s.whep_url, { method: "POST", headers: { "Content-Type": "application/sdp" },
                                         body: pc.localDescription.sdp });
-    if (r.status !== 201) throw new Error("WHEP: HTTP " + r.status + " " + await r.text());
-    this.attached = true;
+    if (r.status !== 201) {
+      if (!current) pc.close();
+      throw new Error("WHEP: HTTP " + r.status + " " + await r.text());
+    }
     await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
-    await this.video.play().catch(() => {});
+    return { pc, media };
   }
 
   async playFlv(s) {
@@ -104,6 +225,7 @@ export class LivePlayer {
   }
 
   async stopMedia() {
+    this.stopWatch();
     if (this.pc) { this.pc.close(); this.pc = null; }
     if (this.flv) { try { this.flv.destroy(); } catch (_) { /* already gone */ } this.flv = null; }
     const s = this.session;

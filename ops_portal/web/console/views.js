@@ -362,6 +362,7 @@ export async function liveView(root, route) {
       pane.el.classList.toggle("playing", st === "playing");
       pane.el.classList.toggle("failed", st === "error");
     });
+    player.onVideo = (fresh) => { pane.video = fresh; };  // the session moved to another media node (FLV)
     pane.player = player;
     try {
       await player.play(channel, { transport: transport.value, player: playerSel.value });
