@@ -26,7 +26,7 @@ import pytest
 
 from gbsim import SimConfig, Simulator
 from tests.e2e.platform import STRONG_SIP_PASSWORD
-from tests.e2e.test_cluster_live import Node, lease_holder, logs, pg_url  # noqa: F401 - pg_url is a fixture
+from tests.e2e.test_cluster_live import Node, lease_holder, logs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
