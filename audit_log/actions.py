@@ -38,6 +38,9 @@ WIRED_ACTIONS: dict[str, str] = {
     "live.stop": "结束实时预览 / live view stopped (detail: reason, duration_s)",
     # issue 17: a draining media node handed the viewing to another one (same session; its live.stop comes once)
     "live.move": "实时预览迁移到另一媒体节点 / live view moved to another media node (detail: from, to, reason)",
+    # issue 17: a clustered node drained and stopped (target node:<id>; detail: by = "signal" or the operator's
+    # user@host of `gbops node drain`, moved, failed, left = sessions moved, not moved, still open at the end)
+    "node.drain": "节点排空并停止 / a cluster node drained and stopped (detail: by, moved, failed, left)",
     # reports (issue 7)
     "report.export": "导出报表 / report exported (detail: report, kind, label, start, end, format, file, sha256, "
                      "bytes, source_sha256, checkpoint_size, checkpoint_root, rate, threshold, breach, scope)",

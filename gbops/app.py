@@ -105,6 +105,7 @@ class Platform:
         self.revocation: Any = None
         self.portal_app: Any = None  # the FastAPI app (portal role)
         self.draining = False
+        self._drain_by = "signal"  # who asked for the drain: SIGTERM, or `gbops node drain` (its user@host)
         self.output_app: Any = None  # a media node's own HTTP app (outputs and health), [cluster-media]
         self.stopped = asyncio.Event()
 
@@ -348,7 +349,9 @@ class Platform:
 
         async def drain_command(payload: dict) -> dict:
             # `gbops node drain`: this node drains (a media node moves its viewers), then stops, as on SIGTERM
-            log.info("platform.drain_requested")
+            by = payload.get("by")
+            self._drain_by = by[:128] if isinstance(by, str) and by.isprintable() else "gbops node drain"
+            log.info("platform.drain_requested", by=self._drain_by)
             self.stopped.set()
             return {"node_id": cluster.node_id, "draining": True}
 
@@ -377,6 +380,15 @@ class Platform:
             log.exception("platform.drain_failed")
             return
         log.info("platform.drained", **result)
+        from audit_log.log import Actor, Target
+
+        try:  # an operations action on the evidence: who drained which node, and what moved
+            await self.audit.record(actor=Actor.system(f"node {self.cluster.node_id}"), action="node.drain",
+                                    target=Target("node", self.cluster.node_id),
+                                    detail={"by": self._drain_by,
+                                            **{k: result.get(k) for k in ("moved", "failed", "left")}})
+        except Exception:
+            log.exception("platform.drain_audit_failed")
 
     async def _cluster_media_serve_outputs(self, s: Settings, sessionmaker: Any) -> None:
         """A media node without the portal: its viewers' outputs and the health check on its HTTP port."""

@@ -23,6 +23,18 @@ def node_group() -> None:
     """集群节点 / cluster nodes."""
 
 
+def _operator() -> str:
+    """Who asked, for the node's audit entry: the OS user and host running the command."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"[:128]
+
+
 async def request_drain(settings, node_id: str, *, wait: float, echo=typer.echo) -> int:
     """Send ``node.drain`` to ``node_id``; with ``wait`` > 0, wait (that long) until it left the directory."""
     from cluster.bus import BusError, RedisCommandBus
@@ -35,7 +47,7 @@ async def request_drain(settings, node_id: str, *, wait: float, echo=typer.echo)
     bus = RedisCommandBus(redis, keys, f"cli-{secrets.token_hex(4)}")
     try:
         try:
-            await bus.call(node_id, "node.drain", {}, timeout=settings.cluster_rpc_timeout)
+            await bus.call(node_id, "node.drain", {"by": _operator()}, timeout=settings.cluster_rpc_timeout)
         except BusError as exc:
             echo(f"节点未应答 / the node did not answer: {node_id}: {exc}", err=True)
             return 1

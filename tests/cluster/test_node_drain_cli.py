@@ -38,7 +38,12 @@ async def test_drain_reaches_the_node_and_waits_for_it_to_leave(redis_url, redis
     lines: list[str] = []
     try:
         assert await request_drain(settings, "media-x", wait=10, echo=lambda m, err=False: lines.append(m)) == 0
-        assert asked == [{}] and await directory.get("media-x") is None
+        # the node is told who asked (its audit entry node.drain names them): the OS user and host
+        import getpass
+        import socket
+
+        assert asked == [{"by": f"{getpass.getuser()}@{socket.gethostname()}"}]
+        assert await directory.get("media-x") is None
         assert lines[-1].endswith("media-x has left"), lines
         # a node that is not there: the command fails, says so, exit status 1
         assert await request_drain(settings, "media-gone", wait=0, echo=lambda m, err=False: lines.append(m)) == 1

@@ -264,6 +264,11 @@ async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_u
         assert {e["detail"]["session_id"] for e in stops} == sessions and len(stops) == 2, stops
         assert all(e["detail"]["reason"] == "player disconnected" for e in stops), stops
         assert all(e["target"]["id"] == f"{device}/{channel}" for e in starts + moves + stops)
+        # the drain itself is evidence: which node, asked by whom, what moved
+        (drained,) = entries("node.drain")
+        assert drained["target"] == {"type": "node", "id": owner_id}, drained
+        assert drained["detail"]["moved"] == 2 and drained["detail"]["failed"] == 0, drained
+        assert drained["detail"]["by"] == "signal" if trigger == "sigterm" else "@" in drained["detail"]["by"]
         # the other node's stream ends with its last viewer; nothing left on the owner (it is gone)
         await asyncio.to_thread(core.wait_for, lambda: core.get("/api/streams").json()["items"] == [], 15,
                                 "no stream left")
