@@ -26,7 +26,7 @@ import pytest
 
 from gbsim import SimConfig, Simulator
 from tests.e2e.platform import STRONG_SIP_PASSWORD
-from tests.e2e.test_cluster_live import Node, lease_holder, logs
+from tests.e2e.test_cluster_live import Node, lease_holder, logs, running_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,28 +34,10 @@ DEVICES = 50
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):  # noqa: F811
-    secrets = tmp_path / "secrets"
-    await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gbops.cli", "keys", "init", "--dir", str(secrets)],
-                            check=True, capture_output=True)
-    common = {"GBOPS_SECRETS_DIR": str(secrets), "GBOPS_DATABASE_URL": pg_url, "GBOPS_REDIS_URL": redis_url,
-              "GBOPS_REDIS_PREFIX": redis_prefix, "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2",
-              "GBOPS_DRAIN_TIMEOUT": "30", "GBOPS_WEBRTC_LOOPBACK": "true"}
-    nodes: list[Node] = []
-    try:
-        core = Node(tmp_path / "core", GBOPS_ROLES="sip,portal,worker", GBOPS_NODE_ID="core", **common)
-        nodes.append(core.start(timeout=60))
-        from tests.e2e.platform import free_port
-
-        for name, host in (("media-a", "127.0.0.2"), ("media-b", "127.0.0.3")):
-            low = free_port()
-            node = Node(tmp_path / name, host, GBOPS_ROLES="media", GBOPS_NODE_ID=name,
-                        GBOPS_MEDIA_HOST=host, GBOPS_RTP_PORTS=f"{low}-{low + 40}", **common)
-            nodes.append(node.start(timeout=60))
+async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
+    async with running_cluster(tmp_path, pg_url, redis_url, redis_prefix, GBOPS_DRAIN_TIMEOUT="30",
+                               GBOPS_WEBRTC_LOOPBACK="true") as nodes:
         yield nodes
-    finally:
-        for node in reversed(nodes):
-            node.stop()
 
 
 class FlvTags(threading.Thread):

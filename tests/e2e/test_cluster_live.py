@@ -11,6 +11,7 @@ init``), as a cluster requires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import subprocess
 import sys
@@ -41,13 +42,16 @@ class Node(PlatformProcess):
         return f"http://{self.host}:{self.http_port}"
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
+@contextlib.asynccontextmanager
+async def running_cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str, **extra: str):
+    """A ``sip,portal,worker`` node ``core`` and media nodes ``media-a`` (127.0.0.2) and ``media-b`` (127.0.0.3) on
+    one PostgreSQL database, one Redis prefix and one shared keys folder; ``extra`` settings for every node."""
     secrets = tmp_path / "secrets"
     await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gbops.cli", "keys", "init", "--dir", str(secrets)],
                             check=True, capture_output=True)
     common = {"GBOPS_SECRETS_DIR": str(secrets), "GBOPS_DATABASE_URL": pg_url, "GBOPS_REDIS_URL": redis_url,
-              "GBOPS_REDIS_PREFIX": redis_prefix, "GBOPS_MEDIA_MAX_STREAMS": "1", "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2"}
+              "GBOPS_REDIS_PREFIX": redis_prefix, "GBOPS_CLUSTER_HEARTBEAT": "0.5", "GBOPS_LIVE_IDLE_TIMEOUT": "2",
+              **extra}
     nodes: list[Node] = []
     try:
         core = Node(tmp_path / "core", GBOPS_ROLES="sip,portal,worker", GBOPS_NODE_ID="core", **common)
@@ -61,6 +65,12 @@ async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
     finally:
         for node in reversed(nodes):
             node.stop()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
+    async with running_cluster(tmp_path, pg_url, redis_url, redis_prefix, GBOPS_MEDIA_MAX_STREAMS="1") as nodes:
+        yield nodes
 
 
 def logs(nodes: list[Node]) -> str:
