@@ -97,7 +97,9 @@ async def test_nodes_starting_together_create_one_admin(db_url: str, tmp_path: P
     from ops_portal.models import User
     from ops_portal.users import INITIAL_PASSWORD_FILE, ensure_admin
 
-    engines = [make_engine(db_url) for _ in range(3)]  # three nodes, each with its own connection pool
+    # three nodes, each with its own connection pool; on SQLite a busy timeout that a loaded CI machine cannot
+    # outlast while three migrations and three argon2 hashes queue for the one write lock
+    engines = [make_engine(db_url, busy_timeout_ms=120_000) for _ in range(3)]
     try:
         await asyncio.gather(*(migrate(e) for e in engines))  # they migrate together too
         dirs = [tmp_path / ("data" if shared_data_dir else f"node-{i}") for i in range(3)]
