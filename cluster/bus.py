@@ -231,7 +231,21 @@ async def _finish(tasks: set[asyncio.Task[Any]], grace: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- Redis
-class RedisCommandBus:
+class _Registry:
+    """What both buses keep alike: the command handlers and the topic subscribers of this node."""
+
+    handlers: dict[str, Handler]
+    subscriptions: dict[str, list[Callable[[dict], None]]]
+
+    def register(self, method: str, handler: Handler) -> None:
+        self.handlers[_check_method(method)] = handler
+
+    def subscribe(self, topic: str, callback: Callable[[dict], None]) -> None:
+        check_part(topic)
+        self.subscriptions.setdefault(topic, []).append(callback)
+
+
+class RedisCommandBus(_Registry):
     """The bus on Redis (see the module docstring).  ``liveness_ttl``: how long ``bus:<node_id>`` outlives
     a node that died without closing its bus (refreshed every third of it)."""
 
@@ -271,13 +285,6 @@ class RedisCommandBus:
         self._wake = b"\x00wake:" + secrets.token_hex(8).encode()  # close() pushes it to end a BRPOP at once
 
     # -------------------------------------------------------------------- the API
-    def register(self, method: str, handler: Handler) -> None:
-        self.handlers[_check_method(method)] = handler
-
-    def subscribe(self, topic: str, callback: Callable[[dict], None]) -> None:
-        check_part(topic)
-        self.subscriptions.setdefault(topic, []).append(callback)
-
     async def publish(self, topic: str, payload: dict) -> None:
         """Broadcast to the subscribers of ``topic`` on every node (this one included); best effort: a
         Redis failure is logged, not raised (a bad payload is a bug and raises ValueError)."""
@@ -528,7 +535,7 @@ class LocalNetwork:
         self.buses: dict[str, LocalCommandBus] = {}
 
 
-class LocalCommandBus:
+class LocalCommandBus(_Registry):
     """The bus in memory, with the Redis bus's semantics: payloads and replies travel as JSON (a handler
     gets a copy, non-JSON fails the same way), a node not started (or closed) is unavailable, a handler
     still running at the timeout keeps running but its reply is dropped."""
@@ -544,13 +551,6 @@ class LocalCommandBus:
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: set[asyncio.Task[dict]] = set()
         self._started = False
-
-    def register(self, method: str, handler: Handler) -> None:
-        self.handlers[_check_method(method)] = handler
-
-    def subscribe(self, topic: str, callback: Callable[[dict], None]) -> None:
-        check_part(topic)
-        self.subscriptions.setdefault(topic, []).append(callback)
 
     async def publish(self, topic: str, payload: dict) -> None:
         check_part(topic)
