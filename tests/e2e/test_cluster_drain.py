@@ -26,7 +26,7 @@ import pytest
 
 from gbsim import SimConfig, Simulator
 from tests.e2e.platform import STRONG_SIP_PASSWORD
-from tests.e2e.test_cluster_live import Node, lease_holder, logs, running_cluster
+from tests.e2e.test_cluster_live import Node, first_channel, lease_holder, logs, running_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -156,11 +156,7 @@ async def test_draining_a_media_node_keeps_both_viewers_playing(cluster, redis_u
     await sim.start()
     viewers: list[Viewer] = []
     try:
-        assert await sim.wait_until(lambda s: s.registered == DEVICES, 60), sim.progress_line()
-        device, channel = sim.device_ids[0], sim.cfg.channel_ids(0)[0]
-        await asyncio.to_thread(core.wait_for, lambda: any(
-            c["channel_id"] == channel for c in core.get(f"/api/devices/{device}/channels").json().get("items", [])),
-            30, f"the catalog of {device}")
+        device, channel = await first_channel(sim, core, DEVICES, 60)
         path = f"/api/devices/{device}/channels/{channel}/live"
         answers = []
         for _ in range(2):
@@ -294,11 +290,7 @@ async def test_the_console_player_follows_a_drained_node_in_chromium(cluster, tm
                               password=STRONG_SIP_PASSWORD, codec="h264", size="640x360", register_rate=50))
     await sim.start()
     try:
-        assert await sim.wait_until(lambda s: s.registered == 2, 30), sim.progress_line()
-        device, channel = sim.device_ids[0], sim.cfg.channel_ids(0)[0]
-        await asyncio.to_thread(core.wait_for, lambda: any(
-            c["channel_id"] == channel for c in core.get(f"/api/devices/{device}/channels").json().get("items", [])),
-            30, f"the catalog of {device}")
+        device, channel = await first_channel(sim, core, 2, 30)
         await asyncio.to_thread(core.login)  # the initial password changed: ADMIN_NEW_PASSWORD
 
         def browse() -> dict:

@@ -42,6 +42,16 @@ class Node(PlatformProcess):
         return f"http://{self.host}:{self.http_port}"
 
 
+async def first_channel(sim, core, devices: int, timeout: float) -> tuple[str, str]:
+    """Wait until the simulator's ``devices`` registered and the portal knows the first device's first channel."""
+    assert await sim.wait_until(lambda s: s.registered == devices, timeout), sim.progress_line()
+    device, channel = sim.device_ids[0], sim.cfg.channel_ids(0)[0]
+    await asyncio.to_thread(core.wait_for, lambda: any(
+        c["channel_id"] == channel for c in core.get(f"/api/devices/{device}/channels").json().get("items", [])),
+        30, f"the catalog of {device}")
+    return device, channel
+
+
 @contextlib.asynccontextmanager
 async def running_cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str, **extra: str):
     """A ``sip,portal,worker`` node ``core`` and media nodes ``media-a`` (127.0.0.2) and ``media-b`` (127.0.0.3) on
@@ -235,11 +245,7 @@ async def test_a_killed_media_node(cluster, redis_url, redis_prefix):
                               password=STRONG_SIP_PASSWORD, codec="h264", size="640x360", register_rate=50))
     await sim.start()
     try:
-        assert await sim.wait_until(lambda s: s.registered == 2, 30), sim.progress_line()
-        device, channel = sim.device_ids[0], sim.cfg.channel_ids(0)[0]
-        await asyncio.to_thread(core.wait_for, lambda: any(
-            c["channel_id"] == channel for c in core.get(f"/api/devices/{device}/channels").json().get("items", [])),
-            30, f"the catalog of {device}")
+        device, channel = await first_channel(sim, core, 2, 30)
         path = f"/api/devices/{device}/channels/{channel}/live"
         r = await asyncio.to_thread(core.post, path, {})
         assert r.status_code == 201, (r.text, logs(cluster))
