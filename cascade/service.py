@@ -161,6 +161,8 @@ class CascadeService:
         self._invite_locks: dict[tuple[int, str], list[Any]] = {}  # (platform, upward id) -> [lock, users]
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maps: dict[int, tuple[float, ShareMap]] = {}  # platform -> (when, share) for alarms and positions
+        # called after a platform or its share changed here (issue 17: the other SIP nodes reload, see start)
+        self.on_change: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ life
     @property
@@ -203,6 +205,13 @@ class CascadeService:
             port=row.port, transport=row.transport, local_id=row.local_id, username=row.username,
             password=password, expires=row.expires, keepalive_s=row.keepalive_s, charset=row.charset,
             gb_version=row.gb_version, name=row.name)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("cascade.change_notice_failed")
 
     def _push(self) -> None:
         self._maps.clear()
@@ -265,6 +274,7 @@ class CascadeService:
         self._platforms[row.id] = _info(row)
         self._remember_config(row)
         self._push()
+        self._changed()
         await self._audit("cascade.platform_add", f"cascade:{row.id}",
                           {"platform_id": row.id, "name": row.name, "server_id": row.server_id, "host": row.host,
                            "port": row.port, "transport": row.transport, "enabled": row.enabled}, actor)
@@ -303,6 +313,7 @@ class CascadeService:
             self._subscribed.discard(row.id)
         self._remember_config(row)
         self._push()
+        self._changed()
         if changed or password is not None:
             await self._audit("cascade.platform_edit", f"cascade:{row.id}",
                               {"platform_id": row.id, "server_id": row.server_id, "fields": changed,
@@ -325,6 +336,7 @@ class CascadeService:
         self._states.pop(platform_id, None)
         self._subscribed.discard(platform_id)
         self._push()
+        self._changed()
         await self._audit("cascade.platform_delete", f"cascade:{platform_id}",
                           {"platform_id": platform_id, "name": name, "server_id": server_id}, actor)
 
@@ -342,6 +354,7 @@ class CascadeService:
             state = st.get("state") or "registering"
         return {
             "state": state,
+            "node_id": st.get("node_id"),  # other_node: the cluster node registered to this upper
             "last_error": st.get("last_error"),
             "last_keepalive": _iso(st.get("last_keepalive")),
             "registered_until": _iso(st.get("registered_until")),
@@ -457,6 +470,7 @@ class CascadeService:
                                              civil_code=s.civil_code) for s in explicit.values()])
             await session.commit()
             self._maps.pop(platform_id, None)
+            self._changed()
             after = await self._share(session, platform_id, local_id)
             tree = await all_org_nodes(session)
         await self._audit("cascade.share", f"cascade:{platform_id}",
@@ -526,8 +540,12 @@ class CascadeService:
         self._states[ev.platform_id] = ev.state
         if ev.state != "registered":
             self._subscribed.discard(ev.platform_id)
+        state, reason = ev.state, ev.reason
+        if state == "disabled" and ev.platform_id in self._configs:
+            # still enabled: in a cluster its registration moved to another SIP node (gbops.cascade_links)
+            state, reason = "other_node", reason or "由集群中另一节点注册 / registered to by another node of the cluster"
         await self._audit("cascade.register", f"cascade:{platform.id}",
-                          {**platform.detail(), "state": ev.state, "reason": ev.reason}, None)
+                          {**platform.detail(), "state": state, "reason": reason}, None)
 
     async def _on_catalog_query(self, ev: sev.UpperCatalogQuery) -> None:
         platform = self._platform_of(ev.platform_id)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -661,21 +661,31 @@ class RegistryWrites(RegistryBase):
             await upsert(await self._write_connection(own))
             await own.commit()
 
-    async def start_platform_run(self, at: datetime) -> int:
+    async def start_platform_run(self, at: datetime, *, node_id: str | None = None,
+                                 live_nodes: Collection[str] | None = None) -> int:
         """Record that the platform started at ``at``; returns the run id.
 
         Runs left open by a crash are closed (``clean`` false) with ``stopped_at`` estimated
-        as the newest activity recorded after they started (last keepalive or presence row)."""
+        as the newest activity recorded after they started (last keepalive or presence row).
+
+        In a cluster (issue 17) each SIP node keeps a run of its own (``node_id``): the platform is up while any
+        run is, and a run left open by a node in ``live_nodes`` (still running) is not closed by another node's
+        start.  Without ``live_nodes`` (the single process) every open run is one this process left."""
+        alive = set(live_nodes or ()) - ({node_id} if node_id else set())
         async with self._sessionmaker() as session:
             conn = await self._write_connection(session)
-            open_runs = (
-                await conn.execute(
-                    select(RUNS.c.id, RUNS.c.started_at)
-                    .where(RUNS.c.stopped_at.is_(None))
-                    .order_by(RUNS.c.started_at)
-                )
-            ).all()
-            for index, (run_id, started_at) in enumerate(open_runs):
+            open_runs = [
+                row
+                for row in (
+                    await conn.execute(
+                        select(RUNS.c.id, RUNS.c.started_at, RUNS.c.node_id)
+                        .where(RUNS.c.stopped_at.is_(None))
+                        .order_by(RUNS.c.started_at)
+                    )
+                ).all()
+                if row.node_id is None or row.node_id not in alive
+            ]
+            for index, (run_id, started_at, _node) in enumerate(open_runs):
                 upper = open_runs[index + 1].started_at if index + 1 < len(open_runs) else at
                 last_seen = await conn.scalar(
                     select(func.max(DEVICES.c.last_seen)).where(
@@ -690,7 +700,9 @@ class RegistryWrites(RegistryBase):
                     update(RUNS).where(RUNS.c.id == run_id).values(stopped_at=stopped, clean=False)
                 )
             run_id = (
-                await conn.execute(insert(RUNS).values(started_at=at, clean=False).returning(RUNS.c.id))
+                await conn.execute(
+                    insert(RUNS).values(started_at=at, clean=False, node_id=node_id).returning(RUNS.c.id)
+                )
             ).scalar_one()
             await session.commit()
             return int(run_id)

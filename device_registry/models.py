@@ -177,3 +177,5 @@ class PlatformRun(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     clean: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the cluster node that ran (issue 17); NULL for the single process and runs written before 0016
+    node_id: Mapped[str | None] = mapped_column(String(64))

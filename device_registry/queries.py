@@ -7,7 +7,7 @@ registry's tables, so that none of them reads those tables itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -61,10 +61,14 @@ class RegistryQueries(RegistryBase):
 
     # -- read ------------------------------------------------------------------------------
 
-    async def snapshot(self) -> list[DeviceSnapshot]:
+    async def snapshot(self, device_ids: Collection[str] | None = None) -> list[DeviceSnapshot]:
+        """What the SIP service restores at start: every device, or those of ``device_ids``."""
         cols = [DEVICES.c[f.name] for f in fields(DeviceSnapshot)]
+        query = select(*cols).order_by(DEVICES.c.device_id)
+        if device_ids is not None:
+            query = query.where(DEVICES.c.device_id.in_(list(device_ids)))
         async with self._sessionmaker() as session:
-            result = await session.execute(select(*cols).order_by(DEVICES.c.device_id))
+            result = await session.execute(query)
             return [DeviceSnapshot(**row) for row in result.mappings()]
 
     async def list_devices(

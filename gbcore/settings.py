@@ -126,11 +126,10 @@ class Settings(BaseSettings):
     secrets_dir: Path | None = Field(None, description="folder every node is given with the shared keys (audit "
                                      "signing, watermark tag, cascade, recording, second factor); cluster mode "
                                      "requires it and never generates a key per node")
-    # --- cluster (issue 17) helper markers: add your settings below your own marker ---
-    # [cluster-core]
-    # [cluster-secrets]
-    # [cluster-worker]
-    # [cluster-media]
+    cluster_sip_reconcile: float = Field(15.0, gt=0, description="seconds between a SIP node's checks of its "
+                                         "devices' homes (a device that registered at another SIP node is "
+                                         "forgotten here; every 4th check takes over the devices of a SIP node "
+                                         "that is gone)")
 
     # --- audit log ---
     audit_origin: str | None = Field(

@@ -78,6 +78,8 @@ class Platform:
         self.registry: Any = None
         self.writer: Any = None
         self.sip: Any = None
+        self.sip_cluster: Any = None  # gbops.cluster_sip.SipCluster: this SIP node among several (issue 17)
+        self.sip_api: Any = None  # what the portal, control and the cascade ask (ClusterSip in a cluster)
         self.media: Any = None
         self.downloads: Any = None  # watermark.downloads.DownloadManager
         self.recordings: Any = None  # media_relay.recording.service.RecordingService
@@ -85,6 +87,7 @@ class Platform:
         self.alarms: Any = None  # alarms.service.AlarmService
         self.cascade: Any = None  # cascade.service.CascadeService
         self.cascade_feed: Any = None  # gbops.cascade_wiring.RegistryFeed
+        self.cascade_links: Any = None  # gbops.cascade_links.LeasedUpperLinks (a cluster)
         self.audit: Any = None
         self.security: Any = None  # security.monitor.SecurityMonitor (issue 16)
         self.time: Any = None  # timesync.service.TimeService (issue 16)
@@ -151,7 +154,10 @@ class Platform:
         if "sip" in roles:  # presence and catalog are written by the SIP node(s) only
             self.writer = RegistryWriter(self.registry)
             await self.writer.start()
-            self._run_id = await self.registry.start_platform_run(datetime.now(UTC))
+            # one run per SIP node; another live node's open run is not a crash of this one (issue 17)
+            live = [n.node_id for n in await self.cluster.directory.nodes()] if s.clustered else None
+            self._run_id = await self.registry.start_platform_run(datetime.now(UTC), node_id=self.cluster.node_id,
+                                                                  live_nodes=live)
         self.admin_password = await ensure_admin(sessionmaker, s)
         if self.admin_password:
             path = s.data_dir / "initial-admin-password.txt"
@@ -222,13 +228,27 @@ class Platform:
                               tcp_max_connections=s.sip_tcp_max_connections,
                               tcp_max_per_address=s.sip_tcp_max_per_address,
                               on_security_event=self._record_sip_security)
-        self.sip.restore(await self.registry.snapshot())
+        self.sip_api = self.sip
+        if s.clustered:  # several SIP nodes (gbops.cluster_sip): restore this node's devices only
+            from gbops.cluster_media import device_homes
+            from gbops.cluster_sip import ClusterSip, SipCluster
+
+            homes = device_homes(self.cluster)
+            self.sip_cluster = SipCluster(self.cluster.bus, self.cluster.directory, homes, self.sip, self.registry,
+                                          address=self.sip_address, reconcile=s.cluster_sip_reconcile)
+            await self.sip_cluster.restore()
+            self.sip_api = ClusterSip(self.sip, self.cluster.bus, self.cluster.directory, homes,
+                                      timeout=s.cluster_rpc_timeout)
+        else:
+            self.sip.restore(await self.registry.snapshot())
         from gbops.security_wiring import start_security
 
         # security events, alerts, blocks (issue 16): before the SIP service listens and the portal serves
         self.security = await start_security(s, sessionmaker, audit_log=self.audit, sip=self.sip,
                                              registry=self.registry)
         await self.sip.start()
+        if self.sip_cluster is not None:
+            self.sip_cluster.start()
 
     async def _start_media(self, s: Settings, sessionmaker: Any) -> None:
         """RTP ingest, viewers with the watermark, platform recording, downloads."""
@@ -269,7 +289,7 @@ class Platform:
         """The API and console over this node's services."""
         from ops_portal.app import create_app
 
-        app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip,
+        app = create_app(settings=s, sessionmaker=sessionmaker, registry=self.registry, sip=self.sip_api,
                          audit=self.audit, media=self.media)
         self.portal_app = app
         app.state.ready = False  # GET /api/health?ready=1 answers 503 "starting" until start() ends
@@ -327,6 +347,7 @@ class Platform:
         cluster, roles = self.cluster, s.role_set
         if self.sip is not None:
             self.signalling_node = serve_signalling(cluster.bus, self.sip, homes=device_homes(cluster),
+                                                    address=self.sip_address,
                                                     directory=cluster.directory, sweep=s.cluster_heartbeat)
         if "media" in roles:
             self.media_node = serve_media(cluster.bus, self.media, cluster.leases, signalling=self.remote_signalling,
@@ -491,7 +512,7 @@ class Platform:
                                    target=Target("channel" if "/" in target else "device", target), detail=detail)
 
         self.control = ControlService(
-            SipDeviceCommands(self.sip), sessionmaker, lock_seconds=s.ptz_lock_seconds, max_move=s.ptz_max_move,
+            SipDeviceCommands(self.sip_api), sessionmaker, lock_seconds=s.ptz_lock_seconds, max_move=s.ptz_max_move,
             restore_below_level=s.ptz_restore_below_level, audit=audit)
         await self.control.start()
         self.alarms = AlarmService(sessionmaker, open_ticket=self._alarm_ticket(s, sessionmaker),
@@ -510,16 +531,43 @@ class Platform:
         from cascade.service import CascadeService
         from gbops.cascade_wiring import CascadeControl, CascadeRecords, RegistryFeed, cascade_audit
 
+        links: Any = self.sip
+        if s.clustered:  # one SIP node registers to each upper (a lease); only nodes with media compete for it
+            from gbops.cascade_links import LeasedUpperLinks
+
+            links = self.cascade_links = LeasedUpperLinks(self.sip, self.cluster.leases, ttl=s.cluster_lease_ttl,
+                                                          compete="media" in s.role_set)
         self.cascade = CascadeService(
-            sessionmaker, self.sip, self.media, audit=cascade_audit(self.audit), settings=s, system_id=s.sip_id,
+            sessionmaker, links, self.media, audit=cascade_audit(self.audit), settings=s, system_id=s.sip_id,
             system_name=s.platform_name, key_path=s.cascade_key_path,
-            control=CascadeControl(self.control), records=CascadeRecords(self.sip, self.recordings, s.sip_id))
+            control=CascadeControl(self.control), records=CascadeRecords(self.sip_api, self.recordings, s.sip_id))
         if app is not None:
             app.state.cascade = self.cascade
         self.sip.add_listener(self.cascade.on_event)
         self.cascade_feed = RegistryFeed(self.cascade, self.writer)
         self.sip.add_listener(self.cascade_feed)
         await self.cascade.start()
+        if self.cascade_links is not None:
+            await self.cascade_links.start()
+            self._watch_cascade_changes()
+
+    def _watch_cascade_changes(self) -> None:
+        """A platform or share edited on one node: every other SIP node reloads its uppers (``cascade.changed``)."""
+        bus, me, cascade = self.cluster.bus, self.cluster.node_id, self.cascade
+
+        def changed() -> None:
+            task = asyncio.ensure_future(bus.publish("cascade.changed", {"node_id": me}))
+            self._audit_tasks.add(task)
+            task.add_done_callback(self._audit_tasks.discard)
+
+        def reload(payload: dict) -> None:
+            if payload.get("node_id") != me:
+                task = asyncio.ensure_future(cascade.start())  # start() reloads the platforms from the database
+                self._audit_tasks.add(task)
+                task.add_done_callback(self._audit_tasks.discard)
+
+        cascade.on_change = changed
+        bus.subscribe("cascade.changed", reload)
 
     def _alarm_ticket(self, s: Settings, sessionmaker: Any) -> Any:
         """An alarm at or above GBOPS_ALARM_TICKET_MIN_PRIORITY opens a fault ticket on its channel (or device)."""
@@ -625,6 +673,8 @@ class Platform:
             await self.portal_app.state.report_jobs.close()
         if self.cascade is not None:
             await self.cascade.close()  # BYE to the uppers' calls, unregister
+        if self.cascade_links is not None:
+            await self.cascade_links.stop()  # un-register, then release the leases: another node takes over
         if self.cascade_feed is not None:
             await self.cascade_feed.close()
         if self.control is not None:
@@ -636,6 +686,8 @@ class Platform:
             await self.recordings.stop()  # closes the open segments (hashed and audited)
         if self.media is not None:
             await self.media.close()
+        if self.sip_cluster is not None:
+            await self.sip_cluster.close()
         if self.sip is not None:
             await self.sip.close()
         if self.writer is not None:
@@ -654,6 +706,21 @@ class Platform:
         if self.engine is not None:
             await self.engine.dispose()
         log.info("platform.stopped")
+
+    @property
+    def sip_address(self) -> str:
+        """This node's SIP address as devices know it (``host:port``): a device's home outlives the node's id
+        by it (gbops.cluster_sip)."""
+        import socket
+
+        s = self.settings
+        if s.sip_advertised_address:
+            host, _, port = s.sip_advertised_address.rpartition(":")
+            return s.sip_advertised_address if port.isdigit() and host else f"{s.sip_advertised_address}:{s.sip_port}"
+        host = s.sip_host
+        if host in ("0.0.0.0", "::", ""):  # every interface: the machine's name tells nodes apart
+            host = socket.gethostname()
+        return f"{host}:{s.sip_port}"
 
     @property
     def public_url(self) -> str | None:

@@ -68,6 +68,7 @@ __all__ = [
     "SIP_EVENTS",
     "ClusterMedia",
     "DeviceHomes",
+    "Home",
     "LocalDeviceHomes",
     "MediaNode",
     "RedisDeviceHomes",
@@ -270,13 +271,50 @@ def from_remote_media(exc: BusError) -> Exception:
 
 
 # ============================================================================ device homes
-class DeviceHomes:
-    """Which SIP node holds a device's registration (``device:<id>`` -> node id)."""
+@dataclass(frozen=True, slots=True)
+class Home:
+    """Where a device's registration lives: the SIP node, and that node's SIP address (``host:port``), which
+    outlives the node's id: a SIP node restarted on the same address recognises its devices by it."""
 
-    async def set(self, device_id: str, node_id: str) -> None:
+    node_id: str
+    address: str | None = None
+
+    def encode(self) -> str:
+        return f"{self.node_id}|{self.address}" if self.address else self.node_id
+
+    @staticmethod
+    def decode(raw: Any) -> Home | None:
+        if raw is None:
+            return None
+        try:
+            value = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
+        except UnicodeDecodeError:
+            return None
+        node, _, address = value.partition("|")
+        if not _ID.match(node) or (address and not _HOME_ADDRESS.match(address)):
+            return None
+        return Home(node, address or None)
+
+
+_HOME_ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]\-]{1,100}$")
+
+
+class DeviceHomes:
+    """Which SIP node holds a device's registration (``device:<id>`` -> :class:`Home`)."""
+
+    async def set(self, device_id: str, node_id: str, address: str | None = None) -> None:
         raise NotImplementedError
 
     async def get(self, device_id: str) -> str | None:
+        """The home node's id."""
+        home = (await self.get_many([device_id])).get(device_id)
+        return home.node_id if home is not None else None
+
+    async def get_many(self, device_ids: list[str]) -> dict[str, Home]:
+        raise NotImplementedError
+
+    async def claim(self, device_id: str, expected: Home | None, home: Home) -> bool:
+        """Set ``home`` only if the record is still ``expected`` (None: absent); True when set."""
         raise NotImplementedError
 
 
@@ -284,36 +322,59 @@ class LocalDeviceHomes(DeviceHomes):
     """In memory (tests, the single process)."""
 
     def __init__(self) -> None:
-        self.homes: dict[str, str] = {}
+        self.homes: dict[str, Home] = {}
 
-    async def set(self, device_id: str, node_id: str) -> None:
-        self.homes[device_id] = node_id
+    async def set(self, device_id: str, node_id: str, address: str | None = None) -> None:
+        self.homes[device_id] = Home(node_id, address)
 
-    async def get(self, device_id: str) -> str | None:
-        return self.homes.get(device_id)
+    async def get_many(self, device_ids: list[str]) -> dict[str, Home]:
+        return {d: self.homes[d] for d in device_ids if d in self.homes}
+
+    async def claim(self, device_id: str, expected: Home | None, home: Home) -> bool:
+        if self.homes.get(device_id) != expected:
+            return False
+        self.homes[device_id] = home
+        return True
+
+
+# KEYS[1] the home, ARGV[1] the expected value ('' for absent), ARGV[2] the new value, ARGV[3] ttl in ms
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
 
 
 class RedisDeviceHomes(DeviceHomes):
     """In Redis under ``<prefix>device:<id>``; kept ``ttl`` seconds after the last write (a device that keeps
     alive is written again, see :func:`serve_signalling`), so a device that went away leaves nothing."""
 
-    def __init__(self, redis: Any, keys: Any, *, ttl: float = 86400.0) -> None:
+    def __init__(self, redis: Any, keys: Any, *, ttl: float = 86400.0, batch: int = 1000) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl = ttl
+        self.batch = batch
+        self._claim = redis.register_script(_CLAIM)
 
-    async def set(self, device_id: str, node_id: str) -> None:
-        await self.redis.set(self.keys("device", device_id), node_id.encode(), px=int(self.ttl * 1000))
+    async def set(self, device_id: str, node_id: str, address: str | None = None) -> None:
+        await self.redis.set(self.keys("device", device_id), Home(node_id, address).encode().encode(),
+                             px=int(self.ttl * 1000))
 
-    async def get(self, device_id: str) -> str | None:
-        raw = await self.redis.get(self.keys("device", device_id))
-        if raw is None:
-            return None
-        try:
-            value = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
-        except UnicodeDecodeError:
-            return None
-        return value if _ID.match(value) else None
+    async def get_many(self, device_ids: list[str]) -> dict[str, Home]:
+        out: dict[str, Home] = {}
+        for i in range(0, len(device_ids), self.batch):
+            part = device_ids[i:i + self.batch]
+            for device_id, raw in zip(part, await self.redis.mget([self.keys("device", d) for d in part]),
+                                      strict=True):
+                if (home := Home.decode(raw)) is not None:
+                    out[device_id] = home
+        return out
+
+    async def claim(self, device_id: str, expected: Home | None, home: Home) -> bool:
+        done = await self._claim(keys=[self.keys("device", device_id)],
+                                 args=[expected.encode() if expected else "", home.encode(), int(self.ttl * 1000)])
+        return bool(done)
 
 
 def device_homes(cluster: Any) -> DeviceHomes:
@@ -366,11 +427,13 @@ class SignallingNode:
 
 
 def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | None = None,
-                     home_refresh: float = 600.0, directory: Any = None, sweep: float = 2.0) -> SignallingNode:
+                     home_refresh: float = 600.0, directory: Any = None, sweep: float = 2.0,
+                     address: str | None = None) -> SignallingNode:
     """Register the SIP node's ``sip.*`` handlers on ``bus`` over ``sip_service`` (a
     :class:`sip_server.service.SipService`) and publish its media events on :data:`SIP_EVENTS`. With
     ``homes``: a device registering (or keeping alive, at most every ``home_refresh`` s) here is recorded as
-    this node's. With ``directory``: every ``sweep`` s, the calls of media nodes gone from it are ended."""
+    this node's (with ``address``, this node's SIP address). With ``directory``: every ``sweep`` s, the calls of
+    media nodes gone from it are ended."""
     from gbops.media_signalling import SipSignalling
     from sip_server.gb import events as sip_events
 
@@ -455,7 +518,7 @@ def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | 
                 return
             if due:
                 node.homes_written[event.device_id] = time.monotonic()
-                node.spawn(_write_home(homes, event.device_id, bus.node_id))
+                node.spawn(_write_home(homes, event.device_id, bus.node_id, address))
 
         sip_service.add_listener(record_home)
     node.start()
@@ -469,9 +532,9 @@ async def _publish(bus: CommandBus, topic: str, payload: dict) -> None:
         log.exception("cluster_media.publish_failed", topic=topic)
 
 
-async def _write_home(homes: DeviceHomes, device_id: str, node_id: str) -> None:
+async def _write_home(homes: DeviceHomes, device_id: str, node_id: str, address: str | None = None) -> None:
     try:
-        await homes.set(device_id, node_id)
+        await homes.set(device_id, node_id, address)
     except Exception:
         log.exception("cluster_media.home_failed", device_id=device_id)
 

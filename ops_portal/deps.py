@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
 from typing import Annotated, Any
@@ -88,6 +89,18 @@ def _registry(request: Request) -> Any:
 
 def _sip(request: Request) -> Any | None:
     return request.app.state.sip
+
+
+async def device_online(sip: Any, device_id: str) -> bool:
+    """Whether ``device_id`` is online at the SIP service: asked of its home node in a cluster of several SIP
+    nodes (``gbops.cluster_sip.ClusterSip.online``), of this node's service otherwise."""
+    online = getattr(type(sip), "online", None)
+    return await sip.online(device_id) if online is not None else bool(sip.is_online(device_id))
+
+
+async def settle(value: Any) -> Any:
+    """A SIP service answer that may cross nodes: awaited when it is awaitable (``ClusterSip``)."""
+    return await value if inspect.isawaitable(value) else value
 
 
 def _throttle(request: Request) -> UnknownUserThrottle:

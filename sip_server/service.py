@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
@@ -225,12 +225,14 @@ class SipService:
         """Observe the core's events (tests, metrics, later issues)."""
         self._listeners.append(fn)
 
-    def restore(self, snapshots: list[Any]) -> None:
+    def restore(self, snapshots: list[Any], *, presence_of: Container[str] | None = None) -> None:
         """Load devices from the registry at start: credentials and who is online until when.
 
         Called before :meth:`start`, in the loop that will run the service: the restored devices' timers are
         armed here, so a device that never speaks again still goes offline (without this they slept until
-        the first SIP message arrived)."""
+        the first SIP message arrived).  ``presence_of`` (several SIP nodes, issue 17): only these devices'
+        presence is restored here, the others' registrations live on another node (every device's credentials
+        are loaded: it may register anywhere).  Also called later for devices this node takes over."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         now_mono, now_wall = self._now(), self._wall()
@@ -242,6 +244,8 @@ class SipService:
                 if snap.password_ha1_sha256:
                     ha1["SHA-256"] = snap.password_ha1_sha256
             self.gb.set_device_credentials(snap.device_id, ha1 or None)
+            if presence_of is not None and snap.device_id not in presence_of:
+                continue
             if snap.online and snap.register_expires_at and snap.last_seen:
                 if snap.register_expires_at.timestamp() <= now_wall:
                     # Its registration ran out while the platform was down (a real offline: it must register
@@ -267,6 +271,18 @@ class SipService:
                         self.gb.routes[snap.device_id] = Route((host.strip("[]"), int(port)), transport, None,
                                                                connected=transport not in ("tcp", "tls"))
         self._process()
+
+    def release(self, device_id: str) -> bool:
+        """Forget a device's registration here without an offline transition: it registered at another SIP
+        node of the cluster, which judges its presence from now on.  Its credentials stay.  Returns True when
+        it was online here."""
+        was = self.gb.presence.forget(device_id)
+        self.gb.routes.pop(device_id, None)
+        return was
+
+    def held_devices(self) -> list[str]:
+        """The devices whose registration lives on this node (online here)."""
+        return self.gb.presence.online_ids()
 
     # ------------------------------------------------------------------ core plumbing
     def _now(self) -> float:

@@ -44,6 +44,9 @@ EXPIRES_FLOOR = 3600
 EXPIRES_WARNING = ("注册有效期 {expires} 秒低于标准下限 {floor} 秒 / expires {expires} s is below the standard's floor "
                    "of {floor} s")
 
+#: an upper's states as the portal shows them (``other_node``: a cluster's other SIP node registers to it)
+_STATES = ("registered", "registering", "offline", "disabled", "other_node")
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -163,8 +166,11 @@ class PlatformPatch(BaseModel):
 
 class PlatformStatusOut(BaseModel):
     platform_id: int
-    state: Literal["registered", "registering", "offline", "disabled"] = Field(
-        description="registered 已注册 | registering 注册中 | offline 离线 | disabled 已停用")
+    state: Literal["registered", "registering", "offline", "disabled", "other_node"] = Field(
+        description="registered 已注册 | registering 注册中 | offline 离线 | disabled 已停用 | "
+                    "other_node 由集群中另一节点注册 / registered to by another node of the cluster")
+    node_id: str | None = Field(None, description="other_node 时：注册该上级的节点 / other_node: the node that "
+                                                  "registers to this upper (None when unknown)")
     last_error: str | None = Field(None, description="最近的错误 / the last error")
     last_keepalive: str | None = Field(None, description="最近一次心跳成功（北京时间）/ last keepalive answered")
     registered_until: str | None = Field(None, description="注册有效至（北京时间）/ registration valid until")
@@ -339,9 +345,12 @@ def status_out(platform_id: int, raw: Any) -> PlatformStatusOut:
     else:
         count = int(streams or 0)
     state = data.get("state") or "offline"
-    if state not in ("registered", "registering", "offline", "disabled"):
+    if state not in _STATES:
         state = "offline"
-    return PlatformStatusOut(platform_id=platform_id, state=state, last_error=data.get("last_error") or None,
+    node_id = data.get("node_id") if state == "other_node" else None
+    return PlatformStatusOut(platform_id=platform_id, state=state,
+                             node_id=str(node_id) if node_id not in (None, "") else None,
+                             last_error=data.get("last_error") or None,
                              last_keepalive=time_out(data.get("last_keepalive")),
                              registered_until=time_out(data.get("registered_until")), streams=count,
                              stream_list=items)

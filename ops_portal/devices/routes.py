@@ -23,7 +23,9 @@ from ops_portal.deps import (
     SettingsDep,
     SipDep,
     client_ip,
+    device_online,
     require_permission,
+    settle,
 )
 from ops_portal.devices.schemas import (
     CatalogProgressOut,
@@ -197,10 +199,10 @@ async def start_catalog_sync(
     await _require_device(registry, device_id)
     if sip is None:
         raise _sip_unavailable()
-    if not sip.is_online(device_id):
+    if not await device_online(sip, device_id):
         raise _device_offline(device_id)
     try:
-        progress = sip.start_catalog_sync(device_id)
+        progress = await settle(sip.start_catalog_sync(device_id))
     except Exception as exc:
         if _is_not_reachable(exc):
             raise _device_offline(device_id) from None
@@ -228,7 +230,7 @@ async def catalog_sync_status(
     await _require_device(registry, device_id)
     if sip is None:
         raise _sip_unavailable()
-    progress = sip.catalog_progress(device_id)
+    progress = await settle(sip.catalog_progress(device_id))
     if progress is None:
         raise ApiError(
             404,
@@ -253,7 +255,7 @@ async def query_device_status(
     await _require_device(registry, device_id)
     if sip is None:
         raise _sip_unavailable()
-    if not sip.is_online(device_id):
+    if not await device_online(sip, device_id):
         raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {device_id}")
     try:
         st = await sip.device_status(device_id)

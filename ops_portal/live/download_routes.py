@@ -26,6 +26,7 @@ from ops_portal.deps import (
     SipDep,
     client_ip,
     device_channel_path,
+    device_online,
     require_permission,
 )
 from ops_portal.models import User
@@ -195,7 +196,7 @@ async def create_download(user: Downloader, access: AccessDep, registry: Registr
     if source == "platform":
         if getattr(request.app.state, "recordings", None) is None:
             raise ApiError(503, "recording_unavailable", "平台录像服务未运行 / platform recording is not running")
-    elif sip is None or not sip.is_online(ref.device_id):
+    elif sip is None or not await device_online(sip, ref.device_id):
         raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}")
     from media_relay.stream import MediaError
     from watermark.downloads import AuditUnavailable

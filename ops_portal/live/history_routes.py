@@ -35,6 +35,7 @@ from ops_portal.deps import (
     SipDep,
     client_ip,
     device_channel_path,
+    device_online,
     require_permission,
 )
 from ops_portal.live import live_audit
@@ -76,8 +77,8 @@ def _recordings(request: Request) -> Any:
     return service
 
 
-def _require_online(sip: Any, device_id: str) -> None:
-    if sip is None or not sip.is_online(device_id):
+async def _require_online(sip: Any, device_id: str) -> None:
+    if sip is None or not await device_online(sip, device_id):
         raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {device_id}")
 
 
@@ -132,7 +133,7 @@ async def _device_records(request: Request, sip: Any, ref: ChannelRef, start: da
                           record_type: str) -> Any:
     from sip_server.service import DeviceNotReachable, QueryError
 
-    _require_online(sip, ref.device_id)
+    await _require_online(sip, ref.device_id)
     timeout = request.app.state.settings.record_query_timeout
     try:
         return await sip.record_info(ref.device_id, ref.channel_id, start, end, type=record_type, timeout=timeout)
@@ -354,7 +355,7 @@ async def start_playback(user: PlaybackViewer, access: AccessDep, sip: SipDep, s
     start, end = parse_window(body.start, body.end, max_hours=settings.playback_max_window_hours)
     media = _media(request)
     if body.source == "device":
-        _require_online(sip, ref.device_id)
+        await _require_online(sip, ref.device_id)
     elif getattr(request.app.state, "recordings", None) is None:
         raise ApiError(503, "recording_unavailable", "平台录像服务未运行 / platform recording is not running")
     transport = body.transport or settings.live_transport

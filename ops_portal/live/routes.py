@@ -24,6 +24,7 @@ from ops_portal.deps import (
     SipDep,
     client_ip,
     device_channel_path,
+    device_online,
     idle_limit,
     require_permission,
 )
@@ -127,7 +128,7 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
     several of your devices report that channel id."""
     media = _media(request)
     channel_id = ref.channel_id
-    if sip is None or not sip.is_online(ref.device_id):
+    if sip is None or not await device_online(sip, ref.device_id):
         raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}")
     settings = request.app.state.settings
     transport = (body.transport if body else None) or settings.live_transport

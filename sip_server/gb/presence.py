@@ -51,6 +51,9 @@ class PresenceTracker:
         st = self._devices.get(device_id)
         return bool(st and st.online)
 
+    def online_ids(self) -> list[str]:
+        return [d for d, s in self._devices.items() if s.online]
+
     def online_count(self) -> int:
         return sum(1 for s in self._devices.values() if s.online)
 
@@ -104,6 +107,12 @@ class PresenceTracker:
             return False
         st.online = False
         return True
+
+    def forget(self, device_id: str) -> bool:
+        """Drop a device's state without a transition (its registration moved to another SIP node of the
+        cluster, which judges it from now on).  Returns True when it was online here."""
+        st = self._devices.pop(device_id, None)
+        return bool(st and st.online)
 
     def set_interval(self, device_id: str, interval: float, now: float) -> None:
         st = self._devices.get(device_id)

@@ -200,7 +200,7 @@ async def test_a_registration_records_the_device_home_and_invites_go_there() -> 
     sip_b.emit(sip_events.DeviceOnline(CAM.device_id, ("192.0.2.10", 5060), "udp", None, 3600, None, True))
     await asyncio.sleep(0)
     await serving.close()
-    assert homes.homes[CAM.device_id] == "sipb"
+    assert await homes.get(CAM.device_id) == "sipb"
     assert await signalling.refresh(CAM.device_id)
     await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30000, ssrc="0100000001", transport="udp")
     assert len(sip_b.invites) == 1 and not sip_a.invites

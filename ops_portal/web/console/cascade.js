@@ -9,7 +9,7 @@ import { getLang, serverText, t } from "./i18n.js";
 
 const BASE = "/api/cascade/platforms";
 const REFRESH_MS = 5000;
-const STATE_KIND = { registered: "on", registering: "warn", offline: "off", disabled: "" };
+const STATE_KIND = { registered: "on", registering: "warn", offline: "off", disabled: "", other_node: "" };
 const FIELDS = ["name", "server_id", "server_domain", "host", "port", "transport", "local_id", "username", "password",
                 "expires", "keepalive_s", "charset", "gb_version", "ptz_level", "watermark", "enabled"];
 
@@ -109,7 +109,10 @@ export async function cascadeView(root) {
       return h("tr", { dataset: { platform: p.id }, class: p.id === selected ? "selected" : "" },
         h("td", null, h("strong", null, p.name), h("div", { class: "mono muted" }, p.server_id)),
         h("td", { class: "mono" }, `${p.host}:${p.port}`, h("div", { class: "muted" }, word("cascade.transport", p.transport))),
-        h("td", null, badge(stateLabel(state), STATE_KIND[state] ?? ""), p.warnings && p.warnings.length
+        h("td", null, badge(stateLabel(state), STATE_KIND[state] ?? ""),
+          state === "other_node" && s.node_id
+            ? h("div", { class: "mono muted cas-node" }, t("cascade.on_node", { node: s.node_id })) : null,
+          p.warnings && p.warnings.length
           ? h("div", { class: "muted", title: p.warnings.map(serverText).join("\n") }, t("cascade.has_warning")) : null),
         h("td", null, fmtTime(s.last_keepalive)),
         h("td", null, fmtTime(s.registered_until)),
