@@ -235,7 +235,10 @@ class Platform:
 
             homes = device_homes(self.cluster)
             self.sip_cluster = SipCluster(self.cluster.bus, self.cluster.directory, homes, self.sip, self.registry,
-                                          address=self.sip_address, reconcile=s.cluster_sip_reconcile)
+                                          address=self.sip_address, reconcile=s.cluster_sip_reconcile,
+                                          # a keepalive window, and never less than a few directory ttls
+                                          adopt_grace=max(s.sip_keepalive_interval * s.sip_keepalive_misses,
+                                                          3 * s.cluster_node_ttl))
             await self.sip_cluster.restore()
             self.sip_api = ClusterSip(self.sip, self.cluster.bus, self.cluster.directory, homes,
                                       timeout=s.cluster_rpc_timeout)

@@ -17,9 +17,10 @@ stepping on each other, and lets a portal on any of them reach any device:
   whose home is another live node (a missed message costs at most one reconcile period, far less than a
   keepalive window).
 * **Orphans.** Every ``adopt_every`` reconcile rounds a node takes over, by compare-and-set, the devices that
-  are online in the store but whose home node is gone; their keepalive window starts again at the takeover, so
-  a device that still keeps alive (at whatever node) stays online, and one that nobody hears goes offline once,
-  judged by one node.
+  are online in the store but whose home node has been gone for ``adopt_grace`` seconds (a node restarting on
+  its address is back well within it and keeps its devices); their keepalive window starts again at the
+  takeover, so a device that keeps alive at the adopting node (a load balancer that moved its flow) stays
+  online, and one that nobody hears goes offline once, judged by one node.
 * **Commands.** :class:`ClusterSip` is what a portal, device control and the cascade use as "the SIP service"
   on a clustered SIP node: a device held here is asked here; another device's request goes, as ``sip.call``,
   to its home node, and typed failures come back as the same exceptions (:class:`DeviceNotReachable`,
@@ -31,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -65,7 +68,8 @@ class SipCluster:
     node's SIP address as devices know it (``host:port``)."""
 
     def __init__(self, bus: CommandBus, directory: Any, homes: DeviceHomes, sip: Any, registry: Any, *,
-                 address: str, reconcile: float = 15.0, adopt_every: int = 4) -> None:
+                 address: str, reconcile: float = 15.0, adopt_every: int = 4, adopt_grace: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.bus = bus
         self.directory = directory
         self.homes = homes
@@ -74,6 +78,11 @@ class SipCluster:
         self.node_id: str = bus.node_id
         self.address = address
         self.adopt_every = max(1, adopt_every)
+        # an orphan is taken only once its home has been gone this long: a node restarting on its address
+        # (out of the directory between its stop and its next heartbeat) keeps its devices
+        self.adopt_grace = adopt_grace
+        self.clock = clock
+        self._orphaned: dict[str, float] = {}  # device id -> when its home was first seen gone
         self.released = 0  # devices forgotten because they registered elsewhere
         self.adopted = 0  # devices taken over from a node that is gone
         self._rounds = 0
@@ -155,13 +164,19 @@ class SipCluster:
             return []
         homes = await self.homes.get_many([s.device_id for s in snapshots])
         alive = await self._alive()
+        now, seen, orphaned = self.clock(), self._orphaned, {}
         taken: set[str] = set()
         for snap in snapshots:
             home = homes.get(snap.device_id)
             if home is not None and home.node_id in alive:
                 continue
+            since = orphaned[snap.device_id] = seen.get(snap.device_id, now)
+            if now - since < self.adopt_grace:
+                continue  # its node may be restarting
             if await self.homes.claim(snap.device_id, home, self.home):
                 taken.add(snap.device_id)
+                del orphaned[snap.device_id]
+        self._orphaned = orphaned
         if taken:
             self.sip.restore([s for s in snapshots if s.device_id in taken], presence_of=taken)
             self.adopted += len(taken)

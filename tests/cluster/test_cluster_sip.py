@@ -49,10 +49,10 @@ def service() -> SipService:
     return SipService(GbConfig(default_password="Gate-7-camera#pw"), host="127.0.0.1", port=0)
 
 
-async def make(name: str, network, directory, homes, registry, address: str) -> tuple[SipCluster, SipService]:
+async def make(name: str, network, directory, homes, registry, address: str, **kw) -> tuple[SipCluster, SipService]:
     bus = LocalCommandBus(name, network)
     sip = service()
-    node = SipCluster(bus, directory, homes, sip, registry, address=address, reconcile=60)
+    node = SipCluster(bus, directory, homes, sip, registry, address=address, reconcile=60, **kw)
     serve_signalling(bus, sip, homes=homes, address=address)  # sip.device, as gbops.app wires a SIP node
     await bus.start()
     await directory.publish(sip_node(name), 60)
@@ -110,16 +110,28 @@ async def test_a_device_registering_elsewhere_is_forgotten_without_an_offline_tr
     assert sip_a.held_devices() == [DEV[2]]
 
 
-async def test_orphans_of_a_dead_node_are_adopted_by_one_node_only() -> None:
+async def test_orphans_of_a_dead_node_are_adopted_by_one_node_only_after_the_grace() -> None:
     network, directory, homes = LocalNetwork(), LocalNodeDirectory(), LocalDeviceHomes()
     registry = Registry([snap(d) for d in DEV[:3]])
     for d in DEV[:3]:
         await homes.set(d, "dead", "10.0.0.3:5060")
-    a, sip_a = await make("sip-a", network, directory, homes, registry, "10.0.0.1:5060")
-    b, sip_b = await make("sip-b", network, directory, homes, registry, "10.0.0.2:5060")
+    now = [100.0]
+    a, sip_a = await make("sip-a", network, directory, homes, registry, "10.0.0.1:5060", adopt_grace=30,
+                          clock=lambda: now[0])
+    b, sip_b = await make("sip-b", network, directory, homes, registry, "10.0.0.2:5060", adopt_grace=30,
+                          clock=lambda: now[0])
     await directory.publish(sip_node("dead"), 60)
     assert await a.restore() == set() and await b.restore() == set()  # its node is alive: not ours
+    await directory.remove("dead")  # stopped: it may be restarting on its address
+    assert await a.adopt_orphans() == [] and await b.adopt_orphans() == []
+    now[0] += 20
+    assert await a.adopt_orphans() == []  # still within the grace
+    await directory.publish(sip_node("dead"), 60)  # back (a restart): the grace starts again next time
+    assert await a.adopt_orphans() == [] and await b.adopt_orphans() == []
     await directory.remove("dead")
+    now[0] += 20
+    assert await a.adopt_orphans() == [] and await b.adopt_orphans() == []  # a new absence: a new grace
+    now[0] += 31
 
     taken = await asyncio.gather(a.adopt_orphans(), b.adopt_orphans())
     assert sorted(taken[0] + taken[1]) == DEV[:3]  # each device once
