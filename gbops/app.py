@@ -268,7 +268,11 @@ class Platform:
             log.info("watermark.policy_recorded", off_roles=sorted(watermark.policy.off_roles))
         # signalling into media (the SIP service as media's typed port, or the SIP node's over the command bus
         # on a node without the sip role: [cluster-media]), watermark into media (the per-viewer transform factory)
-        signalling = SipSignalling(self.sip) if self.sip is not None else self._cluster_remote_signalling(s)
+        signalling: Any = SipSignalling(self.sip) if self.sip is not None else self._cluster_remote_signalling(s)
+        if self.sip is not None and s.clustered:  # several SIP nodes: the others' devices through their home
+            from gbops.cluster_sip import RoutedSignalling
+
+            signalling = RoutedSignalling(signalling, self._cluster_remote_signalling(s))
         self.media = MediaService(signalling, rtp_ports=s.rtp_port_range, domain=s.sip_domain,
                                   media_host=s.media_host, media_ip=s.media_ip,
                                   idle_timeout=s.live_idle_timeout, media_timeout=s.live_media_timeout,

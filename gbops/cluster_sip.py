@@ -41,12 +41,13 @@ from cluster.bus import BusError, CommandBus, RemoteError
 from gbcore.log import get_logger
 from gbcore.periodic import PeriodicTask
 from gbops.cluster_media import DeviceHomes, Home, _id, _text
+from media_relay.signalling import MANSRTSP_TYPE, DeviceWentOffline, SessionEnded
 from sip_server.gb import events as sip_events
 from sip_server.gb.manscdp import DeviceStatus, RecordItem
 from sip_server.gb.records import RecordQuery
 from sip_server.service import DeviceNotReachable, QueryError
 
-__all__ = ["SIP_CALL", "SIP_CREDENTIALS", "SIP_HOMES", "ClusterSip", "SipCluster"]
+__all__ = ["SIP_CALL", "SIP_CREDENTIALS", "SIP_HOMES", "ClusterSip", "RoutedSignalling", "SipCluster"]
 
 log = get_logger("gbops.cluster_sip")
 
@@ -429,3 +430,77 @@ class ClusterSip:
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("cluster_sip.publish_failed", error=str(task.exception()))
+
+
+class RoutedSignalling:
+    """The media relay's signalling port on a node with both the ``sip`` and the ``media`` role among several SIP
+    nodes: a device held here goes through this node's SIP service (``local``, a
+    :class:`gbops.media_signalling.SipSignalling`), any other through its home node (``remote``, a
+    :class:`gbops.cluster_media.RemoteSignalling`), so the node's live views, recordings and cascade legs reach
+    every device of the cluster.
+
+    The remote side hears the cluster's ``sip.events`` topic, which carries this node's own events too (its
+    ``serve_signalling`` publishes them); only the events of calls placed through the remote side, and the
+    offline of devices it was asked about, are passed on from there, so nothing arrives twice."""
+
+    def __init__(self, local: Any, remote: Any) -> None:
+        self.local = local
+        self.remote = remote
+        self._listeners: list[Callable[[Any], None]] = []
+        self._remote_calls: set[str] = set()
+        self._remote_devices: set[str] = set()
+        local.subscribe(self._emit)
+        remote.subscribe(self._from_remote)
+
+    async def prepare(self, device_id: str) -> None:
+        if not self.local.is_online(device_id):
+            self._remote_devices.add(device_id)
+            await self.remote.refresh(device_id)
+
+    def is_online(self, device_id: str) -> bool:
+        return self.local.is_online(device_id) or self.remote.is_online(device_id)
+
+    def route_address(self, device_id: str) -> tuple[str, int] | None:
+        if self.local.is_online(device_id):
+            return self.local.route_address(device_id)
+        return self.remote.route_address(device_id)
+
+    async def invite(self, channel: Any, **kw: Any) -> Any:
+        if self.local.is_online(channel.device_id):
+            return await self.local.invite(channel, **kw)
+        self._remote_devices.add(channel.device_id)
+        answer = await self.remote.invite(channel, **kw)
+        self._remote_calls.add(answer.call_id)
+        return answer
+
+    def bye(self, call_id: str, reason: str) -> None:
+        if call_id in self._remote_calls:
+            self._remote_calls.discard(call_id)
+            self.remote.bye(call_id, reason)
+        else:
+            self.local.bye(call_id, reason)
+
+    def info(self, call_id: str, body: bytes, content_type: str = MANSRTSP_TYPE) -> bool:
+        side = self.remote if call_id in self._remote_calls else self.local
+        return side.info(call_id, body, content_type)
+
+    def subscribe(self, listener: Callable[[Any], None]) -> None:
+        self._listeners.append(listener)
+
+    def _from_remote(self, event: Any) -> None:
+        if isinstance(event, DeviceWentOffline):
+            if event.device_id in self._remote_devices and not self.local.is_online(event.device_id):
+                self._emit(event)
+            return
+        call_id = getattr(event, "call_id", None)
+        if call_id in self._remote_calls:
+            if isinstance(event, SessionEnded):
+                self._remote_calls.discard(call_id)
+            self._emit(event)
+
+    def _emit(self, event: Any) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("cluster_sip.listener_failed")

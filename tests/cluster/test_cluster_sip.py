@@ -258,3 +258,79 @@ async def test_redis_homes_claim_is_compare_and_set(redis_url: str, redis_prefix
         assert await homes.get(DEV[0]) == "sip-b"
     finally:
         await redis.aclose()
+
+
+class FakeSide:
+    """A signalling side (local SipSignalling or RemoteSignalling) that records what it was asked."""
+
+    def __init__(self, online: set[str]) -> None:
+        self.online = online
+        self.listeners: list = []
+        self.asked: list[tuple] = []
+        self.refreshed: list[str] = []
+
+    def subscribe(self, fn) -> None:
+        self.listeners.append(fn)
+
+    def emit(self, event) -> None:
+        for fn in self.listeners:
+            fn(event)
+
+    def is_online(self, device_id: str) -> bool:
+        return device_id in self.online
+
+    def route_address(self, device_id: str):
+        return ("192.0.2.1", 5060) if device_id in self.online else None
+
+    async def refresh(self, device_id: str) -> bool:
+        self.refreshed.append(device_id)
+        return device_id in self.online
+
+    async def invite(self, channel, **kw):
+        from media_relay.signalling import InviteAnswer
+
+        self.asked.append(("invite", channel.device_id))
+        return InviteAnswer(f"call-{len(self.asked)}-{id(self)}", kw["ssrc"], None, kw["transport"])
+
+    def bye(self, call_id: str, reason: str) -> None:
+        self.asked.append(("bye", call_id))
+
+    def info(self, call_id: str, body: bytes, content_type: str = "Application/MANSRTSP") -> bool:
+        self.asked.append(("info", call_id))
+        return True
+
+
+async def test_routed_signalling_uses_the_local_sip_for_its_devices_and_the_home_node_for_the_others() -> None:
+    from gbcore.ids import ChannelRef
+    from gbops.cluster_sip import RoutedSignalling
+    from media_relay.signalling import DeviceWentOffline, SessionEnded
+
+    local, remote = FakeSide({DEV[0]}), FakeSide({DEV[1]})
+    routed = RoutedSignalling(local, remote)
+    heard: list = []
+    routed.subscribe(heard.append)
+    kw = dict(media_ip="127.0.0.2", media_port=30000, ssrc="0100000001", transport="udp")
+
+    await routed.prepare(DEV[0])
+    await routed.prepare(DEV[1])
+    assert remote.refreshed == [DEV[1]]  # the local device is not asked of anyone else
+    assert routed.is_online(DEV[0]) and routed.is_online(DEV[1]) and not routed.is_online(DEV[2])
+    mine = await routed.invite(ChannelRef(DEV[0], "34020000001320000009"), **kw)
+    theirs = await routed.invite(ChannelRef(DEV[1], "34020000001320000009"), **kw)
+    assert local.asked == [("invite", DEV[0])] and remote.asked == [("invite", DEV[1])]
+    routed.info(theirs.call_id, b"PLAY")
+    routed.bye(mine.call_id, "closed")
+    assert local.asked[-1] == ("bye", mine.call_id) and remote.asked[-1] == ("info", theirs.call_id)
+
+    # the cluster topic repeats this node's own events: only the remote call's and remote devices' pass
+    ref = ChannelRef(DEV[0], "34020000001320000009")
+    remote.emit(SessionEnded(mine.call_id, ref, "device", "echo of a local call"))
+    remote.emit(DeviceWentOffline(DEV[0], "echo of a local device"))
+    assert heard == []
+    local.emit(SessionEnded(mine.call_id, ref, "device", "local"))
+    remote.emit(SessionEnded(theirs.call_id, ChannelRef(DEV[1], ref.channel_id), "device", "remote"))
+    remote.online.discard(DEV[1])
+    remote.emit(DeviceWentOffline(DEV[1], "keepalive timeout"))
+    assert [getattr(e, "reason", None) for e in heard] == ["local", "remote", "keepalive timeout"]
+    routed.bye(theirs.call_id, "again")  # ended: no longer the remote's
+    assert local.asked[-1] == ("bye", theirs.call_id)

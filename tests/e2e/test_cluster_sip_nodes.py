@@ -12,6 +12,7 @@ keeps its devices, still with no offline transition, and ``core`` never adopts t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -60,8 +61,11 @@ class SipOnlyNode(Node):
         raise RuntimeError(f"gbops run ({self.node_id}) did not join the directory:\n{self.log()}")
 
 
-@pytest.fixture
-async def nodes(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
+@contextlib.asynccontextmanager
+async def cluster(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str, *, core_roles: str,
+                  media_node: bool, **extra: str):
+    """``core`` (``core_roles``, SIP on 127.0.0.1), the sip-only ``sip-b`` (127.0.0.4) and, with ``media_node``, the
+    media node ``media-a`` (127.0.0.2), on one database, Redis prefix and keys folder."""
     secrets = tmp_path / "secrets"
     await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gbops.cli", "keys", "init", "--dir", str(secrets)],
                             check=True, capture_output=True)
@@ -70,24 +74,32 @@ async def nodes(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
               "GBOPS_SIP_KEEPALIVE_INTERVAL": str(KEEPALIVE), "GBOPS_SIP_KEEPALIVE_MISSES": str(MISSES),
               # every SIP node checks its devices' homes every 0.5 s and looks for orphans every 2 s: a device
               # core should not take would be taken within the test (the default, 60 s, would hide it)
-              "GBOPS_CLUSTER_SIP_RECONCILE": str(RECONCILE)}
+              "GBOPS_CLUSTER_SIP_RECONCILE": str(RECONCILE), **extra}
     started: list[Node] = []
     try:
-        core = Node(tmp_path / "core", GBOPS_ROLES="sip,portal,worker", GBOPS_NODE_ID="core", **common)
+        core = Node(tmp_path / "core", GBOPS_ROLES=core_roles, GBOPS_NODE_ID="core", **common)
         started.append(await asyncio.to_thread(core.start, 60))
         # sip-b's SIP port: free on 127.0.0.1 is as good as free on 127.0.0.4 here (free_port binds loopback)
         sip_b = SipOnlyNode(tmp_path / "sip-b", redis_url, redis_prefix, "sip-b", GBOPS_ROLES="sip",
                             GBOPS_SIP_HOST=SIP_B_HOST, **common)
         started.append(await asyncio.to_thread(sip_b.start, 60))
-        low = free_port()
-        media_a = Node(tmp_path / "media-a", "127.0.0.2", GBOPS_ROLES="media", GBOPS_NODE_ID="media-a",
-                       GBOPS_MEDIA_HOST="127.0.0.2", GBOPS_RTP_PORTS=f"{low}-{low + 40}", **common)
-        started.append(await asyncio.to_thread(media_a.start, 60))
-        yield core, sip_b, media_a
+        if media_node:
+            low = free_port()
+            media_a = Node(tmp_path / "media-a", "127.0.0.2", GBOPS_ROLES="media", GBOPS_NODE_ID="media-a",
+                           GBOPS_MEDIA_HOST="127.0.0.2", GBOPS_RTP_PORTS=f"{low}-{low + 40}", **common)
+            started.append(await asyncio.to_thread(media_a.start, 60))
+        yield started
     finally:
         for node in reversed(started):
             if node.proc is not None and node.proc.poll() is None:
                 await asyncio.to_thread(node.stop)
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str):
+    async with cluster(tmp_path, pg_url, redis_url, redis_prefix, core_roles="sip,portal,worker",
+                       media_node=True) as started:
+        yield tuple(started)
 
 
 def simulator(sip_b: Node) -> Simulator:
@@ -260,3 +272,45 @@ async def test_a_restarted_second_sip_node_keeps_its_devices(nodes, redis_url, r
         assert r.status_code == 200 and r.json()["result"] == "OK", (r.text, logs(list(nodes)))
     finally:
         await sim.stop(unregister=False)
+
+
+async def test_a_sip_and_media_node_views_the_other_nodes_device_and_adopts_it_once_that_node_dies(
+        tmp_path, pg_url, redis_url, redis_prefix):
+    """``core`` with the media role too: its own relay reaches sip-b's device through sip-b (the routed
+    signalling). Then sip-b is killed: after the adoption grace (a keepalive window, here 6 s, the directory's
+    ttl 2 s) core takes its devices over, and as nobody hears them they go offline once, judged by core."""
+    async with cluster(tmp_path, pg_url, redis_url, redis_prefix, core_roles="sip,media,portal,worker",
+                       media_node=False, GBOPS_CLUSTER_NODE_TTL="2") as started:
+        core, sip_b = started
+        sim = simulator(sip_b)
+        await sim.start()
+        try:
+            assert await sim.wait_until(lambda s: s.registered == DEVICES, 30), (sim.progress_line(), logs(started))
+            await wait_for(lambda: all_ready(core, sim), 30, "the devices online at the portal", started)
+            device_id, channel_id = sim.device_ids[0], sim.cfg.channel_ids(0)[0]
+            invites = sim.fleet.by_id[device_id].stats.invites_received
+            r = await call(core.post, f"/api/devices/{device_id}/channels/{channel_id}/live", {})
+            assert r.status_code == 201, (r.text, logs(started))
+            live = r.json()
+            assert sim.fleet.by_id[device_id].stats.invites_received == invites + 1
+            data = await call(read_flv, core.base + live["flv_url"] if live["flv_url"].startswith("/")
+                              else live["flv_url"], 3)
+            assert await call(frames, data) >= 15
+
+            sip_b.proc.kill()  # SIGKILL: no un-registration, no goodbye; its devices' keepalives reach nobody
+            sip_b.proc.wait(10)
+            t0 = time.monotonic()
+
+            async def all_offline() -> bool:
+                return not [d for d in sim.device_ids if (await device(core, d))["online"]]
+
+            await wait_for(all_offline, 45, "core to adopt sip-b's devices and judge them offline", started)
+            print(f"sip-b killed: its devices offline at the portal after {time.monotonic() - t0:.1f} s")
+            assert "cluster_sip.adopted" in core.log()
+            for d in sim.device_ids:  # once each, for the keepalives nobody heard
+                rows = [e for e in await offline_rows(core, d) if e["subject"] == "device"]
+                assert [e["reason"] for e in rows] == ["keepalive_timeout"], (d, rows)
+            found = await homes(redis_url, redis_prefix, sim.device_ids)
+            assert all((h or "").startswith("core|") for h in found.values()), found
+        finally:
+            await sim.stop(unregister=False)
