@@ -544,6 +544,7 @@ class Platform:
 
             links = self.cascade_links = LeasedUpperLinks(self.sip, self.cluster.leases, ttl=s.cluster_lease_ttl,
                                                           compete="media" in s.role_set)
+            self.cascade_links.serve(self.cluster.bus)  # other nodes' device events reach the holder
         self.cascade = CascadeService(
             sessionmaker, links, self.media, audit=cascade_audit(self.audit), settings=s, system_id=s.sip_id,
             system_name=s.platform_name, key_path=s.cascade_key_path,

@@ -9,8 +9,10 @@ cleanly (:meth:`LeasedUpperLinks.stop`) un-registers first and then releases its
 over at once.
 
 For a platform held by another node :meth:`LeasedUpperLinks.upper_status` answers the state ``other_node`` with
-that node's id (looked up on each attempt to take the lease).  Everything else the cascade asks of signalling
-goes to the real links unchanged: signalling for a platform this node does not hold finds no such upper there.
+that node's id (looked up on each attempt to take the lease).  The catalog changes, alarms and positions of the
+devices registered at this node (only this node hears them) for a platform held by another node are forwarded
+to the holder over the bus (:meth:`LeasedUpperLinks.serve`, ``cascade.forward``).  The answers to an upper's
+requests go to the real links unchanged: the upper sends its requests to the node registered to it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from cascade.ports import UpperLinks
@@ -29,7 +32,10 @@ from gbcore.log import get_logger
 if TYPE_CHECKING:
     from sip_server.gb.upper import CatalogEntry, UpperAnswer, UpperConfig
 
-__all__ = ["LEASE_PREFIX", "LeasedUpperLinks", "lease_name"]
+__all__ = ["FORWARD", "LEASE_PREFIX", "LeasedUpperLinks", "lease_name"]
+
+#: The bus method a node answers for events of other nodes' devices for the uppers it holds.
+FORWARD = "cascade.forward"
 
 log = get_logger("gbops.cascade_links")
 
@@ -100,6 +106,8 @@ class LeasedUpperLinks:
         # False: this node never registers upward (a SIP node without the media role cannot send the uppers'
         # streams); it only watches who holds each platform, for the status
         self.compete = compete
+        self.bus: Any = None  # set by serve(): events of this node's devices for uppers held elsewhere
+        self.forward_timeout = 5.0
         self._wanted: dict[int, UpperConfig] = {}
         self._roles: dict[int, LeasedRole] = {}
         self._held: set[int] = set()
@@ -255,6 +263,10 @@ class LeasedUpperLinks:
         self.links.answer_catalog(platform_id, sn, entries)
 
     def notify_catalog(self, platform_id: int, entries: Sequence[CatalogEntry], *, immediate: bool = False) -> None:
+        if (holder := self._elsewhere(platform_id)) is not None:
+            self._forward(holder, platform_id, {"op": "notify_catalog", "entries": [asdict(e) for e in entries],
+                                                "immediate": bool(immediate)})
+            return
         if immediate:
             self.links.notify_catalog(platform_id, entries, immediate=True)  # type: ignore[call-arg]
         else:
@@ -284,7 +296,66 @@ class LeasedUpperLinks:
         return self.links.upper_media_status(call_id, notify_type)
 
     def upper_alarm(self, platform_id: int, device_id: str, alarm: Any) -> bool:
+        if (holder := self._elsewhere(platform_id)) is not None:
+            self._forward(holder, platform_id, {"op": "alarm", "device_id": device_id, "alarm": asdict(alarm)})
+            return True
         return self.links.upper_alarm(platform_id, device_id, alarm)
 
     def upper_position(self, platform_id: int, device_id: str, position: Any) -> bool:
+        if (holder := self._elsewhere(platform_id)) is not None:
+            self._forward(holder, platform_id, {"op": "position", "device_id": device_id,
+                                                "position": asdict(position)})
+            return True
         return self.links.upper_position(platform_id, device_id, position)
+
+    # ------------------------------------------------------------------ events of other nodes' devices
+    def serve(self, bus: Any) -> None:
+        """Forward, over ``bus``, the catalog changes, alarms and positions of this node's devices for an upper
+        held by another node (the devices registered here are heard only here), and send those the other
+        nodes forward for the uppers held here (:data:`FORWARD`)."""
+        self.bus = bus
+        bus.register(FORWARD, self._forwarded)
+
+    def _elsewhere(self, platform_id: int) -> str | None:
+        """The other node holding ``platform_id`` when its events go there (None: handle them here)."""
+        holder = self._holders.get(platform_id)
+        if self.bus is None or platform_id in self._held or holder is None or holder == self.leases.owner:
+            return None
+        return holder
+
+    def _forward(self, holder: str, platform_id: int, payload: dict[str, Any]) -> None:
+        self._spawn(self._send(holder, {**payload, "platform_id": int(platform_id)}), f"cascade-forward:{platform_id}")
+
+    async def _send(self, holder: str, payload: dict[str, Any]) -> None:
+        try:
+            await self.bus.call(holder, FORWARD, payload, timeout=self.forward_timeout)
+        except Exception as exc:  # the holder went away: its successor hears the next event
+            log.warning("cascade.forward_failed", platform_id=payload.get("platform_id"), node=holder,
+                        op=payload.get("op"), error=str(exc)[:200])
+
+    async def _forwarded(self, payload: dict) -> dict:
+        from cluster.bus import RemoteError
+        from sip_server.gb.manscdp import Alarm, MobilePosition
+        from sip_server.gb.upper import CatalogEntry
+
+        pid, op = payload.get("platform_id"), payload.get("op")
+        if isinstance(pid, bool) or not isinstance(pid, int) or op not in ("notify_catalog", "alarm", "position"):
+            raise RemoteError("bad_request", "转发内容无效 / invalid forwarded event")
+        if pid not in self._held:
+            return {"sent": False}  # no longer held here: the next holder hears the next event
+        device_id = payload.get("device_id")
+        try:
+            if op == "notify_catalog":
+                entries = [CatalogEntry(**e) for e in payload.get("entries") or []]
+                if payload.get("immediate") is True:
+                    self.links.notify_catalog(pid, entries, immediate=True)  # type: ignore[call-arg]
+                else:
+                    self.links.notify_catalog(pid, entries)
+                return {"sent": True}
+            if not isinstance(device_id, str) or not 1 <= len(device_id) <= 64:
+                raise RemoteError("bad_request", "设备编码无效 / invalid device id")
+            if op == "alarm":
+                return {"sent": self.links.upper_alarm(pid, device_id, Alarm(**payload["alarm"]))}
+            return {"sent": self.links.upper_position(pid, device_id, MobilePosition(**payload["position"]))}
+        except (TypeError, KeyError, ValueError) as exc:
+            raise RemoteError("bad_request", f"转发内容无效 / invalid forwarded event: {exc}"[:300]) from None

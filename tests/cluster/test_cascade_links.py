@@ -305,3 +305,47 @@ def test_status_schema_carries_other_node_and_node_id() -> None:
         assert out.state == state and out.node_id is None
     assert status_out(4, {"state": "weird"}).state == "offline"
     assert status_out(4, None).state == "offline" and status_out(4, None).node_id is None
+
+
+async def test_events_of_this_nodes_devices_are_forwarded_to_the_holder(make_node, table: LeaseTable) -> None:
+    """Only the node a device registered at hears its alarms and catalog changes: for an upper held by another
+    node they travel over the bus to the holder, which sends them; a node that holds nothing forwards nothing
+    to itself, and the holder refuses a malformed forward."""
+    from cluster.bus import LocalCommandBus, LocalNetwork, RemoteError
+    from gbops.cascade_links import FORWARD
+    from sip_server.gb.manscdp import Alarm, MobilePosition
+    from sip_server.gb.upper import CatalogEntry
+
+    network = LocalNetwork()
+    a, b = two(make_node, table)
+    for node in (a, b):
+        bus = LocalCommandBus(node.name, network)
+        await bus.start()
+        node.links.serve(bus)
+    a.links.set_upper_platforms([cfg(1)])
+    await eventually(lambda: a.links.held == {1}, timeout=TTL * 3)
+    b.links.set_upper_platforms([cfg(1)])
+    await eventually(lambda: b.links.upper_status(1)["node_id"] == "n1", timeout=TTL * 3)
+
+    entry = CatalogEntry(device_id="34020000001310000001", name="东门", kind="channel", status="OFF", event="OFF")
+    alarm = Alarm("34020000001340000001", 5, 1, 5, "2026-12-07T20:00:00", "越界", 108.9, 34.2, 2,
+                  raw={"AlarmType": "2"})
+    position = MobilePosition("34020000001320000001", 6, "2026-12-07T20:00:01", 108.9, 34.2, 1.0, 90.0, None)
+    b.links.notify_catalog(1, [entry])
+    assert b.links.upper_alarm(1, "34020000001340000001", alarm) is True
+    assert b.links.upper_position(1, "34020000001320000001", position) is True
+    await eventually(lambda: len(a.fake.other) == 2, timeout=2)
+    assert a.fake.other == [("notify_catalog", 1, [entry], False), ("upper_alarm", 1, "34020000001340000001", alarm)]
+    assert b.fake.other == []  # nothing sent from the node that does not hold the upper
+    # FakeLinks has no upper_position: the holder's failure is logged by the sender, nothing else breaks
+    a.links.notify_catalog(1, [entry], immediate=True)  # the holder sends its own
+    assert a.fake.other[-1] == ("notify_catalog", 1, [entry], True)
+
+    caller = LocalCommandBus("x", network)
+    await caller.start()
+    for bad in ({"op": "teleboot", "platform_id": 1}, {"op": "alarm", "platform_id": "1"},
+                {"op": "alarm", "platform_id": 1, "device_id": "34020000001340000001", "alarm": {"nope": 1}}):
+        with pytest.raises(RemoteError):
+            await caller.call("n1", FORWARD, bad, timeout=2)
+    assert (await caller.call("n2", FORWARD, {"op": "notify_catalog", "platform_id": 1, "entries": []},
+                              timeout=2)) == {"sent": False}  # n2 does not hold it
