@@ -850,7 +850,11 @@ class MediaNode:
         try:
             await self._own(ref)
         except RemoteError as exc:
-            raise MediaError("stream_owned", _unpack(exc)[1]) from None
+            refused = MediaError("stream_owned", _unpack(exc)[1])
+            # the holder renews every ttl/3; once it is gone its lease is free within a ttl: the recorder tries
+            # again by then instead of after its backoff (up to a minute), so a failover pauses recording briefly
+            refused.retry_after = self.lease_ttl / 2  # type: ignore[attr-defined]
+            raise refused from None
         try:
             return await self.media.open_reader(ref, transport)
         finally:

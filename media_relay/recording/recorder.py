@@ -167,7 +167,11 @@ class ChannelRecorder:
                 self.failures += 1
                 self.last_error = str(exc)[:200]
                 self._set("waiting", f"无法打开设备码流，稍后重试 / cannot open the stream, retrying: {self.last_error}")
-                await self._sleep(svc.backoff.delay(self.failures))
+                delay = svc.backoff.delay(self.failures)
+                hint = getattr(exc, "retry_after", None)  # the refusal knows when trying again makes sense
+                if isinstance(hint, (int, float)) and hint > 0:
+                    delay = min(delay, float(hint))
+                await self._sleep(delay)
                 continue
             self.connects += 1
             connected_at = svc.clock()

@@ -319,3 +319,21 @@ async def test_models_match_migration_0008(db_engine) -> None:
         assert await conn.run_sync(diff) == []
     async with make_sessionmaker(db_engine)() as s:
         assert (await s.scalars(select(RecordSegmentRow))).all() == []
+
+
+async def test_a_refusal_that_says_when_to_retry_shortens_the_backoff(make_service, ps_dir) -> None:
+    """A channel recorded by another media node (its stream lease) is refused with ``retry_after``: the recorder
+    tries again by then, not after its backoff (a minute at most), so recording resumes soon after a failover."""
+    from gbcore.periodic import Backoff
+    from media_relay.stream import MediaError
+
+    clock = FakeClock()
+    reader = FakeReader(timeline(vector_units(ps_dir), 1), clock, T0)
+    owned = MediaError("stream_owned", "另一媒体节点正在录制 / another media node holds the stream")
+    owned.retry_after = 0.05
+    opener = Opener([owned, owned, reader])
+    svc, _ = make_service(opener, clock, backoff=Backoff(base=30.0, cap=60.0, jitter=0))
+    await svc.start()
+    await svc.set_plan(RecordPlan(CH, "continuous"), "admin")
+    await asyncio.wait_for(reader.drained.wait(), 5)  # two refusals and the reader within seconds, not minutes
+    assert len(opener.calls) == 3  # (without the hint the first retry would wait the backoff's 30 s)
