@@ -27,6 +27,12 @@ WIRED_ACTIONS: dict[str, str] = {
     "user.password_change_failed": "修改密码失败（原密码错误）/ password change refused: wrong old password",
     "device.password_set": "设置或清除设备 SIP 密码 / device SIP password set or cleared (detail: cleared)",
     "device.catalog_sync": "请求同步设备目录 / catalog sync requested (detail: sn)",
+    "device.create": "添加设备 / device added (detail: settings, password_set, revived)",
+    "device.update": "修改设备 / device changed (detail: the fields sent; password_set / password_cleared)",
+    "device.delete": "删除设备 / device deleted (detail: force, was_online)",
+    "channel.update": "修改通道 / channel changed (detail: the fields sent)",
+    "device.import": "导入设备 / devices imported (detail: file, total, created, failed, errors)",
+    "device.batch": "批量操作设备 / batch action on devices (detail: action, device_ids, failed, org_node_id, force)",
     # issue 11: SIP requests refused because they are not from the device they claim (target device:<id>,
     # actor anonymous named by the source address; at most 10 per source address a minute, the rest counted)
     "security.sip_refused": "拒绝冒充设备的 SIP 请求或锁定地址 / SIP request refused: not from the device's "
@@ -160,10 +166,6 @@ WIRED_ACTIONS: dict[str, str] = {
 }
 
 PENDING_ACTIONS: dict[str, str] = {
-    # devices
-    "device.add": "添加设备 / device added",
-    "device.edit": "修改设备 / device changed (detail: fields)",
-    "device.delete": "删除设备 / device deleted",
     # settings, tickets, reports
     "setting.change": "修改系统设置 / setting changed (detail: name, before, after; never secrets)",
 }

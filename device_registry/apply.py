@@ -19,6 +19,12 @@ Rules in short:
   (last resolvable segment of a ``a/b/c`` path) or else its BusinessGroupID; when neither
   resolves, an existing link is kept (it may have been set by an operator).
 * Catalog fields that are None in an item leave the stored value unchanged.
+* An operator's values win (issue 18): a device's ``user_name`` keeps ``name`` from DeviceInfo, a channel's
+  ``user_name`` / ``user_address`` / ``user_longitude`` / ``user_latitude`` / ``user_org_node`` keep those
+  values from a catalog.
+* A deleted device (``deleted_at`` set) is unknown: events about it are ignored.  Only a registration the
+  SIP service let through (it forgets a deleted device, so that happens with ``GBOPS_SIP_ALLOW_UNKNOWN``)
+  brings it back: ``deleted_at`` is cleared and the device is online again.
 * ``updated_at`` marks changes to a row other than volatile transport state (``last_seen``,
   ``remote_addr``, ``register_expires_at``): a keepalive or a registration refresh leaves it.
 """
@@ -71,6 +77,10 @@ _CHANNEL_INFO_FIELDS = [
 
 # Changes that alone do not count as an update of a row (updated_at stays).
 _VOLATILE = frozenset({"last_seen", "remote_addr", "register_expires_at"})
+
+# Catalog fields an operator may set on a channel (issue 18): the catalog leaves them while the override is set.
+_CHANNEL_OVERRIDES = {"name": "user_name", "address": "user_address", "longitude": "user_longitude",
+                      "latitude": "user_latitude"}
 
 
 def is_system_item(code: str) -> bool:
@@ -262,6 +272,8 @@ class BatchApplier:
     # -- event handlers --------------------------------------------------------------------
 
     def _on_registered(self, dev: dict[str, Any], ev: DeviceRegistered) -> None:
+        if dev.get("deleted_at") is not None:
+            dev["deleted_at"] = None  # the SIP service let a deleted device in (GBOPS_SIP_ALLOW_UNKNOWN)
         dev["transport"] = ev.transport
         dev["remote_addr"] = ev.remote_addr
         dev["contact"] = ev.contact
@@ -297,6 +309,8 @@ class BatchApplier:
     def _on_info(self, dev: dict[str, Any], ev: DeviceInfoReported) -> None:
         for name in ("name", "manufacturer", "model", "firmware", "device_type", "channel_count", "charset"):
             value = getattr(ev, name)
+            if name == "name" and dev.get("user_name") is not None:
+                continue  # the operator named it
             if value is not None:
                 dev[name] = value
 
@@ -349,9 +363,9 @@ class BatchApplier:
                 ch = self._new_channel(device_id, channel_id, ev.at)
             for name in _CHANNEL_INFO_FIELDS:
                 value = getattr(item, name)
-                if value is not None:
+                if value is not None and ch.get(_CHANNEL_OVERRIDES.get(name, "")) is None:
                     ch[name] = value
-            node = self._resolve_org(self._refs_of(item))
+            node = None if ch.get("user_org_node") else self._resolve_org(self._refs_of(item))
             if node is not None:
                 ch["org_node_id"] = node["id"]
             ch["removed"] = False
@@ -495,7 +509,8 @@ class BatchApplier:
                 continue
             dev = self.devices.get(ev.device_id)
             if dev is None or (
-                ev.device_id in self.not_yet_registered and not isinstance(ev, DeviceRegistered)
+                (ev.device_id in self.not_yet_registered or dev.get("deleted_at") is not None)
+                and not isinstance(ev, DeviceRegistered)
             ):
                 self.ignored += 1
                 continue
@@ -576,6 +591,7 @@ class BatchApplier:
                 update(DEVICES)
                 .where(
                     DEVICES.c.device_id == bindparam("b_device_id"),
+                    DEVICES.c.deleted_at.is_(None),
                     or_(DEVICES.c.last_seen.is_(None), DEVICES.c.last_seen < seen_at),
                 )
                 .values(

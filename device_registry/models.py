@@ -86,6 +86,17 @@ class Device(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
+    # Device management (issue 18, migration 0017).  A deleted device keeps its row (its presence history,
+    # audit entries and reports name it): lists, lookups and the SIP snapshot leave it out.
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # the operator's name (copied to ``name``): a DeviceInfo answer does not overwrite ``name`` while it is set
+    user_name: Mapped[str | None] = mapped_column(Text)
+    # how the device wants main/sub stream asked for: streamnumber | stream | streamprofile | none
+    stream_form: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    expected_channels: Mapped[int | None] = mapped_column(Integer)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    address: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return f"Device({self.device_id!r}, online={self.online})"
@@ -129,6 +140,13 @@ class Channel(Base):
     org_node_id: Mapped[int | None] = mapped_column(
         ForeignKey("org_nodes.id", ondelete="SET NULL"), index=True
     )
+    # An operator's values (issue 18, migration 0017), also copied to name / address / longitude / latitude /
+    # org_node_id: a later catalog does not overwrite those while these are set.
+    user_name: Mapped[str | None] = mapped_column(Text)
+    user_address: Mapped[str | None] = mapped_column(Text)
+    user_longitude: Mapped[float | None] = mapped_column(Float)
+    user_latitude: Mapped[float | None] = mapped_column(Float)
+    user_org_node: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     def __repr__(self) -> str:
         return f"Channel({self.device_id!r}, {self.channel_id!r}, online={self.online})"

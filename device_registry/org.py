@@ -126,7 +126,7 @@ class RegistryOrg(RegistryBase):
         limited = scope is not None and not scope.all
         ch_node = func.coalesce(Channel.org_node_id, Device.org_node_id)
         ch_conds: list[Any] = [Channel.removed.is_(False)]
-        dev_conds: list[Any] = []
+        dev_conds: list[Any] = [Device.deleted_at.is_(None)]  # a deleted device (issue 18) is nowhere
         if limited:
             ch_conds.append(channel_scope_clause(scope))
             dev_conds.append(device_scope_clause(scope))
@@ -293,7 +293,8 @@ class RegistryOrg(RegistryBase):
 
     async def org_node_contents(self, session: AsyncSession, node_id: int) -> dict[str, int]:
         children = await session.scalar(select(func.count()).where(OrgNode.parent_id == node_id))
-        devices = await session.scalar(select(func.count()).where(Device.org_node_id == node_id))
+        devices = await session.scalar(select(func.count()).where(Device.org_node_id == node_id,
+                                                               Device.deleted_at.is_(None)))
         channels = await session.scalar(select(func.count()).where(Channel.org_node_id == node_id))
         return {"children": int(children or 0), "devices": int(devices or 0), "channels": int(channels or 0)}
 

@@ -22,6 +22,7 @@ from .models import Channel, Device, PresenceEvent
 from .scope import channel_scope_clause, device_scope_clause, in_list
 
 __all__ = [
+    "DEVICE_SORTS",
     "ChannelRow",
     "DevicePasswordFacts",
     "DeviceSnapshot",
@@ -38,6 +39,10 @@ __all__ = [
     "offline_devices",
     "online_channel_pairs",
 ]
+
+
+#: ``list_devices(sort=...)``: the orders a device list offers (ties broken by device id).
+DEVICE_SORTS = ("device_id", "name", "online", "last_seen", "registered_at", "manufacturer", "remote_addr")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +67,10 @@ class RegistryQueries(RegistryBase):
     # -- read ------------------------------------------------------------------------------
 
     async def snapshot(self, device_ids: Collection[str] | None = None) -> list[DeviceSnapshot]:
-        """What the SIP service restores at start: every device, or those of ``device_ids``."""
+        """What the SIP service restores at start: every device, or those of ``device_ids``.  Deleted devices
+        are left out: to the SIP service they are unknown."""
         cols = [DEVICES.c[f.name] for f in fields(DeviceSnapshot)]
-        query = select(*cols).order_by(DEVICES.c.device_id)
+        query = select(*cols).where(DEVICES.c.deleted_at.is_(None)).order_by(DEVICES.c.device_id)
         if device_ids is not None:
             query = query.where(DEVICES.c.device_id.in_(list(device_ids)))
         async with self._sessionmaker() as session:
@@ -80,11 +86,21 @@ class RegistryQueries(RegistryBase):
         limit: int = 50,
         scope: Any = None,
         org_node_id: int | None = None,
+        sort: str = "device_id",
+        order: str = "asc",
     ) -> tuple[int, list[Device]]:
-        """Devices ordered by id, filtered by online state and by a search text (matched in
-        id, name, manufacturer, model, address), by ``scope`` (None: everything) and by the org node
-        they are assigned to.  Returns (total matching, page)."""
-        conditions = []
+        """Devices ordered by ``sort`` (one of :data:`DEVICE_SORTS`; ties by id, empty values last) in ``order``
+        (``asc`` / ``desc``), filtered by online state and by a search text (matched in id, name, manufacturer,
+        model, address), by ``scope`` (None: everything) and by the org node they are assigned to.  Deleted
+        devices are left out.  Each device of the page carries ``channels_total`` and ``channels_online`` (its
+        channels that are not removed).  Returns (total matching, page)."""
+        if sort not in DEVICE_SORTS:
+            raise ValueError(f"unknown sort {sort!r}")
+        column = getattr(Device, sort)
+        key = column.desc() if order == "desc" else column.asc()
+        order_by = [key.nulls_last()] if sort != "device_id" else []
+        order_by.append(Device.device_id.desc() if order == "desc" and sort == "device_id" else Device.device_id)
+        conditions: list[Any] = [Device.deleted_at.is_(None)]
         if scope is not None and not scope.all:
             conditions.append(device_scope_clause(scope))
         if org_node_id is not None:
@@ -109,18 +125,26 @@ class RegistryQueries(RegistryBase):
             )
         async with self._sessionmaker() as session:
             total = await session.scalar(select(func.count()).select_from(Device).where(*conditions))
-            page = await session.scalars(
-                select(Device)
-                .where(*conditions)
-                .order_by(Device.device_id)
-                .offset(max(offset, 0))
-                .limit(max(limit, 0))
+            page = list(
+                await session.scalars(
+                    select(Device)
+                    .where(*conditions)
+                    .order_by(*order_by)
+                    .offset(max(offset, 0))
+                    .limit(max(limit, 0))
+                )
             )
-            return int(total or 0), list(page)
+            await _attach_channel_counts(session, page)
+            return int(total or 0), page
 
     async def get_device(self, device_id: str) -> Device | None:
+        """The device (None: unknown or deleted), with ``channels_total`` / ``channels_online``."""
         async with self._sessionmaker() as session:
-            return await session.get(Device, device_id)
+            device = await session.get(Device, device_id)
+            if device is None or device.deleted_at is not None:
+                return None
+            await _attach_channel_counts(session, [device])
+            return device
 
     async def list_channels(
         self, device_id: str, *, include_removed: bool = False, scope: Any = None
@@ -213,7 +237,9 @@ class RegistryQueries(RegistryBase):
         """Whether a device exists, and whether it is visible in ``scope``."""
         async with self._sessionmaker() as session:
             dev_node = (
-                await session.execute(select(Device.org_node_id).where(Device.device_id == device_id))
+                await session.execute(
+                    select(Device.org_node_id).where(Device.device_id == device_id, Device.deleted_at.is_(None))
+                )
             ).one_or_none()
             if dev_node is None:
                 return "missing"
@@ -276,7 +302,9 @@ class RegistryQueries(RegistryBase):
 
     async def counts(self, scope: Any = None) -> dict[str, int]:
         """Devices and channels, total and online, within ``scope``."""
-        dev_conds = [] if scope is None or scope.all else [device_scope_clause(scope)]
+        dev_conds: list[Any] = [Device.deleted_at.is_(None)]
+        if scope is not None and not scope.all:
+            dev_conds.append(device_scope_clause(scope))
         ch_conds: list[Any] = [Channel.removed.is_(False)]
         if scope is not None and not scope.all:
             ch_conds.append(channel_scope_clause(scope))
@@ -296,6 +324,21 @@ class RegistryQueries(RegistryBase):
             ).one()
         return {"devices_total": int(d_total), "devices_online": int(d_online),
                 "channels_total": int(c_total), "channels_online": int(c_online)}
+
+
+async def _attach_channel_counts(session: AsyncSession, devices: list[Device]) -> None:
+    """Set ``channels_total`` and ``channels_online`` (not removed channels) on each device (plain attributes)."""
+    if not devices:
+        return
+    online_int = case((Channel.online.is_(True), 1), else_=0)
+    rows = await session.execute(
+        select(Channel.device_id, func.count(), func.coalesce(func.sum(online_int), 0))
+        .where(Channel.device_id.in_([d.device_id for d in devices]), Channel.removed.is_(False))
+        .group_by(Channel.device_id)
+    )
+    counts = {dev_id: (int(total), int(online)) for dev_id, total, online in rows.all()}
+    for device in devices:
+        device.channels_total, device.channels_online = counts.get(device.device_id, (0, 0))  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------ reads for other packages
@@ -342,9 +385,9 @@ class DevicePasswordFacts:
 
 
 async def device_password_facts(session: AsyncSession) -> list[DevicePasswordFacts]:
-    """Every device's :class:`DevicePasswordFacts`, by device id (the security check)."""
+    """Every (not deleted) device's :class:`DevicePasswordFacts`, by device id (the security check)."""
     cols = [DEVICES.c[f.name] for f in fields(DevicePasswordFacts)]
-    result = await session.execute(select(*cols).order_by(DEVICES.c.device_id))
+    result = await session.execute(select(*cols).where(DEVICES.c.deleted_at.is_(None)).order_by(DEVICES.c.device_id))
     return [DevicePasswordFacts(**row) for row in result.mappings()]
 
 
@@ -385,8 +428,9 @@ async def channel_ids_of_device(session: AsyncSession, device_id: str) -> list[s
 
 
 async def offline_devices(session: AsyncSession) -> list[str]:
-    """Ids of the devices that are offline."""
-    return [d for (d,) in (await session.execute(select(Device.device_id).where(Device.online.is_(False))))]
+    """Ids of the (not deleted) devices that are offline."""
+    return [d for (d,) in (await session.execute(
+        select(Device.device_id).where(Device.online.is_(False), Device.deleted_at.is_(None))))]
 
 
 async def offline_channels_of_online_devices(session: AsyncSession) -> list[tuple[str, str]]:

@@ -213,8 +213,8 @@ class SipCluster:
         snapshots = await self.registry.snapshot([device_id])
         if snapshots:
             self.sip.restore(snapshots, presence_of=())  # the digest only
-        else:
-            self.sip.set_device_password_ha1(device_id, None)
+        else:  # deleted (issue 18): unknown here too
+            self.sip.forget_device(device_id)
 
     # ------------------------------------------------------------------ sip.call
     async def _serve(self, payload: dict) -> dict:
@@ -421,6 +421,15 @@ class ClusterSip:
     def set_device_password_ha1(self, device_id: str, ha1: dict[str, str] | None) -> None:
         """Here at once; every other SIP node reloads the digest from the database (:data:`SIP_CREDENTIALS`)."""
         self.local.set_device_password_ha1(device_id, ha1)
+        self._announce(device_id)
+
+    def forget_device(self, device_id: str) -> bool:
+        """A deleted device: here at once; every other SIP node finds it gone from the database and forgets it."""
+        was = self.local.forget_device(device_id)
+        self._announce(device_id)
+        return was
+
+    def _announce(self, device_id: str) -> None:
         task = asyncio.ensure_future(self.bus.publish(SIP_CREDENTIALS, {"device_id": device_id}))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -22,7 +22,7 @@ from ops_portal.cluster import routes as cluster_routes
 from ops_portal.control import alarm_routes
 from ops_portal.control import routes as control_routes
 from ops_portal.dashboard import routes as dashboard_routes
-from ops_portal.devices import map_routes, org_routes, sip_routes
+from ops_portal.devices import manage_routes, map_routes, org_routes, sip_routes
 from ops_portal.devices import routes as device_routes
 from ops_portal.live import download_routes, history_routes
 from ops_portal.live import routes as live_routes
@@ -85,6 +85,7 @@ api_router = APIRouter()
 api_router.include_router(health_router)
 for _module in (
     auth_routes,
+    manage_routes,  # device management (issue 18): before device_routes, whose /{device_id} would take /export
     device_routes,
     sip_routes,
     audit_routes,

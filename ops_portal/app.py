@@ -107,6 +107,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 #: (method, path pattern) of the routes whose body may be up to ``GBOPS_HTTP_UPLOAD_LIMIT``; every other
 #: request body is limited to ``GBOPS_HTTP_BODY_LIMIT``.
 UPLOAD_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("POST", re.compile(r"/api/devices/import")),
     ("PUT", re.compile(r"/api/tickets/[^/]+/snapshot")),
 )
 

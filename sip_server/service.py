@@ -272,6 +272,13 @@ class SipService:
                                                                connected=transport not in ("tcp", "tls"))
         self._process()
 
+    def forget_device(self, device_id: str) -> bool:
+        """A deleted device: unknown here from now on (a REGISTER from it is refused unless unknown devices are
+        allowed). Returns True when it was online here."""
+        was = self.gb.forget_device(device_id)
+        self._process()
+        return was
+
     def release(self, device_id: str) -> bool:
         """Forget a device's registration here without an offline transition: it registered at another SIP
         node of the cluster, which judges its presence from now on.  Its credentials stay.  Returns True when

@@ -7,7 +7,7 @@ device outside it (also for an unknown one, unless the caller has the full scope
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
@@ -95,9 +95,13 @@ async def list_devices(
     org_node_id: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="只看分配到此组织节点的设备 / devices assigned to this node")
     ] = None,
+    sort: Annotated[Literal["device_id", "name", "online", "last_seen", "registered_at", "manufacturer",
+                            "remote_addr"], Query(description="排序列 / sort by")] = "device_id",
+    order: Annotated[Literal["asc", "desc"], Query(description="升序或降序 / ascending or descending")] = "asc",
 ) -> DeviceList:
     total, devices = await registry.list_devices(
-        online=online, q=q or None, offset=offset, limit=limit, scope=access.scope, org_node_id=org_node_id
+        online=online, q=q or None, offset=offset, limit=limit, scope=access.scope, org_node_id=org_node_id,
+        sort=sort, order=order,
     )
     return DeviceList(
         total=total,

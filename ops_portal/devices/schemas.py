@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from device_registry.events import ChannelInfo
@@ -34,6 +36,14 @@ class DeviceOut(BaseModel):
     org_node_id: int | None = None
     created_at: UtcTime | None = None
     updated_at: UtcTime | None = None
+    stream_form: str | None = Field(default="none", description="主/子码流标识方式 / how main/sub stream is asked "
+                                    "for: streamnumber | stream | streamprofile | none")
+    expected_channels: int | None = None
+    longitude: float | None = None
+    latitude: float | None = None
+    address: str | None = None
+    channels_online: int | None = Field(default=None, description="在线通道数 / channels online (not removed)")
+    channels_total: int | None = Field(default=None, description="通道总数 / channels (not removed)")
 
 
 class DeviceList(BaseModel):
@@ -227,3 +237,99 @@ class MapChannelList(BaseModel):
     offset: int
     limit: int
     items: list[MapChannelOut]
+
+
+# ------------------------------------------------------------------------------------------ device management
+StreamForm = Literal["streamnumber", "stream", "streamprofile", "none"]
+Transport = Literal["udp", "tcp"]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+
+
+class DeviceCreate(BaseModel):
+    """A device to pre-register: it appears offline, its own password works at once on every SIP node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(min_length=1, max_length=32, description="20 位国标编码 / the 20-digit GB/T 28181 id")
+    name: str = Field(min_length=1, max_length=64)
+    password: str | None = Field(default=None, max_length=128,
+                                 description="设备自己的 SIP 密码（null：平台默认密码）/ its own SIP password")
+    transport: Transport = "udp"
+    org_node_id: NodeId | None = None
+    stream_form: StreamForm = "none"
+    expected_channels: int | None = Field(default=None, ge=0, le=4096)
+    longitude: Longitude | None = None
+    latitude: Latitude | None = None
+    address: str | None = Field(default=None, max_length=200)
+
+    def __repr__(self) -> str:  # never echo the password
+        return f"DeviceCreate(device_id={self.device_id!r}, name={self.name!r}, password=***)"
+
+
+class DeviceUpdate(BaseModel):
+    """Only the fields sent change; null clears (name: the device's own name comes back with its next
+    DeviceInfo; password: the platform's default password)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    password: str | None = Field(default=None, max_length=128)
+    transport: Transport | None = None
+    org_node_id: NodeId | None = None
+    stream_form: StreamForm | None = None
+    expected_channels: int | None = Field(default=None, ge=0, le=4096)
+    longitude: Longitude | None = None
+    latitude: Latitude | None = None
+    address: str | None = Field(default=None, max_length=200)
+
+    def __repr__(self) -> str:  # never echo the password
+        return f"DeviceUpdate(fields={sorted(self.model_fields_set)})"
+
+
+class ChannelUpdate(BaseModel):
+    """Only the fields sent change.  A value is kept over later catalogs; null gives it back to the catalog
+    (org_node_id null: the channel follows its device's node)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    org_node_id: NodeId | None = None
+    longitude: Longitude | None = None
+    latitude: Latitude | None = None
+    address: str | None = Field(default=None, max_length=200)
+
+
+class DeviceBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["move", "catalog_sync", "delete"]
+    device_ids: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(min_length=1, max_length=1000)
+    org_node_id: NodeId | None = Field(default=None, description="move: 目标节点（null：未分配）/ the target node")
+    force: bool = Field(default=False, description="delete: 在线设备也删除 / delete online devices too")
+
+
+class DeviceBatchResult(BaseModel):
+    device_id: str
+    ok: bool
+    code: str | None = None
+    message: str | None = None
+
+
+class DeviceBatchOut(BaseModel):
+    results: list[DeviceBatchResult]
+
+
+class DeviceImportError(BaseModel):
+    row: int = Field(description="表格行号（第 1 行是表头）/ the sheet's row number (row 1 is the header)")
+    device_id: str | None = None
+    code: str
+    message: str
+
+
+class DeviceImportOut(BaseModel):
+    total: int
+    created: int
+    updated: int = 0
+    failed: int
+    errors: list[DeviceImportError]

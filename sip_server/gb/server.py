@@ -215,6 +215,14 @@ class GbServer:
         else:
             self.credentials.pop(device_id, None)
 
+    def forget_device(self, device_id: str) -> bool:
+        """A device an operator deleted: unknown from now on (its credentials and route dropped, its presence
+        forgotten without an event: the registry recorded the deletion).  Returns True when it was online."""
+        self.known.discard(device_id)
+        self.credentials.pop(device_id, None)
+        self.routes.pop(device_id, None)
+        return self.presence.forget(device_id)
+
     # ================================================================== event queue
     def next_event(self) -> Any | None:
         return self._events.popleft() if self._events else None

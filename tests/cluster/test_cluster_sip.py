@@ -205,6 +205,26 @@ async def test_device_commands_are_answered_by_the_home_node_with_typed_failures
         await sip_a.device_status(DEV[0])  # and the local service is asked, which does not hold it either
 
 
+async def test_a_deleted_device_is_forgotten_by_every_node() -> None:
+    network, directory, homes = LocalNetwork(), LocalNodeDirectory(), LocalDeviceHomes()
+    registry = Registry([snap(DEV[0])])
+    a, sip_a = await make("sip-a", network, directory, homes, registry, "10.0.0.1:5060")
+    b, sip_b = await make("sip-b", network, directory, homes, registry, "10.0.0.2:5060")
+    await homes.set(DEV[0], "sip-a", "10.0.0.1:5060")
+    await a.restore()
+    await b.restore()
+    assert DEV[0] in sip_a.gb.known and DEV[0] in sip_b.gb.known and sip_a.is_online(DEV[0])
+    del registry.snapshots[DEV[0]]  # the operator deleted it (the store hides it from now on)
+    portal = ClusterSip(sip_a, LocalCommandBus("sip-a", network), directory, homes)
+    assert portal.forget_device(DEV[0]) is True
+    assert DEV[0] not in sip_a.gb.known and not sip_a.is_online(DEV[0])
+    for _ in range(50):
+        if DEV[0] not in sip_b.gb.known:
+            break
+        await asyncio.sleep(0.02)
+    assert DEV[0] not in sip_b.gb.known
+
+
 async def test_sip_call_refuses_unknown_operations_and_bad_ids() -> None:
     from cluster.bus import RemoteError
 
@@ -227,7 +247,7 @@ async def test_a_password_set_on_one_node_is_reloaded_from_the_store_by_the_othe
     await a.restore()
     await b.restore()
     reloaded: list[tuple] = []
-    sip_b.set_device_password_ha1 = lambda d, ha1: reloaded.append((d, ha1))  # a device the store does not know
+    sip_b.forget_device = lambda d: reloaded.append((d, "forgotten"))  # a device the store does not know
     original = sip_b.restore
     sip_b.restore = lambda snaps, presence_of=None: (reloaded.append(tuple(s.device_id for s in snaps)),
                                                     original(snaps, presence_of=presence_of))
@@ -238,7 +258,7 @@ async def test_a_password_set_on_one_node_is_reloaded_from_the_store_by_the_othe
         if len(reloaded) == 2:
             break
         await asyncio.sleep(0.02)
-    assert reloaded == [(DEV[0],), (DEV[5], None)]  # the digest from the store; an unknown device cleared
+    assert reloaded == [(DEV[0],), (DEV[5], "forgotten")]  # the digest from the store; a deleted one forgotten
 
 
 async def test_redis_homes_claim_is_compare_and_set(redis_url: str, redis_prefix: str) -> None:

@@ -153,7 +153,8 @@ def test_console_operator_scope_live_map_audit(tmp_path, request) -> None:
             _login(page, p.base, OPERATOR, one_time)
             _change_password(page, OPERATOR_PASSWORD)
             nav = page.eval_on_selector_all(".sidenav a", "els => els.map(e => e.dataset.route)")
-            assert nav == ["dashboard", "tree", "live", "map", "time"], nav  # no administration pages offered
+            # no administration pages offered (the device and organisation pages are read-only to this role)
+            assert nav == ["dashboard", "tree", "devices", "org", "live", "map", "time"], nav
             page.click("a[data-route=tree]")
             page.wait_for_selector(".tree-row.channel")
             shown = set(page.eval_on_selector_all(".tree-row.channel", "els => els.map(e => e.dataset.channel)"))

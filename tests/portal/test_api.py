@@ -13,7 +13,9 @@ PUBLIC = {("post", "/api/auth/login"), ("get", "/api/health"),
 CORE_OPERATIONS = {
     "health", "auth_login", "auth_logout", "auth_password_change", "auth_me", "devices_list", "devices_get",
     "devices_channels", "devices_presence", "devices_catalog_sync_start", "devices_catalog_sync_status",
-    "devices_status_query", "devices_password_set", "sip_metrics", "audit_entries", "audit_actions", "audit_downloads",
+    "devices_status_query", "devices_password_set", "devices_create", "devices_update",
+    "devices_delete", "devices_channel_update", "devices_batch", "devices_export", "devices_import_template",
+    "devices_import", "sip_metrics", "audit_entries", "audit_actions", "audit_downloads",
     "audit_checkpoint", "audit_verifier_key", "audit_proof_inclusion", "audit_proof_consistency", "audit_export",
 }  # fmt: skip
 # One set per area, so that each area's routes are listed where its owner keeps them.

@@ -11,12 +11,16 @@ import { securityView } from "./security.js";
 import { securityCheckView } from "./security_check.js";
 import { clockView } from "./clock.js";
 import { clusterView } from "./cluster.js";
+import { devicesView } from "./devices.js";
+import { orgView } from "./org.js";
 import { downloadsView, playbackView, recordingView } from "./history.js";
 import { can, state } from "./session.js";
 
 const NAV = [
   { route: "dashboard", label: "nav.dashboard", view: dashboardView },
   { route: "tree", label: "nav.tree", view: treeView, perm: "device.read" },
+  { route: "devices", label: "nav.devices", view: devicesView, perm: "device.read" },
+  { route: "org", label: "nav.org", view: orgView, perm: "device.read" },
   { route: "live", label: "nav.live", view: liveView, perm: "live.view" },
   { route: "playback", label: "nav.playback", view: playbackView, perm: "playback.view" },
   { route: "downloads", label: "nav.downloads", view: downloadsView, perm: "download.create" },

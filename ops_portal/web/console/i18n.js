@@ -5,6 +5,8 @@ const zh = {
   "lang.switch": "English",
   "nav.dashboard": "总览",
   "nav.tree": "设备树",
+  "nav.devices": "设备管理",
+  "nav.org": "组织管理",
   "nav.live": "实时视频",
   "nav.map": "地图",
   "nav.users": "用户",
@@ -468,7 +470,9 @@ const en = {
   "app.brand": "gbops",
   "lang.switch": "中文",
   "nav.dashboard": "Dashboard",
-  "nav.tree": "Devices",
+  "nav.devices": "Devices",
+  "nav.org": "Organisation",
+  "nav.tree": "Device tree",
   "nav.live": "Live",
   "nav.map": "Map",
   "nav.users": "Users",
@@ -951,10 +955,11 @@ export function t(key, vars) {
   return text;
 }
 
-// Server messages are "中文 / English": show the half that matches the language.
+// Server messages are "中文 / English" (the Chinese half may end in full-width punctuation with no space
+// before the slash, "…（…）/ English"): show the half that matches the language.
 export function serverText(message) {
   if (typeof message !== "string") return String(message);
-  const i = message.indexOf(" / ");
-  if (i < 0) return message;
-  return lang === "en" ? message.slice(i + 3) : message.slice(0, i);
+  const m = /^([\s\S]*?)\s?\/ ([\s\S]*)$/.exec(message);
+  if (!m) return message;
+  return lang === "en" ? m[2] : m[1].trimEnd();
 }
