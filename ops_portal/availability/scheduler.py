@@ -129,7 +129,12 @@ class ReportJobs:
         return row
 
     async def _update(self, report_id: str, **values: Any) -> None:
+        from gbcore.db import begin_write
+
         async with self.sessionmaker() as session:
+            # a write transaction from the start: on SQLite a read that turns into a write fails at once
+            # ("database is locked") when another job or the registry writer committed in between
+            await begin_write(session)
             row = await session.get(Report, report_id)
             if row is None:
                 return

@@ -29,7 +29,7 @@ ACCESS_OPERATIONS = {  # issue 6: users, roles, org tree, dashboard, map
     "users_list", "users_create", "users_get", "users_update", "users_delete", "users_password_reset",
     "users_sessions_revoke", "access_me", "roles_list", "roles_create", "roles_get", "roles_update", "roles_delete",
     "permissions_list", "org_tree", "org_node_create", "org_node_update", "org_node_delete", "org_node_assign",
-    "channels_list", "dashboard",
+    "channels_list", "dashboard", "dashboard_trend",
 }  # fmt: skip
 AVAILABILITY_OPERATIONS = {"availability_online_rate", "availability_channels", "reports_create", "reports_list",
                            "reports_get", "reports_file"}  # issue 7: online rate, reports

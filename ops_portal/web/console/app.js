@@ -3,7 +3,7 @@ import { ApiError, api, get, post, setUnauthorizedHandler, token } from "./api.j
 import { badge, clear, fmtTime, h, message, toast } from "./dom.js";
 import { extend, getLang, serverText, setLang, t } from "./i18n.js";
 import { auditView, rolesView, usersView } from "./admin.js";
-import { channelView, dashboardView, deviceView, liveView, treeView } from "./views.js";
+import { channelView, deviceView, liveView, treeView } from "./views.js";
 import { mapView } from "./map.js";
 import { alarmsView } from "./alarms.js";
 import { cascadeView } from "./cascade.js";
@@ -13,11 +13,15 @@ import { clockView } from "./clock.js";
 import { clusterView } from "./cluster.js";
 import { devicesView } from "./devices.js";
 import { orgView } from "./org.js";
+import { mountTicketBell, ticketsView } from "./tickets.js";
+import { reportsView } from "./reports.js";
+import { contractsView } from "./contracts.js";
+import { dashboardView as dashboardPage } from "./dashboard.js";
 import { downloadsView, playbackView, recordingView } from "./history.js";
 import { can, state } from "./session.js";
 
 const NAV = [
-  { route: "dashboard", label: "nav.dashboard", view: dashboardView },
+  { route: "dashboard", label: "nav.dashboard", view: dashboardPage },
   { route: "tree", label: "nav.tree", view: treeView, perm: "device.read" },
   { route: "devices", label: "nav.devices", view: devicesView, perm: "device.read" },
   { route: "org", label: "nav.org", view: orgView, perm: "device.read" },
@@ -27,6 +31,9 @@ const NAV = [
   { route: "recording", label: "nav.recording", view: recordingView, perm: "playback.view" },
   { route: "map", label: "nav.map", view: mapView, perm: "device.read" },
   { route: "alarms", label: "nav.alarms", view: alarmsView, perm: "alarm.read" },
+  { route: "tickets", label: "nav.tickets", view: ticketsView, perm: "ticket.read" },
+  { route: "reports", label: "nav.reports", view: reportsView, perm: "report.read" },
+  { route: "contracts", label: "nav.contracts", view: contractsView, perm: "contract.manage" },
   { route: "users", label: "nav.users", view: usersView, perm: "user.manage" },
   { route: "roles", label: "nav.roles", view: rolesView, perm: "role.manage" },
   { route: "audit", label: "nav.audit", view: auditView, perm: "audit.read" },
@@ -97,7 +104,10 @@ extend({
 const app = () => document.getElementById("app");
 
 // ------------------------------------------------------------------ shell
+let stopBell = () => {};
+
 function shell() {
+  const bellSlot = h("span", { class: "bell-slot" });
   const nav = h("nav", { class: "sidenav", "aria-label": "main" },
     NAV.filter((n) => !n.perm || can(n.perm)).map((n) =>
       h("a", { href: "#/" + n.route, dataset: { route: n.route } }, t(n.label))));
@@ -106,11 +116,14 @@ function shell() {
     h("div", { class: "brand" }, h("span", { class: "logo" }, "GB"), h("strong", null, t("app.brand")),
       h("span", { class: "subtitle" }, t("app.title"))),
     h("div", { class: "topbar-right" },
+      bellSlot,
       langButton(),
       h("a", { href: "#/account", class: "user", id: "whoami" }, who),
       h("button", { type: "button", class: "ghost", id: "logout", onclick: logout }, t("nav.logout"))));
   const main = h("main", { id: "view", class: "view" });
+  stopBell();
   clear(app()).append(header, h("div", { class: "layout" }, nav, main));
+  stopBell = mountTicketBell(bellSlot);  // fault tickets waiting and overdue, in the header (issue 18)
 }
 
 function langButton() {
@@ -312,6 +325,8 @@ async function totpCard(root, { forced }) {
 }
 
 async function logout() {
+  stopBell();
+  stopBell = () => {};
   try { await api("POST", "/api/auth/logout"); } catch (_) { /* the token may be gone already */ }
   token.clear();
   state.user = null;

@@ -433,10 +433,13 @@ function orgSelect(org, value, { id, allowNone = true } = {}) {
 }
 
 // ------------------------------------------------------------------ the view
-export async function devicesView(root) {
+export async function devicesView(root, route) {
   addStyle();
   root.classList.add("devm");
   const st = { q: "", online: "", sort: "device_id", order: "asc", offset: 0, limit: PAGE_SIZES[0] };
+  const asked = route && route.params ? route.params : new URLSearchParams();  // links: #/devices?online=false
+  if (["true", "false"].includes(asked.get("online"))) st.online = asked.get("online");
+  if (asked.get("q")) st.q = asked.get("q").slice(0, 100);
   const selected = new Map(); // device id -> the device as last listed
   const syncs = new Map(); // device id -> {state, received, expected, error}
   const timers = new Set();
@@ -452,6 +455,8 @@ export async function devicesView(root) {
     h("option", { value: "false" }, t("common.offline")));
   const size = h("select", { id: "devm-size", "aria-label": t("devm.page_size") },
     PAGE_SIZES.map((n) => h("option", { value: String(n) }, t("devm.page_size_n", { n }))));
+  online.value = st.online;
+  search.value = st.q;
   // a refresh also reads the organisation tree again (a node added meanwhile)
   const refresh = h("button", { type: "button", id: "devm-refresh",
                                 onclick: async () => { org = await loadOrg(); await reload(); } }, t("common.refresh"));

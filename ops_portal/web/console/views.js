@@ -1,91 +1,15 @@
-// Views: dashboard, organisation/device tree, device and channel details, live wall.
-import { ApiError, get } from "./api.js";
+// Views: organisation/device tree, device and channel details, live wall.
+import { get } from "./api.js";
 import { channelsOf, loadTree } from "./data.js";
-import { clear, dot, fmtClock, fmtPercent, fmtTime, h, message } from "./dom.js";
+import { clear, dot, fmtClock, fmtTime, h, message } from "./dom.js";
 import { serverText, t } from "./i18n.js";
 import { LivePlayer } from "./player.js";
 import { canPtz, ptzPanel } from "./ptz.js";
 import { can } from "./session.js";
+import { openRepairDialog } from "./tickets.js";
 
 function pageHead(title, ...tools) {
   return h("div", { class: "page-head" }, h("h1", null, title), h("div", { class: "tools" }, tools));
-}
-
-function pick(obj, ...paths) {
-  for (const p of paths) {
-    let v = obj;
-    for (const k of p.split(".")) v = v == null ? undefined : v[k];
-    if (v !== undefined && v !== null) return v;
-  }
-  return undefined;
-}
-
-// ------------------------------------------------------------------ dashboard
-async function dashboardData() {
-  let d = null;
-  try {
-    d = await get("/api/dashboard");
-  } catch (err) {
-    if (!(err instanceof ApiError && err.status === 404)) throw err;
-  }
-  if (d) {
-    return {
-      devOn: pick(d, "devices.online", "devices_online"), devTotal: pick(d, "devices.total", "devices_total"),
-      chOn: pick(d, "channels.online", "channels_online"), chTotal: pick(d, "channels.total", "channels_total"),
-      rate: pick(d, "online_rate", "channels.online_rate", "online_rate_now", "rate"),
-      streams: pick(d, "streams.count", "streams.total", "streams"),
-      viewers: pick(d, "streams.viewers", "viewers"),
-      tickets: pick(d, "open_tickets", "tickets.open", "tickets_open"),
-    };
-  }
-  // Without /api/dashboard: what the device list and the stream list say.
-  const [all, on] = await Promise.all([get("/api/devices", { limit: 1 }), get("/api/devices", { limit: 1, online: true })]);
-  let streams;
-  try { streams = (await get("/api/streams")).items; } catch (_) { streams = null; }
-  return { devOn: on.total, devTotal: all.total, rate: all.total ? on.total / all.total : null,
-           streams: streams ? streams.length : undefined,
-           viewers: streams ? streams.reduce((a, s) => a + (s.viewers || 0), 0) : undefined };
-}
-
-function statCard(id, label, value, sub, ratio) {
-  const card = h("div", { class: "stat", id },
-    h("div", { class: "stat-label" }, label),
-    h("div", { class: "stat-value" }, value),
-    sub ? h("div", { class: "stat-sub" }, sub) : null);
-  if (ratio !== undefined && ratio !== null && !isNaN(ratio)) {
-    const bar = h("div", { class: "bar-fill" });
-    bar.style.width = Math.max(0, Math.min(100, ratio * 100)) + "%";
-    card.append(h("div", { class: "bar" }, bar));
-  }
-  return card;
-}
-
-export async function dashboardView(root) {
-  const grid = h("div", { class: "stats" }, message(t("common.loading")));
-  const refresh = h("button", { type: "button", onclick: () => fill() }, t("common.refresh"));
-  root.append(pageHead(t("nav.dashboard"), refresh), grid);
-  if (!can("device.read")) {  // the figures are device figures: not asked for (a refusal is a security event)
-    clear(grid).append(message(t("dash.no_devices_permission")));
-    refresh.disabled = true;
-    return undefined;
-  }
-  const fmt = (a, b) => (a === undefined ? "—" : b === undefined ? String(a) : `${a} / ${b}`);
-  async function fill() {
-    const d = await dashboardData();
-    let rate = d.rate;
-    if (rate === undefined && d.chTotal) rate = d.chOn / d.chTotal;
-    if (typeof rate === "number" && rate > 1) rate = rate / 100; // a percentage
-    clear(grid).append(
-      statCard("stat-devices", t("dash.devices"), fmt(d.devOn, d.devTotal), null, d.devTotal ? d.devOn / d.devTotal : null),
-      statCard("stat-channels", t("dash.channels"), fmt(d.chOn, d.chTotal), null, d.chTotal ? d.chOn / d.chTotal : null),
-      statCard("stat-rate", t("dash.rate"), fmtPercent(rate), d.chTotal !== undefined ? t("dash.rate_hint") : null, rate),
-      statCard("stat-streams", t("dash.streams"), fmt(d.streams),
-               d.viewers !== undefined ? `${t("dash.viewers")}: ${d.viewers}` : null),
-      ...(d.tickets !== undefined && d.tickets !== null ? [statCard("stat-tickets", t("dash.tickets"), fmt(d.tickets))] : []));
-  }
-  await fill();
-  const timer = setInterval(() => fill().catch(() => {}), 15000);
-  return () => clearInterval(timer);
 }
 
 // ------------------------------------------------------------------ tree component
@@ -278,6 +202,10 @@ export async function channelView(root, route) {
     player.closed = false;
     player.play({ id, deviceId }).catch((err) => { status.textContent = err.message; });
   } }, t("tree.play")) : null;
+  // 报修: a fault ticket for this channel (issue 18), the channel preset
+  const repair = can("ticket.write") && deviceId ? h("button", { type: "button", id: "ch-repair", onclick: () => {
+    openRepairDialog({ device_id: deviceId, channel_id: id, name: ch.name || id }).catch(() => {});
+  } }, t("tk.act.report")) : null;
   root.append(
     pageHead(`${t("ch.title")}: ${ch.name || id}`,
       deviceId ? h("a", { href: `#/device/${encodeURIComponent(deviceId)}`, class: "btn ghost" }, t("dev.title")) : null),
@@ -285,7 +213,7 @@ export async function channelView(root, route) {
       h("section", { class: "card" }, h("h2", null, ch.name || id), facts({ ...ch, device_id: deviceId },
         ["channel_id", "device_id", "online", "manufacturer", "model", "address", "civil_code", "longitude", "latitude",
          "ptz_type"])),
-      h("section", { class: "card" }, h("div", { class: "pane solo" }, video, status), h("div", { class: "tools" }, play),
+      h("section", { class: "card" }, h("div", { class: "pane solo" }, video, status), h("div", { class: "tools" }, play, repair),
         h("h2", null, t("dev.timeline")), timeline(own))),
     h("section", { class: "card" }, h("h2", null, t("dev.presence")), presenceTable(own)));
   return () => player.stop();
