@@ -124,3 +124,40 @@ def console_page(pw: Any, base: str, username: str, password: str, *, extra_args
     page.click("#login-submit")
     page.wait_for_selector(".sidenav")
     return browser, page, errors
+
+
+class SimThread:
+    """gbsim fleets on an event loop of their own thread (Playwright's sync API owns the test's thread), by name."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.sims: dict[str, Any] = {}
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self, name: str, sip_port: int, first_id: str, devices: int, *, channels: int, password: str,
+              seed: int = 18, device_type: str = "118") -> Any:
+        """A fleet of ``devices`` registering at 127.0.0.1:``sip_port`` (no media); returns its Simulator."""
+        from gbsim import SimConfig, Simulator
+
+        async def go() -> Any:
+            sim = Simulator(SimConfig(server=("127.0.0.1", sip_port), devices=devices, channels=channels,
+                                      password=password, first_id=first_id, device_type=device_type,
+                                      media=False, seed=seed))
+            await sim.start()
+            self.sims[name] = sim
+            return sim
+
+        return self.call(go())
+
+    def stop(self, name: str) -> None:
+        self.call(self.sims.pop(name).stop())
+
+    def close(self) -> None:
+        for name in list(self.sims):
+            self.stop(name)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

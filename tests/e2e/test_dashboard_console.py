@@ -13,75 +13,20 @@ when unset)."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.console_support import CHROMIUM, browser_ready
-from tests.e2e.platform import ADMIN_NEW_PASSWORD, STRONG_SIP_PASSWORD, PlatformProcess
+from tests.e2e.console_support import SimThread, browser_ready
+from tests.e2e.platform import STRONG_SIP_PASSWORD, PlatformProcess
+from tests.e2e.test_devices_console import _open_console
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STAYS = "34020000001180000101"  # 2 NVRs that stay: ...0101 and ...0102
 GONE = "34020000001180000201"  # the NVR stopped
 CHANNELS = 2
-
-
-class SimThread:
-    """gbsim fleets on an event loop of its own thread (Playwright's sync API owns the test's thread)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.sims: dict[str, Any] = {}
-
-    def call(self, coro: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self, name: str, sip_port: int, first_id: str, devices: int) -> None:
-        from gbsim import SimConfig, Simulator
-
-        async def go() -> None:
-            sim = Simulator(SimConfig(server=("127.0.0.1", sip_port), devices=devices, channels=CHANNELS,
-                                      password=STRONG_SIP_PASSWORD, first_id=first_id, device_type="118",
-                                      media=False, seed=18))
-            await sim.start()
-            self.sims[name] = sim
-
-        self.call(go())
-
-    def stop(self, name: str) -> None:
-        sim = self.sims.pop(name)
-        self.call(sim.stop())
-
-    def close(self) -> None:
-        for name in list(self.sims):
-            self.stop(name)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def _open_console(pw: Any, base: str) -> tuple[Any, Any, list[str], list[str]]:
-    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                 "--disable-background-networking"])
-    page = browser.new_page(viewport={"width": 1366, "height": 768}, timezone_id="America/Los_Angeles")
-    errors: list[str] = []
-    console: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: console.append(f"{m.text} @ {m.location.get('url', '')}") if m.type == "error"
-            else None)
-    page.goto(base + "/console/")
-    page.wait_for_selector("#login-form")
-    page.fill("#login-username", "admin")
-    page.fill("#login-password", ADMIN_NEW_PASSWORD)
-    page.click("#login-submit")
-    page.wait_for_selector(".sidenav")
-    return browser, page, errors, console
 
 
 def test_dashboard_cards_links_and_recently_offline(tmp_path: Path) -> None:
@@ -92,8 +37,8 @@ def test_dashboard_cards_links_and_recently_offline(tmp_path: Path) -> None:
     sims = SimThread()
     try:
         p.login()
-        sims.start("stays", p.sip_port, STAYS, 2)
-        sims.start("gone", p.sip_port, GONE, 1)
+        sims.start("stays", p.sip_port, STAYS, 2, channels=CHANNELS, password=STRONG_SIP_PASSWORD)
+        sims.start("gone", p.sip_port, GONE, 1, channels=CHANNELS, password=STRONG_SIP_PASSWORD)
         p.wait_for(lambda: (d := p.get("/api/dashboard").json())["devices_online"] == 3
                    and d["channels_total"] == 3 * CHANNELS and d["channels_online"] == 3 * CHANNELS,
                    30, "3 devices and their channels online")

@@ -15,18 +15,16 @@ console error beyond the one 422 provoked on purpose. Screenshots under ``$GBOPS
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.console_support import CHROMIUM, browser_ready
+from tests.e2e.console_support import CHROMIUM, SimThread, browser_ready
 from tests.e2e.platform import ADMIN_NEW_PASSWORD, PlatformProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -38,36 +36,6 @@ NEW_NAME = "北门录像机"
 IMPORTED = ["34020000001320000201", "34020000001320000202"]
 BAD_IMPORT_ID = "3402000000132"  # 13 digits: refused with the row named
 ORG_NAME = "东区分局"
-
-
-class SimThread:
-    """A gbsim fleet on an event loop of its own thread (Playwright's sync API owns the test's thread)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.sim: Any = None
-
-    def call(self, coro: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self, sip_port: int) -> None:
-        from gbsim import SimConfig, Simulator
-
-        async def go() -> None:
-            self.sim = Simulator(SimConfig(server=("127.0.0.1", sip_port), devices=1, channels=CHANNELS,
-                                           password=DEVICE_PASSWORD, first_id=DEVICE, device_type="118",
-                                           media=False, seed=18))
-            await self.sim.start()
-
-        self.call(go())
-
-    def close(self) -> None:
-        if self.sim is not None:
-            self.call(self.sim.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def _open_console(pw: Any, base: str) -> tuple[Any, Any, list[str], list[str]]:
@@ -184,7 +152,7 @@ def test_devices_page_add_register_edit_sync_import(tmp_path: Path) -> None:
             page.screenshot(path=str(shots / "devices-01-added-offline.png"), full_page=True)
 
             # ---- the device registers with that id and its own password: 在线, UDP, its address
-            sims.start(p.sip_port)
+            sims.start("cam", p.sip_port, DEVICE, 1, channels=CHANNELS, password=DEVICE_PASSWORD, seed=18)
             p.wait_for(lambda: p.get(f"/api/devices/{DEVICE}").json().get("online"), 20, "the device online")
             page.click("#devm-refresh")
             expect(page.locator(_row(page, DEVICE) + " .devm-state")).to_have_text("在线")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ops_portal.availability.reports import read_csv_channels
-from tests.e2e.console_support import browser_ready
+from tests.e2e.console_support import SimThread, browser_ready
 from tests.e2e.platform import PlatformProcess
 from tests.e2e.test_devices_console import _open_console, _submit
 
@@ -31,41 +31,6 @@ CHANNELS = 3
 ORG_NAME = "南区分局"
 CONTRACT = "南区视频运维合同"
 PERCENT = re.compile(r"^\d{1,3}(\.\d)?%$")
-
-
-class SimThread:
-    """A gbsim fleet on an event loop of its own thread (Playwright's sync API owns the test's thread)."""
-
-    def __init__(self) -> None:
-        import asyncio
-        import threading
-
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.sim: Any = None
-
-    def call(self, coro: Any, timeout: float = 30) -> Any:
-        import asyncio
-
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self, sip_port: int) -> None:
-        from gbsim import SimConfig, Simulator
-
-        async def go() -> None:
-            self.sim = Simulator(SimConfig(server=("127.0.0.1", sip_port), devices=1, channels=CHANNELS,
-                                           password=DEVICE_PASSWORD, first_id=DEVICE, device_type="118",
-                                           media=False, seed=19))
-            await self.sim.start()
-
-        self.call(go())
-
-    def close(self) -> None:
-        if self.sim is not None:
-            self.call(self.sim.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def _no_sideways(page: Any) -> None:
@@ -88,7 +53,7 @@ def test_contract_form_report_download_chart_and_sla(tmp_path: Path) -> None:
         r = p.post("/api/devices", {"device_id": DEVICE, "name": "南门录像机", "password": DEVICE_PASSWORD,
                                     "org_node_id": org_id})
         assert r.status_code == 201, r.text
-        sims.start(p.sip_port)
+        sims.start("cam", p.sip_port, DEVICE, 1, channels=CHANNELS, password=DEVICE_PASSWORD, seed=19)
         p.wait_for(lambda: p.get("/api/availability/online-rate", org_node_id=org_id).json()
                    .get("channels_online") == CHANNELS, 30, "the device's channels online")
 

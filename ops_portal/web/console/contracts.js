@@ -6,7 +6,7 @@
 // (sla.csv fetched with the token and saved through a blob URL).
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { ApiError, del, get, patch, post } from "./api.js";
-import { badge, clear, field, fmtPercent, fmtTime, fromLocalInput, h, message, modal, toast, toLocalInput } from "./dom.js";
+import { badge, clear, field, fmtPercent, fmtTime, fromLocalInput, h, message, modal, pageStyle, toast, toLocalInput } from "./dom.js";
 import { download } from "./devices.js";
 import { extend, serverText, t } from "./i18n.js";
 
@@ -243,16 +243,7 @@ const CSS = `
   .ctr-dialog .ctr-grid, .ctr-dialog .ctr-q { grid-template-columns: 1fr; }
 }`;
 
-let styled = false;
-function addStyle() {
-  if (styled) return;
-  styled = true;
-  try {
-    const sheet = new CSSStyleSheet();
-    sheet.replaceSync(CSS);
-    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-  } catch (_) { /* an old browser: the page works unstyled */ }
-}
+const addStyle = pageStyle(CSS);
 
 // a percentage as people write it: 90%, 99.5% (not 90.0%)
 function pct(x) { return fmtPercent(x).replace(/\.0%$/, "%"); }

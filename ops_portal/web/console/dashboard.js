@@ -6,7 +6,7 @@
 // The card ids stat-devices, stat-channels, stat-rate, stat-streams and stat-tickets are those of the former page.
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { get } from "./api.js";
-import { clear, dot, fmtTime, h, message } from "./dom.js";
+import { clear, dot, fmtTime, h, message, pageStyle } from "./dom.js";
 import { extend, t } from "./i18n.js";
 import { can } from "./session.js";
 
@@ -168,16 +168,7 @@ const CSS = `
   .dash .stat-value { font-size: 22px; }
 }`;
 
-let styled = false;
-function addStyle() {
-  if (styled) return;
-  styled = true;
-  try {  // a constructed sheet: allowed under "style-src 'self'", where an inline <style> is not
-    const sheet = new CSSStyleSheet();
-    sheet.replaceSync(CSS);
-    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-  } catch (_) { /* an old browser: the page works unstyled */ }
-}
+const addStyle = pageStyle(CSS);
 
 // a 0..1 ratio as a percentage: one decimal, none when whole (85%, 66.7%, 99.5%)
 function fmtPercent(x) {

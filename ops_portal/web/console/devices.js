@@ -7,7 +7,7 @@
 // listed, export and the import template fetched with the token and saved through a blob URL.
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { ApiError, del, get, patch, post, put, token } from "./api.js";
-import { badge, clear, field, fmtTime, h, message, modal, toast } from "./dom.js";
+import { badge, clear, field, fmtTime, h, message, modal, pageStyle, toast } from "./dom.js";
 import { extend, serverText, t } from "./i18n.js";
 import { can } from "./session.js";
 
@@ -328,16 +328,7 @@ const CSS = `
   .devm-dialog .form-grid { grid-template-columns: 1fr; }
 }`;
 
-let styled = false;
-function addStyle() {
-  if (styled) return;
-  styled = true;
-  try {  // a constructed sheet: allowed under "style-src 'self'", where an inline <style> is not
-    const sheet = new CSSStyleSheet();
-    sheet.replaceSync(CSS);
-    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-  } catch (_) { /* an old browser: the page works unstyled */ }
-}
+const addStyle = pageStyle(CSS);
 
 function pageHead(title, ...tools) {
   return h("div", { class: "page-head" }, h("h1", null, title), h("div", { class: "tools" }, tools));

@@ -6,7 +6,7 @@
 // paged in the browser). Every figure is explained: how the rate is computed, as the API documents it.
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { get, post } from "./api.js";
-import { badge, clear, fmtPercent, fmtTime, h, message, toast } from "./dom.js";
+import { badge, clear, fmtPercent, fmtTime, h, message, pageStyle, toast } from "./dom.js";
 import { download } from "./devices.js";
 import { extend, getLang, serverText, t } from "./i18n.js";
 
@@ -238,16 +238,7 @@ const CSS = `
   .rep .rep-form { flex-direction: column; align-items: stretch; }
 }`;
 
-let styled = false;
-function addStyle() {
-  if (styled) return;
-  styled = true;
-  try {
-    const sheet = new CSSStyleSheet();
-    sheet.replaceSync(CSS);
-    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-  } catch (_) { /* an old browser: the page works unstyled */ }
-}
+const addStyle = pageStyle(CSS);
 
 // a percentage as people write it: 90%, 99.5% (not 90.0%)
 function pct(x) { return fmtPercent(x).replace(/\.0%$/, "%"); }

@@ -6,7 +6,7 @@
 // by other pages through openRepairDialog(channel); and mountTicketBell(container), the header's counts.
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { ApiError, get, post, token } from "./api.js";
-import { badge, clear, field, fmtTime, h, message, modal, toast } from "./dom.js";
+import { badge, clear, field, fmtTime, h, message, modal, pageStyle, toast } from "./dom.js";
 import { extend, serverText, t } from "./i18n.js";
 import { can } from "./session.js";
 
@@ -362,16 +362,7 @@ const CSS = `
   .tk-dialog .tk-facts dd { margin-bottom: 4px; }
 }`;
 
-let styled = false;
-function addStyle() {
-  if (styled) return;
-  styled = true;
-  try {  // a constructed sheet: allowed under "style-src 'self'", where an inline <style> is not
-    const sheet = new CSSStyleSheet();
-    sheet.replaceSync(CSS);
-    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-  } catch (_) { /* an old browser: the page works unstyled */ }
-}
+const addStyle = pageStyle(CSS);
 
 // t() of a key this page may not know: its fallback then
 function word(key, fallback) {
