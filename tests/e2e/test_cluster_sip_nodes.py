@@ -25,6 +25,7 @@ import pytest
 from gbsim import SimConfig, Simulator
 from tests.e2e.platform import STRONG_SIP_PASSWORD, free_port
 from tests.e2e.test_cluster_live import Node, directory_nodes, frames, logs, read_flv
+from tests.e2e.test_cluster_restart import call, channels_online, device, offline_rows, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -108,11 +109,6 @@ def simulator(sip_b: Node) -> Simulator:
                                size="640x360", register_rate=50.0, retry_min=1.0, retry_max=2.0))
 
 
-async def call(fn, *args, **kwargs):
-    """Every blocking call off the loop: the simulator shares it and must keep its keepalives on time."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
 async def wait_for(predicate, timeout: float, what: str, cluster, interval: float = 0.3):
     deadline = time.monotonic() + timeout
     last = None
@@ -122,23 +118,6 @@ async def wait_for(predicate, timeout: float, what: str, cluster, interval: floa
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last={last!r}\n{logs(list(cluster))}")
-
-
-async def device(core: Node, device_id: str) -> dict:
-    r = await call(core.get, f"/api/devices/{device_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-async def channels_online(core: Node, device_id: str) -> int:
-    r = await call(core.get, f"/api/devices/{device_id}/channels")
-    return sum(1 for c in r.json()["items"] if c["online"]) if r.status_code == 200 else -1
-
-
-async def offline_rows(core: Node, device_id: str) -> list[dict]:
-    r = await call(core.get, f"/api/devices/{device_id}/presence", limit=1000)
-    assert r.status_code == 200, r.text
-    return [e for e in r.json()["items"] if not e["online"]]
 
 
 async def homes(redis_url: str, prefix: str, device_ids: list[str]) -> dict[str, str | None]:
@@ -162,15 +141,6 @@ async def all_ready(core: Node, sim: Simulator) -> bool:
 
 def answered(sim: Simulator) -> dict[str, int]:
     return {d.device_id: d.stats.keepalives_ok for d in sim.devices}
-
-
-async def until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return True
 
 
 async def test_a_device_on_the_second_sip_node_is_reached_through_the_portal(nodes, redis_url, redis_prefix):

@@ -6,6 +6,7 @@
 // (sla.csv fetched with the token and saved through a blob URL).
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { ApiError, del, get, patch, post } from "./api.js";
+import { orderedOrgNodes } from "./data.js";
 import { badge, clear, field, fmtPercent, fmtTime, fromLocalInput, h, message, modal, pageStyle, toast, toLocalInput } from "./dom.js";
 import { download } from "./devices.js";
 import { extend, serverText, t } from "./i18n.js";
@@ -274,19 +275,7 @@ async function loadOrg() {
   let data = null;
   try { data = await get("/api/org/tree"); } catch (_) { return { byId: new Map(), ordered: [] }; }
   const nodes = data.nodes || [];
-  const byId = new Map(nodes.map((n) => [n.id, n]));
-  const kids = new Map();
-  const roots = [];
-  for (const n of nodes) {
-    if (n.parent_id != null && byId.has(n.parent_id)) {
-      if (!kids.has(n.parent_id)) kids.set(n.parent_id, []);
-      kids.get(n.parent_id).push(n);
-    } else roots.push(n);
-  }
-  const ordered = [];
-  const walk = (n, depth) => { ordered.push([n, depth]); for (const c of kids.get(n.id) || []) walk(c, depth + 1); };
-  roots.forEach((n) => walk(n, 0));
-  return { byId, ordered };
+  return { byId: new Map(nodes.map((n) => [n.id, n])), ordered: orderedOrgNodes(nodes) };
 }
 
 // ------------------------------------------------------------------ the view

@@ -138,3 +138,21 @@ export async function loadChannels(params = {}) {
     .then((r) => r.items.map((c) => ({ ...c, device_id: c.device_id ?? d.device_id }))).catch(() => [])));
   return lists.flat();
 }
+
+// The organisation tree's nodes (GET /api/org/tree `nodes`) in display order: [node, depth] pairs, parents first,
+// a node whose parent is not among them at the top.
+export function orderedOrgNodes(nodes) {
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const kids = new Map();
+  const roots = [];
+  for (const n of nodes) {
+    if (n.parent_id != null && byId.has(n.parent_id)) {
+      if (!kids.has(n.parent_id)) kids.set(n.parent_id, []);
+      kids.get(n.parent_id).push(n);
+    } else roots.push(n);
+  }
+  const out = [];
+  const walk = (n, depth) => { out.push([n, depth]); for (const c of kids.get(n.id) || []) walk(c, depth + 1); };
+  roots.forEach((n) => walk(n, 0));
+  return out;
+}

@@ -7,6 +7,7 @@
 // listed, export and the import template fetched with the token and saved through a blob URL.
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { ApiError, del, get, patch, post, put, token } from "./api.js";
+import { orderedOrgNodes } from "./data.js";
 import { badge, clear, field, fmtTime, h, message, modal, pageStyle, toast } from "./dom.js";
 import { extend, serverText, t } from "./i18n.js";
 import { can } from "./session.js";
@@ -399,19 +400,9 @@ async function loadOrg() {
   try { data = await get("/api/org/tree"); } catch (_) { return { byId, options }; }
   const nodes = data.nodes || [];
   for (const n of nodes) byId.set(n.id, n);
-  const kids = new Map();
-  const roots = [];
-  for (const n of nodes) {
-    if (n.parent_id != null && byId.has(n.parent_id)) {
-      if (!kids.has(n.parent_id)) kids.set(n.parent_id, []);
-      kids.get(n.parent_id).push(n);
-    } else roots.push(n);
-  }
-  const walk = (n, depth) => {
+  for (const [n, depth] of orderedOrgNodes(nodes)) {
     options.push({ id: n.id, label: "\u3000".repeat(depth) + n.name, disabled: n.in_scope === false });
-    for (const c of kids.get(n.id) || []) walk(c, depth + 1);
-  };
-  roots.forEach((n) => walk(n, 0));
+  }
   return { byId, options };
 }
 

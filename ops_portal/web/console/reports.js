@@ -6,6 +6,7 @@
 // paged in the browser). Every figure is explained: how the rate is computed, as the API documents it.
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { get, post } from "./api.js";
+import { orderedOrgNodes } from "./data.js";
 import { badge, clear, fmtPercent, fmtTime, h, message, pageStyle, toast } from "./dom.js";
 import { download } from "./devices.js";
 import { extend, getLang, serverText, t } from "./i18n.js";
@@ -409,7 +410,7 @@ export async function reportsView(root) {
   const to = h("input", { type: "datetime-local", id: "rep-to" });
   const scope = h("select", { id: "rep-scope" },
     h("option", { value: "" }, t("rep.scope.all")),
-    nodes.length ? h("optgroup", { label: t("rep.scope.orgs") }, orderedNodes(nodes).map(([n, depth]) =>
+    nodes.length ? h("optgroup", { label: t("rep.scope.orgs") }, orderedOrgNodes(nodes).map(([n, depth]) =>
       h("option", { value: "org:" + n.id, disabled: n.in_scope === false }, "\u3000".repeat(depth) + n.name))) : null,
     contractById.size ? h("optgroup", { label: t("rep.scope.contracts") }, [...contractById.values()].map((c) =>
       h("option", { value: "contract:" + c.id }, c.name))) : null);
@@ -692,19 +693,3 @@ export async function reportsView(root) {
   return () => { alive = false; clearTimeout(pollTimer); };
 }
 
-// the organisation tree in display order with depths
-function orderedNodes(nodes) {
-  const byId = new Map(nodes.map((n) => [n.id, n]));
-  const kids = new Map();
-  const roots = [];
-  for (const n of nodes) {
-    if (n.parent_id != null && byId.has(n.parent_id)) {
-      if (!kids.has(n.parent_id)) kids.set(n.parent_id, []);
-      kids.get(n.parent_id).push(n);
-    } else roots.push(n);
-  }
-  const out = [];
-  const walk = (n, depth) => { out.push([n, depth]); for (const c of kids.get(n.id) || []) walk(c, depth + 1); };
-  roots.forEach((n) => walk(n, 0));
-  return out;
-}
