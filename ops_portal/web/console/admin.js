@@ -1,4 +1,4 @@
-// Administration views: users, roles and grants (permissions by level, data scope), audit log viewer.
+// Administration views: users, roles and grants (permissions by level, data scope). The audit log: audit.js.
 import { del, get, getAll, patch, post } from "./api.js";
 import { loadChannels, normaliseTree } from "./data.js";
 import { badge, clear, field, fmtTime, fromLocalInput, h, modal, toLocalInput, toast } from "./dom.js";
@@ -310,83 +310,4 @@ export async function rolesView(root) {
     }).classList.add("wide");
   }
   draw();
-}
-
-// ------------------------------------------------------------------ audit log
-const ACTION_GROUPS = ["auth.*", "live.*", "download.*", "security.*", "access.*", "device.*", "user.*", "role.*",
-                       "org.*", "ticket.*", "audit.*"];
-let actionNames = null; // code -> {zh, en}, from GET /api/audit/actions
-
-async function loadActionNames() {
-  if (actionNames) return actionNames;
-  try {
-    const r = await get("/api/audit/actions");
-    actionNames = Object.fromEntries(r.items.map((a) => [a.action, a]));
-  } catch (_e) {
-    actionNames = {};
-  }
-  return actionNames;
-}
-
-// the words for an action (Chinese or English), its code kept beside them for people who search by it
-function actionWords(code) {
-  const a = actionNames && actionNames[code];
-  if (!a) return code;
-  return getLang() === "en" ? a.en : a.zh;
-}
-
-export async function auditView(root) {
-  const f = {
-    action: h("input", { id: "audit-action", list: "audit-actions", placeholder: "live.start / live.*" }),
-    actor: h("input", { id: "audit-actor" }),
-    target: h("input", { id: "audit-target" }),
-    since: h("input", { id: "audit-since", type: "datetime-local" }),
-    until: h("input", { id: "audit-until", type: "datetime-local" }),
-    order: h("select", { id: "audit-order" }, h("option", { value: "newest" }, t("audit.newest")),
-      h("option", { value: "oldest" }, t("audit.oldest"))),
-  };
-  const limit = 50;
-  let offset = 0;
-  const table = h("table", { class: "table compact", id: "audit-table" });
-  const pager = h("div", { class: "pager" });
-  const form = h("form", { class: "filters card", id: "audit-filter" },
-    h("datalist", { id: "audit-actions" }),
-    field(t("audit.action"), f.action), field(t("audit.actor"), f.actor), field(t("audit.target"), f.target),
-    field(t("audit.since"), f.since), field(t("audit.until"), f.until), field(t("audit.order"), f.order),
-    h("button", { type: "submit", class: "primary" }, t("audit.filter")));
-  form.addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
-  root.append(pageHead(t("audit.title")), form, h("section", { class: "card" }, table, pager));
-
-  async function load() {
-    const names = await loadActionNames();
-    const list = form.querySelector("#audit-actions");
-    if (!list.childElementCount) {
-      list.append(...ACTION_GROUPS.map((a) => h("option", { value: a })),
-        ...Object.values(names).map((a) => h("option", { value: a.action }, actionWords(a.action))));
-    }
-    const r = await get("/api/audit/entries", {
-      action: f.action.value.trim(), actor: f.actor.value.trim(), target: f.target.value.trim(),
-      since: fromLocalInput(f.since.value), until: fromLocalInput(f.until.value), order: f.order.value, offset, limit,
-    });
-    clear(table).append(
-      h("thead", null, h("tr", null, ["audit.seq", "field.time", "audit.actor", "audit.action", "audit.target", "audit.ip",
-        "audit.detail"].map((k) => h("th", null, t(k))))),
-      h("tbody", null, r.items.map((e) => h("tr", { dataset: { action: e.action } },
-        h("td", { class: "mono" }, e.seq), h("td", null, fmtTime(e.time)),
-        h("td", null, e.actor.name || e.actor.id || e.actor.type),
-        h("td", { title: e.action },
-          badge(actionWords(e.action), e.action.endsWith("failed") || e.action.includes("lockout")
-            || e.action.startsWith("security.") || e.action === "access.denied" ? "off" : ""),
-          h("span", { class: "mono muted action-code" }, " " + e.action)),
-        h("td", { class: "mono" }, [e.target.type, e.target.id].filter(Boolean).join(": ")),
-        h("td", { class: "mono" }, e.client_ip || ""),
-        h("td", { class: "detail-cell" }, Object.keys(e.detail || {}).length ? JSON.stringify(e.detail) : "")))));
-    const to = Math.min(r.total, offset + r.items.length);
-    clear(pager).append(
-      h("button", { type: "button", disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); load(); } },
-        t("common.prev")),
-      h("span", { id: "audit-count" }, t("common.page", { from: r.total ? offset + 1 : 0, to, total: r.total })),
-      h("button", { type: "button", disabled: to >= r.total, onclick: () => { offset += limit; load(); } }, t("common.next")));
-  }
-  await load();
 }

@@ -2,7 +2,8 @@
 import { ApiError, api, get, post, setUnauthorizedHandler, token } from "./api.js";
 import { badge, clear, fmtTime, h, message, toast } from "./dom.js";
 import { extend, getLang, serverText, setLang, t } from "./i18n.js";
-import { auditView, rolesView, usersView } from "./admin.js";
+import { rolesView, usersView } from "./admin.js";
+import { auditView } from "./audit.js";
 import { channelView, deviceView, liveView, treeView } from "./views.js";
 import { mapView } from "./map.js";
 import { alarmsView } from "./alarms.js";
@@ -108,31 +109,74 @@ let stopBell = () => {};
 
 function shell() {
   const bellSlot = h("span", { class: "bell-slot" });
-  const nav = h("nav", { class: "sidenav", "aria-label": "main" },
+  const nav = h("nav", { class: "sidenav", id: "sidenav", "aria-label": t("nav.main") },
     NAV.filter((n) => !n.perm || can(n.perm)).map((n) =>
       h("a", { href: "#/" + n.route, dataset: { route: n.route } }, t(n.label))));
+  // a phone-width screen: the menu hides behind this button (style.css shows it at <= 700 px only)
+  const toggle = h("button", { type: "button", class: "ghost menu-toggle", id: "menu-toggle",
+                               "aria-controls": "sidenav", "aria-expanded": "false",
+                               onclick: () => setMenu(!menuOpen()) },
+    h("span", { class: "menu-icon", "aria-hidden": "true" }), t("nav.menu"));
+  nav.addEventListener("click", (e) => { if (e.target.closest("a")) setMenu(false, false); });
   const who = state.user ? (state.user.display_name || state.user.username) : "";
   const header = h("header", { class: "topbar" },
-    h("div", { class: "brand" }, h("span", { class: "logo" }, "GB"), h("strong", null, t("app.brand")),
+    h("div", { class: "brand" }, toggle, h("span", { class: "logo" }, "GB"), h("strong", null, t("app.brand")),
       h("span", { class: "subtitle" }, t("app.title"))),
     h("div", { class: "topbar-right" },
       bellSlot,
       langButton(),
-      h("a", { href: "#/account", class: "user", id: "whoami" }, who),
+      h("a", { href: "#/account", class: "user", id: "whoami", title: who }, who),
       h("button", { type: "button", class: "ghost", id: "logout", onclick: logout }, t("nav.logout"))));
   const main = h("main", { id: "view", class: "view" });
+  // a tap beside the open menu closes it
+  main.addEventListener("click", () => setMenu(false, false));
   stopBell();
   clear(app()).append(header, h("div", { class: "layout" }, nav, main));
   stopBell = mountTicketBell(bellSlot);  // fault tickets waiting and overdue, in the header (issue 18)
+  if (!menuKeysBound) {  // once: the shell is rebuilt on every language switch
+    menuKeysBound = true;
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && menuOpen()) { e.preventDefault(); setMenu(false); }
+    });
+  }
+}
+
+let menuKeysBound = false;
+
+function menuOpen() {
+  const layout = document.querySelector(".layout");
+  return !!layout && layout.classList.contains("menu-open");
+}
+
+// Opens or closes the phone menu; focus goes to its first link on opening and back to the button on closing
+// (``refocus`` false: a link or a tap elsewhere closed it, and focus stays where the user went).
+function setMenu(open, refocus = true) {
+  const layout = document.querySelector(".layout");
+  const toggle = document.getElementById("menu-toggle");
+  if (!layout || !toggle) return;
+  const was = layout.classList.contains("menu-open");
+  layout.classList.toggle("menu-open", open);
+  toggle.setAttribute("aria-expanded", String(open));
+  if (open && !was) {
+    const first = layout.querySelector(".sidenav a.active") || layout.querySelector(".sidenav a");
+    if (first && getComputedStyle(toggle).display !== "none") first.focus();
+  } else if (!open && was && refocus) {
+    toggle.focus();
+  }
 }
 
 function langButton() {
-  return h("button", { type: "button", class: "ghost lang", id: "lang",
+  return h("button", { type: "button", class: "ghost lang", id: "lang", lang: getLang() === "zh" ? "en" : "zh",
                        onclick: () => { setLang(getLang() === "zh" ? "en" : "zh"); rerender(); } }, t("lang.switch"));
 }
 
 function markNav(route) {
-  for (const a of document.querySelectorAll(".sidenav a")) a.classList.toggle("active", a.dataset.route === route);
+  for (const a of document.querySelectorAll(".sidenav a")) {
+    const active = a.dataset.route === route;
+    a.classList.toggle("active", active);
+    if (active) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  setMenu(false, false);  // a new page: the phone menu closes
 }
 
 // ------------------------------------------------------------------ auth

@@ -7,7 +7,7 @@
 // subtree), assigns devices found by a search (POST /api/org/nodes/{id}/members), and a device row dragged onto
 // a tree node is assigned to that node.  Writes need org.manage: without it the page is the same tree, read-only.
 import { ApiError, del, get, patch, post } from "./api.js";
-import { badge, clear, dot, field, h, message, modal, toast } from "./dom.js";
+import { badge, clear, dot, field, h, message, modal, pageStyle, toast } from "./dom.js";
 import { extend, t } from "./i18n.js";
 import { can } from "./session.js";
 
@@ -199,10 +199,8 @@ const CSS = `
 }
 `;
 
-function injectStyle() {
-  if (document.getElementById("org-style")) return;
-  document.head.append(h("style", { id: "org-style" }, CSS));
-}
+// a constructed sheet: the console's CSP ("style-src 'self'") refuses an inline <style>
+const injectStyle = pageStyle(CSS);
 
 const LIST_LIMIT = 500;
 const DEVICE_TYPE = "application/x-gbops-device";
