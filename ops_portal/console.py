@@ -40,6 +40,12 @@ def _read(name: str) -> bytes | None:
     return node.read_bytes() if node.is_file() else None
 
 
+#: The hosts of the base-map presets of the console's map page (map.js): OpenStreetMap, Tianditu (t0-t7),
+#: AutoNavi (webrd01-04, webst01-04) and Tencent (rt0-3).  Only images: the tiles the browser asks for itself.
+MAP_PRESET_SOURCES = ("https://tile.openstreetmap.org", "https://*.tianditu.gov.cn", "https://*.is.autonavi.com",
+                      "https://*.map.gtimg.com")
+
+
 def _tile_source(url: str | None) -> str:
     """The CSP source that admits the tile server: its origin (``{s}`` subdomains as ``*``)."""
     if not url:
@@ -56,9 +62,10 @@ def _tile_source(url: str | None) -> str:
 def _csp(tile_url: str | None, media_origins: list[str] | tuple[str, ...] = ()) -> str:
     """``media_origins``: the cluster's media nodes, whose FLV/WHEP outputs the player fetches (issue 17)."""
     tiles = _tile_source(tile_url)
+    img = " ".join(["'self' data: blob:", *([tiles] if tiles else []), *MAP_PRESET_SOURCES])
     media = "".join(f" {o}" for o in media_origins)
     return ("default-src 'self'; script-src 'self'; style-src 'self'; "
-            f"img-src 'self' data: blob:{' ' + tiles if tiles else ''}; media-src 'self' blob:{media}; "
+            f"img-src {img}; media-src 'self' blob:{media}; "
             f"connect-src 'self'{media}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
             "form-action 'self'")
 

@@ -63,7 +63,7 @@ def test_console_pages_and_headers(tmp_path) -> None:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         csp = r.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self';" in csp and "unsafe" not in csp
-        assert "img-src 'self' data: blob: https://*.tiles.example.org;" in csp
+        assert "img-src 'self' data: blob: https://*.tiles.example.org https://tile.openstreetmap.org " in csp
         assert 'content="https://{s}.tiles.example.org/{z}/{x}/{y}.png"' in r.text
         r = httpx.get(p.base + "/console/assets/app.js")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")

@@ -2,7 +2,7 @@
 import { del, get, getAll, patch, post } from "./api.js";
 import { loadChannels, normaliseTree } from "./data.js";
 import { badge, clear, field, fmtTime, fromLocalInput, h, modal, toLocalInput, toast } from "./dom.js";
-import { extend, getLang, t } from "./i18n.js";
+import { extend, getLang, serverText, t } from "./i18n.js";
 
 // Words of the account columns and the second-factor reset (issue 16).
 extend({
@@ -217,7 +217,7 @@ export async function rolesView(root) {
         .map((k) => h("th", null, t(k))))),
       h("tbody", null, roles.map((r) => h("tr", { dataset: { role: r.name } },
         h("td", null, h("strong", null, r.name), r.builtin ? badge(t("roles.builtin")) : null),
-        h("td", null, r.description || ""),
+        h("td", null, r.description ? serverText(r.description) : ""),
         h("td", null, (r.permissions || []).map((n) => badge(label(perms.find((p) => p.name === n) || { zh: n, en: n })))),
         h("td", null, scopeText(r)),
         h("td", { class: "actions" }, r.builtin ? null : [

@@ -386,6 +386,8 @@ function currentRoute() {
   return { name: parts[0] || "dashboard", args: parts.slice(1), params: new URLSearchParams(qs || "") };
 }
 
+let renders = 0;  // the number of the newest render: a view that finishes loading after the next one started is stale
+
 async function render() {
   if (!state.user) return;
   if (state.cleanup) { try { await state.cleanup(); } catch (_) { /* view gone */ } state.cleanup = null; }
@@ -399,9 +401,16 @@ async function render() {
   root.dataset.view = route.name;
   document.title = `${entry ? t(entry.label) : t("app.title")} · gbops`;
   if (!view) { location.hash = "#/dashboard"; return; }
+  const mine = ++renders;
   try {
-    state.cleanup = (await view(root, route)) || null;
+    const cleanup = (await view(root, route)) || null;
+    if (mine !== renders) {  // the user went on while this view loaded: its cleanup runs now, not never
+      if (cleanup) { try { await cleanup(); } catch (_) { /* view gone */ } }
+      return;
+    }
+    state.cleanup = cleanup;
   } catch (err) {
+    if (mine !== renders) return;
     // a role given meanwhile requires the second factor, or the password must be changed: those screens
     if (err.code === "totp_setup_required") { state.user = null; enrolPage(); return; }
     if (err.code === "password_change_required") { state.user = null; await start(); return; }

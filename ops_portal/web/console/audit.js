@@ -911,7 +911,7 @@ export async function auditView(root, route) {
       h("td", { class: "auditv-seq" }, toggle, h("span", { class: "auditv-lo mono" }, " " + e.seq)),
       h("td", { class: "auditv-time" }, fmtTime(e.time)),
       h("td", { class: "auditv-actor" }, actorWords(e.actor)),
-      h("td", { class: "auditv-action" }, actionWords(e.action), h("span", { class: "auditv-sub mono" }, e.action)),
+      h("td", { class: "auditv-action" }, actionWords(e.action), h("span", { class: "auditv-sub mono", dataset: { code: "action" } }, e.action)),
       h("td", { class: "auditv-target" }, tgt.name || tgt.type,
         h("span", { class: "auditv-sub" }, tgt.name ? `${tgt.type} ${tgt.id}` : tgt.id)),
       h("td", { class: "auditv-result" }, badge(t("auditv.result." + res), kind)),

@@ -345,7 +345,7 @@ export async function orgView(root, params) {
   function drawTree() {
     const list = roots();
     clear(tree).append(...(list.length ? list.map((n) => item(n, 1))
-      : [h("li", { class: "muted", role: "none", style: "padding: 10px" }, t("org.empty_tree"))]));
+      : [h("li", { class: "muted org-empty", role: "none" }, t("org.empty_tree"))]));
     treeHead.textContent = unassigned ? t("org.unassigned", { devices: unassigned.devices,
                                                              channels: unassigned.channels }) : "";
   }

@@ -1,7 +1,15 @@
 // One live viewer: POST /api/devices/{device}/channels/{id}/live, then WHEP (WebRTC) or HTTP-FLV (mpegts.js)
 // into a <video>.  A channel id is unique only within its device, so the console always names the device.
 import { api } from "./api.js";
-import { t } from "./i18n.js";
+import { extend, t } from "./i18n.js";
+
+extend({
+  "wall.ended": "视频流已中断",
+  "wall.stalled": "画面已停止",
+}, {
+  "wall.ended": "The stream has ended",
+  "wall.stalled": "The picture has stopped",
+});
 
 let mpegtsLoading = null;
 
@@ -49,7 +57,8 @@ function firstFrame(video, ms, settle = 0.5) {
   });
 }
 
-const MOVE_POLL_MS = 2000;  // how often a player placed on a cluster media node asks whether its session moved
+const MOVE_POLL_MS = 2000;
+const STALL_MS = 10000;  // a playing picture that has not advanced for this long counts as failed  // how often a player placed on a cluster media node asks whether its session moved
 
 export class LivePlayer {
   constructor(video, onState) {
@@ -61,13 +70,36 @@ export class LivePlayer {
     this.flv = null;
     this.kind = null;
     this.closed = false;
+    this.ended = false;  // the session ended on its own (its output closed): nothing left to DELETE
+  }
+
+  // The stream stopped by itself (the device went offline, the media node ended it): the view decides (a retry).
+  fail(text, gone = true) {
+    if (this.closed || this.failed) return;
+    this.failed = true;
+    if (gone) this.ended = true;
+    this.stopWatch();
+    this.onState("error", text);
+  }
+
+  // A picture that stops advancing without its output closing (packets stopped) fails after STALL_MS.
+  watchStall() {
+    let last = -1, since = Date.now();
+    this.stallTimer = setInterval(() => {
+      if (this.closed || this.failed || this.switching) return;
+      const now = this.video.currentTime;
+      if (now !== last) { last = now; since = Date.now(); return; }
+      if (Date.now() - since >= STALL_MS) this.fail(t("wall.stalled"), false);
+    }, 1000);
   }
 
   async play(channel, { transport = "udp", player = "auto" } = {}) {
+    this.failed = false;
+    this.ended = false;
     this.onState("busy", t("live.requesting"));
     const body = transport ? { transport } : {};
     this.session = await api("POST", liveUrl(channel), { body });
-    if (this.closed) { await this.stop(); return; }
+    if (this.closed) { await this.stopMedia(); return; }
     const s = this.session;
     const info = [s.codec && s.codec.toUpperCase(), s.width && s.height ? `${s.width}×${s.height}` : null]
       .filter(Boolean).join(" ");
@@ -81,12 +113,18 @@ export class LivePlayer {
         if (player !== "auto") throw err;
         // WebRTC failed (no ICE path, no H.264 decoder): the same channel over HTTP-FLV with a new session.
         await this.stopMedia();
+        this.failed = false;
+        this.ended = false;
+        if (this.closed) return;
         this.session = await api("POST", liveUrl(channel), { body });
+        if (this.closed) { await this.stopMedia(); return; }
         await this.playFlv(this.session);
       }
     }
+    if (this.closed) return;
     this.onState("playing", `${t("live.playing")} · ${this.kind === "whep" ? "WebRTC" : "HTTP-FLV"}${info ? " · " + info : ""}`);
     this.watchMoves();
+    this.watchStall();
   }
 
   // A session on a cluster media node (absolute output URLs) moves when that node drains (a rolling restart):
@@ -118,6 +156,7 @@ export class LivePlayer {
 
   stopWatch() {
     if (this.moveTimer) { clearInterval(this.moveTimer); this.moveTimer = null; }
+    if (this.stallTimer) { clearInterval(this.stallTimer); this.stallTimer = null; }
   }
 
   async follow(m) {
@@ -193,8 +232,8 @@ export class LivePlayer {
     const media = new MediaStream();
     pc.ontrack = (ev) => { media.addTrack(ev.track); if (this.pc === pc) this.video.srcObject = media; };
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "failed" && !this.closed && this.pc === pc) {
-        this.onState("error", "WebRTC: " + pc.connectionState);
+      if ((pc.connectionState === "failed" || pc.connectionState === "closed") && !this.closed && this.pc === pc) {
+        this.fail(t("wall.ended"));  // the media node ends a session whose peer failed: nothing to DELETE
       }
     };
     await pc.setLocalDescription(await pc.createOffer());
@@ -203,6 +242,7 @@ export class LivePlayer {
       pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
       setTimeout(resolve, 2000);
     });
+    if (this.closed) { pc.close(); throw new Error(t("live.closed")); }  // its session is being deleted
     const r = await fetch(s.whep_url, { method: "POST", headers: { "Content-Type": "application/sdp" },
                                         body: pc.localDescription.sdp });
     if (r.status !== 201) {
@@ -217,28 +257,38 @@ export class LivePlayer {
     this.kind = "flv";
     const mpegts = await loadMpegts();
     if (!mpegts || !mpegts.isSupported()) throw new Error(t("live.flv_missing"));
-    this.flv = mpegts.createPlayer({ type: "flv", isLive: true, url: s.flv_url },
-                                   { enableStashBuffer: false, liveBufferLatencyChasing: true });
+    if (this.closed) return;
+    const flv = mpegts.createPlayer({ type: "flv", isLive: true, url: s.flv_url },
+                                    { enableStashBuffer: false, liveBufferLatencyChasing: true });
+    this.flv = flv;
+    // the output closed (the stream ended, or its HTTP connection broke): the media node ends the session with it
+    const gone = () => { if (this.flv === flv && !this.switching) this.fail(t("wall.ended")); };
+    flv.on(mpegts.Events.ERROR, gone);
+    flv.on(mpegts.Events.LOADING_COMPLETE, gone);
     this.flv.attachMediaElement(this.video);
     this.flv.load();
     await Promise.resolve(this.flv.play()).catch(() => {});
   }
 
+  // Ends the session on the server first, while its output is still attached, and only then closes the output:
+  // a closed output ends the session by itself, and a DELETE after it would be answered 404 (a failed load in the
+  // browser's console). A session that already ended on its own (`ended`) is not deleted again.
   async stopMedia() {
     this.stopWatch();
-    if (this.pc) { this.pc.close(); this.pc = null; }
-    if (this.flv) { try { this.flv.destroy(); } catch (_) { /* already gone */ } this.flv = null; }
-    const s = this.session;
+    const s = this.session, pc = this.pc, flv = this.flv, whep = this.kind === "whep" && this.attached;
     this.session = null;
-    if (s) {
-      // An attached WHEP session ends with its WHEP DELETE; anything else through the session API.
-      if (this.kind === "whep" && this.attached) {
+    this.pc = null;
+    this.flv = null;
+    this.attached = false;
+    if (s && !this.ended) {
+      if (whep) {
         try { await fetch(s.whep_url, { method: "DELETE" }); } catch (_) { /* gone */ }
       } else {
         try { await api("DELETE", "/api/sessions/" + s.session_id); } catch (_) { /* ended already */ }
       }
     }
-    this.attached = false;
+    if (pc) pc.close();
+    if (flv) { try { flv.destroy(); } catch (_) { /* already gone */ } }
     this.video.srcObject = null;
     this.video.removeAttribute("src");
   }

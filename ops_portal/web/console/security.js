@@ -233,7 +233,7 @@ export async function securityView(root) {
     return h("tr", { class: "sec-event" + (fresh ? " fresh" : ""), dataset: { event: e.id, kind: e.kind } },
       h("td", null, fmtTime(e.time)), h("td", null, words(e, "kind")), h("td", null, severityBadge(e)),
       h("td", { class: "mono" }, e.source_ip || "—"), h("td", null, e.user || "—"), h("td", { class: "mono" }, e.device_id || "—"),
-      h("td", { class: "muted small" }, detailText(e.detail)));
+      h("td", { class: "muted small", dataset: { code: "detail" } }, detailText(e.detail)));
   }
   function matches(e, f) {
     for (const k of ["kind", "severity", "source_ip", "user", "device_id"]) if (f[k] && e[k] !== f[k]) return false;

@@ -165,7 +165,7 @@ export async function securityCheckView(root) {
       const group = r.findings.filter((f) => f.severity === sev);
       if (!group.length) continue;
       list.append(h("div", { class: "sc-group", dataset: { severity: sev } },
-        h("h2", { style: "margin: 20px 0 10px" }, t("sc.group", { sev: word("sc.sev", sev), n: group.length })), group.map(findingCard)));
+        h("h2", { class: "sc-group-head" }, t("sc.group", { sev: word("sc.sev", sev), n: group.length })), group.map(findingCard)));
     }
   }
 
