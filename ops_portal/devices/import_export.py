@@ -165,7 +165,10 @@ def _csv_rows(data: bytes) -> list[list[Any]]:
             continue
     else:  # pragma: no cover - gb18030 decodes any byte string
         raise SheetError("import_bad_file", "无法识别 CSV 编码 / cannot decode the CSV")
-    return list(csv.reader(io.StringIO(text)))
+    try:  # newline="": quoted fields may hold line breaks, and a lone CR ends a line as Excel writes it
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise SheetError("import_bad_file", f"CSV 文件格式错误 / the CSV file is malformed: {exc}") from None
 
 
 def _xlsx_rows(data: bytes) -> list[list[Any]]:
