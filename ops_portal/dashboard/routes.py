@@ -18,8 +18,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import and_, case, func, or_, select, tuple_
 
-from device_registry.models import Channel, Device, OrgNode, PresenceEvent
-from device_registry.scope import channel_pairs_in_scope, channel_scope_clause, device_scope_clause
+from device_registry.dashboard import (
+    channel_counts_by_org,
+    channels_in_scope,
+    online_of,
+    recent_offline_devices,
+)
 from gbcore.db import utcnow
 from ops_portal.dashboard.schemas import (
     DashboardOut,
@@ -64,8 +68,7 @@ async def _tickets(session: Any, access: Any) -> tuple[int | None, int | None]:
     if not scope.all:
         # the tickets page's visibility: a channel ticket for exactly a channel in scope, a device ticket for a
         # device with a channel in scope
-        pairs = channel_pairs_in_scope(scope).where(Channel.removed.is_(False))
-        devices = pairs.with_only_columns(Channel.device_id)
+        pairs, devices = channels_in_scope(scope)
         stmt = stmt.where(or_(tuple_(Ticket.device_id, Ticket.channel_id).in_(pairs),
                               and_(Ticket.channel_id.is_(None), Ticket.device_id.in_(devices))))
     n_open, n_late = (await session.execute(stmt)).one()
@@ -78,16 +81,9 @@ async def _by_org(session: Any, scope: Any, threshold: float) -> list[OrgShareOu
     """Channels (total, online) per top-level organisation node: a channel counts under the highest ancestor of
     its node (own, else its device's) that the caller's scope holds, or the tree's root when none does (a channel
     granted on its own); channels of no node under ``org_node_id`` null."""
-    node = func.coalesce(Channel.org_node_id, Device.org_node_id)
-    stmt = (select(node, func.count(), func.coalesce(func.sum(case((Channel.online.is_(True), 1), else_=0)), 0))
-            .select_from(Channel).join(Device, Device.device_id == Channel.device_id)
-            .where(Channel.removed.is_(False)).group_by(node))
-    if not scope.all:
-        stmt = stmt.where(channel_scope_clause(scope))
-    groups = (await session.execute(stmt)).all()
+    groups, nodes = await channel_counts_by_org(session, scope)
     if not groups:
         return []
-    nodes = {i: (p, n) for i, p, n in (await session.execute(select(OrgNode.id, OrgNode.parent_id, OrgNode.name)))}
 
     def top(node_id: int) -> int:
         best = root = node_id
@@ -103,7 +99,7 @@ async def _by_org(session: Any, scope: Any, threshold: float) -> list[OrgShareOu
 
     totals: dict[int | None, list[int]] = {}
     for node_id, total, online in groups:
-        key = top(int(node_id)) if node_id is not None else None
+        key = top(node_id) if node_id is not None else None
         acc = totals.setdefault(key, [0, 0])
         acc[0] += int(total)
         acc[1] += int(online)
@@ -121,21 +117,9 @@ async def _by_org(session: Any, scope: Any, threshold: float) -> list[OrgShareOu
 async def _recent_offline(session: Any, scope: Any, now: datetime) -> tuple[int, list[RecentOfflineOut]]:
     """Devices (in scope, not deleted) offline now whose latest offline transition is within the last hour:
     (how many, the latest :data:`RECENT_OFFLINE_SHOWN`)."""
-    # TODO(registry): this presence read belongs in device_registry/presence.py (see the issue 18 report)
-    p = PresenceEvent
-    last = (select(p.device_id.label("device_id"), func.max(p.at).label("at"))
-            .where(p.subject == "device", p.channel_id.is_(None), p.online.is_(False),
-                   p.at >= now - timedelta(seconds=RECENT_OFFLINE_S))
-            .group_by(p.device_id).subquery("last_offline"))
-    conds: list[Any] = [Device.online.is_(False), Device.deleted_at.is_(None)]
-    if not scope.all:
-        conds.append(device_scope_clause(scope))
-    base = select(Device.device_id, Device.name, last.c.at, Device.offline_reason, Device.org_node_id).join(
-        last, last.c.device_id == Device.device_id).where(*conds)
-    total = await session.scalar(select(func.count()).select_from(base.subquery()))
-    rows = (await session.execute(base.order_by(last.c.at.desc(), Device.device_id)
-                                  .limit(RECENT_OFFLINE_SHOWN))).all()
-    return int(total or 0), [RecentOfflineOut(device_id=d, name=n, offline_at=at, reason=r, org_node_id=o)
+    total, rows = await recent_offline_devices(session, scope, now - timedelta(seconds=RECENT_OFFLINE_S),
+                                               RECENT_OFFLINE_SHOWN)
+    return total, [RecentOfflineOut(device_id=d, name=n, offline_at=at, reason=r, org_node_id=o)
                              for d, n, at, r, o in rows]
 
 
@@ -207,9 +191,7 @@ async def _compute_trend(request: Request, session: Any, scope: Any, settings: A
     worst = [f for f in ranked if f.availability is not None and f.offline_s > 0][:WORST_SHOWN]
     online: dict[tuple[str, str], bool] = {}
     if worst:
-        rows = await session.execute(select(Channel.device_id, Channel.channel_id, Channel.online).where(
-            tuple_(Channel.device_id, Channel.channel_id).in_([(f.device_id, f.channel_id) for f in worst])))
-        online = {(d, c): bool(o) for d, c, o in rows.all()}
+        online = await online_of(session, [(f.device_id, f.channel_id) for f in worst])
         await session.commit()
     return TrendOut(
         start=start, end=now, timezone=settings.report_timezone, threshold=res.threshold, rate=res.rate,
