@@ -17,13 +17,13 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.console_support import CHROMIUM, SimThread, browser_ready
-from tests.e2e.platform import ADMIN_NEW_PASSWORD, PlatformProcess
+from tests.e2e.console_support import SimThread, browser_ready
+from tests.e2e.platform import PlatformProcess
+from tests.e2e.test_devices_console import _open_console
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,25 +31,6 @@ DEVICE = "34020000001180000418"  # an NVR (type code 118), as the simulator regi
 DEVICE_NAME = "西门摄像机"
 DEVICE_PASSWORD = "West-Gate#2026q"
 ORG_NAME = "审计测试分局"
-
-
-def _open_console(pw: Any, base: str) -> tuple[Any, Any, list[str], list[str]]:
-    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                 "--disable-background-networking"])
-    page = browser.new_page(viewport={"width": 1366, "height": 768}, timezone_id="America/Los_Angeles",
-                            accept_downloads=True)
-    errors: list[str] = []
-    console: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: console.append(f"{m.text} @ {m.location.get('url', '')}") if m.type == "error"
-            else None)
-    page.goto(base + "/console/")
-    page.wait_for_selector("#login-form")
-    page.fill("#login-username", "admin")
-    page.fill("#login-password", ADMIN_NEW_PASSWORD)
-    page.click("#login-submit")
-    page.wait_for_selector(".sidenav")
-    return browser, page, errors, console
 
 
 def _row(action: str) -> str:
