@@ -412,3 +412,28 @@ def test_map_platform_tile_url_is_the_default_preset(tmp_path: Path) -> None:
             b.browser.close()
     finally:
         server.stop()
+
+
+def test_leaving_the_map_right_after_a_resize_raises_nothing(tmp_path: Path) -> None:
+    """A window resize (a full-page screenshot does one) makes Leaflet fire ``moveend`` 200 ms later; leaving the map
+    within those 200 ms must not run the page's clustering on the removed map (CI once saw
+    "Cannot read properties of undefined (reading '_leaflet_pos')" on the next page)."""
+    sync_playwright, _shots = browser_ready(tmp_path)
+    need((STATIC / "leaflet" / "leaflet.js").exists(), "Leaflet is not installed")
+    server = Server(tmp_path).start()
+    try:
+        with sync_playwright() as pw:
+            b = Browser(pw, server.base, 1366, 768)
+            page = b.page
+            for width in (1200, 1366, 1100):
+                page.click("a[data-route=map]")
+                page.wait_for_selector("#map .gb-cluster")
+                page.set_viewport_size({"width": width, "height": 700})
+                page.wait_for_timeout(50)  # Leaflet's resize handler ran (next frame), its moveend is pending
+                page.evaluate("location.hash = '#/tree'")
+                page.wait_for_selector("#view[data-view='tree'] > *", state="attached")
+                page.wait_for_timeout(400)
+            assert b.errors == [] and b.console == [], (b.errors, b.console)
+            b.browser.close()
+    finally:
+        server.stop()

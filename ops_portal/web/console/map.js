@@ -321,8 +321,11 @@ export async function mapView(root) {
     return m;
   }
 
+  let gone = false;  // the page was left: the map is removed
+
   // The grid clustering of the channels in (a padded) view at the current zoom.
   function render() {
+    if (gone) return;
     const z = map.getZoom();
     box.dataset.zoom = String(z);
     const view = map.getBounds().pad(0.25);
@@ -450,7 +453,7 @@ export async function mapView(root) {
     store(TDT_KEY_STORE, keyInput.value.trim());
     applyPreset(select.value);
   });
-  side.addEventListener("toggle", () => map.invalidateSize());
+  side.addEventListener("toggle", () => { if (!gone) map.invalidateSize(); });
 
   const remembered = stored(PRESET_STORE);
   applyPreset(presets.some((p) => p.id === remembered) ? remembered : presets[0].id);
@@ -463,5 +466,13 @@ export async function mapView(root) {
   map.on("moveend", render);
   applyFilter();
   const stopAlarms = await alarmLayer(alarms.L, map, located);  // unacknowledged alarms, and new ones as they come
-  return () => { clearTimeout(typing); stopAlarms(); map.remove(); };
+  return () => {
+    clearTimeout(typing);
+    stopAlarms();
+    // Leaflet's resize handling fires "moveend" from a 200 ms timer that remove() does not cancel: the page's own
+    // listeners go first, so nothing of this page runs on the removed map (its panes are gone)
+    gone = true;
+    map.off();
+    map.remove();
+  };
 }
