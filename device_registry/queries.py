@@ -405,6 +405,34 @@ async def channel_refs_with_ids(session: AsyncSession, channel_ids: Iterable[str
     return frozenset(ChannelRef(d, c) for d, c in rows)
 
 
+async def channel_names(session: AsyncSession, refs: Iterable[tuple[str, str]]) -> dict[ChannelRef, str | None]:
+    """The names of these channels (device id, channel id), removed ones included; unknown ones are left out."""
+    wanted = {ChannelRef(*r) for r in refs}
+    if not wanted:
+        return {}
+    rows = await session.execute(select(Channel.device_id, Channel.channel_id, Channel.name)
+                                 .where(Channel.channel_id.in_(sorted({r.channel_id for r in wanted}))))
+    return {ChannelRef(d, c): n for d, c, n in rows if ChannelRef(d, c) in wanted}
+
+
+def channels_named_like(pattern: str, *, escape: str = "\\") -> Any:
+    """A subquery of the (device id, channel id) of channels whose name (or the name an operator gave it),
+    lower-cased, is LIKE ``pattern`` (the
+    caller lower-cases and escapes it): for a row-value ``IN`` of another package's query, so that the match runs
+    in the database without that package reading this one's tables."""
+    return select(Channel.device_id, Channel.channel_id).where(or_(
+        func.lower(func.coalesce(Channel.name, "")).like(pattern, escape=escape),
+        func.lower(func.coalesce(Channel.user_name, "")).like(pattern, escape=escape)))
+
+
+def devices_named_like(pattern: str, *, escape: str = "\\") -> Any:
+    """A subquery of the ids of devices whose name (or the name an operator gave it), lower-cased, is LIKE
+    ``pattern`` (see :func:`channels_named_like`)."""
+    return select(Device.device_id).where(or_(
+        func.lower(func.coalesce(Device.name, "")).like(pattern, escape=escape),
+        func.lower(func.coalesce(Device.user_name, "")).like(pattern, escape=escape)))
+
+
 async def channel_placement(session: AsyncSession, ref: ChannelRef) -> tuple[int | None, int | None]:
     """(the channel's own node, its device's node) for ``ref`` (removed channels included).  When the
     channel is gone, its device's node still says where it was: (None, device node)."""

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     live_media_timeout: float = Field(5.0, gt=0, description="no media this long after the answer: give up")
     live_transport: str = Field("udp", pattern="^(udp|tcp-passive|tcp-active)$",
                                 description="media transport when a live request names none")
+    live_stream: str = Field("main", pattern="^(main|sub)$", description="the stream a live request without "
+                             "\"stream\" watches: main, or sub (devices with no sub-stream form set: main)")
     webrtc_loopback: bool = False  # also offer 127.0.0.1 ICE candidates (browser on the same machine)
 
     # --- storage ---
@@ -158,6 +160,9 @@ class Settings(BaseSettings):
     watermark_crf: int = Field(23, ge=0, le=51, description="libx264 CRF of the per-viewer live encoders")
     watermark_max_encoders: int | None = Field(None, ge=1, description="concurrent watermark encoders on this "
                                                "node (default: cores x watermark_encoders_per_core)")
+    watermark_sub_stream_cost: float = Field(0.25, gt=0, le=1, description="what one watermarked sub-stream viewer "
+                                             "costs in main-stream encoders (a D1/CIF/360p sub-stream encodes "
+                                             "in about a quarter of a 1080p main stream's time)")
     watermark_encoders_per_core: float = Field(3.0, gt=0, description="1080p25 watermarked viewers one core "
                                                "sustains (measure with bench/watermark.py)")
     watermark_retry_after: int = Field(30, ge=1, description="Retry-After (s) when the encoders are all busy")

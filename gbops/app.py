@@ -268,7 +268,8 @@ class Platform:
             log.info("watermark.policy_recorded", off_roles=sorted(watermark.policy.off_roles))
         # signalling into media (the SIP service as media's typed port, or the SIP node's over the command bus
         # on a node without the sip role: [cluster-media]), watermark into media (the per-viewer transform factory)
-        signalling: Any = SipSignalling(self.sip) if self.sip is not None else self._cluster_remote_signalling(s)
+        signalling: Any = (SipSignalling(self.sip, stream_form=self._stream_form) if self.sip is not None
+                           else self._cluster_remote_signalling(s))
         if self.sip is not None and s.clustered:  # several SIP nodes: the others' devices through their home
             from gbops.cluster_sip import RoutedSignalling
 
@@ -354,7 +355,7 @@ class Platform:
         cluster, roles = self.cluster, s.role_set
         if self.sip is not None:
             self.signalling_node = serve_signalling(cluster.bus, self.sip, homes=device_homes(cluster),
-                                                    address=self.sip_address,
+                                                    address=self.sip_address, stream_form=self._stream_form,
                                                     directory=cluster.directory, sweep=s.cluster_heartbeat)
         if "media" in roles:
             self.media_node = serve_media(cluster.bus, self.media, cluster.leases, signalling=self.remote_signalling,
@@ -597,9 +598,9 @@ class Platform:
         media, audit_log = self.media, self.audit
 
         async def open_reader(channel: ChannelRef, stream: str) -> Any:
-            if self.media_node is not None:  # [cluster-media] under the channel's ownership lease
-                return await self.media_node.open_reader(channel, s.live_transport)
-            return await media.open_reader(channel, s.live_transport)
+            if self.media_node is not None:  # [cluster-media] under the ownership lease of the channel's stream
+                return await self.media_node.open_reader(channel, s.live_transport, stream)
+            return await media.open_reader(channel, s.live_transport, stream)
 
         async def audit(action: str, target: str, detail: dict) -> None:
             await audit_log.record(actor=Actor("system", None, "recorder"), action=action,
@@ -620,6 +621,12 @@ class Platform:
                                 cipher=s.record_cipher, key_file=key_file, min_free_mb=s.record_min_free_mb,
                                 check_interval=s.record_check_interval, audit=audit, alert=alert,
                                 retention_days=retention_days)
+
+    async def _stream_form(self, device_id: str) -> str | None:
+        """The device's stream identification form (device management's ``stream_form``), what the SIP side
+        names a main or sub-stream INVITE in; None for a device the registry does not know."""
+        device = await self.registry.get_device(device_id)
+        return getattr(device, "stream_form", None) if device is not None else None
 
     def _record_sip_security(self, kind: str, device_id: str | None, addr: tuple[str, int], detail: dict) -> None:
         """``security.sip_refused`` on the audit log: a SIP request refused because it did not come from the

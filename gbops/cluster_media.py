@@ -56,8 +56,9 @@ from media_relay.signalling import (
     SignallingError,
     SignallingEvent,
     SignallingTimeout,
+    StreamNotOffered,
 )
-from media_relay.stream import MediaError
+from media_relay.stream import STREAMS, LiveKey, MediaError
 from media_relay.viewers import Viewer
 
 log = get_logger("gbops.cluster_media")
@@ -96,9 +97,23 @@ _BASE_URL = re.compile(r"^https?://[^\s\"'<>\\]{1,300}$")  # a node's public URL
 _MAX_TEXT = 2000
 
 
-def stream_lease(channel: ChannelRef) -> str:
-    """The stream ownership lease of ``channel``: held by the media node that has its upstream."""
-    return f"stream:{channel.device_id}/{channel.channel_id}"
+def stream_lease(channel: ChannelRef, stream: str = "main") -> str:
+    """The stream ownership lease of ``channel``'s ``stream``: held by the media node that has that upstream
+    (a channel's main stream and its sub-stream are upstreams of their own, possibly on different nodes)."""
+    base = f"stream:{channel.device_id}/{channel.channel_id}"
+    return base if stream == "main" else f"{base}#{stream}"
+
+
+def _stream_of(payload: dict) -> str:
+    stream = payload.get("stream", "main")
+    if stream not in STREAMS:
+        raise RemoteError("bad_request", "码流无效 / invalid stream: main or sub")
+    return stream
+
+
+def _key_text(key: LiveKey) -> str:
+    ref, stream = key
+    return ref.key if stream == "main" else f"{ref.key}#{stream}"
 
 
 # ============================================================================ validation
@@ -198,7 +213,7 @@ def _unpack(exc: BusError) -> tuple[str, str, dict]:
 
 #: Signalling failures as RemoteError codes (the SIP node) and back (the media node).
 SIGNALLING_CODES = {"device_offline": DeviceOffline, "device_refused": DeviceRefused,
-                    "signalling_timeout": SignallingTimeout}
+                    "signalling_timeout": SignallingTimeout, "no_sub_stream": StreamNotOffered}
 
 
 def to_remote_signalling(exc: SignallingError, device_id: str) -> RemoteError:
@@ -209,6 +224,8 @@ def to_remote_signalling(exc: SignallingError, device_id: str) -> RemoteError:
         return _remote("signalling_timeout", str(exc))
     if isinstance(exc, DeviceRefused):
         return _remote("device_refused", exc.reason, status=exc.status)
+    if isinstance(exc, StreamNotOffered):
+        return _remote("no_sub_stream", str(exc), device_id=exc.device_id)
     return _remote("signalling_failed", str(exc))
 
 
@@ -226,6 +243,8 @@ def from_remote_signalling(exc: BusError, device_id: str) -> SignallingError:
     if code == "device_refused":
         status = extra.get("status")
         return DeviceRefused(status if isinstance(status, int) and 100 <= status <= 699 else None, message)
+    if code == "no_sub_stream":
+        return StreamNotOffered(device_id, message)
     return SignallingError(message)
 
 
@@ -428,16 +447,17 @@ class SignallingNode:
 
 def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | None = None,
                      home_refresh: float = 600.0, directory: Any = None, sweep: float = 2.0,
-                     address: str | None = None) -> SignallingNode:
+                     address: str | None = None, stream_form: Any = None) -> SignallingNode:
     """Register the SIP node's ``sip.*`` handlers on ``bus`` over ``sip_service`` (a
     :class:`sip_server.service.SipService`) and publish its media events on :data:`SIP_EVENTS`. With
     ``homes``: a device registering (or keeping alive, at most every ``home_refresh`` s) here is recorded as
     this node's (with ``address``, this node's SIP address). With ``directory``: every ``sweep`` s, the calls of
-    media nodes gone from it are ended."""
+    media nodes gone from it are ended. ``stream_form``: the devices' stream identification forms (a media
+    node's sub-stream INVITE is asked in the device's form here, see :class:`gbops.media_signalling.SipSignalling`)."""
     from gbops.media_signalling import SipSignalling
     from sip_server.gb import events as sip_events
 
-    signalling = SipSignalling(sip_service)
+    signalling = SipSignalling(sip_service, stream_form=stream_form)
     node = SignallingNode(signalling, directory, sweep=sweep)
 
     async def device(payload: dict) -> dict:
@@ -461,11 +481,15 @@ def serve_signalling(bus: CommandBus, sip_service: Any, *, homes: DeviceHomes | 
                 raise RemoteError("bad_request", "历史请求无效 / invalid history request")
             history = HistoryRequest(h["kind"], _int(h, "start", lo=0, hi=2**40), _int(h, "end", lo=0, hi=2**40),
                                      _int(h, "speed", lo=1, hi=64, optional=True))
+        stream = payload.get("stream", "main")
+        if stream not in STREAMS or (history is not None and stream != "main"):
+            raise RemoteError("bad_request", "码流无效 / invalid stream")
         requester = payload.get("node_id")
         requester = requester if isinstance(requester, str) and _ID.match(requester) else None
         try:
             answer = await signalling.invite(ChannelRef(device_id, channel_id), media_ip=media_ip,
-                                             media_port=media_port, ssrc=ssrc, transport=transport, history=history)
+                                             media_port=media_port, ssrc=ssrc, transport=transport, history=history,
+                                             stream=stream)
         except SignallingError as exc:
             raise to_remote_signalling(exc, device_id) from None
         if requester is not None:
@@ -614,7 +638,7 @@ class RemoteSignalling:
         return state.route if state is not None else None
 
     async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
-                     transport: str, history: HistoryRequest | None = None) -> InviteAnswer:
+                     transport: str, history: HistoryRequest | None = None, stream: str = "main") -> InviteAnswer:
         device_id, channel_id = channel
         state = self.devices.get(device_id)
         node = state.sip_node if state is not None else await self.sip_node(device_id)
@@ -624,6 +648,8 @@ class RemoteSignalling:
         if history is not None:
             payload["history"] = {"kind": history.kind, "start": history.start, "end": history.end,
                                   "speed": history.speed}
+        if stream != "main":
+            payload["stream"] = stream  # the SIP node asks the device in the device's own form
         try:
             reply = await self.bus.call(node, "sip.invite", payload, timeout=self.invite_timeout)
         except BusError as exc:
@@ -727,7 +753,7 @@ class MediaNode:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.max_streams = max_streams
         self.lease_ttl = lease_ttl
-        self.held: set[ChannelRef] = set()
+        self.held: set[LiveKey] = set()  # (channel, stream) whose ownership lease this node renews
         self.viewers: dict[str, Viewer] = {}  # session id -> the viewer in full (a drain hands it over)
         self.moved: dict[str, str] = {}  # session id -> the node it moved to (its end here is not its end)
         self.adopt_timeout = 40.0  # media.adopt: an INVITE's worth and the first keyframe
@@ -741,46 +767,46 @@ class MediaNode:
                                      failure_event="cluster_media.renew_failed")
 
     # ------------------------------------------------------------------ leases
-    def _has_upstream(self, ref: ChannelRef) -> bool:
+    def _has_upstream(self, key: LiveKey) -> bool:
         manager = self.media.manager
-        stream = manager.streams.get(ref)
-        return (stream is not None and not stream.closed) or ref in manager._starting
+        stream = manager.streams.get(key)
+        return (stream is not None and not stream.closed) or key in manager._starting
 
     def streams_in_use(self) -> int:
         """Upstreams this node has or is starting (what ``media_max_streams`` caps)."""
         manager = self.media.manager
-        live = {ref for ref, s in manager.streams.items() if not s.closed}
+        live = {key for key, s in manager.streams.items() if not s.closed}
         return len(live | set(manager._starting))
 
     async def renew(self) -> None:
         """Renew the leases of the upstreams this node still has; release the others."""
-        for ref in list(self.held):
-            name = stream_lease(ref)
-            if self._has_upstream(ref):
+        for key in list(self.held):
+            name = stream_lease(*key)
+            if self._has_upstream(key):
                 if not await self.leases.renew(name, self.lease_ttl):
-                    log.error("cluster_media.lease_lost", channel=ref.key)  # another node took it: ours ends
-                    self.held.discard(ref)
-                    stream = self.media.manager.streams.get(ref)
+                    log.error("cluster_media.lease_lost", channel=_key_text(key))  # another node took it: ours ends
+                    self.held.discard(key)
+                    stream = self.media.manager.streams.get(key)
                     if stream is not None:
                         self.media.manager._teardown(stream, "stream ownership lost")
             else:
-                self.held.discard(ref)
+                self.held.discard(key)
                 await self.leases.release(name)
 
-    async def _own(self, ref: ChannelRef) -> None:
-        """Take (or keep) the channel's ownership lease, or say who holds it (``stream_owned``)."""
-        name = stream_lease(ref)
+    async def _own(self, key: LiveKey) -> None:
+        """Take (or keep) the ownership lease of the channel's stream, or say who holds it (``stream_owned``)."""
+        name = stream_lease(*key)
         if await self.leases.acquire(name, self.lease_ttl):
-            self.held.add(ref)
+            self.held.add(key)
             return
         holder = await self.leases.holder(name)
         raise _remote("stream_owned", f"该通道的流由节点 {holder} 承载 / node {holder} has this channel's stream",
                       holder=holder)
 
-    async def _release_if_unused(self, ref: ChannelRef) -> None:
-        if ref in self.held and not self._has_upstream(ref):
-            self.held.discard(ref)
-            await self.leases.release(stream_lease(ref))
+    async def _release_if_unused(self, key: LiveKey) -> None:
+        if key in self.held and not self._has_upstream(key):
+            self.held.discard(key)
+            await self.leases.release(stream_lease(*key))
 
     # ------------------------------------------------------------------ handlers
     async def open_viewer(self, payload: dict) -> dict:
@@ -804,20 +830,23 @@ class MediaNode:
             if window[0] is None or window[1] is None:
                 raise RemoteError("bad_request", "时间段无效 / invalid window")
         source = _text(payload, "source", "device", limit=16) or "device"
-        if self.draining and not (kind == "live" and self._has_upstream(ref) and ref in self.held):
+        stream = _stream_of(payload) if kind == "live" else "main"
+        key = (ref, stream)
+        if self.draining and not (kind == "live" and self._has_upstream(key) and key in self.held):
             # a viewer may still join a stream that has not moved yet (it moves with it); nothing new starts
             raise _remote("node_draining", f"媒体节点 {self.bus.node_id} 正在排空 / media node {self.bus.node_id} "
                           "is draining")
         if kind == "live":
-            if (self.max_streams and not self._has_upstream(ref)
+            if (self.max_streams and not self._has_upstream(key)
                     and self.streams_in_use() >= self.max_streams):
                 raise _remote("node_full", f"本媒体节点已满（{self.max_streams} 路）/ this media node is full "
                               f"({self.max_streams} streams)", limit=self.max_streams)
-            await self._own(ref)
+            await self._own(key)
         try:
             # (a new upstream asks the SIP node about the device first: RemoteSignalling.prepare)
+            extra = {"stream": stream} if stream != "main" else {}
             session = await self.media.open_viewer(ref, viewer, kind=kind, transport=transport, window=window,
-                                                   source=source)
+                                                   source=source, **extra)
         except Exception as exc:
             remote = to_remote_media(exc)
             if remote is None:
@@ -825,7 +854,7 @@ class MediaNode:
             raise remote from None
         finally:
             if kind == "live":
-                await self._release_if_unused(ref)
+                await self._release_if_unused(key)
         if not session.closed:
             self.viewers[session.session_id] = viewer
         # the output URL's single-use token: minted here, where the output is served and checked
@@ -841,14 +870,15 @@ class MediaNode:
                 "kind": session.kind, "history_source": session.history_source,
                 "state": _state_json(self.media.session_state(session.session_id))}
 
-    async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> Any:
-        """A bare reader for this node's own captures (the platform recorder): under the channel's ownership
-        lease like a viewer, so that a channel another media node relays is recorded there, not INVITEd twice
-        (the recorder of the node that does not own it waits and retries). Raises MediaError
+    async def open_reader(self, channel: ChannelRef, transport: str = "udp", stream: str = "main") -> Any:
+        """A bare reader for this node's own captures (the platform recorder): under the ownership lease of the
+        channel's ``stream`` like a viewer, so that a channel another media node relays is recorded there, not
+        INVITEd twice (the recorder of the node that does not own it waits and retries). Raises MediaError
         (``stream_owned`` among others)."""
         ref = ChannelRef(*channel)
+        key = (ref, stream)
         try:
-            await self._own(ref)
+            await self._own(key)
         except RemoteError as exc:
             refused = MediaError("stream_owned", _unpack(exc)[1])
             # the holder renews every ttl/3; once it is gone its lease is free within a ttl: the recorder tries
@@ -856,9 +886,9 @@ class MediaNode:
             refused.retry_after = self.lease_ttl / 2  # type: ignore[attr-defined]
             raise refused from None
         try:
-            return await self.media.open_reader(ref, transport)
+            return await self.media.open_reader(ref, transport, stream)
         finally:
-            await self._release_if_unused(ref)
+            await self._release_if_unused(key)
 
     def _session(self, payload: dict) -> str:
         return _text(payload, "session_id", limit=64) or ""
@@ -943,6 +973,8 @@ class MediaNode:
         from ops_portal.live import output_tokens
 
         ref = ChannelRef(_id(payload, "device_id"), _id(payload, "channel_id"))
+        stream = _stream_of(payload)
+        key = (ref, stream)
         source = _id(payload, "from_node")
         transport = _text(payload, "transport", "udp", limit=16) or "udp"
         items = payload.get("sessions")
@@ -956,18 +988,19 @@ class MediaNode:
         if self.draining:
             raise _remote("node_draining", f"媒体节点 {self.bus.node_id} 正在排空 / media node {self.bus.node_id} "
                           "is draining")
-        name = stream_lease(ref)
+        name = stream_lease(*key)
         holder = await self.leases.holder(name)
         if holder != self.bus.node_id:
             raise _remote("stream_owned", f"该通道的流由节点 {holder} 承载 / node {holder} has this channel's "
                           "stream", holder=holder)
-        self.held.add(ref)
+        self.held.add(key)
         opened: list[Any] = []
         answers = []
         try:
             for session_id, viewer, created in wanted:
                 session = await self.media.open_viewer(ref, viewer, kind="live", transport=transport,
-                                                       session_id=session_id)
+                                                       session_id=session_id,
+                                                       **({"stream": stream} if stream != "main" else {}))
                 opened.append(session)
                 if created is not None and created <= time.time():
                     session.created = created  # the viewing's duration counts from its start
@@ -979,15 +1012,15 @@ class MediaNode:
             for session in opened:
                 self.moved[session.session_id] = source  # not a viewing that ended: it stays on the source
                 self.media.close_session(session.session_id, "move failed")
-            if not self._has_upstream(ref):
-                self.held.discard(ref)
+            if not self._has_upstream(key):
+                self.held.discard(key)
                 await self.leases.transfer(name, source, self.lease_ttl)  # back: it tries another node
-            log.warning("cluster_media.adopt_failed", channel=ref.key, source=source, error=str(exc))
+            log.warning("cluster_media.adopt_failed", channel=_key_text(key), source=source, error=str(exc))
             remote = to_remote_media(exc)
             if remote is None:
                 raise
             raise remote from None
-        log.info("cluster_media.adopted", channel=ref.key, source=source, sessions=len(answers))
+        log.info("cluster_media.adopted", channel=_key_text(key), source=source, sessions=len(answers))
         return {"node_id": self.bus.node_id, "http_url": self.public_url, "sessions": answers}
 
     async def drain(self, *, timeout: float = 60.0, switch_wait: float | None = None) -> dict[str, Any]:
@@ -1004,7 +1037,7 @@ class MediaNode:
         deadline = loop.time() + timeout
         self.draining = True
         moved = 0
-        refused: dict[ChannelRef, set[str]] = {}  # per channel, the nodes that could not take it (this round)
+        refused: dict[LiveKey, set[str]] = {}  # per channel stream, the nodes that could not take it (this round)
         while loop.time() < deadline:
             pending = self._pending_channels()
             if not pending:
@@ -1031,23 +1064,26 @@ class MediaNode:
         log.info("cluster_media.drained", moved=moved, failed=failed, left=left)
         return {"moved": moved, "failed": failed, "left": left}
 
-    def _pending_channels(self) -> list[ChannelRef]:
-        """The channels with live viewer sessions here that have not moved yet."""
-        out: list[ChannelRef] = []
+    def _pending_channels(self) -> list[LiveKey]:
+        """The (channel, stream) upstreams with live viewer sessions here that have not moved yet."""
+        out: list[LiveKey] = []
         for s in list(self.media.sessions.values()):
+            key = (ChannelRef(*s.channel), getattr(s, "stream", "main"))
             if (not s.closed and getattr(s, "kind", "live") == "live" and s.session_id not in self.moved
-                    and s.session_id in self.viewers and s.channel not in out):
-                out.append(ChannelRef(*s.channel))
+                    and s.session_id in self.viewers and key not in out):
+                out.append(key)
         return out
 
-    async def _move_channel(self, ref: ChannelRef, refused: set[str]) -> tuple[bool, int]:
-        """Move the sessions of ``ref`` not moved yet; (True, sessions moved) or (False, 0)."""
+    async def _move_channel(self, key: LiveKey, refused: set[str]) -> tuple[bool, int]:
+        """Move the sessions of ``key`` (a channel's stream) not moved yet; (True, sessions moved) or (False, 0)."""
+        ref, stream = key
         sessions = [s for s in list(self.media.sessions.values())
-                    if ChannelRef(*s.channel) == ref and not s.closed and getattr(s, "kind", "live") == "live"
-                    and s.session_id not in self.moved and s.session_id in self.viewers]
+                    if ChannelRef(*s.channel) == ref and getattr(s, "stream", "main") == stream and not s.closed
+                    and getattr(s, "kind", "live") == "live" and s.session_id not in self.moved
+                    and s.session_id in self.viewers]
         if not sessions:
             return True, 0
-        name = stream_lease(ref)
+        name = stream_lease(*key)
         target = await self.leases.holder(name)
         if target == self.bus.node_id or target is None:
             nodes = await self.directory.nodes() if self.directory is not None else []
@@ -1062,8 +1098,9 @@ class MediaNode:
                         name, target, self.lease_ttl):
                     log.warning("cluster_media.drain_lease_lost", channel=ref.key)
                     return False, 0
-        self.held.discard(ref)  # the target's now: neither renewed nor released here
+        self.held.discard(key)  # the target's now: neither renewed nor released here
         payload = {"device_id": ref.device_id, "channel_id": ref.channel_id, "from_node": self.bus.node_id,
+                   "stream": stream,
                    "transport": _stream_transport(sessions[0]),
                    "sessions": [{"session_id": s.session_id, "created": s.created,
                                  "viewer": _viewer_json(self.viewers[s.session_id])} for s in sessions]}
@@ -1072,8 +1109,8 @@ class MediaNode:
         except BusError as exc:
             log.warning("cluster_media.move_failed", channel=ref.key, target=target, error=str(exc))
             refused.add(target)
-            if await self.leases.holder(name) == self.bus.node_id and self._has_upstream(ref):
-                self.held.add(ref)  # given back: renewed here again until another node takes it
+            if await self.leases.holder(name) == self.bus.node_id and self._has_upstream(key):
+                self.held.add(key)  # given back: renewed here again until another node takes it
             return False, 0
         http_url = reply.get("http_url") if isinstance(reply.get("http_url"), str) else None
         answers = {a.get("session_id"): a for a in reply.get("sessions") or [] if isinstance(a, dict)}
@@ -1102,12 +1139,12 @@ class MediaNode:
     async def stop(self) -> None:
         """Stop renewing and release every lease this node holds (its streams end with it)."""
         await self._renewal.stop()
-        for ref in list(self.held):
-            self.held.discard(ref)
+        for key in list(self.held):
+            self.held.discard(key)
             try:
-                await self.leases.release(stream_lease(ref))
+                await self.leases.release(stream_lease(*key))
             except Exception:
-                log.exception("cluster_media.release_failed", channel=ref.key)
+                log.exception("cluster_media.release_failed", channel=_key_text(key))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -1123,7 +1160,8 @@ def _session_json(session: Any) -> dict:
             "height": getattr(params, "height", None),
             "plan": None if plan is None else {"on": bool(plan.on), "code": plan.code},
             "kind": getattr(session, "kind", "live"), "history_source": getattr(session, "history_source", None),
-            "window": [_iso(window[0]), _iso(window[1])] if window else None, "output": session.output}
+            "window": [_iso(window[0]), _iso(window[1])] if window else None, "output": session.output,
+            "stream": getattr(session, "stream", "main")}
 
 
 def _state_json(state: dict | None) -> dict | None:
@@ -1235,6 +1273,7 @@ class RemoteSession:
     output: str | None = None
     closed: bool = False
     state: dict | None = None
+    stream: str = "main"  # live: "main" | "sub"
     extra: dict = field(default_factory=dict)
     moved: dict | None = None  # a drain moved it: {"node_id", "from", "at"} (the output URLs: moved_urls)
     opened_at: float = field(default_factory=time.monotonic)  # when this portal learned of it
@@ -1287,12 +1326,13 @@ class ClusterMedia:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # ------------------------------------------------------------------ placement
-    async def place(self, channel: ChannelRef, *, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """The media nodes to try for a new live session of ``channel``, in order: the holder of the channel's
+    async def place(self, channel: ChannelRef, *, exclude: set[str] | frozenset[str] = frozenset(),
+                    stream: str = "main") -> list[str]:
+        """The media nodes to try for a new live session of ``channel``'s ``stream``, in order: the holder of its
         ownership lease (its upstream is there), else the least-loaded live media nodes."""
         nodes = self._fresh(await self.directory.nodes())
         live = {n.node_id for n in nodes if "media" in n.roles}
-        holder = await self.leases.holder(stream_lease(channel))
+        holder = await self.leases.holder(stream_lease(channel, stream))
         if holder is not None and holder in live and holder not in exclude:
             return [holder]
         return [n.node_id for n in rank_media_nodes(nodes, max_streams=self.max_streams, exclude=exclude)]
@@ -1306,12 +1346,15 @@ class ClusterMedia:
         return info is not None and "media" in info.roles and bool(self._fresh([info]))
 
     async def open_viewer(self, channel: ChannelRef, viewer: Any, *, kind: str = "live", transport: str = "udp",
-                          window: tuple[datetime, datetime] | None = None, source: str = "device") -> RemoteSession:
-        """A viewer session of ``viewer`` on ``channel`` on the channel's media node (see :meth:`place`).
-        Raises what :meth:`media_relay.service.MediaService.open_viewer` raises; ``no_media_node`` when no
-        media node can take it."""
+                          window: tuple[datetime, datetime] | None = None, source: str = "device",
+                          stream: str = "main") -> RemoteSession:
+        """A viewer session of ``viewer`` on ``channel`` (its ``stream``, live) on the media node of that
+        upstream (see :meth:`place`). Raises what :meth:`media_relay.service.MediaService.open_viewer` raises;
+        ``no_media_node`` when no media node can take it."""
         channel = ChannelRef(*channel)
-        payload = {"device_id": channel.device_id, "channel_id": channel.channel_id, "kind": kind,
+        if stream not in STREAMS:
+            raise MediaError("bad_stream", f"码流无效 / unknown stream {stream!r}: main or sub")
+        payload = {"device_id": channel.device_id, "channel_id": channel.channel_id, "kind": kind, "stream": stream,
                    "transport": transport, "source": source,
                    "window": [_iso(window[0]), _iso(window[1])] if window is not None else None,
                    "viewer": {"user_id": viewer.user_id, "username": viewer.username,
@@ -1319,7 +1362,7 @@ class ClusterMedia:
                               "client_ip": viewer.client_ip, "roles": list(viewer.roles)}}
         tried: set[str] = set()
         waited = False
-        candidates = await self.place(channel)
+        candidates = await self.place(channel, stream=stream)
         while candidates:
             node_id = candidates.pop(0)
             if node_id in tried:
@@ -1339,21 +1382,22 @@ class ClusterMedia:
                     # the owner was tried and did not answer (killed): its lease runs out within its ttl,
                     # then the channel may start elsewhere
                     waited = True
-                    await self._await_release(channel, holder)
+                    await self._await_release(channel, holder, stream)
                     tried = {holder}
-                    candidates = await self.place(channel, exclude=tried)
+                    candidates = await self.place(channel, exclude=tried, stream=stream)
                     continue
                 if code in ("node_full", "node_draining"):
                     if not candidates:
-                        candidates = await self.place(channel, exclude=tried)
+                        candidates = await self.place(channel, exclude=tried, stream=stream)
                     continue
                 raise from_remote_media(exc) from None
             except BusError as exc:
                 log.warning("cluster_media.node_failed", node=node_id, error=str(exc))
                 if kind != "live" or not candidates:
-                    candidates = await self.place(channel, exclude=tried)
+                    candidates = await self.place(channel, exclude=tried, stream=stream)
                 continue
             session = self._session(reply, node_id, channel, viewer, kind, window)
+            session.stream = stream
             self.sessions[session.session_id] = session
             log.info("cluster_media.session_opened", session=session.session_id[:8], node=node_id,
                      channel=channel.key)
@@ -1375,12 +1419,12 @@ class ClusterMedia:
             if not task.done():
                 task.cancel()
 
-    async def _await_release(self, channel: ChannelRef, holder: str) -> None:
-        """Wait (at most ``lease_wait`` s) until ``holder`` no longer holds the channel's lease."""
+    async def _await_release(self, channel: ChannelRef, holder: str, stream: str = "main") -> None:
+        """Wait (at most ``lease_wait`` s) until ``holder`` no longer holds the lease of the channel's stream."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.lease_wait
         while loop.time() < give_up:  # polling Redis: a lease running out announces nothing
-            if await self.leases.holder(stream_lease(channel)) != holder:
+            if await self.leases.holder(stream_lease(channel, stream)) != holder:
                 return
             await asyncio.sleep(0.25)
 
@@ -1431,6 +1475,7 @@ class ClusterMedia:
         except MediaError:
             return None
         session.output = item.get("output") if item.get("output") in ("flv", "whep") else None
+        session.stream = item.get("stream") if item.get("stream") in STREAMS else "main"
         return session
 
     def _merge_sessions(self, node_id: str, base: str | None, listed: Any, asked_at: float) -> None:
@@ -1581,7 +1626,7 @@ class ClusterMedia:
             except Exception:
                 log.exception("cluster_media.session_closed_failed", session=session.session_id[:8])
 
-    async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> Any:
+    async def open_reader(self, channel: ChannelRef, transport: str = "udp", stream: str = "main") -> Any:
         """Captures (downloads, the quality sampler) run on a node with the media role."""
         raise MediaError("media_remote", "本节点没有媒体角色，无法读取视频 / this node has no media role to read video")
 

@@ -11,6 +11,7 @@ missing day's report once; it never makes a day twice because it checks the repo
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -81,7 +82,7 @@ def node_info_source(platform: Any) -> Callable[[], Any]:
                 streams = len(media.describe_streams())
                 hub = getattr(media, "transforms", None)
                 slots = getattr(hub, "slots", None)
-                encoders = int(getattr(slots, "in_use", 0) or 0)
+                encoders = math.ceil(float(getattr(slots, "in_use", 0) or 0))  # sub-streams count their share
             except Exception:  # a status read must never stop the heartbeat
                 log.exception("cluster.load_read_failed")
         return NodeInfo(node_id=platform.cluster.node_id, roles=roles, address=address,

@@ -8,7 +8,7 @@ translates the SIP service's exceptions and events into the media relay's types,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gbcore.ids import ChannelRef
 from media_relay.signalling import (
@@ -22,6 +22,7 @@ from media_relay.signalling import (
     SessionEnded,
     SignallingEvent,
     SignallingTimeout,
+    StreamNotOffered,
 )
 from sip_server.gb import events as sip_events
 from sip_server.gb.invite import MediaStatusReceived
@@ -46,11 +47,36 @@ def history_keywords(history: HistoryRequest | None) -> dict:
             "speed": history.speed if name == "Download" else None}
 
 
-class SipSignalling:
-    """Implements :class:`media_relay.signalling.Signalling` on a :class:`sip_server.service.SipService`."""
+#: a device's stream identification form (``streamnumber`` | ``stream`` | ``streamprofile`` | ``none``)
+StreamForm = Callable[[str], Awaitable[str | None]]
 
-    def __init__(self, sip: SipService) -> None:
+
+class SipSignalling:
+    """Implements :class:`media_relay.signalling.Signalling` on a :class:`sip_server.service.SipService`.
+
+    ``stream_form(device_id)`` gives the device's stream identification form (device management's
+    ``stream_form``): a live call names the stream in that form (``a=streamnumber:0`` main, ``:1`` sub, and the
+    vendor forms ``a=stream:N`` / ``a=streamprofile:N``); a device with none set is asked for its main stream
+    with no attribute (what every device understands) and cannot be asked for a sub-stream."""
+
+    def __init__(self, sip: SipService, *, stream_form: StreamForm | None = None) -> None:
         self._sip = sip
+        self._stream_form = stream_form
+
+    async def _stream_keywords(self, device_id: str, stream: str) -> dict:
+        form: str | None = None
+        if self._stream_form is not None:
+            try:
+                form = await self._stream_form(device_id)
+            except Exception:  # the store unreachable: the main stream is still served, a sub-stream is not
+                if stream == "sub":
+                    raise
+                form = None
+        if form in (None, "", "none"):
+            if stream == "sub":
+                raise StreamNotOffered(device_id)
+            return {}
+        return {"stream": (form, 1 if stream == "sub" else 0)}
 
     def is_online(self, device_id: str) -> bool:
         return self._sip.is_online(device_id)
@@ -59,9 +85,11 @@ class SipSignalling:
         return self._sip.route_address(device_id)
 
     async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
-                     transport: str, history: HistoryRequest | None = None) -> InviteAnswer:
+                     transport: str, history: HistoryRequest | None = None, stream: str = "main") -> InviteAnswer:
         device_id, channel_id = channel
         kw = history_keywords(history)
+        if history is None:
+            kw.update(await self._stream_keywords(device_id, stream))
         try:
             answered = await self._sip.invite(device_id, channel_id, media_ip=media_ip, media_port=media_port,
                                               ssrc=ssrc, transport=transport, **kw)

@@ -152,6 +152,12 @@ class SimConfig:
     fps: int = 25
     bitrate: int = 1_000_000  # bits per second
     media: bool = True  # answer INVITE and stream; False: refuse INVITE with 488 (no media at all)
+    # ---- issue 18: main/sub-stream. A live INVITE naming stream 1 or more (a=streamnumber:N of GB/T 28181-2022,
+    # or the vendor forms a=stream:N / a=streamprofile:N, whichever of ``stream_forms`` the device reads) gets
+    # the sub-stream: ``sub_size`` pictures at a quarter of the bit rate; a form the device does not read is
+    # ignored, as real devices do, and the main stream is sent
+    sub_size: str = "352x288"  # WIDTHxHEIGHT (CIF), both even
+    stream_forms: tuple[str, ...] = ("streamnumber", "stream", "streamprofile")
     # ---- issue 11: channel identity
     # every device reports device 0's channel ids (NVRs shipping the same default ids: 34020000001310000001,
     # ...); each device then gets a socket of its own (devices_per_socket = 1), since a request for a
@@ -218,6 +224,7 @@ class SimConfig:
         if self.codec not in VIDEO_CODECS:
             raise ValueError(f"codec must be 'h264' or 'h265', got {self.codec!r}")
         parse_size(self.size)
+        parse_size(self.sub_size)
         if not isinstance(self.fps, int) or not 1 <= self.fps <= 60:
             raise ValueError("fps must be an integer 1..60")
         if not isinstance(self.bitrate, int) or not 10_000 <= self.bitrate <= 100_000_000:
@@ -242,6 +249,10 @@ class SimConfig:
     @property
     def video_size(self) -> tuple[int, int]:
         return parse_size(self.size)
+
+    @property
+    def sub_video_size(self) -> tuple[int, int]:
+        return parse_size(self.sub_size)
 
     # ---- identities
     @property
@@ -439,6 +450,7 @@ class Call:
     end_reason: str | None = None
     history: HistoryWindow | None = None  # s=Playback / s=Download: the requested window
     media_status_sent: bool = False  # MediaStatus 121 sent (the window was streamed completely)
+    stream_number: int = 0  # live: 0 the main stream, 1 or more the sub-stream (what the offer asked, if read)
 
     @property
     def mode(self) -> str:
@@ -1068,6 +1080,7 @@ class SimDevice:
             device_id=self.device_id, channel_id=channel, call_id=call_id, key=key, invite=req, offer=offer,
             ssrc=self._call_ssrc(req, offer), payload=payload, local_tag=self._hex(10),
             remote_target=target, route=req.headers.get_all("Record-Route"), started=now, history=history,
+            stream_number=self._stream_number(offer) if history is None else 0,
         )
         self.calls[call_id] = call
         if history is not None:
@@ -1076,6 +1089,15 @@ class SimDevice:
         log.info("sim.invite", device_id=self.device_id, channel_id=channel, call_id=call_id, ssrc=call.ssrc,
                  mode=call.mode, media=f"{offer.host}:{offer.port}")
         return None  # answered by media_ready / media_failed
+
+    def _stream_number(self, offer: SdpOffer) -> int:
+        """The encoder stream a live offer asks for in a form this device reads (0: the main stream)."""
+        for form in self.cfg.stream_forms:
+            values = _attr_values(offer, form)
+            number = values[-1].strip() if values else ""
+            if number.isascii() and number.isdigit() and len(number) <= 2:
+                return min(int(number), 9)
+        return 0
 
     def _refuse(self, req: SipRequest, status: int, reason: str | None = None) -> SipResponse:
         self.stats.calls_refused += 1
@@ -1087,7 +1109,7 @@ class SimDevice:
         if call is None or call.state != CALL_OFFERED:
             return
         call.local_addr = (local_addr[0], local_addr[1])
-        width, height = self.cfg.video_size
+        width, height = self.cfg.sub_video_size if call.stream_number else self.cfg.video_size
         extra: list[tuple[str, str | None]] = []
         if call.history is not None and call.history.kind == "download":
             h = call.history
@@ -1096,7 +1118,8 @@ class SimDevice:
         body = build_sdp_answer(
             channel_id=call.channel_id, host=local_addr[0], port=local_addr[1], offer=call.offer,
             payload=call.payload, ssrc=call.ssrc, codec=self.cfg.codec, size=(width, height),
-            fps=self.cfg.fps, bitrate=self.cfg.bitrate, extra_attrs=extra,
+            fps=self.cfg.fps, bitrate=self.cfg.bitrate // 4 if call.stream_number else self.cfg.bitrate,
+            extra_attrs=extra,
         )
         host, port = self.local_addr or (self.cfg.local_host, 5060)
         resp = make_response(call.invite, 200, to_tag=call.local_tag, headers=[

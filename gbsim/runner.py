@@ -461,11 +461,15 @@ class Simulator:
             self._changed.set()
 
     # ------------------------------------------------------------------ media
-    def _shared_encoder(self, device_id: str | None = None) -> Any:
+    def _shared_encoder(self, device_id: str | None = None, sub: bool = False) -> Any:
         """The encoder a call streams from: one per process, or with ``label_pictures`` one per device
-        (its id drawn in the picture)."""
+        (its id drawn in the picture); ``sub``: the sub-stream's (``sub_size``, a quarter of the bit rate)."""
         from gbsim import media
 
+        if sub:
+            width, height = self.cfg.sub_video_size
+            return media.shared_encoder(self.cfg.codec, width, height, self.cfg.fps, self.cfg.bitrate // 4,
+                                        label=device_id if self.cfg.label_pictures else None)
         width, height = self.cfg.video_size
         if self.cfg.label_pictures and device_id is not None:
             return media.shared_encoder(self.cfg.codec, width, height, self.cfg.fps, self.cfg.bitrate,
@@ -490,7 +494,7 @@ class Simulator:
                 elif self.fleet.by_id[call.device_id].ptz_moved(call.channel_id):
                     encoder = self._ptz_encoder(call)
                 else:
-                    encoder = self._shared_encoder(call.device_id)
+                    encoder = self._shared_encoder(call.device_id, sub=call.stream_number > 0)
                 cm = media.CallMedia(
                     encoder, mode=call.mode, remote=call.remote_media,
                     ssrc=call.ssrc_int,

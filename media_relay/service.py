@@ -42,7 +42,7 @@ from media_relay.playback import (
 )
 from media_relay.ports import NoPortsLeft, PortPool, SsrcAllocator
 from media_relay.signalling import HistoryRequest, Signalling
-from media_relay.stream import TRANSPORTS, MediaError, Stream, StreamManager, StreamReader
+from media_relay.stream import TRANSPORTS, MediaError, Stream, StreamManager, StreamReader, live_key
 from media_relay.types import VideoParams
 from media_relay.upward import UpwardLeg, UpwardTarget, check_target
 from media_relay.viewers import OUTPUTS, Viewer, ViewerPlan, ViewerTransformFactory, compose_source
@@ -73,6 +73,7 @@ class ViewerSession:
     window: tuple[datetime, datetime] | None = None  # playback: the requested window (aware, UTC)
     history_source: str | None = None  # playback: "device" | "platform" (``session_state()["source"]``)
     playback: PlaybackControl | None = None  # playback: pause / resume / seek / speed and the position
+    stream: str = "main"  # live: the encoder stream watched, "main" | "sub"
 
     @property
     def channel_id(self) -> str:
@@ -149,29 +150,30 @@ class MediaService:
 
     async def open_session(self, *, user_id: int, username: str, channel: ChannelRef,
                            transport: str, client_ip: str | None, session_id: str | None = None,
-                           cleanup: list | None = None) -> ViewerSession:
-        """A viewer session on ``channel`` (that device's channel).  ``session_id``: chosen by the caller
-        (default: a new random one); ``cleanup``: callables run when the session closes, also when opening
-        it fails."""
+                           cleanup: list | None = None, stream: str = "main") -> ViewerSession:
+        """A viewer session on ``channel`` (that device's channel) and its ``stream`` ("main" | "sub").
+        ``session_id``: chosen by the caller (default: a new random one); ``cleanup``: callables run when the
+        session closes, also when opening it fails."""
         channel = ChannelRef(*channel)
         try:
-            reader = await self.manager.open_reader(channel, transport)
+            reader = await self.manager.open_reader(channel, transport, stream)
         except BaseException:
             for callback in cleanup or ():
                 callback()
             raise
         now = time.time()
         session = ViewerSession(session_id or new_session_id(), user_id, username, channel,
-                                reader, client_ip, now, now + self.attach_timeout, cleanup=list(cleanup or ()))
+                                reader, client_ip, now, now + self.attach_timeout, cleanup=list(cleanup or ()),
+                                stream=stream)
         self.sessions[session.session_id] = session
         log.info("live.session_opened", session=session.session_id[:8], channel=channel.key, user=username,
-                 transport=transport)
+                 transport=transport, stream=stream)
         return session
 
-    async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> StreamReader:
-        """A bare reader on ``channel``'s Stream, for captures (downloads, the quality sampler): the caller
-        closes it. Raises :class:`media_relay.stream.MediaError`."""
-        return await self.manager.open_reader(ChannelRef(*channel), transport)
+    async def open_reader(self, channel: ChannelRef, transport: str = "udp", stream: str = "main") -> StreamReader:
+        """A bare reader on ``channel``'s Stream of ``stream``, for captures (downloads, the quality sampler, the
+        recorder): the caller closes it. Raises :class:`media_relay.stream.MediaError`."""
+        return await self.manager.open_reader(ChannelRef(*channel), transport, stream)
 
     def describe_streams(self) -> list[dict[str, Any]]:
         """One item per upstream Stream (``GET /api/streams``)."""
@@ -179,7 +181,8 @@ class MediaService:
 
     async def open_viewer(self, channel: ChannelRef, viewer: Viewer, *, kind: str = "live",
                           transport: str = "udp", window: tuple[datetime, datetime] | None = None,
-                          source: str = "device", session_id: str | None = None) -> ViewerSession:
+                          source: str = "device", session_id: str | None = None,
+                          stream: str = "main") -> ViewerSession:
         """A viewer session of ``viewer`` on ``channel``, its transform planned (and its encoder reserved)
         by the injected factory before the Stream is opened; :meth:`open_output` composes what an output
         reads. ``kind="playback"``: the ``window`` (aware datetimes) of history from ``source`` ("device":
@@ -187,7 +190,8 @@ class MediaService:
         whose timestamps run at wall speed whatever the scale (see :mod:`media_relay.playback`).
         ``session_id`` (live): the id of a session another media node hands over (issue 17, a drain): the
         viewer keeps its session id, so its watermark tag and its audit entries stay the same; it must not
-        be in use here. Raises :class:`media_relay.viewers.TransformCapacityExceeded`,
+        be in use here. ``stream`` (live): the channel's main stream or its sub-stream ("sub": an upstream of its
+        own, and a cheaper watermark encoder). Raises :class:`media_relay.viewers.TransformCapacityExceeded`,
         :class:`media_relay.viewers.TransformUnavailable` or :class:`media_relay.stream.MediaError`."""
         if kind == "playback":
             return await self._open_playback(ChannelRef(*channel), viewer, window, source, transport)
@@ -197,21 +201,24 @@ class MediaService:
         if session_id is not None and session_id in self.sessions:
             raise MediaError("session_exists", "会话编号已在使用 / the session id is in use")
         session_id = session_id or new_session_id()
-        plan = self._plan(viewer, channel, session_id, "live", None)
+        live_key(channel, stream)  # an unknown stream is refused before an encoder is reserved
+        plan = self._plan(viewer, channel, session_id, "live", None, stream=stream)
         session = await self.open_session(user_id=viewer.user_id, username=viewer.username, channel=channel,
                                           transport=transport, client_ip=viewer.client_ip,
                                           session_id=session_id,
-                                          cleanup=[plan.release] if plan is not None else [])
+                                          cleanup=[plan.release] if plan is not None else [], stream=stream)
         if plan is not None:
             session.plan = plan
             session.extra["watermark"] = plan
         return session
 
     def _plan(self, viewer: Viewer, channel: ChannelRef, session_id: str, kind: str,
-              window: tuple[datetime, datetime] | None) -> ViewerPlan | None:
+              window: tuple[datetime, datetime] | None, *, stream: str = "main") -> ViewerPlan | None:
         if self.transforms is None:
             return None
         if kind == "live":
+            if stream != "main" and _takes_keywords(self.transforms.plan, "stream"):
+                return self.transforms.plan(viewer, channel, session_id, stream=stream)  # a cheaper encoder
             return self.transforms.plan(viewer, channel, session_id)
         if _takes_keywords(self.transforms.plan, "kind", "window"):
             return self.transforms.plan(viewer, channel, session_id, kind=kind, window=window)

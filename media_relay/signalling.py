@@ -36,7 +36,13 @@ __all__ = [
     "SignallingError",
     "SignallingEvent",
     "SignallingTimeout",
+    "STREAMS",
+    "StreamNotOffered",
 ]
+
+#: the encoder streams a live call may ask for: the main stream, or the sub-stream (lower resolution and bit
+#: rate; how a device is asked for it is its own setting, known to the signalling)
+STREAMS = ("main", "sub")
 
 
 # ------------------------------------------------------------------------------------- answers
@@ -84,6 +90,16 @@ class DeviceRefused(SignallingError):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+class StreamNotOffered(SignallingError):
+    """The sub-stream was asked of a device that has no way set to ask it for one (its stream identification
+    form is not set): nothing was sent to the device."""
+
+    def __init__(self, device_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"该设备未设置子码流标识方式 / the device {device_id} has no sub-stream "
+                         "identification set")
+        self.device_id = device_id
 
 
 class SignallingTimeout(DeviceRefused):
@@ -143,7 +159,13 @@ class Signalling(Protocol):
         """INVITE ``channel`` to send to ``media_ip:media_port`` over ``transport`` with ``ssrc``; live
         (``s=Play``, ``t=0 0``) unless ``history`` makes it a playback or download.
 
-        Raises :class:`DeviceOffline`, :class:`DeviceRefused` or :class:`SignallingTimeout`."""
+        A live call for the sub-stream passes ``stream="sub"`` as a further keyword (one of :data:`STREAMS`;
+        the main stream passes none, so an implementation without sub-streams still serves every main call);
+        the implementation asks the device in the device's own form (``a=streamnumber:1`` and the vendor
+        forms) or raises :class:`StreamNotOffered`.
+
+        Raises :class:`DeviceOffline`, :class:`DeviceRefused`, :class:`SignallingTimeout` or
+        :class:`StreamNotOffered`."""
         ...
 
     def bye(self, call_id: str, reason: str) -> None:

@@ -26,6 +26,7 @@ from gbcore.ids import ChannelRef
 from gbcore.log import get_logger
 from media_relay.ports import NoPortsLeft, PortPool, SsrcAllocator
 from media_relay.signalling import (
+    STREAMS,
     DeviceOffline,
     DeviceRefused,
     DeviceWentOffline,
@@ -34,12 +35,23 @@ from media_relay.signalling import (
     SessionEnded,
     Signalling,
     SignallingEvent,
+    StreamNotOffered,
 )
 from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
 
 log = get_logger("gbops.media")
 
 TRANSPORTS = ("udp", "tcp-passive", "tcp-active")
+
+#: a live upstream: one per (channel, encoder stream); the sub-stream of a channel is an upstream of its own
+LiveKey = tuple[ChannelRef, str]
+
+
+def live_key(channel: ChannelRef, stream: str = "main") -> LiveKey:
+    """The key of ``channel``'s live upstream of ``stream`` ("main" | "sub"); ValueError for another stream."""
+    if stream not in STREAMS:
+        raise MediaError("bad_stream", f"码流无效 / unknown stream {stream!r}: main or sub")
+    return (ChannelRef(*channel), stream)
 
 
 class MediaError(Exception):
@@ -128,11 +140,13 @@ class StreamReader(AccessUnitIterator):
 class Stream:
     """The upstream of one channel: receives RTP, demuxes PS, fans access units out."""
 
-    def __init__(self, channel: ChannelRef, transport: str, *, port: int, ssrc: str, gop_limit: int = 600) -> None:
+    def __init__(self, channel: ChannelRef, transport: str, *, port: int, ssrc: str, gop_limit: int = 600,
+                 stream: str = "main") -> None:
         from media_relay.ps import PsDemuxer
         from media_relay.rtp import ReorderBuffer, RtpStats
 
         self.channel = ChannelRef(*channel)
+        self.stream = stream  # "main" | "sub": the encoder stream the device was asked for
         self.channel_id = self.channel.channel_id
         self.device_id = self.channel.device_id
         self.transport = transport
@@ -187,6 +201,7 @@ class Stream:
         return {
             "channel_id": self.channel_id,
             "device_id": self.device_id,
+            "stream": self.stream,
             "transport": self.transport,
             "ssrc": self.ssrc,
             "port": self.port,
@@ -407,9 +422,9 @@ class StreamManager:
         self.idle_timeout = idle_timeout
         self.media_timeout = media_timeout
         self.keyframe_timeout = keyframe_timeout
-        self.streams: dict[ChannelRef, Stream] = {}
-        self._starting: dict[ChannelRef, asyncio.Task] = {}
-        self._idle: dict[ChannelRef, asyncio.TimerHandle] = {}
+        self.streams: dict[LiveKey, Stream] = {}  # (channel, "main" | "sub") -> its live upstream
+        self._starting: dict[LiveKey, asyncio.Task] = {}
+        self._idle: dict[LiveKey, asyncio.TimerHandle] = {}
         self.invites_sent = 0
         # history Streams (playback, download): one per session, not shared, not in ``streams``
         self.history: set[Stream] = set()
@@ -421,28 +436,33 @@ class StreamManager:
         signalling.subscribe(self._on_signalling_event)
 
     # ------------------------------------------------------------------ public
-    async def open_reader(self, channel: ChannelRef, transport: str = "udp") -> StreamReader:
-        """A reader on the Stream of ``channel`` (that device's channel), starting the Stream when it is the
-        first viewer.
+    def live(self, channel: ChannelRef, stream: str = "main") -> Stream | None:
+        """The open live upstream of ``channel``'s ``stream``, None when there is none."""
+        found = self.streams.get((ChannelRef(*channel), stream))
+        return found if found is not None and not found.closed else None
 
-        Raises :class:`MediaError` (device offline, refused, no media, no ports left)."""
+    async def open_reader(self, channel: ChannelRef, transport: str = "udp", stream: str = "main") -> StreamReader:
+        """A reader on the live Stream of ``channel`` (that device's channel) and ``stream`` (its main stream,
+        or its sub-stream: an upstream of its own), starting the Stream when it is the first viewer.
+
+        Raises :class:`MediaError` (device offline, refused, no media, no ports left, no sub-stream)."""
         if not isinstance(channel, tuple) or len(channel) != 2:
             raise TypeError(f"open_reader needs a ChannelRef (device id, channel id), not {channel!r}")
-        ref = ChannelRef(*channel)
+        key = live_key(channel, stream)
         if transport not in TRANSPORTS:
             raise MediaError("bad_transport", f"传输方式无效 / unknown transport {transport!r}")
-        stream = self.streams.get(ref)
-        if stream is None or stream.closed:
-            task = self._starting.get(ref)
+        found = self.streams.get(key)
+        if found is None or found.closed:
+            task = self._starting.get(key)
             if task is None:
-                task = asyncio.ensure_future(self._start(ref, transport))
-                self._starting[ref] = task
-                task.add_done_callback(lambda _t, c=ref: self._starting.pop(c, None))
-            stream = await asyncio.shield(task)
-        idle = self._idle.pop(ref, None)
+                task = asyncio.ensure_future(self._start(key[0], transport, stream_kind=stream))
+                self._starting[key] = task
+                task.add_done_callback(lambda _t, c=key: self._starting.pop(c, None))
+            found = await asyncio.shield(task)
+        idle = self._idle.pop(key, None)
         if idle is not None:
             idle.cancel()
-        return stream.add_reader()
+        return found.add_reader()
 
     async def open_history(self, channel: ChannelRef, history: HistoryRequest, *, transport: str = "udp",
                            timeline: Any = None) -> Stream:
@@ -486,7 +506,7 @@ class StreamManager:
                 return "127.0.0.1"
 
     async def _start(self, ref: ChannelRef, transport: str, *, history: HistoryRequest | None = None,
-                     timeline: Any = None) -> Stream:
+                     timeline: Any = None, stream_kind: str = "main") -> Stream:
         device_id, channel_id = ref
         what = "直播 / the live stream" if history is None else "回放 / the history stream"
         prepare = getattr(self.signalling, "prepare", None)  # optional (see media_relay.signalling)
@@ -505,7 +525,7 @@ class StreamManager:
             self.ports.release(port)
             raise MediaError("no_ports", str(exc)) from None
         loop = asyncio.get_running_loop()
-        stream = Stream(ref, transport, port=port, ssrc=ssrc)
+        stream = Stream(ref, transport, port=port, ssrc=ssrc, stream=stream_kind)
         if history is None:
             stream.on_idle = self._on_idle
         else:
@@ -524,8 +544,10 @@ class StreamManager:
                 stream.ingest = ingest
             media_ip = self._media_ip_for(device_addr)
             if history is None:
+                # the main stream names no stream: a signalling that knows no sub-streams serves it unchanged
+                extra = {"stream": stream_kind} if stream_kind != "main" else {}
                 answered = await self.signalling.invite(ref, media_ip=media_ip, media_port=port, ssrc=ssrc,
-                                                        transport=transport)
+                                                        transport=transport, **extra)
             else:
                 answered = await self.signalling.invite(ref, media_ip=media_ip, media_port=port, ssrc=ssrc,
                                                         transport=transport, history=history)
@@ -560,7 +582,7 @@ class StreamManager:
                         await asyncio.sleep(1.0)
                 stream.ingest = proto
             if history is None:
-                self.streams[ref] = stream
+                self.streams[(ref, stream_kind)] = stream
             try:
                 await asyncio.wait_for(asyncio.shield(stream.first_packet), self.media_timeout)
             except TimeoutError:
@@ -588,20 +610,23 @@ class StreamManager:
                                  f"{said}", exc.status) from None
             if isinstance(exc, DeviceOffline):
                 raise MediaError("device_offline", f"设备不在线 / the device is offline: {device_id}") from None
+            if isinstance(exc, StreamNotOffered):
+                raise MediaError("no_sub_stream", str(exc)) from None
             cn, en = what.split(" / ")
             raise MediaError("start_failed", f"无法开始{cn} / cannot start {en}: {exc}") from None
 
     def _on_idle(self, stream: Stream) -> None:
         if stream.closed or stream.readers:
             return
-        old = self._idle.pop(stream.channel, None)
+        key = (stream.channel, stream.stream)
+        old = self._idle.pop(key, None)
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._idle[stream.channel] = loop.call_later(self.idle_timeout, self._idle_expired, stream)
+        self._idle[key] = loop.call_later(self.idle_timeout, self._idle_expired, stream)
 
     def _idle_expired(self, stream: Stream) -> None:
-        self._idle.pop(stream.channel, None)
+        self._idle.pop((stream.channel, stream.stream), None)
         if not stream.readers:
             self._teardown(stream, "idle: no viewer left")
 
@@ -645,8 +670,9 @@ class StreamManager:
         task.add_done_callback(self._drains.discard)
 
     def _teardown(self, stream: Stream, reason: str) -> None:
-        if self.streams.get(stream.channel) is stream:
-            del self.streams[stream.channel]
+        key = (stream.channel, stream.stream)
+        if self.streams.get(key) is stream:
+            del self.streams[key]
         self.history.discard(stream)
         idle = self._history_idle.pop(stream, None)
         if idle is not None:
@@ -665,8 +691,10 @@ class StreamManager:
         if isinstance(event, SessionEnded):
             if event.by != "device":
                 return
-            stream = self.streams.get(ChannelRef(*event.channel))
-            if stream is None or stream.call_id != event.call_id:
+            ref = ChannelRef(*event.channel)
+            stream = next((s for s in (self.streams.get((ref, k)) for k in STREAMS)
+                           if s is not None and s.call_id == event.call_id), None)
+            if stream is None:
                 stream = self._history_call(event.call_id)
             if stream is not None:
                 stream.call_id = None

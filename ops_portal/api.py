@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from ops_portal import regions_routes
 from ops_portal.accounts import auth_routes, role_routes
 from ops_portal.accounts import routes as user_routes
 from ops_portal.audit import routes as audit_routes
@@ -106,5 +107,6 @@ for _module in (
     cluster_routes,  # the cluster's nodes and worker jobs (issue 17)
     security_check_routes,  # security self-check and its report (issue 16)
     time_routes,  # device clocks, the 1 s compliance measure, the platform's NTP server (issue 16)
+    regions_routes,  # the GB/T 2260 table: civil codes in words (issue 18)
 ):
     api_router.include_router(_module.router)

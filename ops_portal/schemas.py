@@ -88,6 +88,12 @@ class ErrorOut(BaseModel):
     sip_status: int | None = Field(
         default=None, description="device_refused only: the SIP status the device answered (e.g. 488, 486)",
     )
+    actions: list[dict[str, Any]] | None = Field(
+        default=None, description="watermark_capacity only: what the client can do instead, e.g. "
+        '[{"action": "use_sub_stream", "stream": "sub"}] (watch the sub-stream: a fraction of an encoder)',
+    )
+    retry_after: int | None = Field(default=None, description="watermark_capacity only: seconds to wait (also "
+                                    "the Retry-After header)")
 
 
 class ApiError(Exception):

@@ -640,8 +640,10 @@ class SipService:
 
     async def invite(self, device_id: str, channel_id: str, *, media_ip: str, media_port: int, ssrc: str,
                      transport: str, timeout: float = 10.0, session_name: str = "Play", start: int | None = None,
-                     end: int | None = None, speed: int | None = None) -> InviteAnswered:
+                     end: int | None = None, speed: int | None = None,
+                     stream: tuple[str, int] | None = None) -> InviteAnswered:
         """INVITE the device to send ``channel_id`` to ``media_ip:media_port``; returns the answer.
+        ``stream``: (form, number) of the encoder stream asked for, e.g. ``("streamnumber", 1)``.
 
         Live by default; ``session_name="Playback"`` / ``"Download"`` with ``start``/``end`` (Unix seconds)
         and, for a download, ``speed`` (``a=downloadspeed``) asks for a recording (the answer's
@@ -650,7 +652,8 @@ class SipService:
         assert self._loop is not None
         call_id = self.gb.invites.invite(device_id, channel_id, media_ip=media_ip, media_port=media_port,
                                          ssrc=ssrc, transport=transport, now=self._now(),
-                                         session_name=session_name, start=start, end=end, speed=speed)
+                                         session_name=session_name, start=start, end=end, speed=speed,
+                                         stream=stream)
         if call_id is None:
             raise DeviceNotReachable(device_id)
         fut = self._loop.create_future()

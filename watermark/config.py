@@ -22,6 +22,7 @@ class WatermarkConfig:
     # per-viewer live encoders
     encoders_per_core: float = 3.0
     max_encoders: int | None = None  # None: cores x encoders_per_core
+    sub_stream_cost: float = 0.25  # a sub-stream viewer's encoder, in main-stream encoders
     preset: str = "ultrafast"
     crf: int = 23
     # downloads
@@ -37,6 +38,7 @@ class WatermarkConfig:
         return cls(data_dir=Path(s.data_dir),
                    policy=WatermarkPolicy(off_roles=frozenset(_names(s.watermark_off_roles)), look=settings_from(s)),
                    encoders_per_core=s.watermark_encoders_per_core, max_encoders=s.watermark_max_encoders,
+                   sub_stream_cost=s.watermark_sub_stream_cost,
                    preset=s.watermark_preset, crf=s.watermark_crf, download_max_jobs=s.download_max_jobs,
                    download_retention_hours=s.download_retention_hours, download_preset=s.download_preset,
                    download_crf=s.download_crf, download_speed=s.download_speed,

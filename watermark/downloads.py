@@ -68,6 +68,8 @@ RESTARTED = "平台重启 / platform restarted"
 CAPTURE_SHARE = 0.8
 #: Assumed encoding time per captured second, for the ETA before encoding has started.
 ASSUMED_ENCODE_FACTOR = 0.2
+#: Wall-clock seconds of work before a measured rate (ETA, speed) is given.
+MIN_RATE_SECONDS = 0.5
 ACTIVE_STATES = ("queued", "capturing", "encoding")
 HISTORY_SOURCES = ("device", "platform")
 
@@ -123,6 +125,33 @@ class JobProgress:
             rate = self.frames_encoded / max(now - self.encode_started, 1e-6)
             return round(max(0, self.frames_total - self.frames_encoded) / rate, 1)
         return None
+
+    def measured_eta(self, seconds: int, now: float) -> float | None:
+        """Seconds left at the overall rate measured since the job began work (capture start): elapsed x
+        (100 - percent) / percent.  None while queued, before any progress, in the first
+        :data:`MIN_RATE_SECONDS`, or when finished - an estimate only, as the download centre says."""
+        if self.state not in ("capturing", "encoding") or self.capture_started is None:
+            return None
+        elapsed = now - self.capture_started
+        done = self.percent(seconds)
+        if elapsed < MIN_RATE_SECONDS or done <= 0:
+            return None
+        return round(max(0.0, elapsed * (100.0 - done) / done), 1)
+
+    def speed(self, seconds: int, now: float) -> float | None:
+        """Media seconds handled per wall-clock second in the current step (about 1 for a live clip's
+        capture, more for a device download or for encoding); None when not yet measurable."""
+        if self.state == "capturing" and self.capture_started is not None:
+            elapsed = now - self.capture_started
+            media = self._captured(seconds) * seconds if self.capture_fraction is not None else self.seconds_captured
+        elif self.state == "encoding" and self.encode_started is not None and self.frames_total:
+            elapsed = now - self.encode_started
+            media = self.seconds_captured * min(1.0, self.frames_encoded / self.frames_total)
+        else:
+            return None
+        if elapsed < MIN_RATE_SECONDS or media <= 0:
+            return None
+        return round(media / elapsed, 2)
 
 
 class DownloadManager:
@@ -280,10 +309,24 @@ class DownloadManager:
         async with self.sessionmaker() as session:
             return await session.get(DownloadJob, job_id)
 
-    async def list_jobs(self, user_id: int | None, limit: int = 100) -> list[DownloadJob]:
-        q = select(DownloadJob).order_by(DownloadJob.created_at.desc()).limit(limit)
+    async def list_jobs(self, user_id: int | None, limit: int = 100, *, username: str | None = None,
+                        device_id: str | None = None, channel_id: str | None = None,
+                        since: datetime | None = None, until: datetime | None = None) -> list[DownloadJob]:
+        """Jobs newest first: of ``user_id`` (None: everyone's), optionally of one ``username``, one device
+        and/or channel id (a channel: both), created in ``[since, until)``."""
+        q = select(DownloadJob).order_by(DownloadJob.created_at.desc(), DownloadJob.id).limit(limit)
         if user_id is not None:
             q = q.where(DownloadJob.user_id == user_id)
+        if username is not None:
+            q = q.where(DownloadJob.username == username)
+        if device_id is not None:
+            q = q.where(DownloadJob.device_id == device_id)
+        if channel_id is not None:
+            q = q.where(DownloadJob.channel_id == channel_id)
+        if since is not None:
+            q = q.where(DownloadJob.created_at >= since)
+        if until is not None:
+            q = q.where(DownloadJob.created_at < until)
         async with self.sessionmaker() as session:
             return list((await session.scalars(q)).all())
 

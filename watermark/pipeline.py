@@ -100,34 +100,45 @@ def session_code(session_id: str) -> str:
 
 # ------------------------------------------------------------------------------------- capacity
 class Slot:
-    """One reserved encoder; :meth:`release` is idempotent."""
+    """One reserved encoder of ``cost`` main-stream encoders; :meth:`release` is idempotent."""
 
-    def __init__(self, owner: EncoderSlots) -> None:
+    def __init__(self, owner: EncoderSlots, cost: float = 1.0) -> None:
         self._owner = owner
+        self.cost = cost
         self.released = False
 
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self._owner._in_use -= 1
+            self._owner._in_use = max(0.0, self._owner._in_use - self.cost)
+            self._owner.viewers -= 1
 
 
 class EncoderSlots:
-    """A counter of watermark encoders on this node (event loop only)."""
+    """The watermark encoders of this node, counted in main-stream encoders (event loop only): a main-stream
+    viewer costs 1, a sub-stream viewer its smaller share (``cost``), so that a wall switched to sub-streams
+    fits where its main streams did not."""
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, int(limit))
-        self._in_use = 0
+        self._in_use = 0.0
+        self.viewers = 0  # encoders running, whatever their cost
 
     @property
-    def in_use(self) -> int:
-        return self._in_use
+    def in_use(self) -> float:
+        """Main-stream encoders' worth in use (a whole number while only main streams are watched)."""
+        return round(self._in_use, 3) if self._in_use % 1 else int(self._in_use)
 
-    def reserve(self) -> Slot | None:
-        if self._in_use >= self.limit:
+    @property
+    def free(self) -> float:
+        return max(0.0, self.limit - self._in_use)
+
+    def reserve(self, cost: float = 1.0) -> Slot | None:
+        if self._in_use + cost > self.limit + 1e-9:
             return None
-        self._in_use += 1
-        return Slot(self)
+        self._in_use += cost
+        self.viewers += 1
+        return Slot(self, cost)
 
 
 # ------------------------------------------------------------------------------------- tag only
@@ -473,10 +484,12 @@ class WatermarkHub:
     (:meth:`plan`, :meth:`draw`, :meth:`tag`)."""
 
     def __init__(self, look: WatermarkSettings, key: Ed25519PrivateKey, *, max_encoders: int,
-                 preset: str = "ultrafast", crf: int = 23, font_error: str | None = None) -> None:
+                 preset: str = "ultrafast", crf: int = 23, font_error: str | None = None,
+                 sub_stream_cost: float = 0.25) -> None:
         self.look = look
         self.key = key
         self.slots = EncoderSlots(max_encoders)
+        self.sub_stream_cost = sub_stream_cost
         self.preset = preset
         self.crf = crf
         self.font_error = font_error  # set when no CJK font was found: watermarked views are refused
@@ -508,20 +521,21 @@ class WatermarkHub:
             look = replace(look, font_path=font)
         limit = config.max_encoders or default_max_encoders(config.encoders_per_core)
         hub = cls(look, load_or_create_key(config.data_dir, path=config.tag_key_path), max_encoders=limit, preset=config.preset,
-                  crf=config.crf, font_error=font_error)
+                  crf=config.crf, font_error=font_error, sub_stream_cost=config.sub_stream_cost)
         hub.policy = config.policy
         return hub
 
     # ------------------------------------------------------------------ the media relay's transform factory
     def plan(self, viewer: Viewer, channel: Any, session_id: str, *, kind: str = "live",
-             window: tuple[Any, Any] | None = None) -> WatermarkPlan:
+             window: tuple[Any, Any] | None = None, stream: str = "main") -> WatermarkPlan:
         """The viewer's watermark (on unless the policy switches it off for all the viewer's roles) and
         session tag, with an encoder slot reserved when it is on. Raises ``TransformUnavailable`` (no CJK
         font) or ``TransformCapacityExceeded`` (no encoder slot free).
 
         ``kind`` (live / playback / download) and ``window`` (the history shown: aware datetimes or Unix
         seconds) are signed into the tag; ``ValueError`` (a :class:`~watermark.tag.TagError`) for an
-        unknown kind or a window ending before it starts."""
+        unknown kind or a window ending before it starts. ``stream="sub"`` (live): the encoder reserved
+        costs ``sub_stream_cost`` main-stream encoders."""
         device_id, channel_id = channel
         if kind not in KINDS:
             raise TagError(f"unknown session kind {kind!r}")
@@ -535,7 +549,7 @@ class WatermarkHub:
         if on:
             if self.font_error:
                 raise TransformUnavailable(self.font_error)
-            plan.slot = self.slots.reserve()
+            plan.slot = self.slots.reserve(self.sub_stream_cost if stream == "sub" else 1.0)
             if plan.slot is None:
                 raise TransformCapacityExceeded(self.slots.limit)
         return plan
@@ -584,5 +598,6 @@ class WatermarkHub:
 
     def describe(self) -> dict[str, Any]:
         return {"max_encoders": self.slots.limit, "encoders_in_use": self.slots.in_use,
+                "encoders_running": self.slots.viewers, "sub_stream_cost": self.sub_stream_cost,
                 "decoders": len(self.decoders),
                 "viewers": sum(len(d.viewers) for d in self.decoders.values())}

@@ -5,8 +5,13 @@ checkpoint current when it was generated, and the SHA-256 of the source rows it 
 in the PDF footer of every page, in the XLSX summary sheet and in the CSV header lines.  The file's own
 SHA-256 cannot be inside it: it is recorded in the audit log (``report.export``).
 
-Durations are seconds (3 decimals), availability a ratio in [0, 1] (6 decimals) plus a percentage;
-times are shown in the report's display time zone.
+Durations are seconds (3 decimals).  Every rate (online rate, availability, threshold) is a
+**percentage**, its column or line marked ``(%)``: in the CSV a plain number of percent (``99.52``, ``100``;
+at most 4 decimals, the precision of the former 6-decimal ratio), not ``99.52%`` — a bare number is read
+as a number by spreadsheet programs in every locale that uses a decimal point, and by ``float()``,
+``pandas`` and auditors' scripts alike, while a ``%`` suffix is read as text by most tools outside Excel.
+In the XLSX a rate is a numeric cell holding the ratio with a percent number format (``0.00%``): Excel
+shows 99.52 % and computes with the true value.  Times are shown in the report's display time zone.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from .service import ChannelFigures, PeriodResult, fmt_duration
 
-__all__ = ["CHANNEL_COLUMNS", "TITLE", "Attestation", "render", "write_csv", "write_pdf", "write_xlsx"]
+__all__ = ["CHANNEL_COLUMNS", "RATE_COLUMNS", "TITLE", "Rate", "percent_text", "Attestation", "render", "write_csv", "write_pdf", "write_xlsx"]
 
 TITLE = "视频监控点位在线率报表"
 TITLE_EN = "Online-rate report of camera points"
@@ -42,8 +47,28 @@ CHANNEL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("absent_s", "不存在时长(秒) / absent s"),
     ("outages", "离线次数 / outages"),
     ("longest_outage_s", "最长离线(秒) / longest outage s"),
-    ("availability", "在线率 / availability"),
+    ("availability", "在线率(%) / availability (%)"),
 )
+
+#: keys of CHANNEL_COLUMNS holding a rate (percent in the CSV, a percent-formatted ratio in the XLSX)
+RATE_COLUMNS = frozenset({"availability"})
+XLSX_PERCENT_FORMAT = "0.00%"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A rate (a ratio in [0, 1]) in a report: written as a percentage."""
+
+    ratio: float
+
+
+def percent_text(ratio: float | None) -> str:
+    """A ratio as a plain number of percent for a CSV: 1.0 -> ``"100"``, 0.99524 -> ``"99.524"``, None -> ``""``
+    (at most 4 decimals, trailing zeros dropped)."""
+    if ratio is None:
+        return ""
+    text = f"{ratio * 100:.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 @dataclass(frozen=True)
@@ -78,8 +103,13 @@ def _local(ts: float | datetime, tz: ZoneInfo) -> str:
     return dt.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _rate(ratio: float | None) -> Rate | None:
+    return None if ratio is None else Rate(float(ratio))
+
+
 def summary_pairs(res: PeriodResult) -> list[tuple[str, Any]]:
-    """(label, value) pairs of the scope's figures, values as plain numbers/strings."""
+    """(label, value) pairs of the scope's figures, values as plain numbers/strings, rates as :class:`Rate`
+    (None when there is none)."""
     tz = ZoneInfo(res.timezone)
     return [
         ("报表类型 / kind", KIND_NAMES.get(res.kind, res.kind)),
@@ -91,12 +121,12 @@ def summary_pairs(res: PeriodResult) -> list[tuple[str, Any]]:
         ("范围 / scope", res.scope.get("label", "")),
         ("点位数 / channels", len(res.channels)),
         ("计算规则 / rule", res.rule),
-        ("在线率 / online rate", res.rate),
-        ("时间加权在线率 / time-weighted rate", res.time_weighted_rate),
-        ("通道平均在线率 / mean channel availability", res.mean_availability),
-        (f"抽样在线率(每 {res.sample_minutes} 分钟) / sampled rate (every {res.sample_minutes} min)",
-         res.sampled_rate),
-        ("考核值 / threshold", res.threshold),
+        ("在线率(%) / online rate (%)", _rate(res.rate)),
+        ("时间加权在线率(%) / time-weighted rate (%)", _rate(res.time_weighted_rate)),
+        ("通道平均在线率(%) / mean channel availability (%)", _rate(res.mean_availability)),
+        (f"抽样在线率(%)(每 {res.sample_minutes} 分钟) / sampled rate (%) (every {res.sample_minutes} min)",
+         _rate(res.sampled_rate)),
+        ("考核值(%) / threshold (%)", _rate(res.threshold)),
         ("是否达标 / meets threshold", "否 / NO" if res.breach else ("是 / yes" if res.rate is not None else "—")),
         ("在线总时长(秒) / online s", round(res.online_s, 3)),
         ("离线总时长(秒) / offline s", round(res.offline_s, 3)),
@@ -110,7 +140,14 @@ def summary_pairs(res: PeriodResult) -> list[tuple[str, Any]]:
 def _row(f: ChannelFigures) -> list[Any]:
     return [f.device_id, f.channel_id, f.name or "", f.org_node_id if f.org_node_id is not None else "",
             round(f.online_s, 3), round(f.offline_s, 3), round(f.unknown_s, 3), round(f.absent_s, 3), f.outages,
-            round(f.longest_outage_s, 3), "" if f.availability is None else round(f.availability, 6)]
+            round(f.longest_outage_s, 3), _rate(f.availability)]
+
+
+def csv_value(value: Any) -> Any:
+    """A cell of the CSV: a rate as a plain number of percent, None as empty."""
+    if isinstance(value, Rate):
+        return percent_text(value.ratio)
+    return "" if value is None else value
 
 
 # ---------------------------------------------------------------------------------------------- CSV
@@ -119,12 +156,12 @@ def write_csv(res: PeriodResult, att: Attestation, out: io.TextIOBase | Any) -> 
     out.write(f"# {TITLE} / {TITLE_EN}\n")
     w = csv.writer(out, lineterminator="\n")
     for k, v in summary_pairs(res):
-        out.write(f"# {k}: {'' if v is None else v}\n")
+        out.write(f"# {k}: {csv_value(v)}\n")
     for line in att.lines():
         out.write(f"# {line}\n")
     w.writerow([h for _, h in CHANNEL_COLUMNS])
     for f in res.channels:
-        w.writerow(_row(f))
+        w.writerow([csv_value(v) for v in _row(f)])
 
 
 # ---------------------------------------------------------------------------------------------- XLSX
@@ -133,9 +170,21 @@ def write_csv(res: PeriodResult, att: Attestation, out: io.TextIOBase | Any) -> 
 _XLSX_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
-def xlsx_row(values: list[Any]) -> list[Any]:
-    """``values`` with every text cell safe for a worksheet (each control character becomes U+FFFD)."""
-    return [_XLSX_ILLEGAL.sub("\ufffd", v) if isinstance(v, str) else v for v in values]
+def xlsx_row(values: list[Any], ws: Any = None) -> list[Any]:
+    """``values`` with every text cell safe for a worksheet (each control character becomes U+FFFD); a
+    :class:`Rate` becomes a numeric cell of the ratio with a percent format (needs ``ws``, the write-only
+    sheet), None an empty cell."""
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, Rate):
+            from openpyxl.cell import WriteOnlyCell
+
+            cell = WriteOnlyCell(ws, value=v.ratio)
+            cell.number_format = XLSX_PERCENT_FORMAT
+            out.append(cell)
+        else:
+            out.append(_XLSX_ILLEGAL.sub("\ufffd", v) if isinstance(v, str) else v)
+    return out
 
 
 def write_xlsx(res: PeriodResult, att: Attestation, path: Path) -> None:
@@ -146,7 +195,7 @@ def write_xlsx(res: PeriodResult, att: Attestation, path: Path) -> None:
     ws = wb.create_sheet("汇总 Summary")
     ws.append([f"{TITLE} / {TITLE_EN}"])
     for k, v in summary_pairs(res):
-        ws.append([k, v])
+        ws.append(xlsx_row([k, v], ws))
     ws.append([])
     for line in att.lines():
         ws.append([line])
@@ -154,7 +203,7 @@ def write_xlsx(res: PeriodResult, att: Attestation, path: Path) -> None:
     ws = wb.create_sheet("点位 Channels")
     ws.append([h for _, h in CHANNEL_COLUMNS])
     for f in res.channels:
-        ws.append(xlsx_row(_row(f)))
+        ws.append(xlsx_row(_row(f), ws))
 
     ws = wb.create_sheet("离线记录 Outages")
     ws.append(["设备编码 / device id", "通道编码 / channel id", "开始 / start", "结束 / end", "时长(秒) / seconds"])
@@ -220,8 +269,8 @@ def write_pdf(res: PeriodResult, att: Attestation, path: Path, *, worst: int = 1
                  fontsize=10)
         y = 0.895
         for k, v in summary_pairs(res):
-            if isinstance(v, float) and k.startswith(("在线率", "时间加权", "通道平均", "抽样", "考核")):
-                v = _pct(v)
+            if isinstance(v, Rate):
+                v = _pct(v.ratio)
             elif v is None:
                 v = "—"
             color = "red" if k.startswith("是否达标") and res.breach else "black"

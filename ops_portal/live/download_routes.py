@@ -1,7 +1,9 @@
 """Watermarked downloads: ``POST /api/channels/{id}/downloads`` captures a live clip (``{"seconds"}``) or
 exports a recorded time range (``{"start", "end", "source"}``: the device's storage with ``s=Download`` or the
 platform's segments) as an MP4 carrying the requester's visible watermark and signed session tag; the job's
-progress; the file.
+progress (percent, a measured ETA and speed); the file.  The download centre: ``GET /api/downloads`` (yours, or
+with ``all=true`` everyone's within your data scope for ``user.manage``; filters by user, channel and creation
+time; paging) and ``GET /api/downloads.csv`` (the same history as a spreadsheet, Beijing time).
 
 The work is done by :class:`watermark.downloads.DownloadManager` (``app.state.downloads``, started by
 the platform; made on first use otherwise).  A job and its file are visible to the user who asked for
@@ -14,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from gbcore.log import get_logger
@@ -84,6 +86,13 @@ class DownloadJobOut(BaseModel):
                                                   "an assumed encoding time of 0.2 s per captured second while "
                                                   "capturing; remaining frames at the measured encoding rate "
                                                   "while encoding; null when queued or finished")
+    eta_seconds: float | None = Field(None, description="estimated seconds left at the rate measured since the job "
+                                      "began work (elapsed x (100 - percent) / percent); null while queued, "
+                                      "before there is a measurable rate, and once finished: an estimate only")
+    speed: float | None = Field(None, description="media seconds handled per wall-clock second in the current "
+                                "step (about 1 while capturing a live clip); null when not measurable")
+    display_name: str | None = Field(None, description="the requester's display name")
+    channel_name: str | None = Field(None, description="the channel's name (null when the channel is gone)")
     created_at: UtcTime
     finished_at: UtcTime | None = None
     media_start: UtcTime | None = Field(None, description="wall clock of the clip's first picture (the time "
@@ -101,6 +110,9 @@ class DownloadJobOut(BaseModel):
 
 class DownloadJobList(BaseModel):
     items: list[DownloadJobOut]
+    total: int = Field(description="jobs matching the filters (visible to the caller), before paging")
+    offset: int = 0
+    limit: int = 100
 
 
 def _manager(request: Request) -> Any:
@@ -116,14 +128,20 @@ def _manager(request: Request) -> Any:
     return manager
 
 
-def _out(manager: Any, row: Any) -> DownloadJobOut:
+def _out(manager: Any, row: Any, names: dict[str, Any] | None = None) -> DownloadJobOut:
+    """The job as the API gives it; ``names`` (from :func:`_names`) adds the requester's display name and
+    the channel's name."""
     prog = manager.progress.get(row.id)
     state = prog.state if prog is not None and row.state not in ("done", "failed") else row.state
     import time
 
+    measured = speed = None
     if prog is not None and state not in ("done", "failed"):
+        now = time.monotonic()
         percent = prog.percent(row.seconds)
-        eta = prog.eta(row.seconds, time.monotonic())
+        eta = prog.eta(row.seconds, now)
+        if hasattr(prog, "measured_eta"):
+            measured, speed = prog.measured_eta(row.seconds, now), prog.speed(row.seconds, now)
         seconds_captured = prog.seconds_captured
         frames_captured = prog.frames_captured
         frames_encoded = prog.frames_encoded if state == "encoding" else 0
@@ -142,10 +160,30 @@ def _out(manager: Any, row: Any) -> DownloadJobOut:
         start=beijing(getattr(row, "window_start", None)), end=beijing(getattr(row, "window_end", None)),
         source=getattr(row, "source", None),
         seconds_captured=seconds_captured, frames_captured=frames_captured, frames_encoded=frames_encoded,
-        eta_s=eta, created_at=row.created_at, finished_at=row.finished_at, media_start=row.media_start,
+        eta_s=eta, eta_seconds=measured, speed=speed,
+        display_name=(names or {}).get("users", {}).get(row.user_id),
+        channel_name=(names or {}).get("channels", {}).get((row.device_id, row.channel_id)),
+        created_at=row.created_at, finished_at=row.finished_at, media_start=row.media_start,
         media_end=row.media_end, duration_s=row.duration_s, size=row.size, sha256=row.sha256,
         session_id=row.session_id, watermark_id=row.watermark_id,
         file_url=f"/api/downloads/{row.id}/file" if available else None, expires_at=row.expires_at)
+
+
+async def _names(request: Request, rows: list[Any]) -> dict[str, Any]:
+    """Display names of the rows' requesters and names of their channels (device id, channel id)."""
+    if not rows:
+        return {}
+    from sqlalchemy import select
+
+    from device_registry.queries import channel_names
+
+    user_ids = {r.user_id for r in rows}
+    refs = {(r.device_id, r.channel_id) for r in rows}
+    async with request.app.state.sessionmaker() as session:
+        users = dict((await session.execute(select(User.id, User.display_name).where(User.id.in_(user_ids)))).all())
+        found = await channel_names(session, refs)
+    channels = {(ref.device_id, ref.channel_id): name for ref, name in found.items()}
+    return {"users": users, "channels": channels}
 
 
 async def _visible_job(request: Request, user: User, access: Any, job_id: str) -> tuple[Any, Any]:
@@ -223,22 +261,47 @@ async def create_download(user: Downloader, access: AccessDep, registry: Registr
     return _out(manager, row)
 
 
-@router.get("/api/downloads", operation_id="downloads_list", summary="我的下载任务 / my download jobs",
-            response_model=DownloadJobList)
-async def list_downloads(
-    user: Downloader,
-    access: AccessDep,
-    request: Request,
-    all_users: Annotated[bool, Query(alias="all", description="所有用户的任务（需要用户管理权限）/ every user's "
-                                     "jobs (needs user.manage)")] = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> DownloadJobList:
-    """Your download jobs, newest first (with `all=true`, everyone's, for holders of `user.manage`)."""
+#: the most jobs one list or export reads (newest first) before filtering to the caller's scope and paging
+MAX_HISTORY = 5000
+
+AllUsers = Annotated[bool, Query(alias="all", description="所有用户的任务（需要用户管理权限，仅限其数据范围内的通道）/ "
+                                 "every user's jobs (needs user.manage; others' jobs of channels in your scope)")]
+#: no control characters in a filter (PostgreSQL refuses NUL in text)
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+UserFilter = Annotated[str | None, Query(alias="user", max_length=64, pattern=PRINTABLE, description="只看此用户名的任务 / only "
+                                         "this username's jobs")]
+DeviceFilter = Annotated[str | None, Query(max_length=32, pattern=PRINTABLE, description="设备编号 / device id")]
+ChannelFilter = Annotated[str | None, Query(max_length=32, pattern=PRINTABLE, description="通道编号（与 device_id 一起指定一个通道）/ "
+                                            "channel id (with device_id: one channel)")]
+SinceFilter = Annotated[str | None, Query(max_length=40, description="创建时间不早于，ISO 8601，无时区时为北京时间 / "
+                                          "created at or after (ISO 8601, Beijing time without an offset)")]
+UntilFilter = Annotated[str | None, Query(max_length=40, description="创建时间早于 / created before")]
+
+
+async def _history(request: Request, user: User, access: Any, all_users: bool, username: str | None,
+                   device_id: str | None, channel_id: str | None, since: str | None,
+                   until: str | None) -> tuple[Any, list[Any]]:
+    """The jobs the caller may see that match the filters, newest first (at most :data:`MAX_HISTORY`)."""
     if all_users and not access.can("user.manage"):
         raise ApiError(403, "forbidden", "无权查看他人的下载任务（需要“用户管理”权限）/ permission denied (needs "
                        "manage users: user.manage)")
+    from ops_portal.timewindow import parse_time
+
+    filters: dict[str, Any] = {}
+    if username:
+        filters["username"] = username
+    if device_id:
+        filters["device_id"] = device_id
+    if channel_id:
+        filters["channel_id"] = channel_id
+    if since:
+        filters["since"] = parse_time(since, "since")
+    if until:
+        filters["until"] = parse_time(until, "until")
+    if "since" in filters and "until" in filters and filters["until"] <= filters["since"]:
+        raise ApiError(422, "bad_window", "结束时间须晚于开始时间 / until must be after since")
     manager = _manager(request)
-    rows = await manager.list_jobs(None if all_users else user.id, limit)
+    rows = await manager.list_jobs(None if all_users else user.id, MAX_HISTORY, **filters)
     if all_users and not access.scope.all:  # others' jobs: only of channels in the caller's scope
         from gbcore.ids import ChannelRef
         from ops_portal.scope_lists import channels_in_scope
@@ -246,14 +309,106 @@ async def list_downloads(
         allowed = await channels_in_scope(request.app.state.registry, access.scope,
                                           {ChannelRef(r.device_id, r.channel_id) for r in rows})
         rows = [r for r in rows if r.user_id == user.id or ChannelRef(r.device_id, r.channel_id) in allowed]
-    return DownloadJobList(items=[_out(manager, r) for r in rows])
+    return manager, rows
+
+
+@router.get("/api/downloads", operation_id="downloads_list", summary="下载中心：我的（或所有用户的）下载任务 / "
+            "download centre: my (or every user's) download jobs", response_model=DownloadJobList)
+async def list_downloads(
+    user: Downloader,
+    access: AccessDep,
+    request: Request,
+    all_users: AllUsers = False,
+    username: UserFilter = None,
+    device_id: DeviceFilter = None,
+    channel_id: ChannelFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_HISTORY)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DownloadJobList:
+    """Your download jobs, newest first (with `all=true`, everyone's of the channels in your data scope,
+    for holders of `user.manage`), filtered by `user` (username), `device_id` + `channel_id`, and the
+    creation time `since` / `until`; `total` counts the matches before `offset` / `limit`."""
+    manager, rows = await _history(request, user, access, all_users, username, device_id, channel_id, since, until)
+    page = rows[offset:offset + limit]
+    names = await _names(request, page)
+    return DownloadJobList(items=[_out(manager, r, names) for r in page], total=len(rows), offset=offset,
+                           limit=limit)
+
+
+_CSV_STATE = {"queued": "排队中 / queued", "capturing": "读取中 / capturing", "encoding": "加水印编码 / encoding",
+              "done": "成功 / done", "failed": "失败 / failed"}
+_CSV_SOURCE = {None: "实时片段 / live clip", "device": "设备录像 / device recording",
+               "platform": "平台录像 / platform recording"}
+CSV_HEADERS = ["任务编号 / job id", "用户名 / username", "姓名 / display name", "创建时间 / created",
+               "完成时间 / finished", "设备编号 / device id", "通道编号 / channel id", "通道名称 / channel name",
+               "类型 / kind", "录像开始 / video start", "录像结束 / video end", "时长（秒）/ duration (s)",
+               "文件大小（字节）/ size (bytes)", "SHA-256", "水印编号 / watermark id", "会话编号 / session id",
+               "客户端 IP / client IP", "结果 / result", "原因 / reason"]
+
+
+def _bj(value: datetime | None) -> str:
+    """Beijing wall time ``YYYY-MM-DD HH:MM:SS`` for a spreadsheet ('' for None)."""
+    if value is None:
+        return ""
+    from datetime import UTC, timedelta, timezone
+
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@router.get("/api/downloads.csv", operation_id="downloads_csv", summary="下载历史导出 CSV（北京时间）/ download "
+            "history as CSV (Beijing time)", response_class=Response,
+            responses={200: {"content": {"text/csv": {}}, "description": "UTF-8 with BOM"}})
+async def downloads_csv(
+    user: Downloader,
+    access: AccessDep,
+    request: Request,
+    all_users: AllUsers = False,
+    username: UserFilter = None,
+    device_id: DeviceFilter = None,
+    channel_id: ChannelFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+) -> Response:
+    """The download history the list shows (same filters, no paging): who, when, which channel (id and
+    name), the video period, size, SHA-256 and watermark id of the copy, and the result.  Times are Beijing
+    time; UTF-8 with BOM for spreadsheet programs."""
+    import csv
+    import io
+
+    manager, rows = await _history(request, user, access, all_users, username, device_id, channel_id, since,
+                                     until)
+    names = await _names(request, rows)
+    users, channels = names.get("users", {}), names.get("channels", {})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(CSV_HEADERS)
+    for r in rows:
+        prog = manager.progress.get(r.id)
+        state = prog.state if prog is not None and r.state not in ("done", "failed") else r.state
+        win_start = getattr(r, "window_start", None) or r.media_start
+        win_end = getattr(r, "window_end", None) or r.media_end
+        w.writerow([r.id, r.username, users.get(r.user_id) or "", _bj(r.created_at), _bj(r.finished_at),
+                    r.device_id, r.channel_id, channels.get((r.device_id, r.channel_id)) or "",
+                    _CSV_SOURCE.get(getattr(r, "source", None), getattr(r, "source", "")), _bj(win_start),
+                    _bj(win_end), "" if r.duration_s is None else round(r.duration_s, 1),
+                    "" if r.size is None else r.size, r.sha256 or "", r.watermark_id, r.session_id,
+                    getattr(r, "client_ip", None) or "", _CSV_STATE.get(state, state), r.reason or ""])
+    from datetime import UTC
+
+    name = f"downloads-{_stamp(datetime.now(UTC))}.csv"
+    return Response("\ufeff" + buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
 
 @router.get("/api/downloads/{job_id}", operation_id="downloads_get", summary="下载任务进度 / download job progress",
             response_model=DownloadJobOut, responses=error_responses(404))
 async def get_download(user: Downloader, access: AccessDep, request: Request, job_id: JobIdPath) -> DownloadJobOut:
     manager, row = await _visible_job(request, user, access, job_id)
-    return _out(manager, row)
+    return _out(manager, row, await _names(request, [row]))
 
 
 @router.get("/api/downloads/{job_id}/file", operation_id="downloads_file",

@@ -22,7 +22,7 @@ __all__ = ["move_recorder", "playback_window", "record_playback_start", "record_
 
 
 async def record_start(audit: Any, *, user: Any, session: Any, transport: str, client_ip: str | None,
-                       codec: str | None) -> None:
+                       codec: str | None, stream: str = "main") -> None:
     """``live.start`` for ``session`` (raises when the audit log cannot record it)."""
     from audit_log.log import Actor, Target
 
@@ -32,7 +32,7 @@ async def record_start(audit: Any, *, user: Any, session: Any, transport: str, c
                        client_ip=client_ip, session_id=session.session_id,
                        watermark_id=plan.code if plan is not None else None,
                        detail={"device_id": ref.device_id, "channel_id": ref.channel_id, "transport": transport,
-                               "codec": codec,
+                               "codec": codec, "stream": stream,
                                "watermark": None if plan is None else ("on" if plan.on else "off")})
 
 

@@ -30,6 +30,8 @@ MEDIA_ERRORS = {
     "bad_position": 422,
     "control_refused": 502,
     "no_session": 404,
+    "no_sub_stream": 409,  # the device has no sub-stream identification set
+    "bad_stream": 422,
     # the cluster (issue 17, gbops.cluster_media): no media node can take the stream, or it did not answer
     "no_media_node": 503,
     "media_node_unavailable": 503,

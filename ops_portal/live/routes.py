@@ -47,6 +47,10 @@ ChannelIdPath = Annotated[str, Path(min_length=1, max_length=32, description="�
 class LiveRequest(BaseModel):
     transport: Literal["udp", "tcp-passive", "tcp-active"] | None = Field(
         default=None, description="媒体传输方式 / media transport (default udp)")
+    stream: Literal["main", "sub"] | None = Field(
+        default=None, description="主码流或子码流 / the main stream or the sub-stream (default: GBOPS_LIVE_STREAM, "
+        "main unless configured; a device with no sub-stream identification set is watched on its main stream "
+        "by default and refused 409 no_sub_stream when the sub-stream is asked by name)")
 
 
 class LiveOut(BaseModel):
@@ -62,6 +66,9 @@ class LiveOut(BaseModel):
     watermark: bool | None = Field(default=None, description="the picture carries the viewer's visible "
                                    "watermark (every output carries the signed session tag)")
     watermark_id: str | None = Field(default=None, description="the short session code drawn in the picture")
+    stream: Literal["main", "sub"] = Field(default="main", description="the stream watched (主码流 / 子码流)")
+    sub_stream: bool = Field(default=False, description="the device can be asked for its sub-stream (its stream "
+                             "identification form is set)")
 
 
 class StreamOut(BaseModel):
@@ -71,6 +78,7 @@ class StreamOut(BaseModel):
 
     device_id: str
     channel_id: str
+    stream: str = Field(default="main", description="main | sub: a channel's sub-stream is an upstream of its own")
     node_id: str | None = Field(default=None, description="承载该流的媒体节点（集群中）/ the media node serving the "
                                 "stream (issue 17); null where the platform runs no node directory")
     transport: str | None = None
@@ -125,29 +133,51 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
     (WHEP, `POST` an SDP offer) or `flv_url` (HTTP-FLV) within `expires_at`. Ten viewers of one channel
     cost the camera one stream. `/api/devices/{device_id}/channels/{channel_id}/live` names the camera
     exactly; `/api/channels/{channel_id}/live` answers 409 `ambiguous_channel` (with `devices`) when
-    several of your devices report that channel id."""
+    several of your devices report that channel id.
+
+    `stream`: `main` or `sub` (the device's sub-stream, an upstream of its own, asked in the device's stream
+    identification form: `a=streamnumber:1`, `a=stream:1` or `a=streamprofile:1`). When the node's watermark
+    encoders are all busy the answer is 503 `watermark_capacity` with `actions`: `[{"action": "use_sub_stream",
+    "stream": "sub"}]` when the device has a sub-stream, which costs a fraction of an encoder."""
     media = _media(request)
     channel_id = ref.channel_id
     if sip is None or not await device_online(sip, ref.device_id):
         raise ApiError(409, "device_offline", f"设备不在线 / the device is offline: {ref.device_id}")
     settings = request.app.state.settings
     transport = (body.transport if body else None) or settings.live_transport
+    device = await registry.get_device(ref.device_id)
+    form = getattr(device, "stream_form", None) or "none"
+    has_sub = form != "none"
+    asked = body.stream if body else None
+    stream = asked or settings.live_stream
+    if stream == "sub" and not has_sub:
+        if asked == "sub":
+            raise ApiError(409, "no_sub_stream", "该设备未设置子码流标识方式，请在设备管理中设置 / the device has no "
+                           "sub-stream identification set: set it in device management")
+        stream = "main"  # the platform's default is the sub-stream, this device has none: its main stream
     from media_relay.stream import MediaError
     from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable, Viewer
 
     viewer = Viewer(user_id=user.id, username=user.username, display_name=user.display_name, phone=user.phone,
                     client_ip=client_ip(request), roles=tuple(getattr(access, "roles", ())))
     try:
-        session = await media.open_viewer(ref, viewer, kind="live", transport=transport)
+        if stream == "main":
+            session = await media.open_viewer(ref, viewer, kind="live", transport=transport)
+        else:
+            session = await media.open_viewer(ref, viewer, kind="live", transport=transport, stream=stream)
     except TransformUnavailable as exc:
         raise ApiError(503, "watermark_font_missing", str(exc)) from None
     except TransformCapacityExceeded as exc:
         retry = str(settings.watermark_retry_after)
-        log.warning("live.watermark_capacity", channel=ref.key, user=user.username, limit=exc.limit)
+        log.warning("live.watermark_capacity", channel=ref.key, user=user.username, limit=exc.limit, stream=stream)
+        offer_sub = has_sub and stream == "main"
         raise ApiError(503, "watermark_capacity",
-                       f"本节点的水印编码器已全部占用（{exc.limit} 路），请 {retry} 秒后重试，或改看子码流 / "
-                       f"all {exc.limit} watermark encoders of this node are busy: retry in {retry} s, "
-                       "or watch the channel's sub-stream", headers={"Retry-After": retry}) from None
+                       f"本节点的水印编码器已全部占用（{exc.limit} 路），请 {retry} 秒后重试"
+                       + ("，或改看子码流" if offer_sub else "") + f" / all {exc.limit} watermark encoders of this "
+                       f"node are busy: retry in {retry} s" + (", or watch the sub-stream" if offer_sub else ""),
+                       headers={"Retry-After": retry},
+                       extra={"actions": [{"action": "use_sub_stream", "stream": "sub"}] if offer_sub else [],
+                              "retry_after": int(retry)}) from None
     except MediaError as exc:
         log.warning("live.failed", channel=ref.key, user=user.username, code=exc.code, reason=str(exc))
         raise media_error(exc) from None
@@ -156,7 +186,7 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
     if audit is not None:
         try:
             await live_audit.record_start(audit, user=user, session=session, transport=transport,
-                                          client_ip=client_ip(request), codec=session.codec)
+                                          client_ip=client_ip(request), codec=session.codec, stream=stream)
         except Exception:
             # no evidence, no video: a viewing that cannot be recorded is not handed out
             media.close_session(session.session_id, "audit log unavailable")
@@ -173,7 +203,7 @@ async def start_live(user: LiveViewer, access: AccessDep, registry: RegistryDep,
                    channel_id=channel_id, device_id=ref.device_id, codec=session.codec,
                    width=params.width if params else None, height=params.height if params else None,
                    watermark=plan.on if plan is not None else None,
-                   watermark_id=plan.code if plan is not None else None)
+                   watermark_id=plan.code if plan is not None else None, stream=stream, sub_stream=has_sub)
 
 
 @router.delete("/api/sessions/{session_id}", operation_id="live_session_delete", status_code=204,

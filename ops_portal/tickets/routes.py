@@ -96,18 +96,106 @@ def ticket_out(ticket: Ticket, now: datetime, events: list[TicketEvent] | None =
     )
 
 
-async def _visibility(access: Any, registry: Any) -> Any:
-    """None (everything) or an SQL condition limiting tickets to the caller's scope."""
-    from device_registry.scope import pairs_in
-
-    channels = await registry.scoped_channels(access.scope)
+async def _scope_refs(registry: Any, scope: Any) -> frozenset[ChannelRef] | None:
+    """The (not removed) channels of a scope (the caller's, an organisation node's, a contract's); None: all."""
+    channels = await registry.scoped_channels(scope)
     if channels is None:
         return None
-    refs = {ChannelRef(c.device_id, c.channel_id) for c in channels}
-    device_ids = sorted({c.device_id for c in channels})
+    return frozenset(ChannelRef(c.device_id, c.channel_id) for c in channels)
+
+
+def _tickets_of(refs: frozenset[ChannelRef]) -> Any:
+    """SQL condition: the ticket is about one of these channels, or (a device ticket) about one of their devices."""
+    from device_registry.scope import pairs_in
+
+    device_ids = sorted({r.device_id for r in refs})
     # a channel ticket is visible for exactly that device's channel (channel ids repeat across devices)
     return or_(pairs_in(Ticket.device_id, Ticket.channel_id, refs),
                Ticket.channel_id.is_(None) & Ticket.device_id.in_(device_ids))
+
+
+async def _visibility(access: Any, registry: Any) -> Any:
+    """None (everything) or an SQL condition limiting tickets to the caller's scope."""
+    refs = await _scope_refs(registry, access.scope)
+    return None if refs is None else _tickets_of(refs)
+
+
+#: the longest ``q`` of the ticket list (a search word, not a query language)
+SEARCH_MAX = 64
+
+
+def _like_pattern(text: str) -> str:
+    """``%text%`` for a case-insensitive LIKE, with LIKE's own characters escaped (``\\`` is the escape)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _search(q: str) -> Any:
+    """SQL condition: ``q`` (case-insensitive) is in the ticket's description, feedback, anomaly, reporter, device
+    id or channel id, or in the name of its channel (that device's channel) or of its device."""
+    from sqlalchemy import tuple_
+
+    from device_registry.queries import channels_named_like, devices_named_like
+
+    pattern = _like_pattern(q)
+
+    def has(col: Any) -> Any:
+        return func.lower(func.coalesce(col, "")).like(pattern, escape="\\")
+
+    # the names are the registry's: matched in the database through its subqueries, never its tables here
+    return or_(has(Ticket.note), has(Ticket.feedback_note), has(Ticket.anomaly), has(Ticket.reporter_name),
+               has(Ticket.device_id), has(Ticket.channel_id),
+               tuple_(Ticket.device_id, Ticket.channel_id).in_(channels_named_like(pattern)),
+               Ticket.device_id.in_(devices_named_like(pattern)))
+
+
+async def _org_node_filter(session: Any, access: Any, registry: Any, org_node_id: int,
+                           visible: frozenset[ChannelRef] | None) -> Any:
+    """SQL condition: tickets of the channels under the organisation node (descendants included), within the
+    caller's scope.  A scoped caller may name a node of its scope, or one above its channels (the tree shows
+    it); any other node answers exactly as a node that does not exist (404): nothing to probe."""
+    from ops_portal.access import Scope
+    from ops_portal.contracts import org_descendants
+
+    not_found = ApiError(404, "org_node_not_found", f"组织节点不存在 / organisation node not found: {org_node_id}")
+    if await registry.get_org_node(org_node_id) is None:
+        raise not_found
+    refs = await _scope_refs(registry, Scope(False, await org_descendants(session, [org_node_id])))
+    assert refs is not None
+    if visible is not None:
+        refs = refs & visible
+        if not refs and not access.scope.allows_node(org_node_id):
+            raise not_found
+    return _tickets_of(refs)
+
+
+async def _visible_contract(session: Any, access: Any, registry: Any, contract_id: int) -> Contract:
+    """The contract, if the caller may see it: a scoped caller only one whose service scope lies inside its own
+    (the contracts it can list); any other answers as one that does not exist (404): nothing to probe."""
+    from ops_portal.scope_lists import grants_within_scope
+
+    contract = await session.get(Contract, contract_id)
+    if contract is None or not await grants_within_scope(
+            registry, access.scope, org_node_ids=contract.org_node_ids or (), channels=contract.channel_ids or ()):
+        raise _contract_not_found(contract_id)
+    return contract
+
+
+async def _contract_filter(session: Any, access: Any, registry: Any, contract_id: int,
+                           visible: frozenset[ChannelRef] | None) -> Any:
+    """SQL condition: tickets of the channels the contract's service scope covers now (the scope the online-rate
+    reports use, :func:`ops_portal.contracts.contract_scope`), and the tickets reported under the contract (its
+    SLA report's), within the caller's scope.  A scoped caller may name only a contract it can list (its
+    scope inside the caller's); any other answers as a contract that does not exist (404)."""
+    from ops_portal.contracts import contract_scope
+
+    await _visible_contract(session, access, registry, contract_id)
+    scope = await contract_scope(session, contract_id)
+    refs = await _scope_refs(registry, scope)
+    assert refs is not None
+    if visible is not None:
+        refs = refs & visible
+    return or_(_tickets_of(refs), Ticket.contract_id == contract_id)
 
 
 async def _check_ticket_scope(access: Any, registry: Any, ticket: Ticket) -> None:
@@ -133,7 +221,8 @@ async def _load_ticket(session: Any, access: Any, registry: Any, ticket_id: int)
 
 
 # ---------------------------------------------------------------------------------------------- tickets
-@router.get("/api/tickets", operation_id="tickets_list", summary="工单列表 / list tickets", response_model=TicketList)
+@router.get("/api/tickets", operation_id="tickets_list", summary="工单列表 / list tickets", response_model=TicketList,
+            responses=error_responses(404))
 async def list_tickets(
     request: Request,
     user: TicketReader,
@@ -147,15 +236,31 @@ async def list_tickets(
     kind: Annotated[str | None, Query(pattern="^(fault|quality)$")] = None,
     channel_id: Annotated[str | None, Query(max_length=32, pattern=ID_PATTERN)] = None,
     device_id: Annotated[str | None, Query(max_length=32, pattern=ID_PATTERN, description="按设备 / by device")] = None,
+    contract_id: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="合同服务范围内的工单 / tickets of a "
+                                             "contract's service scope")] = None,
+    org_node_id: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="组织节点（含下级）下的工单 / tickets "
+                                             "under an organisation node (descendants included)")] = None,
+    q: Annotated[str | None, Query(max_length=SEARCH_MAX, description="搜索：故障描述、通道名称、设备或通道编码（不区分"
+                                   "大小写） / search the description, channel name, device or channel id")] = None,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TicketList:
-    """Newest first.  ``overdue=true``: waiting for repair past the deadline, or repaired late."""
+    """Newest first.  ``overdue=true``: waiting for repair past the deadline, or repaired late.
+    ``contract_id``: tickets of the channels the contract covers (and those reported under it);
+    ``org_node_id``: of the channels under the node.  For a scoped caller a contract or node it cannot see
+    answers 404 as an unknown one."""
     now = _clock(request)()
     stmt = select(Ticket)
-    visible = await _visibility(access, registry)
-    if visible is not None:
-        stmt = stmt.where(visible)
+    visible_refs = await _scope_refs(registry, access.scope)
+    if visible_refs is not None:
+        stmt = stmt.where(_tickets_of(visible_refs))
+    if contract_id is not None:
+        stmt = stmt.where(await _contract_filter(session, access, registry, contract_id, visible_refs))
+    if org_node_id is not None:
+        stmt = stmt.where(await _org_node_filter(session, access, registry, org_node_id, visible_refs))
+    words = "".join(ch for ch in q or "" if ch >= " ").strip()  # control characters (NUL: PostgreSQL refuses) out
+    if words:
+        stmt = stmt.where(_search(words))
     if state is not None:
         stmt = stmt.where(Ticket.state == state)
     if open is not None:
@@ -453,11 +558,10 @@ async def create_contract(
 
 @router.get("/api/contracts/{contract_id}", operation_id="contracts_get", summary="合同详情 / one contract",
             response_model=ContractOut, responses=error_responses(404))
-async def get_contract_route(contract_id: ContractIdPath, user: ReportReader, session: SessionDep) -> ContractOut:
-    contract = await session.get(Contract, contract_id)
-    if contract is None:
-        raise _contract_not_found(contract_id)
-    return ContractOut.model_validate(contract)
+async def get_contract_route(contract_id: ContractIdPath, user: ReportReader, access: AccessDep, registry: RegistryDep,
+                             session: SessionDep) -> ContractOut:
+    """A scoped caller reads only the contracts it can list (another answers 404, as an unknown one)."""
+    return ContractOut.model_validate(await _visible_contract(session, access, registry, contract_id))
 
 
 @router.patch("/api/contracts/{contract_id}", operation_id="contracts_update", summary="修改合同 / change a contract",
@@ -521,11 +625,9 @@ async def delete_contract(
 
 
 # ---------------------------------------------------------------------------------------------- SLA
-async def _sla(request: Request, session: Any, contract_id: int, start: datetime | None,
+async def _sla(request: Request, session: Any, access: Any, registry: Any, contract_id: int, start: datetime | None,
                end: datetime | None) -> SlaReportOut:
-    contract = await session.get(Contract, contract_id)
-    if contract is None:
-        raise _contract_not_found(contract_id)
+    contract = await _visible_contract(session, access, registry, contract_id)
     now = _clock(request)()
     end = _aware(end) or now
     start = _aware(start) or end - timedelta(days=30)
@@ -560,29 +662,35 @@ PeriodEnd = Annotated[datetime | None, Query(description="期间结束（不含�
             summary="合同 SLA 报表 / SLA report of a contract", response_model=SlaReportOut,
             responses=error_responses(404))
 async def sla_report(
-    request: Request, contract_id: ContractIdPath, user: ReportReader, session: SessionDep,
-    start: PeriodStart = None, end: PeriodEnd = None,
+    request: Request, contract_id: ContractIdPath, user: ReportReader, access: AccessDep, registry: RegistryDep,
+    session: SessionDep, start: PeriodStart = None, end: PeriodEnd = None,
 ) -> SlaReportOut:
     """Tickets of the contract reported in [start, end): share repaired within the limit, mean and
-    95th-percentile repair time, overdue list."""
-    return await _sla(request, session, contract_id, start, end)
+    95th-percentile repair time, overdue list.  A scoped caller: only a contract it can list (else 404)."""
+    return await _sla(request, session, access, registry, contract_id, start, end)
 
 
 @router.get("/api/contracts/{contract_id}/sla.csv", operation_id="contracts_sla_csv",
             summary="合同 SLA 报表导出 CSV / SLA report as CSV", response_class=Response,
             responses={**error_responses(404), 200: {"content": {"text/csv": {}}}})
 async def sla_report_csv(
-    request: Request, contract_id: ContractIdPath, user: ReportReader, session: SessionDep,
-    start: PeriodStart = None, end: PeriodEnd = None,
+    request: Request, contract_id: ContractIdPath, user: ReportReader, access: AccessDep, registry: RegistryDep,
+    session: SessionDep, start: PeriodStart = None, end: PeriodEnd = None,
 ) -> Response:
-    """A summary block, then one line per overdue ticket (UTF-8 with BOM, for spreadsheet programs)."""
-    report = await _sla(request, session, contract_id, start, end)
+    """A summary block, then one line per overdue ticket (UTF-8 with BOM, for spreadsheet programs); the share
+    within the limit is a percentage (``share_within_limit(%)``, e.g. ``100``)."""
+    from ops_portal.availability.reports import percent_text
+
+    report = await _sla(request, session, access, registry, contract_id, start, end)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["指标 / metric", "值 / value"])
     for key in ("contract_id", "start", "end", "repair_limit_hours", "tickets", "repaired", "within_limit",
                 "missed", "pending", "share_within_limit", "mean_repair_seconds", "p95_repair_seconds"):
         value = getattr(report, key)
+        if key == "share_within_limit":  # a rate: a plain number of percent (100, not 1.0), as every report file
+            w.writerow([f"{key}(%)", percent_text(value)])
+            continue
         w.writerow([key, value.isoformat() if isinstance(value, datetime) else ("" if value is None else value)])
     w.writerow([])
     w.writerow(["ticket_id", "channel_id", "device_id", "state", "reported_at", "deadline", "feedback_at",

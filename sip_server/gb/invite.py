@@ -208,9 +208,11 @@ class InviteSessions:
     # ------------------------------------------------------------------ platform side
     def invite(self, device_id: str, channel_id: str, *, media_ip: str, media_port: int, ssrc: str,
                transport: str, now: float, session_name: str = "Play", start: int | None = None,
-               end: int | None = None, speed: int | None = None) -> str | None:
+               end: int | None = None, speed: int | None = None,
+               stream: tuple[str, int] | None = None) -> str | None:
         """Send an INVITE for ``channel_id`` of ``device_id``; returns the Call-ID, or None if the device
-        cannot be reached (offline / no route).
+        cannot be reached (offline / no route). ``stream``: (form, number) of the encoder stream asked for
+        (``a=streamnumber:1``: the sub-stream; see :func:`sip_server.sip.sdp.gb_offer`).
 
         Live by default; ``session_name="Playback"`` or ``"Download"`` with ``start``/``end`` (Unix seconds)
         asks for the recording of that window (``u=<channel>:0``, ``t=<start> <end>``), ``speed`` a
@@ -227,7 +229,7 @@ class InviteSessions:
         tag = random_hex(5)
         host, port = route.addr
         body = build_offer(origin_id=cfg.sip_id, ip=media_ip, port=media_port, ssrc=ssrc, transport=transport,
-                           session_name=session_name, time=time, uri=uri, speed=speed)
+                           session_name=session_name, time=time, uri=uri, speed=speed, stream=stream)
         h = Headers()
         h.add("Via", via_value(route.transport))
         h.add("From", f"<sip:{cfg.sip_id}@{cfg.domain}>;tag={tag}")

@@ -251,23 +251,48 @@ def gb_sdp(*, origin_id: str, ip: str, port: int, ssrc: str | None, payloads: It
                media=[video], ssrc=ssrc, media_format=media_format, uri=uri)
 
 
+# How a device is asked for one of its encoder's streams (0 main, 1 the first sub-stream, ...): GB/T 28181-2022's
+# ``a=streamnumber:N`` and the two vendor forms that came before it, ``a=stream:N`` and ``a=streamprofile:N``.
+STREAM_FORMS = ("streamnumber", "stream", "streamprofile")
+
+
 def gb_offer(*, origin_id: str, ip: str, port: int, ssrc: str, transport: str = "udp", session_name: str = "Play",
-             time: str = "0 0", uri: str | None = None, speed: int | None = None) -> Sdp:
+             time: str = "0 0", uri: str | None = None, speed: int | None = None,
+             stream: tuple[str, int] | None = None) -> Sdp:
     """The platform's INVITE offer to a GB/T 28181 device.
 
     ``transport``: ``udp`` (RTP/AVP), ``tcp-passive`` (we listen, the device connects) or ``tcp-active``
     (the device listens on the port it answers, we connect). Playback: ``session_name="Playback"``,
-    ``time="<start> <stop>"``, ``uri="<channel>:0"``; download adds ``speed`` (``a=downloadspeed``)."""
+    ``time="<start> <stop>"``, ``uri="<channel>:0"``; download adds ``speed`` (``a=downloadspeed``).
+    ``stream``: (form, number) asks for one of the encoder's streams, e.g. ``("streamnumber", 1)`` ->
+    ``a=streamnumber:1`` (the sub-stream); the form is one of :data:`STREAM_FORMS` (ValueError otherwise)."""
     tcp = transport.startswith("tcp")
+    extra: list[Attr] = [("downloadspeed", str(speed))] if speed is not None else []
+    if stream is not None:
+        form, number = stream
+        if form not in STREAM_FORMS or not isinstance(number, int) or not 0 <= number <= 9:
+            raise ValueError(f"码流标识无效 / invalid stream identification {stream!r}")
+        extra.append((form, str(number)))
     return gb_sdp(origin_id=origin_id, ip=ip, port=port, ssrc=ssrc, payloads=OFFER_PAYLOADS, direction="recvonly",
                   tcp=tcp, setup=("passive" if transport == "tcp-passive" else "active") if tcp else None,
-                  session_name=session_name, time=time, uri=uri or None,
-                  extra_attrs=[("downloadspeed", str(speed))] if speed is not None else ())
+                  session_name=session_name, time=time, uri=uri or None, extra_attrs=extra)
 
 
 def build_offer(*, origin_id: str, ip: str, port: int, ssrc: str, transport: str = "udp",
                 session_name: str = "Play", time: str = "0 0", uri: str | None = None,
-                speed: int | None = None) -> bytes:
+                speed: int | None = None, stream: tuple[str, int] | None = None) -> bytes:
     """:func:`gb_offer` serialised: the body of the platform's INVITE."""
     return gb_offer(origin_id=origin_id, ip=ip, port=port, ssrc=ssrc, transport=transport,
-                    session_name=session_name, time=time, uri=uri, speed=speed).to_bytes()
+                    session_name=session_name, time=time, uri=uri, speed=speed, stream=stream).to_bytes()
+
+
+def offered_stream(sdp: Sdp) -> int | None:
+    """The stream number an offer asks for in any of the :data:`STREAM_FORMS` (video m-line or session level),
+    None when it names none or the value is not a small number (the device side of :func:`gb_offer`)."""
+    video = sdp.video
+    for attrs in ((video.attrs if video is not None else []), sdp.attrs):
+        for name, value in attrs:
+            number = value.strip() if value is not None else ""
+            if name in STREAM_FORMS and number.isascii() and number.isdigit() and len(number) <= 2:
+                return int(number)
+    return None

@@ -19,7 +19,7 @@ from ops_portal.availability.service import ScopeFilter, compute_period, period_
 from tests.conftest import need_tool
 from tests.portal.conftest import bearer
 
-from .conftest import C2A, C2B, EXPECTED, EXPECTED_RATE, seed_day, z
+from .conftest import C2A, C2B, C3, EXPECTED, EXPECTED_RATE, seed_day, z
 
 TZ = ZoneInfo("Asia/Shanghai")
 ATT = Attestation("feedc0de", z(22, 0), "ab" * 32, "gbops/test/audit", 42, base64.b64encode(b"\x01" * 32).decode())
@@ -42,6 +42,16 @@ async def test_csv_and_xlsx_parse_back(day, tmp_path: Path) -> None:
     for chan, exp in EXPECTED.items():
         for key, value in exp.items():
             assert float(rows[chan][key]) == pytest.approx(value, abs=1e-3), (chan, key)
+        # every rate is a percentage (header marked "(%)"): online / (online + offline) x 100
+        rate = exp["online_s"] / (exp["online_s"] + exp["offline_s"]) * 100
+        assert float(rows[chan]["availability"]) == pytest.approx(rate, abs=1e-3), chan
+    assert rows[C3]["availability"] == "100"  # never offline: 100, not 1.0
+    assert "在线率(%) / availability (%)" in text.splitlines()[next(
+        i for i, line in enumerate(text.splitlines()) if not line.startswith("#"))]
+    summary_lines = dict(line[2:].split(": ", 1) for line in text.splitlines() if line.startswith("# ") and ": " in line)
+    assert float(summary_lines["时间加权在线率(%) / time-weighted rate (%)"]) == pytest.approx(EXPECTED_RATE * 100,
+                                                                                          abs=1e-4)
+    assert summary_lines["考核值(%) / threshold (%)"] == "85"
 
     from openpyxl import load_workbook
 
@@ -49,12 +59,19 @@ async def test_csv_and_xlsx_parse_back(day, tmp_path: Path) -> None:
     wb = load_workbook(tmp_path / "r.xlsx", read_only=True)
     assert wb.sheetnames == ["汇总 Summary", "点位 Channels", "离线记录 Outages", "平台停机 Platform down"]
     summary = {r[0]: r[1] if len(r) > 1 else None for r in wb["汇总 Summary"].iter_rows(values_only=True) if r}
-    assert summary["时间加权在线率 / time-weighted rate"] == pytest.approx(EXPECTED_RATE)
+    # XLSX rates: numeric cells of the ratio shown as percentages (Excel computes with the true value)
+    assert summary["时间加权在线率(%) / time-weighted rate (%)"] == pytest.approx(EXPECTED_RATE)
+    rate_cell = next(r[1] for r in wb["汇总 Summary"].iter_rows() if r and r[0].value and
+                     str(r[0].value).startswith("时间加权在线率"))
+    assert rate_cell.number_format == "0.00%"
     chans = list(wb["点位 Channels"].iter_rows(values_only=True))
+    assert chans[0][10] == "在线率(%) / availability (%)"
     got = {r[1]: r for r in chans[1:]}
     for chan, exp in EXPECTED.items():
         assert got[chan][4] == pytest.approx(exp["online_s"]) and got[chan][5] == pytest.approx(exp["offline_s"])
         assert got[chan][8] == exp["outages"]
+        assert got[chan][10] == pytest.approx(exp["online_s"] / (exp["online_s"] + exp["offline_s"]), abs=1e-6)
+    assert [c.number_format for c in next(r for r in wb["点位 Channels"].iter_rows(min_row=2))][10] == "0.00%"
     outages = [r for r in wb["离线记录 Outages"].iter_rows(values_only=True)][1:]
     assert [(r[1], r[2], r[4]) for r in outages if r[1] == C2A] == [
         (C2A, "2026-10-21 08:00:00", 7200.0), (C2A, "2026-10-21 11:00:00", 3600.0)]  # local times

@@ -212,9 +212,11 @@ class FakeStream:
 
 
 class FakeManager:
+    """Keyed like media_relay's StreamManager: (channel, "main" | "sub")."""
+
     def __init__(self) -> None:
-        self.streams: dict[ChannelRef, FakeStream] = {}
-        self._starting: dict[ChannelRef, Any] = {}
+        self.streams: dict[tuple[ChannelRef, str], FakeStream] = {}
+        self._starting: dict[tuple[ChannelRef, str], Any] = {}
         self.history: set = set()
         self.invites = 0
 
@@ -240,6 +242,7 @@ class FakeSession:
     client_ip: str | None = None
     output: str | None = None
     closed: bool = False
+    stream: str = "main"
 
 
 class FakeMedia:
@@ -252,29 +255,30 @@ class FakeMedia:
         self.viewers: list[Viewer] = []
 
     async def open_viewer(self, channel, viewer, *, kind="live", transport="udp", window=None, source="device",
-                          session_id=None):
+                          session_id=None, stream="main"):
         ref = ChannelRef(*channel)
-        if ref not in self.manager.streams:
-            task = self.manager._starting.get(ref)
+        key = (ref, stream)
+        if key not in self.manager.streams:
+            task = self.manager._starting.get(key)
             if task is None:
                 self.manager.invites += 1
-                task = self.manager._starting[ref] = asyncio.ensure_future(asyncio.sleep(0.05))
+                task = self.manager._starting[key] = asyncio.ensure_future(asyncio.sleep(0.05))
                 await task
-                self.manager._starting.pop(ref, None)
-                self.manager.streams[ref] = FakeStream()
+                self.manager._starting.pop(key, None)
+                self.manager.streams[key] = FakeStream()
             else:
                 await task
         self.viewers.append(viewer)
         session = FakeSession(session_id or f"s{len(self.viewers)}{id(self) % 1000}", viewer.user_id, ref, 4e9,
-                              created=time.time())
+                              created=time.time(), stream=stream)
         self.sessions[session.session_id] = session
         return session
 
-    async def open_reader(self, channel, transport="udp"):
-        ref = ChannelRef(*channel)
-        if ref not in self.manager.streams:
+    async def open_reader(self, channel, transport="udp", stream="main"):
+        key = (ChannelRef(*channel), stream)
+        if key not in self.manager.streams:
             self.manager.invites += 1
-            self.manager.streams[ref] = FakeStream()
+            self.manager.streams[key] = FakeStream()
         return object()
 
     def session_state(self, session_id):
@@ -293,7 +297,7 @@ class FakeMedia:
         return self.close_session(session_id, reason)
 
     def describe_streams(self):
-        return [{"device_id": r.device_id, "channel_id": r.channel_id} for r in self.manager.streams]
+        return [{"device_id": r.device_id, "channel_id": r.channel_id, "stream": k} for r, k in self.manager.streams]
 
 
 async def _cluster(max_streams: int = 0):
@@ -355,7 +359,7 @@ async def test_sessions_ending_on_the_media_node_leave_the_portal_and_free_the_l
     medias["m1"].close_session(session.session_id, "player disconnected")
     await asyncio.sleep(0.01)
     assert session.session_id not in portal.sessions and portal.session_state(session.session_id) is None
-    del medias["m1"].manager.streams[CAM]  # the upstream went idle
+    del medias["m1"].manager.streams[(CAM, "main")]  # the upstream went idle
     await nodes["m1"].renew()
     assert table.current(stream_lease(CAM)) is None
     await portal.refresh_streams()
@@ -367,7 +371,7 @@ async def test_closing_from_the_portal_reaches_the_media_node() -> None:
     session = await portal.open_viewer(CAM, VIEWER)
     await portal.refresh_streams()
     assert portal.describe_streams() == [{"device_id": CAM.device_id, "channel_id": CAM.channel_id,
-                                          "node_id": "m1"}]
+                                          "stream": "main", "node_id": "m1"}]
     assert await portal.end_session(session.session_id, "deleted by the viewer")
     assert medias["m1"].sessions == {} and portal.sessions == {}
     other = await portal.open_viewer(CAM, VIEWER)
@@ -607,9 +611,9 @@ async def test_a_draining_node_moves_its_viewers_make_before_break() -> None:
     assert set(medias["m2"].sessions) == {a.session_id, b.session_id}
     assert medias["m2"].viewers == [VIEWER, VIEWER]
     assert table.current(stream_lease(CAM)) == "m2"
-    assert CAM in medias["m1"].manager.streams and set(medias["m1"].sessions) == {a.session_id, b.session_id}
+    assert (CAM, "main") in medias["m1"].manager.streams and set(medias["m1"].sessions) == {a.session_id, b.session_id}
     await nodes["m1"].renew()  # m1's renewal leaves the lease it gave away alone, and its upstream too
-    assert table.current(stream_lease(CAM)) == "m2" and CAM in medias["m1"].manager.streams
+    assert table.current(stream_lease(CAM)) == "m2" and (CAM, "main") in medias["m1"].manager.streams
     assert sorted(moves) == sorted([(a.session_id, "m1", "m2"), (b.session_id, "m1", "m2")])
 
     # while m1 drains, a new channel goes elsewhere and a new viewer of the moved one joins m2
@@ -673,3 +677,53 @@ async def test_a_portal_that_missed_the_moved_event_learns_the_new_home_from_the
     assert moved["node_id"] == "m2" and moved["flv_url"].startswith(f"http://m2.test:8080/flv/{session.session_id}")
     medias["m1"].close_session(session.session_id, "player disconnected")
     assert (await asyncio.wait_for(drain, 5))["moved"] == 1 and stops == []
+
+
+# ------------------------------------------------------------------------------------- sub-stream (issue 18)
+async def test_a_sub_stream_invite_crosses_the_bus_in_the_devices_form() -> None:
+    from media_relay.signalling import StreamNotOffered
+
+    network, directory, sip = LocalNetwork(), LocalNodeDirectory(), FakeSip(online={CAM.device_id, CAM2.device_id})
+    forms = {CAM.device_id: "streamprofile"}
+
+    async def stream_form(device_id: str) -> str | None:
+        return forms.get(device_id)
+
+    sip_bus = LocalCommandBus("sip1", network)
+    homes = LocalDeviceHomes()
+    serving = serve_signalling(sip_bus, sip, homes=homes, stream_form=stream_form)
+    await sip_bus.start()
+    await directory.publish(node("sip1", ("sip", "portal", "worker")), 60)
+    media_bus = LocalCommandBus("m1", network)
+    await media_bus.start()
+    signalling = RemoteSignalling(media_bus, directory, homes, timeout=2, invite_timeout=2)
+    assert await signalling.refresh(CAM.device_id)
+    await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30000, ssrc="0100000001", transport="udp",
+                            stream="sub")
+    await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30002, ssrc="0100000002", transport="udp")
+    assert [i["stream"] for i in sip.invites] == [("streamprofile", 1), ("streamprofile", 0)]
+    forms.clear()  # the form unset meanwhile: the refusal comes back typed, nothing reaches the device
+    with pytest.raises(StreamNotOffered):
+        await signalling.invite(CAM, media_ip="127.0.0.2", media_port=30004, ssrc="0100000003", transport="udp",
+                                stream="sub")
+    assert len(sip.invites) == 2
+    await signalling.close()
+    await serving.close()
+
+
+async def test_main_and_sub_stream_are_owned_and_placed_apart() -> None:
+    portal, medias, nodes, directory, table = await _cluster()
+    main = await portal.open_viewer(CAM, VIEWER)
+    await directory.publish(node("m1", streams=5), 60)  # m1 now the busier: the sub-stream starts on m2
+    sub = await portal.open_viewer(CAM, VIEWER, stream="sub")
+    assert (main.node_id, main.stream, sub.node_id, sub.stream) == ("m1", "main", "m2", "sub")
+    assert table.current(stream_lease(CAM)) == "m1" and table.current(stream_lease(CAM, "sub")) == "m2"
+    assert stream_lease(CAM, "sub") != stream_lease(CAM)
+    again = await portal.open_viewer(CAM, VIEWER, stream="sub")  # joins the sub-stream's owner
+    assert again.node_id == "m2" and medias["m2"].manager.invites == 1
+    with pytest.raises(MediaError) as bad:
+        await portal.open_viewer(CAM, VIEWER, stream="third")
+    assert bad.value.code == "bad_stream"
+    for n in nodes.values():
+        await n.stop()
+    assert table.current(stream_lease(CAM, "sub")) is None  # released with the node

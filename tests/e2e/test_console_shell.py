@@ -46,8 +46,9 @@ SHOWN_TEXT = """() => {
   for (let n = walk.nextNode(); n; n = walk.nextNode()) {
     const text = n.nodeValue.trim();
     const el = n.parentElement;
-    // [data-code]: a code shown on purpose beside its words (the audit action under its name, an event's raw detail)
-    if (!text || !el || el.closest("script, style, noscript, textarea, [data-code]") || !seen(el)) continue;
+    // [data-code]: a code shown on purpose beside its words (the audit action under its name, an event's raw detail);
+    // [data-place]: a GB/T 2260 place name with its civil code (a proper noun, shown as it is in English too)
+    if (!text || !el || el.closest("script, style, noscript, textarea, [data-code], [data-place]") || !seen(el)) continue;
     out.push([(el.id ? "#" + el.id : el.tagName.toLowerCase()) + (el.className ? "." + el.className : ""), text]);
   }
   for (const el of document.body.querySelectorAll("[placeholder], [title], [aria-label]")) {

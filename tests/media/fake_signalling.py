@@ -14,6 +14,7 @@ from media_relay.signalling import (
     InviteAnswer,
     SessionEnded,
     SignallingEvent,
+    StreamNotOffered,
 )
 
 InviteHandler = Callable[..., Awaitable[InviteAnswer]]
@@ -35,6 +36,7 @@ class FakeSignalling:
         self._listeners: list[Callable[[SignallingEvent], None]] = []
         self._calls = itertools.count(1)
         self.calls: dict[str, ChannelRef] = {}
+        self.no_sub: set[str] = set()  # devices with no sub-stream identification set (StreamNotOffered)
 
     # ------------------------------------------------------------------ the Protocol
     def is_online(self, device_id: str) -> bool:
@@ -46,12 +48,16 @@ class FakeSignalling:
         return self.routes.get(device_id, ("127.0.0.1", 5060))
 
     async def invite(self, channel: ChannelRef, *, media_ip: str, media_port: int, ssrc: str,
-                     transport: str, history: Any = None) -> InviteAnswer:
+                     transport: str, history: Any = None, stream: str = "main") -> InviteAnswer:
         channel = ChannelRef(*channel)
-        self.invites.append((channel, {"media_ip": media_ip, "media_port": media_port, "ssrc": ssrc,
-                                       "transport": transport}))
+        offer = {"media_ip": media_ip, "media_port": media_port, "ssrc": ssrc, "transport": transport}
+        if stream != "main":
+            offer["stream"] = stream
+        self.invites.append((channel, offer))
         if channel.device_id not in self.online:
             raise DeviceOffline(channel.device_id)
+        if stream == "sub" and channel.device_id in self.no_sub:
+            raise StreamNotOffered(channel.device_id)
         if self.on_invite is not None:
             answer = await self.on_invite(channel, media_ip=media_ip, media_port=media_port, ssrc=ssrc,
                                           transport=transport)

@@ -173,7 +173,7 @@ async def test_device_playback_invites_history_with_a_history_ssrc(frames) -> No
         assert channel == CHANNEL
         assert offer["history"] == HistoryRequest("playback", int(T0.timestamp()), int(T0.timestamp()) + 4, None)
         assert offer["ssrc"].startswith("1") and len(offer["ssrc"]) == 10
-        assert offer["media_port"] == session.reader.stream.port and CHANNEL not in media.manager.streams
+        assert offer["media_port"] == session.reader.stream.port and (CHANNEL, "main") not in media.manager.streams
         assert session.kind == "playback" and session.history_source == "device" and session.window == window(0, 4)
         state = media.session_state(session.session_id)
         assert state["kind"] == "playback" and state["source"] == "device" and state["state"] == "waiting"

@@ -97,13 +97,13 @@ async def test_a_protocol_double_drives_the_stream_manager(ps, tasks) -> None:
         assert au.keyframe and reader.codec == "h264"
         channel, offer = signalling.invites[0]
         assert channel == CHANNEL and offer["media_ip"] == "127.0.0.1" and offer["transport"] == "udp"
-        call_id = mgr.streams[CHANNEL].call_id
+        call_id = mgr.streams[(CHANNEL, "main")].call_id
         reader.close()  # the last reader leaves: BYE after the idle delay
         for _ in range(50):
             if signalling.byes:
                 break
             await asyncio.sleep(0.02)
-        assert signalling.byes == [(call_id, "idle: no viewer left")] and CHANNEL not in mgr.streams
+        assert signalling.byes == [(call_id, "idle: no viewer left")] and (CHANNEL, "main") not in mgr.streams
     finally:
         mgr.close_all("test over")
 
@@ -114,12 +114,12 @@ async def test_the_device_hanging_up_or_going_offline_ends_the_stream(ps, tasks)
     mgr = manager(signalling)
     try:
         reader = await asyncio.wait_for(mgr.open_reader(CHANNEL), 10)
-        signalling.device_hung_up(mgr.streams[CHANNEL].call_id, "BYE from the device")
-        assert CHANNEL not in mgr.streams and reader.stream.close_reason == "BYE from the device"
+        signalling.device_hung_up(mgr.streams[(CHANNEL, "main")].call_id, "BYE from the device")
+        assert (CHANNEL, "main") not in mgr.streams and reader.stream.close_reason == "BYE from the device"
         assert signalling.byes == []  # the device ended the call: no BYE back
         reader = await asyncio.wait_for(mgr.open_reader(CHANNEL), 10)
         signalling.device_went_offline(DEV, "keepalive_timeout")
-        assert CHANNEL not in mgr.streams and reader.stream.close_reason == "device offline: keepalive_timeout"
+        assert (CHANNEL, "main") not in mgr.streams and reader.stream.close_reason == "device offline: keepalive_timeout"
     finally:
         mgr.close_all("test over")
 

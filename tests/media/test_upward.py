@@ -361,7 +361,7 @@ async def test_a_viewer_and_an_upper_share_one_upstream(env: Env) -> None:
         leg = await asyncio.wait_for(env.media.open_upward(CHANNEL, PLATFORM, UpwardTarget(
             "127.0.0.1", sink.get_extra_info("sockname")[1], "udp", None, SSRC)), 10)
         assert len(env.signalling.invites) == 1  # one INVITE to the device for both
-        stream = env.media.manager.streams[CHANNEL]
+        stream = env.media.manager.streams[(CHANNEL, "main")]
         call_id = stream.call_id
         assert leg.reader.stream is stream and len(stream.readers) == 2
         env.media.close_session(session.session_id, "viewer left")
@@ -381,7 +381,7 @@ async def test_the_upstream_ending_ends_the_leg_once(env: Env) -> None:
     leg = await asyncio.wait_for(env.media.open_upward(CHANNEL, PLATFORM, UpwardTarget(
         "127.0.0.1", free_port(), "udp", None, SSRC), on_end=ended.append), 10)
     leg.start()
-    call_id = env.media.manager.streams[CHANNEL].call_id
+    call_id = env.media.manager.streams[(CHANNEL, "main")].call_id
     env.signalling.device_hung_up(call_id, "BYE from the device")
     await until(lambda: ended, what="on_end")
     await leg.close("after the end")

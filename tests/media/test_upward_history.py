@@ -55,7 +55,7 @@ async def test_device_playback_goes_up_with_natural_timestamps(frames, tmp_path:
         [(channel, offer)] = device.invites
         assert channel == CHANNEL and offer["ssrc"].startswith("1")
         assert offer["history"] == HistoryRequest("playback", int(T0.timestamp()), int(T0.timestamp()) + 4, None)
-        assert CHANNEL not in media.manager.streams  # not the shared live Stream
+        assert (CHANNEL, "main") not in media.manager.streams  # not the shared live Stream
         leg.start()
         call_id = leg.reader.stream.call_id
         pause = mansrtsp("pause", 1)

@@ -66,6 +66,8 @@ EXPECTED_OPERATIONS |= {"security_check", "security_check_report"}
 EXPECTED_OPERATIONS |= {"device_clock", "device_clock_check", "time_status", "time_devices", "time_compliance"}
 # the cluster's nodes (issue 17)
 EXPECTED_OPERATIONS |= {"cluster_nodes"}
+# the downloads centre's history export and the GB/T 2260 table (issue 18)
+EXPECTED_OPERATIONS |= {"downloads_csv", "regions"}
 
 
 def operations(portal: Portal) -> list[tuple[str, str, dict]]:

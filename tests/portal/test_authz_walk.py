@@ -34,6 +34,8 @@ PUBLIC = {("POST", "/api/auth/login"), ("GET", "/api/health"), ("GET", "/flv/{se
 #: A logged-in user acting on itself only: no permission to declare.
 SELF_SERVICE = {("POST", "/api/auth/logout"), ("POST", "/api/auth/password"), ("GET", "/api/auth/me"),
                 ("GET", "/api/access/me")}
+# issue 18: reference data that every logged-in user may read (the GB/T 2260 table)
+SELF_SERVICE |= {("GET", "/api/regions")}
 # issue 16: the caller's own second factor
 SELF_SERVICE |= {("GET", "/api/auth/totp"), ("POST", "/api/auth/totp/setup"), ("POST", "/api/auth/totp/enable"),
                  ("POST", "/api/auth/totp/disable")}

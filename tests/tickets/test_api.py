@@ -100,7 +100,7 @@ async def test_ticket_lifecycle_over_the_api(audited: Portal) -> None:
                     params={"start": "2025-03-01T00:00:00Z", "end": "2025-04-01T00:00:00Z"}, headers=admin)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     lines = r.text.lstrip("\ufeff").splitlines()
-    assert "share_within_limit,0.0" in lines and lines[-1].startswith(f"{tid},{cam(1)},{DEV},confirmed,")
+    assert "share_within_limit(%),0" in lines and lines[-1].startswith(f"{tid},{cam(1)},{DEV},confirmed,")
 
     # every transition is on the audit log
     async with portal.sessionmaker() as session:

@@ -74,11 +74,11 @@ function matches(a, f) {
 }
 
 export async function alarmsView(root) {
-  const deviceIn = h("input", { id: "alarm-device", placeholder: t("field.device_id"), maxlength: 32, size: 22 });
-  const channelIn = h("input", { id: "alarm-channel", placeholder: t("field.channel_id"), maxlength: 32, size: 22 });
+  const deviceIn = h("input", { id: "alarm-device", placeholder: t("field.device_id"), "aria-label": t("field.device_id"), maxlength: 32, size: 22 });
+  const channelIn = h("input", { id: "alarm-channel", placeholder: t("field.channel_id"), "aria-label": t("field.channel_id"), maxlength: 32, size: 22 });
   const startIn = h("input", { id: "alarm-start", type: "datetime-local" });
   const endIn = h("input", { id: "alarm-end", type: "datetime-local" });
-  const prioSel = h("select", { id: "alarm-priority" }, h("option", { value: "" }, t("alarm.all_priorities")),
+  const prioSel = h("select", { id: "alarm-priority", "aria-label": t("alarm.priority") }, h("option", { value: "" }, t("alarm.all_priorities")),
     [1, 2, 3, 4].map((p) => h("option", { value: p }, priorityLabel(p))));
   const soundBox = h("input", { type: "checkbox", id: "alarm-sound", checked: localStorage.getItem("gbops.alarm.sound") !== "off" });
   soundBox.addEventListener("change", () => {

@@ -306,9 +306,19 @@ const DETAIL_WORDS = {
   account_failures: ["该账户失败次数", "failures of the account"], second_factor: ["两步验证", "second factor"],
   user_id: ["用户编号", "user id"], display_name: ["姓名", "display name"],
 };
+// a ticket's states (ticket.transition's from / to), in tickets.js's words
+const TICKET_STATES = {
+  reported: ["待受理", "waiting for acceptance"], acknowledged: ["已受理", "accepted"], repairing: ["维修中", "under repair"],
+  repaired: ["已修复待确认", "repaired, to be confirmed"], confirmed: ["已确认", "confirmed"], reopened: ["已重开", "reopened"],
+};
 // values of a few keys that are codes: in words
 const KEYED_VALUES = {
   transport: { udp: ["UDP", "UDP"], tcp: ["TCP", "TCP"], tls: ["TLS", "TLS"] },
+  from: TICKET_STATES,
+  to: TICKET_STATES,
+  // a ticket's moves (ticket.transition's action; no other action's detail uses these codes)
+  action: { acknowledge: ["受理", "Accept"], start_repair: ["开始维修", "Start repair"], feedback: ["修复反馈", "Report repaired"],
+            recover: ["设备自动恢复", "Device recovered"], confirm: ["确认修复", "Confirm repair"], reopen: ["重开", "Reopen"] },
   stream_form: { none: ["不指定", "not set"], streamnumber: ["国标 2022（a=streamnumber）", "GB 2022 (a=streamnumber)"],
                  stream: ["厂商（a=stream）", "vendor (a=stream)"], streamprofile: ["厂商（a=streamprofile）",
                  "vendor (a=streamprofile)"] },

@@ -6,6 +6,7 @@ import { ApiError, del, get, patch, post, put } from "./api.js";
 import { loadChannels, normaliseTree } from "./data.js";
 import { badge, clear, field, fmtTime, h, message, modal, toast } from "./dom.js";
 import { getLang, serverText, t } from "./i18n.js";
+import { loadRegions, regionEl } from "./regions.js";
 
 const BASE = "/api/cascade/platforms";
 const REFRESH_MS = 5000;
@@ -365,7 +366,7 @@ export async function cascadeView(root) {
 
   // ---------------------------------------------------------------- catalog preview
   async function preview(body, p) {
-    const r = await get(`${BASE}/${p.id}/catalog`);
+    const [r] = await Promise.all([get(`${BASE}/${p.id}/catalog`), loadRegions()]);
     const rows = r.items.map((e, i) => h("tr", { dataset: { id: e.device_id, kind: e.kind } },
       h("td", { class: "muted" }, i + 1),
       h("td", { class: "mono" }, e.device_id),
@@ -373,7 +374,7 @@ export async function cascadeView(root) {
         ? h("div", { class: "mono muted" }, t("cascade.ours", { id: `${e.source_channel_id} @ ${e.source_device_id}` })) : null),
       h("td", null, word("cascade.kind", e.kind)),
       h("td", { class: "mono" }, e.parent_id || "—", e.business_group_id ? h("div", { class: "muted" }, e.business_group_id) : null),
-      h("td", { class: "mono" }, e.civil_code || "—"),
+      h("td", null, e.civil_code ? regionEl(e.civil_code) : "—"),  // in words, with the code
       h("td", null, badge(word("cascade.item_status", e.status), e.status === "ON" ? "on" : "off")),
       h("td", { class: "mono" }, e.longitude != null && e.latitude != null ? `${e.longitude}, ${e.latitude}` : "—")));
     clear(body).append(

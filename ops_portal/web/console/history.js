@@ -3,8 +3,8 @@
 // user's jobs) and the recording page of a channel (plan, state, storage).  Every time shown is Beijing time.
 import { api, get, post } from "./api.js";
 import { channelsOf, loadTree } from "./data.js";
-import { clear, field, fmtTime, h, message, toast } from "./dom.js";
-import { serverText, t } from "./i18n.js";
+import { clear, field, fmtTime, h, message, pageStyle, toast } from "./dom.js";
+import { extend, serverText, t } from "./i18n.js";
 import { LivePlayer } from "./player.js";
 import { can } from "./session.js";
 import { treePanel } from "./views.js";
@@ -207,7 +207,7 @@ export async function playbackView(root, route) {
   const legend = h("div", { class: "pb-legend" },
     ["time", "alarm", "manual", "platform"].map((k) => h("span", null, h("i", { class: "pb-rec type-" + k }), t("pb.type." + k))));
   const selInfo = h("span", { id: "pb-selection-info", class: "muted" }, t("pb.select_hint"));
-  const dlSource = h("select", { id: "pb-dl-source" },
+  const dlSource = h("select", { id: "pb-dl-source", "aria-label": t("pb.dl_source") },
     h("option", { value: "device" }, t("pb.source.device")), h("option", { value: "platform" }, t("pb.source.platform")));
   const dlBtn = h("button", { type: "button", class: "primary", id: "pb-download", disabled: true }, t("pb.download"));
   const dlProgress = h("div", { id: "pb-dl-progress" });
@@ -391,43 +391,237 @@ export async function playbackView(root, route) {
 }
 
 // ------------------------------------------------------------------ download centre
+// My jobs, or (user.manage) everyone's within the caller's data scope: who, when, which channel (name and ids),
+// the video period, progress with a measured ETA, size / SHA-256 / watermark id of the copy, the result;
+// filters, paging, CSV export; refreshed every 2 s while a job runs.
+extend({
+  "dlc.mine": "我的下载",
+  "dlc.all": "全部用户",
+  "dlc.user": "用户",
+  "dlc.finished": "完成于 {time}",
+  "dlc.eta_s": "约 {n} 秒",
+  "dlc.eta_min": "约 {n} 分钟",
+  "dlc.eta_h": "约 {h} 小时 {m} 分钟",
+  "dlc.eta_left": "剩余 {eta}",
+  "dlc.eta_note": "剩余时间按任务开始以来的进度速率估算，仅供参考。",
+  "dlc.speed": "{x} 倍速",
+  "dlc.size": "大小",
+  "dlc.watermark": "水印编号",
+  "dlc.f_user": "用户名",
+  "dlc.f_device": "设备编号",
+  "dlc.f_channel": "通道编号",
+  "dlc.f_since": "创建时间从",
+  "dlc.f_until": "至",
+  "dlc.apply": "查询",
+  "dlc.reset": "重置",
+  "dlc.export": "导出 CSV",
+  "dlc.prev": "上一页",
+  "dlc.next": "下一页",
+  "dlc.page": "第 {from}–{to} 条，共 {total} 条",
+  "dlc.exported": "已导出",
+}, {
+  "dlc.mine": "My downloads",
+  "dlc.all": "All users",
+  "dlc.user": "User",
+  "dlc.finished": "finished {time}",
+  "dlc.eta_s": "about {n} s",
+  "dlc.eta_min": "about {n} min",
+  "dlc.eta_h": "about {h} h {m} min",
+  "dlc.eta_left": "{eta} left",
+  "dlc.eta_note": "Time left is estimated from the progress rate since the job started.",
+  "dlc.speed": "{x}× speed",
+  "dlc.size": "Size",
+  "dlc.watermark": "Watermark id",
+  "dlc.f_user": "Username",
+  "dlc.f_device": "Device id",
+  "dlc.f_channel": "Channel id",
+  "dlc.f_since": "Created from",
+  "dlc.f_until": "to",
+  "dlc.apply": "Search",
+  "dlc.reset": "Reset",
+  "dlc.export": "Export CSV",
+  "dlc.prev": "Previous",
+  "dlc.next": "Next",
+  "dlc.page": "{from}–{to} of {total}",
+  "dlc.exported": "Exported",
+});
+
+const DL_CSS = `
+.dlc .dlc-filters { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-end; margin-bottom: 10px; }
+.dlc .dlc-filters .field { margin: 0; min-width: 0; }
+.dlc .dlc-filters input { max-width: 100%; box-sizing: border-box; }
+.dlc .dlc-pager { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; margin-top: 10px; }
+.dlc .dlc-note { margin-top: 8px; }
+.dlc .dlc-eta { white-space: nowrap; }
+.dlc #downloads-table td { vertical-align: top; }
+.dlc #downloads-table .mono { word-break: break-all; }
+@media (max-width: 700px) {
+  .dlc #downloads-table thead { display: none; }
+  .dlc #downloads-table, .dlc #downloads-table tbody, .dlc #downloads-table tr, .dlc #downloads-table td { display: block; width: auto; }
+  .dlc #downloads-table tr { border-bottom: 1px solid #dde2ea; padding: 6px 0; }
+  .dlc #downloads-table td { border: 0; padding: 2px 0; }
+  .dlc #downloads-table .bar { width: 100%; }
+  .dlc .dlc-filters .field, .dlc .dlc-filters input { width: 100%; }
+}`;
+const addDlStyle = pageStyle(DL_CSS);
+
+const RUNNING = new Set(["queued", "capturing", "encoding"]);
+
+// "about 2 min": seconds left as people read them (rounded up to whole minutes from a minute on)
+export function etaText(seconds) {
+  if (seconds == null || !isFinite(seconds)) return "";
+  if (seconds < 60) return t("dlc.eta_s", { n: Math.max(1, Math.ceil(seconds)) });
+  const min = Math.ceil(seconds / 60);
+  if (min < 60) return t("dlc.eta_min", { n: min });
+  return t("dlc.eta_h", { h: Math.floor(min / 60), m: min % 60 });
+}
+
+function sizeText(bytes) {
+  if (bytes == null) return "";
+  return bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1024))} KB`;
+}
+
+async function saveBlob(url, fallbackName) {
+  // the API needs the bearer token: fetch, then hand the browser a blob
+  const { token } = await import("./api.js");
+  const r = await fetch(url, { headers: { Authorization: "Bearer " + token.get() } });
+  if (!r.ok) { toast(`HTTP ${r.status}`, "error"); return false; }
+  const m = /filename="?([^";]+)"?/.exec(r.headers.get("content-disposition") || "");
+  const href = URL.createObjectURL(await r.blob());
+  const a = h("a", { href, download: m ? m[1] : fallbackName });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10000);
+  return true;
+}
+
 export async function downloadsView(root) {
+  addDlStyle();
+  const manager = can("user.manage");
+  const LIMIT = 20;
+  let mode = "mine";
+  let offset = 0;
+  let timer = null;
+  let closed = false;
+
   const table = h("div", { id: "downloads" }, message(t("common.loading")));
-  const refresh = h("button", { type: "button", onclick: () => fill() }, t("common.refresh"));
-  root.append(pageHead(t("nav.downloads"), refresh), h("section", { class: "card" }, table));
+  const refresh = h("button", { type: "button", id: "dl-refresh", onclick: () => fill().catch(report) }, t("common.refresh"));
+  const exportBtn = h("button", { type: "button", id: "dl-export", onclick: () => exportCsv().catch(report) }, t("dlc.export"));
+  const tabs = manager ? ["mine", "all"].map((k) => h("button", {
+    type: "button", class: "seg-btn" + (k === mode ? " active" : ""), id: "dl-tab-" + k, dataset: { tab: k },
+    onclick: () => { mode = k; offset = 0; syncTabs(); fill().catch(report); } }, t("dlc." + k))) : [];
+  const f = {
+    user: h("input", { id: "dl-f-user", type: "text", maxlength: 64, autocomplete: "off" }),
+    device: h("input", { id: "dl-f-device", type: "text", maxlength: 32, class: "mono", autocomplete: "off" }),
+    channel: h("input", { id: "dl-f-channel", type: "text", maxlength: 32, class: "mono", autocomplete: "off" }),
+    since: h("input", { id: "dl-f-since", type: "datetime-local" }),
+    until: h("input", { id: "dl-f-until", type: "datetime-local" }),
+  };
+  const userField = field(t("dlc.f_user"), f.user);
+  const filters = h("form", { class: "dlc-filters", id: "dl-filters",
+    onsubmit: (e) => { e.preventDefault(); offset = 0; fill().catch(report); } },
+    userField, field(t("dlc.f_device"), f.device), field(t("dlc.f_channel"), f.channel),
+    field(t("dlc.f_since"), f.since), field(t("dlc.f_until"), f.until),
+    h("button", { type: "submit", class: "primary", id: "dl-apply" }, t("dlc.apply")),
+    h("button", { type: "button", class: "ghost", id: "dl-reset", onclick: () => {
+      for (const el of Object.values(f)) el.value = "";
+      offset = 0; fill().catch(report);
+    } }, t("dlc.reset")));
+  const pageInfo = h("span", { class: "muted", id: "dl-page" });
+  const prev = h("button", { type: "button", class: "small", id: "dl-prev", onclick: () => { offset = Math.max(0, offset - LIMIT); fill().catch(report); } }, t("dlc.prev"));
+  const next = h("button", { type: "button", class: "small", id: "dl-next", onclick: () => { offset += LIMIT; fill().catch(report); } }, t("dlc.next"));
+  const pager = h("div", { class: "dlc-pager" }, prev, next, pageInfo);
+  const note = h("p", { class: "muted small dlc-note", id: "dl-eta-note" }, t("dlc.eta_note"));
+
+  function syncTabs() {
+    for (const b of tabs) b.classList.toggle("active", b.dataset.tab === mode);
+    userField.classList.toggle("hidden", mode !== "all");
+  }
+  syncTabs();
+
+  function params() {
+    const p = {};
+    if (mode === "all") p.all = "true";
+    if (mode === "all" && f.user.value.trim()) p.user = f.user.value.trim();
+    if (f.device.value.trim()) p.device_id = f.device.value.trim();
+    if (f.channel.value.trim()) p.channel_id = f.channel.value.trim();
+    // datetime-local values are Beijing wall time; the API reads a time without an offset as Beijing time
+    if (f.since.value) p.since = f.since.value.length === 16 ? f.since.value + ":00" : f.since.value;
+    if (f.until.value) p.until = f.until.value.length === 16 ? f.until.value + ":00" : f.until.value;
+    return p;
+  }
+
+  function report(err) { toast(err.message || String(err), "error"); }
+
+  function schedule(running) {
+    clearTimeout(timer);
+    timer = null;
+    if (running && !closed) timer = setTimeout(() => fill().catch(() => schedule(true)), 2000);
+  }
+
+  function progressCell(j) {
+    const running = RUNNING.has(j.state);
+    const eta = running && j.eta_seconds != null ? etaText(j.eta_seconds) : "";
+    return h("td", { class: "dlc-progress" },
+      progressBar(j.percent),
+      h("div", null, `${jobState(j)} ${Math.round(j.percent || 0)}%`),
+      eta ? h("div", { class: "muted small dlc-eta", title: t("dlc.eta_note") }, t("dlc.eta_left", { eta })) : null,
+      running && j.speed != null ? h("div", { class: "muted small" }, t("dlc.speed", { x: j.speed.toFixed(1) })) : null);
+  }
+
+  function row(j) {
+    const who = j.display_name ? `${j.display_name} (${j.username})` : j.username;
+    return h("tr", { dataset: { job: j.job_id, state: j.state, user: j.username } },
+      h("td", null, fmtTime(j.created_at),
+        j.finished_at ? h("div", { class: "muted small" }, t("dlc.finished", { time: fmtTime(j.finished_at) })) : null),
+      mode === "all" ? h("td", { class: "dlc-user" }, who) : null,
+      h("td", null, j.channel_name ? h("div", null, j.channel_name) : null,
+        h("div", { class: "mono small" }, `${j.device_id} / ${j.channel_id}`)),
+      h("td", null, j.start ? `${fmtTime(j.start)} – ${clock(Date.parse(j.end))}` : t("dl.live_clip", { seconds: j.seconds })),
+      h("td", null, j.source ? t("pb.source." + j.source) : t("dl.live")),
+      progressCell(j),
+      h("td", null,
+        j.reason ? h("span", { class: "msg error" }, serverText(j.reason)) : null,
+        j.size != null ? h("div", null, `${t("dlc.size")} ${sizeText(j.size)}`) : null,
+        j.sha256 ? h("div", { class: "mono small", title: j.sha256 }, "SHA-256 " + j.sha256.slice(0, 16) + "…") : null,
+        h("div", { class: "mono small" }, `${t("dlc.watermark")} ${j.watermark_id}`),
+        j.file_url ? h("button", { type: "button", class: "btn small dl-save", onclick: () => fetchFile(j) }, t("dl.save")) : null));
+  }
+
   async function fill() {
-    const r = await get("/api/downloads", { limit: 200 });
-    if (!r.items.length) { clear(table).append(h("p", { class: "muted" }, t("dl.empty"))); return; }
-    clear(table).append(h("table", { class: "table", id: "downloads-table" },
-      h("thead", null, h("tr", null, ["dl.created", "dl.channel", "dl.window", "dl.source", "dl.state", "dl.result"]
-        .map((k) => h("th", null, t(k))))),
-      h("tbody", null, r.items.map((j) => h("tr", { dataset: { job: j.job_id, state: j.state } },
-        h("td", null, fmtTime(j.created_at)),
-        h("td", { class: "mono" }, `${j.device_id} / ${j.channel_id}`),
-        h("td", null, j.start ? `${fmtTime(j.start)} – ${clock(Date.parse(j.end))}` : t("dl.live_clip", { seconds: j.seconds })),
-        h("td", null, j.source ? t("pb.source." + j.source) : t("dl.live")),
-        h("td", null, progressBar(j.percent), `${jobState(j)} ${Math.round(j.percent || 0)}%`),
-        h("td", null,
-          j.reason ? h("span", { class: "msg error" }, serverText(j.reason)) : null,
-          j.size != null ? h("div", null, `${(j.size / 1048576).toFixed(1)} MB`) : null,
-          j.sha256 ? h("div", { class: "mono small", title: j.sha256 }, "SHA-256 " + j.sha256.slice(0, 16) + "…") : null,
-          j.file_url ? h("button", { type: "button", class: "btn small", onclick: () => fetchFile(j) }, t("dl.save")) : null))))));
+    const r = await get("/api/downloads", { ...params(), offset, limit: LIMIT });
+    if (closed) return;
+    if (!r.items.length && offset > 0 && r.total > 0) { offset = Math.max(0, Math.floor((r.total - 1) / LIMIT) * LIMIT); return fill(); }
+    const total = r.total ?? r.items.length;
+    pageInfo.textContent = total ? t("dlc.page", { from: offset + 1, to: offset + r.items.length, total }) : "";
+    prev.disabled = offset <= 0;
+    next.disabled = offset + r.items.length >= total;
+    if (!r.items.length) clear(table).append(h("p", { class: "muted" }, t("dl.empty")));
+    else {
+      const heads = ["dl.created", mode === "all" ? "dlc.user" : null, "dl.channel", "dl.window", "dl.source", "dl.state", "dl.result"]
+        .filter(Boolean);
+      clear(table).append(h("table", { class: "table", id: "downloads-table", dataset: { mode } },
+        h("thead", null, h("tr", null, heads.map((k) => h("th", null, t(k))))),
+        h("tbody", null, r.items.map(row))));
+    }
+    schedule(r.items.some((j) => RUNNING.has(j.state)));
   }
+
   async function fetchFile(j) {
-    // the file needs the bearer token: fetch it, then hand the browser a blob
-    const { token } = await import("./api.js");
-    const r = await fetch(j.file_url, { headers: { Authorization: "Bearer " + token.get() } });
-    if (!r.ok) { toast(`HTTP ${r.status}`, "error"); return; }
-    const url = URL.createObjectURL(await r.blob());
-    const a = h("a", { href: url, download: `${j.device_id}_${j.channel_id}_${j.watermark_id}.mp4` });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    await saveBlob(j.file_url, `${j.device_id}_${j.channel_id}_${j.watermark_id}.mp4`);
   }
+
+  async function exportCsv() {
+    const q = new URLSearchParams(params()).toString();
+    if (await saveBlob("/api/downloads.csv" + (q ? "?" + q : ""), "downloads.csv")) toast(t("dlc.exported"), "ok");
+  }
+
+  root.append(h("div", { class: "dlc" },
+    pageHead(t("nav.downloads"), tabs.length ? h("span", { class: "seg-group", role: "group" }, tabs) : null, exportBtn, refresh),
+    h("section", { class: "card" }, filters, table, pager, note)));
   await fill();
-  const timer = setInterval(() => fill().catch(() => {}), 3000);
-  return () => clearInterval(timer);
+  return () => { closed = true; clearTimeout(timer); };
 }
 
 // ------------------------------------------------------------------ recording plan of a channel

@@ -9,6 +9,7 @@
 import { ApiError, del, get, patch, post } from "./api.js";
 import { badge, clear, dot, field, h, message, modal, pageStyle, toast } from "./dom.js";
 import { extend, t } from "./i18n.js";
+import { loadRegions, regionEl, regionName } from "./regions.js";
 import { can } from "./session.js";
 
 extend({
@@ -212,10 +213,14 @@ function kindName(kind) {
   return word === key ? kind : word;
 }
 
-// The civil code in words: the region name when the API gives one, else the code with its label.
+// The node's code: a civil code in words (the GB/T 2260 table of regions.js, in a data-place element with the
+// code), else the name the API gives, else the code with its label; other codes with their label.
 function codeText(n) {
   if (!n.code) return null;
-  if (n.kind === "civil") return n.region_name || n.region || t("org.civil_code", { code: n.code });
+  if (n.kind === "civil") {
+    if (regionName(n.code)) return regionEl(n.code, { class: "org-place" });
+    return n.region_name || n.region || t("org.civil_code", { code: n.code });
+  }
   return t("org.code", { code: n.code });
 }
 
@@ -280,7 +285,7 @@ export async function orgView(root, params) {
   async function reload() {
     let data;
     try {
-      data = await get("/api/org/tree");
+      [data] = await Promise.all([get("/api/org/tree"), loadRegions()]);
     } catch (err) {
       if (first) throw err; // the router says why the page cannot be shown
       say(t("org.load_failed", { error: err.message }));
@@ -311,7 +316,7 @@ export async function orgView(root, params) {
     const code = codeText(n);
     const counts = t("org.counts", { devices: n.total_devices, channels: n.total_channels,
                                      online: n.total_channels_online });
-    const sub = [kindName(n.kind), code, counts].filter(Boolean).join(" · ");
+    const sub = [kindName(n.kind), code, counts].filter(Boolean).flatMap((part, i) => (i ? [" · ", part] : [part]));
     const row = h("div", { class: "org-row", title: t("org.counts_title", { devices: n.total_devices,
       channels: n.total_channels, online: n.total_channels_online }) },
     twist, h("span", { class: "folder", "aria-hidden": "true" }),

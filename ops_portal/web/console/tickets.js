@@ -1,5 +1,6 @@
-// 故障工单 (issue 18): the ticket list with its filters (state, overdue, waiting for repair, kind, device, channel)
-// and paging, every code in words and the SLA deadline as a live countdown; the detail dialog (#/tickets?id=N keeps
+// 故障工单 (issue 18): the ticket list with its filters (state, overdue, waiting for repair, kind, device, channel,
+// contract, organisation node (descendants included) and a search box, all the server's, kept in the address) and
+// paging, every code in words and the SLA deadline as a live countdown; the detail dialog (#/tickets?id=N keeps
 // it in the address) with the state flow as buttons for the moves the API allows, the history of moves (who, when,
 // Beijing time), the countdown and the snapshot (uploaded with PUT, shown through a blob URL: <img src> cannot send
 // the token); the 报修 dialog (a channel searched in /api/channels, or device and channel ids), also opened preset
@@ -7,6 +8,7 @@
 // The page's own CSS is a constructed style sheet (adoptedStyleSheets): the console's CSP allows no inline <style>.
 import { ApiError, get, post, token } from "./api.js";
 import { badge, clear, field, fmtTime, h, message, modal, pageStyle, toast } from "./dom.js";
+import { orderedOrgNodes } from "./data.js";
 import { extend, serverText, t } from "./i18n.js";
 import { can } from "./session.js";
 
@@ -26,6 +28,10 @@ extend({
   "tk.f.kind": "类型",
   "tk.f.device": "设备编码",
   "tk.f.channel": "通道编码",
+  "tk.f.contract": "合同",
+  "tk.f.org": "组织",
+  "tk.f.search": "搜索",
+  "tk.f.search_ph": "描述、通道名称或编码",
   "tk.f.size": "每页",
   "tk.f.size_n": "{n} 条",
   "tk.f.apply": "筛选",
@@ -151,6 +157,8 @@ extend({
   "tk.code.snapshot_not_found": "该工单没有现场图片",
   "tk.code.forbidden": "无权执行此操作",
   "tk.code.out_of_scope": "不在您的管辖范围内",
+  "tk.code.contract_not_found": "合同不存在",
+  "tk.code.org_node_not_found": "组织节点不存在",
 }, {
   "tk.title": "Fault tickets",
   "tk.new": "New ticket (report a fault)",
@@ -167,6 +175,10 @@ extend({
   "tk.f.kind": "Kind",
   "tk.f.device": "Device id",
   "tk.f.channel": "Channel id",
+  "tk.f.contract": "Contract",
+  "tk.f.org": "Organisation",
+  "tk.f.search": "Search",
+  "tk.f.search_ph": "description, channel name or id",
   "tk.f.size": "Per page",
   "tk.f.size_n": "{n}",
   "tk.f.apply": "Filter",
@@ -292,6 +304,8 @@ extend({
   "tk.code.snapshot_not_found": "This ticket has no snapshot",
   "tk.code.forbidden": "Not allowed",
   "tk.code.out_of_scope": "Outside your area",
+  "tk.code.contract_not_found": "No such contract",
+  "tk.code.org_node_not_found": "No such organisation node",
 });
 
 const BASE = "/api/tickets";
@@ -303,13 +317,18 @@ const ID_RE = /^[0-9A-Za-z_-]{1,32}$/;
 const PAGE_SIZES = [50, 100];
 const REFRESH_MS = 30000;
 const TICK_MS = 15000;
-const FILTERS = ["state", "open", "overdue", "kind", "device_id", "channel_id"];
+const FILTERS = ["state", "open", "overdue", "kind", "device_id", "channel_id", "contract_id", "org_node_id", "q"];
+const SEARCH_MAX = 64; // the server's limit of q
+const SEARCH_DELAY_MS = 300;
 const OPEN_STATES = new Set(["reported", "acknowledged", "repairing", "reopened"]);
 
 const CSS = `
 .tk .tk-filters { display: flex; flex-wrap: wrap; gap: 8px 12px; align-items: flex-end; margin-bottom: 10px; }
 .tk .tk-filters label { display: inline-flex; flex-direction: column; gap: 2px; font-size: 12.5px; }
 .tk .tk-filters input { width: 13em; max-width: 100%; }
+.tk .tk-filters select { max-width: 100%; }
+.tk .tk-filters select#tk-contract, .tk .tk-filters select#tk-org { width: 13em; }
+.tk .tk-filters label.tk-search input { width: 16em; }
 .tk .tk-table-wrap { overflow-x: auto; max-width: 100%; }
 .tk .tk-table td { vertical-align: top; }
 .tk .tk-table td.tk-reported, .tk .tk-table td.tk-sla { white-space: nowrap; }
@@ -339,7 +358,7 @@ const CSS = `
 .tk-bell > button { display: inline-flex; gap: 4px; align-items: center; }
 .tk-bell .tk-bell-n { min-width: 1.4em; padding: 0 5px; border-radius: 9px; background: #b42318; color: #fff;
   font-size: 12px; text-align: center; }
-.tk-bell .tk-bell-n.zero { background: #9aa6b8; }
+.tk-bell .tk-bell-n.zero { background: #66707f; } /* white on it 5:1 (#9aa6b8 was 2.5:1) */
 .tk-bell .tk-bell-panel { position: absolute; right: 0; top: 100%; z-index: 50; width: 300px; max-width: calc(100vw - 24px);
   background: #fff; color: #1f2937; border: 1px solid #d8dde6; border-radius: 8px; padding: 10px 12px;
   box-shadow: 0 6px 24px rgba(15, 23, 42, .18); }
@@ -357,7 +376,8 @@ const CSS = `
   .tk .tk-table td.tk-channel, .tk .tk-table td.tk-sla { flex-basis: 100%; white-space: normal; }
   .tk .tk-table td.actions { margin-left: auto; }
   .tk .tk-table td.col-lo { display: none; }
-  .tk .tk-filters input { width: 10em; }
+  .tk .tk-filters input, .tk .tk-filters label.tk-search input { width: 10em; }
+  .tk .tk-filters select#tk-contract, .tk .tk-filters select#tk-org { width: 10em; }
   .tk-dialog .tk-facts { grid-template-columns: 1fr; }
   .tk-dialog .tk-facts dd { margin-bottom: 4px; }
 }`;
@@ -462,6 +482,14 @@ function subject(ticket, names) {
       .filter(Boolean).join(" · "))];
 }
 
+// the organisation nodes the caller's tree shows (GET /api/org/tree, scoped by the server), in display order
+async function orgNodes() {
+  if (!can("device.read")) return [];
+  try {
+    return orderedOrgNodes((await get("/api/org/tree")).nodes || []);
+  } catch (_) { return []; }
+}
+
 function contractText(ticket, contracts) {
   if (ticket.contract_id == null) return t("tk.no_contract");
   return contracts.get(ticket.contract_id) || t("tk.contract_n", { id: ticket.contract_id });
@@ -490,11 +518,15 @@ export async function ticketsView(root, route) {
   if (!["true", "false", ""].includes(st.overdue)) st.overdue = "";
   if (!STATES.includes(st.state)) st.state = "";
   if (!KINDS.includes(st.kind)) st.kind = "";
+  st.q = st.q.slice(0, SEARCH_MAX);
   let alive = true;
   let page = { total: 0, items: [] };
   let names = await channelNames();
-  const contracts = await contractNames();
+  const [contracts, nodes] = await Promise.all([contractNames(), orgNodes()]);
   const writer = can("ticket.write");
+  // a contract or node from the address that this user cannot choose is dropped (the server would answer 404)
+  if (!contracts.has(Number(st.contract_id))) st.contract_id = "";
+  if (!nodes.some(([n]) => String(n.id) === st.org_node_id)) st.org_node_id = "";
 
   const stateSel = select("tk-state", t("tk.f.state"), STATES, stateWord, st.state);
   const openSel = select("tk-open", t("tk.f.open"), ["true", "false"], (v) => t("tk.f.open." + v), st.open);
@@ -505,6 +537,18 @@ export async function ticketsView(root, route) {
                                 autocomplete: "off" });
   const channelIn = h("input", { id: "tk-channel", type: "search", maxlength: 32, value: st.channel_id,
                                  autocomplete: "off" });
+  // the contract: only with the permission to read contracts (report.read), and when there is one to choose
+  const contractSel = can("report.read") && contracts.size ? h("select", { id: "tk-contract", "aria-label": t("tk.f.contract") },
+    h("option", { value: "" }, t("common.all")),
+    [...contracts].map(([id, name]) => h("option", { value: String(id) }, name))) : null;
+  if (contractSel) contractSel.value = st.contract_id;
+  const orgSel = nodes.length ? h("select", { id: "tk-org", "aria-label": t("tk.f.org") },
+    h("option", { value: "" }, t("common.all")),
+    nodes.map(([n, depth]) => h("option", { value: String(n.id) }, "\u3000".repeat(depth) + (n.name || String(n.id)))))
+    : null;
+  if (orgSel) orgSel.value = st.org_node_id;
+  const searchIn = h("input", { id: "tk-search", type: "search", maxlength: SEARCH_MAX, value: st.q, autocomplete: "off",
+                                placeholder: t("tk.f.search_ph") });
   const size = h("select", { id: "tk-size" }, PAGE_SIZES.map((n) => h("option", { value: String(n) },
     t("tk.f.size_n", { n }))));
   const table = h("table", { class: "table tk-table", id: "tk-table" });
@@ -513,17 +557,28 @@ export async function ticketsView(root, route) {
   const updated = h("p", { class: "muted", id: "tk-updated" });
 
   const lbl = (text, input) => h("label", null, h("span", null, text), input);
+  const searchLabel = h("label", { class: "tk-search" }, h("span", null, t("tk.f.search")), searchIn);
+  const choices = [stateSel, openSel, overdueSel, kindSel, contractSel, orgSel].filter(Boolean);
   const filters = h("form", { class: "tk-filters", role: "search", id: "tk-filters" },
+    searchLabel,
     lbl(t("tk.f.state"), stateSel), lbl(t("tk.f.open"), openSel), lbl(t("tk.f.overdue"), overdueSel),
-    lbl(t("tk.f.kind"), kindSel), lbl(t("tk.f.device"), deviceIn), lbl(t("tk.f.channel"), channelIn),
+    lbl(t("tk.f.kind"), kindSel),
+    contractSel ? lbl(t("tk.f.contract"), contractSel) : null, orgSel ? lbl(t("tk.f.org"), orgSel) : null,
+    lbl(t("tk.f.device"), deviceIn), lbl(t("tk.f.channel"), channelIn),
     lbl(t("tk.f.size"), size),
     h("button", { type: "submit", id: "tk-apply" }, t("tk.f.apply")),
     h("button", { type: "button", class: "ghost", id: "tk-reset", onclick: () => {
-      for (const el of [stateSel, openSel, overdueSel, kindSel, deviceIn, channelIn]) el.value = "";
+      for (const el of [...choices, deviceIn, channelIn, searchIn]) el.value = "";
       applyFilters();
     } }, t("tk.f.reset")));
   filters.addEventListener("submit", (e) => { e.preventDefault(); applyFilters(); });
-  for (const el of [stateSel, openSel, overdueSel, kindSel]) el.addEventListener("change", applyFilters);
+  for (const el of choices) el.addEventListener("change", applyFilters);
+  // the search box: the list follows the typing, once it pauses
+  let searchTimer = null;
+  searchIn.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => { if (alive && searchIn.value.trim() !== st.q) applyFilters(); }, SEARCH_DELAY_MS);
+  });
   size.addEventListener("change", () => { st.limit = Number(size.value); st.offset = 0; reload(); });
 
   root.append(
@@ -542,8 +597,11 @@ export async function ticketsView(root, route) {
       clear(failure).append(message(t("tk.r.bad_id"), "error"));
       return;
     }
+    clearTimeout(searchTimer);
     Object.assign(st, { state: stateSel.value, open: openSel.value, overdue: overdueSel.value, kind: kindSel.value,
-                        device_id: dev, channel_id: chan, offset: 0 });
+                        device_id: dev, channel_id: chan, contract_id: contractSel ? contractSel.value : "",
+                        org_node_id: orgSel ? orgSel.value : "", q: searchIn.value.trim().slice(0, SEARCH_MAX),
+                        offset: 0 });
     reload();
   }
 
@@ -647,6 +705,7 @@ export async function ticketsView(root, route) {
 
   return () => {
     alive = false;
+    clearTimeout(searchTimer);
     clearInterval(refreshTimer);
     clearInterval(tickTimer);
     window.removeEventListener("gbops:ticket-created", onCreated);

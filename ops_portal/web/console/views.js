@@ -5,6 +5,7 @@ import { clear, dot, fmtClock, fmtTime, h, message, pageStyle, toast } from "./d
 import { extend, serverText, t } from "./i18n.js";
 import { LivePlayer } from "./player.js";
 import { canPtz, ptzPanel } from "./ptz.js";
+import { loadRegions, regionEl } from "./regions.js";
 import { can } from "./session.js";
 import { openRepairDialog } from "./tickets.js";
 
@@ -14,7 +15,7 @@ function pageHead(title, ...tools) {
 
 // ------------------------------------------------------------------ tree component
 export function treePanel(nodes, { onChannel, onDevice, onOrg, selected } = {}) {
-  const filter = h("input", { type: "search", placeholder: t("tree.filter"), class: "tree-filter", id: "tree-filter" });
+  const filter = h("input", { type: "search", placeholder: t("tree.filter"), "aria-label": t("tree.filter"), class: "tree-filter", id: "tree-filter" });
   const onlyOnline = h("input", { type: "checkbox", id: "tree-online" });
   const list = h("div", { class: "tree", role: "tree" });
   const expanded = new Set();
@@ -112,6 +113,7 @@ function facts(obj, keys) {
     let v = obj[k];
     if (k === "online") v = obj.online ? t("common.online") : t("common.offline");
     else if (/_at$|last_seen/.test(k)) v = fmtTime(v);
+    else if (k === "civil_code" && v) v = regionEl(v); // in words, with the code (issue 18)
     return [h("dt", null, t("field." + (k === "online" ? "status" : k))), h("dd", null, v ?? "—")];
   }));
 }
@@ -189,6 +191,7 @@ export async function channelView(root, route) {
     } catch (_) { /* no channel list route */ }
   }
   if (!ch) { root.append(message(t("common.unavailable"), "error")); return; }
+  await loadRegions();
   let pres = { items: [] };
   if (deviceId) {
     try { pres = await get(`/api/devices/${encodeURIComponent(deviceId)}/presence`, { limit: 500 }); } catch (_) { /* none */ }
