@@ -143,8 +143,34 @@ def _jobs(request: Request) -> ReportJobs:
 JobsDep = Annotated[ReportJobs, Depends(_jobs)]
 
 
+async def _check_visible(session: Any, access: Any, registry: Any, org_node_id: int | None,
+                         contract_id: int | None) -> None:
+    """A scoped caller may name only a contract it can list (its service scope inside the caller's) and an
+    organisation node of its scope or above its own channels (what its tree shows); any other answers exactly as
+    one that does not exist (404), so that a curious tenant cannot tell other tenants' ids from unknown ones."""
+    if access.scope.all or registry is None:
+        return
+    if contract_id is not None:
+        from ops_portal.contracts import get_contract
+        from ops_portal.scope_lists import grants_within_scope
+
+        contract = await get_contract(session, contract_id)
+        if contract is None or not await grants_within_scope(
+                registry, access.scope, org_node_ids=contract.org_node_ids or (), channels=contract.channel_ids or ()):
+            raise ApiError(404, "contract_not_found", f"合同不存在 / contract not found: {contract_id}")
+    if org_node_id is not None and not access.scope.allows_node(org_node_id):
+        from ops_portal.access import Scope
+        from ops_portal.contracts import org_descendants
+
+        under = await registry.scoped_channels(Scope(False, await org_descendants(session, [org_node_id])))
+        own = await registry.scoped_channels(access.scope)  # two queries, whatever the number of channels
+        if not ({(c.device_id, c.channel_id) for c in under or ()} & {(c.device_id, c.channel_id) for c in own or ()}):
+            raise ApiError(404, "org_node_not_found", f"组织节点不存在 / organisation node not found: {org_node_id}")
+
+
 async def _filter(session: Any, access: Any, settings: Any, org_node_id: int | None,
-                  contract_id: int | None) -> ScopeFilter:
+                  contract_id: int | None, registry: Any = None) -> ScopeFilter:
+    await _check_visible(session, access, registry, org_node_id, contract_id)
     try:
         return await resolve_scope(
             session, scope=access.scope, org_node_id=org_node_id, contract_id=contract_id,
@@ -191,6 +217,7 @@ async def _get_visible(session: Any, access: Any, user: User, report_id: str) ->
 @router.get("/api/availability/online-rate", operation_id="availability_online_rate",
             summary="当前在线率 / online rate now", response_model=OnlineRateOut, responses=error_responses(404))
 async def get_online_rate(
+    request: Request,
     user: ReportReader,
     access: AccessDep,
     session: SessionDep,
@@ -203,7 +230,7 @@ async def get_online_rate(
 ) -> OnlineRateOut:
     if scope == "platform" and not access.scope.all:
         raise ApiError(403, "scope_forbidden", "全平台统计需要全部数据权限 / whole-platform figures need full data scope")
-    flt = await _filter(session, access, settings, org_node_id, contract_id)
+    flt = await _filter(session, access, settings, org_node_id, contract_id, request.app.state.registry)
     now = await online_rate_now(session, flt)
     return OnlineRateOut(
         at=now.at, scope=now.scope, channels_total=now.channels_total, channels_online=now.channels_online,
@@ -234,7 +261,7 @@ async def get_channels(
     if end <= start or (end - start).days > MAX_CUSTOM_DAYS:
         raise ApiError(422, "bad_period", f"时段无效（须 from < to，且不超过 {MAX_CUSTOM_DAYS} 天）/ invalid period "
                                           f"(from < to, at most {MAX_CUSTOM_DAYS} days)")
-    flt = await _filter(session, access, settings, org_node_id, contract_id)
+    flt = await _filter(session, access, settings, org_node_id, contract_id, request.app.state.registry)
     s, e, label = period_bounds("custom", tz, start=start, end=end)
     res = await compute_period(request.app.state.sessionmaker, flt, s, e, kind="custom", label=label,
                                timezone=settings.report_timezone, worst=0, keep_outages=False)
@@ -272,7 +299,7 @@ async def create_report(
         raise ApiError(422, "bad_period", f"统计周期无效 / invalid period: {exc}") from None
     if (end - start).days > MAX_CUSTOM_DAYS:
         raise ApiError(422, "bad_period", f"统计周期不得超过 {MAX_CUSTOM_DAYS} 天 / at most {MAX_CUSTOM_DAYS} days")
-    flt = await _filter(session, access, settings, body.org_node_id, body.contract_id)
+    flt = await _filter(session, access, settings, body.org_node_id, body.contract_id, request.app.state.registry)
     row = await jobs.submit(ReportRequest(body.kind, start, end, label, body.format, flt, trigger="api", user=user,
                                           client_ip=client_ip(request)))
     return _report_out(row, jobs)

@@ -166,3 +166,30 @@ async def test_sla_csv_share_is_a_percentage(portal: Portal) -> None:
     rows = [line.split(",") for line in r.text.lstrip("\ufeff").splitlines()]
     assert ["share_within_limit(%)", "100"] in rows, rows
     assert not [row for row in rows if row[0] == "share_within_limit"]
+
+
+async def test_availability_scope_cannot_be_probed_either(portal: Portal) -> None:
+    """The online-rate, channel-availability and report routes answer another tenant's node or contract exactly
+    as an unknown one (they answered an empty figure before: the id's existence leaked)."""
+    tree, _, _, ct = await _setup(portal)
+    await portal.add_user("east", permissions={"ticket.read", "report.read"}, org_nodes=[tree.va])
+    east = bearer(await portal.login("east"))
+    period = {"from": "2024-01-01T00:00:00+08:00", "to": "2024-01-02T00:00:00+08:00"}
+
+    async def answer(path: str, **params: Any) -> tuple[int, dict[str, Any]]:
+        if path == "/api/reports":
+            r = await portal.client.post(path, json={"kind": "day", "on": "2024-01-01", "format": "csv", **params},
+                                         headers=east)
+        else:
+            r = await portal.client.get(path, params={**(period if "channels" in path else {}), **params},
+                                        headers=east)
+        return r.status_code, r.json()
+
+    for path in ("/api/availability/online-rate", "/api/availability/channels", "/api/reports"):
+        for key, own in (("org_node_id", tree.va), ("org_node_id", tree.bg), ("contract_id", ct["east"])):
+            got = await answer(path, **{key: own})
+            assert got[0] in (200, 202), (path, key, got)
+        for key, other in (("contract_id", ct["west"]), ("contract_id", ct["ipc"]), ("org_node_id", tree.vb)):
+            got, unknown = await answer(path, **{key: other}), await answer(path, **{key: 99999})
+            assert got[0] == unknown[0] == 404, (path, key, got, unknown)
+            assert got[1]["error"] == unknown[1]["error"], (got, unknown)
