@@ -63,7 +63,10 @@ class UpwardMedia(Protocol):
     async def open_upward(self, channel: ChannelRef, viewer: Viewer, target: UpwardTarget, *, kind: str = "live",
                           window: tuple[datetime, datetime] | None = None, source: str = "device",
                           visible_watermark: bool = False,
-                          on_end: Callable[[str], None] | None = None) -> UpwardLegLike: ...
+                          on_end: Callable[[str], None] | None = None) -> UpwardLegLike:
+        """A leg toward the upper; a live leg of the sub-stream passes ``stream="sub"`` as a further keyword
+        (the main stream passes none)."""
+        ...
     def upward_info(self, leg_id: str, body: bytes, content_type: str | None = None) -> bool: ...
 
 

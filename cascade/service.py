@@ -12,6 +12,7 @@ watermark too when the platform's ``watermark`` is ``visible``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -738,10 +739,23 @@ class CascadeService:
             ssrc = (ssrc or self._new_ssrc(kind, platform.local_id)).zfill(10)
             target = UpwardTarget(ip=offer.ip, port=offer.port, transport=offer.transport, setup=setup,
                                   ssrc=int(ssrc))
-            leg = await self._media.open_upward(
-                shared.ref, viewer, target, kind=kind, window=window,
+            open_leg = functools.partial(
+                self._media.open_upward, shared.ref, viewer, target, kind=kind, window=window,
                 visible_watermark=platform.watermark == "visible",
                 on_end=lambda reason: self._leg_ended(call_id, reason))
+            # the upper named its sub-stream (a=streamnumber:1 or a vendor form): a device with none set sends
+            # its main stream instead (the upper gets video, the audit entry says which stream)
+            if kind == "live" and offer.stream_number:
+                try:
+                    leg = await open_leg(stream="sub")
+                    detail["stream"] = "sub"
+                except MediaError as exc:
+                    if exc.code != "no_sub_stream":
+                        raise
+                    leg = await open_leg()
+                    detail["stream"] = "main"
+            else:
+                leg = await open_leg()
         except Exception as exc:  # noqa: BLE001 - every failure gets an answer and an audit entry
             if isinstance(exc, MediaError):
                 code, status = exc.code, 488 if exc.code in _MEDIA_488 else 480

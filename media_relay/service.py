@@ -369,7 +369,7 @@ class MediaService:
     async def open_upward(self, channel: ChannelRef, viewer: Viewer, target: UpwardTarget, *, kind: str = "live",
                           window: tuple[datetime, datetime] | None = None, source: str = "device",
                           visible_watermark: bool = False, on_end: Callable[[str], None] | None = None,
-                          speed: int = 4) -> UpwardLeg:
+                          speed: int = 4, stream: str = "main") -> UpwardLeg:
         """A media leg sending ``channel`` to an upper platform at ``target`` as RTP/PS (see
         :mod:`media_relay.upward`); :meth:`UpwardLeg.start` on the ACK begins sending. Live: a reader of the
         channel's shared Stream (one upstream for local viewers, the recorder and uppers; its idle delay
@@ -378,8 +378,10 @@ class MediaService:
         scales itself; ``speed``: the device's download speed). The picture is tagged for ``viewer`` (the
         platform) and also redrawn when ``visible_watermark``. ``on_end(reason)``: once, when the leg ends
         by itself. Raises :class:`MediaError` (``bad_target``, ``no_ports``, the Stream's errors) and the
-        transform's errors like :meth:`open_viewer`."""
+        transform's errors like :meth:`open_viewer`. ``stream`` (live): the channel's main stream or its
+        sub-stream (an upper's ``a=streamnumber:1``)."""
         channel = ChannelRef(*channel)
+        live_key(channel, stream)
         problem = check_target(target)
         if problem is not None:
             raise MediaError("bad_target", f"上级平台的媒体地址无效 / unusable media target: {problem}")
@@ -390,10 +392,10 @@ class MediaService:
         reader: StreamReader | None = None
         try:
             if kind == "live":
-                plan = self._plan(viewer, channel, leg_id, "live", None)
+                plan = self._plan(viewer, channel, leg_id, "live", None, stream=stream)
                 if plan is not None:
                     cleanup.append(plan.release)
-                reader = await self.manager.open_reader(channel, "udp")
+                reader = await self.manager.open_reader(channel, "udp", stream)
             else:
                 window = self._check_history(window, source, "udp")
                 if source == "device" and kind == "download" and (not isinstance(speed, int)

@@ -41,7 +41,7 @@ from sip_server.sip import (
 )
 from sip_server.sip.digest import parse_auth_params
 from sip_server.sip.message import contact_value, format_hostport, new_tag, random_hex, via_value
-from sip_server.sip.sdp import SdpError, gb_sdp, parse_sdp
+from sip_server.sip.sdp import SdpError, gb_sdp, offered_stream, parse_sdp
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
 ALLOW = "INVITE, ACK, INFO, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY"
@@ -113,6 +113,7 @@ class UpperOffer:
     download_speed: int | None
     uri: str | None
     payloads: tuple[int, ...]
+    stream_number: int | None = None  # a=streamnumber:N (or a=stream / a=streamprofile) of a live offer: 0 main, 1+ sub
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ def parse_offer(body: bytes) -> UpperOffer:
     if ssrc is not None and not (ssrc.isascii() and ssrc.isdigit() and len(ssrc) <= 10):
         raise OfferError(f"bad y= {ssrc[:20]!r}", 400)
     return UpperOffer(canon, ip, video.port, "tcp" if tcp else "udp", setup, ssrc, start, end, speed,
-                      sdp.uri.strip() if sdp.uri else None, payloads)
+                      sdp.uri.strip() if sdp.uri else None, payloads,
+                      offered_stream(sdp) if canon == "Play" else None)
 
 
 def build_answer_sdp(local_id: str, offer: UpperOffer, answer: UpperAnswer) -> bytes:

@@ -172,6 +172,7 @@ class FakeMedia:
     viewers: list[Any] = field(default_factory=list)
     fail: MediaError | None = None
     infos: list[tuple] = field(default_factory=list)
+    no_sub: set[str] = field(default_factory=set)  # devices without a sub-stream (issue 18)
 
     def upward_info(self, leg_id, body, content_type=None) -> bool:
         self.infos.append((leg_id, body))
@@ -179,11 +180,14 @@ class FakeMedia:
         return leg is not None and leg.kind != "live"
 
     async def open_upward(self, channel, viewer, target, *, kind="live", window=None, source="device",
-                          visible_watermark=False, on_end=None):
+                          visible_watermark=False, on_end=None, stream="main"):
         if self.fail is not None:
             raise self.fail
+        if stream == "sub" and channel.device_id in self.no_sub:
+            raise MediaError("no_sub_stream", "该设备未设置子码流标识方式 / no sub-stream identification set")
         self.viewers.append(viewer)
         leg = FakeLeg(channel, target, kind, window, visible_watermark, on_end)
+        leg.stream = stream
         self.legs.append(leg)
         return leg
 

@@ -179,11 +179,14 @@ async def test_disable_and_unshare_end_streams(env, tree, pid) -> None:
 
 
 def hold_open_upward(env) -> asyncio.Event:
-    """Media opens legs only once the returned event is set."""
+    """Media opens legs only once the returned event is set; ``gate.entered`` is set when a leg is being opened
+    (a test waits for it instead of guessing how long the database lookups before it take)."""
     gate = asyncio.Event()
+    gate.entered = asyncio.Event()  # type: ignore[attr-defined]
     real = env.media.open_upward
 
     async def slow(*args, **kw):
+        gate.entered.set()  # type: ignore[attr-defined]
         await gate.wait()
         return await real(*args, **kw)
 
@@ -194,7 +197,7 @@ def hold_open_upward(env) -> asyncio.Event:
 async def test_cancel_while_opening(env, pid) -> None:
     gate = hold_open_upward(env)
     task = asyncio.ensure_future(env.service.handle_event(sev.UpperInvite(pid, "c1", CAM1, offer())))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(gate.entered.wait(), 10)  # the leg is being opened: the CANCEL comes meanwhile
     await env.service.handle_event(sev.UpperBye(pid, "c1", "cancel"))
     gate.set()
     await task
@@ -309,3 +312,34 @@ async def test_alarms_on_shared_channels_reach_the_upper_by_its_ids(env, pid) ->
     await env.service.put_share(pid, [], [], actor=ACTOR)
     assert await env.service.forward_alarm(ChannelRef(NVR_B, CAM1), alarm) == []
 
+
+
+async def test_an_upper_asking_for_the_sub_stream_gets_it_or_the_main_stream(env, pid) -> None:
+    """An upper's live INVITE naming stream 1 (a=streamnumber:1, parsed into UpperOffer.stream_number) gets the
+    channel's sub-stream; a device with no sub-stream set sends its main stream instead, and the audit entry says
+    which stream went up."""
+    from dataclasses import replace
+
+    sub = replace(offer(), stream_number=1)
+    _, _, status, _, _ = await invite(env, pid, "call-s1", UP_B1, sub)
+    assert status == 200 and env.media.legs[-1].stream == "sub"
+    assert env.audit.of("cascade.invite")[-1][2]["stream"] == "sub"
+    env.media.no_sub.add(NVR_B)
+    _, _, status, _, _ = await invite(env, pid, "call-s2", UP_B1, sub)
+    assert status == 200 and env.media.legs[-1].stream == "main"
+    assert env.audit.of("cascade.invite")[-1][2]["stream"] == "main"
+    _, _, status, _, _ = await invite(env, pid, "call-s3", UP_B1)  # no stream named: main, no "stream" recorded
+    assert status == 200 and env.media.legs[-1].stream == "main"
+    assert "stream" not in env.audit.of("cascade.invite")[-1][2]
+
+
+def test_the_upper_offer_reads_the_stream_number() -> None:
+    from sip_server.gb.upper import parse_offer
+    from sip_server.sip.sdp import build_offer
+
+    for form in ("streamnumber", "stream", "streamprofile"):
+        body = build_offer(origin_id="11000000002000000001", ip="203.0.113.5", port=40000, ssrc="0100000001",
+                           stream=(form, 1))
+        assert parse_offer(body).stream_number == 1
+    assert parse_offer(build_offer(origin_id="11000000002000000001", ip="203.0.113.5", port=40000,
+                                   ssrc="0100000001")).stream_number is None
