@@ -219,13 +219,15 @@ class DownloadManager:
 
     async def submit(self, *, user: Any, channel_id: str, device_id: str, seconds: int | None = None,
                      client_ip: str | None, transport: str, roles: tuple[str, ...] | None = None,
-                     window: tuple[datetime, datetime] | None = None, source: str | None = None) -> DownloadJob:
+                     window: tuple[datetime, datetime] | None = None, source: str | None = None,
+                     purpose: str | None = None) -> DownloadJob:
         """Record the job and ``download.request``, start it; raises when the audit log refuses.
 
         A live clip: ``seconds`` of the live stream from now on.  A history download: ``window``
         (aware datetimes) read from ``source`` (``device``, the default: ``s=Download`` at
         ``download_speed``; ``platform``: the platform's recording); ``seconds`` is then the window's
-        length.  ``ValueError`` ("中文 / English") for a bad window, source or length."""
+        length.  ``purpose``: what the requester says the copy is for (kept with the job and on the audit
+        entry).  ``ValueError`` ("中文 / English") for a bad window, source or length."""
         start_w = end_w = None
         if window is not None:
             start_w, end_w = window
@@ -250,7 +252,7 @@ class DownloadManager:
         row = DownloadJob(id=job_id, user_id=user.id, username=user.username, channel_id=channel_id,
                           device_id=device_id, seconds=seconds, state="queued", session_id=f"dl-{job_id}",
                           watermark_id=session_code(f"dl-{job_id}"), client_ip=client_ip, created_at=now,
-                          window_start=start_w, window_end=end_w, source=source)
+                          window_start=start_w, window_end=end_w, source=source, purpose=purpose or None)
         async with self.sessionmaker() as session:
             session.add(row)
             await session.commit()
@@ -267,7 +269,8 @@ class DownloadManager:
                                         target=Target("channel", ChannelRef(device_id, channel_id).key),
                                         client_ip=client_ip,
                                         detail={**detail, "job_id": job_id, "seconds": seconds,
-                                                **_window_detail(row)})
+                                                **_window_detail(row),
+                                                **({"purpose": row.purpose} if row.purpose else {})})
             except Exception as exc:
                 await self._finish(job_id, state="failed", reason="审计日志不可用 / the audit log is unavailable")
                 raise AuditUnavailable(str(exc)) from exc

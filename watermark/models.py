@@ -53,3 +53,5 @@ class DownloadJob(Base):
     window_start: Mapped[datetime | None] = mapped_column(UtcDateTime())
     window_end: Mapped[datetime | None] = mapped_column(UtcDateTime())
     source: Mapped[str | None] = mapped_column(String(16))
+    # issue 18: what the requester says the copy is for (a case number, ...), on the download history
+    purpose: Mapped[str | None] = mapped_column(Text)

@@ -145,9 +145,11 @@ def _row(f: ChannelFigures) -> list[Any]:
 
 def csv_value(value: Any) -> Any:
     """A cell of the CSV: a rate as a plain number of percent, None as empty."""
+    from gbcore.sheets import csv_text
+
     if isinstance(value, Rate):
         return percent_text(value.ratio)
-    return "" if value is None else value
+    return "" if value is None else csv_text(value)  # a channel named "=..." by its device stays text
 
 
 # ---------------------------------------------------------------------------------------------- CSV
@@ -182,8 +184,18 @@ def xlsx_row(values: list[Any], ws: Any = None) -> list[Any]:
             cell = WriteOnlyCell(ws, value=v.ratio)
             cell.number_format = XLSX_PERCENT_FORMAT
             out.append(cell)
+        elif isinstance(v, str):
+            text = _XLSX_ILLEGAL.sub("\ufffd", v)
+            if text.startswith("="):  # openpyxl would store it as a formula: a text cell instead
+                from openpyxl.cell import WriteOnlyCell
+
+                cell = WriteOnlyCell(ws, value=text)
+                cell.data_type = "s"
+                out.append(cell)
+            else:
+                out.append(text)
         else:
-            out.append(_XLSX_ILLEGAL.sub("\ufffd", v) if isinstance(v, str) else v)
+            out.append(v)
     return out
 
 

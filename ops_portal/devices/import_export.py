@@ -23,6 +23,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
+from gbcore.sheets import FORMULA_FIRST
 from gbcore.timeutil import to_device_time
 
 __all__ = [
@@ -68,7 +69,7 @@ MAX_ROWS = 10_000
 
 _HEADER_KEYS = {header: key for key, header in COLUMNS} | {key: key for key, _ in COLUMNS}
 _TIMES = ("last_seen", "registered_at", "created_at")
-_FORMULA_FIRST = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST = FORMULA_FIRST  # one list for every export (gbcore.sheets)
 _EXAMPLE = {"device_id": "34020000001320000001", "name": "东门入口 / East gate", "password": "",
             "transport": "udp", "org_node_id": "", "stream_form": "streamnumber", "expected_channels": 1,
             "longitude": 118.089, "latitude": 24.479, "address": "厦门市思明区 / Siming, Xiamen"}

@@ -57,6 +57,9 @@ class DownloadRequest(BaseModel):
     transport: Literal["udp", "tcp-passive", "tcp-active"] | None = Field(
         default=None, description="媒体传输方式 / media transport when the stream must be started "
         "(default: the platform's live transport)")
+    purpose: str | None = Field(None, max_length=200, description="下载用途（如案件编号），记入下载历史和审计日志 / "
+                                "what the copy is for (e.g. a case number), kept on the download history and the "
+                                "audit log")
 
 
 class DownloadJobOut(BaseModel):
@@ -66,6 +69,7 @@ class DownloadJobOut(BaseModel):
                     "encoding: drawing the watermark and encoding the MP4; done: the file is ready; "
                     "failed: see reason")
     reason: str | None = Field(None, description="why the job failed (中文 / English)")
+    purpose: str | None = Field(None, description="what the requester said the copy is for")
     channel_id: str
     device_id: str
     user_id: int
@@ -155,7 +159,8 @@ def _out(manager: Any, row: Any, names: dict[str, Any] | None = None) -> Downloa
     from ops_portal.timewindow import beijing
 
     return DownloadJobOut(
-        job_id=row.id, state=state, reason=row.reason, channel_id=row.channel_id, device_id=row.device_id,
+        job_id=row.id, state=state, reason=row.reason, purpose=getattr(row, "purpose", None),
+        channel_id=row.channel_id, device_id=row.device_id,
         user_id=row.user_id, username=row.username, seconds=row.seconds, percent=percent,
         start=beijing(getattr(row, "window_start", None)), end=beijing(getattr(row, "window_end", None)),
         source=getattr(row, "source", None),
@@ -217,6 +222,9 @@ async def create_download(user: Downloader, access: AccessDep, registry: Registr
 
     from ops_portal.timewindow import parse_window
 
+    purpose = " ".join((body.purpose or "").split())  # one line for the history
+    if any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 for ch in body.purpose or "" if ch not in "\t\n\r"):
+        raise ApiError(422, "bad_purpose", "用途含有控制字符 / the purpose contains control characters")
     history = body.start is not None or body.end is not None
     if history == (body.seconds is not None):
         raise ApiError(422, "bad_request", "请给出 seconds（直播片段）或 start 与 end（录像时间段）之一 / give either "
@@ -246,6 +254,8 @@ async def create_download(user: Downloader, access: AccessDep, registry: Registr
     if window is not None:
         extra = {"window": window, "source": source}
         seconds = max(1, math.ceil((window[1] - window[0]).total_seconds()))
+    if purpose:
+        extra["purpose"] = purpose
     try:
         row = await manager.submit(user=user, channel_id=channel_id, device_id=ref.device_id,
                                    seconds=seconds, client_ip=client_ip(request), transport=transport,
@@ -345,7 +355,7 @@ CSV_HEADERS = ["任务编号 / job id", "用户名 / username", "姓名 / displa
                "完成时间 / finished", "设备编号 / device id", "通道编号 / channel id", "通道名称 / channel name",
                "类型 / kind", "录像开始 / video start", "录像结束 / video end", "时长（秒）/ duration (s)",
                "文件大小（字节）/ size (bytes)", "SHA-256", "水印编号 / watermark id", "会话编号 / session id",
-               "客户端 IP / client IP", "结果 / result", "原因 / reason"]
+               "客户端 IP / client IP", "结果 / result", "原因 / reason", "用途 / purpose"]
 
 
 def _bj(value: datetime | None) -> str:
@@ -379,6 +389,8 @@ async def downloads_csv(
     import csv
     import io
 
+    from gbcore.sheets import csv_text
+
     manager, rows = await _history(request, user, access, all_users, username, device_id, channel_id, since,
                                      until)
     names = await _names(request, rows)
@@ -391,12 +403,14 @@ async def downloads_csv(
         state = prog.state if prog is not None and r.state not in ("done", "failed") else r.state
         win_start = getattr(r, "window_start", None) or r.media_start
         win_end = getattr(r, "window_end", None) or r.media_end
-        w.writerow([r.id, r.username, users.get(r.user_id) or "", _bj(r.created_at), _bj(r.finished_at),
+        w.writerow([csv_text(v) for v in [
+                    r.id, r.username, users.get(r.user_id) or "", _bj(r.created_at), _bj(r.finished_at),
                     r.device_id, r.channel_id, channels.get((r.device_id, r.channel_id)) or "",
                     _CSV_SOURCE.get(getattr(r, "source", None), getattr(r, "source", "")), _bj(win_start),
                     _bj(win_end), "" if r.duration_s is None else round(r.duration_s, 1),
                     "" if r.size is None else r.size, r.sha256 or "", r.watermark_id, r.session_id,
-                    getattr(r, "client_ip", None) or "", _CSV_STATE.get(state, state), r.reason or ""])
+                    getattr(r, "client_ip", None) or "", _CSV_STATE.get(state, state), r.reason or "",
+                    getattr(r, "purpose", None) or ""]])
     from datetime import UTC
 
     name = f"downloads-{_stamp(datetime.now(UTC))}.csv"

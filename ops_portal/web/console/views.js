@@ -1,5 +1,5 @@
 // Views: organisation/device tree, device and channel details, live wall.
-import { get } from "./api.js";
+import { get, token } from "./api.js";
 import { channelsOf, loadTree } from "./data.js";
 import { clear, dot, fmtClock, fmtTime, h, message, pageStyle, toast } from "./dom.js";
 import { extend, serverText, t } from "./i18n.js";
@@ -237,6 +237,25 @@ extend({
   "wall.unavailable": "视频服务暂不可用",
   "wall.denied": "无权观看该通道",
   "wall.not_found": "通道不存在",
+  "wall.capacity_sub": "本节点的水印编码器已全部占用，子码流仍可观看",
+  "wall.use_sub": "改用子码流",
+  "wall.retry_main": "重试主码流",
+  "wall.stream.main": "主码流",
+  "wall.stream.sub": "子码流",
+  "wall.stream.platform": "平台默认",
+  "wall.stream_default": "新画面码流",
+  "wall.to_sub": "改看子码流（分辨率较低，占用资源较少）",
+  "wall.to_main": "改看主码流",
+  "wall.no_sub": "该设备未设置子码流标识方式，只能观看主码流（可在设备管理中设置）",
+  "wall.all_sub": "全部改用子码流",
+  "wall.all_sub_done": "{n} 个画面已改用子码流",
+  "wall.all_sub_none": "没有可改用子码流的画面",
+  "wall.repair": "报修",
+  "wall.repair_title": "报修（附当前画面）",
+  "wall.repair_shot": "当前画面将作为现场图片附在工单上",
+  "wall.repair_no_shot": "还没有画面，工单将不附图片",
+  "wall.repair_attached": "工单 {id} 已附上现场画面",
+  "wall.repair_failed": "工单 {id} 已创建，但画面未能附上：{reason}",
 }, {
   "wall.snapshot": "Snapshot",
   "wall.snap_short": "Snap",
@@ -251,6 +270,25 @@ extend({
   "wall.unavailable": "The video service is unavailable for now",
   "wall.denied": "Not allowed to watch this channel",
   "wall.not_found": "No such channel",
+  "wall.capacity_sub": "All watermark encoders of this node are busy; the sub-stream still fits",
+  "wall.use_sub": "Watch the sub-stream",
+  "wall.retry_main": "Try the main stream again",
+  "wall.stream.main": "Main",
+  "wall.stream.sub": "Sub",
+  "wall.stream.platform": "Platform default",
+  "wall.stream_default": "New panes",
+  "wall.to_sub": "Switch to the sub-stream (lower resolution, fewer resources)",
+  "wall.to_main": "Switch to the main stream",
+  "wall.no_sub": "This device has no sub-stream identification set: main stream only (set it in device management)",
+  "wall.all_sub": "All panes to sub-stream",
+  "wall.all_sub_done": "{n} panes moved to the sub-stream",
+  "wall.all_sub_none": "No pane can move to the sub-stream",
+  "wall.repair": "Report",
+  "wall.repair_title": "Report a fault (with the current picture)",
+  "wall.repair_shot": "The current picture will be attached to the ticket as its snapshot",
+  "wall.repair_no_shot": "No picture yet: the ticket will have no snapshot",
+  "wall.repair_attached": "The picture is attached to ticket {id}",
+  "wall.repair_failed": "Ticket {id} was created, but the picture could not be attached: {reason}",
 });
 
 // The wall fills the height left under the page head (set by fitWall); panes then take their share of it. On
@@ -261,14 +299,25 @@ const wallStyle = pageStyle(`
 .wall .pane-title { background: rgba(0, 0, 0, .55); padding: 1px 6px; border-radius: 3px; min-width: 0;
   overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .wall .pane-title:empty { display: none; }
-.wall .pane-buttons { display: inline-flex; align-items: center; gap: 2px; margin-left: auto; opacity: 0;
-  transition: opacity .15s; background: rgba(0, 0, 0, .45); border-radius: 4px; }
+.wall .pane-buttons { display: inline-flex; flex-wrap: wrap; justify-content: flex-end; align-items: center; gap: 2px;
+  margin-left: auto; min-width: 0; opacity: 0; transition: opacity .15s; background: rgba(0, 0, 0, .45);
+  border-radius: 4px; }
 .wall .pane:hover .pane-buttons, .wall .pane.selected .pane-buttons, .wall .pane:focus-within .pane-buttons,
 .wall .pane:fullscreen .pane-buttons { opacity: 1; }
 .wall .pane-buttons .pane-close { order: 9; }
 .wall .pane-buttons button.icon { min-width: 26px; font-size: 12px; }
-.wall .pane-buttons button.snapshot, .wall .pane-buttons button.audio { border: 1px solid rgba(255, 255, 255, .4);
-  border-radius: 4px; padding: 1px 5px; }
+.wall .pane-buttons button.snapshot, .wall .pane-buttons button.audio, .wall .pane-buttons button.stream,
+.wall .pane-buttons button.repair { border: 1px solid rgba(255, 255, 255, .4); border-radius: 4px; padding: 1px 5px; }
+.wall .pane-buttons button.stream.sub { color: #ffd27a; }
+.wall .pane-buttons button:disabled { opacity: .45; cursor: not-allowed; }
+.wall .pane-offer { position: absolute; left: 0; right: 0; top: 30%; display: flex; justify-content: center;
+  flex-wrap: wrap; gap: 8px; padding: 0 8px; pointer-events: none; }
+.wall .pane-offer button { pointer-events: auto; font-size: 12.5px; }
+.wall .pane-offer button.use-sub { background: var(--accent); border-color: var(--accent); color: #fff; }
+.wall-stream { white-space: nowrap; }
+.wall-repair-shot { margin: 0 0 10px; }
+.wall-repair-shot img { display: block; max-width: 100%; max-height: 200px; border-radius: 4px; background: #000; }
+.wall-repair-shot figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
 .wall .pane-buttons button.audio.on { color: #7ee0a1; }
 .wall .pane-buttons button { white-space: nowrap; flex: none; }
 .wall.n16 .pane-status, .wall.n9 .pane-status { font-size: 11px; }
@@ -292,6 +341,8 @@ const wallStyle = pageStyle(`
 const LAYOUTS = [1, 4, 9, 16];
 const LAYOUT_KEY = "gbops.layout";
 const RETRY_MAX_S = 30;
+const STREAM_KEY = "gbops.live.stream";  // the stream new panes ask for: "main", "sub" or "" (the platform's default)
+const SNAPSHOT_TYPE = "image/jpeg";  // a ticket's picture: JPEG keeps a 1080p frame well under the upload limit
 
 // "20261207-153000" in Beijing time, for file names.
 function beijingStamp(at = new Date()) {
@@ -301,10 +352,16 @@ function beijingStamp(at = new Date()) {
   return `${p.year}${p.month}${p.day}-${p.hour}${p.minute}${p.second}`;
 }
 
+// The refusal offers the sub-stream as an action the wall takes (503 watermark_capacity, `actions`).
+function offersSub(err) {
+  const actions = err && err.code === "watermark_capacity" && err.body && err.body.actions;
+  return Array.isArray(actions) && actions.some((a) => a && a.action === "use_sub_stream");
+}
+
 // A refused or failed live request in words (no server advice the wall cannot act on, no raw codes).
 function refusalText(err) {
   const code = err && err.code;
-  if (code === "watermark_capacity") return t("wall.capacity");
+  if (code === "watermark_capacity") return offersSub(err) ? t("wall.capacity_sub") : t("wall.capacity");
   if (code === "device_offline") return t("wall.offline");
   if (err && err.status === 403) return t("wall.denied");
   if (err && err.status === 404) return t("wall.not_found");
@@ -335,6 +392,15 @@ export async function liveView(root, route) {
     h("option", { value: "flv" }, "HTTP-FLV"));
   const layoutBtns = LAYOUTS.map((n) => h("button", { type: "button", class: "seg-btn", dataset: { layout: n },
     "aria-pressed": "false", onclick: () => setLayout(n) }, String(n)));
+  // the stream new panes ask for, remembered; "": none named (the platform's default)
+  const streamSel = h("select", { id: "live-stream" },
+    h("option", { value: "" }, t("wall.stream.platform")), h("option", { value: "main" }, t("wall.stream.main")),
+    h("option", { value: "sub" }, t("wall.stream.sub")));
+  streamSel.value = ["main", "sub"].includes(localStorage.getItem(STREAM_KEY)) ? localStorage.getItem(STREAM_KEY) : "";
+  streamSel.addEventListener("change", () => localStorage.setItem(STREAM_KEY, streamSel.value));
+  // whether a device can be asked for its sub-stream (its stream identification form is set): a device's
+  // property, learnt from the live answers (`sub_stream`), a refusal's actions, or the device itself
+  const subOf = new Map();
 
   function makePane(i) {
     const video = h("video", { muted: true, autoplay: true, playsinline: true });
@@ -351,6 +417,16 @@ export async function liveView(root, route) {
     const audio = icon("audio", t("wall.unmute"), () => setMuted(pane, !pane.video.muted),
                        t("wall.muted_short"));
     audio.setAttribute("aria-pressed", "false");
+    // 主码流 / 子码流: the stream watched; a click reopens the pane on the other one
+    const stream = icon("stream hidden", t("wall.to_sub"), () => {
+      const now = pane.watching || pane.want;
+      if (pane.channel && now) reopen(pane, now === "sub" ? "main" : "sub");
+    }, t("wall.stream.main"));
+    // 报修 with the current picture attached
+    const repair = can("ticket.write") ? icon("repair hidden", t("wall.repair_title"), () => reportFault(pane),
+                                              t("wall.repair")) : null;
+    // a refusal's action (the sub-stream), taken by a click
+    const offer = h("div", { class: "pane-offer hidden" });
     // PTZ: a pad over the picture, opened with the pane's 云台 button; the arrow keys while the pane is focused
     const ptz = canPtz() ? ptzPanel(() => pane.channel) : null;
     const ptzBtn = ptz ? h("button", { type: "button", class: "icon ptz-toggle", title: t("ptz.title"),
@@ -360,10 +436,12 @@ export async function liveView(root, route) {
       if (ptz.open) ptz.hide(); else ptz.show();
     } }, t("ptz.button")) : null;
     const el = h("div", { class: "pane", dataset: { pane: i }, tabindex: 0 }, video,
-      h("div", { class: "pane-bar" }, title, h("span", { class: "pane-buttons" }, close, snap, audio, ptzBtn, full)),
-      status, ptz ? ptz.el : null);
-    const pane = { i, el, video, title, status, audio, player: null, channel: null, ptz, attempt: 0, token: 0,
-                   retryTimer: null };
+      h("div", { class: "pane-bar" }, title,
+        h("span", { class: "pane-buttons" }, close, snap, audio, stream, repair, ptzBtn, full)),
+      status, offer, ptz ? ptz.el : null);
+    // want: the stream asked for ("main", "sub", null: the platform's default); watching: the answer's `stream`
+    const pane = { i, el, video, title, status, audio, stream, repair, offer, player: null, channel: null, ptz,
+                   attempt: 0, token: 0, retryTimer: null, want: null, watching: null };
     el.addEventListener("click", () => { selected = pane.i; mark(); });
     if (ptz) {
       el.addEventListener("keydown", (e) => { if (e.target === el && ptz.key(e, true)) e.stopPropagation(); });
@@ -383,16 +461,22 @@ export async function liveView(root, route) {
     pane.audio.classList.toggle("on", !muted);
   }
 
-  // The current picture as a PNG named after the channel and the Beijing time.
-  function snapshot(pane) {
+  // The pane's current picture as an image Blob (null: no picture yet).
+  function grab(pane, type = "image/png", quality = undefined) {
     const v = pane.video;
-    if (!pane.channel || !v.videoWidth) { toast(t("wall.no_picture"), "error"); return; }
+    if (!pane.channel || !v.videoWidth) return Promise.resolve(null);
     const canvas = document.createElement("canvas");
     canvas.width = v.videoWidth;
     canvas.height = v.videoHeight;
     canvas.getContext("2d").drawImage(v, 0, 0, canvas.width, canvas.height);
+    return new Promise((resolve) => canvas.toBlob((blob) => resolve(blob || null), type, quality));
+  }
+
+  // The current picture as a PNG named after the channel and the Beijing time.
+  function snapshot(pane) {
+    if (!pane.channel || !pane.video.videoWidth) { toast(t("wall.no_picture"), "error"); return; }
     const name = `${String(pane.channel.name || pane.channel.id).replace(/[\\/:*?"<>|\s]+/g, "_")}_${beijingStamp()}.png`;
-    canvas.toBlob((blob) => {
+    grab(pane).then((blob) => {
       if (!blob) return;
       const url = URL.createObjectURL(blob);
       const a = h("a", { href: url, download: name, class: "hidden" });
@@ -400,7 +484,113 @@ export async function liveView(root, route) {
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 5000);
-    }, "image/png");
+    }).catch(() => toast(t("wall.no_picture"), "error"));
+  }
+
+  // 报修 from the pane: the picture of this moment is grabbed first, shown in the repair dialog, and uploaded as
+  // the created ticket's snapshot (PUT /api/tickets/{id}/snapshot) once the dialog resolves with the ticket.
+  async function reportFault(pane) {
+    const ch = pane.channel;
+    if (!ch || !ch.deviceId) return;
+    let blob = null;
+    try { blob = await grab(pane, SNAPSHOT_TYPE, 0.9); } catch (_) { blob = null; }  // no picture: none attached
+    const url = blob ? URL.createObjectURL(blob) : null;
+    const pending = openRepairDialog({ device_id: ch.deviceId, channel_id: ch.id, name: ch.name || ch.id });
+    const body = document.querySelector("#tk-repair-dialog .modal-body");
+    if (body) {
+      body.prepend(h("figure", { class: "wall-repair-shot", id: "tk-r-shot" },
+        url ? h("img", { src: url, alt: t("wall.repair_shot") }) : null,
+        h("figcaption", null, url ? t("wall.repair_shot") : t("wall.repair_no_shot"))));
+    }
+    let created = null;
+    try { created = await pending; } finally { if (url) URL.revokeObjectURL(url); }
+    if (!created || !blob) return;
+    let problem = null;
+    try {
+      const r = await fetch(`/api/tickets/${encodeURIComponent(created.id)}/snapshot`, { method: "PUT", body: blob,
+        headers: { "Content-Type": blob.type || SNAPSHOT_TYPE, Authorization: "Bearer " + (token.get() || "") } });
+      if (!r.ok) {
+        let data = null;
+        try { data = await r.json(); } catch (_) { /* no body */ }
+        problem = data && data.message ? serverText(data.message) : "HTTP " + r.status;
+      }
+    } catch (err) {
+      problem = err.message || String(err);
+    }
+    if (problem) toast(t("wall.repair_failed", { id: created.id, reason: problem }), "error");
+    else toast(t("wall.repair_attached", { id: created.id }), "ok");
+  }
+
+  // The pane's stream button: the stream watched (or asked for), the other one a click away where the device
+  // has a sub-stream; disabled, with the reason in words, where it has none.
+  function drawStream(pane) {
+    const b = pane.stream;
+    const now = pane.watching || pane.want;
+    const dev = pane.channel && pane.channel.deviceId;
+    b.classList.toggle("hidden", !pane.channel || !now);
+    if (pane.repair) pane.repair.classList.toggle("hidden", !pane.channel || !dev);
+    if (!pane.channel || !now) return;
+    const noSub = subOf.get(dev) === false;
+    b.textContent = now === "sub" ? t("wall.stream.sub") : t("wall.stream.main");
+    b.classList.toggle("sub", now === "sub");
+    b.dataset.stream = now;
+    b.disabled = noSub && now !== "sub";
+    const label = b.disabled ? t("wall.no_sub") : now === "sub" ? t("wall.to_main") : t("wall.to_sub");
+    b.title = label;
+    b.setAttribute("aria-label", `${b.textContent}: ${label}`);
+  }
+
+  function clearOffer(pane) {
+    clear(pane.offer).classList.add("hidden");
+    delete pane.el.dataset.offer;
+  }
+
+  // A refusal that offers the sub-stream: the action as a button (no retries of the main stream meanwhile),
+  // and the main stream once more on request.
+  function showOffer(pane, text) {
+    clearRetry(pane);
+    pane.attempt = 0;
+    pane.status.textContent = text;
+    pane.el.dataset.offer = "use_sub_stream";
+    const button = (cls, label, stream) => h("button", { type: "button", class: cls, onclick: (e) => {
+      e.stopPropagation();
+      reopen(pane, stream);
+    } }, label);
+    clear(pane.offer).append(button("use-sub", t("wall.use_sub"), "sub"), button("retry-main", t("wall.retry_main"), "main"));
+    pane.offer.classList.remove("hidden");
+  }
+
+  // Whether the device has a sub-stream: known from an answer, else asked of the device (null: unknown).
+  async function hasSub(dev) {
+    if (!dev) return false;
+    if (subOf.has(dev)) return subOf.get(dev);
+    try {
+      const d = await get(`/api/devices/${encodeURIComponent(dev)}`);
+      const form = d && d.stream_form;
+      if (form !== undefined) subOf.set(dev, !!form && form !== "none");
+    } catch (_) { /* not readable: unknown */ }
+    return subOf.has(dev) ? subOf.get(dev) : null;
+  }
+
+  // The pane's channel again on `stream`: its session ends first (its encoder is free for the new one).
+  async function reopen(pane, stream) {
+    const channel = pane.channel;
+    if (!channel) return;
+    await playIn(pane, channel, stream);
+  }
+
+  // 全部改用子码流: every pane watching (or refused) the main stream of a device with a sub-stream. All their
+  // sessions end first, then the sub-streams open: the encoders freed are there for them.
+  async function allToSub() {
+    const list = panes.filter((p) => p.channel && p.want !== "sub" && p.watching !== "sub");
+    const known = await Promise.all(list.map((p) => hasSub(p.channel.deviceId)));
+    const move = list.filter((p, k) => known[k] === true && p.channel);
+    if (!move.length) { toast(t("wall.all_sub_none")); return; }
+    const chans = move.map((p) => p.channel);
+    await Promise.all(move.map(stopPane));
+    if (left) return;
+    move.forEach((p, k) => { if (!p.channel) openIn(p, chans[k], "sub"); });
+    toast(t("wall.all_sub_done", { n: move.length }), "ok");
   }
 
   function clearRetry(pane) {
@@ -420,24 +610,45 @@ export async function liveView(root, route) {
     pane.el.classList.remove("playing", "failed");
     pane.title.textContent = "";
     pane.status.textContent = "";
+    pane.want = null;
+    pane.watching = null;
+    clearOffer(pane);
+    drawStream(pane);
     setMuted(pane, true);
     if (pane.ptz) pane.ptz.hide();
     if (p) await p.stop();  // its polls stop first, then its session ends (see LivePlayer.stopMedia)
   }
 
-  async function playIn(pane, channel) {
+  // `stream`: "main" or "sub"; left out: the wall's choice for new panes.
+  async function playIn(pane, channel, stream) {
     await stopPane(pane);
     if (left) return;
+    openIn(pane, channel, stream);
+  }
+
+  function openIn(pane, channel, stream) {
     pane.channel = channel;
     pane.el.dataset.channel = channel.id;
     pane.el.dataset.device = channel.deviceId || "";
     pane.title.textContent = channel.name;
     pane.title.title = channel.name;
+    pane.want = stream === undefined ? streamSel.value || null : stream;
+    // the wall asks for the sub-stream of a device known to have none: its main stream
+    if (pane.want === "sub" && subOf.get(channel.deviceId) === false) pane.want = "main";
+    drawStream(pane);
     attempt(pane);
   }
 
   // One try at playing the pane's channel; a failure schedules the next (1, 2, 4 ... 30 s).
   async function attempt(pane) {
+    const dev = pane.channel && pane.channel.deviceId;
+    if (pane.want === "sub" && dev && !subOf.has(dev)) {
+      // not asked by name of a device without a sub-stream (a 409 answer): its main stream instead
+      const mine = pane.token;
+      const sub = await hasSub(dev);
+      if (pane.token !== mine || left) return;
+      if (sub === false) { pane.want = "main"; drawStream(pane); }
+    }
     const player = new LivePlayer(pane.video, (st, text) => {
       if (pane.player !== player) return;
       if (st === "error") { failed(pane, player, text, true); return; }
@@ -447,16 +658,42 @@ export async function liveView(root, route) {
       if (st === "playing") { pane.attempt = 0; clearRetry(pane); }
     });
     player.onVideo = (fresh) => { pane.video = fresh; };  // the session moved to another media node (FLV)
+    player.onSession = (s) => {
+      if (pane.player !== player) return;
+      if (pane.channel.deviceId) subOf.set(pane.channel.deviceId, !!s.sub_stream);
+      pane.watching = s.stream === "sub" ? "sub" : "main";
+      drawStream(pane);
+    };
     pane.player = player;
+    clearOffer(pane);
     try {
-      await player.play(pane.channel, { transport: transport.value, player: playerSel.value });
+      await player.play(pane.channel, { transport: transport.value, player: playerSel.value, stream: pane.want });
     } catch (err) {
-      if (pane.player === player) failed(pane, player, refusalText(err), retryable(err));
+      if (pane.player !== player) return;
+      if (err && err.code === "no_sub_stream") {
+        // the device has no sub-stream after all: its main stream, at once
+        if (dev) subOf.set(dev, false);
+        pane.player = null;
+        player.stop().catch(() => {});
+        pane.want = "main";
+        drawStream(pane);
+        attempt(pane);
+        return;
+      }
+      if (err && err.code === "watermark_capacity" && dev) {
+        // a main-stream refusal offers the sub-stream exactly where the device has one
+        if (offersSub(err)) subOf.set(dev, true);
+        else if (pane.want === "main") subOf.set(dev, false);
+      }
+      if (offersSub(err)) { failed(pane, player, refusalText(err), false); showOffer(pane, refusalText(err)); return; }
+      failed(pane, player, refusalText(err), retryable(err));
     }
   }
 
   function failed(pane, player, text, retry) {
     pane.player = null;
+    pane.watching = null;
+    drawStream(pane);
     pane.el.classList.remove("playing");
     pane.el.classList.add("failed");
     player.stop().catch(() => {});  // releases what is left of its session
@@ -539,9 +776,12 @@ export async function liveView(root, route) {
   const panel = treePanel(nodes, { onChannel: play, onDevice: null });
   const closeAll = h("button", { type: "button", id: "live-close-all", onclick: () => panes.forEach(stopPane) },
                      t("live.close_all"));
+  const allSub = h("button", { type: "button", id: "live-all-sub", onclick: () => { allToSub().catch(() => {}); } },
+                   t("wall.all_sub"));
   root.append(pageHead(t("nav.live"),
       h("span", { class: "seg-group", role: "group", "aria-label": t("live.layout") }, t("live.layout"), layoutBtns),
-      h("label", null, t("live.transport"), " ", transport), h("label", null, t("live.player"), " ", playerSel), closeAll),
+      h("label", null, t("live.transport"), " ", transport), h("label", null, t("live.player"), " ", playerSel),
+      h("label", { class: "wall-stream" }, t("wall.stream_default"), " ", streamSel), allSub, closeAll),
     h("div", { class: "split live" }, panel, grid));
   setLayout(layout);
   requestAnimationFrame(fitWall);

@@ -249,3 +249,40 @@ def test_mp4_pictures_show_the_window(tmp_path: Path) -> None:
     first, last = units[0].pts, max(au.pts for au in units)
     assert (last - first) / 90_000 == pytest.approx(LEAD + WINDOW + TAIL, abs=0.1)
     assert av is not None
+
+
+async def test_the_purpose_goes_with_the_job_and_onto_the_audit_log(audited: Any) -> None:
+    user = await audited.add_user("wangwu", permissions={"download.create"})
+    media = FakeMedia(_wrap(_history(None)), W_START.timestamp() - LEAD)
+    manager = await _manager(audited, media)
+    try:
+        row = await manager.submit(user=user, channel_id=CH, device_id=DEV, client_ip="10.1.2.3", transport="udp",
+                                   window=(W_START, W_START + timedelta(seconds=WINDOW)), source="platform",
+                                   purpose="案件 2026-118 调取")
+        done = await _wait(manager, row.id)
+    finally:
+        await manager.stop()
+    assert done.purpose == "案件 2026-118 调取"
+    request, = [e for e in await _entries(audited, "download.request") if e["detail"]["job_id"] == row.id]
+    assert request["detail"]["purpose"] == "案件 2026-118 调取"
+
+
+async def test_a_purpose_with_control_characters_is_refused_before_anything_starts(audited: Any) -> None:
+    from tests.portal.conftest import bearer
+    from tests.watermark.export.test_downloads_api import _channel
+
+    await _channel(audited)
+    await audited.add_user("zhaoliu", permissions={"download.create"})
+    h = bearer(await audited.login("zhaoliu"))
+
+    async def post(purpose: str) -> Any:
+        return await audited.client.post(f"/api/devices/{DEV}/channels/{CH}/downloads",
+                                         json={"seconds": 10, "purpose": purpose}, headers=h)
+
+    for bad in ("case\x07", "a\x1bb", "\x85x"):
+        r = await post(bad)
+        assert r.status_code == 422 and r.json()["error"] == "bad_purpose", r.text
+    r = await post("x" * 201)
+    assert r.status_code == 422, r.text
+    r = await post("案件\t2026-118")  # a tab is white space, not refused (no media here: 503 after the checks)
+    assert r.status_code == 503 and r.json()["error"] == "media_unavailable", r.text
