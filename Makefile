@@ -61,6 +61,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/recorder.py
 	$(BIN)/python bench/playback.py
 	$(BIN)/python bench/availability.py
+	$(BIN)/python bench/check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -489,6 +489,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         print(f"{'route':<28}{'clients':>8}{'server':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'req/s':>9}"
               f"{'x p50':>8}{'x rps':>8}{'errors':>8}  bytes")
         summary = []
+        worst_p50 = None  # the worst route's p50 ratio at its many-client load (goal 6: within 2x)
         for path, _, many in routes:
             for clients in (many, 1):
                 p = median_of(results[(path, "portal", clients)])
@@ -500,9 +501,18 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                     print(f"{path:<28}{clients:>8}{name:>8}{r['p50']:>9.1f}{r['p90']:>9.1f}{r['p99']:>9.1f}"
                           f"{r['rps']:>9.0f}{extra}{errors:>8}  {sizes[path] if name == 'portal' else ''}")
                 if clients == many:
+                    ratio = p["p50"] / m["p50"] if m["p50"] else None
+                    if ratio is not None and (worst_p50 is None or ratio > worst_p50[0]):
+                        worst_p50 = (ratio, p["p50"], m["p50"], path, many)
                     summary.append(f"{path} ({many} clients) p99 {p['p99']:.0f} ms ({'ok' if p['p99'] < 100 else 'MISSES'} < 100; "
                                    f"in-memory {m['p99']:.0f} ms; p50 x{p['p50'] / m['p50']:.1f})")
         print(f"\nsummary ({args.db}): " + "; ".join(summary))
+        if worst_p50 is not None:
+            from results import record
+
+            ratio, p50, m50, path, many = worst_p50
+            record("portal", f"p50_ratio_{many}", p50, unit="ms (p50, worst route)", reference=m50,
+                   note=f"{args.db}; worst route {path}; reference: the in-memory server of the same routes")
     finally:
         for proc in procs:
             proc.terminate()

@@ -279,6 +279,12 @@ async def drive(args) -> None:
         print(f"  keepalives                 {ka_m:12,.0f} /CPU-s   ratio {ka_m / echo_m:.4f} of echo")
         print(f"  10,000 devices at 60 s     {100 * ka_load / ka_m:12.2f} % of one core (goal < 5 %)")
         print(f"  wall-clock registrations   {statistics.median(reg_wall):12,.0f} /s (driver-limited)")
+        from results import record
+
+        for name, value in (("register_per_cpu_s", reg_m), ("refresh_per_cpu_s", ref_m),
+                            ("keepalive_per_cpu_s", ka_m)):
+            record("sip_register", name, value, unit="/CPU-s", reference=echo_m,
+                   note="reference: bare uvloop UDP echo, datagrams/CPU-s")
         print(f"  queries answered by driver {client.queries_answered}")
     finally:
         for p in (echo, gb):
