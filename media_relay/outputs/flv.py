@@ -282,6 +282,33 @@ def _tag(tag_type: int, ts_ms: int, body: bytes) -> bytes:
     return header + body + struct.pack(">I", 11 + size)
 
 
+# The AVCC/HVCC payload of an access unit (length-prefixed NAL units, delimiters and filler dropped) is the same
+# for every viewer of a Stream: made once and shared while the viewers of that Stream mux it (the readers hold the
+# same AccessUnit object). Keyed by the identity of the unit's bytes, checked on use; the oldest entries go first.
+_PAYLOADS: dict[tuple[int, str], tuple[bytes, bytes]] = {}
+_PAYLOADS_MAX = 512
+
+
+def avcc_payload(codec: str, data: bytes) -> bytes:
+    """``data`` (Annex B) as length-prefixed NAL units without access unit delimiters and filler data."""
+    key = (id(data), codec)
+    hit = _PAYLOADS.get(key)
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    drop = _DROP_TYPES[codec]
+    parts: list[bytes] = []
+    for nal in split_annexb(data):
+        if nal_type(codec, nal) in drop:
+            continue
+        parts.append(len(nal).to_bytes(4, "big"))
+        parts.append(nal)
+    payload = b"".join(parts)
+    if len(_PAYLOADS) >= _PAYLOADS_MAX:
+        del _PAYLOADS[next(iter(_PAYLOADS))]
+    _PAYLOADS[key] = (data, payload)
+    return payload
+
+
 class FlvMuxer:
     """Builds FLV bytes; holds the timestamp state of one output stream.
 
@@ -355,16 +382,16 @@ class FlvMuxer:
         cts = 0
         if au.pts is not None and au.dts is not None:
             cts = max(-(1 << 23), min((1 << 23) - 1, round(_signed_33(au.pts - au.dts) / 90)))
-        drop = _DROP_TYPES[self.video_codec]
-        payload = bytearray()
-        for nal in split_annexb(au.data):
-            if nal_type(self.video_codec, nal) in drop:
-                continue
-            payload += struct.pack(">I", len(nal)) + nal
+        payload = avcc_payload(self.video_codec, au.data)
         self.last_video_ms = ms
         self.video_tags += 1
-        body = self._video_body(FRAME_KEY if au.keyframe else FRAME_INTER, PKT_NALU, cts, bytes(payload))
-        return _tag(TAG_VIDEO, ms, body)
+        # one copy of the payload into the tag (header, video header, payload, previous-tag-size)
+        size = 5 + len(payload)
+        ts = ms & 0xFFFFFFFF
+        return b"".join((
+            bytes((TAG_VIDEO,)), size.to_bytes(3, "big"), (ts & 0xFFFFFF).to_bytes(3, "big"), bytes((ts >> 24, 0, 0, 0)),
+            bytes((((FRAME_KEY if au.keyframe else FRAME_INTER) << 4) | self.codec_id, PKT_NALU)),
+            (cts & 0xFFFFFF).to_bytes(3, "big"), payload, (11 + size).to_bytes(4, "big")))
 
     def end_of_sequence(self) -> bytes:
         body = self._video_body(FRAME_KEY, PKT_END_OF_SEQUENCE, 0, b"")
