@@ -120,6 +120,20 @@ class StreamReader(AccessUnitIterator):
         self.delivered += 1
         return au
 
+    def get_nowait(self) -> AccessUnit | None:
+        """The next queued access unit without waiting, None when none is queued (EOFError at the end): an
+        output that woke up for one unit takes the others that came with it in the same write."""
+        if not self._queue:
+            if self.closed:
+                raise EOFError("stream closed")
+            return None
+        au = self._queue.popleft()
+        if au is None:
+            self.closed = True
+            raise EOFError("stream ended")
+        self.delivered += 1
+        return au
+
     def resync(self) -> None:
         """Drop what is queued and start again at the Stream's latest keyframe (an output attaching late
         must not begin with seconds of backlog: that would be latency forever)."""

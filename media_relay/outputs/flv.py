@@ -528,6 +528,7 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool | None = None, fra
         base = mux.clock.unwrap(base) if base is not None else 0
         chunk = mux.header() + mux.metadata(params, fps) + sequence_header
         sent_params = (params.vps, params.sps, params.pps)
+        take = getattr(source, "get_nowait", None)  # a StreamReader's queue, read without waiting
         while True:
             for au in pending:
                 if au.kind == "video":
@@ -562,6 +563,12 @@ async def flv_stream(source: AccessUnitSource, *, audio: bool | None = None, fra
             if au is None:
                 break
             pending.append(au)
+            if take is not None:  # what came with it goes out in the same chunk (one write, one wake-up)
+                try:
+                    while len(pending) < 64 and (more := take()) is not None:
+                        pending.append(more)
+                except EOFError:
+                    ended = True
         yield mux.end_of_sequence()
     finally:
         if g711 is not None:

@@ -51,3 +51,32 @@ def test_two_viewers_get_the_same_tag_bytes_and_their_own_timestamps() -> None:
     assert int.from_bytes(ta[4:7], "big") == 100 and ta[11] == 0x17 and ta[12] == 1  # 100 ms, key AVC NALU
     late = FlvMuxer("h264").video_tag(au, 4500)  # a viewer that joined later: its own base, the same payload
     assert late[4:7] == (50).to_bytes(3, "big") and late[11:] == ta[11:]
+
+
+async def test_units_that_came_together_go_out_in_one_chunk() -> None:
+    """A viewer that wakes up for one access unit takes the others already queued (one write, one wake-up)."""
+    from gbcore.ids import ChannelRef
+    from media_relay.outputs.flv import flv_stream, iter_tags
+    from media_relay.stream import Stream
+
+    sps, pps = b"\x67\x42\x00\x1e\xab\xc0\x50\x1e\xd0\x80", b"\x68\xce\x38\x80"
+    stream = Stream(ChannelRef("34020000001320000001", "34020000001310000001"), "udp", port=1, ssrc="0000000001")
+    reader = stream.add_reader()
+
+    def au(k: int, key: bool) -> AccessUnit:
+        body = (b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps if key else b"") + b"\x00\x00\x00\x01" + (
+            b"\x65" if key else b"\x41") + bytes([k + 1]) * 50
+        return AccessUnit("video", "h264", body, pts=3600 * k, dts=3600 * k, keyframe=key)
+
+    reader._push(au(0, True))
+    gen = flv_stream(reader, framerate=25.0, audio=False)
+    chunks = [await gen.__anext__()]  # header, metadata, sequence header, the first picture
+    for k in range(1, 5):
+        reader._push(au(k, False))
+    reader._push(None)  # the end, queued with them
+    chunks += [c async for c in gen]
+    assert len(chunks) == 3, [len(c) for c in chunks]  # the first, the four pictures together, end of sequence
+    tags = list(iter_tags(b"".join(chunks)))
+    pictures = [t for t in tags if t.is_video and t.packet_type == 1]
+    assert [t.timestamp for t in pictures] == [0, 40, 80, 120, 160]
+    assert [t.payload[-1] for t in pictures] == [1, 2, 3, 4, 5]
