@@ -54,6 +54,7 @@ from media_relay.nal import (
     H264_SEI,
     H265_SEI_PREFIX,
     H265_SEI_SUFFIX,
+    LATENCY_SEI_UUID,
     insert_before_first_slice,
     nal_type,
     sei_payloads,
@@ -65,9 +66,8 @@ from media_relay.types import AccessUnit
 
 log = get_logger("gbops.sim.media")
 
-#: The UUID of the SEI ``user_data_unregistered`` message carrying the capture time: its payload is these
-#: 16 bytes followed by the capture time in epoch milliseconds as ASCII digits (e.g. ``1790000000123``).
-LATENCY_SEI_UUID = bytes.fromhex("9b12c6f311ba4eb9a77e04718d8a7591")
+# The capture-time SEI's UUID (LATENCY_SEI_UUID) is the NAL codec's (media_relay.nal), where the watermark path
+# finds it too.
 
 CODECS = ("h264", "h265")
 _ENCODER_NAMES = {"h264": "libx264", "h265": "libx265"}

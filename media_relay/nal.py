@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "LATENCY_SEI_UUID",
     "NalError",
     "BitstreamError",
     "BitReader",
@@ -215,6 +216,12 @@ def sei_payloads(rbsp: bytes) -> Iterator[tuple[int, bytes]]:
             return
         yield ptype, rbsp[pos : pos + size]
         pos += size
+
+
+#: The UUID of the SEI ``user_data_unregistered`` message carrying a picture's capture time (the simulator writes
+#: it, ``bench/latency.py`` reads it at the viewer, the watermark path carries it through its re-encode): these 16
+#: bytes followed by the capture time in epoch milliseconds as ASCII digits (e.g. ``1790000000123``).
+LATENCY_SEI_UUID = bytes.fromhex("9b12c6f311ba4eb9a77e04718d8a7591")
 
 
 def user_data_sei(codec: str, payload: bytes) -> bytes:

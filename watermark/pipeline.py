@@ -29,6 +29,12 @@ camera's own audio (``audio_format = "raw"``: it decodes to PCM for Opus without
 limit is ``floor(cores * encoders_per_core)``; ``encoders_per_core`` is the number of 1080p25 viewers one
 core sustains in real time with headroom, measured with ``bench/watermark.py`` (decode shared, copy +
 overlay + ultrafast encode per viewer).  ``GBOPS_WATERMARK_MAX_ENCODERS`` overrides it.
+
+Capture time: a picture whose upstream access unit carried the simulator's capture-time SEI
+(``media_relay.nal.LATENCY_SEI_UUID``, used by ``bench/latency.py``) gets that message again in its re-encoded
+access unit (:func:`capture_sei`; matched through the decoder's and the encoder's pts).  Only that UUID,
+with at most :data:`CAPTURE_SEI_MAX_DIGITS` ASCII digits, is carried: any other SEI a device sends is
+dropped by the re-encode, never forwarded into the signed output.
 """
 
 from __future__ import annotations
@@ -43,14 +49,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import av
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from media_relay.nal import (
+    H264_SEI,
+    H265_SEI_PREFIX,
+    H265_SEI_SUFFIX,
+    LATENCY_SEI_UUID,
+    START_CODE,
+    NalError,
+    insert_before_first_slice,
+    nal_type,
+    sei_payloads,
+    split_annexb,
+    unescape_rbsp,
+    user_data_sei,
+)
 from media_relay.outputs.audio import G711_CODECS, AacTranscoder
-from media_relay.outputs.flv import AccessUnitSource, audio_codec_of, close_source, next_au
+from media_relay.outputs.flv import PTS_WRAP, AccessUnitSource, audio_codec_of, close_source, next_au
 from media_relay.outputs.transcode import H264Encoder, QueuedOutput, VideoDecoder
 from media_relay.types import AccessUnit, AccessUnitIterator, VideoParams
 from media_relay.viewers import TransformCapacityExceeded, TransformUnavailable, Viewer
@@ -71,6 +91,7 @@ __all__ = [
     "WatermarkHub",
     "WatermarkPlan",
     "WatermarkedSource",
+    "capture_sei",
     "default_max_encoders",
     "session_code",
 ]
@@ -91,6 +112,51 @@ def usable_cores() -> int:
 def default_max_encoders(encoders_per_core: float = DEFAULT_ENCODERS_PER_CORE, cores: int | None = None) -> int:
     """``floor(cores * encoders_per_core)``, at least 1."""
     return max(1, math.floor((cores or usable_cores()) * encoders_per_core))
+
+
+#: The longest capture time carried through the re-encode (epoch milliseconds as ASCII digits; 13 today).
+CAPTURE_SEI_MAX_DIGITS = 20
+#: Pictures whose capture time waits for its decoded frame / encoded access unit (bounded: a decoder that
+#: drops pictures must not grow it).
+_CAPTURE_PENDING = 32
+_SEI_TYPES = {"h264": (H264_SEI,), "h265": (H265_SEI_PREFIX, H265_SEI_SUFFIX)}
+
+
+def capture_sei(au: AccessUnit) -> bytes | None:
+    """The H.264 SEI NAL unit (header included, no start code) that carries ``au``'s capture time again
+    after the re-encode, or None.  Only a ``user_data_unregistered`` message with the simulator's UUID
+    followed by 1 to :data:`CAPTURE_SEI_MAX_DIGITS` ASCII digits is taken, rebuilt on its own (for an H.264
+    upstream the result is that SEI NAL byte for byte); every other SEI message is left behind."""
+    data = au.data
+    # The UUID holds no 00 byte, so emulation prevention never splits it: absent here means absent.
+    # This one substring search is all an access unit without it costs.
+    if LATENCY_SEI_UUID not in data or au.kind != "video":
+        return None
+    types = _SEI_TYPES.get(au.codec or "")
+    if types is None:
+        return None
+    header = 1 if au.codec == "h264" else 2
+    for nal in split_annexb(data):
+        try:
+            if nal_type(au.codec, nal) not in types:
+                continue
+        except NalError:
+            continue
+        for ptype, payload in sei_payloads(unescape_rbsp(nal[header:])):
+            if ptype != 5 or payload[:16] != LATENCY_SEI_UUID:
+                continue
+            digits = payload[16:]
+            if 0 < len(digits) <= CAPTURE_SEI_MAX_DIGITS and digits.isdigit():
+                return user_data_sei("h264", LATENCY_SEI_UUID + digits)
+    return None
+
+
+def _remember(pending: dict[int, bytes], pts: int | None, sei: bytes) -> None:
+    if pts is None:
+        return
+    pending[pts] = sei
+    while len(pending) > _CAPTURE_PENDING:
+        del pending[next(iter(pending))]  # the oldest: its picture was never produced
 
 
 def session_code(session_id: str) -> str:
@@ -204,6 +270,7 @@ class SharedDecoder:
         self.audio_units = 0  # audio access units read from the Stream
         self.aac_units = 0  # AAC access units made from G.711 (once for all the viewers)
         self.audio_s = 0.0  # worker CPU seconds spent on G.711 -> AAC
+        self._capture: dict[int, bytes] = {}  # decoder pts -> capture-time SEI (worker thread only)
 
     def fps(self) -> float:
         params = getattr(self.reader, "params", None)
@@ -227,11 +294,19 @@ class SharedDecoder:
         if not self.viewers:
             self.close()
 
-    def _decode(self, au: AccessUnit) -> list[av.VideoFrame]:
+    def _decode(self, au: AccessUnit) -> list[tuple[av.VideoFrame, bytes | None]]:
+        """The frames decoded from ``au``, each with the capture-time SEI of the access unit it came from
+        (None for nearly all of them: see :func:`capture_sei`)."""
         t0 = time.thread_time()
         frames = self._dec.decode(au)
+        sei = capture_sei(au)
+        if sei is not None:
+            # the pts the decoder gave this access unit's packet (unwrapped): its frame comes out with it
+            _remember(self._capture, getattr(self._dec, "_last_pts", None), sei)
+        pending = self._capture
+        out = [(f, pending.pop(f.pts, None) if pending else None) for f in frames]
         self.decode_s += time.thread_time() - t0
-        return frames
+        return out
 
     def _to_aac(self, au: AccessUnit) -> list[AccessUnit]:
         t0 = time.thread_time()
@@ -267,10 +342,10 @@ class SharedDecoder:
                 if au.kind != "video":
                     continue
                 frames = await loop.run_in_executor(self._executor, self._decode, au)
-                for frame in frames:
+                for frame, sei in frames:
                     self.frames += 1
                     for viewer in tuple(self.viewers):
-                        viewer._offer(frame)
+                        viewer._offer(frame, sei)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the viewers see the end of the stream
@@ -318,7 +393,8 @@ class WatermarkedSource(QueuedOutput):
         self.overlay = overlay
         self._tag_nal = tag_nal
         self._clock = clock
-        self._in: deque[av.VideoFrame | None] = deque(maxlen=max_frames)
+        self._in: deque[tuple[av.VideoFrame, bytes | None] | None] = deque(maxlen=max_frames)
+        self._capture: dict[int, bytes] = {}  # encoder pts -> capture-time SEI (worker thread only)
         self._in_ready = asyncio.Event()
         self._queue: asyncio.Queue[AccessUnit | None] = asyncio.Queue(max_queue)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wm-encode")
@@ -368,14 +444,16 @@ class WatermarkedSource(QueuedOutput):
         except asyncio.QueueFull:
             self.audio_dropped += 1
 
-    def _offer(self, frame: av.VideoFrame | None) -> None:
+    def _offer(self, frame: av.VideoFrame | None, sei: bytes | None = None) -> None:
+        """A decoded frame (shared, read-only) with the capture-time SEI of its access unit, or None at the
+        end of the stream."""
         if self._closed:
             return
         if frame is not None:
             self.frames_offered += 1
             if len(self._in) == self._in.maxlen:
                 self.frames_dropped += 1  # the deque drops the oldest
-        self._in.append(frame)
+        self._in.append(None if frame is None else (frame, sei))
         self._in_ready.set()
 
     async def _pump(self) -> None:
@@ -386,10 +464,11 @@ class WatermarkedSource(QueuedOutput):
                     self._in_ready.clear()
                     await self._in_ready.wait()
                     continue
-                frame = self._in.popleft()
-                if frame is None:
+                item = self._in.popleft()
+                if item is None:
                     break
-                for au in await loop.run_in_executor(self._executor, self._process, frame, self._clock()):
+                frame, sei = item
+                for au in await loop.run_in_executor(self._executor, self._process, frame, self._clock(), sei):
                     await self._queue.put(add_tag(au, self._tag_nal))
                     self._video_started = True
         except asyncio.CancelledError:
@@ -401,7 +480,7 @@ class WatermarkedSource(QueuedOutput):
             await self._queue.put(None)
 
     # ------------------------------------------------------------------ worker thread
-    def _process(self, frame: av.VideoFrame, now: float) -> list[AccessUnit]:
+    def _process(self, frame: av.VideoFrame, now: float, sei: bytes | None = None) -> list[AccessUnit]:
         self.worker_threads.add(threading.get_ident())
         keyframe = bool(frame.key_frame)
         t0 = time.thread_time()
@@ -417,7 +496,19 @@ class WatermarkedSource(QueuedOutput):
         out = self._enc.encode(drawn, keyframe=keyframe)
         self.overlay_s += t1 - t0
         self.encode_s += time.thread_time() - t1
+        if sei is not None:
+            # the pts the encoder gave this picture: its access unit comes out with it (now with zerolatency)
+            last = getattr(self._enc, "_last_pts", None)
+            _remember(self._capture, None if last is None else last % PTS_WRAP, sei)
+        if self._capture:
+            out = [self._with_capture(au) for au in out]
         return out
+
+    def _with_capture(self, au: AccessUnit) -> AccessUnit:
+        sei = self._capture.pop(au.pts, None) if au.pts is not None else None
+        if sei is None:
+            return au
+        return replace(au, data=insert_before_first_slice(au.data, START_CODE + sei, au.codec))
 
     def _free(self) -> None:
         self._enc.close()
@@ -516,8 +607,6 @@ class WatermarkHub:
             font_error = str(exc)
             log.error("watermark font missing: %s", exc)
         else:
-            from dataclasses import replace
-
             look = replace(look, font_path=font)
         limit = config.max_encoders or default_max_encoders(config.encoders_per_core)
         hub = cls(look, load_or_create_key(config.data_dir, path=config.tag_key_path), max_encoders=limit, preset=config.preset,
