@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from gbcore.sheets import xlsx_text
 
 from .service import ChannelFigures, PeriodResult, fmt_duration
 
@@ -167,9 +168,8 @@ def write_csv(res: PeriodResult, att: Attestation, out: io.TextIOBase | Any) -> 
 
 
 # ---------------------------------------------------------------------------------------------- XLSX
-#: Control characters a worksheet cannot hold (openpyxl refuses the whole file); names come from devices and
-#: people, so they are replaced, not trusted.
-_XLSX_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Control characters a worksheet cannot hold (openpyxl refuses the whole file): names come from devices and
+# people, so they are replaced, not trusted (gbcore.sheets.xlsx_text).
 
 
 def xlsx_row(values: list[Any], ws: Any = None) -> list[Any]:
@@ -185,7 +185,7 @@ def xlsx_row(values: list[Any], ws: Any = None) -> list[Any]:
             cell.number_format = XLSX_PERCENT_FORMAT
             out.append(cell)
         elif isinstance(v, str):
-            text = _XLSX_ILLEGAL.sub("\ufffd", v)
+            text = xlsx_text(v)
             if text.startswith("="):  # openpyxl would store it as a formula: a text cell instead
                 from openpyxl.cell import WriteOnlyCell
 

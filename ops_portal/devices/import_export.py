@@ -23,7 +23,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
-from gbcore.sheets import FORMULA_FIRST
+from gbcore.sheets import FORMULA_FIRST, xlsx_text
 from gbcore.timeutil import to_device_time
 
 __all__ = [
@@ -119,7 +119,7 @@ def write_xlsx(rows: Iterable[Mapping[str, Any]]) -> bytes:
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("设备 devices")
     for values in _table(rows):
-        ws.append(values)
+        ws.append([xlsx_text(v) for v in values])  # a device-given name with a control character stays a name
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()

@@ -133,3 +133,19 @@ async def test_template_and_refused_files(portal: Portal) -> None:
     assert r.status_code == 422 and r.json()["error"] == "import_bad_request"
     r = await p.client.post("/api/devices/import", headers=h, content=b"device_id,name\r\n")
     assert r.status_code == 422 and r.json()["error"] == "import_bad_request"
+
+
+async def test_export_survives_control_characters_in_names(portal: Portal) -> None:
+    """A name with a control character (a device's catalog, or a typed one: the schemathesis run found it) makes
+    no 500: the XLSX export writes U+FFFD in its place, the CSV keeps the text as it is."""
+    p = portal
+    h = await p.user_token("admin")
+    dev = device_id(7)
+    r = await p.client.post("/api/devices", headers=h, json={"device_id": dev, "name": "门口\x1b摄像机\x01"})
+    assert r.status_code == 201, r.text
+    r = await p.client.get("/api/devices/export?format=xlsx", headers=h)
+    assert r.status_code == 200, r.text
+    rows = [list(row) for row in load_workbook(io.BytesIO(r.content)).worksheets[0].iter_rows(values_only=True)]
+    assert [row[1] for row in rows if row[0] == dev] == ["门口\ufffd摄像机\ufffd"]
+    r = await p.client.get("/api/devices/export?format=csv", headers=h)
+    assert r.status_code == 200 and "门口\x1b摄像机\x01" in r.content.decode("utf-8-sig")
