@@ -8,9 +8,11 @@ Then, for one month in the middle, times (median of ``--repeat`` runs):
   sampled rate, the chart series, the source digest) - what a monthly report costs before rendering;
 * ``aggregate``: one SQL ``GROUP BY`` over the same month's rows (count of transitions per channel), the
   reference: the least any report must pay to read those rows;
+* ``raw read``: the report's own read of the month's rows (:func:`device_registry.presence.stream_presence`,
+  every row fetched, nothing computed): the ratio report / raw read is what the computation adds;
 
 and the report's peak Python memory (tracemalloc, in a separate run since tracing slows it down) and the
-process's peak RSS.  Goal: report < 5 s for 10,000 channels.
+process's peak RSS.  Goal (10,000 channels): report < 3 s on SQLite, < 2 s on PostgreSQL.
 
     .venv/bin/python bench/availability.py --channels 10000 --months 12 --per-month 20
     .venv/bin/python bench/availability.py --pg postgresql+asyncpg://postgres@127.0.0.1/bench
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text  # noqa: E402
 
+from device_registry.presence import stream_presence  # noqa: E402
 from gbcore.db import make_engine, make_sessionmaker  # noqa: E402
 from gbops.migrate import migrate  # noqa: E402
 from ops_portal.availability.service import ScopeFilter, compute_period  # noqa: E402
@@ -151,8 +154,15 @@ async def measure(url: str, month_index: int, repeat: int) -> dict[str, float]:
         out["channels"] = len(res.channels)
         out["rows"] = res.source_rows
         out["rate"] = res.time_weighted_rate or 0.0
-        rep, agg = [], []
+        rep, agg, raw = [], [], []
         for _ in range(repeat):
+            t = time.perf_counter()
+            async with sm() as session:
+                result = await stream_presence(session, start, end)
+                n_raw = 0
+                async for part in result.partitions(20000):
+                    n_raw += len(part)
+            raw.append(time.perf_counter() - t)
             t = time.perf_counter()
             await compute_period(sm, ScopeFilter(), start, end, kind="month", now=now)
             rep.append(time.perf_counter() - t)
@@ -169,6 +179,8 @@ async def measure(url: str, month_index: int, repeat: int) -> dict[str, float]:
             agg.append(time.perf_counter() - t)
         out["report_s"] = statistics.median(rep)
         out["aggregate_s"] = statistics.median(agg)
+        out["raw_s"] = statistics.median(raw)
+        out["raw_rows"] = n_raw
         out["aggregate_groups"] = n
         tracemalloc.start()
         await compute_period(sm, ScopeFilter(), start, end, kind="month", now=now)
@@ -213,9 +225,17 @@ async def main() -> None:
             m = await measure(url, args.month, args.repeat)
             print(f"{name}: {args.channels} channels, {rows:,} presence rows (loaded in {load_s:.1f} s); month "
                   f"2026-{args.month:02d}: {int(m['rows']):,} rows")
-            print(f"  report (median of {args.repeat}): {m['report_s']:.2f} s   single SQL aggregate: "
-                  f"{m['aggregate_s']:.2f} s   ratio {m['report_s'] / m['aggregate_s']:.1f}x   "
-                  f"goal < 5 s: {'ok' if m['report_s'] < 5 else 'MISSED'}")
+            goal = 3.0 if name == "sqlite" else 2.0
+            print(f"  report (median of {args.repeat}): {m['report_s']:.2f} s   goal < {goal:.0f} s: "
+                  f"{'ok' if m['report_s'] < goal else 'MISSED'}")
+            print(f"  raw read of the month's rows ({int(m['raw_rows']):,}, the report's query): {m['raw_s']:.2f} s   "
+                  f"ratio report / raw read {m['report_s'] / m['raw_s']:.1f}x   single SQL aggregate: "
+                  f"{m['aggregate_s']:.2f} s   ratio report / aggregate {m['report_s'] / m['aggregate_s']:.1f}x")
+            from results import record
+
+            record("availability", f"month_10k_{name}_s" if args.channels == 10000 else f"month_{args.channels}_{name}_s",
+                   m["report_s"], unit="s (monthly report, median)", reference=m["raw_s"],
+                   note="reference: the bare read of the month's rows with the report's own query")
             print(f"  peak Python memory (tracemalloc) {m['peak_mib']:.1f} MiB; process max RSS so far "
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
                   f"time-weighted rate {m['rate'] * 100:.2f}%")

@@ -48,12 +48,23 @@ async def presence_before(
         "LIMIT 1) FROM devices d ORDER BY d.device_id"
     ).bindparams(at_param)
     devices = [(d, o) for d, o in (await session.execute(q_dev, {"s": at})).all()]
-    q_ch = text(
-        "SELECT c.device_id, c.channel_id, (SELECT p.online FROM presence_events p "
-        "WHERE p.device_id = c.device_id AND p.channel_id = c.channel_id AND p.subject = 'channel' "
-        "AND p.at < :s ORDER BY p.at DESC, p.id DESC LIMIT 1) FROM channels c "
-        "ORDER BY c.device_id, c.channel_id"
-    ).bindparams(at_param)
+    if (await session.connection()).dialect.name == "postgresql":
+        # the same row (latest time, then latest id), found through the (device, channel, at) index: the
+        # plain ORDER BY at DESC, id DESC reads and sorts all of a channel's earlier rows on PostgreSQL
+        q_ch = text(
+            "SELECT c.device_id, c.channel_id, (SELECT p.online FROM presence_events p "
+            "WHERE p.device_id = c.device_id AND p.channel_id = c.channel_id AND p.subject = 'channel' "
+            "AND p.at = (SELECT max(q.at) FROM presence_events q WHERE q.device_id = c.device_id "
+            "AND q.channel_id = c.channel_id AND q.subject = 'channel' AND q.at < :s) "
+            "ORDER BY p.id DESC LIMIT 1) FROM channels c ORDER BY c.device_id, c.channel_id"
+        ).bindparams(at_param)
+    else:
+        q_ch = text(
+            "SELECT c.device_id, c.channel_id, (SELECT p.online FROM presence_events p "
+            "WHERE p.device_id = c.device_id AND p.channel_id = c.channel_id AND p.subject = 'channel' "
+            "AND p.at < :s ORDER BY p.at DESC, p.id DESC LIMIT 1) FROM channels c "
+            "ORDER BY c.device_id, c.channel_id"
+        ).bindparams(at_param)
     channels = [(d, c, o) for d, c, o in (await session.execute(q_ch, {"s": at})).all()]
     return devices, channels
 
@@ -73,6 +84,10 @@ async def stream_presence(session: AsyncSession, start: datetime, end: datetime)
         f"SELECT id, subject, device_id, channel_id, CASE WHEN online THEN 1 ELSE 0 END, {_epoch_ms(dialect)} "
         "FROM presence_events WHERE at >= :s AND at < :e ORDER BY device_id, id"
     ).bindparams(bindparam("s", type_=UtcDateTime()), bindparam("e", type_=UtcDateTime()))
+    if dialect == "postgresql":
+        # a month of a large fleet is some 10^5..10^6 rows: sort them in memory, not in temporary files
+        # (for this transaction only)
+        await session.execute(text("SET LOCAL work_mem = '64MB'"))
     return await session.stream(q_rows, {"s": start, "e": end})
 
 

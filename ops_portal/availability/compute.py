@@ -48,6 +48,7 @@ __all__ = [
     "Transition",
     "Sampler",
     "channel_timeline",
+    "full_timeline",
     "merge_intervals",
 ]
 
@@ -225,6 +226,75 @@ def channel_timeline(
     return tl
 
 
+def full_timeline(
+    start: float,
+    end: float,
+    transitions: Iterable[Transition],
+    device_before: bool | None,
+    channel_before: bool | None,
+) -> tuple[ChannelTimeline, list[float], list[float]]:
+    """:func:`channel_timeline` of a channel that existed and was watched throughout [start, end)
+    (``start < end`` finite), in one pass: the same timeline, plus the starts and ends of its online
+    segments (what :meth:`Sampler.add_full` takes).  The hot path of a report."""
+    tl = ChannelTimeline(start, end)
+    dev = bool(device_before)
+    ch = bool(channel_before)
+    state = dev and ch
+    segs: list[tuple[float, float, str]] = []
+    on_a: list[float] = []
+    on_b: list[float] = []
+    cursor = last = start
+    clamped = 0
+    online_s = offline_s = longest = 0.0
+    outages = 0
+    for t, on, is_dev in transitions:
+        if t < last or t > end:
+            clamped += 1
+            t = min(max(t, last), end)
+        last = t
+        if is_dev:
+            dev = on
+        else:
+            ch = on
+        new = dev and ch
+        if new != state:
+            if t > cursor:
+                d = t - cursor
+                if state:
+                    segs.append((cursor, t, ONLINE))
+                    on_a.append(cursor)
+                    on_b.append(t)
+                    online_s += d
+                else:
+                    segs.append((cursor, t, OFFLINE))
+                    offline_s += d
+                    outages += 1
+                    if d > longest:
+                        longest = d
+            cursor = t
+            state = new
+    if end > cursor:
+        d = end - cursor
+        if state:
+            segs.append((cursor, end, ONLINE))
+            on_a.append(cursor)
+            on_b.append(end)
+            online_s += d
+        else:
+            segs.append((cursor, end, OFFLINE))
+            offline_s += d
+            outages += 1
+            if d > longest:
+                longest = d
+    tl.segments = segs
+    tl.online_s = online_s
+    tl.offline_s = offline_s
+    tl.outages = outages
+    tl.longest_outage_s = longest
+    tl.clamped = clamped
+    return tl, on_a, on_b
+
+
 def _totals(tl: ChannelTimeline) -> None:
     for a, b, s in tl.segments:
         d = b - a
@@ -262,6 +332,15 @@ class Sampler:
             self._kn_b.extend([b for _, b in known])
         self._on_a.extend([a for a, _, s in segs if s == ONLINE])
         self._on_b.extend([b for _, b, s in segs if s == ONLINE])
+
+    def add_full(self, on_a: list[float], on_b: list[float]) -> None:
+        """Add a channel known throughout [start, end) whose online segments are ``zip(on_a, on_b)``
+        (as :func:`full_timeline` gives them): the same counts as :meth:`add` of its timeline (its
+        contiguous known segments count as the one interval they tile)."""
+        self._kn_a.append(self.start)
+        self._kn_b.append(self.end)
+        self._on_a.extend(on_a)
+        self._on_b.extend(on_b)
 
     def with_step(self, step: float) -> Sampler:
         """The same channels sampled at another step (shares the collected boundaries)."""

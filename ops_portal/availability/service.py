@@ -34,7 +34,7 @@ from device_registry.queries import channel_rows, device_online_flags
 from gbcore.db import utcnow
 from gbcore.ids import ChannelRef
 
-from .compute import ChannelTimeline, Sampler, channel_timeline, merge_intervals
+from .compute import OFFLINE, Sampler, channel_timeline, full_timeline, merge_intervals
 
 __all__ = [
     "PERIOD_KINDS",
@@ -188,8 +188,9 @@ class _ChannelRef:
 
 async def _load_channels(session: AsyncSession, flt: ScopeFilter) -> list[_ChannelRef]:
     out = []
+    everything = flt.everything
     for r in await channel_rows(session):
-        if not flt.allows(ChannelRef(r.device_id, r.channel_id), r.channel_org, r.device_org):
+        if not everything and not flt.allows(ChannelRef(r.device_id, r.channel_id), r.channel_org, r.device_org):
             continue
         gone = r.removed_at.timestamp() if r.removed and r.removed_at is not None else (0.0 if r.removed else None)
         out.append(_ChannelRef(r.device_id, r.channel_id, r.name, r.channel_org, r.device_org,
@@ -436,6 +437,7 @@ async def compute_period(
             by_device.setdefault(ch.device_id, []).append(ch)
             digest.update(f"P|{ch.device_id}|{ch.channel_id}|{ch.first_seen:.3f}|{ch.removed_at}\n".encode())
 
+        pending = set(by_device)  # devices in scope not yet computed
         rule_sampler = Sampler(s, e, flt.sample_minutes * 60.0) if e > s else None
         chart_sampler = rule_sampler.with_step(_chart_step(e - s)) if rule_sampler is not None else None
         figures: list[ChannelFigures] = []
@@ -448,33 +450,66 @@ async def compute_period(
         done_devices = 0
         n_devices = max(len(by_device), 1)
 
-        def finish_device(dev_id: str, rows: list[tuple[float, bool, bool, str | None]]) -> None:
+        sampler_add_full = rule_sampler.add_full if rule_sampler is not None else None
+
+        def finish_device(dev_id: str, rows: list[Any]) -> None:
+            # rows: the device's stream rows (id, subject, device, channel, online 0/1, at ms) in recorded
+            # order.  A channel's transitions (compute.Transition: at, online, is_device) are its device's
+            # rows and its own (a row without a channel counts for every channel of the device).
             nonlocal avail_sum, avail_n, clamped, done_devices
             done_devices += 1
-            chans_of_dev = by_device.get(dev_id, ())
+            chans_of_dev = by_device[dev_id]
+            per_channel: dict[str, list[tuple[float, bool, bool]]]
+            if len(chans_of_dev) == 1:
+                cid = chans_of_dev[0].channel_id
+                per_channel = {cid: [(t / 1000.0, o == 1, subj == "device") for _i, subj, _d, c, o, t in rows
+                                     if subj == "device" or c is None or c == cid]}
+            else:
+                per_channel = {ch.channel_id: [] for ch in chans_of_dev}
+                lists = list(per_channel.values())
+                for _i, subj, _d, c, o, t in rows:
+                    if subj == "device" or c is None:
+                        tr = (t / 1000.0, o == 1, subj == "device")
+                        for lst in lists:
+                            lst.append(tr)
+                    else:
+                        lst = per_channel.get(c)
+                        if lst is not None:
+                            lst.append((t / 1000.0, o == 1, False))
+            dev_before = before_dev.get(dev_id)
             for ch in chans_of_dev:
-                trs = [r for r in rows if r[3] is None or r[3] == ch.channel_id]
-                tl: ChannelTimeline = channel_timeline(
-                    s, e, trs, device_before=before_dev.get(dev_id), channel_before=before_ch.get((dev_id, ch.channel_id)),
-                    exists_from=ch.first_seen, exists_until=ch.removed_at, up=None if always_up else up,
-                )
+                trs = per_channel[ch.channel_id]
+                if always_up and ch.first_seen <= s and (ch.removed_at is None or ch.removed_at >= e):
+                    # existed and watched throughout: the one-pass path (same figures)
+                    tl, on_a, on_b = full_timeline(s, e, trs, dev_before, before_ch.get((dev_id, ch.channel_id)))
+                    if sampler_add_full is not None:
+                        sampler_add_full(on_a, on_b)
+                else:
+                    tl = channel_timeline(
+                        s, e, trs, device_before=dev_before, channel_before=before_ch.get((dev_id, ch.channel_id)),
+                        exists_from=ch.first_seen, exists_until=ch.removed_at, up=None if always_up else up,
+                    )
+                    if rule_sampler is not None:
+                        rule_sampler.add(tl)
                 clamped += tl.clamped
+                online_s = tl.online_s
+                offline_s = tl.offline_s
+                known = online_s + offline_s
+                availability = online_s / known if known > 0 else None
                 fig = ChannelFigures(
-                    ch.device_id, ch.channel_id, ch.name, ch.org_node_id, tl.online_s, tl.offline_s, tl.unknown_s,
-                    tl.absent_s, tl.outages, tl.longest_outage_s, tl.availability,
-                    tl.outage_list() if keep_outages else None,
+                    ch.device_id, ch.channel_id, ch.name, ch.org_node_id, online_s, offline_s, tl.unknown_s,
+                    tl.absent_s, tl.outages, tl.longest_outage_s, availability,
+                    [(a, b) for a, b, st in tl.segments if st == OFFLINE] if keep_outages else None,
                 )
                 figures.append(fig)
-                totals[0] += tl.online_s
-                totals[1] += tl.offline_s
+                totals[0] += online_s
+                totals[1] += offline_s
                 totals[2] += tl.unknown_s
-                if fig.availability is not None:
-                    avail_sum += fig.availability
+                if availability is not None:
+                    avail_sum += availability
                     avail_n += 1
-                if rule_sampler is not None:
-                    rule_sampler.add(tl)
-                if worst > 0 and tl.offline_s > 0:
-                    item = (tl.offline_s, tl.outages, -len(figures), fig, tl.segments)
+                if worst > 0 and offline_s > 0:
+                    item = (offline_s, tl.outages, -len(figures), fig, tl.segments)
                     if len(heap) < worst:
                         heapq.heappush(heap, item)
                     elif item[:3] > heap[0][:3]:
@@ -485,29 +520,33 @@ async def compute_period(
         if e > s and chans:
             result = await stream_presence(session, start, covered_end)
             current: str | None = None
-            rows: list[tuple[float, bool, bool, str | None]] = []
-            seen: set[str] = set()
+            rows: list[Any] = []
+            append = rows.append
+            wanted = False
             update = digest.update
-            async for part in result.partitions(5000):
-                # rows as plain tuples of ints and strings: the same text on every back end
-                update("\n".join(map(repr, map(tuple, part))).encode())
+            async for part in result.partitions(20000):
+                # rows as plain tuples of ints and strings: the same text on every back end (each row as
+                # repr(tuple(row)) would write it, formatted directly)
+                update("\n".join([f"({a!r}, {b!r}, {c!r}, {d!r}, {o!r}, {t!r})" for a, b, c, d, o, t in part])
+                       .encode())
                 update(b"\n")
-                for _rid, subject, dev_id, ch_id, online, t_ms in part:
+                for row in part:
+                    dev_id = row[2]
                     if dev_id != current:
-                        if current is not None and current in by_device:
-                            finish_device(current, rows)
+                        if wanted:
+                            finish_device(current, rows)  # type: ignore[arg-type]
                         current = dev_id
-                        seen.add(dev_id)
+                        wanted = dev_id in pending
+                        pending.discard(dev_id)
                         rows = []
-                    if dev_id in by_device:
-                        # (at, online, is_device, channel_id): a compute.Transition plus the channel
-                        rows.append((t_ms / 1000.0, bool(online), subject == "device",
-                                     None if subject == "device" else ch_id))
+                        append = rows.append
+                    if wanted:
+                        append(row)
                 rows_seen += len(part)
-            if current is not None and current in by_device:
-                finish_device(current, rows)
+            if wanted:
+                finish_device(current, rows)  # type: ignore[arg-type]
             for dev_id in by_device:
-                if dev_id not in seen:
+                if dev_id in pending:
                     finish_device(dev_id, [])
 
     figures.sort(key=lambda f: (f.device_id, f.channel_id))
