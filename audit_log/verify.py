@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import gc
 import hashlib
 import json
+import operator
 import os
 import re
 import sys
@@ -35,6 +37,7 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,8 @@ FIELDS = {"seq", "time", "actor", "action", "target", "client_ip", "detail", "pr
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-CHUNK = 1 << 14  # lines per unit of work of the fast pass
+CHUNK = 1 << 14  # a bundle of a few CHUNKs of entries is split over several processes (jobs > 1)
+BLOCK = 1 << 20  # bytes of lines per unit of work of the fast pass
 # Characters at or above U+E000: there, ordering member names by UTF-16 code units (RFC 8785)
 # differs from ordering by code points (Python's sort_keys), so such lines get the full check.
 _HIGH_CHARS = re.compile(rb"[\xee-\xf4]")
@@ -212,11 +216,109 @@ def parse_entry(line: bytes) -> dict[str, Any]:
     return value
 
 
-def scan(rows: list[bytes], start: int) -> tuple[bool, bytes, str, str, str]:
-    """The fast pass over consecutive lines whose first should be entry ``start``: whether all is
-    well inside them (canonical, seq contiguous, chained, time never going back), their leaf hashes
-    (concatenated), and the first prev, first time and last time for joining with the lines before.
-    Anything wrong is left to the slow pass, which explains it."""
+# ------------------------------------------------------------------------------------ fast pass
+# A block of lines of the usual shape is checked without building a Python object per entry: a
+# regular expression that accepts only RFC 8785 canonical text of exactly the entry schema, under
+# conditions checked once per block that make its simple patterns exact:
+#   * no byte below 0x20 but the newlines, and no backslash: so every string is '"[^"]*"' with no
+#     escape at all, and every '"' in the block delimits a string;
+#   * no UTF-8 lead byte of a character at or above U+E000 (where UTF-16 and code point order
+#     differ) and valid UTF-8: so comparing member names as bytes orders them as RFC 8785 does;
+#   * members in their fixed sorted order; integers of at most 15 digits (below 2**53), without
+#     leading zeros or "-0"; ``detail`` a flat object of such scalars whose names are checked
+#     strictly increasing; ``prev`` 64 characters that the chain check compares with real hashes
+#     (and the first one with HEX64_RE); ``time`` checked with TIME_RE and never going back.
+# Anything else (escapes, nested detail, floats, ...) sends the whole block through parse_entry,
+# the exact check (:func:`scan_exact`).  tests/audit/test_verify_fast.py compares the two.
+_S = rb'"[^"]*"'
+_SCALAR = rb'(?:"[^"]*"|0|-?[1-9][0-9]{0,14}|true|false|null)'
+_MEMBER = rb'"[^"]*":' + _SCALAR
+_LINE = re.compile(
+    rb'\{"action":"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+",'
+    rb'"actor":\{"id":' + _SCALAR + rb',"name":' + _SCALAR + rb',"type":' + _S + rb'\},'
+    rb'"client_ip":(?:' + _S + rb'|null),'
+    rb'"detail":(\{(?:' + _MEMBER + rb'(?:,' + _MEMBER + rb')*)?\}),'
+    rb'"prev":"([^"]{64})",'
+    rb'"seq":(0|[1-9][0-9]{0,14}),'
+    rb'"target":\{"id":' + _SCALAR + rb',"type":' + _S + rb'\},'
+    rb'"time":"([^"]{24})"\}\n'
+)
+# One detail member per match, from the "{" or "," before it to the end of its value: consecutive
+# matches walk the members of a detail that _LINE accepted, so findall lists exactly its names.
+_DETAIL_NAMES = re.compile(rb'[{,]"([^"]*)":(?:"[^"]*"|[^,}"]*)')
+_NOT_PLAIN = bytes(range(0x0A)) + bytes(range(0x0B, 0x20)) + b"\\" + bytes(range(0xEE, 0xF5))
+_TIMES_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
+_group = re.Match.group
+
+
+def _fast_fields(block: bytes, n: int) -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]] | None:
+    """details, prevs, seqs, times of the n lines of ``block`` (each ending with a newline) if
+    every line is of the usual shape (see above), else None."""
+    if len(block.translate(None, _NOT_PLAIN)) != len(block):
+        return None
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    ms = list(iter(_LINE.scanner(block).match, None))
+    if len(ms) != n or (ms and ms[-1].end() != len(block)):
+        return None
+    return (list(map(_group, ms, repeat(1))), list(map(_group, ms, repeat(2))),
+            list(map(_group, ms, repeat(3))), list(map(_group, ms, repeat(4))))
+
+
+def fast_canonical(line: bytes) -> bool:
+    """True only if ``line`` (without its newline) is an entry that parse_entry accepts and whose
+    detail names are strictly increasing (what the fast pass checks for one line); False says
+    nothing (the line needs parse_entry)."""
+    got = _fast_fields(line + b"\n", 1)
+    if got is None:
+        return False
+    names = _DETAIL_NAMES.findall(got[0][0])
+    time = got[3][0].decode("ascii", "replace")
+    prev = got[1][0].decode("ascii", "replace")  # in a block: the chain or HEX64_RE checks it
+    return sorted(set(names)) == names and TIME_RE.fullmatch(time) is not None and HEX64_RE.fullmatch(prev) is not None
+
+
+def _names_increase(details: list[bytes]) -> bool:
+    """Whether the member names of each detail are strictly increasing (so also unique)."""
+    names = list(map(_DETAIL_NAMES.findall, details))
+    flat = list(chain.from_iterable(names))
+    owner = chain.from_iterable(map(repeat, range(len(names)), map(len, names)))
+    keyed = list(zip(owner, flat, strict=True))
+    return all(map(operator.lt, keyed, islice(keyed, 1, None)))
+
+
+def _subtree(leaves: list[bytes]) -> bytes:
+    """The root of a perfect subtree (len(leaves) a power of two), level by level."""
+    sha256 = hashlib.sha256
+    level = leaves
+    while len(level) > 1:
+        it = iter(level)
+        level = [sha256(b"\x01" + left + right).digest() for left, right in zip(it, it, strict=True)]
+    return level[0]
+
+
+def _pieces(start: int, stop: int, cuts: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) as aligned perfect subtrees (offset, size), largest first, never across a cut."""
+    out = []
+    bounds = [c for c in cuts if start < c < stop] + [stop]
+    pos = start
+    for bound in bounds:
+        while pos < bound:
+            size = 1 << ((bound - pos).bit_length() - 1)
+            if pos:
+                size = min(size, pos & -pos)
+            out.append((pos, size))
+            pos += size
+    return out
+
+
+def scan_exact(rows: list[bytes], start: int) -> tuple[bool, list[bytes], str, str, str]:
+    """The exact pass over consecutive lines whose first should be entry ``start``: parse_entry
+    on each, seq contiguous, chained, time never going back; their leaf hashes and the first prev,
+    first time and last time.  Anything wrong is left to the slow pass, which explains it."""
     sha256 = hashlib.sha256
     leaves: list[bytes] = []
     expected = start
@@ -225,10 +327,10 @@ def scan(rows: list[bytes], start: int) -> tuple[bool, bytes, str, str, str]:
         for raw in rows:
             value = parse_entry(raw)
             if value["seq"] != expected or (expected != start and value["prev"] != prev):
-                return False, b"", "", "", ""
+                return False, [], "", "", ""
             t = value["time"]
             if t < last_time:
-                return False, b"", "", "", ""
+                return False, [], "", "", ""
             if expected == start:
                 first_prev, first_time = value["prev"], t
             last_time = t
@@ -237,12 +339,64 @@ def scan(rows: list[bytes], start: int) -> tuple[bool, bytes, str, str, str]:
             prev = leaf.hex()
             expected += 1
     except (ValueError, UnicodeDecodeError):
-        return False, b"", "", "", ""
-    return True, b"".join(leaves), first_prev, first_time, last_time
+        return False, [], "", "", ""
+    return True, leaves, first_prev, first_time, last_time
 
 
-def _scan_args(args: tuple[list[bytes], int]) -> tuple[bool, bytes, str, str, str]:
-    return scan(*args)
+def _scan_fast(block: bytes, rows: list[bytes], start: int) -> tuple[bool, list[bytes], str, str, str]:
+    """scan_exact's answer when the block is of the usual shape, else (False, ...) ."""
+    no: tuple[bool, list[bytes], str, str, str] = (False, [], "", "", "")
+    n = len(rows)
+    got = _fast_fields(block, n)
+    if got is None:
+        return no
+    details, prevs, seqs, times = got
+    if seqs != list(map(str.encode, map(str, range(start, start + n)))):
+        return no
+    if not _names_increase(details):
+        return no
+    if sorted(times) != times:
+        return no
+    joined = b"".join(times)
+    if joined.translate(_TIMES_DIGITS) != b"0000-00-00T00:00:00.000Z" * n:
+        return no
+    sha256 = hashlib.sha256
+    leaves = [sha256(b"\x00" + row).digest() for row in rows]
+    if b"".join(prevs[1:]) != b"".join(leaves[:-1]).hex().encode():
+        return no
+    first_prev = prevs[0].decode("ascii", "replace")
+    if not HEX64_RE.fullmatch(first_prev):
+        return no
+    return True, leaves, first_prev, times[0].decode(), times[-1].decode()
+
+
+Scan = tuple[bool, list[tuple[int, bytes]], str, str, str, bytes]
+_DATA: bytes = b""
+
+
+def _init_worker(data: bytes) -> None:
+    global _DATA
+    _DATA = data
+    gc.disable()  # the pass makes no reference cycles; collecting its many short-lived objects is waste
+
+
+def scan_block(data: bytes, a: int, b: int, start: int, cuts: list[int]) -> Scan:
+    """Check the lines data[a:b] (b just after a newline), the first of which should be entry
+    ``start`` (the fast pass, else the exact one): whether all is well inside them, the perfect
+    subtrees (size, hash) their leaves make (split at ``cuts``), and the first prev, first time,
+    last time and last leaf for joining them with the lines before and after."""
+    rows = data[a : b - 1].split(b"\n")
+    good, leaves, first_prev, first_time, last_time = _scan_fast(data[a:b], rows, start)
+    if not good:
+        good, leaves, first_prev, first_time, last_time = scan_exact(rows, start)
+        if not good:
+            return False, [], "", "", "", b""
+    subtrees = [(size, _subtree(leaves[p - start : p - start + size])) for p, size in _pieces(start, start + len(rows), cuts)]
+    return True, subtrees, first_prev, first_time, last_time, leaves[-1]
+
+
+def _scan_task(task: tuple[int, int, int, list[int]]) -> Scan:
+    return scan_block(_DATA, *task)
 
 
 # ------------------------------------------------------------------------------------ RFC 9162
@@ -275,6 +429,18 @@ class Frontier:
             i >>= 1
         self.hashes.append(h)
         self.size += 1
+
+    def add_subtree(self, n: int, h: bytes) -> None:
+        """Append the hash of a perfect subtree of ``n`` (a power of two) leaves; ``size`` must be a
+        multiple of ``n``."""
+        if n & (n - 1) or self.size % n:
+            raise ValueError("not an aligned perfect subtree")
+        i = self.size // n
+        while i & 1:
+            h = _node(self.hashes.pop(), h)
+            i >>= 1
+        self.hashes.append(h)
+        self.size += n
 
     def root(self) -> bytes:
         return _fold(self.hashes)
@@ -618,40 +784,51 @@ def verify_bundle(
     sizes_wanted = {w.size for w in witnesses} | {p.size for p in pinned}
     roots: dict[int, bytes] = {first_seq: frontier.root()} if first_seq in sizes_wanted else {}
     start_prev = prev
-    rows = entries.split(b"\n")
-    intact = rows.pop() == b""  # the file ends with a newline
-    chunks: list[tuple[list[bytes], int]] = []
-    i, index = 0, first_seq
-    while i < len(rows):
-        n = CHUNK - index % CHUNK
-        chunks.append((rows[i : i + n], index))
-        i, index = i + n, index + n
-    del rows
+    if entries and not entries.endswith(b"\n"):  # a damaged last line
+        _explain(entries, first_seq, start_prev)
+    # Blocks of whole lines, about BLOCK bytes each (more of them when several processes share them).
+    size = len(entries)
+    step = max(1 << 16, min(BLOCK, size // (4 * jobs) + 1)) if jobs > 1 else BLOCK
+    tasks: list[tuple[int, int, int, list[int]]] = []
+    a, index = 0, first_seq
+    cuts = sorted(sizes_wanted)
+    while a < size:
+        b = entries.find(b"\n", min(a + step, size) - 1) + 1
+        n = entries.count(b"\n", a, b)
+        tasks.append((a, b, index, [c for c in cuts if index < c < index + n]))
+        a, index = b, index + n
     expected, last_time = first_seq, ""
-    if jobs > 1 and len(chunks) > 2:
+    collecting = gc.isenabled()
+    gc.disable()  # the pass makes no reference cycles; collecting its many short-lived objects is waste
+    if jobs > 1 and len(tasks) > 2 and size > 4 * BLOCK:
         import multiprocessing
+        import threading
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-        results: Iterator[tuple[bool, bytes, str, str, str]] = pool.map(_scan_args, chunks)
+        # fork shares the bytes read here with the workers at no cost; spawn (where fork is not
+        # available or threads run) hands each worker a copy.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1 else "spawn"
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
+                                   initializer=_init_worker, initargs=(entries,))
+        results: Iterator[Scan] = pool.map(_scan_task, tasks)
     else:
         pool = None
-        results = map(_scan_args, chunks)
+        results = (scan_block(entries, *task) for task in tasks)
     try:
-        for good, leaves, chunk_prev, first_time, chunk_last_time in results:
-            if not (intact and good and chunk_prev == prev and first_time >= last_time):
+        for good, subtrees, block_prev, first_time, block_last_time, last_leaf in results:
+            if not (good and block_prev == prev and first_time >= last_time):
                 _explain(entries, first_seq, start_prev)
-            for j in range(0, len(leaves), 32):
-                frontier.add(leaves[j : j + 32])
-                expected += 1
-                if expected in sizes_wanted:
-                    roots[expected] = frontier.root()
-            prev, last_time = leaves[-32:].hex(), chunk_last_time
+            for n, h in subtrees:
+                frontier.add_subtree(n, h)
+                if frontier.size in sizes_wanted:
+                    roots[frontier.size] = frontier.root()
+            expected = frontier.size
+            prev, last_time = last_leaf.hex(), block_last_time
     finally:
+        if collecting:
+            gc.enable()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    if not intact:
-        _explain(entries, first_seq, start_prev)
 
     end = expected
     root = frontier.root()
