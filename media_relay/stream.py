@@ -113,11 +113,8 @@ class StreamReader(AccessUnitIterator):
                 await self._waiter
             finally:
                 self._waiter = None
-        au = self._queue.popleft()
-        if au is None:
-            self.closed = True
-            raise EOFError("stream ended")
-        self.delivered += 1
+        au = self.get_nowait()
+        assert au is not None  # the queue was not empty
         return au
 
     def get_nowait(self) -> AccessUnit | None:

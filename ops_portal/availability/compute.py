@@ -273,6 +273,8 @@ def full_timeline(
                         longest = d
             cursor = t
             state = new
+    # the loop's segment close once more, for the period's end (kept inline like the loop's: this is the hot path
+    # of a 10,000-channel report, a call per change would cost more than the two copies)
     if end > cursor:
         d = end - cursor
         if state:
