@@ -107,6 +107,16 @@ class ConsoleServer:
         await engine.dispose()
 
 
+def login(page: Any, base: str, username: str, password: str) -> None:
+    """Open the console at ``base`` in ``page`` and log in (the menu drawn: the console is ready)."""
+    page.goto(base + "/console/")
+    page.wait_for_selector("#login-form")
+    page.fill("#login-username", username)
+    page.fill("#login-password", password)
+    page.click("#login-submit")
+    page.wait_for_selector(".sidenav")
+
+
 def console_page(pw: Any, base: str, username: str, password: str, *, extra_args: tuple[str, ...] = ()) -> Any:
     """Chromium (Debian's) in another time zone than Beijing, logged in to the console: (browser, page,
     errors), ``errors`` collecting the page's JavaScript errors."""
@@ -117,12 +127,7 @@ def console_page(pw: Any, base: str, username: str, password: str, *, extra_args
                             timezone_id="America/Los_Angeles")
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(base + "/console/")
-    page.wait_for_selector("#login-form")
-    page.fill("#login-username", username)
-    page.fill("#login-password", password)
-    page.click("#login-submit")
-    page.wait_for_selector(".sidenav")
+    login(page, base, username, password)
     return browser, page, errors
 
 

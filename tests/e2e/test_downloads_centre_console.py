@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.console_support import CHROMIUM, SimThread, browser_ready
+from tests.e2e.console_support import CHROMIUM, SimThread, browser_ready, login
 from tests.e2e.platform import ADMIN_NEW_PASSWORD, STRONG_SIP_PASSWORD, PlatformProcess, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -63,12 +63,7 @@ def _open_console(browser: Any, base: str, username: str, password: str) -> tupl
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: console.append(f"{m.text} @ {m.location.get('url', '')}") if m.type == "error"
             else None)
-    page.goto(base + "/console/")
-    page.wait_for_selector("#login-form")
-    page.fill("#login-username", username)
-    page.fill("#login-password", password)
-    page.click("#login-submit")
-    page.wait_for_selector(".sidenav")
+    login(page, base, username, password)
     return page, errors, console
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.console_support import CHROMIUM, SimThread, browser_ready
+from tests.e2e.console_support import CHROMIUM, SimThread, browser_ready, login
 from tests.e2e.platform import ADMIN_NEW_PASSWORD, STRONG_SIP_PASSWORD, PlatformProcess, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -101,12 +101,7 @@ def test_live_wall_main_and_sub_stream(tmp_path: Path) -> None:
                     if m.type == "error" else None)
             page.on("response", lambda r: bad.append(f"{r.status} {r.request.method} {r.url}")
                     if r.status >= 400 else None)
-            page.goto(p.base + "/console/")
-            page.wait_for_selector("#login-form")
-            page.fill("#login-username", "admin")
-            page.fill("#login-password", ADMIN_NEW_PASSWORD)
-            page.click("#login-submit")
-            page.wait_for_selector(".sidenav")
+            login(page, p.base, "admin", ADMIN_NEW_PASSWORD)
 
             page.goto(p.base + "/console/#/live")
             page.wait_for_selector("#wall")
