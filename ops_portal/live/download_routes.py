@@ -12,6 +12,7 @@ it, and to holders of ``user.manage``; to anyone else they do not exist (404).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -288,10 +289,31 @@ SinceFilter = Annotated[str | None, Query(max_length=40, description="创建时�
 UntilFilter = Annotated[str | None, Query(max_length=40, description="创建时间早于 / created before")]
 
 
-async def _history(request: Request, user: User, access: Any, all_users: bool, username: str | None,
-                   device_id: str | None, channel_id: str | None, since: str | None,
-                   until: str | None) -> tuple[Any, list[Any]]:
+@dataclass(frozen=True, slots=True)
+class HistoryFilters:
+    """The download history's filters, the same for the list and its CSV."""
+
+    all_users: bool
+    username: str | None
+    device_id: str | None
+    channel_id: str | None
+    since: str | None
+    until: str | None
+
+
+def _history_filters(all_users: AllUsers = False, username: UserFilter = None, device_id: DeviceFilter = None,
+                     channel_id: ChannelFilter = None, since: SinceFilter = None,
+                     until: UntilFilter = None) -> HistoryFilters:
+    return HistoryFilters(all_users, username, device_id, channel_id, since, until)
+
+
+HistoryQuery = Annotated[HistoryFilters, Depends(_history_filters)]
+
+
+async def _history(request: Request, user: User, access: Any, flt: HistoryFilters) -> tuple[Any, list[Any]]:
     """The jobs the caller may see that match the filters, newest first (at most :data:`MAX_HISTORY`)."""
+    all_users, username, device_id, channel_id = flt.all_users, flt.username, flt.device_id, flt.channel_id
+    since, until = flt.since, flt.until
     if all_users and not access.can("user.manage"):
         raise ApiError(403, "forbidden", "无权查看他人的下载任务（需要“用户管理”权限）/ permission denied (needs "
                        "manage users: user.manage)")
@@ -328,19 +350,14 @@ async def list_downloads(
     user: Downloader,
     access: AccessDep,
     request: Request,
-    all_users: AllUsers = False,
-    username: UserFilter = None,
-    device_id: DeviceFilter = None,
-    channel_id: ChannelFilter = None,
-    since: SinceFilter = None,
-    until: UntilFilter = None,
+    flt: HistoryQuery,
     offset: Annotated[int, Query(ge=0, le=MAX_HISTORY)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DownloadJobList:
     """Your download jobs, newest first (with `all=true`, everyone's of the channels in your data scope,
     for holders of `user.manage`), filtered by `user` (username), `device_id` + `channel_id`, and the
     creation time `since` / `until`; `total` counts the matches before `offset` / `limit`."""
-    manager, rows = await _history(request, user, access, all_users, username, device_id, channel_id, since, until)
+    manager, rows = await _history(request, user, access, flt)
     page = rows[offset:offset + limit]
     names = await _names(request, page)
     return DownloadJobList(items=[_out(manager, r, names) for r in page], total=len(rows), offset=offset,
@@ -376,12 +393,7 @@ async def downloads_csv(
     user: Downloader,
     access: AccessDep,
     request: Request,
-    all_users: AllUsers = False,
-    username: UserFilter = None,
-    device_id: DeviceFilter = None,
-    channel_id: ChannelFilter = None,
-    since: SinceFilter = None,
-    until: UntilFilter = None,
+    flt: HistoryQuery,
 ) -> Response:
     """The download history the list shows (same filters, no paging): who, when, which channel (id and
     name), the video period, size, SHA-256 and watermark id of the copy, and the result.  Times are Beijing
@@ -391,8 +403,7 @@ async def downloads_csv(
 
     from gbcore.sheets import csv_text
 
-    manager, rows = await _history(request, user, access, all_users, username, device_id, channel_id, since,
-                                     until)
+    manager, rows = await _history(request, user, access, flt)
     names = await _names(request, rows)
     users, channels = names.get("users", {}), names.get("channels", {})
     buf = io.StringIO()
