@@ -14,7 +14,8 @@ from ops_portal.schemas import CHANNELS_DOC, ChannelItemIn, NodeId, UtcTime
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=1, max_length=64)
+    # no account name holds a control character (UserCreateRequest's pattern); a NUL must not reach PostgreSQL
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: str = Field(min_length=1, max_length=1024)
     otp: str | None = Field(default=None, max_length=16, description="两步验证码（已启用时必填，6 位数字）/ the "
                             "6-digit TOTP code (required when two-step verification is on)")
